@@ -1,0 +1,266 @@
+//! A TOML section read key by key, with the spans toml's parser keeps, so that every
+//! refusal of the config can name the line, the full key and the fix.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::config::ConfigError;
+use crate::duration::{format_duration, parse_duration};
+
+pub(crate) struct Doc<'a> {
+    pub(crate) file: &'a Path,
+    pub(crate) src: &'a str,
+}
+
+impl Doc<'_> {
+    fn line_of(&self, span: &Range<usize>) -> usize {
+        let at = span.start.min(self.src.len());
+        self.src[..at].bytes().filter(|b| *b == b'\n').count() + 1
+    }
+
+    pub(crate) fn syntax_error(&self, e: &toml::de::Error) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: e.span().map(|s| self.line_of(&s)),
+            key: None,
+            problem: format!("not valid TOML: {}", e.message()),
+            fix: "correct the syntax on that line (strings need quotes, sections [brackets])".into(),
+        }
+    }
+}
+
+/// One `[section]` of the file (or the top level), read key by key.
+pub(crate) struct Section<'a, 'd> {
+    doc: &'a Doc<'a>,
+    name: &'static str,
+    table: Option<&'a DeTable<'d>>,
+    /// Where the section header is, for errors about keys that are missing.
+    header_line: Option<usize>,
+}
+
+type Value<'a, 'd> = &'a Spanned<DeValue<'d>>;
+
+impl<'a, 'd> Section<'a, 'd> {
+    pub(crate) fn root(doc: &'a Doc<'a>, table: &'a DeTable<'d>) -> Self {
+        Section { doc, name: "", table: Some(table), header_line: None }
+    }
+
+    fn key_path(&self, key: &str) -> String {
+        if self.name.is_empty() { key.to_string() } else { format!("{}.{key}", self.name) }
+    }
+
+    fn entry(&self, key: &str) -> Option<(Range<usize>, Value<'a, 'd>)> {
+        self.table?.iter().find(|(k, _)| k.get_ref().as_ref() == key).map(|(k, v)| (k.span(), v))
+    }
+
+    /// A sub-table; absent sections are fine (all their keys have defaults or are reported
+    /// missing by name).
+    pub(crate) fn table(&self, name: &'static str) -> Result<Section<'a, 'd>, ConfigError> {
+        match self.entry(name) {
+            None => Ok(Section { doc: self.doc, name, table: None, header_line: None }),
+            Some((span, v)) => match v.get_ref() {
+                DeValue::Table(t) => {
+                    Ok(Section { doc: self.doc, name, table: Some(t), header_line: Some(self.doc.line_of(&span)) })
+                }
+                other => Err(self.err_value(
+                    name,
+                    v,
+                    &format!("is a {}, not a section", other.type_str()),
+                    &format!("write it as a [{name}] section"),
+                )),
+            },
+        }
+    }
+
+    pub(crate) fn deny(&mut self, known: &[&str]) -> Result<&mut Self, ConfigError> {
+        self.deny_unknown(known)?;
+        Ok(self)
+    }
+
+    pub(crate) fn deny_unknown(&mut self, known: &[&str]) -> Result<(), ConfigError> {
+        let Some(table) = self.table else { return Ok(()) };
+        for (k, _) in table.iter() {
+            let key = k.get_ref().as_ref();
+            if !known.contains(&key) {
+                let fix = match closest(key, known) {
+                    Some(m) => format!("did you mean `{}`? Known keys here: {}", self.key_path(m), known.join(", ")),
+                    None => format!("remove it; known keys here: {}", known.join(", ")),
+                };
+                return Err(ConfigError {
+                    file: self.doc.file.to_path_buf(),
+                    line: Some(self.doc.line_of(&k.span())),
+                    key: Some(self.key_path(key)),
+                    problem: "unknown key".into(),
+                    fix,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn err_value(&self, key: &str, v: Value, problem: &str, fix: &str) -> ConfigError {
+        ConfigError {
+            file: self.doc.file.to_path_buf(),
+            line: Some(self.doc.line_of(&v.span())),
+            key: Some(self.key_path(key)),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+
+    /// An error about a key that is present in the file.
+    pub(crate) fn err_at(&self, key: &str, problem: &str, fix: &str) -> ConfigError {
+        match self.entry(key) {
+            Some((_, v)) => self.err_value(key, v, problem, fix),
+            None => self.err_missing(key, problem, fix),
+        }
+    }
+
+    /// An error about a key that is absent: points at the section header if there is one.
+    pub(crate) fn err_missing(&self, key: &str, problem: &str, fix: &str) -> ConfigError {
+        ConfigError {
+            file: self.doc.file.to_path_buf(),
+            line: self.header_line,
+            key: Some(self.key_path(key)),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+
+    fn wrong_type(&self, key: &str, v: Value, wanted: &str, example: &str) -> ConfigError {
+        self.err_value(
+            key,
+            v,
+            &format!("expected {wanted}, found a {}", v.get_ref().type_str()),
+            &format!("write it as {} = {example}", key),
+        )
+    }
+
+    pub(crate) fn str(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.entry(key) {
+            None => Ok(None),
+            Some((_, v)) => match v.get_ref() {
+                DeValue::String(s) => Ok(Some(s.to_string())),
+                _ => Err(self.wrong_type(key, v, "a string", "\"...\"")),
+            },
+        }
+    }
+
+    pub(crate) fn required_str(&self, key: &str, example: &str) -> Result<String, ConfigError> {
+        self.str(key)?.ok_or_else(|| {
+            self.err_missing(key, "is required and missing", &format!("add `{example}` under [{}]", self.name))
+        })
+    }
+
+    pub(crate) fn path(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(s) = self.str(key)? else { return Ok(None) };
+        if s.is_empty() {
+            return Err(self.err_at(key, "is an empty path", "remove the key or give a path"));
+        }
+        let p = PathBuf::from(s);
+        // Relative paths are taken from the config file's folder, so a config and its token
+        // can travel together.
+        Ok(Some(if p.is_relative() { self.doc.file.parent().unwrap_or(Path::new(".")).join(p) } else { p }))
+    }
+
+    pub(crate) fn bool_or(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.entry(key) {
+            None => Ok(default),
+            Some((_, v)) => v.get_ref().as_bool().ok_or_else(|| self.wrong_type(key, v, "true or false", "true")),
+        }
+    }
+
+    pub(crate) fn int_or(&self, key: &str, default: i64, min: i64, max: i64) -> Result<i64, ConfigError> {
+        let Some((_, v)) = self.entry(key) else { return Ok(default) };
+        let DeValue::Integer(i) = v.get_ref() else {
+            return Err(self.wrong_type(key, v, "an integer", &default.to_string()));
+        };
+        let n = i64::from_str_radix(i.as_str(), i.radix()).ok().filter(|n| (min..=max).contains(n));
+        n.ok_or_else(|| {
+            self.err_value(
+                key,
+                v,
+                &format!("{} is out of range", i.as_str()),
+                &format!("use a value from {min} to {max}"),
+            )
+        })
+    }
+
+    pub(crate) fn duration_or(&self, key: &str, default: Duration, min: Duration) -> Result<Duration, ConfigError> {
+        let Some((_, v)) = self.entry(key) else { return Ok(default) };
+        let DeValue::String(s) = v.get_ref() else {
+            return Err(self.wrong_type(key, v, "a duration string", &format!("\"{}\"", format_duration(default))));
+        };
+        let d = parse_duration(s).map_err(|e| {
+            self.err_value(
+                key,
+                v,
+                &e.0,
+                &format!("write a duration such as \"{}\" or \"500ms\"", format_duration(default)),
+            )
+        })?;
+        if d < min {
+            return Err(self.err_value(
+                key,
+                v,
+                &format!("\"{s}\" is too short"),
+                &format!("use at least \"{}\"", format_duration(min)),
+            ));
+        }
+        Ok(d)
+    }
+
+    pub(crate) fn str_list(&self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
+        let Some((_, v)) = self.entry(key) else { return Ok(None) };
+        let DeValue::Array(items) = v.get_ref() else {
+            return Err(self.wrong_type(key, v, "a list of strings", "[\"...\"]"));
+        };
+        items
+            .iter()
+            .map(|item| match item.get_ref() {
+                DeValue::String(s) => Ok(s.to_string()),
+                _ => Err(self.wrong_type(key, item, "a list of strings", "[\"...\"]")),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+}
+
+/// The known key nearest to a typo, if it is close enough to be what was meant.
+fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typo_suggestions_only_for_close_names() {
+        assert_eq!(closest("intervall", &["interval", "timeout"]), Some("interval"));
+        assert_eq!(closest("zzz", &["interval", "timeout"]), None);
+    }
+}

@@ -1,0 +1,105 @@
+//! Human durations as operators write them in the config: `"500ms"`, `"30s"`, `"5m"`, `"1h"`,
+//! and sums such as `"1m30s"`. A bare number is refused: `interval = "30"` is ambiguous
+//! (seconds? milliseconds?) and a fleet config must not guess.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Why a duration string was refused; the text is shown to the operator after the key name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurationError(pub String);
+
+impl fmt::Display for DurationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Parses `"<number><unit>"` pieces, unit one of `ms`, `s`, `m`, `h`, `d`.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let s = text.trim();
+    if s.is_empty() {
+        return Err(DurationError("empty duration".into()));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(DurationError(format!("\"{text}\" is not a duration")));
+        }
+        let value: u64 = rest[..digits].parse().map_err(|_| DurationError(format!("\"{text}\" is too large")))?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let piece = match unit {
+            "ms" => Duration::from_millis(value),
+            "s" => Duration::from_secs(value),
+            "m" => Duration::from_secs(value.saturating_mul(60)),
+            "h" => Duration::from_secs(value.saturating_mul(3600)),
+            "d" => Duration::from_secs(value.saturating_mul(86_400)),
+            "" => {
+                return Err(DurationError(format!("\"{text}\" has no unit (write \"{value}s\" or \"{value}ms\")")));
+            }
+            other => {
+                return Err(DurationError(format!("\"{text}\" has unknown unit \"{other}\" (use ms, s, m, h or d)")));
+            }
+        };
+        total = total.saturating_add(piece);
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way the config accepts it back (`check` prints these).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        "0s".into()
+    } else if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_and_sums_are_understood() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration(" 2d "), Ok(Duration::from_secs(172_800)));
+    }
+
+    #[test]
+    fn a_bare_number_is_refused_with_a_hint() {
+        let e = parse_duration("30").unwrap_err();
+        assert!(e.0.contains("\"30s\""), "{e}");
+    }
+
+    #[test]
+    fn junk_and_unknown_units_are_refused() {
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("10x").unwrap_err().0.contains("unknown unit"));
+        assert!(parse_duration("-5s").is_err());
+        assert!(parse_duration("99999999999999999999999s").is_err());
+    }
+
+    #[test]
+    fn formatting_round_trips() {
+        for s in ["200ms", "30s", "5m", "1h", "1500ms", "0s"] {
+            assert_eq!(format_duration(parse_duration(s).unwrap()), s);
+        }
+    }
+}

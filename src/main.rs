@@ -1,0 +1,121 @@
+//! The `rig-agent` command: CLI, logging set-up and exit codes; nothing else.
+
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::exit;
+use std::sync::Arc;
+
+use rig_agent::config::DEFAULT_PATH;
+use rig_agent::protocol::{Inbound, decode};
+use rig_agent::queries::Catalogue;
+use rig_agent::status::AgentStatus;
+use rig_agent::{Config, VERSION, exit as code, logging, standard_runner};
+
+const USAGE: &str = "\
+usage: rig-agent [--config PATH]              run the agent (what systemd starts)
+       rig-agent [--config PATH] check        validate the config, print it without secrets
+       rig-agent [--config PATH] probe ACT    print the data of a query, answered locally
+       rig-agent --version | --help
+
+default config: /etc/rig-agent/rig-agent.toml
+exit codes: 0 clean stop, 78 config error, 64 usage error, 1 other failure";
+
+enum Command {
+    Run,
+    Check,
+    Probe(String),
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<(PathBuf, Command), String> {
+    let mut config = PathBuf::from(DEFAULT_PATH);
+    let mut words = Vec::new();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--version" | "-V" => {
+                println!("rig-agent {VERSION}");
+                exit(code::OK);
+            }
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                exit(code::OK);
+            }
+            "--config" | "-c" => config = args.next().ok_or("--config needs a path")?.into(),
+            a if a.starts_with("--config=") => config = a["--config=".len()..].into(),
+            a if a.starts_with('-') => return Err(format!("unknown option {a}")),
+            _ => words.push(arg),
+        }
+    }
+    let command = match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => Command::Run,
+        ["check"] => Command::Check,
+        ["probe", act] => Command::Probe(act.to_string()),
+        ["probe"] => return Err("probe needs an act, e.g. probe get_agent_info".into()),
+        _ => return Err(format!("unexpected arguments: {}", words.join(" "))),
+    };
+    Ok((config, command))
+}
+
+fn load(path: &Path) -> Config {
+    Config::load(path).unwrap_or_else(|e| {
+        eprintln!("rig-agent: {e}");
+        exit(code::CONFIG)
+    })
+}
+
+fn main() {
+    let (path, command) = parse_args(std::env::args().skip(1)).unwrap_or_else(|e| {
+        eprintln!("rig-agent: {e}\n{USAGE}");
+        exit(code::USAGE)
+    });
+    match command {
+        Command::Check => {
+            let cfg = load(&path);
+            print!("{}", cfg.render());
+            eprintln!("rig-agent: {} is valid", path.display());
+        }
+        Command::Probe(act) => exit(probe(load(&path), &act)),
+        Command::Run => {
+            logging::init();
+            let cfg = load(&path);
+            log::info!(
+                "rig-agent {VERSION} starting as {} with {} (gateways: {})",
+                cfg.device.hardware_id,
+                path.display(),
+                cfg.gateway.urls.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", ")
+            );
+            let mut runner = standard_runner(cfg).unwrap_or_else(|e| {
+                log::error!("cannot start: {e}");
+                exit(code::FAILURE)
+            });
+            if let Err(e) = runner.shutdown().install_signal_handlers() {
+                log::error!("cannot install signal handlers: {e}");
+                exit(code::FAILURE);
+            }
+            runner.run();
+        }
+    }
+}
+
+/// Answers one query locally, as `telegraf --test` or `zabbix_agent2 -t` do.
+fn probe(cfg: Config, act: &str) -> i32 {
+    let status = Arc::new(AgentStatus::new(cfg.file.clone()));
+    let catalogue = Catalogue::standard(status);
+    if catalogue.lane(act).is_none() {
+        eprintln!("rig-agent: unknown act {act:?}; known: {}", catalogue.acts().join(", "));
+        return code::USAGE;
+    }
+    let Ok(Inbound::Query(query)) = decode(&serde_json::json!({ "act": act }).to_string()) else {
+        return code::FAILURE;
+    };
+    match catalogue.run(&query) {
+        Ok(data) => {
+            println!("{}", serde_json::to_string_pretty(&data).unwrap_or_default());
+            code::OK
+        }
+        Err(refusal) => {
+            eprintln!("rig-agent: {act} failed: {}", refusal.description);
+            code::FAILURE
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! The messages of PROTOCOL.md, encoded and decoded. No IO.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{Map, Value, json};
+
+/// `from` on everything the agent sends.
+pub const FROM_DEVICE: &str = "device";
+
+/// Answer codes of PROTOCOL.md §6.
+pub mod code {
+    pub const OK: i64 = 0;
+    pub const UNKNOWN_ACT: i64 = 1;
+    pub const BAD_REQUEST: i64 = 2;
+    pub const PROBE_FAILED: i64 = 3;
+}
+
+/// Generates `act_id`s: `<8 hex chars chosen at start-up>-<counter>`, unique for the life of
+/// the process. Shared by the session (login, heartbeats) and the warning spool.
+#[derive(Debug)]
+pub struct ActIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl ActIds {
+    /// A fresh random prefix from the system's CSPRNG (through the ring provider rustls uses,
+    /// so no extra crate), so two runs of the agent never share ids.
+    pub fn new() -> ActIds {
+        let mut bytes = [0u8; 4];
+        let random = rustls::crypto::ring::default_provider().secure_random;
+        if random.fill(&mut bytes).is_err() {
+            // No CSPRNG: time and pid still make a restart's ids differ from the last run's.
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            bytes = (t.subsec_nanos() ^ std::process::id().rotate_left(16)).to_be_bytes();
+        }
+        ActIds::with_prefix(&bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    }
+
+    pub fn with_prefix(prefix: &str) -> ActIds {
+        ActIds { prefix: prefix.to_string(), next: AtomicU64::new(1) }
+    }
+
+    pub fn next(&self) -> String {
+        format!("{}-{}", self.prefix, self.next.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl Default for ActIds {
+    fn default() -> Self {
+        ActIds::new()
+    }
+}
+
+/// Who the rig is, as the login and every message say it.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub hardware_id: String,
+    pub name: String,
+}
+
+/// The login message. It holds the token: never log it.
+pub fn encode_login(id: &Identity, act_id: &str, token: &str) -> String {
+    json!({
+        "from": FROM_DEVICE,
+        "act": "start",
+        "reqtype": "post",
+        "act_id": act_id,
+        "hardware_id": id.hardware_id,
+        "name": id.name,
+        "token": token,
+        "version": format!("rig-agent {}", crate::VERSION),
+    })
+    .to_string()
+}
+
+pub fn encode_heartbeat(id: &Identity, act_id: &str) -> String {
+    json!({
+        "from": FROM_DEVICE,
+        "act": "heartbeat",
+        "reqtype": "post",
+        "act_id": act_id,
+        "hardware_id": id.hardware_id,
+    })
+    .to_string()
+}
+
+/// A gateway `return` to something the agent sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Return {
+    /// The `act` being answered: `start`, `heartbeat`, `warning`.
+    pub action: String,
+    pub act_id: String,
+    /// `None` when the gateway sent no usable code; treated as a refusal.
+    pub code: Option<i64>,
+    pub description: String,
+}
+
+impl Return {
+    pub fn is_ok(&self) -> bool {
+        self.code == Some(code::OK)
+    }
+}
+
+/// What a query's answer must echo, taken verbatim from the query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryEcho {
+    pub act: String,
+    pub reqtype: Value,
+    pub act_code: Value,
+    pub client_id: Value,
+}
+
+/// A query from the gateway (any `act` other than `return`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    pub echo: QueryEcho,
+    /// Set when an envelope field has the wrong type: the answer is code 2 with this text.
+    pub bad_request: Option<String>,
+    /// The whole message, for queries that take parameters.
+    pub body: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    Return(Return),
+    Query(Query),
+}
+
+/// Why an inbound text frame was dropped. Logged (rate-limited); the connection stays up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Junk {
+    #[error("not JSON ({0})")]
+    NotJson(String),
+    #[error("JSON but not an object")]
+    NotObject,
+    #[error("no `act` field")]
+    NoAct,
+    #[error("`act` is not a string")]
+    ActNotString,
+}
+
+pub fn decode(text: &str) -> Result<Inbound, Junk> {
+    let value: Value = serde_json::from_str(text).map_err(|e| Junk::NotJson(e.to_string()))?;
+    let Value::Object(body) = value else { return Err(Junk::NotObject) };
+    let act = match body.get("act") {
+        None => return Err(Junk::NoAct),
+        Some(Value::String(a)) => a.clone(),
+        Some(_) => return Err(Junk::ActNotString),
+    };
+    if act == "return" {
+        return Ok(Inbound::Return(Return {
+            action: string_field(&body, "action"),
+            act_id: string_field(&body, "act_id"),
+            code: match body.get("code") {
+                Some(Value::Number(n)) => n.as_i64(),
+                Some(Value::String(s)) => s.trim().parse().ok(),
+                _ => None,
+            },
+            description: string_field(&body, "description"),
+        }));
+    }
+    let field = |name: &str| body.get(name).cloned().unwrap_or_else(|| Value::String(String::new()));
+    let echo = QueryEcho { act, reqtype: field("reqtype"), act_code: field("act_code"), client_id: field("client_id") };
+    let bad_request = [("reqtype", &echo.reqtype), ("act_code", &echo.act_code), ("client_id", &echo.client_id)]
+        .iter()
+        .find(|(_, v)| !v.is_string())
+        .map(|(name, _)| format!("`{name}` must be a string"));
+    Ok(Inbound::Query(Query { echo, bad_request, body }))
+}
+
+fn string_field(body: &Map<String, Value>, name: &str) -> String {
+    match body.get(name) {
+        Some(Value::String(s)) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+/// A query that was not answered with data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: i64,
+    pub description: String,
+}
+
+impl Refusal {
+    pub fn unknown_act(act: &str) -> Refusal {
+        Refusal { code: code::UNKNOWN_ACT, description: format!("unknown act \"{act}\"") }
+    }
+    pub fn bad_request(why: impl Into<String>) -> Refusal {
+        Refusal { code: code::BAD_REQUEST, description: why.into() }
+    }
+    pub fn probe_failed(why: impl Into<String>) -> Refusal {
+        Refusal { code: code::PROBE_FAILED, description: why.into() }
+    }
+}
+
+/// The answer to a query: `act`, `reqtype`, `act_code`, `client_id` echoed; `data` only on
+/// success.
+pub fn encode_answer(id: &Identity, echo: &QueryEcho, outcome: Result<Value, Refusal>) -> String {
+    let mut m = Map::new();
+    m.insert("from".into(), FROM_DEVICE.into());
+    m.insert("act".into(), echo.act.clone().into());
+    m.insert("reqtype".into(), echo.reqtype.clone());
+    m.insert("act_code".into(), echo.act_code.clone());
+    m.insert("client_id".into(), echo.client_id.clone());
+    m.insert("hardware_id".into(), id.hardware_id.clone().into());
+    match outcome {
+        Ok(data) => {
+            m.insert("code".into(), code::OK.into());
+            m.insert("description".into(), "ok".into());
+            m.insert("data".into(), data);
+        }
+        Err(r) => {
+            m.insert("code".into(), r.code.into());
+            m.insert("description".into(), r.description.into());
+        }
+    }
+    Value::Object(m).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> Identity {
+        Identity { hardware_id: "billtest000000004".into(), name: "rig four".into() }
+    }
+
+    fn parse(s: &str) -> Value {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn login_has_the_fields_of_the_protocol() {
+        let v = parse(&encode_login(&id(), "9f3a61c2-1", "tok"));
+        assert_eq!(v["from"], "device");
+        assert_eq!(v["act"], "start");
+        assert_eq!(v["reqtype"], "post");
+        assert_eq!(v["act_id"], "9f3a61c2-1");
+        assert_eq!(v["hardware_id"], "billtest000000004");
+        assert_eq!(v["name"], "rig four");
+        assert_eq!(v["token"], "tok");
+        assert_eq!(v["version"], format!("rig-agent {}", crate::VERSION));
+    }
+
+    #[test]
+    fn act_ids_share_a_prefix_and_count_up() {
+        let ids = ActIds::new();
+        let (a, b) = (ids.next(), ids.next());
+        let (pa, na) = a.split_once('-').unwrap();
+        let (pb, nb) = b.split_once('-').unwrap();
+        assert_eq!(pa, pb);
+        assert_eq!(pa.len(), 8);
+        assert!(pa.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(na.parse::<u64>().unwrap() + 1, nb.parse::<u64>().unwrap());
+        assert_ne!(ActIds::new().prefix, ids.prefix, "two runs should not share a prefix");
+    }
+
+    #[test]
+    fn a_return_is_decoded_with_numeric_or_string_code() {
+        let r =
+            decode(r#"{"act":"return","action":"start","act_id":"x-1","code":0,"description":"操作成功"}"#).unwrap();
+        let Inbound::Return(r) = r else { panic!() };
+        assert!(r.is_ok());
+        assert_eq!(r.description, "操作成功");
+        let Inbound::Return(r) = decode(r#"{"act":"return","action":"start","code":"7"}"#).unwrap() else { panic!() };
+        assert_eq!(r.code, Some(7));
+        let Inbound::Return(r) = decode(r#"{"act":"return","action":"start"}"#).unwrap() else { panic!() };
+        assert!(!r.is_ok(), "a return without a code is not a success");
+    }
+
+    #[test]
+    fn a_query_answer_echoes_act_code_client_id_and_reqtype() {
+        let Inbound::Query(q) =
+            decode(r#"{"from":"html","act":"get_agent_info","reqtype":"write","act_code":"codeNew","client_id":"c-42","extra":1}"#)
+                .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(q.bad_request, None);
+        let v = parse(&encode_answer(&id(), &q.echo, Ok(json!({"k": 1}))));
+        assert_eq!(v["from"], "device");
+        assert_eq!(v["act"], "get_agent_info");
+        assert_eq!(v["reqtype"], "write");
+        assert_eq!(v["act_code"], "codeNew");
+        assert_eq!(v["client_id"], "c-42");
+        assert_eq!(v["hardware_id"], "billtest000000004");
+        assert_eq!(v["code"], 0);
+        assert_eq!(v["data"]["k"], 1);
+    }
+
+    #[test]
+    fn an_error_answer_has_a_code_and_no_data() {
+        let Inbound::Query(q) = decode(r#"{"act":"nope","act_code":"a"}"#).unwrap() else { panic!() };
+        let v = parse(&encode_answer(&id(), &q.echo, Err(Refusal::unknown_act("nope"))));
+        assert_eq!(v["code"], 1);
+        assert!(v.get("data").is_none());
+        assert_eq!(v["client_id"], "", "missing client_id is echoed as empty");
+    }
+
+    #[test]
+    fn an_envelope_field_of_the_wrong_type_is_a_bad_request() {
+        let Inbound::Query(q) = decode(r#"{"act":"get_agent_info","act_code":17}"#).unwrap() else { panic!() };
+        assert_eq!(q.bad_request.as_deref(), Some("`act_code` must be a string"));
+    }
+
+    #[test]
+    fn junk_is_classified() {
+        assert!(matches!(decode("hello"), Err(Junk::NotJson(_))));
+        assert_eq!(decode("[1,2]"), Err(Junk::NotObject));
+        assert_eq!(decode("{}"), Err(Junk::NoAct));
+        assert_eq!(decode(r#"{"act":5}"#), Err(Junk::ActNotString));
+    }
+}

@@ -1,0 +1,448 @@
+//! The main loop: the only owner of the gateway socket. Connects (round robin over
+//! `gateway.urls`), drives a [`Session`] per connection, hands queries to the probe workers
+//! and sends their answers, and waits out the backoff between attempts.
+
+use std::collections::VecDeque;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use tungstenite::Message;
+use tungstenite::error::{Error as WsError, ProtocolError};
+use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::backoff::{self, Backoff};
+use crate::config::Config;
+use crate::logging::Throttle;
+use crate::protocol::{self, ActIds, Identity, Query, Refusal};
+use crate::queries::Catalogue;
+use crate::session::{Action, End, Session, SessionConfig};
+use crate::signals::Shutdown;
+use crate::status::AgentStatus;
+use crate::transport::{self, ConnectError, WebSocket};
+use crate::url::GatewayUrl;
+use crate::wake::{self, WakeReceiver, Waker};
+use crate::workers::{MAX_IN_FLIGHT, Workers};
+
+/// How long the close handshake may take when the agent stops (PROTOCOL.md §5).
+const STOP_CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// How long other closes (rejected login, oversized message) wait for the gateway's reply.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// How a connection (or an attempt at one) ended.
+#[derive(Debug)]
+enum Ended {
+    /// Shutdown was requested; the connection, if any, was closed with 1001.
+    Stop,
+    ConnectFailed(ConnectError),
+    Session(End),
+    /// IO error, close from the gateway, oversized message, stalled writes.
+    Lost(String),
+}
+
+pub struct Runner {
+    cfg: Arc<Config>,
+    id: Identity,
+    catalogue: Arc<Catalogue>,
+    status: Arc<AgentStatus>,
+    ids: Arc<ActIds>,
+    shutdown: Shutdown,
+    waker: Waker,
+    wake_rx: WakeReceiver,
+    workers: Workers,
+    backoff: Backoff,
+    /// Tags answers with the connection they belong to; answers for an older connection
+    /// are dropped (the client that asked is gone with it).
+    generation: u64,
+    link: LinkLog,
+    junk_log: Throttle,
+}
+
+/// The open connection and its write state.
+struct Conn {
+    ws: WebSocket,
+    /// Since when the gateway has not taken our output (socket full).
+    write_stalled_since: Option<Instant>,
+    logged_in: bool,
+}
+
+impl Runner {
+    pub fn new(cfg: Arc<Config>, catalogue: Catalogue, status: Arc<AgentStatus>) -> std::io::Result<Runner> {
+        let (waker, wake_rx) = wake::pair()?;
+        let id = Identity { hardware_id: cfg.device.hardware_id.clone(), name: cfg.device.name.clone() };
+        let catalogue = Arc::new(catalogue);
+        let workers = Workers::start(Arc::clone(&catalogue), id.clone(), &waker)?;
+        let backoff = Backoff::new(cfg.reconnect.initial, cfg.reconnect.max, backoff::random_seed());
+        Ok(Runner {
+            shutdown: Shutdown::new(waker.try_clone()?),
+            cfg,
+            id,
+            catalogue,
+            status,
+            ids: Arc::new(ActIds::new()),
+            waker,
+            wake_rx,
+            workers,
+            backoff,
+            generation: 0,
+            link: LinkLog::default(),
+            junk_log: Throttle::new(Duration::from_secs(60), 5),
+        })
+    }
+
+    /// The handle that stops this runner (signals, tests, the demo).
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Runs until shutdown is requested. Network trouble is never fatal: it is retried.
+    pub fn run(&mut self) {
+        let urls = self.cfg.gateway.urls.clone();
+        for url in urls.iter().cycle() {
+            if self.shutdown.is_requested() {
+                break;
+            }
+            let ended = match self.connect(url) {
+                Ok(ws) => self.run_connection(ws, url),
+                Err(e) => e,
+            };
+            self.status.disconnected();
+            let wait = match &ended {
+                Ended::Stop => break,
+                Ended::Session(End::LoginRejected { .. }) => self.backoff.after_rejection(),
+                _ => self.backoff.after_failure(),
+            };
+            self.link.ended(url, &ended, wait);
+            if !self.sleep(wait) {
+                break;
+            }
+        }
+        info!("stopped");
+    }
+
+    /// Connects on a helper thread so that a stop request is honoured at once even while
+    /// DNS, TCP or TLS is stuck; an abandoned attempt ends on its own timeouts.
+    fn connect(&mut self, url: &GatewayUrl) -> Result<WebSocket, Ended> {
+        let (tx, rx) = mpsc::channel();
+        let (url2, cfg, waker) =
+            (url.clone(), Arc::clone(&self.cfg), self.waker.try_clone().map_err(|e| Ended::Lost(e.to_string()))?);
+        thread::Builder::new()
+            .name("connect".into())
+            .spawn(move || {
+                let _ = tx.send(transport::connect(&url2, &cfg.gateway));
+                waker.wake();
+            })
+            .map_err(|e| Ended::Lost(format!("cannot start connect thread: {e}")))?;
+        loop {
+            if self.shutdown.is_requested() {
+                return Err(Ended::Stop);
+            }
+            match rx.try_recv() {
+                Ok(result) => return result.map_err(Ended::ConnectFailed),
+                Err(mpsc::TryRecvError::Disconnected) => return Err(Ended::Lost("connect thread died".into())),
+                Err(mpsc::TryRecvError::Empty) => self.wake_rx.wait(None, None),
+            }
+        }
+    }
+
+    /// Waits `d` unless stopped first; `false` when stopped.
+    fn sleep(&mut self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        loop {
+            self.drain_stale_answers();
+            if self.shutdown.is_requested() {
+                return false;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            self.wake_rx.wait(None, Some(left));
+        }
+    }
+
+    fn drain_stale_answers(&mut self) {
+        while self.workers.try_done().is_some() {}
+    }
+
+    fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            heartbeat_interval: self.cfg.heartbeat.interval,
+            heartbeat_timeout: self.cfg.heartbeat.timeout,
+            login_timeout: self.cfg.gateway.login_timeout,
+        }
+    }
+
+    fn run_connection(&mut self, ws: WebSocket, url: &GatewayUrl) -> Ended {
+        if let Err(e) = ws.get_ref().tcp().set_nonblocking(true) {
+            return Ended::Lost(format!("cannot make the socket non-blocking: {e}"));
+        }
+        self.generation += 1;
+        debug!("connected to {url}, logging in as {}", self.id.hardware_id);
+        let mut conn = Conn { ws, write_stalled_since: None, logged_in: false };
+        let (mut session, actions) = Session::start(
+            self.session_config(),
+            self.id.clone(),
+            self.cfg.device.token.expose(),
+            &self.ids,
+            Instant::now(),
+        );
+        let stall_limit = self.cfg.heartbeat.timeout;
+        let mut pending: VecDeque<Action> = actions.into();
+        loop {
+            if let Some(end) = self.apply(&mut conn, &mut session, &mut pending, url) {
+                return end;
+            }
+            if let Some(end) = self.read_available(&mut conn, &mut session, &mut pending) {
+                return end;
+            }
+            while let Some(done) = self.workers.try_done() {
+                if done.generation == self.generation {
+                    pending.extend(session.answer(done.text));
+                }
+            }
+            pending.extend(session.on_tick(&self.ids, Instant::now()));
+            if !pending.is_empty() {
+                continue;
+            }
+            if let Some(end) = flush(&mut conn, stall_limit) {
+                return end;
+            }
+            if self.shutdown.is_requested() {
+                close(&mut conn, &self.wake_rx, CloseCode::Away, "going away", STOP_CLOSE_WAIT);
+                return Ended::Stop;
+            }
+            let now = Instant::now();
+            let mut timeout = session.next_deadline().map(|d| d.saturating_duration_since(now));
+            if let Some(since) = conn.write_stalled_since {
+                let left = (since + stall_limit).saturating_duration_since(now);
+                timeout = Some(timeout.map_or(left, |t| t.min(left)));
+            }
+            let want_write = conn.write_stalled_since.is_some();
+            self.wake_rx.wait(Some((conn.ws.get_ref().tcp().as_fd(), want_write)), timeout);
+        }
+    }
+
+    /// Carries out the session's actions; `Some` when the connection is over.
+    fn apply(
+        &mut self,
+        conn: &mut Conn,
+        session: &mut Session,
+        pending: &mut VecDeque<Action>,
+        url: &GatewayUrl,
+    ) -> Option<Ended> {
+        while let Some(action) = pending.pop_front() {
+            match action {
+                Action::Send(text) => {
+                    if let Some(end) = write(conn, text) {
+                        return Some(end);
+                    }
+                }
+                Action::Dispatch(query) => {
+                    if let Some(text) = self.dispatch(query) {
+                        pending.extend(session.answer(text));
+                    }
+                }
+                Action::Junk(junk) => self.log_junk(&format!("dropped a frame from the gateway: {junk}")),
+                Action::LoggedIn => {
+                    conn.logged_in = true;
+                    self.status.logged_in(url.as_str());
+                    self.link.logged_in(url);
+                }
+                Action::Established => self.backoff.reset(),
+                Action::Close { code, end } => {
+                    // A dead peer will not answer a close: do not wait for it.
+                    let wait = if matches!(end, End::Dead { .. }) { Duration::ZERO } else { CLOSE_WAIT };
+                    close(conn, &self.wake_rx, CloseCode::from(code), "", wait);
+                    return Some(Ended::Session(end));
+                }
+            }
+        }
+        None
+    }
+
+    /// Sends `query` to its worker; answers at once (as text to send) what needs no probe.
+    fn dispatch(&mut self, query: Query) -> Option<String> {
+        let id = self.id.clone();
+        let refuse = move |q: &Query, r: Refusal| Some(protocol::encode_answer(&id, &q.echo, Err(r)));
+        if let Some(why) = &query.bad_request {
+            return refuse(&query, Refusal::bad_request(why.clone()));
+        }
+        let Some(lane) = self.catalogue.lane(&query.echo.act) else {
+            debug!("query for unknown act {:?}", query.echo.act);
+            return refuse(&query, Refusal::unknown_act(&query.echo.act));
+        };
+        match self.workers.submit(lane, self.generation, query) {
+            Ok(()) => None,
+            Err(query) => {
+                self.log_junk(&format!("too many queries in flight; refusing {}", query.echo.act));
+                refuse(
+                    &query,
+                    Refusal::probe_failed(format!("agent busy: {MAX_IN_FLIGHT} queries already waiting; try again")),
+                )
+            }
+        }
+    }
+
+    fn log_junk(&mut self, line: &str) {
+        if let Some(suppressed) = self.junk_log.admit(Instant::now()) {
+            if suppressed > 0 {
+                warn!("{line} ({suppressed} similar lines suppressed)");
+            } else {
+                warn!("{line}");
+            }
+        }
+    }
+
+    /// Reads every frame that is already there; stops at WouldBlock.
+    fn read_available(
+        &mut self,
+        conn: &mut Conn,
+        session: &mut Session,
+        pending: &mut VecDeque<Action>,
+    ) -> Option<Ended> {
+        loop {
+            let msg = match conn.ws.read() {
+                Ok(msg) => msg,
+                Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
+                Err(WsError::Capacity(e)) => {
+                    close(conn, &self.wake_rx, CloseCode::Size, "message too big", CLOSE_WAIT);
+                    return Some(Ended::Lost(format!(
+                        "the gateway sent a message over max_message_bytes ({e}); closed with 1009"
+                    )));
+                }
+                Err(WsError::Utf8(_)) => {
+                    session.on_frame(Instant::now());
+                    self.log_junk("dropped a text frame that is not UTF-8");
+                    continue;
+                }
+                Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
+                    return Some(Ended::Lost("the connection was closed".into()));
+                }
+                Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+                    return Some(Ended::Lost("the gateway closed the connection without a close frame".into()));
+                }
+                Err(e) => return Some(Ended::Lost(e.to_string())),
+            };
+            let now = Instant::now();
+            match msg {
+                Message::Text(text) => pending.extend(session.on_text(text.as_str(), &self.ids, now)),
+                Message::Binary(b) => {
+                    session.on_frame(now);
+                    self.log_junk(&format!("dropped a binary frame of {} bytes (the protocol is JSON text)", b.len()));
+                }
+                Message::Close(frame) => {
+                    // tungstenite has queued our close reply; send it before going.
+                    let _ = conn.ws.flush();
+                    let why =
+                        frame.map_or_else(|| "no code".to_string(), |f| format!("{} {}", u16::from(f.code), f.reason));
+                    return Some(Ended::Lost(format!("the gateway closed the connection ({})", why.trim())));
+                }
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => session.on_frame(now),
+            }
+        }
+    }
+}
+
+/// Queues a text frame and pushes out what the socket takes.
+fn write(conn: &mut Conn, text: String) -> Option<Ended> {
+    match conn.ws.write(Message::text(text)) {
+        Ok(()) => None,
+        Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            conn.write_stalled_since.get_or_insert_with(Instant::now);
+            None
+        }
+        Err(WsError::WriteBufferFull(_)) => Some(Ended::Lost("the gateway is not reading (output buffer full)".into())),
+        Err(e) => Some(Ended::Lost(format!("write failed: {e}"))),
+    }
+}
+
+/// Flushes buffered output; a gateway that takes nothing for `stall_limit` is dropped.
+fn flush(conn: &mut Conn, stall_limit: Duration) -> Option<Ended> {
+    match conn.ws.flush() {
+        Ok(()) => {
+            conn.write_stalled_since = None;
+            None
+        }
+        Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            let since = *conn.write_stalled_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= stall_limit {
+                Some(Ended::Lost(format!("the gateway took no data for {:.1}s", since.elapsed().as_secs_f64())))
+            } else {
+                None
+            }
+        }
+        Err(e) => Some(Ended::Lost(format!("write failed: {e}"))),
+    }
+}
+
+/// Sends a close frame and waits up to `wait` for the gateway's reply.
+fn close(conn: &mut Conn, wake: &WakeReceiver, code: CloseCode, reason: &str, wait: Duration) {
+    let frame = CloseFrame { code, reason: reason.to_string().into() };
+    let _ = conn.ws.close(Some(frame));
+    let deadline = Instant::now() + wait;
+    loop {
+        let flushed = conn.ws.flush().is_ok();
+        match conn.ws.read() {
+            Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Ok(_) => continue,
+            Err(_) => return, // closed: the handshake is complete or the peer is gone
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        wake.wait(Some((conn.ws.get_ref().tcp().as_fd(), !flushed)), Some(left.min(Duration::from_millis(100))));
+    }
+}
+
+/// Logs connection state changes, not repetitions: the first failure of a kind at warn,
+/// the same again at debug, and one line when the agent is connected again.
+#[derive(Debug, Default)]
+struct LinkLog {
+    failures: u32,
+    last_kind: Option<String>,
+}
+
+impl LinkLog {
+    fn logged_in(&mut self, url: &GatewayUrl) {
+        if self.failures > 0 {
+            info!("connected again to {url} after {} failed attempts", self.failures);
+        } else {
+            info!("logged in to {url}");
+        }
+        self.failures = 0;
+        self.last_kind = None;
+    }
+
+    fn ended(&mut self, url: &GatewayUrl, ended: &Ended, wait: Duration) {
+        let (kind, text) = match ended {
+            Ended::Stop => return,
+            Ended::ConnectFailed(e) => (e.kind().to_string(), e.to_string()),
+            Ended::Session(end @ End::LoginRejected { description, .. }) => {
+                (format!("rejected:{description}"), end.to_string())
+            }
+            Ended::Session(end) => {
+                (format!("{end:?}").split([' ', '{']).next().unwrap_or("").to_string(), end.to_string())
+            }
+            Ended::Lost(why) => ("lost".to_string(), why.clone()),
+        };
+        let next = format!("next attempt in {:.1}s", wait.as_secs_f64());
+        let repeated = self.last_kind.as_deref() == Some(kind.as_str());
+        self.failures += 1;
+        if repeated {
+            debug!("{url}: {text} (attempt {}); {next}", self.failures);
+        } else if kind.starts_with("rejected:") {
+            error!("{url}: {text}; check device.token and device.hardware_id; {next}");
+        } else if self.failures == 1 && self.last_kind.is_none() {
+            warn!("{url}: {text}; {next}");
+        } else {
+            warn!("{url}: still unreachable, now: {text}; {next}");
+        }
+        self.last_kind = Some(kind);
+    }
+}

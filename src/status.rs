@@ -1,0 +1,88 @@
+//! What the agent knows about itself, for `get_agent_info` and the logs. Written by the
+//! runner, read by the probe workers.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+#[derive(Debug)]
+pub struct AgentStatus {
+    started_at: u64,
+    config_file: PathBuf,
+    link: Mutex<Link>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Link {
+    connected_at: Option<u64>,
+    gateway_url: Option<String>,
+    logins: u64,
+    warnings_pending: u64,
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl AgentStatus {
+    pub fn new(config_file: PathBuf) -> AgentStatus {
+        AgentStatus { started_at: unix_now(), config_file, link: Mutex::new(Link::default()) }
+    }
+
+    fn link(&self) -> std::sync::MutexGuard<'_, Link> {
+        // A panic elsewhere while holding the lock leaves plain data behind; keep serving it.
+        self.link.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn logged_in(&self, url: &str) {
+        let mut l = self.link();
+        l.connected_at = Some(unix_now());
+        l.gateway_url = Some(url.to_string());
+        l.logins += 1;
+    }
+
+    pub fn disconnected(&self) {
+        self.link().connected_at = None;
+    }
+
+    pub fn set_warnings_pending(&self, n: u64) {
+        self.link().warnings_pending = n;
+    }
+
+    /// The `data` of `get_agent_info`. `reconnects` counts logins after the first one.
+    pub fn agent_info(&self) -> Value {
+        let l = self.link().clone();
+        json!({
+            "version": crate::VERSION,
+            "started_at": self.started_at,
+            "connected_at": l.connected_at,
+            "reconnects": l.logins.saturating_sub(1),
+            "gateway_url": l.gateway_url,
+            "warnings_pending": l.warnings_pending,
+            "config_file": self.config_file.display().to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_info_counts_reconnects_after_the_first_login() {
+        let s = AgentStatus::new("/etc/rig-agent/rig-agent.toml".into());
+        let v = s.agent_info();
+        assert_eq!(v["connected_at"], Value::Null);
+        assert_eq!(v["reconnects"], 0);
+        s.logged_in("wss://a/ws");
+        s.disconnected();
+        s.logged_in("wss://b/ws");
+        let v = s.agent_info();
+        assert_eq!(v["reconnects"], 1);
+        assert_eq!(v["gateway_url"], "wss://b/ws");
+        assert!(v["connected_at"].as_u64().unwrap() >= v["started_at"].as_u64().unwrap());
+        assert_eq!(v["config_file"], "/etc/rig-agent/rig-agent.toml");
+    }
+}
