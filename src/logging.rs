@@ -23,8 +23,35 @@ pub fn init() {
             writeln!(buf, "{} {:<5} {}", utc_timestamp(SystemTime::now()), record.level(), record.args())
         }
     });
+    let inner = builder.build();
+    let max = inner.filter();
     // A second init (tests) keeps the first logger.
-    let _ = builder.try_init();
+    if log::set_boxed_logger(Box::new(Redacting(inner))).is_ok() {
+        log::set_max_level(max);
+    }
+}
+
+/// Drops the records that could carry a secret whatever `RUST_LOG` asks for: tungstenite
+/// logs every frame it writes at trace level, and the login frame holds the token.
+struct Redacting(env_logger::Logger);
+
+/// Whether a record may be logged at all.
+pub fn may_carry_secret(target: &str, level: Level) -> bool {
+    level == Level::Trace && target.starts_with("tungstenite")
+}
+
+impl log::Log for Redacting {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        !may_carry_secret(m.target(), m.level()) && self.0.enabled(m)
+    }
+    fn log(&self, record: &log::Record) {
+        if !may_carry_secret(record.target(), record.level()) {
+            self.0.log(record);
+        }
+    }
+    fn flush(&self) {
+        self.0.flush();
+    }
 }
 
 pub fn syslog_priority(level: Level) -> u8 {
@@ -96,6 +123,13 @@ mod tests {
         assert_eq!(utc_timestamp(UNIX_EPOCH), "1970-01-01T00:00:00Z");
         assert_eq!(utc_timestamp(UNIX_EPOCH + Duration::from_secs(1_764_000_000)), "2025-11-24T16:00:00Z");
         assert_eq!(utc_timestamp(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn frame_traces_of_the_websocket_library_are_never_logged() {
+        assert!(may_carry_secret("tungstenite::protocol::frame", Level::Trace));
+        assert!(!may_carry_secret("tungstenite::protocol", Level::Debug));
+        assert!(!may_carry_secret("rig_agent::runner", Level::Trace));
     }
 
     #[test]

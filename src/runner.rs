@@ -3,6 +3,7 @@
 //! and sends their answers, and waits out the backoff between attempts.
 
 use std::collections::VecDeque;
+use std::io::Read;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -213,7 +214,7 @@ impl Runner {
                 return end;
             }
             if self.shutdown.is_requested() {
-                close(&mut conn, &self.wake_rx, CloseCode::Away, "going away", STOP_CLOSE_WAIT);
+                close(&mut conn, &self.wake_rx, CloseCode::Away, "going away", STOP_CLOSE_WAIT, Reply::Await);
                 return Ended::Stop;
             }
             let now = Instant::now();
@@ -257,7 +258,7 @@ impl Runner {
                 Action::Close { code, end } => {
                     // A dead peer will not answer a close: do not wait for it.
                     let wait = if matches!(end, End::Dead { .. }) { Duration::ZERO } else { CLOSE_WAIT };
-                    close(conn, &self.wake_rx, CloseCode::from(code), "", wait);
+                    close(conn, &self.wake_rx, CloseCode::from(code), "", wait, Reply::Await);
                     return Some(Ended::Session(end));
                 }
             }
@@ -310,7 +311,7 @@ impl Runner {
                 Ok(msg) => msg,
                 Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
                 Err(WsError::Capacity(e)) => {
-                    close(conn, &self.wake_rx, CloseCode::Size, "message too big", CLOSE_WAIT);
+                    close(conn, &self.wake_rx, CloseCode::Size, "message too big", CLOSE_WAIT, Reply::Skip);
                     return Some(Ended::Lost(format!(
                         "the gateway sent a message over max_message_bytes ({e}); closed with 1009"
                     )));
@@ -381,23 +382,59 @@ fn flush(conn: &mut Conn, stall_limit: Duration) -> Option<Ended> {
 }
 
 /// Sends a close frame and waits up to `wait` for the gateway's reply.
-fn close(conn: &mut Conn, wake: &WakeReceiver, code: CloseCode, reason: &str, wait: Duration) {
+fn close(conn: &mut Conn, wake: &WakeReceiver, code: CloseCode, reason: &str, wait: Duration, reply: Reply) {
     let frame = CloseFrame { code, reason: reason.to_string().into() };
     let _ = conn.ws.close(Some(frame));
     let deadline = Instant::now() + wait;
     loop {
         let flushed = conn.ws.flush().is_ok();
-        match conn.ws.read() {
-            Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Ok(_) => continue,
-            Err(_) => return, // closed: the handshake is complete or the peer is gone
+        if flushed && reply == Reply::Skip {
+            return drain_raw(conn, wake, deadline);
+        }
+        if reply == Reply::Await {
+            match conn.ws.read() {
+                Ok(_) => continue,
+                Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return, // the close handshake is complete, or the peer is gone
+            }
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return;
         }
-        wake.wait(Some((conn.ws.get_ref().tcp().as_fd(), !flushed)), Some(left.min(Duration::from_millis(100))));
+        wake.wait(Some((conn.ws.get_ref().tcp().as_fd(), !flushed)), Some(left));
     }
+}
+
+/// Ends a connection whose WebSocket reader cannot be used any more: FIN after our close
+/// frame, then discard what still arrives. Closing a socket with unread data would send an
+/// RST, and an RST makes the peer drop our close frame unread.
+fn drain_raw(conn: &mut Conn, wake: &WakeReceiver, deadline: Instant) {
+    let tcp = conn.ws.get_ref().tcp();
+    let _ = tcp.shutdown(std::net::Shutdown::Write);
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match (&mut &*tcp).read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        wake.wait(Some((tcp.as_fd(), false)), Some(left));
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reply {
+    /// Read until the gateway answers our close frame.
+    Await,
+    /// After an oversized message tungstenite's reader is mid-frame and must not be read
+    /// again; we only make sure our close frame goes out.
+    Skip,
 }
 
 /// Logs connection state changes, not repetitions: the first failure of a kind at warn,

@@ -1,0 +1,442 @@
+//! A real gateway for tests and the demo: rustls + tungstenite server side, a CA and
+//! certificate generated per run, bound to 127.0.0.1:0, scriptable (accept, reject login,
+//! stop answering, drop, send junk) and recording everything it sees as [`Event`]s.
+//!
+//! Shared by `tests/` and `examples/demo.rs` (through `#[path]`), so the demo runs against
+//! exactly the gateway the tests trust.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
+use serde_json::{Value, json};
+use tungstenite::handshake::server::{Request, Response};
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::{Message, WebSocket};
+
+/// A throwaway PKI: one CA, one server certificate for the given names, files in a temp dir.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    /// PEM of the CA, for the agent's `gateway.ca_file`.
+    pub ca_file: PathBuf,
+    server: Arc<ServerConfig>,
+}
+
+impl Pki {
+    /// `names`: DNS names or IP literals the server certificate is valid for.
+    pub fn new(names: &[&str]) -> Pki {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "rig-agent test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::from_params(&ca_params, &ca_key);
+
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut leaf_params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        leaf_params.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("gateway"));
+        let leaf_cert = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+        let chain = vec![CertificateDer::from(leaf_cert.der().to_vec())];
+        let key = PrivateKeyDer::from_pem_slice(leaf_key.serialize_pem().as_bytes()).unwrap();
+        let server = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        Pki { dir, ca_file, server: Arc::new(server) }
+    }
+}
+
+/// How the gateway behaves; change it at any time through [`Gateway::script`].
+#[derive(Debug, Clone)]
+pub struct Script {
+    /// Code of the login `return`; 0 accepts.
+    pub login_code: i64,
+    pub login_description: String,
+    /// Hold the login `return` back this long.
+    pub login_delay: Duration,
+    pub answer_heartbeats: bool,
+    /// After answering the login, stop reading and writing without closing (half-open).
+    pub blackhole_after_login: bool,
+    /// Close the TCP connection right after the login `return`.
+    pub drop_after_login: bool,
+    /// Close the TCP connection right after accepting it, before TLS.
+    pub drop_on_accept: bool,
+    /// Accept TCP and never speak TLS (slowloris).
+    pub stall_tls: bool,
+    /// Acknowledge warnings with this code (`None`: never acknowledge).
+    pub warning_ack: Option<i64>,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Script {
+            login_code: 0,
+            login_description: "操作成功".into(),
+            login_delay: Duration::ZERO,
+            answer_heartbeats: true,
+            blackhole_after_login: false,
+            drop_after_login: false,
+            drop_on_accept: false,
+            stall_tls: false,
+            warning_ack: Some(0),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    Accepted {
+        conn: usize,
+        at: Instant,
+    },
+    TlsFailed {
+        conn: usize,
+        error: String,
+        at: Instant,
+    },
+    Upgraded {
+        conn: usize,
+        user_agent: Option<String>,
+        protocol: Option<String>,
+        at: Instant,
+    },
+    /// A text frame from the agent, parsed (non-JSON text is recorded as a JSON string).
+    Received {
+        conn: usize,
+        msg: Value,
+        at: Instant,
+    },
+    Binary {
+        conn: usize,
+        at: Instant,
+    },
+    /// A close frame from the agent.
+    Closed {
+        conn: usize,
+        code: Option<u16>,
+        at: Instant,
+    },
+    /// The connection is over (closed, reset, or dropped by the script).
+    Gone {
+        conn: usize,
+        at: Instant,
+    },
+}
+
+impl Event {
+    pub fn conn(&self) -> usize {
+        match self {
+            Event::Accepted { conn, .. }
+            | Event::TlsFailed { conn, .. }
+            | Event::Upgraded { conn, .. }
+            | Event::Received { conn, .. }
+            | Event::Binary { conn, .. }
+            | Event::Closed { conn, .. }
+            | Event::Gone { conn, .. } => *conn,
+        }
+    }
+
+    pub fn at(&self) -> Instant {
+        match self {
+            Event::Accepted { at, .. }
+            | Event::TlsFailed { at, .. }
+            | Event::Upgraded { at, .. }
+            | Event::Received { at, .. }
+            | Event::Binary { at, .. }
+            | Event::Closed { at, .. }
+            | Event::Gone { at, .. } => *at,
+        }
+    }
+
+    /// The `act` of a received message.
+    pub fn act(&self) -> Option<&str> {
+        match self {
+            Event::Received { msg, .. } => msg.get("act").and_then(Value::as_str),
+            _ => None,
+        }
+    }
+}
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    script: Arc<Mutex<Script>>,
+    events: Receiver<Event>,
+    outboxes: Arc<Mutex<HashMap<usize, Sender<Message>>>>,
+    stop: Arc<AtomicBool>,
+    /// Every event seen so far by `next_event`, for checks over the whole history.
+    pub seen: Vec<Event>,
+}
+
+impl Gateway {
+    pub fn start(pki: &Pki, script: Script) -> Gateway {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (tx, events) = mpsc::channel();
+        let script = Arc::new(Mutex::new(script));
+        let outboxes = Arc::new(Mutex::new(HashMap::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (server, script2, outboxes2, stop2) = (pki.server.clone(), script.clone(), outboxes.clone(), stop.clone());
+        thread::spawn(move || {
+            let next_id = AtomicUsize::new(1);
+            while !stop2.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((tcp, _)) => {
+                        let conn = next_id.fetch_add(1, Ordering::SeqCst);
+                        let (server, script, outboxes, stop, tx) =
+                            (server.clone(), script2.clone(), outboxes2.clone(), stop2.clone(), tx.clone());
+                        thread::spawn(move || serve(conn, tcp, server, script, outboxes, stop, tx));
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(2)),
+                    Err(_) => thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Gateway { addr, script, events, outboxes, stop, seen: Vec::new() }
+    }
+
+    /// `wss://localhost:<port>/ws`
+    pub fn url(&self) -> String {
+        format!("wss://localhost:{}/ws", self.addr.port())
+    }
+
+    pub fn script(&self) -> MutexGuard<'_, Script> {
+        self.script.lock().unwrap()
+    }
+
+    /// Sends a frame to connection `conn` (ignored if it is gone).
+    pub fn send(&self, conn: usize, msg: Message) {
+        if let Some(tx) = self.outboxes.lock().unwrap().get(&conn) {
+            let _ = tx.send(msg);
+        }
+    }
+
+    pub fn send_json(&self, conn: usize, v: Value) {
+        self.send(conn, Message::text(v.to_string()));
+    }
+
+    pub fn next_event(&mut self, timeout: Duration) -> Option<Event> {
+        let e = self.events.recv_timeout(timeout).ok()?;
+        self.seen.push(e.clone());
+        Some(e)
+    }
+
+    /// The next event matching `pred`; panics after `timeout` (a test guard, not a timing).
+    pub fn wait_for(&mut self, timeout: Duration, what: &str, mut pred: impl FnMut(&Event) -> bool) -> Event {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_event(left) {
+                Some(e) if pred(&e) => return e,
+                Some(_) => {}
+                None => panic!("gateway: no {what} within {timeout:?}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Waits for the agent's login on a new connection and returns (conn, login message).
+    pub fn wait_login(&mut self, timeout: Duration) -> (usize, Value) {
+        match self.wait_for(timeout, "login", |e| e.act() == Some("start")) {
+            Event::Received { conn, msg, .. } => (conn, msg),
+            _ => unreachable!(),
+        }
+    }
+
+    /// Waits for a message with this `act` (any connection).
+    pub fn wait_act(&mut self, timeout: Duration, act: &str) -> (usize, Value, Instant) {
+        match self.wait_for(timeout, act, |e| e.act() == Some(act)) {
+            Event::Received { conn, msg, at } => (conn, msg, at),
+            _ => unreachable!(),
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+// tungstenite's handshake callback type has a large error variant; not ours to change.
+#[allow(clippy::result_large_err)]
+fn serve(
+    conn: usize,
+    tcp: TcpStream,
+    server: Arc<ServerConfig>,
+    script: Arc<Mutex<Script>>,
+    outboxes: Arc<Mutex<HashMap<usize, Sender<Message>>>>,
+    stop: Arc<AtomicBool>,
+    events: Sender<Event>,
+) {
+    let _ = events.send(Event::Accepted { conn, at: Instant::now() });
+    let s = script.lock().unwrap().clone();
+    if s.drop_on_accept {
+        drop(tcp);
+        let _ = events.send(Event::Gone { conn, at: Instant::now() });
+        return;
+    }
+    if s.stall_tls {
+        while !stop.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(20));
+        }
+        return;
+    }
+    let _ = tcp.set_nonblocking(false);
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut tls = match ServerConnection::new(server) {
+        Ok(c) => c,
+        Err(_) => return,
+    };
+    let mut tcp = tcp;
+    while tls.is_handshaking() {
+        if let Err(e) = tls.complete_io(&mut tcp) {
+            let _ = events.send(Event::TlsFailed { conn, error: e.to_string(), at: Instant::now() });
+            let _ = events.send(Event::Gone { conn, at: Instant::now() });
+            return;
+        }
+    }
+    let stream = StreamOwned::new(tls, tcp);
+    let (mut user_agent, mut protocol) = (None, None);
+    let callback = |req: &Request, resp: Response| {
+        let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        user_agent = h("user-agent");
+        protocol = h("sec-websocket-protocol");
+        Ok(resp)
+    };
+    let config = WebSocketConfig::default().max_message_size(None).max_frame_size(None);
+    let mut ws = match tungstenite::accept_hdr_with_config(stream, callback, Some(config)) {
+        Ok(ws) => ws,
+        Err(_) => {
+            let _ = events.send(Event::Gone { conn, at: Instant::now() });
+            return;
+        }
+    };
+    let _ = events.send(Event::Upgraded { conn, user_agent, protocol, at: Instant::now() });
+    let (out_tx, out_rx) = mpsc::channel();
+    outboxes.lock().unwrap().insert(conn, out_tx);
+    let _ = ws.get_ref().sock.set_read_timeout(Some(Duration::from_millis(5)));
+    // A peer that stops reading (as the agent does after an oversized message) must not
+    // keep this thread from reading its close frame.
+    let _ = ws.get_ref().sock.set_write_timeout(Some(Duration::from_millis(200)));
+    let outcome = converse(conn, &mut ws, &script, &out_rx, &stop, &events);
+    outboxes.lock().unwrap().remove(&conn);
+    if outcome == Outcome::Blackhole {
+        // Half-open: hold the socket, neither read nor write, until the test ends.
+        while !stop.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = events.send(Event::Gone { conn, at: Instant::now() });
+}
+
+#[derive(PartialEq)]
+enum Outcome {
+    Over,
+    Blackhole,
+}
+
+type Ws = WebSocket<StreamOwned<ServerConnection, TcpStream>>;
+
+fn converse(
+    conn: usize,
+    ws: &mut Ws,
+    script: &Mutex<Script>,
+    outbox: &Receiver<Message>,
+    stop: &AtomicBool,
+    events: &Sender<Event>,
+) -> Outcome {
+    let mut login_due: Option<(Instant, Value)> = None;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Outcome::Over;
+        }
+        while let Ok(msg) = outbox.try_recv() {
+            match ws.send(msg) {
+                Ok(()) => {}
+                Err(tungstenite::Error::Io(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => return Outcome::Over,
+            }
+        }
+        if let Some((due, answer)) = login_due.take() {
+            if Instant::now() < due {
+                login_due = Some((due, answer));
+            } else {
+                if ws.send(Message::text(answer.to_string())).is_err() {
+                    return Outcome::Over;
+                }
+                let s = script.lock().unwrap().clone();
+                if s.blackhole_after_login {
+                    return Outcome::Blackhole;
+                }
+                if s.drop_after_login {
+                    return Outcome::Over;
+                }
+            }
+        }
+        let msg = match ws.read() {
+            Ok(m) => m,
+            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                continue;
+            }
+            Err(_) => return Outcome::Over,
+        };
+        let at = Instant::now();
+        match msg {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap_or_else(|_| Value::String(t.to_string()));
+                let _ = events.send(Event::Received { conn, msg: v.clone(), at });
+                let s = script.lock().unwrap().clone();
+                let act = v.get("act").and_then(Value::as_str).unwrap_or("");
+                let ret = |action: &str, code: i64, description: &str| {
+                    json!({"act": "return", "action": action, "act_id": v["act_id"], "act_code": "",
+                           "hardware_id": v["hardware_id"], "code": code, "description": description})
+                };
+                match act {
+                    "start" => login_due = Some((at + s.login_delay, ret("start", s.login_code, &s.login_description))),
+                    "heartbeat"
+                        if s.answer_heartbeats
+                            && ws.send(Message::text(ret("heartbeat", 0, "操作成功").to_string())).is_err() =>
+                    {
+                        return Outcome::Over;
+                    }
+                    "warning" => {
+                        if let Some(code) = s.warning_ack
+                            && ws.send(Message::text(ret("warning", code, "ok").to_string())).is_err()
+                        {
+                            return Outcome::Over;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Message::Binary(_) => {
+                let _ = events.send(Event::Binary { conn, at });
+            }
+            Message::Close(frame) => {
+                let _ = events.send(Event::Closed { conn, code: frame.map(|f| u16::from(f.code)), at });
+                // tungstenite answers the close; flush it and finish.
+                let _ = ws.flush();
+                return Outcome::Over;
+            }
+            _ => {}
+        }
+    }
+}

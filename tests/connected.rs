@@ -1,0 +1,203 @@
+//! The connected agent against a real TLS gateway: login, heartbeats, queries, junk.
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rig_agent::queries::Lane;
+use serde_json::{Value, json};
+use tungstenite::Message;
+
+fn setup() -> (tempfile::TempDir, Pki, Gateway) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost", "127.0.0.1"]);
+    let gw = Gateway::start(&pki, Script::default());
+    (dir, pki, gw)
+}
+
+/// The answer on `conn` whose act_code is `code`.
+fn wait_answer(gw: &mut Gateway, timeout: Duration, act_code: &str) -> (Value, Instant) {
+    match gw.wait_for(timeout, &format!("answer to {act_code}"), |e| match e {
+        Event::Received { msg, .. } => msg["act_code"] == act_code,
+        _ => false,
+    }) {
+        Event::Received { msg, at, .. } => (msg, at),
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn the_login_is_the_first_message_and_carries_identity_token_and_version() {
+    let _g = Guard::new(20 * SEC);
+    let (dir, pki, mut gw) = setup();
+    // Hold the login answer back past two heartbeat intervals: nothing else may go out.
+    gw.script().login_delay = ms(500);
+    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
+    let _agent = Agent::start(&cfg);
+
+    let up = gw.wait_for(5 * SEC, "upgrade", |e| matches!(e, Event::Upgraded { .. }));
+    let Event::Upgraded { user_agent, .. } = up else { unreachable!() };
+    assert_eq!(user_agent.as_deref(), Some(concat!("rig-agent/", env!("CARGO_PKG_VERSION"))));
+
+    let (conn, login) = gw.wait_login(5 * SEC);
+    assert_eq!(login["from"], "device");
+    assert_eq!(login["act"], "start");
+    assert_eq!(login["reqtype"], "post");
+    assert_eq!(login["hardware_id"], HARDWARE_ID);
+    assert_eq!(login["name"], HARDWARE_ID, "name defaults to hardware_id");
+    assert_eq!(login["token"], TOKEN);
+    assert_eq!(login["version"], format!("rig-agent {}", env!("CARGO_PKG_VERSION")));
+    let act_id = login["act_id"].as_str().unwrap();
+    let (prefix, n) = act_id.split_once('-').unwrap();
+    assert!(prefix.len() == 8 && prefix.chars().all(|c| c.is_ascii_hexdigit()), "{act_id}");
+    assert!(n.parse::<u64>().is_ok(), "{act_id}");
+
+    // A query sent before the login return is answered only after it.
+    gw.send_json(
+        conn,
+        json!({"from":"html","act":"get_agent_info","reqtype":"post","act_code":"early","client_id":"c"}),
+    );
+    let (hb_conn, _, hb_at) = gw.wait_act(5 * SEC, "heartbeat");
+    assert_eq!(hb_conn, conn);
+    let login_at = gw.seen.iter().find(|e| e.act() == Some("start")).unwrap().at();
+    assert!(hb_at - login_at >= ms(500), "a heartbeat went out before the login return");
+    let first_after_login: Vec<&str> = gw.seen.iter().filter_map(|e| e.act()).collect::<Vec<_>>();
+    assert_eq!(first_after_login[0], "start");
+    assert!(first_after_login.len() >= 2);
+}
+
+#[test]
+fn heartbeats_keep_their_interval() {
+    let _g = Guard::new(20 * SEC);
+    let (dir, pki, mut gw) = setup();
+    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
+    let _agent = Agent::start(&cfg);
+    let (conn, login) = gw.wait_login(5 * SEC);
+    let login_at = gw.seen.last().unwrap().at();
+    let mut ids = vec![login["act_id"].as_str().unwrap().to_string()];
+    for k in 1..=8u32 {
+        let (c, hb, at) = gw.wait_act(5 * SEC, "heartbeat");
+        assert_eq!(c, conn, "heartbeats stay on the same connection");
+        assert_eq!(hb["hardware_id"], HARDWARE_ID);
+        assert_eq!(hb["reqtype"], "post");
+        ids.push(hb["act_id"].as_str().unwrap().to_string());
+        // Heartbeat k is due k intervals after login; no drift, no burst.
+        let due = login_at + ms(200) * k;
+        let late = at.saturating_duration_since(due);
+        assert!(at + ms(20) >= due, "heartbeat {k} early by {:?}", due - at);
+        assert!(late < ms(150), "heartbeat {k} late by {late:?}");
+    }
+    let mut sorted = ids.clone();
+    sorted.dedup();
+    assert_eq!(sorted.len(), ids.len(), "act_ids are unique: {ids:?}");
+}
+
+#[test]
+fn a_slow_probe_delays_only_its_own_answer() {
+    let _g = Guard::new(20 * SEC);
+    let (dir, pki, mut gw) = setup();
+    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
+    let _agent = Agent::with_catalogue(&cfg, |c| {
+        c.add("test_slow_probe", Lane::Slow, |_| {
+            thread::sleep(ms(1500));
+            Ok(json!({"slow": true}))
+        })
+    });
+    let (conn, _) = gw.wait_login(5 * SEC);
+    let login_at = gw.seen.last().unwrap().at();
+    gw.send_json(
+        conn,
+        json!({"from":"html","act":"test_slow_probe","reqtype":"post","act_code":"slow","client_id":"c1"}),
+    );
+    thread::sleep(ms(50));
+    let asked = Instant::now();
+    gw.send_json(
+        conn,
+        json!({"from":"html","act":"get_agent_info","reqtype":"write","act_code":"fast","client_id":"c2"}),
+    );
+    let (fast, fast_at) = wait_answer(&mut gw, 5 * SEC, "fast");
+    assert!(fast_at - asked < ms(500), "fast query waited {:?} behind the slow one", fast_at - asked);
+    assert_eq!(fast["code"], 0);
+    assert_eq!(fast["reqtype"], "write");
+    assert_eq!(fast["client_id"], "c2");
+    assert_eq!(fast["data"]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(fast["data"]["connected_at"].is_u64());
+    let (slow, _) = wait_answer(&mut gw, 5 * SEC, "slow");
+    assert_eq!(slow["data"]["slow"], true);
+    assert_eq!(slow["client_id"], "c1");
+    // Heartbeats during the slow probe kept their schedule.
+    let hbs: Vec<Instant> = gw.seen.iter().filter(|e| e.act() == Some("heartbeat")).map(Event::at).collect();
+    assert!(hbs.len() >= 6, "only {} heartbeats during 1.5 s", hbs.len());
+    for (i, at) in hbs.iter().enumerate() {
+        let due = login_at + ms(200) * (i as u32 + 1);
+        assert!(at.saturating_duration_since(due) < ms(150), "heartbeat {i} late by {:?}", *at - due);
+    }
+}
+
+#[test]
+fn junk_frames_are_dropped_and_the_connection_survives() {
+    let _g = Guard::new(20 * SEC);
+    let (dir, pki, mut gw) = setup();
+    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
+    let _agent = Agent::start(&cfg);
+    let (conn, _) = gw.wait_login(5 * SEC);
+    for junk in ["not json", "[1,2,3]", "{}", r#"{"act":5}"#, "\"string\"", "{\"act\":"] {
+        gw.send(conn, Message::text(junk));
+    }
+    gw.send(conn, Message::binary(vec![0u8, 159, 146, 150]));
+    gw.send_json(conn, json!({"act":"get_agent_info","act_code":"after-junk","client_id":"c","reqtype":"post"}));
+    let (a, _) = wait_answer(&mut gw, 5 * SEC, "after-junk");
+    assert_eq!(a["code"], 0);
+    // Unknown act → 1; envelope field of the wrong type → 2; both echo what they can.
+    gw.send_json(conn, json!({"act":"get_nothing","act_code":"unknown","client_id":"c","reqtype":"post"}));
+    let (a, _) = wait_answer(&mut gw, 5 * SEC, "unknown");
+    assert_eq!(a["code"], 1);
+    assert!(a.get("data").is_none());
+    gw.send_json(conn, json!({"act":"get_agent_info","act_code":"badtype","client_id":7,"reqtype":"post"}));
+    let (a, _) = wait_answer(&mut gw, 5 * SEC, "badtype");
+    assert_eq!(a["code"], 2);
+    assert_eq!(a["client_id"], 7);
+    // Still the first connection, and it keeps heartbeating.
+    let (c, _, _) = gw.wait_act(5 * SEC, "heartbeat");
+    assert_eq!(c, conn);
+    assert!(!gw.seen.iter().any(|e| matches!(e, Event::Closed { .. } | Event::Gone { .. })));
+}
+
+#[test]
+fn a_message_over_max_message_bytes_closes_with_1009_and_the_agent_reconnects() {
+    let _g = Guard::new(20 * SEC);
+    let (dir, pki, mut gw) = setup();
+    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
+    let _agent = Agent::start(&cfg);
+    let (conn, _) = gw.wait_login(5 * SEC);
+    let big = format!("{{\"act\":\"get_agent_info\",\"pad\":\"{}\"}}", "x".repeat(2 << 20));
+    gw.send(conn, Message::text(big));
+    let closed = gw.wait_for(5 * SEC, "close from the agent", |e| matches!(e, Event::Closed { .. }));
+    let Event::Closed { conn: c, code, .. } = closed else { unreachable!() };
+    assert_eq!((c, code), (conn, Some(1009)));
+    let (again, _) = gw.wait_login(5 * SEC);
+    assert_ne!(again, conn);
+}
+
+#[test]
+fn gateway_pings_are_answered_and_count_as_life() {
+    let _g = Guard::new(20 * SEC);
+    let (dir, pki, mut gw) = setup();
+    // Heartbeats go unanswered; only pings show the gateway is there.
+    gw.script().answer_heartbeats = false;
+    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
+    let _agent = Agent::start(&cfg);
+    let (conn, _) = gw.wait_login(5 * SEC);
+    let until = Instant::now() + ms(1500);
+    while Instant::now() < until {
+        gw.send(conn, Message::Ping(vec![1, 2, 3].into()));
+        thread::sleep(ms(100));
+    }
+    while gw.next_event(ms(10)).is_some() {}
+    assert!(
+        !gw.seen.iter().any(|e| matches!(e, Event::Closed { .. } | Event::Gone { .. })),
+        "the agent dropped a connection that was answering pings"
+    );
+}
