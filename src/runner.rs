@@ -198,7 +198,7 @@ impl Runner {
             if let Some(end) = self.apply(&mut conn, &mut session, &mut pending, url) {
                 return end;
             }
-            if let Some(end) = self.read_available(&mut conn, &mut session, &mut pending) {
+            if let Some(end) = self.read_available(&mut conn, &mut session, url) {
                 return end;
             }
             while let Some(done) = self.workers.try_done() {
@@ -299,14 +299,15 @@ impl Runner {
         }
     }
 
-    /// Reads every frame that is already there; stops at WouldBlock.
-    fn read_available(
-        &mut self,
-        conn: &mut Conn,
-        session: &mut Session,
-        pending: &mut VecDeque<Action>,
-    ) -> Option<Ended> {
+    /// Reads every frame that is already there; stops at WouldBlock. Each frame's actions are
+    /// carried out before the next frame is read, so that a heartbeat return followed by a
+    /// close still counts as an established session.
+    fn read_available(&mut self, conn: &mut Conn, session: &mut Session, url: &GatewayUrl) -> Option<Ended> {
+        let mut pending = VecDeque::new();
         loop {
+            if let Some(end) = self.apply(conn, session, &mut pending, url) {
+                return Some(end);
+            }
             let msg = match conn.ws.read() {
                 Ok(msg) => msg,
                 Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return None,

@@ -363,7 +363,8 @@ fn converse(
     stop: &AtomicBool,
     events: &Sender<Event>,
 ) -> Outcome {
-    let mut login_due: Option<(Instant, Value)> = None;
+    // The login answer and what to do after it, as the script said when the login arrived.
+    let mut login_due: Option<(Instant, Value, Script)> = None;
     loop {
         if stop.load(Ordering::SeqCst) {
             return Outcome::Over;
@@ -375,14 +376,13 @@ fn converse(
                 Err(_) => return Outcome::Over,
             }
         }
-        if let Some((due, answer)) = login_due.take() {
+        if let Some((due, answer, s)) = login_due.take() {
             if Instant::now() < due {
-                login_due = Some((due, answer));
+                login_due = Some((due, answer, s));
             } else {
                 if ws.send(Message::text(answer.to_string())).is_err() {
                     return Outcome::Over;
                 }
-                let s = script.lock().unwrap().clone();
                 if s.blackhole_after_login {
                     return Outcome::Blackhole;
                 }
@@ -402,15 +402,20 @@ fn converse(
         match msg {
             Message::Text(t) => {
                 let v: Value = serde_json::from_str(t.as_str()).unwrap_or_else(|_| Value::String(t.to_string()));
-                let _ = events.send(Event::Received { conn, msg: v.clone(), at });
+                // Read the script before reporting the message: a test that changes the script
+                // on seeing this message means the next one.
                 let s = script.lock().unwrap().clone();
+                let _ = events.send(Event::Received { conn, msg: v.clone(), at });
                 let act = v.get("act").and_then(Value::as_str).unwrap_or("");
                 let ret = |action: &str, code: i64, description: &str| {
                     json!({"act": "return", "action": action, "act_id": v["act_id"], "act_code": "",
                            "hardware_id": v["hardware_id"], "code": code, "description": description})
                 };
                 match act {
-                    "start" => login_due = Some((at + s.login_delay, ret("start", s.login_code, &s.login_description))),
+                    "start" => {
+                        let answer = ret("start", s.login_code, &s.login_description);
+                        login_due = Some((at + s.login_delay, answer, s.clone()))
+                    }
                     "heartbeat"
                         if s.answer_heartbeats
                             && ws.send(Message::text(ret("heartbeat", 0, "操作成功").to_string())).is_err() =>
