@@ -135,7 +135,7 @@ impl<'a, 'd> Section<'a, 'd> {
         self.err_value(
             key,
             v,
-            &format!("expected {wanted}, found a {}", v.get_ref().type_str()),
+            &format!("expected {wanted}, found {}", with_article(v.get_ref().type_str())),
             &format!("write it as {} = {example}", key),
         )
     }
@@ -228,6 +228,11 @@ impl<'a, 'd> Section<'a, 'd> {
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }
+}
+
+fn with_article(noun: &str) -> String {
+    let article = if noun.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+    format!("{article} {noun}")
 }
 
 /// The known key nearest to a typo, if it is close enough to be what was meant.

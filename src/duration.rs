@@ -29,10 +29,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
             return Err(DurationError(format!("\"{text}\" is not a duration")));
         }
         let value: u64 = rest[..digits].parse().map_err(|_| DurationError(format!("\"{text}\" is too large")))?;
-        rest = &rest[digits..];
+        // "5 s" is what people type; accept it like "5s".
+        rest = rest[digits..].trim_start();
         let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
         let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
+        rest = rest[unit_len..].trim_start();
         let piece = match unit {
             "ms" => Duration::from_millis(value),
             "s" => Duration::from_secs(value),
@@ -79,6 +80,8 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration(" 2d "), Ok(Duration::from_secs(172_800)));
+        assert_eq!(parse_duration("5 s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
     }
 
     #[test]

@@ -1,0 +1,298 @@
+//! The `rig-agent` binary as systemd and operators run it: signals, exit codes, `check`,
+//! `probe`, and what it logs.
+
+mod common;
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rig-agent");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run rig-agent")
+}
+
+fn spawn_agent(config: &Path, envs: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config").arg(config).stdout(Stdio::piped()).stderr(Stdio::piped()).env_remove("JOURNAL_STREAM");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn rig-agent")
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig} failed");
+}
+
+/// Waits for the child to exit, killing it after `limit` (a guard, not a timing).
+fn wait_exit(child: &mut Child, limit: Duration) -> (Option<i32>, Duration, String) {
+    let t = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            return (status.code(), t.elapsed(), err);
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rig-agent did not exit within {limit:?}");
+        }
+        thread::sleep(ms(10));
+    }
+}
+
+#[test]
+fn sigterm_closes_with_1001_and_exits_0_within_3_seconds() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
+    let mut child = spawn_agent(&cfg, &[]);
+    let (conn, _) = gw.wait_login(10 * SEC);
+    signal(&child, "-TERM");
+    let (code, took, _) = wait_exit(&mut child, 10 * SEC);
+    assert_eq!(code, Some(0));
+    assert!(took < 3 * SEC, "exit took {took:?}");
+    let closed = gw.wait_for(5 * SEC, "close frame", |e| matches!(e, Event::Closed { .. }));
+    let Event::Closed { conn: c, code, .. } = closed else { unreachable!() };
+    assert_eq!((c, code), (conn, Some(1001)));
+}
+
+#[test]
+fn sigint_while_the_gateway_is_unreachable_exits_0_at_once() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut cfg = AgentConfig::new(format!("wss://localhost:{port}/ws"), &pki.ca_file);
+    cfg.reconnect_initial = "10s";
+    cfg.reconnect_max = "60s";
+    let mut child = spawn_agent(&cfg.write(dir.path()), &[]);
+    thread::sleep(ms(500)); // let it fail once and sit in its backoff wait
+    signal(&child, "-INT");
+    let (code, took, _) = wait_exit(&mut child, 10 * SEC);
+    assert_eq!(code, Some(0));
+    assert!(took < SEC, "exit took {took:?} during a backoff wait");
+}
+
+#[test]
+fn the_token_never_appears_in_the_log_even_at_trace_level() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw =
+        Gateway::start(&pki, Script { login_code: 3, login_description: "bad token".into(), ..Script::default() });
+    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
+    let mut child = spawn_agent(&cfg, &[("RUST_LOG", "trace")]);
+    gw.wait_login(10 * SEC);
+    gw.script().login_code = 0;
+    gw.wait_login(10 * SEC);
+    gw.wait_act(5 * SEC, "heartbeat");
+    signal(&child, "-TERM");
+    let (code, _, log) = wait_exit(&mut child, 10 * SEC);
+    assert_eq!(code, Some(0));
+    assert!(log.contains("bad token"), "the rejection is logged with the gateway's description:\n{log}");
+    assert!(log.contains("ERROR"), "a rejection is an error:\n{log}");
+    assert!(log.contains(" DEBUG "), "verbose logging was on:\n{log}");
+    assert!(!log.contains(TOKEN), "the token leaked into the log:\n{log}");
+}
+
+#[test]
+fn under_journald_lines_carry_a_syslog_priority_and_no_timestamp() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
+    let mut child = spawn_agent(&cfg, &[("JOURNAL_STREAM", "8:12345")]);
+    gw.wait_login(10 * SEC);
+    signal(&child, "-TERM");
+    let (_, _, log) = wait_exit(&mut child, 10 * SEC);
+    let first = log.lines().next().unwrap_or("");
+    assert!(first.starts_with("<6>rig-agent"), "first line: {first:?}");
+    assert!(log.lines().all(|l| l.starts_with('<')), "{log}");
+    assert!(!log.contains(" INFO "), "{log}");
+}
+
+#[test]
+fn state_changes_are_logged_once_not_once_per_retry() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script { drop_on_accept: true, ..Script::default() });
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    cfg.reconnect_max = "100ms";
+    let mut child = spawn_agent(&cfg.write(dir.path()), &[]);
+    for _ in 0..8 {
+        gw.wait_for(5 * SEC, "attempt", |e| matches!(e, Event::Accepted { .. }));
+    }
+    gw.script().drop_on_accept = false;
+    gw.wait_login(10 * SEC);
+    gw.wait_act(5 * SEC, "heartbeat");
+    signal(&child, "-TERM");
+    let (_, _, log) = wait_exit(&mut child, 10 * SEC);
+    let warnings = log.lines().filter(|l| l.contains(" WARN ")).count();
+    assert_eq!(warnings, 1, "eight failed attempts should log one warning:\n{log}");
+    assert!(log.contains("connected again"), "{log}");
+}
+
+/// A directory with a valid config and token, to break one thing at a time.
+struct Broken {
+    dir: tempfile::TempDir,
+    _pki: Pki,
+}
+
+impl Broken {
+    fn new() -> Broken {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(&["localhost"]);
+        fs::copy(&pki.ca_file, dir.path().join("ca.pem")).unwrap();
+        AgentConfig::new("wss://localhost:1/ws".into(), &dir.path().join("ca.pem")).write(dir.path());
+        Broken { dir, _pki: pki }
+    }
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("rig-agent.toml")
+    }
+    fn edit(&self, f: impl FnOnce(String) -> String) -> &Self {
+        let p = self.path();
+        fs::write(&p, f(fs::read_to_string(&p).unwrap())).unwrap();
+        self
+    }
+    /// Runs `check`; returns (exit code, stderr).
+    fn check(&self) -> (Option<i32>, String) {
+        let out = run(&["--config", self.path().to_str().unwrap(), "check"]);
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn assert_config_error(b: &Broken, key: &str) {
+    let (code, err) = b.check();
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains(&b.path().display().to_string()), "file not named: {err}");
+    assert!(err.contains(&format!("`{key}`")), "key {key} not named: {err}");
+    assert!(err.contains("Fix:"), "no fix given: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one message, one line: {err}");
+}
+
+#[test]
+fn check_accepts_a_good_config_and_prints_it_without_the_token() {
+    let b = Broken::new();
+    let out = run(&["--config", b.path().to_str().unwrap(), "check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("***"));
+    assert!(!shown.contains(TOKEN));
+    assert!(shown.contains("hardware_id = \"billtest000000004\""));
+    assert!(shown.contains("interval = \"200ms\""), "{shown}");
+}
+
+#[test]
+fn each_class_of_config_error_exits_78_naming_the_key() {
+    let b = Broken::new();
+    b.edit(|s| s.replace("hardware_id = \"billtest000000004\"\n", ""));
+    assert_config_error(&b, "device.hardware_id");
+
+    let b = Broken::new();
+    b.edit(|s| s.replace("[heartbeat]\n", "[heartbeat]\nintreval = \"1s\"\n"));
+    assert_config_error(&b, "heartbeat.intreval");
+
+    let b = Broken::new();
+    b.edit(|s| s.replace("login_timeout = \"1s\"", "login_timeout = 10"));
+    assert_config_error(&b, "gateway.login_timeout");
+
+    let b = Broken::new();
+    b.edit(|s| s.replace("interval = \"200ms\"", "interval = \"200 msec\""));
+    assert_config_error(&b, "heartbeat.interval");
+
+    let b = Broken::new();
+    b.edit(|s| s.replace("wss://", "ws://"));
+    assert_config_error(&b, "gateway.urls");
+
+    let b = Broken::new();
+    b.edit(|s| s.replace("token_file = \"token\"", "token_file = \"token\"\ntoken = \"abc\""));
+    assert_config_error(&b, "device.token");
+
+    let b = Broken::new();
+    b.edit(|s| s.replace("token_file = \"token\"\n", ""));
+    assert_config_error(&b, "device.token_file");
+
+    let b = Broken::new();
+    fs::set_permissions(b.dir.path().join("token"), fs::Permissions::from_mode(0o640)).unwrap();
+    assert_config_error(&b, "device.token_file");
+    assert!(b.check().1.contains("chmod 600"));
+
+    let b = Broken::new();
+    b.edit(|s| s.replace("ca.pem", "missing-ca.pem"));
+    assert_config_error(&b, "gateway.ca_file");
+
+    let b = Broken::new();
+    fs::write(b.dir.path().join("ca.pem"), "not a certificate\n").unwrap();
+    assert_config_error(&b, "gateway.ca_file");
+
+    let b = Broken::new();
+    b.edit(|s| s.replace("[heartbeat]", "client_cert = \"missing.pem\"\nclient_key = \"missing.key\"\n[heartbeat]"));
+    assert_config_error(&b, "gateway.client_cert");
+
+    let b = Broken::new();
+    fs::write(b.dir.path().join("blocker"), "a file where a directory should be").unwrap();
+    b.edit(|s| {
+        let state = b.dir.path().join("blocker/state").display().to_string();
+        let start = s.find("state_dir = ").unwrap();
+        format!("{}state_dir = {state:?}\n", &s[..start])
+    });
+    assert_config_error(&b, "paths.state_dir");
+}
+
+#[test]
+fn a_missing_config_file_exits_78_and_says_where_it_looked() {
+    let out = run(&["--config", "/nonexistent/rig-agent.toml", "check"]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/rig-agent.toml") && err.contains("no such file"), "{err}");
+}
+
+#[test]
+fn running_with_a_bad_config_exits_78_before_connecting() {
+    let b = Broken::new();
+    b.edit(|s| s.replace("[gateway]", "[gateway]\nbogus = 1"));
+    let out = Command::new(BIN).args(["--config", b.path().to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`gateway.bogus`"));
+}
+
+#[test]
+fn probe_prints_the_data_of_a_query_without_a_gateway() {
+    let b = Broken::new();
+    let out = run(&["--config", b.path().to_str().unwrap(), "probe", "get_agent_info"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["config_file"], b.path().display().to_string());
+    let out = run(&["--config", b.path().to_str().unwrap(), "probe", "get_nothing"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("get_agent_info"));
+}
+
+#[test]
+fn version_help_and_usage_errors() {
+    let out = run(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("rig-agent {}", env!("CARGO_PKG_VERSION")));
+    let out = run(&["--help"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("check"));
+    let out = run(&["--frobnicate"]);
+    assert_eq!(out.status.code(), Some(64));
+    let out = run(&["probe"]);
+    assert_eq!(out.status.code(), Some(64));
+}
