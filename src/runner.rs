@@ -438,23 +438,28 @@ enum Reply {
     Skip,
 }
 
-/// Logs connection state changes, not repetitions: the first failure of a kind at warn,
-/// the same again at debug, and one line when the agent is connected again.
+/// Logs connection state changes, not repetitions: a lost connection and the first failure
+/// of a kind at warn, the same failure again at debug, and one line when logged in again.
 #[derive(Debug, Default)]
 struct LinkLog {
+    up: bool,
+    ever_up: bool,
     failures: u32,
     last_kind: Option<String>,
 }
 
+fn attempts(n: u32) -> String {
+    if n == 1 { "1 failed attempt".into() } else { format!("{n} failed attempts") }
+}
+
 impl LinkLog {
     fn logged_in(&mut self, url: &GatewayUrl) {
-        if self.failures > 0 {
-            info!("connected again to {url} after {} failed attempts", self.failures);
-        } else {
-            info!("logged in to {url}");
+        let again = if self.ever_up { "connected again to" } else { "logged in to" };
+        match self.failures {
+            0 => info!("{again} {url}"),
+            n => info!("{again} {url} after {}", attempts(n)),
         }
-        self.failures = 0;
-        self.last_kind = None;
+        (self.up, self.ever_up, self.failures, self.last_kind) = (true, true, 0, None);
     }
 
     fn ended(&mut self, url: &GatewayUrl, ended: &Ended, wait: Duration) {
@@ -470,16 +475,17 @@ impl LinkLog {
             Ended::Lost(why) => ("lost".to_string(), why.clone()),
         };
         let next = format!("next attempt in {:.1}s", wait.as_secs_f64());
-        let repeated = self.last_kind.as_deref() == Some(kind.as_str());
-        self.failures += 1;
-        if repeated {
-            debug!("{url}: {text} (attempt {}); {next}", self.failures);
+        if std::mem::take(&mut self.up) {
+            warn!("connection to {url} lost: {text}; {next}");
+        } else if self.last_kind.as_deref() == Some(kind.as_str()) {
+            self.failures += 1;
+            debug!("{url}: {text} ({} in a row); {next}", attempts(self.failures));
         } else if kind.starts_with("rejected:") {
+            self.failures += 1;
             error!("{url}: {text}; check device.token and device.hardware_id; {next}");
-        } else if self.failures == 1 && self.last_kind.is_none() {
-            warn!("{url}: {text}; {next}");
         } else {
-            warn!("{url}: still unreachable, now: {text}; {next}");
+            self.failures += 1;
+            warn!("{url}: {text}; {next}");
         }
         self.last_kind = Some(kind);
     }

@@ -144,7 +144,7 @@ fn state_changes_are_logged_once_not_once_per_retry() {
     let (_, _, log) = wait_exit(&mut child, 10 * SEC);
     let warnings = log.lines().filter(|l| l.contains(" WARN ")).count();
     assert_eq!(warnings, 1, "eight failed attempts should log one warning:\n{log}");
-    assert!(log.contains("connected again"), "{log}");
+    assert!(log.contains("logged in to") && log.contains("failed attempts"), "{log}");
 }
 
 /// A directory with a valid config and token, to break one thing at a time.

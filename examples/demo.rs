@@ -1,0 +1,91 @@
+//! `cargo run --release --example demo`: the real agent against a local demo gateway.
+//!
+//! The gateway is the one the integration tests use (TLS with a CA generated for this run,
+//! 127.0.0.1, a random port). You see the login, heartbeats, a query and its answer, a
+//! gateway restart with the agent coming back, and a clean stop with close 1001. The agent's
+//! own log lines are interleaved on stderr.
+
+#[path = "../tests/common/gateway.rs"]
+mod gateway;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use gateway::{Event, Gateway, Pki, Script};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn main() {
+    let t0 = Instant::now();
+    let say = |line: &str| println!("[{:5.2}s] {line}", t0.elapsed().as_secs_f64());
+
+    let pki = Pki::new(&["localhost", "127.0.0.1"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    say(&format!("demo gateway listening on {} (TLS, CA generated for this run)", gw.url()));
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token = dir.path().join("token");
+    fs::write(&token, "demo-token-0123456789abcdef\n").unwrap();
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
+    let config = dir.path().join("rig-agent.toml");
+    fs::write(
+        &config,
+        format!(
+            "[device]\nhardware_id = \"demo-rig-0001\"\ntoken_file = \"token\"\n\n\
+             [gateway]\nurls = [\"{}\"]\nca_file = {:?}\n\n\
+             [heartbeat]\ninterval = \"1s\"\ntimeout = \"3s\"\n\n\
+             [reconnect]\ninitial = \"500ms\"\nmax = \"5s\"\n\n\
+             [paths]\nstate_dir = {:?}\n",
+            gw.url(),
+            pki.ca_file.display().to_string(),
+            dir.path().join("state").display().to_string()
+        ),
+    )
+    .unwrap();
+    say(&format!("agent config written to {}", config.display()));
+
+    rig_agent::logging::init();
+    let cfg = rig_agent::Config::load(&config).unwrap_or_else(|e| panic!("{e}"));
+    let mut runner = rig_agent::standard_runner(cfg).expect("runner");
+    let stop = runner.shutdown();
+    let agent = thread::spawn(move || runner.run());
+
+    let (conn, mut login) = gw.wait_login(WAIT);
+    login["token"] = json!("*** (hidden here; the gateway checks it)");
+    say(&format!("gateway <- login   {login}"));
+    say("gateway -> return  {\"act\":\"return\",\"action\":\"start\",\"code\":0,\"description\":\"操作成功\"}");
+
+    for _ in 0..2 {
+        let (_, hb, _) = gw.wait_act(WAIT, "heartbeat");
+        say(&format!("gateway <- heartbeat {hb}"));
+    }
+
+    let query = json!({"from":"html","act":"get_agent_info","reqtype":"post","act_code":"codeNew","client_id":"c-42"});
+    say(&format!("gateway -> query   {query}"));
+    gw.send_json(conn, query);
+    let answer =
+        match gw.wait_for(WAIT, "answer", |e| matches!(e, Event::Received { msg, .. } if msg["act_code"] == "codeNew"))
+        {
+            Event::Received { msg, .. } => msg,
+            _ => unreachable!(),
+        };
+    say(&format!("gateway <- answer\n{}", serde_json::to_string_pretty(&answer).unwrap()));
+
+    say("gateway restarts: it closes the connection; the agent backs off (jittered) and logs in again");
+    gw.send(conn, tungstenite::Message::Close(None));
+    let (again, _) = gw.wait_login(WAIT);
+    let (_, hb, _) = gw.wait_act(WAIT, "heartbeat");
+    say(&format!("gateway <- login again on connection {again}, then heartbeat {}", hb["act_id"]));
+
+    say("stopping the agent, as SIGTERM would");
+    stop.stop();
+    let code = match gw.wait_for(WAIT, "close", |e| matches!(e, Event::Closed { .. })) {
+        Event::Closed { code, .. } => code,
+        _ => unreachable!(),
+    };
+    agent.join().expect("agent thread");
+    say(&format!("gateway <- close {}; the agent has returned. Demo done.", code.map_or(Value::Null, Value::from)));
+}
