@@ -469,9 +469,7 @@ impl LinkLog {
             Ended::Session(end @ End::LoginRejected { description, .. }) => {
                 (format!("rejected:{description}"), end.to_string())
             }
-            Ended::Session(end) => {
-                (format!("{end:?}").split([' ', '{']).next().unwrap_or("").to_string(), end.to_string())
-            }
+            Ended::Session(end) => (end.kind().to_string(), end.to_string()),
             Ended::Lost(why) => ("lost".to_string(), why.clone()),
         };
         let next = format!("next attempt in {:.1}s", wait.as_secs_f64());

@@ -34,6 +34,18 @@ pub enum End {
     HeartbeatRejected { code: Option<i64>, description: String },
 }
 
+impl End {
+    /// A short class, so that logs can tell "the same failure again" from a new one.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            End::LoginRejected { .. } => "login-rejected",
+            End::LoginTimeout => "login-timeout",
+            End::Dead { .. } => "dead",
+            End::HeartbeatRejected { .. } => "heartbeat-rejected",
+        }
+    }
+}
+
 impl std::fmt::Display for End {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
