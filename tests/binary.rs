@@ -12,6 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use rustix::process::{Pid, Signal, kill_process};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rig-agent");
 
@@ -28,9 +29,9 @@ fn spawn_agent(config: &Path, envs: &[(&str, &str)]) -> Child {
     cmd.spawn().expect("spawn rig-agent")
 }
 
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success();
-    assert!(ok, "kill {sig} failed");
+fn signal(child: &Child, sig: Signal) {
+    let pid = Pid::from_raw(child.id() as i32).expect("child pid");
+    kill_process(pid, sig).expect("send signal");
 }
 
 /// Waits for the child to exit, killing it after `limit` (a guard, not a timing).
@@ -60,7 +61,7 @@ fn sigterm_closes_with_1001_and_exits_0_within_3_seconds() {
     let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
     let mut child = spawn_agent(&cfg, &[]);
     let (conn, _) = gw.wait_login(10 * SEC);
-    signal(&child, "-TERM");
+    signal(&child, Signal::TERM);
     let (code, took, _) = wait_exit(&mut child, 10 * SEC);
     assert_eq!(code, Some(0));
     assert!(took < 3 * SEC, "exit took {took:?}");
@@ -80,7 +81,7 @@ fn sigint_while_the_gateway_is_unreachable_exits_0_at_once() {
     cfg.reconnect_max = "60s";
     let mut child = spawn_agent(&cfg.write(dir.path()), &[]);
     thread::sleep(ms(500)); // let it fail once and sit in its backoff wait
-    signal(&child, "-INT");
+    signal(&child, Signal::INT);
     let (code, took, _) = wait_exit(&mut child, 10 * SEC);
     assert_eq!(code, Some(0));
     assert!(took < SEC, "exit took {took:?} during a backoff wait");
@@ -99,7 +100,7 @@ fn the_token_never_appears_in_the_log_even_at_trace_level() {
     gw.script().login_code = 0;
     gw.wait_login(10 * SEC);
     gw.wait_act(5 * SEC, "heartbeat");
-    signal(&child, "-TERM");
+    signal(&child, Signal::TERM);
     let (code, _, log) = wait_exit(&mut child, 10 * SEC);
     assert_eq!(code, Some(0));
     assert!(log.contains("bad token"), "the rejection is logged with the gateway's description:\n{log}");
@@ -117,7 +118,7 @@ fn under_journald_lines_carry_a_syslog_priority_and_no_timestamp() {
     let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
     let mut child = spawn_agent(&cfg, &[("JOURNAL_STREAM", "8:12345")]);
     gw.wait_login(10 * SEC);
-    signal(&child, "-TERM");
+    signal(&child, Signal::TERM);
     let (_, _, log) = wait_exit(&mut child, 10 * SEC);
     let first = log.lines().next().unwrap_or("");
     assert!(first.starts_with("<6>rig-agent"), "first line: {first:?}");
@@ -140,7 +141,7 @@ fn state_changes_are_logged_once_not_once_per_retry() {
     gw.script().drop_on_accept = false;
     gw.wait_login(10 * SEC);
     gw.wait_act(5 * SEC, "heartbeat");
-    signal(&child, "-TERM");
+    signal(&child, Signal::TERM);
     let (_, _, log) = wait_exit(&mut child, 10 * SEC);
     let warnings = log.lines().filter(|l| l.contains(" WARN ")).count();
     assert_eq!(warnings, 1, "eight failed attempts should log one warning:\n{log}");

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -18,6 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rig_agent::wake::{WakeReceiver, Waker};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
@@ -25,6 +27,9 @@ use serde_json::{Value, json};
 use tungstenite::handshake::server::{Request, Response};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
+
+/// Per connection: where to queue frames for it, and how to wake its thread.
+type Outboxes = Arc<Mutex<HashMap<usize, (Sender<Message>, Waker)>>>;
 
 /// A throwaway PKI: one CA, one server certificate for the given names, files in a temp dir.
 pub struct Pki {
@@ -179,7 +184,7 @@ pub struct Gateway {
     pub addr: SocketAddr,
     script: Arc<Mutex<Script>>,
     events: Receiver<Event>,
-    outboxes: Arc<Mutex<HashMap<usize, Sender<Message>>>>,
+    outboxes: Outboxes,
     stop: Arc<AtomicBool>,
     /// Every event seen so far by `next_event`, for checks over the whole history.
     pub seen: Vec<Event>,
@@ -224,8 +229,9 @@ impl Gateway {
 
     /// Sends a frame to connection `conn` (ignored if it is gone).
     pub fn send(&self, conn: usize, msg: Message) {
-        if let Some(tx) = self.outboxes.lock().unwrap().get(&conn) {
+        if let Some((tx, waker)) = self.outboxes.lock().unwrap().get(&conn) {
             let _ = tx.send(msg);
+            waker.wake();
         }
     }
 
@@ -282,7 +288,7 @@ fn serve(
     tcp: TcpStream,
     server: Arc<ServerConfig>,
     script: Arc<Mutex<Script>>,
-    outboxes: Arc<Mutex<HashMap<usize, Sender<Message>>>>,
+    outboxes: Outboxes,
     stop: Arc<AtomicBool>,
     events: Sender<Event>,
 ) {
@@ -300,6 +306,7 @@ fn serve(
         return;
     }
     let _ = tcp.set_nonblocking(false);
+    let _ = tcp.set_nodelay(true);
     let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
     let mut tls = match ServerConnection::new(server) {
         Ok(c) => c,
@@ -330,13 +337,13 @@ fn serve(
         }
     };
     let _ = events.send(Event::Upgraded { conn, user_agent, protocol, at: Instant::now() });
+    // Event-driven from here: poll(2) on the socket and on a wake pipe that `send` writes to,
+    // so the gateway adds no latency of its own to what the benchmark measures.
+    let _ = ws.get_ref().sock.set_nonblocking(true);
+    let (waker, wake_rx) = rig_agent::wake::pair().expect("wake pipe");
     let (out_tx, out_rx) = mpsc::channel();
-    outboxes.lock().unwrap().insert(conn, out_tx);
-    let _ = ws.get_ref().sock.set_read_timeout(Some(Duration::from_millis(5)));
-    // A peer that stops reading (as the agent does after an oversized message) must not
-    // keep this thread from reading its close frame.
-    let _ = ws.get_ref().sock.set_write_timeout(Some(Duration::from_millis(200)));
-    let outcome = converse(conn, &mut ws, &script, &out_rx, &stop, &events);
+    outboxes.lock().unwrap().insert(conn, (out_tx, waker));
+    let outcome = converse(conn, &mut ws, &script, &out_rx, &wake_rx, &stop, &events);
     outboxes.lock().unwrap().remove(&conn);
     if outcome == Outcome::Blackhole {
         // Half-open: hold the socket, neither read nor write, until the test ends.
@@ -360,6 +367,7 @@ fn converse(
     ws: &mut Ws,
     script: &Mutex<Script>,
     outbox: &Receiver<Message>,
+    wake: &WakeReceiver,
     stop: &AtomicBool,
     events: &Sender<Event>,
 ) -> Outcome {
@@ -370,12 +378,19 @@ fn converse(
             return Outcome::Over;
         }
         while let Ok(msg) = outbox.try_recv() {
-            match ws.send(msg) {
+            // A peer that stops reading (as the agent does after an oversized message) must
+            // not keep this loop from reading its close frame: unsent data waits in the buffer.
+            match ws.write(msg) {
                 Ok(()) => {}
-                Err(tungstenite::Error::Io(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(_) => return Outcome::Over,
             }
         }
+        let write_blocked = match ws.flush() {
+            Ok(()) => false,
+            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => true,
+            Err(_) => return Outcome::Over,
+        };
         if let Some((due, answer, s)) = login_due.take() {
             if Instant::now() < due {
                 login_due = Some((due, answer, s));
@@ -393,7 +408,12 @@ fn converse(
         }
         let msg = match ws.read() {
             Ok(m) => m,
-            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
+                let timeout = match &login_due {
+                    Some((due, _, _)) => due.saturating_duration_since(Instant::now()),
+                    None => Duration::from_millis(50), // to notice `stop`
+                };
+                wake.wait(Some((ws.get_ref().sock.as_fd(), write_blocked)), Some(timeout));
                 continue;
             }
             Err(_) => return Outcome::Over,

@@ -1,0 +1,135 @@
+//! `cargo build --release && cargo run --release --example bench [QUERIES]`
+//!
+//! Measures the release binary as it runs on a rig: the real `rig-agent` process against
+//! the in-process test gateway over loopback wss. Prints binary size, RSS after login and
+//! after QUERIES queries (default 10 000), query round-trip latency (median, p99) and
+//! whether heartbeats stayed on time during the flood. Figures, not pass/fail: the
+//! targets live in README.md.
+
+#[path = "../tests/common/gateway.rs"]
+mod gateway;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gateway::{Event, Gateway, Pki, Script};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = after.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    // utime and stime are fields 14 and 15; after the comm field they are at 11 and 12,
+    // minus the one non-numeric state field.
+    f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)
+}
+
+fn agent_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe.parent().and_then(|p| p.parent()).expect("target dir").join("rig-agent");
+    assert!(bin.exists(), "{} not found: run `cargo build --release` first", bin.display());
+    bin
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let queries: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let bin = agent_binary();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    fs::write(&token, "bench-token\n").unwrap();
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
+    let config = dir.path().join("rig-agent.toml");
+    fs::write(
+        &config,
+        format!(
+            "[device]\nhardware_id = \"bench-rig\"\ntoken_file = \"token\"\n[gateway]\nurls = [\"{}\"]\nca_file = {:?}\n\
+             [heartbeat]\ninterval = \"1s\"\ntimeout = \"5s\"\n[paths]\nstate_dir = {:?}\n",
+            gw.url(),
+            pki.ca_file.display().to_string(),
+            dir.path().join("state").display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(&bin)
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start rig-agent");
+    let pid = child.id();
+    if let Ok(path) = std::env::var("BENCH_STRACE") {
+        let _ = Command::new("strace").args(["-f", "-tt", "-T", "-o", &path, "-p", &pid.to_string()]).spawn();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (conn, _) = gw.wait_login(WAIT);
+    gw.wait_act(WAIT, "heartbeat");
+    let rss_start = rss_kib(pid, "VmRSS:");
+    let cpu_start = cpu_ticks(pid);
+
+    let mut lat = Vec::with_capacity(queries);
+    let mut heartbeats = Vec::new();
+    let t0 = Instant::now();
+    for i in 0..queries {
+        let code = format!("q{i}");
+        let sent = Instant::now();
+        gw.send_json(
+            conn,
+            json!({"from":"html","act":"get_agent_info","reqtype":"post","act_code":code,"client_id":"b"}),
+        );
+        loop {
+            match gw.next_event(WAIT).expect("answer") {
+                Event::Received { msg, at, .. } if msg["act_code"] == code.as_str() => {
+                    lat.push(at - sent);
+                    break;
+                }
+                Event::Received { msg, at, .. } if msg["act"] == "heartbeat" => heartbeats.push(at),
+                _ => {}
+            }
+        }
+        gw.seen.clear();
+    }
+    let flood = t0.elapsed();
+    let cpu_used = cpu_ticks(pid) - cpu_start;
+    let rss_end = rss_kib(pid, "VmRSS:");
+    let hwm = rss_kib(pid, "VmHWM:");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    lat.sort();
+    let worst_hb_gap = heartbeats.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+    let size = fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
+    println!("rig-agent benchmark ({} queries of get_agent_info over loopback wss)", queries);
+    println!("{:<40} {:>12}", "binary size (release, x86_64)", format!("{:.2} MB", size as f64 / 1e6));
+    println!("{:<40} {:>12}", "RSS after login", format!("{:.2} MB", rss_start as f64 / 1024.0));
+    println!("{:<40} {:>12}", format!("RSS after {queries} queries"), format!("{:.2} MB", rss_end as f64 / 1024.0));
+    println!("{:<40} {:>12}", "peak RSS (VmHWM)", format!("{:.2} MB", hwm as f64 / 1024.0));
+    println!("{:<40} {:>12}", "round trip p50", format!("{:.3} ms", percentile(&lat, 0.5).as_secs_f64() * 1e3));
+    println!("{:<40} {:>12}", "round trip p99", format!("{:.3} ms", percentile(&lat, 0.99).as_secs_f64() * 1e3));
+    println!("{:<40} {:>12}", "throughput (one at a time)", format!("{:.0} q/s", queries as f64 / flood.as_secs_f64()));
+    println!("{:<40} {:>12}", "agent CPU for the flood", format!("{:.2} s", cpu_used as f64 / 100.0));
+    println!("{:<40} {:>12}", "heartbeats during the flood", heartbeats.len());
+    println!("{:<40} {:>12}", "largest heartbeat gap (interval 1s)", format!("{:.3} s", worst_hb_gap.as_secs_f64()));
+}
