@@ -6,15 +6,17 @@
 //! whether heartbeats stayed on time during the flood. Figures, not pass/fail: the
 //! targets live in README.md.
 
+#[path = "../tests/common/agent_config.rs"]
+mod agent_config;
 #[path = "../tests/common/gateway.rs"]
 mod gateway;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use agent_config::AgentConfig;
 use gateway::{Event, Gateway, Pki, Script};
 use serde_json::json;
 
@@ -56,21 +58,10 @@ fn main() {
     let pki = Pki::new(&["localhost"]);
     let mut gw = Gateway::start(&pki, Script::default());
     let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("token");
-    fs::write(&token, "bench-token\n").unwrap();
-    fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
-    let config = dir.path().join("rig-agent.toml");
-    fs::write(
-        &config,
-        format!(
-            "[device]\nhardware_id = \"bench-rig\"\ntoken_file = \"token\"\n[gateway]\nurls = [\"{}\"]\nca_file = {:?}\n\
-             [heartbeat]\ninterval = \"1s\"\ntimeout = \"5s\"\n[paths]\nstate_dir = {:?}\n",
-            gw.url(),
-            pki.ca_file.display().to_string(),
-            dir.path().join("state").display().to_string()
-        ),
-    )
-    .unwrap();
+    let mut agent_config = AgentConfig::new(gw.url(), &pki.ca_file);
+    agent_config.hardware_id = "bench-rig".into();
+    (agent_config.heartbeat_interval, agent_config.heartbeat_timeout) = ("1s", "5s");
+    let config = agent_config.write(dir.path());
     let mut child = Command::new(&bin)
         .arg("--config")
         .arg(&config)

@@ -5,14 +5,15 @@
 //! gateway restart with the agent coming back, and a clean stop with close 1001. The agent's
 //! own log lines are interleaved on stderr.
 
+#[path = "../tests/common/agent_config.rs"]
+mod agent_config;
 #[path = "../tests/common/gateway.rs"]
 mod gateway;
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use agent_config::AgentConfig;
 use gateway::{Event, Gateway, Pki, Script};
 use serde_json::{Value, json};
 
@@ -27,24 +28,12 @@ fn main() {
     say(&format!("demo gateway listening on {} (TLS, CA generated for this run)", gw.url()));
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let token = dir.path().join("token");
-    fs::write(&token, "demo-token-0123456789abcdef\n").unwrap();
-    fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
-    let config = dir.path().join("rig-agent.toml");
-    fs::write(
-        &config,
-        format!(
-            "[device]\nhardware_id = \"demo-rig-0001\"\ntoken_file = \"token\"\n\n\
-             [gateway]\nurls = [\"{}\"]\nca_file = {:?}\n\n\
-             [heartbeat]\ninterval = \"1s\"\ntimeout = \"3s\"\n\n\
-             [reconnect]\ninitial = \"500ms\"\nmax = \"5s\"\n\n\
-             [paths]\nstate_dir = {:?}\n",
-            gw.url(),
-            pki.ca_file.display().to_string(),
-            dir.path().join("state").display().to_string()
-        ),
-    )
-    .unwrap();
+    let mut agent_config = AgentConfig::new(gw.url(), &pki.ca_file);
+    agent_config.hardware_id = "demo-rig-0001".into();
+    agent_config.token = "demo-token-0123456789abcdef".into();
+    (agent_config.heartbeat_interval, agent_config.heartbeat_timeout) = ("1s", "3s");
+    (agent_config.reconnect_initial, agent_config.reconnect_max) = ("500ms", "5s");
+    let config = agent_config.write(dir.path());
     say(&format!("agent config written to {}", config.display()));
 
     rig_agent::logging::init();

@@ -1,0 +1,74 @@
+//! Agent configs with test timings, written as an operator would write them. Shared by the
+//! tests and the examples (through `#[path]`).
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+pub const TOKEN: &str = "ece75cbd23bcc805518b5988079f5583";
+pub const HARDWARE_ID: &str = "billtest000000004";
+
+/// An agent config with test timings. Fields are the TOML values, as written.
+pub struct AgentConfig {
+    pub hardware_id: String,
+    pub token: String,
+    pub urls: Vec<String>,
+    pub ca_file: PathBuf,
+    pub heartbeat_interval: &'static str,
+    pub heartbeat_timeout: &'static str,
+    pub reconnect_initial: &'static str,
+    pub reconnect_max: &'static str,
+    pub login_timeout: &'static str,
+    pub connect_timeout: &'static str,
+    /// Extra lines for the `[gateway]` section.
+    pub gateway_extra: String,
+}
+
+impl AgentConfig {
+    pub fn new(url: String, ca_file: &Path) -> AgentConfig {
+        AgentConfig {
+            hardware_id: HARDWARE_ID.into(),
+            token: TOKEN.into(),
+            urls: vec![url],
+            ca_file: ca_file.to_path_buf(),
+            heartbeat_interval: "200ms",
+            heartbeat_timeout: "600ms",
+            reconnect_initial: "50ms",
+            reconnect_max: "400ms",
+            login_timeout: "1s",
+            connect_timeout: "1s",
+            gateway_extra: String::new(),
+        }
+    }
+
+    /// Writes the config, a token file (mode 0600) and a state dir into `dir`.
+    pub fn write(&self, dir: &Path) -> PathBuf {
+        let token = dir.join("token");
+        fs::write(&token, format!("{}\n", self.token)).unwrap();
+        fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
+        let urls: Vec<String> = self.urls.iter().map(|u| format!("{u:?}")).collect();
+        let text = format!(
+            "[device]\nhardware_id = {:?}\ntoken_file = \"token\"\n\n\
+             [gateway]\nurls = [{}]\nca_file = {:?}\nconnect_timeout = \"{}\"\nlogin_timeout = \"{}\"\n{}\n\n\
+             [heartbeat]\ninterval = \"{}\"\ntimeout = \"{}\"\n\n\
+             [reconnect]\ninitial = \"{}\"\nmax = \"{}\"\n\n\
+             [paths]\nstate_dir = {:?}\n",
+            self.hardware_id,
+            urls.join(", "),
+            self.ca_file.display().to_string(),
+            self.connect_timeout,
+            self.login_timeout,
+            self.gateway_extra,
+            self.heartbeat_interval,
+            self.heartbeat_timeout,
+            self.reconnect_initial,
+            self.reconnect_max,
+            dir.join("state").display().to_string(),
+        );
+        let path = dir.join("rig-agent.toml");
+        fs::write(&path, text).unwrap();
+        path
+    }
+}
