@@ -34,6 +34,9 @@ const STOP_CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// How long other closes (rejected login, oversized message) wait for the gateway's reply.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
+/// Frames read before the loop looks at answers, heartbeats and stop requests again.
+const MAX_FRAMES_PER_ROUND: usize = 64;
+
 /// How a connection (or an attempt at one) ended.
 #[derive(Debug)]
 enum Ended {
@@ -68,7 +71,8 @@ struct Conn {
     ws: WebSocket,
     /// Since when the gateway has not taken our output (socket full).
     write_stalled_since: Option<Instant>,
-    logged_in: bool,
+    /// The last read round stopped at its cap, not at WouldBlock.
+    more_to_read: bool,
 }
 
 impl Runner {
@@ -184,7 +188,7 @@ impl Runner {
         }
         self.generation += 1;
         debug!("connected to {url}, logging in as {}", self.id.hardware_id);
-        let mut conn = Conn { ws, write_stalled_since: None, logged_in: false };
+        let mut conn = Conn { ws, write_stalled_since: None, more_to_read: false };
         let (mut session, actions) = Session::start(
             self.session_config(),
             self.id.clone(),
@@ -223,6 +227,11 @@ impl Runner {
                 let left = (since + stall_limit).saturating_duration_since(now);
                 timeout = Some(timeout.map_or(left, |t| t.min(left)));
             }
+            if conn.more_to_read {
+                // Frames may sit decrypted in rustls' or tungstenite's buffers, where poll(2)
+                // cannot see them: go round again instead of sleeping.
+                continue;
+            }
             let want_write = conn.write_stalled_since.is_some();
             self.wake_rx.wait(Some((conn.ws.get_ref().tcp().as_fd(), want_write)), timeout);
         }
@@ -250,7 +259,6 @@ impl Runner {
                 }
                 Action::Junk(junk) => self.log_junk(&format!("dropped a frame from the gateway: {junk}")),
                 Action::LoggedIn => {
-                    conn.logged_in = true;
                     self.status.logged_in(url.as_str());
                     self.link.logged_in(url);
                 }
@@ -302,12 +310,23 @@ impl Runner {
     /// Reads every frame that is already there; stops at WouldBlock. Each frame's actions are
     /// carried out before the next frame is read, so that a heartbeat return followed by a
     /// close still counts as an established session.
+    ///
+    /// At most [`MAX_FRAMES_PER_ROUND`] frames are read per call, so that a gateway sending
+    /// faster than we read cannot starve heartbeats and answers; `conn.more_to_read` then
+    /// tells the loop not to sleep.
     fn read_available(&mut self, conn: &mut Conn, session: &mut Session, url: &GatewayUrl) -> Option<Ended> {
         let mut pending = VecDeque::new();
+        conn.more_to_read = false;
+        let mut frames = 0;
         loop {
             if let Some(end) = self.apply(conn, session, &mut pending, url) {
                 return Some(end);
             }
+            if frames == MAX_FRAMES_PER_ROUND {
+                conn.more_to_read = true;
+                return None;
+            }
+            frames += 1;
             let msg = match conn.ws.read() {
                 Ok(msg) => msg,
                 Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return None,

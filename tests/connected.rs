@@ -201,3 +201,46 @@ fn gateway_pings_are_answered_and_count_as_life() {
         "the agent dropped a connection that was answering pings"
     );
 }
+
+#[test]
+fn a_flood_of_queries_gets_one_answer_each_and_heartbeats_stay_on_time() {
+    let _g = Guard::new(60 * SEC);
+    let (dir, pki, mut gw) = setup();
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    (cfg.heartbeat_interval, cfg.heartbeat_timeout) = ("250ms", "2s");
+    let _agent = Agent::start(&cfg.write(dir.path()));
+    let (conn, _) = gw.wait_login(5 * SEC);
+    let login_at = gw.seen.last().unwrap().at();
+    const N: usize = 5_000;
+    for i in 0..N {
+        gw.send_json(conn, json!({"act":"get_agent_info","act_code":format!("f{i}"),"client_id":"c","reqtype":"post"}));
+    }
+    let mut answered = std::collections::HashSet::new();
+    let mut busy = 0;
+    while answered.len() < N {
+        match gw.next_event(10 * SEC).expect("answers stopped coming") {
+            Event::Received { msg, .. } if msg["act"] == "get_agent_info" => {
+                assert!(answered.insert(msg["act_code"].as_str().unwrap().to_string()), "answered twice: {msg}");
+                match msg["code"].as_i64() {
+                    Some(0) => {}
+                    Some(3) => busy += 1, // refused as busy: an answer, not a loss
+                    _ => panic!("unexpected answer {msg}"),
+                }
+            }
+            _ => {}
+        }
+    }
+    // A little more time so heartbeats after the flood are seen too.
+    let until = Instant::now() + ms(600);
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        gw.next_event(left);
+    }
+    let hbs: Vec<Instant> = gw.seen.iter().filter(|e| e.act() == Some("heartbeat")).map(Event::at).collect();
+    assert!(!hbs.is_empty());
+    for (i, at) in hbs.iter().enumerate() {
+        let due = login_at + ms(250) * (i as u32 + 1);
+        let late = at.saturating_duration_since(due);
+        assert!(late < SEC, "heartbeat {i} late by {late:?} during the flood ({busy} busy answers)");
+    }
+    assert!(!gw.seen.iter().any(|e| matches!(e, Event::Gone { .. })), "the flood cost the connection");
+}
