@@ -535,8 +535,17 @@ fn io_reason(e: &std::io::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A valid config in `dir` (token file, state dir), for other modules' tests.
+    pub(crate) fn minimal_config(dir: &Path) -> Config {
+        let token = dir.join("token");
+        fs::write(&token, "t\n").unwrap();
+        fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
+        let text = MINIMAL.replace("STATE", &dir.join("state").display().to_string());
+        Config::parse(&dir.join("rig-agent.toml"), &text).unwrap()
+    }
 
     struct Fixture {
         dir: tempfile::TempDir,

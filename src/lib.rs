@@ -10,6 +10,7 @@ pub mod config;
 mod config_section;
 pub mod duration;
 pub mod logging;
+pub mod probes;
 pub mod protocol;
 pub mod queries;
 pub mod runner;
@@ -45,6 +46,6 @@ pub mod exit {
 /// A runner with the standard query catalogue, as the binary runs it.
 pub fn standard_runner(cfg: Config) -> std::io::Result<Runner> {
     let status = Arc::new(status::AgentStatus::new(cfg.file.clone()));
-    let catalogue = queries::Catalogue::standard(Arc::clone(&status));
+    let catalogue = queries::Catalogue::standard(&cfg, Arc::clone(&status));
     Runner::new(Arc::new(cfg), catalogue, status)
 }

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::config::Config;
+use crate::probes::Probes;
 use crate::protocol::{Query, Refusal};
 use crate::status::AgentStatus;
 
@@ -34,10 +36,21 @@ impl Catalogue {
         Catalogue::default()
     }
 
-    /// Every query this build of the agent answers.
-    pub fn standard(status: Arc<AgentStatus>) -> Catalogue {
+    /// Every query of PROTOCOL.md §6, answered from this machine as `cfg` describes it.
+    pub fn standard(cfg: &Config, status: Arc<AgentStatus>) -> Catalogue {
+        let probes = Arc::new(Probes::from_config(cfg));
         let mut c = Catalogue::new();
         c.add("get_agent_info", Lane::Fast, move |_| Ok(status.agent_info()));
+        let p = Arc::clone(&probes);
+        c.add("get_system_baseinfo", Lane::Fast, move |_| Ok(p.system_baseinfo()));
+        let p = Arc::clone(&probes);
+        c.add("get_system_status", Lane::Fast, move |_| Ok(p.system_status()));
+        let p = Arc::clone(&probes);
+        c.add("get_network_info", Lane::Fast, move |_| p.network_info());
+        let p = Arc::clone(&probes);
+        c.add("get_temperature", Lane::Fast, move |_| Ok(p.temperature()));
+        // smartctl over many disks can take seconds: its own lane.
+        c.add("get_disk_info", Lane::Slow, move |_| probes.disk_info());
         c
     }
 
@@ -108,10 +121,23 @@ mod tests {
     }
 
     #[test]
-    fn the_standard_catalogue_answers_get_agent_info() {
-        let c = Catalogue::standard(Arc::new(AgentStatus::new("/x.toml".into())));
+    fn the_standard_catalogue_has_every_query_of_the_protocol() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::tests::minimal_config(dir.path());
+        let c = Catalogue::standard(&cfg, Arc::new(AgentStatus::new("/x.toml".into())));
         let v = c.run(&query("get_agent_info")).unwrap();
         assert_eq!(v["version"], crate::VERSION);
-        assert_eq!(c.acts(), ["get_agent_info"]);
+        assert_eq!(
+            c.acts(),
+            [
+                "get_agent_info",
+                "get_disk_info",
+                "get_network_info",
+                "get_system_baseinfo",
+                "get_system_status",
+                "get_temperature"
+            ]
+        );
+        assert_eq!(c.lane("get_disk_info"), Some(Lane::Slow));
     }
 }

@@ -244,3 +244,52 @@ fn a_flood_of_queries_gets_one_answer_each_and_heartbeats_stay_on_time() {
     }
     assert!(!gw.seen.iter().any(|e| matches!(e, Event::Gone { .. })), "the flood cost the connection");
 }
+
+#[test]
+fn every_query_of_the_catalogue_is_answered_over_wss_with_the_protocol_fields() {
+    let _g = Guard::new(30 * SEC);
+    let (dir, pki, mut gw) = setup();
+    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
+    let _agent = Agent::start(&cfg);
+    let (conn, _) = gw.wait_login(5 * SEC);
+    let fields: [(&str, &[&str]); 6] = [
+        (
+            "get_system_baseinfo",
+            &[
+                "hostname",
+                "os",
+                "kernel",
+                "arch",
+                "cpu",
+                "memory",
+                "swap",
+                "disks",
+                "network",
+                "boot_time",
+                "uptime_secs",
+                "agent",
+                "hardware_id",
+            ],
+        ),
+        ("get_system_status", &["cpu_usage_percent", "load_avg", "memory", "swap", "processes", "uptime_secs"]),
+        ("get_disk_info", &["disks"]),
+        ("get_network_info", &["interfaces"]),
+        ("get_temperature", &["sensors"]),
+        (
+            "get_agent_info",
+            &["version", "started_at", "connected_at", "reconnects", "gateway_url", "warnings_pending", "config_file"],
+        ),
+    ];
+    for (act, keys) in fields {
+        gw.send_json(conn, json!({"from":"html","act":act,"reqtype":"post","act_code":act,"client_id":"c"}));
+        let (a, _) = wait_answer(&mut gw, 10 * SEC, act);
+        assert_eq!(a["code"], 0, "{a}");
+        assert_eq!(a["act"], act);
+        let data = a["data"].as_object().unwrap_or_else(|| panic!("no data object: {a}"));
+        let mut have: Vec<&str> = data.keys().map(String::as_str).collect();
+        let mut want = keys.to_vec();
+        have.sort();
+        want.sort();
+        assert_eq!(have, want, "{act} fields");
+    }
+}

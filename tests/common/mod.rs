@@ -12,8 +12,10 @@ use std::sync::mpsc::{self, Sender};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-#[allow(unused_imports)] // each test binary uses a different part
+// Each test binary uses a different part of these.
+#[allow(unused_imports)]
 pub use agent_config::{AgentConfig, HARDWARE_ID, TOKEN};
+#[allow(unused_imports)]
 pub use gateway::{Event, Gateway, Pki, Script};
 use rig_agent::queries::Catalogue;
 use rig_agent::signals::Shutdown;
@@ -61,7 +63,7 @@ impl Agent {
     pub fn with_catalogue(config: &Path, extend: impl FnOnce(&mut Catalogue)) -> Agent {
         let cfg = Config::load(config).unwrap_or_else(|e| panic!("{e}"));
         let status = Arc::new(AgentStatus::new(cfg.file.clone()));
-        let mut catalogue = Catalogue::standard(Arc::clone(&status));
+        let mut catalogue = Catalogue::standard(&cfg, Arc::clone(&status));
         extend(&mut catalogue);
         let mut runner = Runner::new(Arc::new(cfg), catalogue, status).unwrap();
         let shutdown = runner.shutdown();

@@ -1,0 +1,181 @@
+//! The `data` of each query of PROTOCOL.md §6, assembled from the readers with the exact
+//! field names and units (bytes, Unix seconds, °C). A value the machine does not give is
+//! `null`.
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+use super::disks::{self, Disk};
+use super::mounts::{self, Mount};
+use super::network::{self, Addresses};
+use super::sensors;
+use super::smart::{SmartError, SmartReader};
+use super::system::{self, SystemProbe};
+use super::{Roots, entries};
+use crate::config::Config;
+use crate::protocol::Refusal;
+
+pub struct Probes {
+    roots: Roots,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    hardware_id: String,
+    system: Mutex<SystemProbe>,
+    pub smart: Arc<SmartReader>,
+}
+
+impl Probes {
+    pub fn from_config(cfg: &Config) -> Probes {
+        let roots = Roots::from_config(&cfg.paths);
+        let d = &cfg.disks;
+        Probes {
+            system: Mutex::new(SystemProbe::new(roots.clone())),
+            roots,
+            include: d.include.clone(),
+            exclude: d.exclude.clone(),
+            hardware_id: cfg.device.hardware_id.clone(),
+            smart: Arc::new(SmartReader::new(&d.smartctl, d.smart_timeout, d.smart_interval)),
+        }
+    }
+
+    fn system(&self) -> std::sync::MutexGuard<'_, SystemProbe> {
+        self.system.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The monitored disks as sysfs shows them now.
+    pub fn disks(&self) -> Vec<Disk> {
+        disks::monitored(&self.roots.sysfs, &self.include, &self.exclude)
+            .iter()
+            .filter_map(|name| disks::read(&self.roots.sysfs, name))
+            .collect()
+    }
+
+    pub fn system_baseinfo(&self) -> Value {
+        let mut sys = self.system();
+        let (os_name, os_version) = sys.os();
+        let cpu = sys.cpu();
+        let mem = sys.memory();
+        let disks = self.disks();
+        let primary = network::default_route(&self.roots.procfs);
+        let addresses = network::kernel_addresses();
+        let iface = primary
+            .as_ref()
+            .and_then(|p| network::read(&self.roots.sysfs, &addresses).into_iter().find(|i| &i.name == p));
+        json!({
+            "hostname": sys.hostname(),
+            "os": {"name": os_name, "version": os_version},
+            "kernel": sys.kernel(),
+            "arch": system::arch(),
+            "cpu": {"model": cpu.model, "logical_cores": cpu.logical_cores, "physical_cores": cpu.physical_cores},
+            "memory": {"total_bytes": mem.map(|m| m.total_bytes), "available_bytes": mem.map(|m| m.available_bytes)},
+            "swap": {"total_bytes": mem.map(|m| m.swap_total_bytes), "free_bytes": mem.map(|m| m.swap_free_bytes)},
+            "disks": {"count": disks.len(), "total_bytes": disks.iter().filter_map(|d| d.size_bytes).sum::<u64>()},
+            "network": {
+                "primary_interface": primary,
+                "primary_ipv4": iface.as_ref().and_then(|i| i.ipv4.first()).map(|c| c.split('/').next().unwrap_or(c).to_string()),
+                "primary_mac": iface.and_then(|i| i.mac),
+            },
+            "boot_time": system::boot_time(),
+            "uptime_secs": system::uptime_secs(),
+            "agent": {"version": crate::VERSION},
+            "hardware_id": self.hardware_id,
+        })
+    }
+
+    pub fn system_status(&self) -> Value {
+        let mut sys = self.system();
+        let mem = sys.memory();
+        let load = system::load_average();
+        json!({
+            "cpu_usage_percent": sys.cpu_usage_percent(),
+            "load_avg": {"one": load.map(|l| l.0), "five": load.map(|l| l.1), "fifteen": load.map(|l| l.2)},
+            "memory": {
+                "total_bytes": mem.map(|m| m.total_bytes),
+                "used_bytes": mem.map(|m| m.total_bytes.saturating_sub(m.available_bytes)),
+                "available_bytes": mem.map(|m| m.available_bytes),
+            },
+            "swap": {
+                "total_bytes": mem.map(|m| m.swap_total_bytes),
+                "used_bytes": mem.map(|m| m.swap_total_bytes.saturating_sub(m.swap_free_bytes)),
+            },
+            "processes": sys.processes(),
+            "uptime_secs": system::uptime_secs(),
+        })
+    }
+
+    pub fn disk_info(&self) -> Result<Value, Refusal> {
+        let block = self.roots.sysfs.join("block");
+        if std::fs::read_dir(&block).is_err() {
+            return Err(Refusal::probe_failed(format!("get_disk_info: cannot read {}", block.display())));
+        }
+        let mounts = mounts::read(&self.roots.procfs);
+        let list: Vec<Value> = self.disks().iter().map(|d| self.disk_json(d, &mounts)).collect();
+        Ok(json!({ "disks": list }))
+    }
+
+    fn disk_json(&self, d: &Disk, mounts: &[Mount]) -> Value {
+        let smart = match self.smart.read(&d.device()) {
+            Ok(s) => Some(s),
+            Err(SmartError::Disabled | SmartError::NotInstalled(_)) => None,
+            Err(_) => None,
+        };
+        let (health, reason) = assess(d, smart.as_ref().and_then(|s| s.passed));
+        let devs: Vec<&str> = d.devs().collect();
+        let mounts: Vec<Value> = mounts
+            .iter()
+            .filter(|m| devs.contains(&m.dev.as_str()))
+            .map(|m| {
+                let u = mounts::usage(&self.roots, &m.mountpoint);
+                json!({
+                    "mountpoint": m.mountpoint, "fstype": m.fstype, "readonly": m.readonly,
+                    "total_bytes": u.map(|u| u.total_bytes), "used_bytes": u.map(|u| u.used_bytes),
+                    "available_bytes": u.map(|u| u.available_bytes),
+                })
+            })
+            .collect();
+        json!({
+            "name": d.name, "device": d.device(), "model": d.model, "serial": d.serial,
+            "size_bytes": d.size_bytes, "rotational": d.rotational, "state": d.state,
+            "ioerr_count": d.ioerr_count, "health": health, "reason": reason,
+            "smart": smart.map(|s| s.to_json()), "mounts": mounts,
+        })
+    }
+
+    pub fn network_info(&self) -> Result<Value, Refusal> {
+        let net = self.roots.sysfs.join("class/net");
+        if entries(&net).is_empty() {
+            return Err(Refusal::probe_failed(format!("get_network_info: cannot read {}", net.display())));
+        }
+        Ok(self.interfaces_json(&network::kernel_addresses()))
+    }
+
+    /// The `data` of `get_network_info` for given addresses (the kernel's, or a test's).
+    pub fn interfaces_json(&self, addresses: &Addresses) -> Value {
+        let list: Vec<Value> = network::read(&self.roots.sysfs, addresses).iter().map(|i| i.to_json()).collect();
+        json!({ "interfaces": list })
+    }
+
+    pub fn temperature(&self) -> Value {
+        let list: Vec<Value> = sensors::read(&self.roots.sysfs).iter().map(|s| s.to_json()).collect();
+        json!({ "sensors": list })
+    }
+}
+
+/// Health from what can be seen in one look: a disk that reports size 0, is not `running`,
+/// or fails SMART is `failed`; one with a readable state or a passed SMART check is `ok`;
+/// with neither (a virtio disk, say) it is `unknown`. The disk monitor adds what needs
+/// history (disappeared disks, rising error counts, filesystems turned read-only).
+pub fn assess(d: &Disk, smart_passed: Option<bool>) -> (&'static str, Option<&'static str>) {
+    if d.size_bytes == Some(0) {
+        ("failed", Some("missing"))
+    } else if d.state.as_deref().is_some_and(|s| s != "running") {
+        ("failed", Some("offline"))
+    } else if smart_passed == Some(false) {
+        ("failed", Some("smart_failed"))
+    } else if d.state.is_some() || smart_passed == Some(true) {
+        ("ok", None)
+    } else {
+        ("unknown", None)
+    }
+}

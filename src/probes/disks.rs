@@ -1,0 +1,167 @@
+//! Block devices from `/sys/block`: the monitored disks, their identity, size, state and
+//! error counter, and their partitions.
+
+use std::path::Path;
+
+use super::{entries, first_attr, glob_match, read_attr};
+
+/// One disk as sysfs shows it now. Every field the kernel did not give is `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    /// `/sys/block` name: `sda`, `nvme0n1`, `mmcblk0`.
+    pub name: String,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub size_bytes: Option<u64>,
+    pub rotational: Option<bool>,
+    /// `device/state`: `running`, `offline`, … (SCSI/SATA only).
+    pub state: Option<String>,
+    /// `device/ioerr_cnt`, a hex counter (SCSI/SATA only).
+    pub ioerr_count: Option<u64>,
+    /// `major:minor`, to find the disk's mounts.
+    pub dev: Option<String>,
+    pub partitions: Vec<Partition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    pub name: String,
+    pub dev: Option<String>,
+}
+
+impl Disk {
+    pub fn device(&self) -> String {
+        format!("/dev/{}", self.name)
+    }
+
+    /// `major:minor` numbers of the disk and its partitions.
+    pub fn devs(&self) -> impl Iterator<Item = &str> {
+        self.dev.iter().chain(self.partitions.iter().filter_map(|p| p.dev.as_ref())).map(String::as_str)
+    }
+}
+
+/// The `/sys/block` names matching `include` and not `exclude`, sorted.
+pub fn monitored(sysfs: &Path, include: &[String], exclude: &[String]) -> Vec<String> {
+    entries(&sysfs.join("block"))
+        .into_iter()
+        .filter(|n| include.iter().any(|g| glob_match(g, n)) && !exclude.iter().any(|g| glob_match(g, n)))
+        .collect()
+}
+
+/// Reads one disk; `None` when `/sys/block/<name>` does not exist (the disk is gone).
+pub fn read(sysfs: &Path, name: &str) -> Option<Disk> {
+    let dir = sysfs.join("block").join(name);
+    if !dir.is_dir() {
+        return None;
+    }
+    let dev_dir = dir.join("device");
+    // NVMe namespaces and virtio disks keep identity one level up, on the controller.
+    let model = join_vendor(
+        first_attr(&dev_dir, &["vendor"]),
+        first_attr(&dir, &["device/model", "device/device/model", "device/name"]),
+    );
+    let serial = first_attr(&dir, &["serial", "device/serial", "device/device/serial"])
+        .or_else(|| std::fs::read(dev_dir.join("vpd_pg80")).ok().and_then(|b| parse_vpd_serial(&b)));
+    let partitions = entries(&dir)
+        .into_iter()
+        .filter(|p| dir.join(p).join("partition").is_file())
+        .map(|p| Partition { dev: read_attr(&dir.join(&p).join("dev")), name: p })
+        .collect();
+    Some(Disk {
+        name: name.to_string(),
+        model,
+        serial,
+        size_bytes: read_attr(&dir.join("size")).and_then(|s| parse_sectors(&s)),
+        rotational: read_attr(&dir.join("queue/rotational")).and_then(|s| parse_flag(&s)),
+        state: read_attr(&dev_dir.join("state")),
+        ioerr_count: read_attr(&dev_dir.join("ioerr_cnt")).and_then(|s| parse_hex(&s)),
+        dev: read_attr(&dir.join("dev")),
+        partitions,
+    })
+}
+
+/// `size` counts 512-byte sectors whatever the disk's own sector size.
+pub fn parse_sectors(text: &str) -> Option<u64> {
+    text.trim().parse::<u64>().ok()?.checked_mul(512)
+}
+
+pub fn parse_flag(text: &str) -> Option<bool> {
+    match text.trim() {
+        "0" => Some(false),
+        "1" => Some(true),
+        _ => None,
+    }
+}
+
+/// `ioerr_cnt` is printed as `0x1a`.
+pub fn parse_hex(text: &str) -> Option<u64> {
+    let t = text.trim();
+    u64::from_str_radix(t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).unwrap_or(t), 16).ok()
+}
+
+/// SCSI VPD page 0x80 (unit serial number): 4-byte header, then the serial, space-padded.
+pub fn parse_vpd_serial(page: &[u8]) -> Option<String> {
+    if page.len() < 4 || page[1] != 0x80 {
+        return None;
+    }
+    let len = u16::from_be_bytes([page[2], page[3]]) as usize;
+    let body = page.get(4..4 + len).unwrap_or(&page[4..]);
+    let s = String::from_utf8_lossy(body).trim_matches(|c: char| c.is_whitespace() || c == '\0').to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+/// SAS disks say `SEAGATE` / `ST4000NM0023`; SATA disks say `ATA` / `WDC WD40EFRX`. The
+/// vendor is worth keeping only when it is a real name not already in the model.
+fn join_vendor(vendor: Option<String>, model: Option<String>) -> Option<String> {
+    match (vendor, model) {
+        (Some(v), Some(m)) if v != "ATA" && !m.starts_with(&v) => Some(format!("{v} {m}")),
+        (_, m) => m,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_is_sectors_times_512_and_junk_is_none() {
+        assert_eq!(parse_sectors("7814037168\n"), Some(4_000_787_030_016));
+        assert_eq!(parse_sectors("0"), Some(0));
+        assert_eq!(parse_sectors("lots"), None);
+        assert_eq!(parse_sectors("-1"), None);
+        assert_eq!(parse_sectors("99999999999999999999"), None);
+    }
+
+    #[test]
+    fn ioerr_cnt_is_hex() {
+        assert_eq!(parse_hex("0x1a"), Some(26));
+        assert_eq!(parse_hex("0x0\n"), Some(0));
+        assert_eq!(parse_hex("ff"), Some(255));
+        assert_eq!(parse_hex("0xzz"), None);
+    }
+
+    #[test]
+    fn flags_are_0_or_1() {
+        assert_eq!(parse_flag("1\n"), Some(true));
+        assert_eq!(parse_flag("0"), Some(false));
+        assert_eq!(parse_flag("2"), None);
+    }
+
+    #[test]
+    fn vpd_page_80_gives_the_serial() {
+        let mut page = vec![0x00, 0x80, 0x00, 0x0c];
+        page.extend_from_slice(b"  ZA1B2C3D  ");
+        assert_eq!(parse_vpd_serial(&page).as_deref(), Some("ZA1B2C3D"));
+        assert_eq!(parse_vpd_serial(&[0x00, 0x83, 0, 0]), None);
+        assert_eq!(parse_vpd_serial(&[0x00, 0x80, 0, 4, b' ', b' ', 0, 0]), None);
+    }
+
+    #[test]
+    fn vendor_is_joined_only_when_it_says_something() {
+        let s = |x: &str| Some(x.to_string());
+        assert_eq!(join_vendor(s("ATA"), s("WDC WD40EFRX")), s("WDC WD40EFRX"));
+        assert_eq!(join_vendor(s("SEAGATE"), s("ST4000NM0023")), s("SEAGATE ST4000NM0023"));
+        assert_eq!(join_vendor(s("WDC"), s("WDC X")), s("WDC X"));
+        assert_eq!(join_vendor(s("SEAGATE"), None), None);
+    }
+}

@@ -1,0 +1,107 @@
+//! Hardware probes. Each reader takes its root (`paths.sysfs`, `paths.procfs`,
+//! `paths.rootfs`) so tests and containers can point it elsewhere, and keeps parsing (pure
+//! functions over text) apart from reading. A file that is missing or malformed makes its
+//! one field `None` (JSON `null`), never a guess.
+
+mod answers;
+pub mod disks;
+pub mod mounts;
+pub mod network;
+pub mod sensors;
+pub mod smart;
+pub mod system;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+pub use answers::{Probes, assess};
+
+use crate::config::PathsConfig;
+
+/// Where the probes read the machine from.
+#[derive(Debug, Clone)]
+pub struct Roots {
+    pub sysfs: PathBuf,
+    pub procfs: PathBuf,
+    pub rootfs: PathBuf,
+}
+
+impl Roots {
+    pub fn from_config(paths: &PathsConfig) -> Roots {
+        Roots { sysfs: paths.sysfs.clone(), procfs: paths.procfs.clone(), rootfs: paths.rootfs.clone() }
+    }
+
+    /// The real machine.
+    pub fn host() -> Roots {
+        Roots { sysfs: "/sys".into(), procfs: "/proc".into(), rootfs: "/".into() }
+    }
+
+    /// `path` (absolute, as the kernel names it) under `rootfs`.
+    pub fn in_rootfs(&self, path: &str) -> PathBuf {
+        self.rootfs.join(path.trim_start_matches('/'))
+    }
+}
+
+/// A sysfs/procfs attribute, trimmed; `None` when missing, unreadable or empty.
+pub fn read_attr(path: &Path) -> Option<String> {
+    let text = fs::read_to_string(path).ok()?;
+    let t = text.trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
+
+/// The first of `candidates` (relative to `dir`) that reads as a non-empty attribute.
+pub fn first_attr(dir: &Path, candidates: &[&str]) -> Option<String> {
+    candidates.iter().find_map(|c| read_attr(&dir.join(c)))
+}
+
+/// Names of the entries of `dir`, sorted; empty when it cannot be read.
+pub fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Shell-style glob with `*` and `?`, as `disks.include` uses on `/sys/block` names.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_like_the_shell() {
+        assert!(glob_match("sd*", "sda"));
+        assert!(glob_match("sd*", "sd"));
+        assert!(glob_match("nvme*", "nvme0n1"));
+        assert!(glob_match("sd?", "sdb"));
+        assert!(!glob_match("sd?", "sdaa"));
+        assert!(!glob_match("sd*", "loop0"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("mmcblk*", "mmcblk0"));
+        assert!(!glob_match("vd*", "xvda"));
+    }
+
+    #[test]
+    fn attributes_are_trimmed_and_empty_ones_are_none() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("a"), " value \n").unwrap();
+        fs::write(d.path().join("e"), "\n").unwrap();
+        assert_eq!(read_attr(&d.path().join("a")).as_deref(), Some("value"));
+        assert_eq!(read_attr(&d.path().join("e")), None);
+        assert_eq!(read_attr(&d.path().join("missing")), None);
+        assert_eq!(first_attr(d.path(), &["missing", "e", "a"]).as_deref(), Some("value"));
+    }
+}

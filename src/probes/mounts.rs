@@ -1,0 +1,113 @@
+//! Mounted filesystems from `/proc/self/mountinfo`, matched to disks by `major:minor`, with
+//! their usage from statvfs(2).
+
+use std::path::Path;
+
+use super::Roots;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// `major:minor` of the mounted block device.
+    pub dev: String,
+    pub mountpoint: String,
+    pub fstype: String,
+    pub readonly: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+    pub available_bytes: u64,
+}
+
+/// All mounts; empty when mountinfo cannot be read.
+pub fn read(procfs: &Path) -> Vec<Mount> {
+    std::fs::read_to_string(procfs.join("self/mountinfo")).map(|t| parse_mountinfo(&t)).unwrap_or_default()
+}
+
+/// Parses mountinfo(5): `id parent major:minor root mountpoint options [optional…] - fstype
+/// source super-options`. A line that does not have that shape is skipped.
+pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let sep = fields.iter().position(|f| *f == "-")?;
+            if sep < 6 || fields.len() < sep + 3 {
+                return None;
+            }
+            let has_ro = |opts: &str| opts.split(',').any(|o| o == "ro");
+            Some(Mount {
+                dev: fields[2].to_string(),
+                mountpoint: unescape(fields[4]),
+                fstype: fields[sep + 1].to_string(),
+                readonly: has_ro(fields[5]) || fields.get(sep + 3).is_some_and(|o| has_ro(o)),
+            })
+        })
+        .collect()
+}
+
+/// mountinfo writes space, tab, newline and backslash in paths as `\040`-style octal.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Filesystem usage of a mountpoint, as `df` computes it; `None` when statvfs fails.
+pub fn usage(roots: &Roots, mountpoint: &str) -> Option<Usage> {
+    let st = rustix::fs::statvfs(roots.in_rootfs(mountpoint)).ok()?;
+    let frsize = if st.f_frsize > 0 { st.f_frsize } else { st.f_bsize };
+    Some(Usage {
+        total_bytes: st.f_blocks.saturating_mul(frsize),
+        used_bytes: st.f_blocks.saturating_sub(st.f_bfree).saturating_mul(frsize),
+        available_bytes: st.f_bavail.saturating_mul(frsize),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+22 27 0:21 / /proc rw,relatime - proc proc rw
+27 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw,errors=remount-ro
+31 27 8:2 / /mnt/data\\040disk ro,relatime shared:5 - xfs /dev/sda2 rw
+32 27 259:1 / /srv rw,relatime - ext4 /dev/nvme0n1p1 ro,errors=remount-ro
+garbage line
+";
+
+    #[test]
+    fn mountinfo_gives_device_mountpoint_type_and_readonly() {
+        let m = parse_mountinfo(SAMPLE);
+        assert_eq!(m.len(), 4);
+        assert_eq!(m[1], Mount { dev: "8:1".into(), mountpoint: "/".into(), fstype: "ext4".into(), readonly: false });
+        assert_eq!(m[2].mountpoint, "/mnt/data disk");
+        assert!(m[2].readonly, "per-mount ro");
+        assert!(m[3].readonly, "superblock ro (remounted after errors)");
+    }
+
+    #[test]
+    fn octal_escapes_are_decoded() {
+        assert_eq!(unescape("/a\\040b\\011c\\134d"), "/a b\tc\\d");
+        assert_eq!(unescape("/trailing\\04"), "/trailing\\04");
+    }
+
+    #[test]
+    fn usage_of_the_real_root_matches_statvfs_arithmetic() {
+        let u = usage(&Roots::host(), "/").expect("statvfs /");
+        assert!(u.total_bytes > 0);
+        assert!(u.used_bytes <= u.total_bytes);
+        assert!(u.available_bytes <= u.total_bytes);
+    }
+}

@@ -1,0 +1,240 @@
+//! SMART health through `smartctl --json -H -A <device>`: run in a child process that is
+//! killed when it runs over `disks.smart_timeout`, each result cached for
+//! `disks.smart_interval` so that neither queries nor scans wake the disks more often.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// What the agent reports of a disk's SMART data; fields smartctl did not give are `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Smart {
+    pub passed: Option<bool>,
+    pub temperature_celsius: Option<i64>,
+    pub power_on_hours: Option<u64>,
+    pub reallocated_sectors: Option<u64>,
+    pub pending_sectors: Option<u64>,
+}
+
+impl Smart {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "passed": self.passed,
+            "temperature_celsius": self.temperature_celsius,
+            "power_on_hours": self.power_on_hours,
+            "reallocated_sectors": self.reallocated_sectors,
+            "pending_sectors": self.pending_sectors,
+        })
+    }
+}
+
+/// Why there is no SMART result. Each is logged and the disk's `smart` is `null`; none is
+/// fatal, and none is retried before the cache entry expires.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SmartError {
+    #[error("SMART is disabled (disks.smartctl = \"\")")]
+    Disabled,
+    #[error("{0} not found; install smartmontools or set disks.smartctl")]
+    NotInstalled(String),
+    #[error("cannot run {0}")]
+    Spawn(String),
+    #[error("smartctl on {device} ran over {timeout:?} and was killed")]
+    TimedOut { device: String, timeout: Duration },
+    #[error("smartctl on {device} gave no usable answer: {why}")]
+    Unusable { device: String, why: String },
+}
+
+/// A result and when it was taken; failures are cached too, so a hung disk is not asked
+/// again on every query.
+type Cached = (Instant, Result<Smart, SmartError>);
+
+pub struct SmartReader {
+    binary: String,
+    timeout: Duration,
+    max_age: Duration,
+    cache: Mutex<HashMap<String, Cached>>,
+    missing_logged: AtomicBool,
+}
+
+impl SmartReader {
+    pub fn new(binary: &str, timeout: Duration, max_age: Duration) -> SmartReader {
+        SmartReader {
+            binary: binary.to_string(),
+            timeout,
+            max_age,
+            cache: Mutex::new(HashMap::new()),
+            missing_logged: AtomicBool::new(false),
+        }
+    }
+
+    /// The SMART data of `device` (`/dev/sda`), from the cache when fresh enough.
+    pub fn read(&self, device: &str) -> Result<Smart, SmartError> {
+        if let Some((at, result)) = self.lock().get(device)
+            && at.elapsed() < self.max_age
+        {
+            return result.clone();
+        }
+        let result = self.run(device);
+        match &result {
+            Ok(_) | Err(SmartError::Disabled) => {}
+            // A missing binary is one fact about the machine, not one per disk and query.
+            Err(e @ SmartError::NotInstalled(_)) => {
+                if !self.missing_logged.swap(true, Ordering::Relaxed) {
+                    log::warn!("{e}; SMART data will be null");
+                }
+            }
+            Err(e) => log::warn!("{e}"),
+        }
+        self.lock().insert(device.to_string(), (Instant::now(), result.clone()));
+        result
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs smartctl now, bypassing the cache.
+    pub fn run(&self, device: &str) -> Result<Smart, SmartError> {
+        if self.binary.is_empty() {
+            return Err(SmartError::Disabled);
+        }
+        let mut child = Command::new(&self.binary)
+            .args(["--json", "-H", "-A", device])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => SmartError::NotInstalled(self.binary.clone()),
+                _ => SmartError::Spawn(format!("{}: {e}", self.binary)),
+            })?;
+        // Read stdout on a helper thread so a chatty child can never block on a full pipe.
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let reader = thread::spawn(move || {
+            let mut out = Vec::new();
+            let _ = stdout.by_ref().take(4 << 20).read_to_end(&mut out);
+            out
+        });
+        let deadline = Instant::now() + self.timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+            }
+        };
+        let out = reader.join().unwrap_or_default();
+        let Some(status) = status else {
+            return Err(SmartError::TimedOut { device: device.to_string(), timeout: self.timeout });
+        };
+        parse(&String::from_utf8_lossy(&out), status.code())
+            .map_err(|why| SmartError::Unusable { device: device.to_string(), why })
+    }
+}
+
+/// Parses smartctl's JSON. `exit` is smartctl's exit status, a bit mask: bits 0 and 1 mean
+/// it could not talk to the disk at all; the higher bits report disk trouble and still come
+/// with a full answer.
+pub fn parse(text: &str, exit: Option<i32>) -> Result<Smart, String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON ({e})"))?;
+    let messages = || {
+        v["smartctl"]["messages"]
+            .as_array()
+            .map(|m| m.iter().filter_map(|x| x["string"].as_str()).collect::<Vec<_>>().join("; "))
+            .filter(|s| !s.is_empty())
+    };
+    if exit.is_some_and(|c| c & 0b11 != 0) {
+        return Err(messages().unwrap_or_else(|| format!("smartctl exit status {}", exit.unwrap_or(-1))));
+    }
+    let nvme = &v["nvme_smart_health_information_log"];
+    let attr = |id: u64| {
+        v["ata_smart_attributes"]["table"]
+            .as_array()?
+            .iter()
+            .find(|a| a["id"].as_u64() == Some(id))
+            .and_then(|a| a["raw"]["value"].as_u64())
+    };
+    let smart = Smart {
+        passed: v["smart_status"]["passed"].as_bool(),
+        temperature_celsius: v["temperature"]["current"].as_i64().or_else(|| nvme["temperature"].as_i64()),
+        power_on_hours: v["power_on_time"]["hours"].as_u64().or_else(|| nvme["power_on_hours"].as_u64()),
+        reallocated_sectors: attr(5),
+        pending_sectors: attr(197),
+    };
+    if smart
+        == (Smart {
+            passed: None,
+            temperature_celsius: None,
+            power_on_hours: None,
+            reallocated_sectors: None,
+            pending_sectors: None,
+        })
+    {
+        return Err(messages().unwrap_or_else(|| "no SMART data in the answer".into()));
+    }
+    Ok(smart)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ATA: &str = r#"{"smartctl":{"exit_status":0},"smart_status":{"passed":true},
+        "temperature":{"current":34},"power_on_time":{"hours":20123},
+        "ata_smart_attributes":{"table":[{"id":5,"name":"Reallocated_Sector_Ct","raw":{"value":8}},
+        {"id":197,"name":"Current_Pending_Sector","raw":{"value":2}}]}}"#;
+
+    const NVME: &str = r#"{"smart_status":{"passed":false},
+        "nvme_smart_health_information_log":{"temperature":51,"power_on_hours":999,"media_errors":3}}"#;
+
+    #[test]
+    fn an_ata_answer_gives_health_temperature_hours_and_sector_counts() {
+        let s = parse(ATA, Some(0)).unwrap();
+        assert_eq!(
+            s,
+            Smart {
+                passed: Some(true),
+                temperature_celsius: Some(34),
+                power_on_hours: Some(20123),
+                reallocated_sectors: Some(8),
+                pending_sectors: Some(2)
+            }
+        );
+    }
+
+    #[test]
+    fn an_nvme_answer_uses_the_health_log_and_has_no_sector_counts() {
+        let s = parse(NVME, Some(8)).unwrap();
+        assert_eq!(s.passed, Some(false));
+        assert_eq!(s.temperature_celsius, Some(51));
+        assert_eq!(s.power_on_hours, Some(999));
+        assert_eq!(s.reallocated_sectors, None);
+    }
+
+    #[test]
+    fn a_failing_disk_exit_status_still_parses() {
+        // Bit 3: "SMART status check returned DISK FAILING".
+        assert_eq!(parse(ATA, Some(8)).unwrap().passed, Some(true));
+    }
+
+    #[test]
+    fn open_failures_and_garbage_are_errors_with_smartctls_words() {
+        let e = parse(
+            r#"{"smartctl":{"messages":[{"string":"Smartctl open device: /dev/sdz failed: No such device"}]}}"#,
+            Some(2),
+        );
+        assert!(e.unwrap_err().contains("No such device"));
+        assert!(parse("Segmentation fault", Some(139)).unwrap_err().contains("not JSON"));
+        assert!(parse("{}", Some(0)).is_err());
+    }
+}

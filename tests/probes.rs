@@ -1,0 +1,333 @@
+//! The probes against fixture trees (laid out like real /sys, /proc and /etc), against the
+//! real machine (compared with `ip`, `lsblk`, `uname` and /proc), and with fake smartctl.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rig_agent::Config;
+use rig_agent::probes::network::Addresses;
+use rig_agent::probes::smart::{SmartError, SmartReader};
+use rig_agent::probes::{Probes, mounts};
+use rig_agent::protocol::{Inbound, decode};
+use rig_agent::queries::Catalogue;
+use rig_agent::status::AgentStatus;
+use serde_json::{Value, json};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig")
+}
+
+fn expected(name: &str) -> Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/expected").join(name);
+    serde_json::from_str(&fs::read_to_string(&p).unwrap()).unwrap()
+}
+
+/// A config whose probe roots are `root` (sys, proc and the root filesystem), with `extra`
+/// lines in `[disks]`.
+fn config(dir: &Path, root: Option<&Path>, disks_extra: &str) -> Config {
+    let token = dir.join("token");
+    fs::write(&token, "t\n").unwrap();
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
+    let paths = match root {
+        Some(r) => format!(
+            "sysfs = {:?}\nprocfs = {:?}\nrootfs = {:?}\n",
+            r.join("sys").display().to_string(),
+            r.join("proc").display().to_string(),
+            r.display().to_string()
+        ),
+        None => String::new(),
+    };
+    let text = format!(
+        "[device]\nhardware_id = \"rig-fixture\"\ntoken_file = \"token\"\n[gateway]\nurls = [\"wss://gw.invalid/ws\"]\n\
+         [disks]\n{disks_extra}\n[paths]\nstate_dir = {:?}\n{paths}",
+        dir.join("state").display().to_string()
+    );
+    Config::parse(&dir.join("rig-agent.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn fixture_probes(dir: &Path) -> Probes {
+    Probes::from_config(&config(dir, Some(&fixture()), "smartctl = \"\""))
+}
+
+#[test]
+fn disk_info_from_a_fixture_tree_matches_the_expected_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = fixture();
+    let mut got = fixture_probes(dir.path()).disk_info().unwrap();
+    // Filesystem usage comes from statvfs of the mountpoint under rootfs: check it is that,
+    // then compare the rest to the expected document.
+    for disk in got["disks"].as_array_mut().unwrap() {
+        for m in disk["mounts"].as_array_mut().unwrap() {
+            let mp = m["mountpoint"].as_str().unwrap().to_string();
+            let want = mounts::usage(
+                &rig_agent::probes::Roots::host(),
+                &root.join(mp.trim_start_matches('/')).display().to_string(),
+            )
+            .expect("statvfs of the fixture mountpoint");
+            assert_eq!(m["total_bytes"], want.total_bytes, "{mp}");
+            assert!(m["used_bytes"].is_u64() && m["available_bytes"].is_u64(), "{m}");
+            let o = m.as_object_mut().unwrap();
+            for k in ["total_bytes", "used_bytes", "available_bytes"] {
+                o.remove(k);
+            }
+        }
+    }
+    assert_eq!(got, expected("get_disk_info.json"), "got:\n{}", serde_json::to_string_pretty(&got).unwrap());
+}
+
+#[test]
+fn network_info_from_a_fixture_tree_matches_the_expected_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut addrs = Addresses::new();
+    addrs.insert("eth0".into(), (vec!["172.17.0.2/16".into()], vec!["fe80::42:acff:fe11:2/64".into()]));
+    addrs.insert("lo".into(), (vec!["127.0.0.1/8".into()], vec!["::1/128".into()]));
+    let got = fixture_probes(dir.path()).interfaces_json(&addrs);
+    assert_eq!(got, expected("get_network_info.json"), "got:\n{}", serde_json::to_string_pretty(&got).unwrap());
+}
+
+#[test]
+fn temperatures_from_a_fixture_tree_match_the_expected_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let got = fixture_probes(dir.path()).temperature();
+    assert_eq!(got, expected("get_temperature.json"), "got:\n{}", serde_json::to_string_pretty(&got).unwrap());
+}
+
+#[test]
+fn baseinfo_and_status_read_names_versions_disks_and_processes_under_the_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = fixture_probes(dir.path());
+    let b = p.system_baseinfo();
+    assert_eq!(b["hostname"], "rig-fixture-01");
+    assert_eq!(b["kernel"], "6.1.0-18-arm64");
+    assert_eq!(b["os"], json!({"name": "Debian GNU/Linux", "version": "12"}));
+    // nvme0n1 and sda; sdb's size is malformed and counts as unknown, not as zero.
+    assert_eq!(b["disks"], json!({"count": 3, "total_bytes": 1_000_204_886_016u64 + 4_000_787_030_016}));
+    assert_eq!(b["network"]["primary_interface"], "eth0");
+    assert_eq!(b["network"]["primary_mac"], "02:42:ac:11:00:02");
+    assert_eq!(b["hardware_id"], "rig-fixture");
+    assert_eq!(b["agent"]["version"], env!("CARGO_PKG_VERSION"));
+    let s = p.system_status();
+    assert_eq!(s["processes"], 3, "numeric entries of the fixture procfs");
+}
+
+#[test]
+fn an_unreadable_sysfs_answers_code_3_naming_the_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), Some(empty.path()), "smartctl = \"\"");
+    let c = Catalogue::standard(&cfg, Arc::new(AgentStatus::new(cfg.file.clone())));
+    for act in ["get_disk_info", "get_network_info"] {
+        let Ok(Inbound::Query(q)) = decode(&json!({"act": act}).to_string()) else { panic!() };
+        let r = c.run(&q).unwrap_err();
+        assert_eq!(r.code, 3);
+        assert!(r.description.contains(act), "{r:?}");
+    }
+    // No hwmon is a machine without sensors, not a failure.
+    let Ok(Inbound::Query(q)) = decode(r#"{"act":"get_temperature"}"#) else { panic!() };
+    assert_eq!(c.run(&q).unwrap(), json!({"sensors": []}));
+}
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn on_the_real_machine_baseinfo_agrees_with_uname_proc_and_nproc() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Probes::from_config(&config(dir.path(), None, "smartctl = \"\""));
+    let b = p.system_baseinfo();
+    assert_eq!(b["hostname"], fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim());
+    assert_eq!(b["kernel"], sh("uname -r"));
+    assert_eq!(b["arch"], sh("uname -m"));
+    assert_eq!(b["cpu"]["logical_cores"], sh("nproc --all").parse::<u64>().unwrap());
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap();
+    let total_kib: u64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(b["memory"]["total_bytes"], total_kib * 1024);
+    let stat = fs::read_to_string("/proc/stat").unwrap();
+    let btime: u64 = stat.lines().find(|l| l.starts_with("btime ")).unwrap()[6..].trim().parse().unwrap();
+    let boot = b["boot_time"].as_u64().unwrap();
+    assert!(boot.abs_diff(btime) <= 1, "boot_time {boot} vs btime {btime}");
+    let uptime: f64 = fs::read_to_string("/proc/uptime").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!((b["uptime_secs"].as_f64().unwrap() - uptime).abs() <= 2.0);
+}
+
+#[test]
+fn on_the_real_machine_interfaces_and_ipv4_match_ip_addr() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Probes::from_config(&config(dir.path(), None, "smartctl = \"\""));
+    let got = p.network_info().unwrap();
+    let ip: Value = serde_json::from_str(&sh("ip -j addr")).unwrap();
+    let mut want: Vec<(String, Vec<String>, String)> = ip
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let mut v4: Vec<String> = i["addr_info"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| a["family"] == "inet")
+                .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+                .collect();
+            v4.sort();
+            (i["ifname"].as_str().unwrap().to_string(), v4, i["address"].as_str().unwrap_or("").to_string())
+        })
+        .collect();
+    want.sort();
+    let mut have: Vec<(String, Vec<String>, String)> = got["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let v4 = i["ipv4"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+            (i["name"].as_str().unwrap().to_string(), v4, i["mac"].as_str().unwrap_or("").to_string())
+        })
+        .collect();
+    have.sort();
+    assert_eq!(have, want);
+}
+
+#[test]
+fn on_the_real_machine_disks_and_sizes_match_lsblk() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), None, "smartctl = \"\"");
+    let p = Probes::from_config(&cfg);
+    let got = p.disk_info().unwrap();
+    let lsblk: Value = serde_json::from_str(&sh("lsblk -J -b -d -o NAME,SIZE")).unwrap();
+    let glob = |n: &str| cfg.disks.include.iter().any(|g| rig_agent::probes::glob_match(g, n));
+    let mut want: Vec<(String, u64)> = lsblk["blockdevices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| glob(d["name"].as_str().unwrap()))
+        .map(|d| (d["name"].as_str().unwrap().to_string(), d["size"].as_u64().unwrap()))
+        .collect();
+    want.sort();
+    let mut have: Vec<(String, u64)> = got["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["name"].as_str().unwrap().to_string(), d["size_bytes"].as_u64().unwrap()))
+        .collect();
+    have.sort();
+    assert_eq!(have, want);
+}
+
+/// A fake smartctl: a shell script printing `json` (or doing `body`), counting its runs.
+fn fake_smartctl(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    let count = dir.join(format!("{name}.runs"));
+    fs::write(&path, format!("#!/bin/sh\necho run >> {:?}\n{body}\n", count.display().to_string())).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn runs(dir: &Path, name: &str) -> usize {
+    fs::read_to_string(dir.join(format!("{name}.runs"))).map(|s| s.lines().count()).unwrap_or(0)
+}
+
+const PASSED: &str = r#"cat <<'EOF'
+{"smart_status":{"passed":true},"temperature":{"current":36},"power_on_time":{"hours":1234},
+ "ata_smart_attributes":{"table":[{"id":5,"raw":{"value":0}},{"id":197,"raw":{"value":1}}]}}
+EOF"#;
+
+#[test]
+fn smartctl_answers_are_parsed_and_cached_for_smart_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = fake_smartctl(dir.path(), "ok", PASSED);
+    let r = SmartReader::new(bin.to_str().unwrap(), Duration::from_secs(5), Duration::from_secs(3600));
+    let s = r.read("/dev/sda").unwrap();
+    assert_eq!(
+        (s.passed, s.temperature_celsius, s.power_on_hours, s.pending_sectors),
+        (Some(true), Some(36), Some(1234), Some(1))
+    );
+    r.read("/dev/sda").unwrap();
+    r.read("/dev/sda").unwrap();
+    assert_eq!(runs(dir.path(), "ok"), 1, "cached within smart_interval");
+    r.read("/dev/sdb").unwrap();
+    assert_eq!(runs(dir.path(), "ok"), 2, "each disk has its own entry");
+    let short = SmartReader::new(bin.to_str().unwrap(), Duration::from_secs(5), Duration::from_millis(1));
+    short.read("/dev/sda").unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    short.read("/dev/sda").unwrap();
+    assert_eq!(runs(dir.path(), "ok"), 4, "run again once the entry is older than smart_interval");
+}
+
+#[test]
+fn a_failing_disk_is_reported_as_not_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = fake_smartctl(
+        dir.path(),
+        "failed",
+        "echo '{\"smart_status\":{\"passed\":false},\"temperature\":{\"current\":60}}'\nexit 8",
+    );
+    let r = SmartReader::new(bin.to_str().unwrap(), Duration::from_secs(5), Duration::from_secs(60));
+    assert_eq!(r.read("/dev/sda").unwrap().passed, Some(false));
+}
+
+#[test]
+fn a_hanging_smartctl_is_killed_at_smart_timeout() {
+    let _g = Guard::new(20 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let bin = fake_smartctl(dir.path(), "hang", "exec sleep 30");
+    let r = SmartReader::new(bin.to_str().unwrap(), Duration::from_millis(300), Duration::from_secs(60));
+    let t = Instant::now();
+    let e = r.read("/dev/sda").unwrap_err();
+    assert!(matches!(e, SmartError::TimedOut { .. }), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    // The failure is cached too: a hung disk is not asked again on every query.
+    let t = Instant::now();
+    assert!(r.read("/dev/sda").is_err());
+    assert!(t.elapsed() < Duration::from_millis(100));
+    assert_eq!(runs(dir.path(), "hang"), 1);
+}
+
+#[test]
+fn garbage_from_smartctl_and_a_missing_binary_give_no_smart_data_and_no_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = fake_smartctl(dir.path(), "garbage", "echo 'Segmentation fault'; exit 139");
+    let r = SmartReader::new(bin.to_str().unwrap(), Duration::from_secs(5), Duration::from_secs(60));
+    assert!(matches!(r.read("/dev/sda"), Err(SmartError::Unusable { .. })));
+    let r = SmartReader::new("/nonexistent/smartctl", Duration::from_secs(5), Duration::from_secs(60));
+    assert!(matches!(r.read("/dev/sda"), Err(SmartError::NotInstalled(_))));
+    assert!(matches!(SmartReader::new("", SEC, SEC).read("/dev/sda"), Err(SmartError::Disabled)));
+}
+
+#[test]
+fn disk_info_carries_smart_data_and_a_failed_check_marks_the_disk_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = fake_smartctl(
+        dir.path(),
+        "mixed",
+        r#"case "$4" in
+  /dev/sda) echo '{"smart_status":{"passed":false},"temperature":{"current":41}}'; exit 8 ;;
+  *) echo '{"smart_status":{"passed":true},"nvme_smart_health_information_log":{"temperature":38,"power_on_hours":77}}' ;;
+esac"#,
+    );
+    let cfg = config(dir.path(), Some(&fixture()), &format!("smartctl = {:?}", bin.display().to_string()));
+    let got = Probes::from_config(&cfg).disk_info().unwrap();
+    let disk = |n: &str| got["disks"].as_array().unwrap().iter().find(|d| d["name"] == n).unwrap().clone();
+    assert_eq!(disk("sda")["health"], "failed");
+    assert_eq!(disk("sda")["reason"], "smart_failed");
+    assert_eq!(disk("sda")["smart"]["temperature_celsius"], 41);
+    assert_eq!(disk("nvme0n1")["health"], "ok", "a passed check is evidence enough");
+    assert_eq!(disk("nvme0n1")["smart"]["power_on_hours"], 77);
+    assert_eq!(disk("nvme0n1")["smart"]["reallocated_sectors"], Value::Null);
+}
