@@ -2,8 +2,10 @@
 //!
 //! Measures the release binary as it runs on a rig: the real `rig-agent` process against
 //! the in-process test gateway over loopback wss. Prints binary size, RSS after login and
-//! after QUERIES queries (default 10 000), query round-trip latency (median, p99) and
-//! whether heartbeats stayed on time during the flood. Figures, not pass/fail: the
+//! after QUERIES and 2×QUERIES queries (default 10 000), each act's round trip (median,
+//! p99) and
+//! whether heartbeats stayed on time during the flood. BENCH_MALLOC_ARENA_MAX=1 runs the
+//! agent with one glibc malloc arena (about 0.1 MB less RSS). Figures, not pass/fail: the
 //! targets live in README.md.
 
 #[path = "../tests/common/agent_config.rs"]
@@ -66,6 +68,7 @@ fn main() {
         .arg("--config")
         .arg(&config)
         .env("RUST_LOG", "warn")
+        .envs(std::env::var("BENCH_MALLOC_ARENA_MAX").ok().map(|v| ("MALLOC_ARENA_MAX", v)))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -80,20 +83,31 @@ fn main() {
     let rss_start = rss_kib(pid, "VmRSS:");
     let cpu_start = cpu_ticks(pid);
 
-    let mut lat = Vec::with_capacity(queries);
+    const ACTS: [&str; 6] = [
+        "get_system_baseinfo",
+        "get_system_status",
+        "get_disk_info",
+        "get_network_info",
+        "get_temperature",
+        "get_agent_info",
+    ];
+    let mut lat: Vec<Vec<Duration>> = vec![Vec::new(); ACTS.len()];
     let mut heartbeats = Vec::new();
+    let mut rss_mid = 0;
     let t0 = Instant::now();
-    for i in 0..queries {
+    for i in 0..2 * queries {
+        if i == queries {
+            rss_mid = rss_kib(pid, "VmRSS:");
+        }
+        let k = i % ACTS.len();
         let code = format!("q{i}");
         let sent = Instant::now();
-        gw.send_json(
-            conn,
-            json!({"from":"html","act":"get_agent_info","reqtype":"post","act_code":code,"client_id":"b"}),
-        );
+        gw.send_json(conn, json!({"from":"html","act":ACTS[k],"reqtype":"post","act_code":code,"client_id":"b"}));
         loop {
             match gw.next_event(WAIT).expect("answer") {
                 Event::Received { msg, at, .. } if msg["act_code"] == code.as_str() => {
-                    lat.push(at - sent);
+                    assert_eq!(msg["code"], 0, "{msg}");
+                    lat[k].push(at - sent);
                     break;
                 }
                 Event::Received { msg, at, .. } if msg["act"] == "heartbeat" => heartbeats.push(at),
@@ -109,18 +123,30 @@ fn main() {
     let _ = child.kill();
     let _ = child.wait();
 
-    lat.sort();
     let worst_hb_gap = heartbeats.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
     let size = fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
-    println!("rig-agent benchmark ({} queries of get_agent_info over loopback wss)", queries);
-    println!("{:<40} {:>12}", "binary size (release, x86_64)", format!("{:.2} MB", size as f64 / 1e6));
-    println!("{:<40} {:>12}", "RSS after login", format!("{:.2} MB", rss_start as f64 / 1024.0));
-    println!("{:<40} {:>12}", format!("RSS after {queries} queries"), format!("{:.2} MB", rss_end as f64 / 1024.0));
-    println!("{:<40} {:>12}", "peak RSS (VmHWM)", format!("{:.2} MB", hwm as f64 / 1024.0));
-    println!("{:<40} {:>12}", "round trip p50", format!("{:.3} ms", percentile(&lat, 0.5).as_secs_f64() * 1e3));
-    println!("{:<40} {:>12}", "round trip p99", format!("{:.3} ms", percentile(&lat, 0.99).as_secs_f64() * 1e3));
-    println!("{:<40} {:>12}", "throughput (one at a time)", format!("{:.0} q/s", queries as f64 / flood.as_secs_f64()));
-    println!("{:<40} {:>12}", "agent CPU for the flood", format!("{:.2} s", cpu_used as f64 / 100.0));
-    println!("{:<40} {:>12}", "heartbeats during the flood", heartbeats.len());
-    println!("{:<40} {:>12}", "largest heartbeat gap (interval 1s)", format!("{:.3} s", worst_hb_gap.as_secs_f64()));
+    let mb = |kib: u64| format!("{:.2} MB", kib as f64 / 1024.0);
+    let msf = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1e3);
+    println!("rig-agent benchmark: {} queries over loopback wss, the six acts in turn", 2 * queries);
+    println!("{:<44} {:>12}", "binary size (release, this target)", format!("{:.2} MB", size as f64 / 1e6));
+    println!("{:<44} {:>12}", "RSS after login", mb(rss_start));
+    println!("{:<44} {:>12}", format!("RSS after {queries} queries"), mb(rss_mid));
+    println!("{:<44} {:>12}", format!("RSS after {} queries", 2 * queries), mb(rss_end));
+    println!("{:<44} {:>12}", "peak RSS (VmHWM)", mb(hwm));
+    for (k, act) in ACTS.iter().enumerate() {
+        lat[k].sort();
+        println!(
+            "{:<44} {:>12}",
+            format!("{act} p50 / p99"),
+            format!("{} / {}", msf(percentile(&lat[k], 0.5)), msf(percentile(&lat[k], 0.99)))
+        );
+    }
+    println!(
+        "{:<44} {:>12}",
+        "throughput (one at a time)",
+        format!("{:.0} q/s", (2 * queries) as f64 / flood.as_secs_f64())
+    );
+    println!("{:<44} {:>12}", "agent CPU for all queries", format!("{:.2} s", cpu_used as f64 / 100.0));
+    println!("{:<44} {:>12}", "heartbeats meanwhile (interval 1 s)", heartbeats.len());
+    println!("{:<44} {:>12}", "largest heartbeat gap", format!("{:.3} s", worst_hb_gap.as_secs_f64()));
 }

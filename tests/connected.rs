@@ -293,3 +293,23 @@ fn every_query_of_the_catalogue_is_answered_over_wss_with_the_protocol_fields() 
         assert_eq!(have, want, "{act} fields");
     }
 }
+
+#[test]
+fn a_panicking_probe_answers_code_3_and_the_connection_stays_up() {
+    let _g = Guard::new(20 * SEC);
+    let (dir, pki, mut gw) = setup();
+    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
+    let _agent =
+        Agent::with_catalogue(&cfg, |c| c.add("test_panicking_probe", Lane::Fast, |_| panic!("index out of bounds")));
+    let (conn, _) = gw.wait_login(5 * SEC);
+    for round in 0..2 {
+        let code = format!("boom{round}");
+        gw.send_json(conn, json!({"act":"test_panicking_probe","act_code":code,"client_id":"c","reqtype":"post"}));
+        let (a, _) = wait_answer(&mut gw, 5 * SEC, &code);
+        assert_eq!(a["code"], 3);
+        assert!(a["description"].as_str().unwrap().contains("test_panicking_probe"), "{a}");
+    }
+    gw.send_json(conn, json!({"act":"get_agent_info","act_code":"after","client_id":"c","reqtype":"post"}));
+    assert_eq!(wait_answer(&mut gw, 5 * SEC, "after").0["code"], 0, "the worker survived the panic");
+    assert!(!gw.seen.iter().any(|e| matches!(e, Event::Gone { .. })));
+}
