@@ -38,9 +38,9 @@ fn main() {
 
     rig_agent::logging::init();
     let cfg = rig_agent::Config::load(&config).unwrap_or_else(|e| panic!("{e}"));
-    let mut runner = rig_agent::standard_runner(cfg).expect("runner");
-    let stop = runner.shutdown();
-    let agent = thread::spawn(move || runner.run());
+    let mut agent = rig_agent::Agent::build(cfg, |_| {}).expect("agent");
+    let stop = agent.shutdown();
+    let agent = thread::spawn(move || agent.run());
 
     let (conn, mut login) = gw.wait_login(WAIT);
     login["token"] = json!("*** (hidden here; the gateway checks it)");

@@ -9,13 +9,18 @@ pub mod backoff;
 pub mod config;
 mod config_section;
 pub mod duration;
+pub mod inventory;
 pub mod logging;
+pub mod monitor;
 pub mod probes;
 pub mod protocol;
 pub mod queries;
+pub mod resend;
+pub mod rules;
 pub mod runner;
 pub mod session;
 pub mod signals;
+pub mod spool;
 pub mod status;
 pub mod tls;
 pub mod transport;
@@ -43,9 +48,50 @@ pub mod exit {
     pub const CONFIG: i32 = 78;
 }
 
-/// A runner with the standard query catalogue, as the binary runs it.
-pub fn standard_runner(cfg: Config) -> std::io::Result<Runner> {
-    let status = Arc::new(status::AgentStatus::new(cfg.file.clone()));
-    let catalogue = queries::Catalogue::standard(&cfg, Arc::clone(&status));
-    Runner::new(Arc::new(cfg), catalogue, status)
+/// The whole agent as the binary runs it: the runner (which owns the socket), the probe
+/// workers behind the standard query catalogue, the warning spool and the disk monitor.
+pub struct Agent {
+    runner: Runner,
+    _monitor: monitor::MonitorHandle,
+}
+
+impl Agent {
+    /// Opens the spool, builds the catalogue (plus whatever `extend` adds: tests add slow or
+    /// panicking probes) and starts the disk monitor. Problems found in the state directory
+    /// are logged at error level and the agent goes on.
+    pub fn build(cfg: Config, extend: impl FnOnce(&mut queries::Catalogue)) -> std::io::Result<Agent> {
+        let status = Arc::new(status::AgentStatus::new(cfg.file.clone()));
+        let probes = Arc::new(probes::Probes::from_config(&cfg));
+        let mut catalogue = queries::Catalogue::standard(Arc::clone(&probes), Arc::clone(&status));
+        extend(&mut catalogue);
+        let (spool, problems) = spool::Spool::open(&cfg.paths.state_dir)?;
+        for p in problems {
+            log::error!("{}", p.0);
+        }
+        let spool = Arc::new(spool);
+        let ids = Arc::new(protocol::ActIds::new());
+        let cfg = Arc::new(cfg);
+        let runner =
+            Runner::new(Arc::clone(&cfg), catalogue, Arc::clone(&status), Arc::clone(&spool), Arc::clone(&ids))?;
+        let shared = monitor::Shared {
+            ids,
+            spool,
+            smart: Arc::clone(&probes.smart),
+            health: Arc::clone(&probes.health),
+            status,
+            waker: runner.waker()?,
+        };
+        let monitor = monitor::Monitor::new(&cfg, shared).spawn()?;
+        Ok(Agent { runner, _monitor: monitor })
+    }
+
+    /// The handle that stops the agent (signals, tests, the demo).
+    pub fn shutdown(&self) -> signals::Shutdown {
+        self.runner.shutdown()
+    }
+
+    /// Runs until stopped; the disk monitor stops when the agent is dropped.
+    pub fn run(&mut self) {
+        self.runner.run();
+    }
 }

@@ -7,10 +7,11 @@ use std::process::exit;
 use std::sync::Arc;
 
 use rig_agent::config::DEFAULT_PATH;
+use rig_agent::probes::Probes;
 use rig_agent::protocol::{Inbound, decode};
 use rig_agent::queries::Catalogue;
 use rig_agent::status::AgentStatus;
-use rig_agent::{Config, VERSION, exit as code, logging, standard_runner};
+use rig_agent::{Agent, Config, VERSION, exit as code, logging};
 
 const USAGE: &str = "\
 usage: rig-agent [--config PATH]              run the agent (what systemd starts)
@@ -87,15 +88,15 @@ fn main() {
                 path.display(),
                 cfg.gateway.urls.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", ")
             );
-            let mut runner = standard_runner(cfg).unwrap_or_else(|e| {
+            let mut agent = Agent::build(cfg, |_| {}).unwrap_or_else(|e| {
                 log::error!("cannot start: {e}");
                 exit(code::FAILURE)
             });
-            if let Err(e) = runner.shutdown().install_signal_handlers() {
+            if let Err(e) = agent.shutdown().install_signal_handlers() {
                 log::error!("cannot install signal handlers: {e}");
                 exit(code::FAILURE);
             }
-            runner.run();
+            agent.run();
         }
     }
 }
@@ -103,7 +104,7 @@ fn main() {
 /// Answers one query locally, as `telegraf --test` or `zabbix_agent2 -t` do.
 fn probe(cfg: Config, act: &str) -> i32 {
     let status = Arc::new(AgentStatus::new(cfg.file.clone()));
-    let catalogue = Catalogue::standard(&cfg, status);
+    let catalogue = Catalogue::standard(Arc::new(Probes::from_config(&cfg)), status);
     if catalogue.lane(act).is_none() {
         eprintln!("rig-agent: unknown act {act:?}; known: {}", catalogue.acts().join(", "));
         return code::USAGE;

@@ -85,6 +85,36 @@ pub fn encode_heartbeat(id: &Identity, act_id: &str) -> String {
     .to_string()
 }
 
+/// A disk-failure warning (PROTOCOL.md §7). `message` keeps the seed's exact shape
+/// `Disk[<device>]硬盘损坏` for the consoles that show it.
+pub fn encode_warning(
+    id: &Identity,
+    act_id: &str,
+    device: &str,
+    serial: Option<&str>,
+    reason: &str,
+    detail: &str,
+    time: u64,
+) -> Value {
+    json!({
+        "from": FROM_DEVICE,
+        "act": "warning",
+        "reqtype": "post",
+        "act_id": act_id,
+        "act_code": "",
+        "client_id": "",
+        "hardware_id": id.hardware_id,
+        "name": id.name,
+        "type": 2,
+        "message": format!("Disk[{device}]硬盘损坏"),
+        "disk": device,
+        "serial": serial,
+        "reason": reason,
+        "detail": detail,
+        "time": time,
+    })
+}
+
 /// A gateway `return` to something the agent sent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Return {
@@ -242,6 +272,24 @@ mod tests {
         assert_eq!(v["name"], "rig four");
         assert_eq!(v["token"], "tok");
         assert_eq!(v["version"], format!("rig-agent {}", crate::VERSION));
+    }
+
+    #[test]
+    fn a_warning_has_every_field_of_the_protocol_and_the_seeds_message() {
+        let v = encode_warning(
+            &id(),
+            "9f3a61c2-12",
+            "/dev/sdl",
+            Some("ZA1B2C3D"),
+            "missing",
+            "block device sdl disappeared",
+            1_764_000_000,
+        );
+        let want = json!({"from":"device","act":"warning","reqtype":"post","act_id":"9f3a61c2-12","act_code":"",
+            "client_id":"","hardware_id":"billtest000000004","name":"rig four","type":2,
+            "message":"Disk[/dev/sdl]硬盘损坏","disk":"/dev/sdl","serial":"ZA1B2C3D",
+            "reason":"missing","detail":"block device sdl disappeared","time":1_764_000_000u64});
+        assert_eq!(v, want);
     }
 
     #[test]

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::config::Config;
 use crate::probes::Probes;
 use crate::protocol::{Query, Refusal};
 use crate::status::AgentStatus;
@@ -36,9 +35,8 @@ impl Catalogue {
         Catalogue::default()
     }
 
-    /// Every query of PROTOCOL.md §6, answered from this machine as `cfg` describes it.
-    pub fn standard(cfg: &Config, status: Arc<AgentStatus>) -> Catalogue {
-        let probes = Arc::new(Probes::from_config(cfg));
+    /// Every query of PROTOCOL.md §6, answered by `probes`.
+    pub fn standard(probes: Arc<Probes>, status: Arc<AgentStatus>) -> Catalogue {
         let mut c = Catalogue::new();
         c.add("get_agent_info", Lane::Fast, move |_| Ok(status.agent_info()));
         let p = Arc::clone(&probes);
@@ -124,7 +122,7 @@ mod tests {
     fn the_standard_catalogue_has_every_query_of_the_protocol() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = crate::config::tests::minimal_config(dir.path());
-        let c = Catalogue::standard(&cfg, Arc::new(AgentStatus::new("/x.toml".into())));
+        let c = Catalogue::standard(Arc::new(Probes::from_config(&cfg)), Arc::new(AgentStatus::new("/x.toml".into())));
         let v = c.run(&query("get_agent_info")).unwrap();
         assert_eq!(v["version"], crate::VERSION);
         assert_eq!(

@@ -21,8 +21,10 @@ use crate::config::Config;
 use crate::logging::Throttle;
 use crate::protocol::{self, ActIds, Identity, Query, Refusal};
 use crate::queries::Catalogue;
+use crate::resend::Resend;
 use crate::session::{Action, End, Session, SessionConfig};
 use crate::signals::Shutdown;
+use crate::spool::Spool;
 use crate::status::AgentStatus;
 use crate::transport::{self, ConnectError, WebSocket};
 use crate::url::GatewayUrl;
@@ -59,6 +61,8 @@ pub struct Runner {
     wake_rx: WakeReceiver,
     workers: Workers,
     backoff: Backoff,
+    spool: Arc<Spool>,
+    resend: Resend,
     /// Tags answers with the connection they belong to; answers for an older connection
     /// are dropped (the client that asked is gone with it).
     generation: u64,
@@ -76,7 +80,13 @@ struct Conn {
 }
 
 impl Runner {
-    pub fn new(cfg: Arc<Config>, catalogue: Catalogue, status: Arc<AgentStatus>) -> std::io::Result<Runner> {
+    pub fn new(
+        cfg: Arc<Config>,
+        catalogue: Catalogue,
+        status: Arc<AgentStatus>,
+        spool: Arc<Spool>,
+        ids: Arc<ActIds>,
+    ) -> std::io::Result<Runner> {
         let (waker, wake_rx) = wake::pair()?;
         let id = Identity { hardware_id: cfg.device.hardware_id.clone(), name: cfg.device.name.clone() };
         let catalogue = Arc::new(catalogue);
@@ -84,11 +94,13 @@ impl Runner {
         let backoff = Backoff::new(cfg.reconnect.initial, cfg.reconnect.max, backoff::random_seed());
         Ok(Runner {
             shutdown: Shutdown::new(waker.try_clone()?),
+            resend: Resend::new(cfg.warning.resend_after),
+            spool,
             cfg,
             id,
             catalogue,
             status,
-            ids: Arc::new(ActIds::new()),
+            ids,
             waker,
             wake_rx,
             workers,
@@ -97,6 +109,11 @@ impl Runner {
             link: LinkLog::default(),
             junk_log: Throttle::new(Duration::from_secs(60), 5),
         })
+    }
+
+    /// Wakes the runner from another thread (the disk monitor, after spooling a warning).
+    pub fn waker(&self) -> std::io::Result<Waker> {
+        self.waker.try_clone()
     }
 
     /// The handle that stops this runner (signals, tests, the demo).
@@ -187,6 +204,7 @@ impl Runner {
             return Ended::Lost(format!("cannot make the socket non-blocking: {e}"));
         }
         self.generation += 1;
+        self.resend.reset();
         debug!("connected to {url}, logging in as {}", self.id.hardware_id);
         let mut conn = Conn { ws, write_stalled_since: None, more_to_read: false };
         let (mut session, actions) = Session::start(
@@ -211,6 +229,14 @@ impl Runner {
                 }
             }
             pending.extend(session.on_tick(&self.ids, Instant::now()));
+            // Warnings go out only after login: all of them after each login, new ones at
+            // once, unacknowledged ones again every `warning.resend_after`.
+            let unacked = self.spool.unacked();
+            if session.is_up() {
+                pending.extend(
+                    self.resend.due(Instant::now(), &unacked).into_iter().map(|e| Action::Send(e.text.clone())),
+                );
+            }
             if !pending.is_empty() {
                 continue;
             }
@@ -222,7 +248,9 @@ impl Runner {
                 return Ended::Stop;
             }
             let now = Instant::now();
-            let mut timeout = session.next_deadline().map(|d| d.saturating_duration_since(now));
+            let next_resend = if session.is_up() { self.resend.next_due(&unacked) } else { None };
+            let deadline = [session.next_deadline(), next_resend].into_iter().flatten().min();
+            let mut timeout = deadline.map(|d| d.saturating_duration_since(now));
             if let Some(since) = conn.write_stalled_since {
                 let left = (since + stall_limit).saturating_duration_since(now);
                 timeout = Some(timeout.map_or(left, |t| t.min(left)));
@@ -263,6 +291,16 @@ impl Runner {
                     self.link.logged_in(url);
                 }
                 Action::Established => self.backoff.reset(),
+                Action::WarningAcked(act_id) => {
+                    if self.spool.ack(&act_id) {
+                        info!("warning {act_id} acknowledged by the gateway");
+                    }
+                    self.status.set_warnings_pending(self.spool.len() as u64);
+                }
+                Action::WarningRefused { act_id, code, description } => self.log_junk(&format!(
+                    "the gateway refused warning {act_id} (code {}): {description}; it stays spooled and is resent",
+                    code.map_or("missing".into(), |c| c.to_string())
+                )),
                 Action::Close { code, end } => {
                     // A dead peer will not answer a close: do not wait for it.
                     let wait = if matches!(end, End::Dead { .. }) { Duration::ZERO } else { CLOSE_WAIT };

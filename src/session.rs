@@ -78,6 +78,10 @@ pub enum Action {
     LoggedIn,
     /// The first heartbeat after login was answered: the reconnect backoff may reset.
     Established,
+    /// The gateway acknowledged this warning (`return`, action `warning`, code 0).
+    WarningAcked(String),
+    /// The gateway answered this warning with an error: it stays spooled and is resent.
+    WarningRefused { act_id: String, code: Option<i64>, description: String },
     /// Close the connection with this WebSocket close code, then end the session.
     Close { code: u16, end: End },
 }
@@ -158,6 +162,13 @@ impl Session {
                     return vec![Action::Established];
                 }
                 Vec::new()
+            }
+            (Phase::Up { .. }, "warning") => {
+                if r.is_ok() {
+                    vec![Action::WarningAcked(r.act_id)]
+                } else {
+                    vec![Action::WarningRefused { act_id: r.act_id, code: r.code, description: r.description }]
+                }
             }
             // Returns to something we no longer wait for (a late login answer, an old
             // heartbeat) carry no news.
@@ -395,6 +406,17 @@ mod tests {
         let a = s.on_text("not json", &c.ids, c.at(11));
         assert!(matches!(a[0], Action::Junk(Junk::NotJson(_))));
         assert!(s.is_up());
+    }
+
+    #[test]
+    fn a_warning_return_acknowledges_or_refuses_that_warning() {
+        let c = Clock::new();
+        let mut s = c.logged_in();
+        assert_eq!(s.on_text(&ret("warning", "w-9", 0), &c.ids, c.at(10)), vec![Action::WarningAcked("w-9".into())]);
+        assert!(matches!(
+            &s.on_text(&ret("warning", "w-9", 5), &c.ids, c.at(11))[0],
+            Action::WarningRefused { code: Some(5), .. }
+        ));
     }
 
     #[test]

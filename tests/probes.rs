@@ -122,7 +122,7 @@ fn an_unreadable_sysfs_answers_code_3_naming_the_probe() {
     let dir = tempfile::tempdir().unwrap();
     let empty = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), Some(empty.path()), "smartctl = \"\"");
-    let c = Catalogue::standard(&cfg, Arc::new(AgentStatus::new(cfg.file.clone())));
+    let c = Catalogue::standard(Arc::new(Probes::from_config(&cfg)), Arc::new(AgentStatus::new(cfg.file.clone())));
     for act in ["get_disk_info", "get_network_info"] {
         let Ok(Inbound::Query(q)) = decode(&json!({"act": act}).to_string()) else { panic!() };
         let r = c.run(&q).unwrap_err();

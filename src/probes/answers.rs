@@ -10,10 +10,11 @@ use super::disks::{self, Disk};
 use super::mounts::{self, Mount};
 use super::network::{self, Addresses};
 use super::sensors;
-use super::smart::{SmartError, SmartReader};
+use super::smart::SmartReader;
 use super::system::{self, SystemProbe};
 use super::{Roots, entries};
 use crate::config::Config;
+use crate::monitor::DiskHealth;
 use crate::protocol::Refusal;
 
 pub struct Probes {
@@ -23,6 +24,8 @@ pub struct Probes {
     hardware_id: String,
     system: Mutex<SystemProbe>,
     pub smart: Arc<SmartReader>,
+    /// The disk monitor's verdicts (open episodes, disks gone).
+    pub health: Arc<DiskHealth>,
 }
 
 impl Probes {
@@ -36,6 +39,7 @@ impl Probes {
             exclude: d.exclude.clone(),
             hardware_id: cfg.device.hardware_id.clone(),
             smart: Arc::new(SmartReader::new(&d.smartctl, d.smart_timeout, d.smart_interval)),
+            health: Arc::new(DiskHealth::default()),
         }
     }
 
@@ -110,17 +114,28 @@ impl Probes {
             return Err(Refusal::probe_failed(format!("get_disk_info: cannot read {}", block.display())));
         }
         let mounts = mounts::read(&self.roots.procfs);
-        let list: Vec<Value> = self.disks().iter().map(|d| self.disk_json(d, &mounts)).collect();
+        let mut list: Vec<Value> = self.disks().iter().map(|d| self.disk_json(d, &mounts)).collect();
+        // Disks known from earlier scans that are gone are listed too.
+        for (name, r) in self.health.missing() {
+            list.push(json!({
+                "name": name, "device": format!("/dev/{name}"), "model": r.model, "serial": r.serial,
+                "size_bytes": r.size_bytes, "rotational": null, "state": null, "ioerr_count": null,
+                "health": "missing", "reason": "missing", "smart": null, "mounts": [],
+            }));
+        }
         Ok(json!({ "disks": list }))
     }
 
     fn disk_json(&self, d: &Disk, mounts: &[Mount]) -> Value {
-        let smart = match self.smart.read(&d.device()) {
-            Ok(s) => Some(s),
-            Err(SmartError::Disabled | SmartError::NotInstalled(_)) => None,
-            Err(_) => None,
+        let smart = self.smart.read(&d.device()).ok();
+        // The monitor's open episode decides; without one, what one look shows.
+        let (health, reason) = match self.health.failing(&d.name) {
+            Some(reason) => ("failed", Some(reason)),
+            None => {
+                let (h, r) = assess(d, smart.as_ref().and_then(|s| s.passed));
+                (h, r.map(str::to_string))
+            }
         };
-        let (health, reason) = assess(d, smart.as_ref().and_then(|s| s.passed));
         let devs: Vec<&str> = d.devs().collect();
         let mounts: Vec<Value> = mounts
             .iter()

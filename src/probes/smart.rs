@@ -95,6 +95,17 @@ impl SmartReader {
         result
     }
 
+    /// The cached result for `device`, however old, without running anything; the disk
+    /// monitor uses this so that a scan never waits for smartctl.
+    pub fn peek(&self, device: &str) -> Option<Result<Smart, SmartError>> {
+        self.lock().get(device).map(|(_, r)| r.clone())
+    }
+
+    /// Whether `device` has a result younger than `smart_interval`.
+    pub fn is_fresh(&self, device: &str) -> bool {
+        self.binary.is_empty() || self.lock().get(device).is_some_and(|(at, _)| at.elapsed() < self.max_age)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }

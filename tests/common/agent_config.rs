@@ -24,6 +24,13 @@ pub struct AgentConfig {
     pub connect_timeout: &'static str,
     /// Extra lines for the `[gateway]` section.
     pub gateway_extra: String,
+    /// The `[disks]` section's lines (default: SMART off, so tests do not depend on
+    /// smartmontools being installed).
+    pub disks: String,
+    /// Extra lines for `[paths]` (sysfs/procfs/rootfs of a fixture tree).
+    pub paths_extra: String,
+    /// Extra lines for `[warning]`.
+    pub warning: String,
 }
 
 impl AgentConfig {
@@ -40,6 +47,9 @@ impl AgentConfig {
             login_timeout: "1s",
             connect_timeout: "1s",
             gateway_extra: String::new(),
+            disks: "smartctl = \"\"\n".into(),
+            paths_extra: String::new(),
+            warning: String::new(),
         }
     }
 
@@ -54,7 +64,7 @@ impl AgentConfig {
              [gateway]\nurls = [{}]\nca_file = {:?}\nconnect_timeout = \"{}\"\nlogin_timeout = \"{}\"\n{}\n\n\
              [heartbeat]\ninterval = \"{}\"\ntimeout = \"{}\"\n\n\
              [reconnect]\ninitial = \"{}\"\nmax = \"{}\"\n\n\
-             [paths]\nstate_dir = {:?}\n",
+             [disks]\n{}\n[warning]\n{}\n[paths]\nstate_dir = {:?}\n{}",
             self.hardware_id,
             urls.join(", "),
             self.ca_file.display().to_string(),
@@ -65,7 +75,10 @@ impl AgentConfig {
             self.heartbeat_timeout,
             self.reconnect_initial,
             self.reconnect_max,
+            self.disks,
+            self.warning,
             dir.join("state").display().to_string(),
+            self.paths_extra,
         );
         let path = dir.join("rig-agent.toml");
         fs::write(&path, text).unwrap();

@@ -7,7 +7,6 @@ pub mod agent_config;
 pub mod gateway;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::mpsc::{self, Sender};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -17,10 +16,9 @@ use std::time::{Duration, Instant};
 pub use agent_config::{AgentConfig, HARDWARE_ID, TOKEN};
 #[allow(unused_imports)]
 pub use gateway::{Event, Gateway, Pki, Script};
+use rig_agent::Config;
 use rig_agent::queries::Catalogue;
 use rig_agent::signals::Shutdown;
-use rig_agent::status::AgentStatus;
-use rig_agent::{Config, Runner};
 
 /// Aborts the whole test binary if the test is still running after `limit`: a hang must fail,
 /// not block CI.
@@ -62,12 +60,9 @@ impl Agent {
     /// Starts with the standard catalogue plus whatever `extend` adds (slow probes...).
     pub fn with_catalogue(config: &Path, extend: impl FnOnce(&mut Catalogue)) -> Agent {
         let cfg = Config::load(config).unwrap_or_else(|e| panic!("{e}"));
-        let status = Arc::new(AgentStatus::new(cfg.file.clone()));
-        let mut catalogue = Catalogue::standard(&cfg, Arc::clone(&status));
-        extend(&mut catalogue);
-        let mut runner = Runner::new(Arc::new(cfg), catalogue, status).unwrap();
-        let shutdown = runner.shutdown();
-        let thread = thread::Builder::new().name("agent".into()).spawn(move || runner.run()).unwrap();
+        let mut agent = rig_agent::Agent::build(cfg, extend).unwrap();
+        let shutdown = agent.shutdown();
+        let thread = thread::Builder::new().name("agent".into()).spawn(move || agent.run()).unwrap();
         Agent { shutdown, thread: Some(thread) }
     }
 

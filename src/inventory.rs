@@ -1,0 +1,184 @@
+//! What the disk monitor remembers across restarts, in `<state_dir>/disks.json`: the disks
+//! it has seen (so one that vanished while the agent was down is still reported), what the
+//! rules compare against (error counter, read-write filesystems), and the open failure
+//! episodes (so an acknowledged one is not reported again).
+//!
+//! An episode counts as acknowledged when its warning is no longer in the spool: there is
+//! no second flag that could disagree with the spool after a crash.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::spool::write_durably;
+
+const FILE: &str = "disks.json";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Remembered {
+    pub serial: Option<String>,
+    pub model: Option<String>,
+    pub size_bytes: Option<u64>,
+    pub ioerr_count: Option<u64>,
+    /// Mountpoints of this disk last seen mounted read-write.
+    pub rw_mounts: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Episode {
+    pub disk: String,
+    pub reason: String,
+    /// The warning raised when the episode opened.
+    pub act_id: String,
+    /// Unix seconds.
+    pub since: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    pub disks: BTreeMap<String, Remembered>,
+    pub episodes: Vec<Episode>,
+}
+
+impl Inventory {
+    /// Loads the inventory; a missing file is an empty inventory. A corrupt one is renamed
+    /// to `disks.json.corrupt` and the message for an error-level log line is returned with
+    /// an empty inventory: the agent goes on.
+    pub fn load(state_dir: &Path) -> (Inventory, Option<String>) {
+        let path = state_dir.join(FILE);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Inventory::default(), None),
+            Err(e) => {
+                return (Inventory::default(), Some(format!("cannot read {} ({e}); starting empty", path.display())));
+            }
+        };
+        match serde_json::from_str::<Value>(&text).ok().and_then(|v| Inventory::from_json(&v)) {
+            Some(inv) => (inv, None),
+            None => {
+                let aside = PathBuf::from(format!("{}.corrupt", path.display()));
+                let moved = match fs::rename(&path, &aside) {
+                    Ok(()) => format!("moved aside to {}", aside.display()),
+                    Err(e) => format!("could not be moved aside ({e})"),
+                };
+                (
+                    Inventory::default(),
+                    Some(format!("disk inventory {} is corrupt, {moved}; starting empty", path.display())),
+                )
+            }
+        }
+    }
+
+    /// Writes the inventory durably (temp, fsync, rename).
+    pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
+        write_durably(state_dir, FILE, self.to_json().to_string().as_bytes())
+    }
+
+    pub fn to_json(&self) -> Value {
+        let disks: serde_json::Map<String, Value> = self
+            .disks
+            .iter()
+            .map(|(n, r)| {
+                (
+                    n.clone(),
+                    json!({"serial": r.serial, "model": r.model, "size_bytes": r.size_bytes,
+                                   "ioerr_count": r.ioerr_count, "rw_mounts": r.rw_mounts}),
+                )
+            })
+            .collect();
+        let episodes: Vec<Value> = self
+            .episodes
+            .iter()
+            .map(|e| json!({"disk": e.disk, "reason": e.reason, "act_id": e.act_id, "since": e.since}))
+            .collect();
+        json!({"version": 1, "disks": disks, "episodes": episodes})
+    }
+
+    pub fn from_json(v: &Value) -> Option<Inventory> {
+        if v["version"].as_u64()? != 1 {
+            return None;
+        }
+        let s = |x: &Value| x.as_str().map(str::to_string);
+        let mut disks = BTreeMap::new();
+        for (name, d) in v["disks"].as_object()? {
+            let rw_mounts = d["rw_mounts"].as_array()?.iter().map(s).collect::<Option<Vec<_>>>()?;
+            disks.insert(
+                name.clone(),
+                Remembered {
+                    serial: s(&d["serial"]),
+                    model: s(&d["model"]),
+                    size_bytes: d["size_bytes"].as_u64(),
+                    ioerr_count: d["ioerr_count"].as_u64(),
+                    rw_mounts,
+                },
+            );
+        }
+        let episodes = v["episodes"]
+            .as_array()?
+            .iter()
+            .map(|e| {
+                Some(Episode {
+                    disk: s(&e["disk"])?,
+                    reason: s(&e["reason"])?,
+                    act_id: s(&e["act_id"])?,
+                    since: e["since"].as_u64()?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Inventory { disks, episodes })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Inventory {
+        let mut inv = Inventory::default();
+        inv.disks.insert(
+            "sdl".into(),
+            Remembered {
+                serial: Some("ZA1B2C3D".into()),
+                model: None,
+                size_bytes: Some(8),
+                ioerr_count: Some(3),
+                rw_mounts: vec!["/data".into()],
+            },
+        );
+        inv.episodes.push(Episode {
+            disk: "sdl".into(),
+            reason: "missing".into(),
+            act_id: "9f3a61c2-12".into(),
+            since: 1_764_000_000,
+        });
+        inv
+    }
+
+    #[test]
+    fn the_inventory_round_trips_through_its_file() {
+        let d = tempfile::tempdir().unwrap();
+        sample().save(d.path()).unwrap();
+        let (inv, problem) = Inventory::load(d.path());
+        assert_eq!(problem, None);
+        assert_eq!(inv, sample());
+    }
+
+    #[test]
+    fn no_file_is_an_empty_inventory() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(Inventory::load(d.path()), (Inventory::default(), None));
+    }
+
+    #[test]
+    fn a_corrupt_inventory_is_moved_aside_and_reported() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join(FILE), "{\"version\":1,\"disks\":{\"sda\":").unwrap();
+        let (inv, problem) = Inventory::load(d.path());
+        assert_eq!(inv, Inventory::default());
+        assert!(problem.unwrap().contains("corrupt"));
+        assert!(d.path().join("disks.json.corrupt").exists());
+        assert!(!d.path().join(FILE).exists());
+    }
+}

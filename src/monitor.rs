@@ -1,0 +1,265 @@
+//! The disk-failure monitor: a thread that scans the monitored disks every
+//! `disks.scan_interval`, applies the rules, and for every new failure episode writes a
+//! warning to the spool (durably) before it wakes the runner to send it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::inventory::{Episode, Inventory, Remembered};
+use crate::probes::disks::{self, Disk};
+use crate::probes::smart::SmartReader;
+use crate::probes::{Roots, glob_match, mounts};
+use crate::protocol::{self, ActIds, Identity};
+use crate::rules::{self, Seen};
+use crate::spool::Spool;
+use crate::status::{AgentStatus, unix_now};
+use crate::wake::Waker;
+
+/// The monitor's verdicts, for `get_disk_info`: which disks are in an open failure episode
+/// and which known disks are gone.
+#[derive(Debug, Default)]
+pub struct DiskHealth {
+    inner: Mutex<Verdicts>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Verdicts {
+    scanned: bool,
+    failing: HashMap<String, String>,
+    missing: Vec<(String, Remembered)>,
+}
+
+impl DiskHealth {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Verdicts> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a scan has happened yet (before it, `get_disk_info` judges from one look).
+    pub fn scanned(&self) -> bool {
+        self.lock().scanned
+    }
+
+    /// The reason of the disk's open failure episode, if it has one.
+    pub fn failing(&self, disk: &str) -> Option<String> {
+        self.lock().failing.get(disk).cloned()
+    }
+
+    /// Disks known from earlier scans that are gone from `/sys/block`.
+    pub fn missing(&self) -> Vec<(String, Remembered)> {
+        self.lock().missing.clone()
+    }
+
+    fn publish(&self, inv: &Inventory, present: &[String]) {
+        let mut v = self.lock();
+        v.scanned = true;
+        v.failing = inv.episodes.iter().rev().map(|e| (e.disk.clone(), e.reason.clone())).collect();
+        v.missing =
+            inv.disks.iter().filter(|(n, _)| !present.contains(n)).map(|(n, r)| (n.clone(), r.clone())).collect();
+    }
+}
+
+pub struct Monitor {
+    roots: Roots,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    scan_interval: Duration,
+    ioerr_threshold: u64,
+    state_dir: PathBuf,
+    inv: Inventory,
+    id: Identity,
+    ids: Arc<ActIds>,
+    spool: Arc<Spool>,
+    smart: Arc<SmartReader>,
+    health: Arc<DiskHealth>,
+    status: Arc<AgentStatus>,
+    waker: Waker,
+    refresher: Option<JoinHandle<()>>,
+    save_failing: bool,
+}
+
+/// Stops the monitor thread when dropped.
+pub struct MonitorHandle {
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for MonitorHandle {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What the monitor shares with the rest of the agent.
+pub struct Shared {
+    pub ids: Arc<ActIds>,
+    pub spool: Arc<Spool>,
+    pub smart: Arc<SmartReader>,
+    pub health: Arc<DiskHealth>,
+    pub status: Arc<AgentStatus>,
+    pub waker: Waker,
+}
+
+impl Monitor {
+    /// Loads the inventory (a corrupt one is moved aside and reported) and takes in the
+    /// warnings still in the spool, so a crash between spooling a warning and saving its
+    /// episode never yields a second warning for the same failure.
+    pub fn new(cfg: &Config, shared: Shared) -> Monitor {
+        let state_dir = cfg.paths.state_dir.clone();
+        let (mut inv, problem) = Inventory::load(&state_dir);
+        if let Some(p) = problem {
+            log::error!("{p}");
+        }
+        for entry in shared.spool.unacked() {
+            let Ok(w) = serde_json::from_str::<serde_json::Value>(&entry.text) else { continue };
+            let disk = w["disk"].as_str().unwrap_or_default().trim_start_matches("/dev/").to_string();
+            let reason = w["reason"].as_str().unwrap_or_default().to_string();
+            if !inv.episodes.iter().any(|e| e.disk == disk && e.reason == reason) {
+                let since = w["time"].as_u64().unwrap_or_else(unix_now);
+                inv.episodes.push(Episode { disk, reason, act_id: entry.act_id, since });
+            }
+        }
+        Monitor {
+            roots: Roots::from_config(&cfg.paths),
+            include: cfg.disks.include.clone(),
+            exclude: cfg.disks.exclude.clone(),
+            scan_interval: cfg.disks.scan_interval,
+            ioerr_threshold: cfg.disks.ioerr_threshold,
+            state_dir,
+            inv,
+            id: Identity { hardware_id: cfg.device.hardware_id.clone(), name: cfg.device.name.clone() },
+            ids: shared.ids,
+            spool: shared.spool,
+            smart: shared.smart,
+            health: shared.health,
+            status: shared.status,
+            waker: shared.waker,
+            refresher: None,
+            save_failing: false,
+        }
+    }
+
+    /// Scans now and then every `scan_interval`, on its own thread, until the handle drops.
+    pub fn spawn(mut self) -> std::io::Result<MonitorHandle> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = thread::Builder::new().name("monitor".into()).spawn(move || {
+            loop {
+                self.scan();
+                match stopped.recv_timeout(self.scan_interval) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+            }
+        })?;
+        Ok(MonitorHandle { stop: Some(stop), thread: Some(thread) })
+    }
+
+    fn monitored(&self, name: &str) -> bool {
+        self.include.iter().any(|g| glob_match(g, name)) && !self.exclude.iter().any(|g| glob_match(g, name))
+    }
+
+    /// One scan; returns how many new warnings it raised.
+    pub fn scan(&mut self) -> usize {
+        let before = self.inv.clone();
+        // Disks the config no longer covers are forgotten, not reported missing.
+        let dropped: Vec<String> = self.inv.disks.keys().filter(|n| !self.monitored(n)).cloned().collect();
+        for n in &dropped {
+            self.inv.disks.remove(n);
+            self.inv.episodes.retain(|e| &e.disk != n);
+        }
+        let names = disks::monitored(&self.roots.sysfs, &self.include, &self.exclude);
+        let present: Vec<Disk> = names.iter().filter_map(|n| disks::read(&self.roots.sysfs, n)).collect();
+        let all_mounts = mounts::read(&self.roots.procfs);
+        let seen: Vec<Seen> = present
+            .iter()
+            .map(|d| {
+                let devs: Vec<&str> = d.devs().collect();
+                Seen {
+                    smart_passed: self.smart.peek(&d.device()).and_then(Result::ok).and_then(|s| s.passed),
+                    mounts: all_mounts
+                        .iter()
+                        .filter(|m| devs.contains(&m.dev.as_str()))
+                        .map(|m| (m.mountpoint.clone(), m.readonly))
+                        .collect(),
+                    disk: d.clone(),
+                }
+            })
+            .collect();
+        self.refresh_smart(&present);
+
+        let conditions = rules::evaluate(&mut self.inv, &seen, self.ioerr_threshold);
+        let (new, closed) = rules::reconcile(&mut self.inv.episodes, &conditions);
+        for e in &closed {
+            log::info!("disk /dev/{}: {} cleared", e.disk, e.reason);
+        }
+        for c in &new {
+            let act_id = self.ids.next();
+            let device = format!("/dev/{}", c.disk);
+            let serial = self.inv.disks.get(&c.disk).and_then(|r| r.serial.clone());
+            let now = unix_now();
+            let warning =
+                protocol::encode_warning(&self.id, &act_id, &device, serial.as_deref(), c.reason, &c.detail, now);
+            log::error!("disk {device} failed ({}): {}; warning {act_id}", c.reason, c.detail);
+            // Spooled (fsynced) before the runner hears of it, and before the episode is saved.
+            self.spool.push(&warning);
+            self.inv.episodes.push(Episode { disk: c.disk.clone(), reason: c.reason.to_string(), act_id, since: now });
+        }
+        if self.inv != before {
+            self.save();
+        }
+        self.spool.catch_up();
+        let present_names: Vec<String> = present.iter().map(|d| d.name.clone()).collect();
+        self.health.publish(&self.inv, &present_names);
+        self.status.set_warnings_pending(self.spool.len() as u64);
+        if !new.is_empty() {
+            self.waker.wake();
+        }
+        new.len()
+    }
+
+    fn save(&mut self) {
+        match self.inv.save(&self.state_dir) {
+            Ok(()) => {
+                if std::mem::take(&mut self.save_failing) {
+                    log::info!("disk inventory saved again in {}", self.state_dir.display());
+                }
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.save_failing, true) {
+                    log::error!(
+                        "cannot save the disk inventory in {} ({e}); kept in memory, saved when possible",
+                        self.state_dir.display()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Starts smartctl for disks whose SMART result is stale, on a helper thread: a scan
+    /// never waits for it and uses the last result it has.
+    fn refresh_smart(&mut self, disks: &[Disk]) {
+        if self.refresher.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let stale: Vec<String> = disks.iter().map(Disk::device).filter(|d| !self.smart.is_fresh(d)).collect();
+        if stale.is_empty() {
+            return;
+        }
+        let smart = Arc::clone(&self.smart);
+        self.refresher = thread::Builder::new()
+            .name("smart".into())
+            .spawn(move || {
+                for d in stale {
+                    let _ = smart.read(&d);
+                }
+            })
+            .ok();
+    }
+}

@@ -1,0 +1,247 @@
+//! The disk-failure rules of PROTOCOL.md §7, as pure functions over what a scan saw and
+//! what the inventory remembers. No IO: the monitor reads, these decide.
+
+use crate::inventory::{Episode, Inventory};
+use crate::probes::disks::Disk;
+
+pub const MISSING: &str = "missing";
+pub const OFFLINE: &str = "offline";
+pub const IO_ERRORS: &str = "io_errors";
+pub const SMART_FAILED: &str = "smart_failed";
+pub const READONLY: &str = "readonly";
+
+/// What one scan saw of one monitored disk that is present in `/sys/block`.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub disk: Disk,
+    /// SMART's overall verdict, when known.
+    pub smart_passed: Option<bool>,
+    /// Mounts of the disk or its partitions: (mountpoint, read-only now).
+    pub mounts: Vec<(String, bool)>,
+}
+
+/// A failure condition that holds now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub disk: String,
+    pub reason: &'static str,
+    /// What was seen, for the warning's `detail` and the log.
+    pub detail: String,
+}
+
+/// Applies the rules to a scan: returns the conditions that hold now, and updates what the
+/// inventory remembers (identity, error counter, which filesystems were read-write).
+pub fn evaluate(inv: &mut Inventory, seen: &[Seen], ioerr_threshold: u64) -> Vec<Condition> {
+    let mut out = Vec::new();
+    let cond = |disk: &str, reason, detail: String| Condition { disk: disk.to_string(), reason, detail };
+    for name in inv.disks.keys() {
+        if !seen.iter().any(|s| &s.disk.name == name) {
+            out.push(cond(name, MISSING, format!("block device {name} disappeared")));
+        }
+    }
+    for s in seen {
+        let d = &s.disk;
+        let known = inv.disks.get(&d.name).cloned();
+        if d.size_bytes == Some(0) {
+            // A reader with no card says 0 from the start; only a disk that had a size and
+            // lost it has failed.
+            if known.as_ref().and_then(|k| k.size_bytes).is_some_and(|b| b > 0) {
+                out.push(cond(&d.name, MISSING, format!("size of {} dropped to 0", d.name)));
+            }
+            continue;
+        }
+        if let Some(state) = d.state.as_deref().filter(|s| *s != "running") {
+            out.push(cond(&d.name, OFFLINE, format!("device/state of {} is \"{state}\"", d.name)));
+        }
+        if let (Some(now), Some(before)) = (d.ioerr_count, known.as_ref().and_then(|k| k.ioerr_count))
+            && now >= before.saturating_add(ioerr_threshold)
+        {
+            out.push(cond(
+                &d.name,
+                IO_ERRORS,
+                format!("device/ioerr_cnt of {} rose from {before:#x} to {now:#x}", d.name),
+            ));
+        }
+        if s.smart_passed == Some(false) {
+            out.push(cond(&d.name, SMART_FAILED, format!("SMART overall health check of {} failed", d.device())));
+        }
+        let was_rw = known.as_ref().map(|k| k.rw_mounts.clone()).unwrap_or_default();
+        for (mountpoint, ro) in &s.mounts {
+            if *ro && was_rw.contains(mountpoint) {
+                out.push(cond(&d.name, READONLY, format!("filesystem on {mountpoint} ({}) turned read-only", d.name)));
+                break;
+            }
+        }
+        // Remember this scan for the next one.
+        let mut r = known.unwrap_or_default();
+        r.serial = d.serial.clone().or(r.serial);
+        r.model = d.model.clone().or(r.model);
+        r.size_bytes = d.size_bytes.or(r.size_bytes);
+        r.ioerr_count = d.ioerr_count;
+        let mounted: Vec<&String> = s.mounts.iter().map(|(m, _)| m).collect();
+        // A filesystem unmounted on purpose forgets it was read-write; one still mounted
+        // read-only stays remembered as read-write, so the episode lasts until it is rw again.
+        r.rw_mounts.retain(|m| mounted.contains(&m));
+        for (m, ro) in &s.mounts {
+            if !ro && !r.rw_mounts.contains(m) {
+                r.rw_mounts.push(m.clone());
+            }
+        }
+        r.rw_mounts.sort();
+        if r.size_bytes.is_some_and(|b| b > 0) {
+            inv.disks.insert(d.name.clone(), r);
+        }
+    }
+    out
+}
+
+/// Matches the conditions against the open episodes: one episode per disk and reason.
+/// Returns the conditions that open a new episode (each needs a warning) and the episodes
+/// that ended because their condition cleared. Episodes of conditions that still hold are
+/// left as they are, so a failure is reported once, not once per scan.
+pub fn reconcile(episodes: &mut Vec<Episode>, conditions: &[Condition]) -> (Vec<Condition>, Vec<Episode>) {
+    let holds = |e: &Episode| conditions.iter().any(|c| c.disk == e.disk && c.reason == e.reason);
+    let (kept, closed): (Vec<Episode>, Vec<Episode>) = episodes.drain(..).partition(|e| holds(e));
+    *episodes = kept;
+    let new = conditions
+        .iter()
+        .filter(|c| !episodes.iter().any(|e| e.disk == c.disk && e.reason == c.reason))
+        .cloned()
+        .collect();
+    (new, closed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(name: &str) -> Disk {
+        Disk {
+            name: name.into(),
+            model: Some("M".into()),
+            serial: Some(format!("SER-{name}")),
+            size_bytes: Some(4_000_000_000),
+            rotational: Some(true),
+            state: Some("running".into()),
+            ioerr_count: Some(2),
+            dev: Some("8:0".into()),
+            partitions: Vec::new(),
+        }
+    }
+
+    fn seen(d: Disk) -> Seen {
+        Seen { disk: d, smart_passed: Some(true), mounts: vec![("/data".into(), false)] }
+    }
+
+    fn reasons(c: &[Condition]) -> Vec<(&str, &str)> {
+        c.iter().map(|c| (c.disk.as_str(), c.reason)).collect()
+    }
+
+    #[test]
+    fn a_healthy_disk_raises_nothing_and_is_remembered() {
+        let mut inv = Inventory::default();
+        assert!(evaluate(&mut inv, &[seen(disk("sda"))], 1).is_empty());
+        let r = &inv.disks["sda"];
+        assert_eq!(r.serial.as_deref(), Some("SER-sda"));
+        assert_eq!(r.rw_mounts, ["/data"]);
+        assert!(evaluate(&mut inv, &[seen(disk("sda"))], 1).is_empty());
+    }
+
+    #[test]
+    fn a_known_disk_that_is_gone_or_has_size_zero_is_missing() {
+        let mut inv = Inventory::default();
+        evaluate(&mut inv, &[seen(disk("sda")), seen(disk("sdb"))], 1);
+        let c = evaluate(&mut inv, &[seen(disk("sdb"))], 1);
+        assert_eq!(reasons(&c), [("sda", MISSING)]);
+        assert_eq!(c[0].detail, "block device sda disappeared");
+        let mut zero = disk("sdb");
+        zero.size_bytes = Some(0);
+        let c = evaluate(&mut inv, &[seen(zero)], 1);
+        assert_eq!(reasons(&c), [("sda", MISSING), ("sdb", MISSING)]);
+        assert!(inv.disks.contains_key("sdb"), "a disk at size 0 stays in the inventory");
+    }
+
+    #[test]
+    fn a_disk_seen_first_with_size_zero_is_not_a_failure() {
+        let mut inv = Inventory::default();
+        let mut empty = disk("sdc");
+        empty.size_bytes = Some(0);
+        assert!(evaluate(&mut inv, &[seen(empty)], 1).is_empty());
+        assert!(!inv.disks.contains_key("sdc"));
+    }
+
+    #[test]
+    fn a_state_other_than_running_is_offline() {
+        let mut inv = Inventory::default();
+        let mut d = disk("sda");
+        d.state = Some("offline".into());
+        assert_eq!(reasons(&evaluate(&mut inv, &[seen(d)], 1)), [("sda", OFFLINE)]);
+    }
+
+    #[test]
+    fn io_errors_fire_when_the_counter_rises_by_the_threshold_and_end_when_it_stops() {
+        let mut inv = Inventory::default();
+        let at = |n| {
+            let mut d = disk("sda");
+            d.ioerr_count = Some(n);
+            seen(d)
+        };
+        assert!(evaluate(&mut inv, &[at(2)], 3).is_empty(), "first sight is a baseline");
+        assert!(evaluate(&mut inv, &[at(4)], 3).is_empty(), "rose by 2 < 3");
+        let c = evaluate(&mut inv, &[at(7)], 3);
+        assert_eq!(reasons(&c), [("sda", IO_ERRORS)]);
+        assert_eq!(c[0].detail, "device/ioerr_cnt of sda rose from 0x4 to 0x7");
+        assert!(evaluate(&mut inv, &[at(7)], 3).is_empty(), "stopped rising");
+    }
+
+    #[test]
+    fn a_failed_smart_check_is_smart_failed() {
+        let mut inv = Inventory::default();
+        let mut s = seen(disk("sda"));
+        s.smart_passed = Some(false);
+        assert_eq!(reasons(&evaluate(&mut inv, &[s], 1)), [("sda", SMART_FAILED)]);
+        let mut s = seen(disk("sda"));
+        s.smart_passed = None;
+        assert!(evaluate(&mut inv, &[s], 1).is_empty(), "unknown SMART is not a failure");
+    }
+
+    #[test]
+    fn a_filesystem_that_was_rw_and_is_now_ro_is_readonly_until_rw_again() {
+        let mut inv = Inventory::default();
+        let with = |ro: bool| Seen { mounts: vec![("/data".into(), ro)], ..seen(disk("sda")) };
+        assert!(evaluate(&mut inv, &[with(false)], 1).is_empty());
+        assert_eq!(reasons(&evaluate(&mut inv, &[with(true)], 1)), [("sda", READONLY)]);
+        assert_eq!(reasons(&evaluate(&mut inv, &[with(true)], 1)), [("sda", READONLY)], "still ro");
+        assert!(evaluate(&mut inv, &[with(false)], 1).is_empty());
+    }
+
+    #[test]
+    fn a_filesystem_mounted_ro_from_the_start_or_after_an_unmount_is_not_a_failure() {
+        let mut inv = Inventory::default();
+        let with = |m: Vec<(String, bool)>| Seen { mounts: m, ..seen(disk("sda")) };
+        assert!(evaluate(&mut inv, &[with(vec![("/ro".into(), true)])], 1).is_empty());
+        evaluate(&mut inv, &[with(vec![("/data".into(), false)])], 1);
+        evaluate(&mut inv, &[with(vec![])], 1); // unmounted
+        assert!(evaluate(&mut inv, &[with(vec![("/data".into(), true)])], 1).is_empty());
+    }
+
+    #[test]
+    fn one_episode_per_disk_and_reason_until_the_condition_clears() {
+        let c = |d: &str, r: &'static str| Condition { disk: d.into(), reason: r, detail: String::new() };
+        let mut eps = Vec::new();
+        let (new, closed) = reconcile(&mut eps, &[c("sda", MISSING), c("sdb", OFFLINE)]);
+        assert_eq!(new.len(), 2);
+        assert!(closed.is_empty());
+        for n in new {
+            eps.push(Episode { disk: n.disk, reason: n.reason.into(), act_id: "x".into(), since: 0 });
+        }
+        let (new, closed) = reconcile(&mut eps, &[c("sda", MISSING), c("sdb", OFFLINE)]);
+        assert!(new.is_empty() && closed.is_empty(), "no second warning for the same episode");
+        let (new, closed) = reconcile(&mut eps, &[c("sda", MISSING)]);
+        assert!(new.is_empty());
+        assert_eq!(closed.len(), 1);
+        assert_eq!(eps.len(), 1);
+        let (new, _) = reconcile(&mut eps, &[c("sda", MISSING), c("sdb", OFFLINE)]);
+        assert_eq!(new.len(), 1, "a later failure is a new episode");
+    }
+}
