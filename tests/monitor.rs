@@ -1,0 +1,397 @@
+//! The disk monitor and the warning outbox end to end: a copy of the fixture tree stands in
+//! for /sys and /proc (disks are "removed" by deleting their directory), the agent talks to
+//! the real TLS test gateway, and restarts, kill -9 and a real loop device are exercised.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// A writable copy of tests/fixtures/rig.
+fn rig_copy(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig");
+    let dst = dir.join("rig");
+    let ok = Command::new("cp").arg("-a").arg(&src).arg(&dst).status().unwrap().success();
+    assert!(ok, "copy fixture tree");
+    dst
+}
+
+/// Config with the monitor looking at `rig` every 100 ms.
+fn config(gw_url: String, pki: &Pki, rig: &Path) -> AgentConfig {
+    let mut c = AgentConfig::new(gw_url, &pki.ca_file);
+    c.disks = "smartctl = \"\"\nscan_interval = \"100ms\"\n".into();
+    c.paths_extra = format!(
+        "sysfs = {:?}\nprocfs = {:?}\nrootfs = {:?}\n",
+        rig.join("sys").display().to_string(),
+        rig.join("proc").display().to_string(),
+        rig.display().to_string()
+    );
+    c
+}
+
+fn wait_warning(gw: &mut Gateway, timeout: Duration, disk: &str, reason: &str) -> Value {
+    match gw.wait_for(timeout, &format!("warning {reason} for {disk}"), |e| match e {
+        Event::Received { msg, .. } => msg["act"] == "warning" && msg["disk"] == disk && msg["reason"] == reason,
+        _ => false,
+    }) {
+        Event::Received { msg, .. } => msg,
+        _ => unreachable!(),
+    }
+}
+
+fn warnings_seen(gw: &Gateway, disk: &str) -> Vec<Value> {
+    gw.seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::Received { msg, .. } if msg["act"] == "warning" && msg["disk"] == disk => Some(msg.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Lets events arrive for `d`, recording them in `gw.seen`.
+fn soak(gw: &mut Gateway, d: Duration) {
+    let until = Instant::now() + d;
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        gw.next_event(left);
+    }
+}
+
+fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        thread::sleep(ms(20));
+    }
+}
+
+fn spool_files(state: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(state.join("spool"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "json")).collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_disk_that_disappears_is_reported_once_with_every_protocol_field() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
+    gw.wait_login(5 * SEC);
+    // The fixture's sdb is offline from the start: that is the first failure seen.
+    wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
+    fs::remove_dir_all(rig.join("sys/block/sda")).unwrap();
+    let w = wait_warning(&mut gw, 5 * SEC, "/dev/sda", "missing");
+    let act_id = w["act_id"].as_str().unwrap();
+    let want = json!({"from":"device","act":"warning","reqtype":"post","act_id":act_id,"act_code":"","client_id":"",
+        "hardware_id":HARDWARE_ID,"name":HARDWARE_ID,"type":2,"message":"Disk[/dev/sda]硬盘损坏","disk":"/dev/sda",
+        "serial":"WD-WCC7K1234567","reason":"missing","detail":"block device sda disappeared","time":w["time"]});
+    assert_eq!(w, want);
+    assert!(w["time"].as_u64().unwrap() > 1_700_000_000);
+    // Ten more scans: still one warning for this episode.
+    soak(&mut gw, ms(1000));
+    assert_eq!(warnings_seen(&gw, "/dev/sda").len(), 1, "{:?}", warnings_seen(&gw, "/dev/sda"));
+}
+
+#[test]
+fn get_disk_info_shows_the_monitors_verdicts_and_lists_disks_that_are_gone() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
+    let (conn, _) = gw.wait_login(5 * SEC);
+    wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
+    fs::remove_dir_all(rig.join("sys/block/sda")).unwrap();
+    wait_warning(&mut gw, 5 * SEC, "/dev/sda", "missing");
+    gw.send_json(conn, json!({"act":"get_disk_info","act_code":"di","client_id":"c","reqtype":"post"}));
+    let a = match gw.wait_for(
+        5 * SEC,
+        "disk info",
+        |e| matches!(e, Event::Received { msg, .. } if msg["act_code"] == "di"),
+    ) {
+        Event::Received { msg, .. } => msg,
+        _ => unreachable!(),
+    };
+    let disks = a["data"]["disks"].as_array().unwrap();
+    let by = |n: &str| disks.iter().find(|d| d["name"] == n).unwrap_or_else(|| panic!("{n} not listed: {a}"));
+    assert_eq!((by("sda")["health"].as_str(), by("sda")["reason"].as_str()), (Some("missing"), Some("missing")));
+    assert_eq!(by("sda")["serial"], "WD-WCC7K1234567", "identity kept from the inventory");
+    assert_eq!((by("sdb")["health"].as_str(), by("sdb")["reason"].as_str()), (Some("failed"), Some("offline")));
+    assert_eq!(by("nvme0n1")["health"], "unknown");
+}
+
+#[test]
+fn warnings_raised_while_the_gateway_is_down_are_delivered_when_it_is_back() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script { drop_on_accept: true, ..Script::default() });
+    let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
+    gw.wait_for(5 * SEC, "a refused attempt", |e| matches!(e, Event::Accepted { .. }));
+    fs::remove_dir_all(rig.join("sys/block/nvme0n1")).unwrap();
+    wait_until(5 * SEC, "two spooled warnings", || spool_files(&dir.path().join("state")).len() == 2);
+    gw.script().drop_on_accept = false;
+    let (conn, _) = gw.wait_login(5 * SEC);
+    let first = wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
+    let second = wait_warning(&mut gw, 5 * SEC, "/dev/nvme0n1", "missing");
+    let on_conn = |w: &Value| {
+        gw.seen
+            .iter()
+            .any(|e| matches!(e, Event::Received { conn: c, msg, .. } if *c == conn && msg["act_id"] == w["act_id"]))
+    };
+    assert!(on_conn(&first) && on_conn(&second));
+    wait_until(5 * SEC, "acknowledged warnings to leave the spool", || {
+        spool_files(&dir.path().join("state")).is_empty()
+    });
+}
+
+#[test]
+fn an_unacknowledged_warning_is_resent_with_the_same_act_id() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script { warning_ack: None, ..Script::default() });
+    let mut cfg = config(gw.url(), &pki, &rig);
+    cfg.warning = "resend_after = \"300ms\"\n".into();
+    let _agent = Agent::start(&cfg.write(dir.path()));
+    let first = wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
+    let first_at = gw.seen.last().unwrap().at();
+    let again = wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
+    let gap = gw.seen.last().unwrap().at() - first_at;
+    assert_eq!(again["act_id"], first["act_id"]);
+    assert_eq!(again, first, "the very same message");
+    assert!(gap >= ms(300) && gap < ms(300) + SEC, "resent after {gap:?}");
+    // Once acknowledged, it stops.
+    gw.script().warning_ack = Some(0);
+    wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
+    wait_until(5 * SEC, "the spool to empty", || spool_files(&dir.path().join("state")).is_empty());
+    let n = warnings_seen(&gw, "/dev/sdb").len();
+    soak(&mut gw, ms(900));
+    assert_eq!(warnings_seen(&gw, "/dev/sdb").len(), n, "resent after the ack");
+}
+
+#[test]
+fn a_disk_removed_while_no_agent_runs_is_reported_at_start() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let cfg = config(gw.url(), &pki, &rig).write(dir.path());
+    let agent = Agent::start(&cfg);
+    wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
+    wait_until(5 * SEC, "the inventory to be saved", || {
+        fs::read_to_string(dir.path().join("state/disks.json")).is_ok_and(|t| t.contains("\"sda\""))
+    });
+    agent.stop();
+    fs::remove_dir_all(rig.join("sys/block/sda")).unwrap();
+    let _agent = Agent::start(&cfg);
+    let w = wait_warning(&mut gw, 5 * SEC, "/dev/sda", "missing");
+    assert_eq!(w["serial"], "WD-WCC7K1234567");
+}
+
+#[test]
+fn an_acknowledged_episode_is_not_reported_again_after_a_restart() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let cfg = config(gw.url(), &pki, &rig).write(dir.path());
+    let agent = Agent::start(&cfg);
+    wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
+    fs::remove_dir_all(rig.join("sys/block/sda")).unwrap();
+    wait_warning(&mut gw, 5 * SEC, "/dev/sda", "missing");
+    wait_until(5 * SEC, "acks to empty the spool", || spool_files(&dir.path().join("state")).is_empty());
+    agent.stop();
+    gw.seen.clear();
+    let _agent = Agent::start(&cfg);
+    gw.wait_login(5 * SEC);
+    soak(&mut gw, ms(1000)); // ten scans
+    let warnings: Vec<&Value> = gw
+        .seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::Received { msg, .. } if msg["act"] == "warning" => Some(msg),
+            _ => None,
+        })
+        .collect();
+    assert!(warnings.is_empty(), "reported again after a restart: {warnings:?}");
+}
+
+#[test]
+fn a_cleared_failure_that_comes_back_is_a_new_episode_with_a_new_warning() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
+    let first = wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
+    fs::write(rig.join("sys/block/sdb/device/state"), "running\n").unwrap();
+    soak(&mut gw, ms(400));
+    fs::write(rig.join("sys/block/sdb/device/state"), "offline\n").unwrap();
+    let second = wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
+    assert_ne!(first["act_id"], second["act_id"]);
+}
+
+#[test]
+fn rising_io_errors_raise_io_errors() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
+    wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
+    fs::write(rig.join("sys/block/sda/device/ioerr_cnt"), "0x9\n").unwrap();
+    let w = wait_warning(&mut gw, 5 * SEC, "/dev/sda", "io_errors");
+    assert_eq!(w["detail"], "device/ioerr_cnt of sda rose from 0x2 to 0x9");
+}
+
+fn spawn_binary(config: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_rig-agent"))
+        .arg("--config")
+        .arg(config)
+        .env_remove("JOURNAL_STREAM")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_warning_survives_kill_9_right_after_detection_and_is_delivered_after_restart() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script { drop_on_accept: true, ..Script::default() });
+    let cfg = config(gw.url(), &pki, &rig).write(dir.path());
+    let state = dir.path().join("state");
+    let mut child = spawn_binary(&cfg);
+    wait_until(10 * SEC, "sdb's warning in the spool", || spool_files(&state).len() == 1);
+    fs::remove_dir_all(rig.join("sys/block/sda")).unwrap();
+    wait_until(10 * SEC, "sda's warning in the spool", || spool_files(&state).len() == 2);
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    let spooled: Vec<Value> =
+        spool_files(&state).iter().map(|p| serde_json::from_str(&fs::read_to_string(p).unwrap()).unwrap()).collect();
+    gw.script().drop_on_accept = false;
+    let mut child = spawn_binary(&cfg);
+    for w in &spooled {
+        let got = wait_warning(&mut gw, 10 * SEC, w["disk"].as_str().unwrap(), w["reason"].as_str().unwrap());
+        assert_eq!(&got, w, "delivered exactly as spooled, original act_id included");
+    }
+    soak(&mut gw, ms(600));
+    assert_eq!(warnings_seen(&gw, "/dev/sda").len(), 1, "no second episode after the restart");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn corrupt_state_files_are_moved_aside_reported_and_the_agent_goes_on() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let cfg = config(gw.url(), &pki, &rig).write(dir.path());
+    let state = dir.path().join("state");
+    fs::create_dir_all(state.join("spool")).unwrap();
+    fs::write(state.join("disks.json"), "{\"version\":1,\"disks\":").unwrap();
+    fs::write(state.join("spool/w-000000000001.json"), [0xff, 0xfe, 0x00]).unwrap();
+    let mut child = spawn_binary(&cfg);
+    gw.wait_login(10 * SEC);
+    wait_warning(&mut gw, 10 * SEC, "/dev/sdb", "offline");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(status.success());
+    assert!(state.join("disks.json.corrupt").exists() && state.join("spool/w-000000000001.json.corrupt").exists());
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR") && l.contains("disk inventory")).collect();
+    assert_eq!(errors.len(), 1, "the inventory is reported once:\n{log}");
+    assert!(
+        log.lines().any(|l| l.contains("ERROR") && l.contains("not a warning")),
+        "the spool file is reported:\n{log}"
+    );
+}
+
+/// Runs a command; panics with its output when it fails.
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A loop device with an ext4 filesystem mounted read-write; cleaned up on drop.
+struct LoopFs {
+    dev: String,
+    mnt: PathBuf,
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).status();
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+    }
+}
+
+#[test]
+fn a_real_filesystem_remounted_read_only_raises_readonly() {
+    if run("id", &["-u"]) != "0" {
+        eprintln!("skipped: needs root for losetup and mount (CI runs as root)");
+        return;
+    }
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    fs::File::create(&img).unwrap().set_len(16 << 20).unwrap();
+    let dev = run("losetup", &["--find", "--show", img.to_str().unwrap()]);
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let lfs = LoopFs { dev: dev.clone(), mnt: mnt.clone() };
+    run("mkfs.ext4", &["-q", "-F", &dev]);
+    run("mount", &[&dev, mnt.to_str().unwrap()]);
+    let name = dev.trim_start_matches("/dev/").to_string();
+
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    cfg.disks = format!("smartctl = \"\"\nscan_interval = \"100ms\"\ninclude = [{name:?}]\n");
+    let _agent = Agent::start(&cfg.write(dir.path()));
+    gw.wait_login(5 * SEC);
+    wait_until(5 * SEC, "the monitor to see the filesystem read-write", || {
+        fs::read_to_string(dir.path().join("state/disks.json")).is_ok_and(|t| t.contains(mnt.to_str().unwrap()))
+    });
+    run("mount", &["-o", "remount,ro", mnt.to_str().unwrap()]);
+    let w = wait_warning(&mut gw, 5 * SEC, &dev, "readonly");
+    assert_eq!(w["message"], format!("Disk[{dev}]硬盘损坏"));
+    assert!(w["detail"].as_str().unwrap().contains(mnt.to_str().unwrap()), "{w}");
+    drop(lfs);
+}
