@@ -395,3 +395,53 @@ fn a_real_filesystem_remounted_read_only_raises_readonly() {
     assert!(w["detail"].as_str().unwrap().contains(mnt.to_str().unwrap()), "{w}");
     drop(lfs);
 }
+
+#[test]
+fn with_the_state_filesystem_full_warnings_are_still_sent_and_the_spool_catches_up() {
+    if run("id", &["-u"]) != "0" {
+        eprintln!("skipped: needs root for losetup and mount (CI runs as root)");
+        return;
+    }
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    let img = dir.path().join("state.img");
+    fs::File::create(&img).unwrap().set_len(4 << 20).unwrap();
+    let dev = run("losetup", &["--find", "--show", img.to_str().unwrap()]);
+    let mnt = dir.path().join("state");
+    fs::create_dir(&mnt).unwrap();
+    let lfs = LoopFs { dev: dev.clone(), mnt: mnt.clone() };
+    run("mkfs.ext4", &["-q", "-F", "-m", "0", &dev]);
+    run("mount", &[&dev, mnt.to_str().unwrap()]);
+    fs::create_dir(mnt.join("spool")).unwrap();
+    // Fill every block; a small file of slack is kept so freeing it is quick.
+    for (name, bs) in [("filler", "64k"), ("filler2", "1k")] {
+        let _ = Command::new("dd").args(["if=/dev/zero", &format!("of={}/{name}", mnt.display()), &format!("bs={bs}")]).output();
+    }
+    assert!(fs::write(mnt.join("probe"), [0u8; 1024]).is_err(), "the state filesystem should be full");
+
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script { warning_ack: None, ..Script::default() });
+    let mut cfg = config(gw.url(), &pki, &rig);
+    cfg.warning = "resend_after = \"300ms\"\n".into();
+    let config_path = cfg.write(dir.path());
+    let mut child = spawn_binary(&config_path);
+    let w = wait_warning(&mut gw, 10 * SEC, "/dev/sdb", "offline");
+    assert!(spool_files(&mnt).is_empty(), "the disk is full: nothing could be spooled");
+    // Room again: the next scan writes the warning out.
+    fs::remove_file(mnt.join("filler")).unwrap();
+    fs::remove_file(mnt.join("filler2")).unwrap();
+    wait_until(10 * SEC, "the spool to catch up", || spool_files(&mnt).len() == 1);
+    let on_disk: Value = serde_json::from_str(&fs::read_to_string(&spool_files(&mnt)[0]).unwrap()).unwrap();
+    assert_eq!(on_disk, w, "the warning it had sent, same act_id");
+    gw.script().warning_ack = Some(0);
+    wait_until(10 * SEC, "the ack to empty the spool", || spool_files(&mnt).is_empty());
+    rustix::process::kill_process(rustix::process::Pid::from_raw(child.id() as i32).unwrap(), rustix::process::Signal::TERM)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    let spool_errors = log.lines().filter(|l| l.contains("ERROR") && l.contains("cannot write the warning spool")).count();
+    assert_eq!(spool_errors, 1, "logged once, not once per scan:\n{log}");
+    drop(lfs);
+}
