@@ -21,7 +21,11 @@ use rig_agent::status::AgentStatus;
 
 fn disk_name(i: usize) -> String {
     let letters = b"abcdefghijklmnopqrstuvwxyz";
-    if i < 26 { format!("sd{}", letters[i] as char) } else { format!("sd{}{}", letters[i / 26 - 1] as char, letters[i % 26] as char) }
+    if i < 26 {
+        format!("sd{}", letters[i] as char)
+    } else {
+        format!("sd{}{}", letters[i / 26 - 1] as char, letters[i % 26] as char)
+    }
 }
 
 fn build_tree(root: &Path, disks: usize) {
@@ -46,7 +50,14 @@ fn build_tree(root: &Path, disks: usize) {
             w(&d.join(format!("{n}{p}/dev")), &format!("8:{}", i * 16 + p));
             let mp = root.join(format!("mnt/{n}{p}"));
             fs::create_dir_all(&mp).unwrap();
-            writeln!(mountinfo, "{} 27 8:{} / {} rw,relatime - ext4 /dev/{n}{p} rw", 100 + i * 2 + p, i * 16 + p, format_args!("/mnt/{n}{p}")).unwrap();
+            writeln!(
+                mountinfo,
+                "{} 27 8:{} / {} rw,relatime - ext4 /dev/{n}{p} rw",
+                100 + i * 2 + p,
+                i * 16 + p,
+                format_args!("/mnt/{n}{p}")
+            )
+            .unwrap();
         }
     }
     w(&root.join("proc/self/mountinfo"), mountinfo.trim_end());

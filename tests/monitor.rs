@@ -416,7 +416,9 @@ fn with_the_state_filesystem_full_warnings_are_still_sent_and_the_spool_catches_
     fs::create_dir(mnt.join("spool")).unwrap();
     // Fill every block; a small file of slack is kept so freeing it is quick.
     for (name, bs) in [("filler", "64k"), ("filler2", "1k")] {
-        let _ = Command::new("dd").args(["if=/dev/zero", &format!("of={}/{name}", mnt.display()), &format!("bs={bs}")]).output();
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", &format!("of={}/{name}", mnt.display()), &format!("bs={bs}")])
+            .output();
     }
     assert!(fs::write(mnt.join("probe"), [0u8; 1024]).is_err(), "the state filesystem should be full");
 
@@ -436,12 +438,16 @@ fn with_the_state_filesystem_full_warnings_are_still_sent_and_the_spool_catches_
     assert_eq!(on_disk, w, "the warning it had sent, same act_id");
     gw.script().warning_ack = Some(0);
     wait_until(10 * SEC, "the ack to empty the spool", || spool_files(&mnt).is_empty());
-    rustix::process::kill_process(rustix::process::Pid::from_raw(child.id() as i32).unwrap(), rustix::process::Signal::TERM)
-        .unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
     assert!(child.wait().unwrap().success());
     let mut log = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
-    let spool_errors = log.lines().filter(|l| l.contains("ERROR") && l.contains("cannot write the warning spool")).count();
+    let spool_errors =
+        log.lines().filter(|l| l.contains("ERROR") && l.contains("cannot write the warning spool")).count();
     assert_eq!(spool_errors, 1, "logged once, not once per scan:\n{log}");
     drop(lfs);
 }
