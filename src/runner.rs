@@ -73,8 +73,11 @@ pub struct Runner {
 /// The open connection and its write state.
 struct Conn {
     ws: WebSocket,
-    /// Since when the gateway has not taken our output (socket full).
+    /// Since when the gateway has taken none of our pending output (socket full, no
+    /// progress). A gateway that is slow but reading is not stalled.
     write_stalled_since: Option<Instant>,
+    /// `Stream::written` when `write_stalled_since` was last set.
+    written_at_stall: u64,
     /// The last read round stopped at its cap, not at WouldBlock.
     more_to_read: bool,
 }
@@ -206,7 +209,7 @@ impl Runner {
         self.generation += 1;
         self.resend.reset();
         debug!("connected to {url}, logging in as {}", self.id.hardware_id);
-        let mut conn = Conn { ws, write_stalled_since: None, more_to_read: false };
+        let mut conn = Conn { ws, write_stalled_since: None, written_at_stall: 0, more_to_read: false };
         let (mut session, actions) = Session::start(
             self.session_config(),
             self.id.clone(),
@@ -412,7 +415,7 @@ fn write(conn: &mut Conn, text: String) -> Option<Ended> {
     match conn.ws.write(Message::text(text)) {
         Ok(()) => None,
         Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-            conn.write_stalled_since.get_or_insert_with(Instant::now);
+            conn.note_blocked();
             None
         }
         Err(WsError::WriteBufferFull(_)) => Some(Ended::Lost("the gateway is not reading (output buffer full)".into())),
@@ -420,7 +423,7 @@ fn write(conn: &mut Conn, text: String) -> Option<Ended> {
     }
 }
 
-/// Flushes buffered output; a gateway that takes nothing for `stall_limit` is dropped.
+/// Flushes buffered output; a gateway that takes no byte of it for `stall_limit` is dropped.
 fn flush(conn: &mut Conn, stall_limit: Duration) -> Option<Ended> {
     match conn.ws.flush() {
         Ok(()) => {
@@ -428,7 +431,7 @@ fn flush(conn: &mut Conn, stall_limit: Duration) -> Option<Ended> {
             None
         }
         Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-            let since = *conn.write_stalled_since.get_or_insert_with(Instant::now);
+            let since = conn.note_blocked();
             if since.elapsed() >= stall_limit {
                 Some(Ended::Lost(format!("the gateway took no data for {:.1}s", since.elapsed().as_secs_f64())))
             } else {
@@ -436,6 +439,21 @@ fn flush(conn: &mut Conn, stall_limit: Duration) -> Option<Ended> {
             }
         }
         Err(e) => Some(Ended::Lost(format!("write failed: {e}"))),
+    }
+}
+
+impl Conn {
+    /// Output is pending. Returns since when no byte has moved: the clock restarts whenever
+    /// some output went out since the last look.
+    fn note_blocked(&mut self) -> Instant {
+        let written = self.ws.get_ref().written();
+        match self.write_stalled_since {
+            Some(since) if written == self.written_at_stall => since,
+            _ => {
+                self.written_at_stall = written;
+                *self.write_stalled_since.insert(Instant::now())
+            }
+        }
     }
 }
 

@@ -18,40 +18,53 @@ use crate::config::GatewayConfig;
 use crate::url::GatewayUrl;
 
 /// The byte stream under the WebSocket: TLS, or plain TCP where the config allows `ws://`.
-pub enum Stream {
+pub struct Stream {
+    inner: Inner,
+    /// Bytes accepted for sending so far: lets the runner tell a slow peer (progress) from
+    /// a stalled one (none).
+    written: u64,
+}
+
+enum Inner {
     Plain(TcpStream),
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
 }
 
 impl Stream {
     pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => &s.sock,
+        match &self.inner {
+            Inner::Plain(s) => s,
+            Inner::Tls(s) => &s.sock,
         }
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
     }
 }
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
+        match &mut self.inner {
+            Inner::Plain(s) => s.read(buf),
+            Inner::Tls(s) => s.read(buf),
         }
     }
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-        }
+        let n = match &mut self.inner {
+            Inner::Plain(s) => s.write(buf),
+            Inner::Tls(s) => s.write(buf),
+        }?;
+        self.written += n as u64;
+        Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
+        match &mut self.inner {
+            Inner::Plain(s) => s.flush(),
+            Inner::Tls(s) => s.flush(),
         }
     }
 }
@@ -104,11 +117,12 @@ pub fn connect(url: &GatewayUrl, cfg: &GatewayConfig) -> Result<WebSocket, Conne
     let _ = tcp.set_nodelay(true);
 
     let deadline = Instant::now() + timeout;
-    let stream = if url.is_tls() {
-        Stream::Tls(Box::new(tls_handshake(url, cfg, tcp, deadline, timeout)?))
+    let inner = if url.is_tls() {
+        Inner::Tls(Box::new(tls_handshake(url, cfg, tcp, deadline, timeout)?))
     } else {
-        Stream::Plain(tcp)
+        Inner::Plain(tcp)
     };
+    let stream = Stream { inner, written: 0 };
     upgrade(url, cfg, stream, deadline, timeout)
 }
 

@@ -217,8 +217,13 @@ fn a_flood_of_queries_gets_one_answer_each_and_heartbeats_stay_on_time() {
     }
     let mut answered = std::collections::HashSet::new();
     let mut busy = 0;
+    let deadline = Instant::now() + 30 * SEC;
     while answered.len() < N {
+        assert!(Instant::now() < deadline, "only {} of {N} answers within 30 s", answered.len());
         match gw.next_event(10 * SEC).expect("answers stopped coming") {
+            Event::Gone { .. } | Event::Accepted { .. } => {
+                panic!("the connection was dropped during the flood after {} answers", answered.len())
+            }
             Event::Received { msg, .. } if msg["act"] == "get_agent_info" => {
                 assert!(answered.insert(msg["act_code"].as_str().unwrap().to_string()), "answered twice: {msg}");
                 match msg["code"].as_i64() {

@@ -46,6 +46,30 @@ impl Drop for Guard {
     }
 }
 
+/// Agent log lines go through `eprintln!`, which libtest captures per test (threads inherit
+/// the capture) and prints only when the test fails: a flaky failure explains itself.
+struct TestLog;
+
+impl log::Log for TestLog {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        let max = if m.target().starts_with("rig_agent") { log::Level::Debug } else { log::Level::Warn };
+        m.level() <= max
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            let t = std::thread::current();
+            eprintln!("[agent {:>8}] {:<5} {}", t.name().unwrap_or("?"), r.level(), r.args());
+        }
+    }
+    fn flush(&self) {}
+}
+
+pub fn init_test_log() {
+    if log::set_logger(&TestLog).is_ok() {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
+}
+
 /// The agent's runner on a thread of the test process.
 pub struct Agent {
     shutdown: Shutdown,
@@ -59,6 +83,7 @@ impl Agent {
 
     /// Starts with the standard catalogue plus whatever `extend` adds (slow probes...).
     pub fn with_catalogue(config: &Path, extend: impl FnOnce(&mut Catalogue)) -> Agent {
+        init_test_log();
         let cfg = Config::load(config).unwrap_or_else(|e| panic!("{e}"));
         let mut agent = rig_agent::Agent::build(cfg, extend).unwrap();
         let shutdown = agent.shutdown();
