@@ -294,6 +294,9 @@ impl Runner {
                     self.link.logged_in(url);
                 }
                 Action::Established => self.backoff.reset(),
+                Action::DroppedHeldAnswer => self.log_junk(
+                    "dropped an answer: the gateway sent more queries than can be held before it answered the login",
+                ),
                 Action::WarningAcked(act_id) => {
                     if self.spool.ack(&act_id) {
                         info!("warning {act_id} acknowledged by the gateway");

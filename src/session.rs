@@ -82,6 +82,9 @@ pub enum Action {
     WarningAcked(String),
     /// The gateway answered this warning with an error: it stays spooled and is resent.
     WarningRefused { act_id: String, code: Option<i64>, description: String },
+    /// An answer held for after login was dropped: the gateway sent more than
+    /// [`MAX_HELD_ANSWERS`] queries before answering the login. Log it (rate-limited).
+    DroppedHeldAnswer,
     /// Close the connection with this WebSocket close code, then end the session.
     Close { code: u16, end: End },
 }
@@ -215,11 +218,12 @@ impl Session {
         match self.phase {
             Phase::Up { .. } => vec![Action::Send(text)],
             Phase::LoggingIn { .. } => {
-                if self.held.len() == MAX_HELD_ANSWERS {
+                let dropped = self.held.len() == MAX_HELD_ANSWERS;
+                if dropped {
                     self.held.pop_front();
                 }
                 self.held.push_back(text);
-                Vec::new()
+                if dropped { vec![Action::DroppedHeldAnswer] } else { Vec::new() }
             }
             Phase::Closed => Vec::new(),
         }
@@ -305,6 +309,21 @@ mod tests {
         let a = s.on_text(&ret("start", "abcd0123-1", 0), &c.ids, c.at(9_500));
         assert_eq!(a[0], Action::LoggedIn);
         assert_eq!(sent(&a)[0]["act"], "x", "the held answer goes out after login");
+    }
+
+    #[test]
+    fn answers_held_before_login_are_bounded_and_a_drop_is_reported() {
+        let c = Clock::new();
+        let (mut s, _) = c.start();
+        for i in 0..MAX_HELD_ANSWERS {
+            assert!(s.answer(format!("{{\"n\":{i}}}")).is_empty());
+        }
+        assert_eq!(s.answer("{\"n\":-1}".into()), vec![Action::DroppedHeldAnswer]);
+        let a = s.on_text(&ret("start", "abcd0123-1", 0), &c.ids, c.at(5));
+        let out = sent(&a);
+        assert_eq!(out.len(), MAX_HELD_ANSWERS);
+        assert_eq!(out[0]["n"], 1, "the oldest was dropped");
+        assert_eq!(out.last().unwrap()["n"], -1);
     }
 
     #[test]

@@ -377,6 +377,23 @@ fn converse(
         if stop.load(Ordering::SeqCst) {
             return Outcome::Over;
         }
+        // A due login return goes before anything the test queued: a real gateway answers
+        // the login before it forwards queries to the rig.
+        if let Some((due, answer, s)) = login_due.take() {
+            if Instant::now() < due {
+                login_due = Some((due, answer, s));
+            } else {
+                if !send(ws, Message::text(answer.to_string())) {
+                    return Outcome::Over;
+                }
+                if s.blackhole_after_login {
+                    return Outcome::Blackhole;
+                }
+                if s.drop_after_login {
+                    return Outcome::Over;
+                }
+            }
+        }
         while let Ok(msg) = outbox.try_recv() {
             // A peer that stops reading (as the agent does after an oversized message) must
             // not keep this loop from reading its close frame: unsent data waits in the buffer.
@@ -391,21 +408,6 @@ fn converse(
             Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => true,
             Err(_) => return Outcome::Over,
         };
-        if let Some((due, answer, s)) = login_due.take() {
-            if Instant::now() < due {
-                login_due = Some((due, answer, s));
-            } else {
-                if ws.send(Message::text(answer.to_string())).is_err() {
-                    return Outcome::Over;
-                }
-                if s.blackhole_after_login {
-                    return Outcome::Blackhole;
-                }
-                if s.drop_after_login {
-                    return Outcome::Over;
-                }
-            }
-        }
         let msg = match ws.read() {
             Ok(m) => m,
             Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
@@ -438,13 +440,13 @@ fn converse(
                     }
                     "heartbeat"
                         if s.answer_heartbeats
-                            && ws.send(Message::text(ret("heartbeat", 0, "操作成功").to_string())).is_err() =>
+                            && !send(ws, Message::text(ret("heartbeat", 0, "操作成功").to_string())) =>
                     {
                         return Outcome::Over;
                     }
                     "warning" => {
                         if let Some(code) = s.warning_ack
-                            && ws.send(Message::text(ret("warning", code, "ok").to_string())).is_err()
+                            && !send(ws, Message::text(ret("warning", code, "ok").to_string()))
                         {
                             return Outcome::Over;
                         }
@@ -463,5 +465,15 @@ fn converse(
             }
             _ => {}
         }
+    }
+}
+
+/// Queues a frame and pushes out what the socket takes; `false` when the connection is
+/// unusable. A full socket (WouldBlock) is not a failure: the frame waits in the buffer.
+fn send(ws: &mut Ws, msg: Message) -> bool {
+    match ws.send(msg) {
+        Ok(()) => true,
+        Err(tungstenite::Error::Io(e)) => e.kind() == ErrorKind::WouldBlock,
+        Err(_) => false,
     }
 }
