@@ -219,9 +219,32 @@ impl Runner {
         );
         let stall_limit = self.cfg.heartbeat.timeout;
         let mut pending: VecDeque<Action> = actions.into();
+        // Every round carries out what is pending, flushes, honours a stop request, sleeps
+        // until there is something to do, then collects frames, answers, timers and
+        // warnings. No step can starve another, whatever the gateway sends.
         loop {
             if let Some(end) = self.apply(&mut conn, &mut session, &mut pending, url) {
                 return end;
+            }
+            if let Some(end) = flush(&mut conn, stall_limit) {
+                return end;
+            }
+            if self.shutdown.is_requested() {
+                close(&mut conn, &self.wake_rx, CloseCode::Away, "going away", STOP_CLOSE_WAIT, Reply::Await);
+                return Ended::Stop;
+            }
+            // Frames may sit decrypted in rustls' or tungstenite's buffers, where poll(2)
+            // cannot see them: after a capped read round, read again without sleeping.
+            if !conn.more_to_read {
+                let now = Instant::now();
+                let next_resend = if session.is_up() { self.resend.next_due(&self.spool.unacked()) } else { None };
+                let mut deadline = [session.next_deadline(), next_resend].into_iter().flatten().min();
+                if let Some(since) = conn.write_stalled_since {
+                    deadline = Some(deadline.map_or(since + stall_limit, |d| d.min(since + stall_limit)));
+                }
+                let timeout = deadline.map(|d| d.saturating_duration_since(now));
+                let want_write = conn.write_stalled_since.is_some();
+                self.wake_rx.wait(Some((conn.ws.get_ref().tcp().as_fd(), want_write)), timeout);
             }
             if let Some(end) = self.read_available(&mut conn, &mut session, url) {
                 return end;
@@ -234,37 +257,12 @@ impl Runner {
             pending.extend(session.on_tick(&self.ids, Instant::now()));
             // Warnings go out only after login: all of them after each login, new ones at
             // once, unacknowledged ones again every `warning.resend_after`.
-            let unacked = self.spool.unacked();
             if session.is_up() {
+                let unacked = self.spool.unacked();
                 pending.extend(
                     self.resend.due(Instant::now(), &unacked).into_iter().map(|e| Action::Send(e.text.clone())),
                 );
             }
-            if !pending.is_empty() {
-                continue;
-            }
-            if let Some(end) = flush(&mut conn, stall_limit) {
-                return end;
-            }
-            if self.shutdown.is_requested() {
-                close(&mut conn, &self.wake_rx, CloseCode::Away, "going away", STOP_CLOSE_WAIT, Reply::Await);
-                return Ended::Stop;
-            }
-            let now = Instant::now();
-            let next_resend = if session.is_up() { self.resend.next_due(&unacked) } else { None };
-            let deadline = [session.next_deadline(), next_resend].into_iter().flatten().min();
-            let mut timeout = deadline.map(|d| d.saturating_duration_since(now));
-            if let Some(since) = conn.write_stalled_since {
-                let left = (since + stall_limit).saturating_duration_since(now);
-                timeout = Some(timeout.map_or(left, |t| t.min(left)));
-            }
-            if conn.more_to_read {
-                // Frames may sit decrypted in rustls' or tungstenite's buffers, where poll(2)
-                // cannot see them: go round again instead of sleeping.
-                continue;
-            }
-            let want_write = conn.write_stalled_since.is_some();
-            self.wake_rx.wait(Some((conn.ws.get_ref().tcp().as_fd(), want_write)), timeout);
         }
     }
 

@@ -237,3 +237,23 @@ fn stop_is_prompt_even_while_a_connect_attempt_hangs() {
     let took = agent.stop();
     assert!(took < SEC, "stop took {took:?} while TLS was stalled");
 }
+
+#[test]
+fn stop_is_prompt_during_a_flood_of_queries() {
+    let _g = Guard::new(30 * SEC);
+    let (dir, pki, mut gw) = setup(Script::default());
+    let agent = Agent::start(&AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path()));
+    let (conn, _) = gw.wait_login(5 * SEC);
+    gw.wait_act(5 * SEC, "heartbeat");
+    for i in 0..20_000 {
+        gw.send_json(
+            conn,
+            serde_json::json!({"act":"get_agent_info","act_code":format!("s{i}"),"client_id":"c","reqtype":"post"}),
+        );
+    }
+    // Let the agent get busy with the flood, then stop it.
+    gw.wait_for(5 * SEC, "first answers", |e| e.act() == Some("get_agent_info"));
+    let took = agent.stop();
+    assert!(took < ms(2500), "stop took {took:?} during a flood");
+    gw.wait_for(10 * SEC, "close 1001", |e| matches!(e, Event::Closed { code: Some(1001), .. }));
+}
