@@ -5,6 +5,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -450,4 +451,30 @@ fn with_the_state_filesystem_full_warnings_are_still_sent_and_the_spool_catches_
         log.lines().filter(|l| l.contains("ERROR") && l.contains("cannot write the warning spool")).count();
     assert_eq!(spool_errors, 1, "logged once, not once per scan:\n{log}");
     drop(lfs);
+}
+
+#[test]
+fn a_failed_smart_check_raises_smart_failed_without_the_scan_waiting_for_smartctl() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    // sda fails its health check; every call takes 300 ms, longer than the scan interval.
+    let smartctl = dir.path().join("smartctl");
+    fs::write(
+        &smartctl,
+        "#!/bin/sh\nsleep 0.3\ncase \"$4\" in\n  /dev/sda) echo '{\"smart_status\":{\"passed\":false}}'; exit 8 ;;\n  \
+         *) echo '{\"smart_status\":{\"passed\":true}}' ;;\nesac\n",
+    )
+    .unwrap();
+    fs::set_permissions(&smartctl, fs::Permissions::from_mode(0o755)).unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let mut cfg = config(gw.url(), &pki, &rig);
+    cfg.disks =
+        format!("smartctl = {:?}\nscan_interval = \"100ms\"\nsmart_timeout = \"5s\"\n", smartctl.display().to_string());
+    let _agent = Agent::start(&cfg.write(dir.path()));
+    gw.wait_login(5 * SEC);
+    let w = wait_warning(&mut gw, 10 * SEC, "/dev/sda", "smart_failed");
+    assert_eq!(w["detail"], "SMART overall health check of /dev/sda failed");
+    assert!(warnings_seen(&gw, "/dev/nvme0n1").is_empty());
 }
