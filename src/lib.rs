@@ -12,6 +12,7 @@ pub mod duration;
 pub mod inventory;
 pub mod logging;
 pub mod monitor;
+pub mod notify;
 pub mod probes;
 pub mod protocol;
 pub mod queries;

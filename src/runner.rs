@@ -18,7 +18,8 @@ use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::backoff::{self, Backoff};
 use crate::config::Config;
-use crate::logging::Throttle;
+use crate::logging::{Throttle, utc_timestamp};
+use crate::notify::Notifier;
 use crate::protocol::{self, ActIds, Identity, Query, Refusal};
 use crate::queries::Catalogue;
 use crate::resend::Resend;
@@ -68,6 +69,7 @@ pub struct Runner {
     generation: u64,
     link: LinkLog,
     junk_log: Throttle,
+    notifier: Notifier,
 }
 
 /// The open connection and its write state.
@@ -111,6 +113,7 @@ impl Runner {
             generation: 0,
             link: LinkLog::default(),
             junk_log: Throttle::new(Duration::from_secs(60), 5),
+            notifier: Notifier::from_env(),
         })
     }
 
@@ -126,11 +129,14 @@ impl Runner {
 
     /// Runs until shutdown is requested. Network trouble is never fatal: it is retried.
     pub fn run(&mut self) {
+        // The config is loaded and the state directory open: systemd may go on.
+        self.notifier.ready();
         let urls = self.cfg.gateway.urls.clone();
         for url in urls.iter().cycle() {
-            if self.shutdown.is_requested() {
+            if self.stop_requested() {
                 break;
             }
+            self.notifier.status(&format!("connecting to {url}"));
             let ended = match self.connect(url) {
                 Ok(ws) => self.run_connection(ws, url),
                 Err(e) => e,
@@ -141,12 +147,32 @@ impl Runner {
                 Ended::Session(End::LoginRejected { .. }) => self.backoff.after_rejection(),
                 _ => self.backoff.after_failure(),
             };
-            self.link.ended(url, &ended, wait);
+            let status = self.link.ended(url, &ended, wait);
+            self.notifier.status(&status);
             if !self.sleep(wait) {
                 break;
             }
         }
         info!("stopped");
+    }
+
+    /// Whether a stop was asked for; tells systemd STOPPING=1 the first time.
+    fn stop_requested(&mut self) -> bool {
+        let stop = self.shutdown.is_requested();
+        if stop {
+            self.notifier.stopping();
+            self.notifier.status("stopping");
+        }
+        stop
+    }
+
+    /// Sleeps until woken, `deadline`, or the watchdog keep-alive is due; then sends the
+    /// keep-alive if due. Every wait of the main loop goes through here, so a stuck loop
+    /// is the only thing that stops the keep-alives.
+    fn wait(&mut self, socket: Option<(std::os::fd::BorrowedFd<'_>, bool)>, deadline: Option<Instant>) {
+        let deadline = [deadline, self.notifier.watchdog_due()].into_iter().flatten().min();
+        self.wake_rx.wait(socket, deadline.map(|d| d.saturating_duration_since(Instant::now())));
+        self.notifier.keep_alive(Instant::now());
     }
 
     /// Connects on a helper thread so that a stop request is honoured at once even while
@@ -163,13 +189,13 @@ impl Runner {
             })
             .map_err(|e| Ended::Lost(format!("cannot start connect thread: {e}")))?;
         loop {
-            if self.shutdown.is_requested() {
+            if self.stop_requested() {
                 return Err(Ended::Stop);
             }
             match rx.try_recv() {
                 Ok(result) => return result.map_err(Ended::ConnectFailed),
                 Err(mpsc::TryRecvError::Disconnected) => return Err(Ended::Lost("connect thread died".into())),
-                Err(mpsc::TryRecvError::Empty) => self.wake_rx.wait(None, None),
+                Err(mpsc::TryRecvError::Empty) => self.wait(None, None),
             }
         }
     }
@@ -179,14 +205,13 @@ impl Runner {
         let until = Instant::now() + d;
         loop {
             self.drain_stale_answers();
-            if self.shutdown.is_requested() {
+            if self.stop_requested() {
                 return false;
             }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if Instant::now() >= until {
                 return true;
             }
-            self.wake_rx.wait(None, Some(left));
+            self.wait(None, Some(until));
         }
     }
 
@@ -229,22 +254,20 @@ impl Runner {
             if let Some(end) = flush(&mut conn, stall_limit) {
                 return end;
             }
-            if self.shutdown.is_requested() {
+            if self.stop_requested() {
                 close(&mut conn, &self.wake_rx, CloseCode::Away, "going away", STOP_CLOSE_WAIT, Reply::Await);
                 return Ended::Stop;
             }
             // Frames may sit decrypted in rustls' or tungstenite's buffers, where poll(2)
             // cannot see them: after a capped read round, read again without sleeping.
             if !conn.more_to_read {
-                let now = Instant::now();
                 let next_resend = if session.is_up() { self.resend.next_due(&self.spool.unacked()) } else { None };
                 let mut deadline = [session.next_deadline(), next_resend].into_iter().flatten().min();
                 if let Some(since) = conn.write_stalled_since {
                     deadline = Some(deadline.map_or(since + stall_limit, |d| d.min(since + stall_limit)));
                 }
-                let timeout = deadline.map(|d| d.saturating_duration_since(now));
                 let want_write = conn.write_stalled_since.is_some();
-                self.wake_rx.wait(Some((conn.ws.get_ref().tcp().as_fd(), want_write)), timeout);
+                self.wait(Some((conn.ws.get_ref().tcp().as_fd(), want_write)), deadline);
             }
             if let Some(end) = self.read_available(&mut conn, &mut session, url) {
                 return end;
@@ -290,6 +313,8 @@ impl Runner {
                 Action::LoggedIn => {
                     self.status.logged_in(url.as_str());
                     self.link.logged_in(url);
+                    let since = utc_timestamp(std::time::SystemTime::now());
+                    self.notifier.status(&format!("connected to {url} since {since}"));
                 }
                 Action::Established => self.backoff.reset(),
                 Action::DroppedHeldAnswer => self.log_junk(
@@ -538,9 +563,10 @@ impl LinkLog {
         (self.up, self.ever_up, self.failures, self.last_kind) = (true, true, 0, None);
     }
 
-    fn ended(&mut self, url: &GatewayUrl, ended: &Ended, wait: Duration) {
+    /// Logs how a connection or attempt ended; returns the line for systemd's STATUS.
+    fn ended(&mut self, url: &GatewayUrl, ended: &Ended, wait: Duration) -> String {
         let (kind, text) = match ended {
-            Ended::Stop => return,
+            Ended::Stop => return "stopping".into(),
             Ended::ConnectFailed(e) => (e.kind().to_string(), e.to_string()),
             Ended::Session(end @ End::LoginRejected { description, .. }) => {
                 (format!("rejected:{description}"), end.to_string())
@@ -561,6 +587,12 @@ impl LinkLog {
             self.failures += 1;
             warn!("{url}: {text}; {next}");
         }
+        let status = if kind.starts_with("rejected:") {
+            format!("login rejected by {url}, next attempt in {:.0}s: {text}", wait.as_secs_f64().ceil())
+        } else {
+            format!("gateway unreachable, next attempt in {:.0}s: {text}", wait.as_secs_f64().ceil())
+        };
         self.last_kind = Some(kind);
+        status
     }
 }

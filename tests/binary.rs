@@ -297,3 +297,67 @@ fn version_help_and_usage_errors() {
     let out = run(&["probe"]);
     assert_eq!(out.status.code(), Some(64));
 }
+
+/// A fake systemd: the datagrams the agent sends to `NOTIFY_SOCKET`, with arrival times.
+fn notify_socket(dir: &Path) -> (std::os::unix::net::UnixDatagram, PathBuf) {
+    let path = dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(ms(100))).unwrap();
+    (sock, path)
+}
+
+/// Receives on a thread until `stop`, timing each datagram as it arrives.
+fn collect_notify(
+    sock: std::os::unix::net::UnixDatagram,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> thread::JoinHandle<Vec<(Instant, String)>> {
+    thread::spawn(move || {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Ok(n) = sock.recv(&mut buf) {
+                out.push((Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned()));
+            }
+        }
+        out
+    })
+}
+
+#[test]
+fn under_systemd_it_notifies_ready_status_watchdog_during_backoff_and_stopping() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script { drop_on_accept: true, ..Script::default() });
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    (cfg.reconnect_initial, cfg.reconnect_max) = ("2s", "2s"); // long waits between attempts
+    let cfg = cfg.write(dir.path());
+    let (sock, path) = notify_socket(dir.path());
+    let mut child = spawn_agent(
+        &cfg,
+        &[("NOTIFY_SOCKET", path.to_str().unwrap()), ("WATCHDOG_USEC", "200000"), ("WATCHDOG_PID", "")],
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = collect_notify(sock, stop.clone());
+    thread::sleep(ms(1500));
+    // The gateway accepts now; the agent logs in after its backoff.
+    gw.script().drop_on_accept = false;
+    gw.wait_login(10 * SEC);
+    thread::sleep(ms(300));
+    signal(&child, Signal::TERM);
+    let (code, _, _) = wait_exit(&mut child, 10 * SEC);
+    thread::sleep(ms(200));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let got = collector.join().unwrap();
+    assert_eq!(code, Some(0));
+    let msgs: Vec<&str> = got.iter().map(|(_, m)| m.as_str()).collect();
+    assert_eq!(msgs.first(), Some(&"READY=1"), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.starts_with("STATUS=gateway unreachable, next attempt in 2s:")), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.starts_with("STATUS=connected to wss://localhost:")), "{msgs:?}");
+    assert!(msgs.contains(&"STOPPING=1"), "{msgs:?}");
+    // Keep-alives every 100 ms (half of WATCHDOG_USEC), also while waiting between attempts.
+    let pings: Vec<Instant> = got.iter().filter(|(_, m)| m == "WATCHDOG=1").map(|(t, _)| *t).collect();
+    assert!(pings.len() >= 12, "only {} keep-alives in ~2 s: {msgs:?}", pings.len());
+    let worst = pings.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(worst < ms(200), "a keep-alive gap of {worst:?} would let systemd kill the agent");
+}

@@ -36,12 +36,15 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
             if sep < 6 || fields.len() < sep + 3 {
                 return None;
             }
-            let has_ro = |opts: &str| opts.split(',').any(|o| o == "ro");
             Some(Mount {
                 dev: fields[2].to_string(),
                 mountpoint: unescape(fields[4]),
                 fstype: fields[sep + 1].to_string(),
-                readonly: has_ro(fields[5]) || fields.get(sep + 3).is_some_and(|o| has_ro(o)),
+                // The filesystem's own (superblock) flag, not this mount's: under systemd's
+                // ProtectSystem=strict every mount in the agent's namespace is read-only,
+                // while the filesystem is not. A remount after errors, or by an admin, sets
+                // the superblock flag, which every namespace sees.
+                readonly: fields.get(sep + 3).is_some_and(|o| o.split(',').any(|o| o == "ro")),
             })
         })
         .collect()
@@ -83,6 +86,7 @@ mod tests {
 22 27 0:21 / /proc rw,relatime - proc proc rw
 27 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw,errors=remount-ro
 31 27 8:2 / /mnt/data\\040disk ro,relatime shared:5 - xfs /dev/sda2 rw
+33 27 8:3 / /backup rw,relatime - ext4 /dev/sda3 ro
 32 27 259:1 / /srv rw,relatime - ext4 /dev/nvme0n1p1 ro,errors=remount-ro
 garbage line
 ";
@@ -90,11 +94,12 @@ garbage line
     #[test]
     fn mountinfo_gives_device_mountpoint_type_and_readonly() {
         let m = parse_mountinfo(SAMPLE);
-        assert_eq!(m.len(), 4);
+        assert_eq!(m.len(), 5);
         assert_eq!(m[1], Mount { dev: "8:1".into(), mountpoint: "/".into(), fstype: "ext4".into(), readonly: false });
         assert_eq!(m[2].mountpoint, "/mnt/data disk");
-        assert!(m[2].readonly, "per-mount ro");
+        assert!(!m[2].readonly, "a read-only view of a writable filesystem (ProtectSystem=strict) is not read-only");
         assert!(m[3].readonly, "superblock ro (remounted after errors)");
+        assert!(m[4].readonly);
     }
 
     #[test]

@@ -1,0 +1,130 @@
+//! sd_notify(3) without libsystemd: READY=1, STATUS=…, WATCHDOG=1 and STOPPING=1 as
+//! datagrams to `$NOTIFY_SOCKET`. Outside systemd (no `NOTIFY_SOCKET`) every call is a
+//! no-op.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+pub struct Notifier {
+    socket: Option<(UnixDatagram, Target)>,
+    /// Half of `WATCHDOG_USEC`, when systemd asked for keep-alives.
+    watchdog_every: Option<Duration>,
+    last_ping: Instant,
+    last_status: String,
+}
+
+enum Target {
+    Path(std::path::PathBuf),
+    Abstract(Vec<u8>),
+}
+
+impl Notifier {
+    /// Reads `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` (the watchdog is ours only
+    /// when the pid is ours or unset).
+    pub fn from_env() -> Notifier {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let socket = var("NOTIFY_SOCKET").and_then(|path| {
+            let target = match path.strip_prefix('@') {
+                Some(name) => Target::Abstract(name.as_bytes().to_vec()),
+                None => Target::Path(path.into()),
+            };
+            UnixDatagram::unbound().ok().map(|s| (s, target))
+        });
+        let ours = var("WATCHDOG_PID").is_none_or(|p| p.parse::<u32>().ok() == Some(std::process::id()));
+        let watchdog_every = var("WATCHDOG_USEC")
+            .and_then(|u| u.parse::<u64>().ok())
+            .filter(|u| *u > 0 && ours)
+            .map(|u| Duration::from_micros(u / 2));
+        Notifier { socket, watchdog_every, last_ping: Instant::now(), last_status: String::new() }
+    }
+
+    /// A notifier that sends nothing (tests, `probe`).
+    pub fn disabled() -> Notifier {
+        Notifier { socket: None, watchdog_every: None, last_ping: Instant::now(), last_status: String::new() }
+    }
+
+    fn send(&self, msg: &str) {
+        let Some((sock, target)) = &self.socket else { return };
+        let sent = match target {
+            Target::Path(p) => sock.send_to(msg.as_bytes(), p),
+            Target::Abstract(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                std::os::unix::net::SocketAddr::from_abstract_name(name)
+                    .and_then(|addr| sock.send_to_addr(msg.as_bytes(), &addr))
+            }
+        };
+        if let Err(e) = sent {
+            log::debug!("sd_notify {msg:?} failed: {e}");
+        }
+    }
+
+    pub fn ready(&self) {
+        self.send("READY=1");
+    }
+
+    pub fn stopping(&self) {
+        self.send("STOPPING=1");
+    }
+
+    /// What `systemctl status` shows on its "Status:" line; sent only when it changes.
+    pub fn status(&mut self, text: &str) {
+        if text != self.last_status {
+            self.send(&format!("STATUS={text}"));
+            self.last_status = text.to_string();
+        }
+    }
+
+    /// When the next keep-alive is due, if systemd watches us.
+    pub fn watchdog_due(&self) -> Option<Instant> {
+        self.watchdog_every.map(|every| self.last_ping + every)
+    }
+
+    /// Sends WATCHDOG=1 if it is due. Called from the main loop only: a stuck loop stops
+    /// pinging and systemd restarts the agent.
+    pub fn keep_alive(&mut self, now: Instant) {
+        if self.watchdog_due().is_some_and(|due| now >= due) {
+            self.send("WATCHDOG=1");
+            self.last_ping = now;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_reach_a_path_socket_and_status_is_sent_only_on_change() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("notify");
+        let server = UnixDatagram::bind(&path).unwrap();
+        server.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut n = Notifier {
+            socket: Some((UnixDatagram::unbound().unwrap(), Target::Path(path))),
+            watchdog_every: Some(Duration::from_millis(50)),
+            last_ping: Instant::now(),
+            last_status: String::new(),
+        };
+        n.ready();
+        n.status("connecting");
+        n.status("connecting");
+        n.status("connected");
+        n.keep_alive(Instant::now());
+        n.keep_alive(Instant::now() + Duration::from_millis(60));
+        n.stopping();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        for _ in 0..5 {
+            let len = server.recv(&mut buf).unwrap();
+            got.push(String::from_utf8_lossy(&buf[..len]).into_owned());
+        }
+        assert_eq!(got, ["READY=1", "STATUS=connecting", "STATUS=connected", "WATCHDOG=1", "STOPPING=1"]);
+    }
+
+    #[test]
+    fn without_notify_socket_nothing_is_sent_and_no_watchdog_is_due() {
+        let n = Notifier::disabled();
+        n.ready();
+        assert_eq!(n.watchdog_due(), None);
+    }
+}
