@@ -17,6 +17,11 @@ impl Backoff {
         Backoff { initial, max, failures: 0, rng: Jitter::new(seed) }
     }
 
+    /// New bounds from a reloaded config; the failure count is kept.
+    pub fn set_bounds(&mut self, initial: Duration, max: Duration) {
+        (self.initial, self.max) = (initial, max);
+    }
+
     /// Consecutive failures since the last reset.
     pub fn failures(&self) -> u32 {
         self.failures

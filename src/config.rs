@@ -115,6 +115,9 @@ pub struct GatewayConfig {
     pub subprotocol: Option<String>,
     /// The rustls client config built from the keys above (ring provider, TLS 1.2/1.3).
     pub tls: Arc<rustls::ClientConfig>,
+    /// A digest of the PEM files behind `tls`: a reload that changes a certificate but not
+    /// its path still counts as a change of the connection settings.
+    pub tls_digest: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -432,7 +435,9 @@ fn read_gateway(s: &mut Section) -> Result<GatewayConfig, ConfigError> {
     })?;
 
     let max_message_bytes = s.int_or("max_message_bytes", 1 << 20, 1024, 1 << 30)?;
+    let tls_digest = digest_files(&[&ca_file, &client_cert, &client_key]);
     Ok(GatewayConfig {
+        tls_digest,
         urls,
         ca_file,
         client_cert,
@@ -516,6 +521,44 @@ fn read_paths(s: &mut Section) -> Result<PathsConfig, ConfigError> {
         procfs: s.path("procfs")?.unwrap_or_else(|| "/proc".into()),
         rootfs: s.path("rootfs")?.unwrap_or_else(|| "/".into()),
     })
+}
+
+fn digest_files(files: &[&Option<PathBuf>]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in files.iter().copied().flatten() {
+        f.hash(&mut h);
+        fs::read(f).unwrap_or_default().hash(&mut h);
+    }
+    h.finish()
+}
+
+impl Config {
+    /// Whether `other` needs a new connection to take effect: identity, token, URLs, TLS
+    /// material and anything else the connection was made with.
+    pub fn connection_differs(&self, other: &Config) -> bool {
+        let (a, b) = (&self.gateway, &other.gateway);
+        let urls = |g: &GatewayConfig| g.urls.iter().map(|u| u.as_str().to_string()).collect::<Vec<_>>();
+        self.device.hardware_id != other.device.hardware_id
+            || self.device.name != other.device.name
+            || self.device.token != other.device.token
+            || urls(a) != urls(b)
+            || a.tls_digest != b.tls_digest
+            || a.ca_file != b.ca_file
+            || a.client_cert != b.client_cert
+            || a.client_key != b.client_key
+            || a.subprotocol != b.subprotocol
+            || a.allow_plaintext != b.allow_plaintext
+            || a.max_message_bytes != b.max_message_bytes
+            || a.connect_timeout != b.connect_timeout
+    }
+
+    /// Whether `other` moves the state directory or the probe roots, which only a restart
+    /// can apply.
+    pub fn paths_differ(&self, other: &Config) -> bool {
+        let (a, b) = (&self.paths, &other.paths);
+        (&a.state_dir, &a.sysfs, &a.procfs, &a.rootfs) != (&b.state_dir, &b.sysfs, &b.procfs, &b.rootfs)
+    }
 }
 
 /// Writes and removes a small file: the only honest test that warnings can be spooled there.

@@ -72,7 +72,7 @@ impl Agent {
         let spool = Arc::new(spool);
         let ids = Arc::new(protocol::ActIds::new());
         let cfg = Arc::new(cfg);
-        let runner =
+        let mut runner =
             Runner::new(Arc::clone(&cfg), catalogue, Arc::clone(&status), Arc::clone(&spool), Arc::clone(&ids))?;
         let shared = monitor::Shared {
             ids,
@@ -83,6 +83,15 @@ impl Agent {
             waker: runner.waker()?,
         };
         let monitor = monitor::Monitor::new(&cfg, shared).spawn()?;
+        // SIGHUP: the runner re-reads the config and hands it here; probes and disk rules
+        // change at once.
+        let control = monitor.control();
+        runner.set_reload_hook(move |cfg| {
+            probes.reconfigure(cfg);
+            if let Some(c) = &control {
+                let _ = c.send(Box::new(cfg.clone()));
+            }
+        });
         Ok(Agent { runner, _monitor: monitor })
     }
 

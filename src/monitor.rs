@@ -82,15 +82,23 @@ pub struct Monitor {
     save_failing: bool,
 }
 
-/// Stops the monitor thread when dropped.
+/// Talks to the monitor thread; stops it when dropped.
 pub struct MonitorHandle {
-    stop: Option<Sender<()>>,
+    control: Option<Sender<Box<Config>>>,
     thread: Option<JoinHandle<()>>,
+}
+
+impl MonitorHandle {
+    /// Where to send a reloaded config: disk rules take effect at the next scan, which
+    /// follows at once.
+    pub fn control(&self) -> Option<Sender<Box<Config>>> {
+        self.control.clone()
+    }
 }
 
 impl Drop for MonitorHandle {
     fn drop(&mut self) {
-        drop(self.stop.take());
+        drop(self.control.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -148,17 +156,28 @@ impl Monitor {
 
     /// Scans now and then every `scan_interval`, on its own thread, until the handle drops.
     pub fn spawn(mut self) -> std::io::Result<MonitorHandle> {
-        let (stop, stopped) = mpsc::channel::<()>();
+        let (control, commands) = mpsc::channel::<Box<Config>>();
         let thread = thread::Builder::new().name("monitor".into()).spawn(move || {
             loop {
                 self.scan();
-                match stopped.recv_timeout(self.scan_interval) {
+                match commands.recv_timeout(self.scan_interval) {
                     Err(RecvTimeoutError::Timeout) => {}
-                    _ => return,
+                    Ok(cfg) => self.reconfigure(&cfg),
+                    // Every sender is gone: the agent is stopping.
+                    Err(RecvTimeoutError::Disconnected) => return,
                 }
             }
         })?;
-        Ok(MonitorHandle { stop: Some(stop), thread: Some(thread) })
+        Ok(MonitorHandle { control: Some(control), thread: Some(thread) })
+    }
+
+    /// Takes in a reloaded config (disk rules, scan interval, identity of new warnings).
+    pub fn reconfigure(&mut self, cfg: &Config) {
+        self.include = cfg.disks.include.clone();
+        self.exclude = cfg.disks.exclude.clone();
+        self.scan_interval = cfg.disks.scan_interval;
+        self.ioerr_threshold = cfg.disks.ioerr_threshold;
+        self.id = Identity { hardware_id: cfg.device.hardware_id.clone(), name: cfg.device.name.clone() };
     }
 
     fn monitored(&self, name: &str) -> bool {

@@ -19,6 +19,10 @@ impl Resend {
         Resend { after, sent: HashMap::new() }
     }
 
+    pub fn set_after(&mut self, after: Duration) {
+        self.after = after;
+    }
+
     /// A new connection: everything is due again.
     pub fn reset(&mut self) {
         self.sent.clear();

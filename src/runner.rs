@@ -37,6 +37,17 @@ const STOP_CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// How long other closes (rejected login, oversized message) wait for the gateway's reply.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reload {
+    NotAsked,
+    /// The new config was invalid; nothing changed.
+    Refused,
+    /// Taken in without touching the connection.
+    Applied,
+    /// Taken in; the connection must be made again.
+    Reconnect,
+}
+
 /// Frames read before the loop looks at answers, heartbeats and stop requests again.
 const MAX_FRAMES_PER_ROUND: usize = 64;
 
@@ -49,6 +60,8 @@ enum Ended {
     Session(End),
     /// IO error, close from the gateway, oversized message, stalled writes.
     Lost(String),
+    /// A reloaded config changed the connection settings: connect again at once.
+    Reload,
 }
 
 pub struct Runner {
@@ -70,6 +83,8 @@ pub struct Runner {
     link: LinkLog,
     junk_log: Throttle,
     notifier: Notifier,
+    /// Hands a reloaded config to the parts outside the runner (probes, disk monitor).
+    on_reload: Box<dyn FnMut(&Config) + Send>,
 }
 
 /// The open connection and its write state.
@@ -114,7 +129,13 @@ impl Runner {
             link: LinkLog::default(),
             junk_log: Throttle::new(Duration::from_secs(60), 5),
             notifier: Notifier::from_env(),
+            on_reload: Box::new(|_| {}),
         })
+    }
+
+    /// Called with every config a SIGHUP loads successfully, after the runner took it in.
+    pub fn set_reload_hook(&mut self, hook: impl FnMut(&Config) + Send + 'static) {
+        self.on_reload = Box::new(hook);
     }
 
     /// Wakes the runner from another thread (the disk monitor, after spooling a warning).
@@ -131,29 +152,70 @@ impl Runner {
     pub fn run(&mut self) {
         // The config is loaded and the state directory open: systemd may go on.
         self.notifier.ready();
-        let urls = self.cfg.gateway.urls.clone();
-        for url in urls.iter().cycle() {
+        let mut next = 0;
+        loop {
             if self.stop_requested() {
                 break;
             }
+            let urls = &self.cfg.gateway.urls;
+            let url = urls[next % urls.len()].clone();
+            next += 1;
             self.notifier.status(&format!("connecting to {url}"));
-            let ended = match self.connect(url) {
-                Ok(ws) => self.run_connection(ws, url),
+            let ended = match self.connect(&url) {
+                Ok(ws) => self.run_connection(ws, &url),
                 Err(e) => e,
             };
             self.status.disconnected();
             let wait = match &ended {
                 Ended::Stop => break,
+                Ended::Reload => {
+                    next = 0;
+                    continue;
+                }
                 Ended::Session(End::LoginRejected { .. }) => self.backoff.after_rejection(),
                 _ => self.backoff.after_failure(),
             };
-            let status = self.link.ended(url, &ended, wait);
+            let status = self.link.ended(&url, &ended, wait);
             self.notifier.status(&status);
             if !self.sleep(wait) {
                 break;
             }
         }
         info!("stopped");
+    }
+
+    /// Re-reads the config file if SIGHUP asked for it. A valid config is taken in at once
+    /// (timings, backoff, resend, probes, disk rules) and `true` returned when the
+    /// connection must be made again for it (identity, token, URLs, TLS). An invalid one is
+    /// refused with the message `check` would print; the agent keeps the running config.
+    fn reload_if_asked(&mut self) -> Reload {
+        if !self.shutdown.take_reload() {
+            return Reload::NotAsked;
+        }
+        let file = self.cfg.file.clone();
+        let new = match Config::load(&file) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("reload refused, still running with the previous config: {e}");
+                return Reload::Refused;
+            }
+        };
+        if self.cfg.paths_differ(&new) {
+            warn!("reload: paths.* changed; restart the agent to use the new paths");
+        }
+        let reconnect = self.cfg.connection_differs(&new);
+        self.backoff.set_bounds(new.reconnect.initial, new.reconnect.max);
+        self.resend.set_after(new.warning.resend_after);
+        (self.on_reload)(&new);
+        self.id = Identity { hardware_id: new.device.hardware_id.clone(), name: new.device.name.clone() };
+        self.cfg = Arc::new(new);
+        if reconnect {
+            info!("configuration reloaded from {}; connecting again with the new gateway settings", file.display());
+            Reload::Reconnect
+        } else {
+            info!("configuration reloaded from {}", file.display());
+            Reload::Applied
+        }
     }
 
     /// Whether a stop was asked for; tells systemd STOPPING=1 the first time.
@@ -192,6 +254,9 @@ impl Runner {
             if self.stop_requested() {
                 return Err(Ended::Stop);
             }
+            if self.reload_if_asked() == Reload::Reconnect {
+                return Err(Ended::Reload);
+            }
             match rx.try_recv() {
                 Ok(result) => return result.map_err(Ended::ConnectFailed),
                 Err(mpsc::TryRecvError::Disconnected) => return Err(Ended::Lost("connect thread died".into())),
@@ -208,7 +273,8 @@ impl Runner {
             if self.stop_requested() {
                 return false;
             }
-            if Instant::now() >= until {
+            // New gateway settings are worth trying at once, not after the old backoff.
+            if Instant::now() >= until || self.reload_if_asked() == Reload::Reconnect {
                 return true;
             }
             self.wait(None, Some(until));
@@ -257,6 +323,14 @@ impl Runner {
             if self.stop_requested() {
                 close(&mut conn, &self.wake_rx, CloseCode::Away, "going away", STOP_CLOSE_WAIT, Reply::Await);
                 return Ended::Stop;
+            }
+            match self.reload_if_asked() {
+                Reload::Reconnect => {
+                    close(&mut conn, &self.wake_rx, CloseCode::Normal, "reloading", CLOSE_WAIT, Reply::Await);
+                    return Ended::Reload;
+                }
+                Reload::Applied => session.reconfigure(self.session_config(), Instant::now()),
+                Reload::NotAsked | Reload::Refused => {}
             }
             // Frames may sit decrypted in rustls' or tungstenite's buffers, where poll(2)
             // cannot see them: after a capped read round, read again without sleeping.
@@ -567,6 +641,7 @@ impl LinkLog {
     fn ended(&mut self, url: &GatewayUrl, ended: &Ended, wait: Duration) -> String {
         let (kind, text) = match ended {
             Ended::Stop => return "stopping".into(),
+            Ended::Reload => return "reloading".into(),
             Ended::ConnectFailed(e) => (e.kind().to_string(), e.to_string()),
             Ended::Session(end @ End::LoginRejected { description, .. }) => {
                 (format!("rejected:{description}"), end.to_string())

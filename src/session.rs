@@ -114,6 +114,15 @@ impl Session {
         (Session { cfg, id, phase, last_frame: now, held: VecDeque::new() }, vec![Action::Send(login)])
     }
 
+    /// New timings from a reloaded config. A shorter heartbeat interval applies at once; a
+    /// longer one from the next heartbeat on.
+    pub fn reconfigure(&mut self, cfg: SessionConfig, now: Instant) {
+        self.cfg = cfg;
+        if let Phase::Up { next_heartbeat, .. } = &mut self.phase {
+            *next_heartbeat = (*next_heartbeat).min(now + cfg.heartbeat_interval);
+        }
+    }
+
     pub fn is_up(&self) -> bool {
         matches!(self.phase, Phase::Up { .. })
     }
@@ -436,6 +445,17 @@ mod tests {
             &s.on_text(&ret("warning", "w-9", 5), &c.ids, c.at(11))[0],
             Action::WarningRefused { code: Some(5), .. }
         ));
+    }
+
+    #[test]
+    fn a_shorter_heartbeat_interval_applies_at_once() {
+        let c = Clock::new();
+        let mut s = c.logged_in();
+        assert_eq!(s.next_deadline(), Some(c.at(30_005)));
+        s.reconfigure(SessionConfig { heartbeat_interval: Duration::from_secs(5), ..cfg() }, c.at(1_000));
+        assert_eq!(s.next_deadline(), Some(c.at(6_000)));
+        s.reconfigure(SessionConfig { heartbeat_interval: Duration::from_secs(60), ..cfg() }, c.at(2_000));
+        assert_eq!(s.next_deadline(), Some(c.at(6_000)), "a longer one waits for the next heartbeat");
     }
 
     #[test]

@@ -361,3 +361,79 @@ fn under_systemd_it_notifies_ready_status_watchdog_during_backoff_and_stopping()
     let worst = pings.windows(2).map(|w| w[1] - w[0]).max().unwrap();
     assert!(worst < ms(200), "a keep-alive gap of {worst:?} would let systemd kill the agent");
 }
+
+#[test]
+fn sighup_with_an_invalid_config_is_refused_with_the_check_message_and_the_agent_carries_on() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
+    let mut child = spawn_agent(&cfg, &[]);
+    let (conn, _) = gw.wait_login(10 * SEC);
+    let good = fs::read_to_string(&cfg).unwrap();
+    fs::write(&cfg, good.replace("[heartbeat]\n", "[heartbeat]\nintreval = \"1s\"\n")).unwrap();
+    signal(&child, Signal::HUP);
+    // Heartbeats go on, on the same connection, at the old interval.
+    let (c, _, _) = gw.wait_act(5 * SEC, "heartbeat");
+    let (c2, _, _) = gw.wait_act(5 * SEC, "heartbeat");
+    assert_eq!((c, c2), (conn, conn));
+    signal(&child, Signal::TERM);
+    let (code, _, log) = wait_exit(&mut child, 10 * SEC);
+    assert_eq!(code, Some(0));
+    let check = run(&["--config", cfg.to_str().unwrap(), "check"]);
+    let check_msg = String::from_utf8_lossy(&check.stderr).trim().trim_start_matches("rig-agent: ").to_string();
+    assert!(check_msg.contains("`heartbeat.intreval`"), "{check_msg}");
+    assert!(
+        log.lines().any(|l| l.contains("ERROR") && l.contains("reload refused") && l.contains(&check_msg)),
+        "{log}"
+    );
+    assert_eq!(gw.seen.iter().filter(|e| e.act() == Some("start")).count(), 1, "no new login");
+}
+
+#[test]
+fn sighup_applies_a_new_heartbeat_interval_on_the_same_connection() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let mut c = AgentConfig::new(gw.url(), &pki.ca_file);
+    (c.heartbeat_interval, c.heartbeat_timeout) = ("1s", "5s");
+    let cfg = c.write(dir.path());
+    let mut child = spawn_agent(&cfg, &[]);
+    let (conn, _) = gw.wait_login(10 * SEC);
+    gw.wait_act(5 * SEC, "heartbeat");
+    let text = fs::read_to_string(&cfg).unwrap().replace("interval = \"1s\"", "interval = \"100ms\"");
+    fs::write(&cfg, text).unwrap();
+    signal(&child, Signal::HUP);
+    let mut times = Vec::new();
+    for _ in 0..6 {
+        let (c, _, at) = gw.wait_act(5 * SEC, "heartbeat");
+        assert_eq!(c, conn, "a new interval needs no new connection");
+        times.push(at);
+    }
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.iter().all(|g| *g < ms(400)), "heartbeats did not speed up: {gaps:?}");
+    signal(&child, Signal::TERM);
+    let (_, _, log) = wait_exit(&mut child, 10 * SEC);
+    assert!(log.contains("configuration reloaded"), "{log}");
+}
+
+#[test]
+fn sighup_with_a_new_gateway_url_connects_to_it() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut old = Gateway::start(&pki, Script::default());
+    let mut new = Gateway::start(&pki, Script::default());
+    let cfg = AgentConfig::new(old.url(), &pki.ca_file).write(dir.path());
+    let mut child = spawn_agent(&cfg, &[]);
+    let (conn, _) = old.wait_login(10 * SEC);
+    fs::write(&cfg, fs::read_to_string(&cfg).unwrap().replace(&old.url(), &new.url())).unwrap();
+    signal(&child, Signal::HUP);
+    let closed = old.wait_for(5 * SEC, "close from the agent", |e| matches!(e, Event::Closed { .. }));
+    assert!(matches!(closed, Event::Closed { conn: c, code: Some(1000), .. } if c == conn));
+    new.wait_login(5 * SEC);
+    signal(&child, Signal::TERM);
+    assert_eq!(wait_exit(&mut child, 10 * SEC).0, Some(0));
+}

@@ -19,9 +19,8 @@ use crate::protocol::Refusal;
 
 pub struct Probes {
     roots: Roots,
-    include: Vec<String>,
-    exclude: Vec<String>,
-    hardware_id: String,
+    /// `disks.include`/`disks.exclude` and the rig's id: a reload may change them.
+    filter: Mutex<(Vec<String>, Vec<String>, String)>,
     system: Mutex<SystemProbe>,
     pub smart: Arc<SmartReader>,
     /// The disk monitor's verdicts (open episodes, disks gone).
@@ -35,12 +34,22 @@ impl Probes {
         Probes {
             system: Mutex::new(SystemProbe::new(roots.clone())),
             roots,
-            include: d.include.clone(),
-            exclude: d.exclude.clone(),
-            hardware_id: cfg.device.hardware_id.clone(),
+            filter: Mutex::new((d.include.clone(), d.exclude.clone(), cfg.device.hardware_id.clone())),
             smart: Arc::new(SmartReader::new(&d.smartctl, d.smart_timeout, d.smart_interval)),
             health: Arc::new(DiskHealth::default()),
         }
+    }
+
+    /// Takes in a reloaded config's disk filter, SMART settings and identity.
+    pub fn reconfigure(&self, cfg: &Config) {
+        let d = &cfg.disks;
+        *self.filter.lock().unwrap_or_else(|p| p.into_inner()) =
+            (d.include.clone(), d.exclude.clone(), cfg.device.hardware_id.clone());
+        self.smart.reconfigure(&d.smartctl, d.smart_timeout, d.smart_interval);
+    }
+
+    fn filter(&self) -> (Vec<String>, Vec<String>, String) {
+        self.filter.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn system(&self) -> std::sync::MutexGuard<'_, SystemProbe> {
@@ -49,7 +58,8 @@ impl Probes {
 
     /// The monitored disks as sysfs shows them now.
     pub fn disks(&self) -> Vec<Disk> {
-        disks::monitored(&self.roots.sysfs, &self.include, &self.exclude)
+        let (include, exclude, _) = self.filter();
+        disks::monitored(&self.roots.sysfs, &include, &exclude)
             .iter()
             .filter_map(|name| disks::read(&self.roots.sysfs, name))
             .collect()
@@ -83,7 +93,7 @@ impl Probes {
             "boot_time": system::boot_time(),
             "uptime_secs": system::uptime_secs(),
             "agent": {"version": crate::VERSION},
-            "hardware_id": self.hardware_id,
+            "hardware_id": self.filter().2,
         })
     }
 

@@ -55,28 +55,47 @@ pub enum SmartError {
 type Cached = (Instant, Result<Smart, SmartError>);
 
 pub struct SmartReader {
+    settings: Mutex<Settings>,
+    cache: Mutex<HashMap<String, Cached>>,
+    missing_logged: AtomicBool,
+}
+
+/// `disks.smartctl`, `disks.smart_timeout`, `disks.smart_interval`; changed by a reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Settings {
     binary: String,
     timeout: Duration,
     max_age: Duration,
-    cache: Mutex<HashMap<String, Cached>>,
-    missing_logged: AtomicBool,
 }
 
 impl SmartReader {
     pub fn new(binary: &str, timeout: Duration, max_age: Duration) -> SmartReader {
         SmartReader {
-            binary: binary.to_string(),
-            timeout,
-            max_age,
+            settings: Mutex::new(Settings { binary: binary.to_string(), timeout, max_age }),
             cache: Mutex::new(HashMap::new()),
             missing_logged: AtomicBool::new(false),
         }
     }
 
+    /// New settings from a reloaded config; a changed binary starts from an empty cache.
+    pub fn reconfigure(&self, binary: &str, timeout: Duration, max_age: Duration) {
+        let new = Settings { binary: binary.to_string(), timeout, max_age };
+        let mut s = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        if s.binary != new.binary {
+            self.lock().clear();
+            self.missing_logged.store(false, Ordering::Relaxed);
+        }
+        *s = new;
+    }
+
+    fn settings(&self) -> Settings {
+        self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// The SMART data of `device` (`/dev/sda`), from the cache when fresh enough.
     pub fn read(&self, device: &str) -> Result<Smart, SmartError> {
         if let Some((at, result)) = self.lock().get(device)
-            && at.elapsed() < self.max_age
+            && at.elapsed() < self.settings().max_age
         {
             return result.clone();
         }
@@ -103,7 +122,8 @@ impl SmartReader {
 
     /// Whether `device` has a result younger than `smart_interval`.
     pub fn is_fresh(&self, device: &str) -> bool {
-        self.binary.is_empty() || self.lock().get(device).is_some_and(|(at, _)| at.elapsed() < self.max_age)
+        let s = self.settings();
+        s.binary.is_empty() || self.lock().get(device).is_some_and(|(at, _)| at.elapsed() < s.max_age)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
@@ -112,18 +132,19 @@ impl SmartReader {
 
     /// Runs smartctl now, bypassing the cache.
     pub fn run(&self, device: &str) -> Result<Smart, SmartError> {
-        if self.binary.is_empty() {
+        let Settings { binary, timeout, .. } = self.settings();
+        if binary.is_empty() {
             return Err(SmartError::Disabled);
         }
-        let mut child = Command::new(&self.binary)
+        let mut child = Command::new(&binary)
             .args(["--json", "-H", "-A", device])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => SmartError::NotInstalled(self.binary.clone()),
-                _ => SmartError::Spawn(format!("{}: {e}", self.binary)),
+                std::io::ErrorKind::NotFound => SmartError::NotInstalled(binary.clone()),
+                _ => SmartError::Spawn(format!("{binary}: {e}")),
             })?;
         // Read stdout on a helper thread so a chatty child can never block on a full pipe.
         let mut stdout = child.stdout.take().expect("piped stdout");
@@ -132,7 +153,7 @@ impl SmartReader {
             let _ = stdout.by_ref().take(4 << 20).read_to_end(&mut out);
             out
         });
-        let deadline = Instant::now() + self.timeout;
+        let deadline = Instant::now() + timeout;
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break Some(status),
@@ -146,7 +167,7 @@ impl SmartReader {
         };
         let out = reader.join().unwrap_or_default();
         let Some(status) = status else {
-            return Err(SmartError::TimedOut { device: device.to_string(), timeout: self.timeout });
+            return Err(SmartError::TimedOut { device: device.to_string(), timeout });
         };
         parse(&String::from_utf8_lossy(&out), status.code())
             .map_err(|why| SmartError::Unusable { device: device.to_string(), why })
