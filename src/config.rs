@@ -320,6 +320,15 @@ fn read_device(s: &mut Section) -> Result<DeviceConfig, ConfigError> {
         }
         (None, Some(f)) => (read_token_file(s, &f)?, Some(f)),
     };
+    // The example config ships this placeholder; a fleet of rigs all called CHANGE-ME would
+    // overwrite each other at the gateway.
+    if hardware_id == "CHANGE-ME" {
+        return Err(s.err_at(
+            "hardware_id",
+            "is still the example's placeholder",
+            "set it to the rig's id as the gateway knows it",
+        ));
+    }
     Ok(DeviceConfig { hardware_id, name, token, token_file })
 }
 
@@ -710,6 +719,13 @@ pub(crate) mod tests {
         let c = f.parse(MINIMAL).unwrap();
         let again = f.parse(&c.render()).unwrap();
         assert_eq!(again.render(), c.render());
+    }
+
+    #[test]
+    fn the_example_placeholder_hardware_id_is_refused() {
+        let f = Fixture::new();
+        let e = f.parse(&MINIMAL.replace("rig-1", "CHANGE-ME")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("device.hardware_id"));
     }
 
     #[test]
