@@ -213,10 +213,10 @@ fn explain_tls(e: &io::Error) -> String {
         };
     };
     match err {
-        rustls::Error::InvalidCertificate(CertificateError::NotValidYet) => {
-            "certificate not valid yet; is the clock set? (boards without an RTC need NTP first)".into()
-        }
-        rustls::Error::InvalidCertificate(CertificateError::Expired) => {
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
+        ) => "certificate not valid yet; is the clock set? (boards without an RTC need NTP first)".into(),
+        rustls::Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
             "the gateway's certificate has expired (or this clock is wrong)".into()
         }
         rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {

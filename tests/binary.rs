@@ -437,3 +437,21 @@ fn sighup_with_a_new_gateway_url_connects_to_it() {
     signal(&child, Signal::TERM);
     assert_eq!(wait_exit(&mut child, 10 * SEC).0, Some(0));
 }
+
+#[test]
+fn a_certificate_not_valid_yet_is_logged_as_a_clock_problem() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::not_yet_valid(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
+    let mut child = spawn_agent(&cfg, &[]);
+    // A second attempt means the first one's failure has been logged.
+    for _ in 0..2 {
+        gw.wait_for(10 * SEC, "failed TLS handshake", |e| matches!(e, Event::TlsFailed { .. }));
+    }
+    signal(&child, Signal::TERM);
+    let (code, _, log) = wait_exit(&mut child, 10 * SEC);
+    assert_eq!(code, Some(0));
+    assert!(log.contains("certificate not valid yet; is the clock set?"), "{log}");
+}

@@ -42,6 +42,16 @@ pub struct Pki {
 impl Pki {
     /// `names`: DNS names or IP literals the server certificate is valid for.
     pub fn new(names: &[&str]) -> Pki {
+        Pki::build(names, false)
+    }
+
+    /// A certificate whose validity starts in 2099: what a board without an RTC sees before
+    /// NTP has set its clock (the reverse clock error, the same check in rustls).
+    pub fn not_yet_valid(names: &[&str]) -> Pki {
+        Pki::build(names, true)
+    }
+
+    fn build(names: &[&str], future: bool) -> Pki {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -53,6 +63,10 @@ impl Pki {
         let leaf_key = KeyPair::generate().unwrap();
         let mut leaf_params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         leaf_params.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("gateway"));
+        if future {
+            leaf_params.not_before = rcgen::date_time_ymd(2099, 1, 1);
+            leaf_params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+        }
         let leaf_cert = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
 
         let ca_file = dir.path().join("ca.pem");
