@@ -23,6 +23,24 @@ fn rig_copy(dir: &Path) -> PathBuf {
     dst
 }
 
+/// A test rig: a temp dir with a copy of the fixture tree, a PKI and a gateway.
+struct Rig {
+    dir: tempfile::TempDir,
+    rig: PathBuf,
+    pki: Pki,
+    gw: Gateway,
+}
+
+impl Rig {
+    fn new(script: Script) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let rig = rig_copy(dir.path());
+        let pki = Pki::new(&["localhost"]);
+        let gw = Gateway::start(&pki, script);
+        Rig { dir, rig, pki, gw }
+    }
+}
+
 /// Config with the monitor looking at `rig` every 100 ms.
 fn config(gw_url: String, pki: &Pki, rig: &Path) -> AgentConfig {
     let mut c = AgentConfig::new(gw_url, &pki.ca_file);
@@ -85,10 +103,7 @@ fn spool_files(state: &Path) -> Vec<PathBuf> {
 #[test]
 fn a_disk_that_disappears_is_reported_once_with_every_protocol_field() {
     let _g = Guard::new(30 * SEC);
-    let dir = tempfile::tempdir().unwrap();
-    let rig = rig_copy(dir.path());
-    let pki = Pki::new(&["localhost"]);
-    let mut gw = Gateway::start(&pki, Script::default());
+    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
     gw.wait_login(5 * SEC);
     // The fixture's sdb is offline from the start: that is the first failure seen.
@@ -109,10 +124,7 @@ fn a_disk_that_disappears_is_reported_once_with_every_protocol_field() {
 #[test]
 fn get_disk_info_shows_the_monitors_verdicts_and_lists_disks_that_are_gone() {
     let _g = Guard::new(30 * SEC);
-    let dir = tempfile::tempdir().unwrap();
-    let rig = rig_copy(dir.path());
-    let pki = Pki::new(&["localhost"]);
-    let mut gw = Gateway::start(&pki, Script::default());
+    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
     let (conn, _) = gw.wait_login(5 * SEC);
     wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
@@ -138,10 +150,7 @@ fn get_disk_info_shows_the_monitors_verdicts_and_lists_disks_that_are_gone() {
 #[test]
 fn warnings_raised_while_the_gateway_is_down_are_delivered_when_it_is_back() {
     let _g = Guard::new(30 * SEC);
-    let dir = tempfile::tempdir().unwrap();
-    let rig = rig_copy(dir.path());
-    let pki = Pki::new(&["localhost"]);
-    let mut gw = Gateway::start(&pki, Script { drop_on_accept: true, ..Script::default() });
+    let Rig { dir, rig, pki, mut gw } = Rig::new(Script { drop_on_accept: true, ..Script::default() });
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
     gw.wait_for(5 * SEC, "a refused attempt", |e| matches!(e, Event::Accepted { .. }));
     fs::remove_dir_all(rig.join("sys/block/nvme0n1")).unwrap();
@@ -164,10 +173,7 @@ fn warnings_raised_while_the_gateway_is_down_are_delivered_when_it_is_back() {
 #[test]
 fn an_unacknowledged_warning_is_resent_with_the_same_act_id() {
     let _g = Guard::new(30 * SEC);
-    let dir = tempfile::tempdir().unwrap();
-    let rig = rig_copy(dir.path());
-    let pki = Pki::new(&["localhost"]);
-    let mut gw = Gateway::start(&pki, Script { warning_ack: None, ..Script::default() });
+    let Rig { dir, rig, pki, mut gw } = Rig::new(Script { warning_ack: None, ..Script::default() });
     let mut cfg = config(gw.url(), &pki, &rig);
     cfg.warning = "resend_after = \"300ms\"\n".into();
     let _agent = Agent::start(&cfg.write(dir.path()));
@@ -190,10 +196,7 @@ fn an_unacknowledged_warning_is_resent_with_the_same_act_id() {
 #[test]
 fn a_disk_removed_while_no_agent_runs_is_reported_at_start() {
     let _g = Guard::new(30 * SEC);
-    let dir = tempfile::tempdir().unwrap();
-    let rig = rig_copy(dir.path());
-    let pki = Pki::new(&["localhost"]);
-    let mut gw = Gateway::start(&pki, Script::default());
+    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
     let cfg = config(gw.url(), &pki, &rig).write(dir.path());
     let agent = Agent::start(&cfg);
     wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
@@ -210,10 +213,7 @@ fn a_disk_removed_while_no_agent_runs_is_reported_at_start() {
 #[test]
 fn an_acknowledged_episode_is_not_reported_again_after_a_restart() {
     let _g = Guard::new(30 * SEC);
-    let dir = tempfile::tempdir().unwrap();
-    let rig = rig_copy(dir.path());
-    let pki = Pki::new(&["localhost"]);
-    let mut gw = Gateway::start(&pki, Script::default());
+    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
     let cfg = config(gw.url(), &pki, &rig).write(dir.path());
     let agent = Agent::start(&cfg);
     wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
@@ -239,10 +239,7 @@ fn an_acknowledged_episode_is_not_reported_again_after_a_restart() {
 #[test]
 fn a_cleared_failure_that_comes_back_is_a_new_episode_with_a_new_warning() {
     let _g = Guard::new(30 * SEC);
-    let dir = tempfile::tempdir().unwrap();
-    let rig = rig_copy(dir.path());
-    let pki = Pki::new(&["localhost"]);
-    let mut gw = Gateway::start(&pki, Script::default());
+    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
     let first = wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
     fs::write(rig.join("sys/block/sdb/device/state"), "running\n").unwrap();
@@ -255,10 +252,7 @@ fn a_cleared_failure_that_comes_back_is_a_new_episode_with_a_new_warning() {
 #[test]
 fn rising_io_errors_raise_io_errors() {
     let _g = Guard::new(30 * SEC);
-    let dir = tempfile::tempdir().unwrap();
-    let rig = rig_copy(dir.path());
-    let pki = Pki::new(&["localhost"]);
-    let mut gw = Gateway::start(&pki, Script::default());
+    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
     wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
     fs::write(rig.join("sys/block/sda/device/ioerr_cnt"), "0x9\n").unwrap();
@@ -280,10 +274,7 @@ fn spawn_binary(config: &Path) -> Child {
 #[test]
 fn a_warning_survives_kill_9_right_after_detection_and_is_delivered_after_restart() {
     let _g = Guard::new(30 * SEC);
-    let dir = tempfile::tempdir().unwrap();
-    let rig = rig_copy(dir.path());
-    let pki = Pki::new(&["localhost"]);
-    let mut gw = Gateway::start(&pki, Script { drop_on_accept: true, ..Script::default() });
+    let Rig { dir, rig, pki, mut gw } = Rig::new(Script { drop_on_accept: true, ..Script::default() });
     let cfg = config(gw.url(), &pki, &rig).write(dir.path());
     let state = dir.path().join("state");
     let mut child = spawn_binary(&cfg);
@@ -313,10 +304,7 @@ fn a_warning_survives_kill_9_right_after_detection_and_is_delivered_after_restar
 #[test]
 fn corrupt_state_files_are_moved_aside_reported_and_the_agent_goes_on() {
     let _g = Guard::new(30 * SEC);
-    let dir = tempfile::tempdir().unwrap();
-    let rig = rig_copy(dir.path());
-    let pki = Pki::new(&["localhost"]);
-    let mut gw = Gateway::start(&pki, Script::default());
+    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
     let cfg = config(gw.url(), &pki, &rig).write(dir.path());
     let state = dir.path().join("state");
     fs::create_dir_all(state.join("spool")).unwrap();
