@@ -102,6 +102,11 @@ pub struct Script {
     pub stall_tls: bool,
     /// Acknowledge warnings with this code (`None`: never acknowledge).
     pub warning_ack: Option<i64>,
+    /// After the login return, never read again but keep sending pings (a gateway whose
+    /// reader is stuck: the agent's writes stall while frames still arrive).
+    pub deaf_after_login: bool,
+    /// Complete TLS, then never answer the WebSocket upgrade.
+    pub stall_upgrade: bool,
 }
 
 impl Default for Script {
@@ -116,6 +121,8 @@ impl Default for Script {
             drop_on_accept: false,
             stall_tls: false,
             warning_ack: Some(0),
+            deaf_after_login: false,
+            stall_upgrade: false,
         }
     }
 }
@@ -335,6 +342,13 @@ fn serve(
         }
     }
     let stream = StreamOwned::new(tls, tcp);
+    if s.stall_upgrade {
+        while !stop.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = events.send(Event::Gone { conn, at: Instant::now() });
+        return;
+    }
     let (mut user_agent, mut protocol) = (None, None);
     let callback = |req: &Request, resp: Response| {
         let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -358,6 +372,27 @@ fn serve(
     let (out_tx, out_rx) = mpsc::channel();
     outboxes.lock().unwrap().insert(conn, (out_tx, waker));
     let outcome = converse(conn, &mut ws, &script, &out_rx, &wake_rx, &stop, &events);
+    if outcome == Outcome::Deaf {
+        // Never read again; keep sending what the test queues, and a ping every 100 ms,
+        // until the agent gives up on us (the writes fail).
+        'deaf: while !stop.load(Ordering::SeqCst) {
+            let mut frames: Vec<Message> = out_rx.try_iter().collect();
+            frames.push(Message::Ping(Vec::new().into()));
+            for f in frames {
+                match ws.write(f) {
+                    Ok(()) => {}
+                    Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(_) => break 'deaf,
+                }
+            }
+            match ws.flush() {
+                Ok(()) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
     outboxes.lock().unwrap().remove(&conn);
     if outcome == Outcome::Blackhole {
         // Half-open: hold the socket, neither read nor write, until the test ends.
@@ -372,6 +407,7 @@ fn serve(
 enum Outcome {
     Over,
     Blackhole,
+    Deaf,
 }
 
 type Ws = WebSocket<StreamOwned<ServerConnection, TcpStream>>;
@@ -402,6 +438,9 @@ fn converse(
                 }
                 if s.blackhole_after_login {
                     return Outcome::Blackhole;
+                }
+                if s.deaf_after_login {
+                    return Outcome::Deaf;
                 }
                 if s.drop_after_login {
                     return Outcome::Over;

@@ -1,0 +1,139 @@
+//! Fault injection: many dropped connections, a gateway that stops reading, a handshake
+//! that stalls, a host that does not resolve. Each is bounded by the agent's own limits and
+//! leaves no growth behind.
+
+mod common;
+
+use std::fs;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rig_agent::queries::Lane;
+use serde_json::json;
+
+fn count_entries(dir: &str) -> usize {
+    fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+fn rss_kib() -> u64 {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap()
+}
+
+#[test]
+fn five_hundred_dropped_sessions_leave_no_growth_in_fds_threads_or_memory() {
+    let _g = Guard::new(120 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    // Every session: TLS, upgrade, login accepted, then the gateway drops it.
+    let mut gw = Gateway::start(&pki, Script { drop_after_login: true, ..Script::default() });
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    (cfg.reconnect_initial, cfg.reconnect_max) = ("1ms", "2ms");
+    let _agent = Agent::start(&cfg.write(dir.path()));
+    let mut logins = 0;
+    let mut sample = None;
+    while logins < 500 {
+        gw.wait_login(10 * SEC);
+        gw.seen.clear(); // the history would grow with the test, not with the agent
+        logins += 1;
+        if logins == 50 {
+            std::thread::sleep(ms(200)); // let the first sessions' threads finish
+            sample = Some((count_entries("/proc/self/fd"), count_entries("/proc/self/task"), rss_kib()));
+        }
+    }
+    std::thread::sleep(ms(200));
+    let (fds0, threads0, rss0) = sample.unwrap();
+    let (fds, threads, rss) = (count_entries("/proc/self/fd"), count_entries("/proc/self/task"), rss_kib());
+    // Agent and gateway share this process: a few in-flight connections of either side
+    // are allowed for, a leak per session (450 more) is not.
+    assert!(fds <= fds0 + 8, "open fds grew from {fds0} to {fds} over 450 sessions");
+    assert!(threads <= threads0 + 6, "threads grew from {threads0} to {threads} over 450 sessions");
+    assert!(rss <= rss0 + 4096, "RSS grew from {rss0} KiB to {rss} KiB over 450 sessions");
+}
+
+/// Starts an agent with a 256 KiB answer, sends `queries` of them to a gateway that reads
+/// nothing after the login (but keeps pinging, so the connection is never silent), and
+/// returns how long the agent took to leave.
+fn leave_a_deaf_gateway(queries: usize) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script { deaf_after_login: true, ..Script::default() });
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    (cfg.heartbeat_interval, cfg.heartbeat_timeout) = ("200ms", "800ms");
+    let _agent = Agent::with_catalogue(&cfg.write(dir.path()), |c| {
+        c.add("test_big_answer", Lane::Fast, |_| Ok(json!({"blob": "x".repeat(256 << 10)})))
+    });
+    let (conn, _) = gw.wait_login(5 * SEC);
+    for i in 0..queries {
+        gw.send_json(
+            conn,
+            json!({"act":"test_big_answer","act_code":format!("b{i}"),"client_id":"c","reqtype":"post"}),
+        );
+    }
+    let t0 = Instant::now();
+    gw.script().deaf_after_login = false;
+    let (again, _) = gw.wait_login(10 * SEC);
+    assert_ne!(again, conn);
+    t0.elapsed()
+}
+
+#[test]
+fn a_gateway_that_stops_reading_while_large_answers_pile_up_is_left_when_the_buffer_is_full() {
+    let _g = Guard::new(30 * SEC);
+    // 40 × 256 KiB is more than the 4 MiB output buffer: dropped at once, not buffered.
+    // (On loopback the kernel's socket buffers hold more than that cap, so the other way
+    // out, no byte moving for heartbeat.timeout, cannot be forced here.)
+    let took = leave_a_deaf_gateway(40);
+    assert!(took < 2 * SEC, "left after {took:?}");
+}
+
+#[test]
+fn a_gateway_that_stalls_after_tls_is_given_up_after_connect_timeout() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script { stall_upgrade: true, ..Script::default() });
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    cfg.connect_timeout = "300ms";
+    let _agent = Agent::start(&cfg.write(dir.path()));
+    let times: Vec<Instant> =
+        (0..3).map(|_| gw.wait_for(5 * SEC, "attempt", |e| matches!(e, Event::Accepted { .. })).at()).collect();
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= ms(300) && gap < ms(300) + ms(400) + ms(200), "gap {gap:?}");
+    }
+    assert!(!gw.seen.iter().any(|e| matches!(e, Event::Upgraded { .. })));
+}
+
+#[test]
+fn an_unresolvable_gateway_host_is_retried_with_one_log_line() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    // .invalid never resolves (RFC 6761); on a machine without DNS the lookup may hang
+    // instead, which connect_timeout bounds.
+    let mut cfg = AgentConfig::new("wss://gateway.rig-agent-test.invalid/ws".into(), &pki.ca_file);
+    (cfg.connect_timeout, cfg.reconnect_initial, cfg.reconnect_max) = ("300ms", "50ms", "100ms");
+    let path = cfg.write(dir.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rig-agent"))
+        .arg("--config")
+        .arg(&path)
+        .env_remove("JOURNAL_STREAM")
+        .env("RUST_LOG", "debug")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(ms(2500));
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = child.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(status.success(), "{log}");
+    let warns = log.lines().filter(|l| l.contains(" WARN ")).count();
+    let attempts = log.lines().filter(|l| l.contains("gateway.rig-agent-test.invalid")).count();
+    assert_eq!(warns, 1, "one warning for the state change:\n{log}");
+    assert!(attempts >= 4, "retried ({attempts} attempts logged at debug):\n{log}");
+    assert!(log.contains("resolve") || log.contains("DNS"), "{log}");
+}
