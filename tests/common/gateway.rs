@@ -107,6 +107,8 @@ pub struct Script {
     pub deaf_after_login: bool,
     /// Complete TLS, then never answer the WebSocket upgrade.
     pub stall_upgrade: bool,
+    /// Logins with this token are refused with code 4 (a fleet with one wrong token).
+    pub reject_token: Option<String>,
 }
 
 impl Default for Script {
@@ -123,6 +125,7 @@ impl Default for Script {
             warning_ack: Some(0),
             deaf_after_login: false,
             stall_upgrade: false,
+            reject_token: None,
         }
     }
 }
@@ -252,6 +255,19 @@ impl Gateway {
     pub fn send(&self, conn: usize, msg: Message) {
         if let Some((tx, waker)) = self.outboxes.lock().unwrap().get(&conn) {
             let _ = tx.send(msg);
+            waker.wake();
+        }
+    }
+
+    /// A gateway restart as the rigs see it: every open connection gets close 1012
+    /// ("service restart").
+    pub fn close_all(&self) {
+        for (tx, waker) in self.outboxes.lock().unwrap().values() {
+            let frame = tungstenite::protocol::CloseFrame {
+                code: tungstenite::protocol::frame::coding::CloseCode::Restart,
+                reason: "service restart".into(),
+            };
+            let _ = tx.send(Message::Close(Some(frame)));
             waker.wake();
         }
     }
@@ -488,7 +504,12 @@ fn converse(
                 };
                 match act {
                     "start" => {
-                        let answer = ret("start", s.login_code, &s.login_description);
+                        let rejected = s.reject_token.is_some() && v["token"].as_str() == s.reject_token.as_deref();
+                        let answer = if rejected {
+                            ret("start", 4, "token invalid")
+                        } else {
+                            ret("start", s.login_code, &s.login_description)
+                        };
                         login_due = Some((at + s.login_delay, answer, s.clone()))
                     }
                     "heartbeat"

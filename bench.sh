@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Every benchmark of BENCHMARKS.md in one run: builds the release binary, installs the peer
+# agents from Debian's packages, and prints each table. Takes about 3 minutes.
+set -euo pipefail
+cd "$(dirname "$0")"
+if ! command -v prometheus-node-exporter >/dev/null || ! command -v zabbix_agent2 >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-node-exporter zabbix-agent2
+fi
+cargo build --release --examples
+echo "== queries, RSS, heartbeats (examples/bench.rs)"; target/release/examples/bench
+echo; echo "== disk monitor scans (examples/scan_bench.rs)"; target/release/examples/scan_bench
+echo; echo "== fleet of 50 agents, gateway restart and outage (examples/fleet.rs)"; target/release/examples/fleet 50
+echo; echo "== beside node_exporter and zabbix_agent2 (examples/peers.rs)"; target/release/examples/peers
