@@ -43,6 +43,14 @@ fn cpu_ticks(pid: u32) -> u64 {
     f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)
 }
 
+/// CPU time of a process in nanoseconds (first field of /proc/PID/schedstat).
+fn cpu_ns(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 fn agent_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let bin = exe.parent().and_then(|p| p.parent()).expect("target dir").join("rig-agent");
@@ -63,6 +71,8 @@ fn main() {
     let mut agent_config = AgentConfig::new(gw.url(), &pki.ca_file);
     agent_config.hardware_id = "bench-rig".into();
     (agent_config.heartbeat_interval, agent_config.heartbeat_timeout) = ("1s", "5s");
+    // Fast reconnects, so that 1 000 of them take seconds, not minutes.
+    (agent_config.reconnect_initial, agent_config.reconnect_max) = ("1ms", "2ms");
     let config = agent_config.write(dir.path());
     let mut child = Command::new(&bin)
         .arg("--config")
@@ -120,6 +130,40 @@ fn main() {
     let cpu_used = cpu_ticks(pid) - cpu_start;
     let rss_end = rss_kib(pid, "VmRSS:");
     let hwm = rss_kib(pid, "VmHWM:");
+
+    // Idle: nothing but heartbeats (every 1 s here) for 10 s.
+    let idle_cpu0 = cpu_ns(pid);
+    let idle_until = Instant::now() + Duration::from_secs(10);
+    let mut idle_heartbeats = 0;
+    while let Some(left) = idle_until.checked_duration_since(Instant::now()) {
+        if let Some(Event::Received { msg, .. }) = gw.next_event(left)
+            && msg["act"] == "heartbeat"
+        {
+            idle_heartbeats += 1;
+        }
+        gw.seen.clear();
+    }
+    let idle_cpu = cpu_ns(pid) - idle_cpu0;
+
+    // 1 000 reconnects: the gateway closes, the agent logs in again.
+    let rss_before_reconnects = rss_kib(pid, "VmRSS:");
+    let t_reconnects = Instant::now();
+    for _ in 0..1000 {
+        gw.close_all();
+        gw.wait_login(WAIT);
+        gw.seen.clear();
+    }
+    let reconnects_took = t_reconnects.elapsed();
+    let rss_after_reconnects = rss_kib(pid, "VmRSS:");
+
+    // The gateway is down for 2 s, then back: how long until the agent is logged in.
+    gw.script().drop_on_accept = true;
+    gw.close_all();
+    std::thread::sleep(Duration::from_secs(2));
+    gw.script().drop_on_accept = false;
+    let t_up = Instant::now();
+    gw.wait_login(WAIT);
+    let back_in = t_up.elapsed();
     let _ = child.kill();
     let _ = child.wait();
 
@@ -149,4 +193,21 @@ fn main() {
     println!("{:<44} {:>12}", "agent CPU for all queries", format!("{:.2} s", cpu_used as f64 / 100.0));
     println!("{:<44} {:>12}", "heartbeats meanwhile (interval 1 s)", heartbeats.len());
     println!("{:<44} {:>12}", "largest heartbeat gap", format!("{:.3} s", worst_hb_gap.as_secs_f64()));
+    let per_hb = idle_cpu as f64 / idle_heartbeats.max(1) as f64 / 1e9;
+    println!(
+        "{:<44} {:>12}",
+        format!("idle: CPU per heartbeat ({idle_heartbeats} in 10 s)"),
+        format!("{:.3} ms", per_hb * 1e3)
+    );
+    println!("{:<44} {:>12}", "  = heartbeats per hour at 30 s (120)", format!("{:.3} CPU-s", per_hb * 120.0));
+    println!(
+        "{:<44} {:>12}",
+        format!("RSS before / after 1 000 reconnects ({:.1} s)", reconnects_took.as_secs_f64()),
+        format!("{} / {}", mb(rss_before_reconnects), mb(rss_after_reconnects))
+    );
+    println!(
+        "{:<44} {:>12}",
+        "gateway back -> logged in (backoff 1-2 ms)",
+        format!("{:.1} ms", back_in.as_secs_f64() * 1e3)
+    );
 }
