@@ -4,7 +4,8 @@
 //! the in-process test gateway over loopback wss. Prints binary size, RSS after login and
 //! after QUERIES and 2×QUERIES queries (default 10 000), each act's round trip (median,
 //! p99) and
-//! whether heartbeats stayed on time during the flood. BENCH_MALLOC_ARENA_MAX=1 runs the
+//! whether heartbeats stayed on time during the flood. BENCH_AGENT=PATH measures another
+//! build (the static musl one, say); BENCH_SMAPS=1 prints where the RSS is. BENCH_MALLOC_ARENA_MAX=1 runs the
 //! agent with one glibc malloc arena (about 0.1 MB less RSS). Figures, not pass/fail: the
 //! targets live in README.md.
 
@@ -52,6 +53,10 @@ fn cpu_ns(pid: u32) -> u64 {
 }
 
 fn agent_binary() -> PathBuf {
+    // BENCH_AGENT points at another build, e.g. target/x86_64-unknown-linux-musl/release/rig-agent.
+    if let Some(p) = std::env::var_os("BENCH_AGENT") {
+        return PathBuf::from(p);
+    }
     let exe = std::env::current_exe().expect("current exe");
     let bin = exe.parent().and_then(|p| p.parent()).expect("target dir").join("rig-agent");
     assert!(bin.exists(), "{} not found: run `cargo build --release` first", bin.display());
@@ -91,6 +96,32 @@ fn main() {
     let (conn, _) = gw.wait_login(WAIT);
     gw.wait_act(WAIT, "heartbeat");
     let rss_start = rss_kib(pid, "VmRSS:");
+    if std::env::var_os("BENCH_SMAPS").is_some() {
+        let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        eprintln!(
+            "{}",
+            rollup
+                .lines()
+                .filter(|l| l.starts_with("Rss")
+                    || l.starts_with("Anonymous")
+                    || l.starts_with("Shared")
+                    || l.starts_with("Private"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let maps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+        let mut name = String::new();
+        for l in maps.lines() {
+            if l.contains('-') && l.split_whitespace().count() >= 5 && !l.starts_with("Rss") {
+                name = l.split_whitespace().skip(5).collect::<Vec<_>>().join(" ");
+            } else if let Some(v) = l.strip_prefix("Rss:") {
+                let kb: u64 = v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
+                if kb >= 64 {
+                    eprintln!("{kb:>6} kB {name}");
+                }
+            }
+        }
+    }
     let cpu_start = cpu_ticks(pid);
 
     const ACTS: [&str; 6] = [
