@@ -13,27 +13,19 @@
 mod agent_config;
 #[path = "../tests/common/gateway.rs"]
 mod gateway;
+#[path = "support/measure.rs"]
+mod measure;
 
 use std::fs;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_config::AgentConfig;
 use gateway::{Event, Gateway, Pki, Script};
+use measure::{agent_binary, status_kib};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -50,17 +42,6 @@ fn cpu_ns(pid: u32) -> u64 {
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
-}
-
-fn agent_binary() -> PathBuf {
-    // BENCH_AGENT points at another build, e.g. target/x86_64-unknown-linux-musl/release/rig-agent.
-    if let Some(p) = std::env::var_os("BENCH_AGENT") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    let bin = exe.parent().and_then(|p| p.parent()).expect("target dir").join("rig-agent");
-    assert!(bin.exists(), "{} not found: run `cargo build --release` first", bin.display());
-    bin
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -95,7 +76,7 @@ fn main() {
     }
     let (conn, _) = gw.wait_login(WAIT);
     gw.wait_act(WAIT, "heartbeat");
-    let rss_start = rss_kib(pid, "VmRSS:");
+    let rss_start = status_kib(pid, "VmRSS:");
     if std::env::var_os("BENCH_SMAPS").is_some() {
         let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
         eprintln!(
@@ -138,7 +119,7 @@ fn main() {
     let t0 = Instant::now();
     for i in 0..2 * queries {
         if i == queries {
-            rss_mid = rss_kib(pid, "VmRSS:");
+            rss_mid = status_kib(pid, "VmRSS:");
         }
         let k = i % ACTS.len();
         let code = format!("q{i}");
@@ -159,8 +140,8 @@ fn main() {
     }
     let flood = t0.elapsed();
     let cpu_used = cpu_ticks(pid) - cpu_start;
-    let rss_end = rss_kib(pid, "VmRSS:");
-    let hwm = rss_kib(pid, "VmHWM:");
+    let rss_end = status_kib(pid, "VmRSS:");
+    let hwm = status_kib(pid, "VmHWM:");
 
     // Idle: nothing but heartbeats (every 1 s here) for 10 s.
     let idle_cpu0 = cpu_ns(pid);
@@ -177,7 +158,7 @@ fn main() {
     let idle_cpu = cpu_ns(pid) - idle_cpu0;
 
     // 1 000 reconnects: the gateway closes, the agent logs in again.
-    let rss_before_reconnects = rss_kib(pid, "VmRSS:");
+    let rss_before_reconnects = status_kib(pid, "VmRSS:");
     let t_reconnects = Instant::now();
     for _ in 0..1000 {
         gw.close_all();
@@ -185,7 +166,7 @@ fn main() {
         gw.seen.clear();
     }
     let reconnects_took = t_reconnects.elapsed();
-    let rss_after_reconnects = rss_kib(pid, "VmRSS:");
+    let rss_after_reconnects = status_kib(pid, "VmRSS:");
 
     // The gateway is down for 2 s, then back: how long until the agent is logged in.
     gw.script().drop_on_accept = true;

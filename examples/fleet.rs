@@ -16,23 +16,18 @@
 mod agent_config;
 #[path = "../tests/common/gateway.rs"]
 mod gateway;
+#[path = "support/measure.rs"]
+mod measure;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_config::AgentConfig;
 use gateway::{Event, Gateway, Pki, Script};
+use measure::agent_binary;
 
 const BAD_TOKEN: &str = "this-token-is-wrong";
-
-fn agent_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let bin = exe.parent().and_then(|p| p.parent()).expect("target dir").join("rig-agent");
-    assert!(bin.exists(), "{} not found: run `cargo build --release` first", bin.display());
-    bin
-}
 
 /// Login times per hardware_id, and TCP accept times, as the gateway saw them.
 #[derive(Default)]

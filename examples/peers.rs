@@ -11,28 +11,22 @@
 mod agent_config;
 #[path = "../tests/common/gateway.rs"]
 mod gateway;
+#[path = "support/measure.rs"]
+mod measure;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_config::AgentConfig;
 use gateway::{Event, Gateway, Pki, Script};
+use measure::{agent_binary, status_kib};
 use serde_json::json;
 
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 const ZABBIX_AGENT2: &str = "/usr/sbin/zabbix_agent2";
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
 
 fn size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
@@ -78,9 +72,9 @@ fn node_exporter(requests: usize) -> Figures {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let rss_start_kib = rss_kib(child.id());
+    let rss_start_kib = status_kib(child.id(), "VmRSS:");
     let lat: Vec<f64> = (0..requests).map(|_| scrape(port).as_secs_f64() * 1e3).collect();
-    let rss_after_kib = rss_kib(child.id());
+    let rss_after_kib = status_kib(child.id(), "VmRSS:");
     let _ = child.kill();
     let _ = child.wait();
     Figures { size: size(Path::new(NODE_EXPORTER)), rss_start_kib, rss_after_kib, p50_ms: median(lat) }
@@ -107,7 +101,7 @@ fn zabbix_agent2(requests: usize) -> Figures {
             // Its RSS while it runs, at the peak.
             let mut peak = 0;
             while child.try_wait().unwrap().is_none() {
-                peak = peak.max(rss_kib(child.id()));
+                peak = peak.max(status_kib(child.id(), "VmRSS:"));
                 std::thread::sleep(Duration::from_millis(10));
             }
             rss.push(peak);
@@ -118,13 +112,6 @@ fn zabbix_agent2(requests: usize) -> Figures {
         .collect();
     let peak = rss.iter().copied().max().unwrap_or(0);
     Figures { size: size(Path::new(ZABBIX_AGENT2)), rss_start_kib: peak, rss_after_kib: peak, p50_ms: median(lat) }
-}
-
-fn agent_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let bin = exe.parent().and_then(|p| p.parent()).expect("target dir").join("rig-agent");
-    assert!(bin.exists(), "{} not found: run `cargo build --release` first", bin.display());
-    bin
 }
 
 fn rig_agent(requests: usize) -> Figures {
@@ -139,7 +126,7 @@ fn rig_agent(requests: usize) -> Figures {
         Command::new(&bin).arg("--config").arg(path).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let (conn, _) = gw.wait_login(Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(300));
-    let rss_start_kib = rss_kib(child.id());
+    let rss_start_kib = status_kib(child.id(), "VmRSS:");
     let mut lat = Vec::with_capacity(requests);
     for i in 0..requests {
         let code = format!("p{i}");
@@ -156,7 +143,7 @@ fn rig_agent(requests: usize) -> Figures {
         }
         gw.seen.clear();
     }
-    let rss_after_kib = rss_kib(child.id());
+    let rss_after_kib = status_kib(child.id(), "VmRSS:");
     let _ = child.kill();
     let _ = child.wait();
     Figures { size: size(&bin), rss_start_kib, rss_after_kib, p50_ms: median(lat) }

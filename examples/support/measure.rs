@@ -1,0 +1,23 @@
+//! What the benchmark examples share: finding the agent binary and reading a process's RSS.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The release binary beside the example (`cargo build --release`), or `BENCH_AGENT` when
+/// set, to measure another build (the static musl one, say).
+pub fn agent_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("BENCH_AGENT") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe.parent().and_then(|p| p.parent()).expect("target dir").join("rig-agent");
+    assert!(bin.exists(), "{} not found: run `cargo build --release` first", bin.display());
+    bin
+}
+
+/// A `/proc/PID/status` memory field (`VmRSS:`, `VmHWM:`) in KiB; 0 when unreadable.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+}
