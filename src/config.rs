@@ -552,10 +552,8 @@ impl Config {
             || self.device.name != other.device.name
             || self.device.token != other.device.token
             || urls(a) != urls(b)
+            // Paths and contents of ca_file, client_cert and client_key.
             || a.tls_digest != b.tls_digest
-            || a.ca_file != b.ca_file
-            || a.client_cert != b.client_cert
-            || a.client_key != b.client_key
             || a.subprotocol != b.subprotocol
             || a.allow_plaintext != b.allow_plaintext
             || a.max_message_bytes != b.max_message_bytes

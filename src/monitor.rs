@@ -29,7 +29,6 @@ pub struct DiskHealth {
 
 #[derive(Debug, Default, Clone)]
 struct Verdicts {
-    scanned: bool,
     failing: HashMap<String, String>,
     missing: Vec<(String, Remembered)>,
 }
@@ -37,11 +36,6 @@ struct Verdicts {
 impl DiskHealth {
     fn lock(&self) -> std::sync::MutexGuard<'_, Verdicts> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether a scan has happened yet (before it, `get_disk_info` judges from one look).
-    pub fn scanned(&self) -> bool {
-        self.lock().scanned
     }
 
     /// The reason of the disk's open failure episode, if it has one.
@@ -56,7 +50,6 @@ impl DiskHealth {
 
     fn publish(&self, inv: &Inventory, present: &[String]) {
         let mut v = self.lock();
-        v.scanned = true;
         v.failing = inv.episodes.iter().rev().map(|e| (e.disk.clone(), e.reason.clone())).collect();
         v.missing =
             inv.disks.iter().filter(|(n, _)| !present.contains(n)).map(|(n, r)| (n.clone(), r.clone())).collect();

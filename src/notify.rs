@@ -38,11 +38,6 @@ impl Notifier {
         Notifier { socket, watchdog_every, last_ping: Instant::now(), last_status: String::new() }
     }
 
-    /// A notifier that sends nothing (tests, `probe`).
-    pub fn disabled() -> Notifier {
-        Notifier { socket: None, watchdog_every: None, last_ping: Instant::now(), last_status: String::new() }
-    }
-
     fn send(&self, msg: &str) {
         let Some((sock, target)) = &self.socket else { return };
         let sent = match target {
@@ -123,7 +118,7 @@ mod tests {
 
     #[test]
     fn without_notify_socket_nothing_is_sent_and_no_watchdog_is_due() {
-        let n = Notifier::disabled();
+        let n = Notifier { socket: None, watchdog_every: None, last_ping: Instant::now(), last_status: String::new() };
         n.ready();
         assert_eq!(n.watchdog_due(), None);
     }

@@ -335,7 +335,11 @@ impl Runner {
             // Frames may sit decrypted in rustls' or tungstenite's buffers, where poll(2)
             // cannot see them: after a capped read round, read again without sleeping.
             if !conn.more_to_read {
-                let next_resend = if session.is_up() { self.resend.next_due(&self.spool.unacked()) } else { None };
+                let next_resend = if session.is_up() && !self.spool.is_empty() {
+                    self.resend.next_due(&self.spool.unacked())
+                } else {
+                    None
+                };
                 let mut deadline = [session.next_deadline(), next_resend].into_iter().flatten().min();
                 if let Some(since) = conn.write_stalled_since {
                     deadline = Some(deadline.map_or(since + stall_limit, |d| d.min(since + stall_limit)));
@@ -354,7 +358,7 @@ impl Runner {
             pending.extend(session.on_tick(&self.ids, Instant::now()));
             // Warnings go out only after login: all of them after each login, new ones at
             // once, unacknowledged ones again every `warning.resend_after`.
-            if session.is_up() {
+            if session.is_up() && !self.spool.is_empty() {
                 let unacked = self.spool.unacked();
                 pending.extend(
                     self.resend.due(Instant::now(), &unacked).into_iter().map(|e| Action::Send(e.text.clone())),

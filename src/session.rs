@@ -131,10 +131,6 @@ impl Session {
         self.phase == Phase::Closed
     }
 
-    pub fn identity(&self) -> &Identity {
-        &self.id
-    }
-
     /// Any frame (text, binary, ping, pong) proves the connection alive.
     pub fn on_frame(&mut self, now: Instant) {
         self.last_frame = self.last_frame.max(now);

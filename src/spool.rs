@@ -152,10 +152,6 @@ impl Spool {
         self.len() == 0
     }
 
-    pub fn contains(&self, act_id: &str) -> bool {
-        self.lock().entries.iter().any(|e| e.act_id == act_id)
-    }
-
     /// The gateway acknowledged `act_id`: forget it and delete its file. `false` when no
     /// such warning is waiting (a duplicate ack).
     pub fn ack(&self, act_id: &str) -> bool {

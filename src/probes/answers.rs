@@ -12,7 +12,7 @@ use super::network::{self, Addresses};
 use super::sensors;
 use super::smart::SmartReader;
 use super::system::{self, SystemProbe};
-use super::{Roots, entries};
+use super::{Roots, entries, read_attr};
 use crate::config::Config;
 use crate::monitor::DiskHealth;
 use crate::protocol::Refusal;
@@ -71,11 +71,19 @@ impl Probes {
         let cpu = sys.cpu();
         let mem = sys.memory();
         let disks = self.disks();
+        // Only the default route's interface: its first IPv4 address and its MAC.
         let primary = network::default_route(&self.roots.procfs);
-        let addresses = network::kernel_addresses();
-        let iface = primary
-            .as_ref()
-            .and_then(|p| network::read(&self.roots.sysfs, &addresses).into_iter().find(|i| &i.name == p));
+        let (primary_ipv4, primary_mac) = match &primary {
+            None => (None, None),
+            Some(p) => {
+                let addresses = network::kernel_addresses();
+                let ipv4 = addresses
+                    .get(p)
+                    .and_then(|(v4, _)| v4.first())
+                    .map(|c| c.split('/').next().unwrap_or(c).to_string());
+                (ipv4, read_attr(&self.roots.sysfs.join("class/net").join(p).join("address")))
+            }
+        };
         json!({
             "hostname": sys.hostname(),
             "os": {"name": os_name, "version": os_version},
@@ -87,8 +95,8 @@ impl Probes {
             "disks": {"count": disks.len(), "total_bytes": disks.iter().filter_map(|d| d.size_bytes).sum::<u64>()},
             "network": {
                 "primary_interface": primary,
-                "primary_ipv4": iface.as_ref().and_then(|i| i.ipv4.first()).map(|c| c.split('/').next().unwrap_or(c).to_string()),
-                "primary_mac": iface.and_then(|i| i.mac),
+                "primary_ipv4": primary_ipv4,
+                "primary_mac": primary_mac,
             },
             "boot_time": system::boot_time(),
             "uptime_secs": system::uptime_secs(),
