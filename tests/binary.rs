@@ -4,52 +4,18 @@
 mod common;
 
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rustix::process::{Pid, Signal, kill_process};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rig-agent");
 
 fn run(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run rig-agent")
-}
-
-fn spawn_agent(config: &Path, envs: &[(&str, &str)]) -> Child {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--config").arg(config).stdout(Stdio::piped()).stderr(Stdio::piped()).env_remove("JOURNAL_STREAM");
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("spawn rig-agent")
-}
-
-fn signal(child: &Child, sig: Signal) {
-    let pid = Pid::from_raw(child.id() as i32).expect("child pid");
-    kill_process(pid, sig).expect("send signal");
-}
-
-/// Waits for the child to exit, killing it after `limit` (a guard, not a timing).
-fn wait_exit(child: &mut Child, limit: Duration) -> (Option<i32>, Duration, String) {
-    let t = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            return (status.code(), t.elapsed(), err);
-        }
-        if t.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("rig-agent did not exit within {limit:?}");
-        }
-        thread::sleep(ms(10));
-    }
 }
 
 #[test]

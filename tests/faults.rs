@@ -5,7 +5,6 @@
 mod common;
 
 use std::fs;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -116,21 +115,10 @@ fn an_unresolvable_gateway_host_is_retried_with_one_log_line() {
     let mut cfg = AgentConfig::new("wss://gateway.rig-agent-test.invalid/ws".into(), &pki.ca_file);
     (cfg.connect_timeout, cfg.reconnect_initial, cfg.reconnect_max) = ("300ms", "50ms", "100ms");
     let path = cfg.write(dir.path());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rig-agent"))
-        .arg("--config")
-        .arg(&path)
-        .env_remove("JOURNAL_STREAM")
-        .env("RUST_LOG", "debug")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_agent(&path, &[("RUST_LOG", "debug")]);
     std::thread::sleep(ms(2500));
-    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let status = child.wait().unwrap();
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
-    assert!(status.success(), "{log}");
+    let (code, log) = stop_agent(&mut child);
+    assert_eq!(code, Some(0), "{log}");
     let warns = log.lines().filter(|l| l.contains(" WARN ")).count();
     let attempts = log.lines().filter(|l| l.contains("gateway.rig-agent-test.invalid")).count();
     assert_eq!(warns, 1, "one warning for the state change:\n{log}");

@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -260,24 +260,13 @@ fn rising_io_errors_raise_io_errors() {
     assert_eq!(w["detail"], "device/ioerr_cnt of sda rose from 0x2 to 0x9");
 }
 
-fn spawn_binary(config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_rig-agent"))
-        .arg("--config")
-        .arg(config)
-        .env_remove("JOURNAL_STREAM")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 #[test]
 fn a_warning_survives_kill_9_right_after_detection_and_is_delivered_after_restart() {
     let _g = Guard::new(30 * SEC);
     let Rig { dir, rig, pki, mut gw } = Rig::new(Script { drop_on_accept: true, ..Script::default() });
     let cfg = config(gw.url(), &pki, &rig).write(dir.path());
     let state = dir.path().join("state");
-    let mut child = spawn_binary(&cfg);
+    let mut child = spawn_agent(&cfg, &[]);
     wait_until(10 * SEC, "sdb's warning in the spool", || spool_files(&state).len() == 1);
     fs::remove_dir_all(rig.join("sys/block/sda")).unwrap();
     wait_until(10 * SEC, "sda's warning in the spool", || spool_files(&state).len() == 2);
@@ -286,19 +275,14 @@ fn a_warning_survives_kill_9_right_after_detection_and_is_delivered_after_restar
     let spooled: Vec<Value> =
         spool_files(&state).iter().map(|p| serde_json::from_str(&fs::read_to_string(p).unwrap()).unwrap()).collect();
     gw.script().drop_on_accept = false;
-    let mut child = spawn_binary(&cfg);
+    let mut child = spawn_agent(&cfg, &[]);
     for w in &spooled {
         let got = wait_warning(&mut gw, 10 * SEC, w["disk"].as_str().unwrap(), w["reason"].as_str().unwrap());
         assert_eq!(&got, w, "delivered exactly as spooled, original act_id included");
     }
     soak(&mut gw, ms(600));
     assert_eq!(warnings_seen(&gw, "/dev/sda").len(), 1, "no second episode after the restart");
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
-    assert!(child.wait().unwrap().success());
+    assert_eq!(stop_agent(&mut child).0, Some(0));
 }
 
 #[test]
@@ -310,18 +294,11 @@ fn corrupt_state_files_are_moved_aside_reported_and_the_agent_goes_on() {
     fs::create_dir_all(state.join("spool")).unwrap();
     fs::write(state.join("disks.json"), "{\"version\":1,\"disks\":").unwrap();
     fs::write(state.join("spool/w-000000000001.json"), [0xff, 0xfe, 0x00]).unwrap();
-    let mut child = spawn_binary(&cfg);
+    let mut child = spawn_agent(&cfg, &[]);
     gw.wait_login(10 * SEC);
     wait_warning(&mut gw, 10 * SEC, "/dev/sdb", "offline");
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
-    let status = child.wait().unwrap();
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
-    assert!(status.success());
+    let (code, log) = stop_agent(&mut child);
+    assert_eq!(code, Some(0), "{log}");
     assert!(state.join("disks.json.corrupt").exists() && state.join("spool/w-000000000001.json.corrupt").exists());
     let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR") && l.contains("disk inventory")).collect();
     assert_eq!(errors.len(), 1, "the inventory is reported once:\n{log}");
@@ -416,7 +393,7 @@ fn with_the_state_filesystem_full_warnings_are_still_sent_and_the_spool_catches_
     let mut cfg = config(gw.url(), &pki, &rig);
     cfg.warning = "resend_after = \"300ms\"\n".into();
     let config_path = cfg.write(dir.path());
-    let mut child = spawn_binary(&config_path);
+    let mut child = spawn_agent(&config_path, &[]);
     let w = wait_warning(&mut gw, 10 * SEC, "/dev/sdb", "offline");
     assert!(spool_files(&mnt).is_empty(), "the disk is full: nothing could be spooled");
     // Room again: the next scan writes the warning out.
@@ -427,14 +404,8 @@ fn with_the_state_filesystem_full_warnings_are_still_sent_and_the_spool_catches_
     assert_eq!(on_disk, w, "the warning it had sent, same act_id");
     gw.script().warning_ack = Some(0);
     wait_until(10 * SEC, "the ack to empty the spool", || spool_files(&mnt).is_empty());
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
-    assert!(child.wait().unwrap().success());
-    let mut log = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    let (code, log) = stop_agent(&mut child);
+    assert_eq!(code, Some(0), "{log}");
     let spool_errors =
         log.lines().filter(|l| l.contains("ERROR") && l.contains("cannot write the warning spool")).count();
     assert_eq!(spool_errors, 1, "logged once, not once per scan:\n{log}");

@@ -6,7 +6,9 @@
 pub mod agent_config;
 pub mod gateway;
 
+use std::io::Read;
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Sender};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -19,6 +21,8 @@ pub use gateway::{Event, Gateway, Pki, Script};
 use rig_agent::Config;
 use rig_agent::queries::Catalogue;
 use rig_agent::signals::Shutdown;
+pub use rustix::process::Signal;
+use rustix::process::{Pid, kill_process};
 
 /// Aborts the whole test binary if the test is still running after `limit`: a hang must fail,
 /// not block CI.
@@ -118,4 +122,46 @@ pub const SEC: Duration = Duration::from_secs(1);
 
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
+}
+
+/// The real `rig-agent` binary, as systemd runs it: `--config` and these extra environment
+/// variables, stdout and stderr captured, not under journald.
+pub fn spawn_agent(config: &Path, envs: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rig-agent"));
+    cmd.arg("--config").arg(config).stdout(Stdio::piped()).stderr(Stdio::piped()).env_remove("JOURNAL_STREAM");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn rig-agent")
+}
+
+pub fn signal(child: &Child, sig: Signal) {
+    let pid = Pid::from_raw(child.id() as i32).expect("child pid");
+    kill_process(pid, sig).expect("send signal");
+}
+
+/// Waits for the child to exit, killing it after `limit` (a guard, not a timing).
+/// Returns its exit code, how long it took, and what it logged.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> (Option<i32>, Duration, String) {
+    let t = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            return (status.code(), t.elapsed(), err);
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rig-agent did not exit within {limit:?}");
+        }
+        thread::sleep(ms(10));
+    }
+}
+
+/// SIGTERM, as systemd stops it; its exit code and its log.
+pub fn stop_agent(child: &mut Child) -> (Option<i32>, String) {
+    signal(child, Signal::TERM);
+    let (code, _, log) = wait_exit(child, 10 * SEC);
+    (code, log)
 }
