@@ -98,11 +98,8 @@ pub struct DeviceConfig {
 pub struct GatewayConfig {
     /// Tried round robin. Required, at least one; `wss://` unless `allow_plaintext`.
     pub urls: Vec<GatewayUrl>,
-    /// Trust only the CAs in this PEM file instead of the system's CA bundle.
+    /// Trust only the CAs in this PEM file instead of webpki-roots.
     pub ca_file: Option<PathBuf>,
-    /// The PEM file the trusted CAs came from: `ca_file`, or the system bundle found at load
-    /// (`tls::SYSTEM_BUNDLES`); `None` when every URL is `ws://`.
-    pub trust: Option<PathBuf>,
     /// Client certificate chain and key (PEM) for gateways that authenticate by mTLS.
     pub client_cert: Option<PathBuf>,
     pub client_key: Option<PathBuf>,
@@ -244,10 +241,8 @@ impl Config {
                 None => out += &format!("# {k} not set\n"),
             }
         }
-        match (&g.ca_file, &g.trust) {
-            (None, Some(bundle)) => out += &format!("# trust: the system CA bundle {}\n", bundle.display()),
-            (None, None) => out += "# trust: none needed (ws:// only)\n",
-            (Some(_), _) => {}
+        if g.ca_file.is_none() {
+            out += "# trust: webpki-roots (Mozilla's CAs)\n";
         }
         out += &format!(
             "connect_timeout = \"{}\"\nlogin_timeout = \"{}\"\nallow_plaintext = {}\nmax_message_bytes = {}\n",
@@ -409,24 +404,12 @@ fn read_gateway(s: &mut Section) -> Result<GatewayConfig, ConfigError> {
     let client_cert = s.path("client_cert")?;
     let client_key = s.path("client_key")?;
 
-    let (trust, roots) = match &ca_file {
-        Some(f) => (
-            Some(f.clone()),
+    let roots = match &ca_file {
+        Some(f) => Some(
             tls::read_ca_file(f)
                 .map_err(|why| s.err_at("ca_file", &why, "point it at a readable PEM file of CA certificates"))?,
         ),
-        None if urls.iter().any(GatewayUrl::is_tls) => {
-            let (bundle, certs) = tls::system_roots(tls::SYSTEM_BUNDLES).map_err(|why| {
-                s.err_missing(
-                    "ca_file",
-                    &why,
-                    "install the ca-certificates package, or set gateway.ca_file to the PEM file of the CA that signed the gateway's certificate",
-                )
-            })?;
-            (Some(bundle), certs)
-        }
-        // ws:// only (allow_plaintext): nothing to verify.
-        None => (None, Vec::new()),
+        None => None,
     };
     let client_auth = match (&client_cert, &client_key) {
         (None, None) => None,
@@ -461,12 +444,11 @@ fn read_gateway(s: &mut Section) -> Result<GatewayConfig, ConfigError> {
     })?;
 
     let max_message_bytes = s.int_or("max_message_bytes", 1 << 20, 1024, 1 << 30)?;
-    let tls_digest = digest_files(&[&trust, &client_cert, &client_key]);
+    let tls_digest = digest_files(&[&ca_file, &client_cert, &client_key]);
     Ok(GatewayConfig {
         tls_digest,
         urls,
         ca_file,
-        trust,
         client_cert,
         client_key,
         connect_timeout: s.duration_or("connect_timeout", Duration::from_secs(10), Duration::from_millis(10))?,
@@ -570,8 +552,7 @@ impl Config {
             || self.device.name != other.device.name
             || self.device.token != other.device.token
             || urls(a) != urls(b)
-            // Paths and contents of the trusted CAs (ca_file or the system bundle),
-            // client_cert and client_key.
+            // Paths and contents of ca_file, client_cert and client_key.
             || a.tls_digest != b.tls_digest
             || a.subprotocol != b.subprotocol
             || a.allow_plaintext != b.allow_plaintext
@@ -656,24 +637,6 @@ pub(crate) mod tests {
         assert_eq!(c.warning.resend_after, Duration::from_secs(60));
         assert_eq!(c.paths.sysfs, PathBuf::from("/sys"));
         assert!(c.paths.state_dir.is_dir(), "state dir is created");
-    }
-
-    #[test]
-    fn without_ca_file_the_system_ca_bundle_is_trusted_and_shown_by_check() {
-        let f = Fixture::new();
-        let c = f.parse(MINIMAL).unwrap();
-        let bundle = c.gateway.trust.clone().expect("this machine has a CA bundle (.ci/run installs ca-certificates)");
-        assert!(tls::SYSTEM_BUNDLES.iter().any(|b| Path::new(b) == bundle), "{bundle:?}");
-        assert!(c.render().contains(&format!("# trust: the system CA bundle {}", bundle.display())));
-    }
-
-    #[test]
-    fn plaintext_only_configs_need_no_ca_bundle() {
-        let f = Fixture::new();
-        let ws = MINIMAL.replace("wss://", "ws://").replace("[paths]", "allow_plaintext = true\n[paths]");
-        let c = f.parse(&ws).unwrap();
-        assert_eq!(c.gateway.trust, None);
-        assert!(c.render().contains("# trust: none needed (ws:// only)"));
     }
 
     #[test]
