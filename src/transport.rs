@@ -55,9 +55,16 @@ impl Read for Stream {
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = match &mut self.inner {
-            Inner::Plain(s) => s.write(buf),
-            Inner::Tls(s) => s.write(buf),
-        }?;
+            Inner::Plain(s) => s.write(buf)?,
+            // On a nonblocking socket rustls' StreamOwned answers Ok(0) when its TLS buffer
+            // is full and the socket took only part of it. That is back-pressure, but
+            // tungstenite reads Ok(0) as a reset ("Connection reset while sending") and the
+            // connection was dropped whenever the kernel's send buffer filled.
+            Inner::Tls(s) => match s.write(buf)? {
+                0 if !buf.is_empty() => return Err(io::ErrorKind::WouldBlock.into()),
+                n => n,
+            },
+        };
         self.written += n as u64;
         Ok(n)
     }

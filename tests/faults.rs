@@ -53,13 +53,15 @@ fn five_hundred_dropped_sessions_leave_no_growth_in_fds_threads_or_memory() {
 
 /// Starts an agent with a 256 KiB answer, sends `queries` of them to a gateway that reads
 /// nothing after the login (but keeps pinging, so the connection is never silent), and
-/// returns how long the agent took to leave.
-fn leave_a_deaf_gateway(queries: usize) -> Duration {
+/// returns how long the agent took to leave and the warning that said why.
+/// `gateway_extra`: more `[gateway]` lines.
+fn leave_a_deaf_gateway(queries: usize, gateway_extra: &str) -> (Duration, String) {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&["localhost"]);
     let mut gw = Gateway::start(&pki, Script { deaf_after_login: true, ..Script::default() });
     let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
     (cfg.heartbeat_interval, cfg.heartbeat_timeout) = ("200ms", "800ms");
+    cfg.gateway_extra = gateway_extra.into();
     let _agent = Agent::with_catalogue(&cfg.write(dir.path()), |c| {
         c.add("test_big_answer", Lane::Fast, |_| Ok(json!({"blob": "x".repeat(256 << 10)})))
     });
@@ -73,18 +75,33 @@ fn leave_a_deaf_gateway(queries: usize) -> Duration {
     let t0 = Instant::now();
     gw.script().deaf_after_login = false;
     let (again, _) = gw.wait_login(10 * SEC);
+    let took = t0.elapsed();
     assert_ne!(again, conn);
-    t0.elapsed()
+    let lost = warnings_with(&format!("{} lost", gw.url()));
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    (took, lost[0].clone())
 }
 
 #[test]
 fn a_gateway_that_stops_reading_while_large_answers_pile_up_is_left_when_the_buffer_is_full() {
     let _g = Guard::new(30 * SEC);
     // 40 × 256 KiB is more than the 4 MiB output buffer: dropped at once, not buffered.
-    // (On loopback the kernel's socket buffers hold more than that cap, so the other way
-    // out, no byte moving for heartbeat.timeout, cannot be forced here.)
-    let took = leave_a_deaf_gateway(40);
+    let (took, why) = leave_a_deaf_gateway(40, "");
+    assert!(why.contains("output buffer full"), "{why}");
     assert!(took < 2 * SEC, "left after {took:?}");
+}
+
+#[test]
+fn a_gateway_that_stops_reading_is_left_after_heartbeat_timeout_without_progress() {
+    let _g = Guard::new(60 * SEC);
+    // With max_message_bytes = 64 MiB the output buffer may hold 256 MiB, so the 50 MiB of
+    // answers never fill it. They do fill the kernel's socket buffers (at most 4 MiB send
+    // + 32 MiB receive here), after which no byte moves: the stall timer
+    // (heartbeat.timeout, 800 ms) is the only way out. Without it the agent would stay.
+    let (took, why) = leave_a_deaf_gateway(200, "max_message_bytes = 67108864");
+    assert!(why.contains("took no data for"), "{why}");
+    // The stall began after the queries were sent, so it lasted the full 800 ms.
+    assert!(took >= ms(800) && took < 8 * SEC, "left after {took:?}");
 }
 
 #[test]

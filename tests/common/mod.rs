@@ -63,9 +63,22 @@ impl log::Log for TestLog {
         if self.enabled(r.metadata()) {
             let t = std::thread::current();
             eprintln!("[agent {:>8}] {:<5} {}", t.name().unwrap_or("?"), r.level(), r.args());
+            if r.level() <= log::Level::Warn {
+                WARNINGS.lock().unwrap().push(r.args().to_string());
+            }
         }
     }
     fn flush(&self) {}
+}
+
+/// Warnings and errors of every in-process agent of this test binary, for tests that check
+/// why something happened. Tests share the process: filter on something of your own (the
+/// gateway's port).
+static WARNINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// The warnings logged so far that contain `needle`.
+pub fn warnings_with(needle: &str) -> Vec<String> {
+    WARNINGS.lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect()
 }
 
 pub fn init_test_log() {
@@ -126,8 +139,23 @@ pub fn ms(n: u64) -> Duration {
 
 /// The real `rig-agent` binary, as systemd runs it: `--config` and these extra environment
 /// variables, stdout and stderr captured, not under journald.
+/// The agent binary under test: this build's, or the command in `RIG_AGENT_UNDER_TEST`
+/// (`qemu-aarch64 target/aarch64-unknown-linux-musl/release/rig-agent`), so that CI runs
+/// the tests that spawn the agent against the release builds it ships, ARM ones included.
+pub fn agent_command() -> Command {
+    match std::env::var("RIG_AGENT_UNDER_TEST") {
+        Ok(spec) if !spec.trim().is_empty() => {
+            let mut words = spec.split_whitespace();
+            let mut cmd = Command::new(words.next().unwrap());
+            cmd.args(words);
+            cmd
+        }
+        _ => Command::new(env!("CARGO_BIN_EXE_rig-agent")),
+    }
+}
+
 pub fn spawn_agent(config: &Path, envs: &[(&str, &str)]) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rig-agent"));
+    let mut cmd = agent_command();
     cmd.arg("--config").arg(config).stdout(Stdio::piped()).stderr(Stdio::piped()).env_remove("JOURNAL_STREAM");
     for (k, v) in envs {
         cmd.env(k, v);
