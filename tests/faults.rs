@@ -142,3 +142,82 @@ fn an_unresolvable_gateway_host_is_retried_with_one_log_line() {
     assert!(attempts >= 4, "retried ({attempts} attempts logged at debug):\n{log}");
     assert!(log.contains("resolve") || log.contains("DNS"), "{log}");
 }
+
+fn child_rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn ten_thousand_messages_a_second_for_five_seconds_cost_no_heartbeat_and_no_memory_growth() {
+    let _g = Guard::new(120 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    (cfg.heartbeat_interval, cfg.heartbeat_timeout) = ("250ms", "3s");
+    let mut child = spawn_agent(&cfg.write(dir.path()), &[]);
+    let (conn, _) = gw.wait_login(10 * SEC);
+    let login_at = gw.seen.last().unwrap().at();
+
+    // 10 messages every millisecond for 5 s: 9 queries and 1 junk frame. Past 64 queries in
+    // flight the agent answers code 3 (busy) at once, so nothing queues without limit.
+    let (mut queries, mut rss) = (0usize, Vec::new());
+    let start = Instant::now();
+    for tick in 0..5_000u32 {
+        if let Some(wait) = (start + ms(1) * tick).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        for _ in 0..9 {
+            let q = json!({"act":"get_agent_info","act_code":format!("q{queries}"),"client_id":"c","reqtype":"post"});
+            gw.send_json(conn, q);
+            queries += 1;
+        }
+        gw.send(conn, tungstenite::Message::text("junk {"));
+        if tick % 500 == 499 {
+            rss.push(child_rss_kib(child.id()));
+        }
+    }
+    let sent_in = start.elapsed();
+
+    let mut answered = std::collections::HashSet::new();
+    let deadline = Instant::now() + 60 * SEC;
+    while answered.len() < queries {
+        assert!(Instant::now() < deadline, "{} of {queries} answers within 60 s of the flood", answered.len());
+        match gw.next_event(10 * SEC).expect("answers stopped coming") {
+            Event::Gone { .. } | Event::Accepted { .. } => panic!("the flood cost the connection"),
+            Event::Received { msg, .. } if msg["act"] == "get_agent_info" => {
+                assert!(matches!(msg["code"].as_i64(), Some(0 | 3)), "{msg}");
+                assert!(answered.insert(msg["act_code"].as_str().unwrap().to_string()), "answered twice: {msg}");
+            }
+            _ => {}
+        }
+    }
+    let hbs: Vec<Instant> = gw.seen.iter().filter(|e| e.act() == Some("heartbeat")).map(Event::at).collect();
+    let (code, log) = stop_agent(&mut child);
+    assert_eq!(code, Some(0), "{log}");
+
+    eprintln!(
+        "sent {queries} queries + {} junk frames in {sent_in:?}; agent RSS every 0.5 s: {rss:?} KiB",
+        queries / 9
+    );
+    // Heartbeats went out on their schedule throughout (as the gateway saw them, so with
+    // the gateway's own delays on a loaded machine: a generous bound).
+    assert!(hbs.len() >= 20, "{} heartbeats", hbs.len());
+    for (i, at) in hbs.iter().enumerate() {
+        let late = at.saturating_duration_since(login_at + ms(250) * (i as u32 + 1));
+        assert!(late < SEC, "heartbeat {i} late by {late:?}");
+    }
+    // Memory: flat after the first second, not growing with the 45 000 queries.
+    let (first, peak) = (rss[1], *rss[1..].iter().max().unwrap());
+    assert!(peak <= first + 4096, "agent RSS grew from {first} KiB to {peak} KiB during the flood");
+    // Junk is logged, but 5 000 junk frames and thousands of busy refusals are not 5 000
+    // lines: the throttle lets 5 a minute through.
+    assert!(log.contains("dropped a frame from the gateway"), "{log}");
+    let warnings = log.lines().filter(|l| l.contains(" WARN ")).count();
+    assert!(warnings <= 10, "{warnings} warnings:\n{log}");
+}
