@@ -413,6 +413,53 @@ fn with_the_state_filesystem_full_warnings_are_still_sent_and_the_spool_catches_
 }
 
 #[test]
+fn with_the_state_filesystem_remounted_read_only_warnings_are_still_sent_and_the_spool_catches_up() {
+    if run("id", &["-u"]) != "0" {
+        eprintln!("skipped: needs root for losetup and mount (CI runs as root)");
+        return;
+    }
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    let img = dir.path().join("state.img");
+    fs::File::create(&img).unwrap().set_len(4 << 20).unwrap();
+    let dev = run("losetup", &["--find", "--show", img.to_str().unwrap()]);
+    let mnt = dir.path().join("state");
+    fs::create_dir(&mnt).unwrap();
+    let lfs = LoopFs { dev: dev.clone(), mnt: mnt.clone() };
+    run("mkfs.ext4", &["-q", "-F", &dev]);
+    run("mount", &[&dev, mnt.to_str().unwrap()]);
+
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let mut cfg = config(gw.url(), &pki, &rig);
+    cfg.warning = "resend_after = \"300ms\"\n".into();
+    let mut child = spawn_agent(&cfg.write(dir.path()), &[]);
+    // The fixture's offline disk is reported and acknowledged while the state is writable.
+    wait_warning(&mut gw, 10 * SEC, "/dev/sdb", "offline");
+    wait_until(10 * SEC, "the acknowledged warning to leave the spool", || spool_files(&mnt).is_empty());
+
+    // An SD card that went bad: ext4 remounts it read-only (errors=remount-ro).
+    run("mount", &["-o", "remount,ro", mnt.to_str().unwrap()]);
+    gw.script().warning_ack = None;
+    fs::remove_dir_all(rig.join("sys/block/nvme0n1")).unwrap();
+    let w = wait_warning(&mut gw, 10 * SEC, "/dev/nvme0n1", "missing");
+    assert!(spool_files(&mnt).is_empty(), "the state is read-only: nothing could be spooled");
+
+    // Writable again (fsck, remount): the warning it sent is written out, same act_id.
+    run("mount", &["-o", "remount,rw", mnt.to_str().unwrap()]);
+    wait_until(10 * SEC, "the spool to catch up", || spool_files(&mnt).len() == 1);
+    let on_disk: Value = serde_json::from_str(&fs::read_to_string(&spool_files(&mnt)[0]).unwrap()).unwrap();
+    assert_eq!(on_disk, w);
+    gw.script().warning_ack = Some(0);
+    wait_until(10 * SEC, "the ack to empty the spool", || spool_files(&mnt).is_empty());
+    let (code, log) = stop_agent(&mut child);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("cannot write the warning spool") && log.contains("Read-only file system"), "{log}");
+    drop(lfs);
+}
+
+#[test]
 fn a_failed_smart_check_raises_smart_failed_without_the_scan_waiting_for_smartctl() {
     let _g = Guard::new(30 * SEC);
     let dir = tempfile::tempdir().unwrap();
