@@ -3,11 +3,12 @@
 //! Measures the release binary as it runs on a rig: the real `rig-agent` process against
 //! the in-process test gateway over loopback wss. Prints binary size, RSS after login and
 //! after QUERIES and 2×QUERIES queries (default 10 000), each act's round trip (median,
-//! p99) and
-//! whether heartbeats stayed on time during the flood. BENCH_AGENT=PATH measures another
-//! build (the static musl one, say); BENCH_SMAPS=1 prints where the RSS is. BENCH_MALLOC_ARENA_MAX=1 runs the
-//! agent with one glibc malloc arena (about 0.1 MB less RSS). Figures, not pass/fail: the
-//! targets live in README.md.
+//! p99), whether heartbeats stayed on time, idle CPU, RSS over 1 000 reconnects, the time
+//! from gateway back to logged in, and a sustained flood of 10 000 messages a second for
+//! 5 s. Every figure is the median of BENCH_RUNS runs (default 3), each with a fresh agent.
+//! BENCH_AGENT=PATH measures another build (the static musl one, say); BENCH_SMAPS=1 prints
+//! where the RSS is. BENCH_MALLOC_ARENA_MAX=1 runs the agent with one glibc malloc arena
+//! (about 0.1 MB less RSS). Figures, not pass/fail: the targets live in README.md.
 
 #[path = "../tests/common/agent_config.rs"]
 mod agent_config;
@@ -48,9 +49,65 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// How a figure is printed.
+#[derive(Clone, Copy)]
+enum Unit {
+    /// KiB, printed as MB.
+    Mb,
+    /// Seconds, printed as ms.
+    Ms,
+    Secs,
+    PerSec,
+    Count,
+}
+
+/// One run's figures, in print order.
+#[derive(Default)]
+struct Figures(Vec<(String, f64, Unit)>);
+
+impl Figures {
+    fn add(&mut self, label: impl Into<String>, value: f64, unit: Unit) {
+        self.0.push((label.into(), value, unit));
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+fn show(value: f64, unit: Unit) -> String {
+    match unit {
+        Unit::Mb => format!("{:.2} MB", value / 1024.0),
+        Unit::Ms => format!("{:.3} ms", value * 1e3),
+        Unit::Secs => format!("{value:.3} s"),
+        Unit::PerSec => format!("{value:.0} /s"),
+        Unit::Count => format!("{value:.0}"),
+    }
+}
+
 fn main() {
     let queries: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3).max(1);
     let bin = agent_binary();
+    let all: Vec<Figures> = (0..runs)
+        .map(|r| {
+            eprintln!("run {} of {runs}", r + 1);
+            run_once(&bin, queries)
+        })
+        .collect();
+    let size = fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
+    println!("rig-agent benchmark: {} queries over loopback wss per run; medians of {runs} runs", 2 * queries);
+    println!("{:<52} {:>16}", "binary size (release, this target)", format!("{:.2} MB", size as f64 / 1e6));
+    for (i, (label, _, unit)) in all[0].0.iter().enumerate() {
+        let m = median(all.iter().map(|f| f.0[i].1).collect());
+        println!("{label:<52} {:>16}", show(m, *unit));
+    }
+}
+
+fn run_once(bin: &std::path::Path, queries: usize) -> Figures {
+    let mut fig = Figures::default();
     let pki = Pki::new(&["localhost"]);
     let mut gw = Gateway::start(&pki, Script::default());
     let dir = tempfile::tempdir().unwrap();
@@ -60,7 +117,7 @@ fn main() {
     // Fast reconnects, so that 1 000 of them take seconds, not minutes.
     (agent_config.reconnect_initial, agent_config.reconnect_max) = ("1ms", "2ms");
     let config = agent_config.write(dir.path());
-    let mut child = Command::new(&bin)
+    let mut child = Command::new(bin)
         .arg("--config")
         .arg(&config)
         .env("RUST_LOG", "warn")
@@ -174,52 +231,85 @@ fn main() {
     std::thread::sleep(Duration::from_secs(2));
     gw.script().drop_on_accept = false;
     let t_up = Instant::now();
-    gw.wait_login(WAIT);
+    let (conn, _) = gw.wait_login(WAIT);
     let back_in = t_up.elapsed();
+
+    // 10 000 messages a second for 5 s: 9 queries and 1 junk frame every millisecond,
+    // answered (ok or busy) as they come; heartbeats every second meanwhile.
+    gw.seen.clear();
+    let rss_before_flood = status_kib(pid, "VmRSS:");
+    let (mut sent, mut answered, mut busy, mut peak) = (0usize, 0usize, 0usize, 0u64);
+    let mut flood_heartbeats = Vec::new();
+    let start = Instant::now();
+    let tally = |e: Event, answered: &mut usize, busy: &mut usize, hbs: &mut Vec<Instant>| {
+        if let Event::Received { msg, at, .. } = e {
+            if msg["act"] == "get_agent_info" {
+                *answered += 1;
+                *busy += usize::from(msg["code"] == 3);
+            } else if msg["act"] == "heartbeat" {
+                hbs.push(at);
+            }
+        }
+    };
+    for tick in 0..5_000u32 {
+        if let Some(wait) = (start + Duration::from_millis(1) * tick).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        for _ in 0..9 {
+            gw.send_json(
+                conn,
+                json!({"act":"get_agent_info","act_code":format!("f{sent}"),"client_id":"b","reqtype":"post"}),
+            );
+            sent += 1;
+        }
+        gw.send(conn, tungstenite::Message::text("junk {"));
+        while let Some(e) = gw.next_event(Duration::ZERO) {
+            tally(e, &mut answered, &mut busy, &mut flood_heartbeats);
+        }
+        gw.seen.clear();
+        if tick % 100 == 99 {
+            peak = peak.max(status_kib(pid, "VmRSS:"));
+        }
+    }
+    let flood_sent_in = start.elapsed();
+    while answered < sent {
+        tally(gw.next_event(WAIT).expect("flood answers"), &mut answered, &mut busy, &mut flood_heartbeats);
+    }
+    gw.seen.clear();
+    let flood_done_in = start.elapsed();
+    let rss_after_flood = status_kib(pid, "VmRSS:");
     let _ = child.kill();
     let _ = child.wait();
 
     let worst_hb_gap = heartbeats.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
-    let size = fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
-    let mb = |kib: u64| format!("{:.2} MB", kib as f64 / 1024.0);
-    let msf = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1e3);
-    println!("rig-agent benchmark: {} queries over loopback wss, the six acts in turn", 2 * queries);
-    println!("{:<44} {:>12}", "binary size (release, this target)", format!("{:.2} MB", size as f64 / 1e6));
-    println!("{:<44} {:>12}", "RSS after login", mb(rss_start));
-    println!("{:<44} {:>12}", format!("RSS after {queries} queries"), mb(rss_mid));
-    println!("{:<44} {:>12}", format!("RSS after {} queries", 2 * queries), mb(rss_end));
-    println!("{:<44} {:>12}", "peak RSS (VmHWM)", mb(hwm));
+    let worst_flood_gap = flood_heartbeats.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+    let secs = |d: Duration| d.as_secs_f64();
+    fig.add("RSS after login", rss_start as f64, Unit::Mb);
+    fig.add(format!("RSS after {queries} queries"), rss_mid as f64, Unit::Mb);
+    fig.add(format!("RSS after {} queries", 2 * queries), rss_end as f64, Unit::Mb);
+    fig.add("peak RSS during the queries (VmHWM)", hwm as f64, Unit::Mb);
     for (k, act) in ACTS.iter().enumerate() {
         lat[k].sort();
-        println!(
-            "{:<44} {:>12}",
-            format!("{act} p50 / p99"),
-            format!("{} / {}", msf(percentile(&lat[k], 0.5)), msf(percentile(&lat[k], 0.99)))
-        );
+        fig.add(format!("{act} p50"), secs(percentile(&lat[k], 0.5)), Unit::Ms);
+        fig.add(format!("{act} p99"), secs(percentile(&lat[k], 0.99)), Unit::Ms);
     }
-    println!(
-        "{:<44} {:>12}",
-        "throughput (one at a time)",
-        format!("{:.0} q/s", (2 * queries) as f64 / flood.as_secs_f64())
-    );
-    println!("{:<44} {:>12}", "agent CPU for all queries", format!("{:.2} s", cpu_used as f64 / 100.0));
-    println!("{:<44} {:>12}", "heartbeats meanwhile (interval 1 s)", heartbeats.len());
-    println!("{:<44} {:>12}", "largest heartbeat gap", format!("{:.3} s", worst_hb_gap.as_secs_f64()));
+    fig.add("throughput, one query at a time", (2 * queries) as f64 / secs(flood), Unit::PerSec);
+    fig.add("agent CPU for all queries", cpu_used as f64 / 100.0, Unit::Secs);
+    fig.add("largest heartbeat gap meanwhile (interval 1 s)", secs(worst_hb_gap), Unit::Secs);
     let per_hb = idle_cpu as f64 / idle_heartbeats.max(1) as f64 / 1e9;
-    println!(
-        "{:<44} {:>12}",
-        format!("idle: CPU per heartbeat ({idle_heartbeats} in 10 s)"),
-        format!("{:.3} ms", per_hb * 1e3)
-    );
-    println!("{:<44} {:>12}", "  = heartbeats per hour at 30 s (120)", format!("{:.3} CPU-s", per_hb * 120.0));
-    println!(
-        "{:<44} {:>12}",
-        format!("RSS before / after 1 000 reconnects ({:.1} s)", reconnects_took.as_secs_f64()),
-        format!("{} / {}", mb(rss_before_reconnects), mb(rss_after_reconnects))
-    );
-    println!(
-        "{:<44} {:>12}",
-        "gateway back -> logged in (backoff 1-2 ms)",
-        format!("{:.1} ms", back_in.as_secs_f64() * 1e3)
-    );
+    fig.add("idle: CPU per heartbeat", per_hb, Unit::Ms);
+    fig.add("  = CPU-s per hour at the default 30 s", per_hb * 120.0, Unit::Secs);
+    fig.add("RSS before 1 000 reconnects", rss_before_reconnects as f64, Unit::Mb);
+    fig.add("RSS after 1 000 reconnects", rss_after_reconnects as f64, Unit::Mb);
+    fig.add("1 000 reconnects took", secs(reconnects_took), Unit::Secs);
+    fig.add("gateway back -> logged in (backoff 1-2 ms)", secs(back_in), Unit::Ms);
+    fig.add("flood: messages sent (10 000/s)", (sent + sent / 9) as f64, Unit::Count);
+    fig.add("flood: sending took", secs(flood_sent_in), Unit::Secs);
+    fig.add("flood: last answer after", secs(flood_done_in), Unit::Secs);
+    fig.add("flood: queries answered busy (code 3)", busy as f64, Unit::Count);
+    fig.add("flood: largest heartbeat gap (interval 1 s)", secs(worst_flood_gap), Unit::Secs);
+    fig.add("flood: RSS before", rss_before_flood as f64, Unit::Mb);
+    fig.add("flood: peak RSS during", peak as f64, Unit::Mb);
+    fig.add("flood: RSS after", rss_after_flood as f64, Unit::Mb);
+    fig
 }
