@@ -6,16 +6,14 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_rig-agent");
-
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run rig-agent")
+    agent_command().args(args).output().expect("run rig-agent")
 }
 
 #[test]
@@ -233,7 +231,7 @@ fn a_missing_config_file_exits_78_and_says_where_it_looked() {
 fn running_with_a_bad_config_exits_78_before_connecting() {
     let b = Broken::new();
     b.edit(|s| s.replace("[gateway]", "[gateway]\nbogus = 1"));
-    let out = Command::new(BIN).args(["--config", b.path().to_str().unwrap()]).output().unwrap();
+    let out = agent_command().args(["--config", b.path().to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`gateway.bogus`"));
 }
