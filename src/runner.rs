@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -82,6 +83,8 @@ pub struct Runner {
     generation: u64,
     link: LinkLog,
     junk_log: Throttle,
+    /// DNS lookups still running on their helper threads (a hung resolver).
+    lookups: Arc<AtomicUsize>,
     notifier: Notifier,
     /// Hands a reloaded config to the parts outside the runner (probes, disk monitor).
     on_reload: Box<dyn FnMut(&Config) + Send>,
@@ -128,6 +131,7 @@ impl Runner {
             generation: 0,
             link: LinkLog::default(),
             junk_log: Throttle::new(Duration::from_secs(60), 5),
+            lookups: Arc::new(AtomicUsize::new(0)),
             notifier: Notifier::from_env(),
             on_reload: Box::new(|_| {}),
         })
@@ -241,12 +245,16 @@ impl Runner {
     /// DNS, TCP or TLS is stuck; an abandoned attempt ends on its own timeouts.
     fn connect(&mut self, url: &GatewayUrl) -> Result<WebSocket, Ended> {
         let (tx, rx) = mpsc::channel();
-        let (url2, cfg, waker) =
-            (url.clone(), Arc::clone(&self.cfg), self.waker.try_clone().map_err(|e| Ended::Lost(e.to_string()))?);
+        let (url2, cfg, lookups, waker) = (
+            url.clone(),
+            Arc::clone(&self.cfg),
+            Arc::clone(&self.lookups),
+            self.waker.try_clone().map_err(|e| Ended::Lost(e.to_string()))?,
+        );
         thread::Builder::new()
             .name("connect".into())
             .spawn(move || {
-                let _ = tx.send(transport::connect(&url2, &cfg.gateway));
+                let _ = tx.send(transport::connect(&url2, &cfg.gateway, &lookups));
                 waker.wake();
             })
             .map_err(|e| Ended::Lost(format!("cannot start connect thread: {e}")))?;

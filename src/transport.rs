@@ -4,6 +4,7 @@
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -116,10 +117,11 @@ impl ConnectError {
 
 /// Connects to `url`: DNS + TCP within `connect_timeout`, then TLS + upgrade within the same
 /// again. The returned socket is still blocking; the runner switches it to non-blocking.
-pub fn connect(url: &GatewayUrl, cfg: &GatewayConfig) -> Result<WebSocket, ConnectError> {
+/// `lookups` counts this agent's DNS lookups still running (the runner keeps it).
+pub fn connect(url: &GatewayUrl, cfg: &GatewayConfig, lookups: &Arc<AtomicUsize>) -> Result<WebSocket, ConnectError> {
     let timeout = cfg.connect_timeout;
     let deadline = Instant::now() + timeout;
-    let addrs = resolve(url.host(), url.port(), timeout)?;
+    let addrs = resolve(url.host(), url.port(), timeout, lookups)?;
     let tcp = connect_tcp(&addrs, deadline, timeout)?;
     let _ = tcp.set_nodelay(true);
 
@@ -133,18 +135,38 @@ pub fn connect(url: &GatewayUrl, cfg: &GatewayConfig) -> Result<WebSocket, Conne
     upgrade(url, cfg, stream, deadline, timeout)
 }
 
-fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAddr>, ConnectError> {
+/// How many lookup threads of one agent may run at once. Each ends on the resolver's own
+/// timeout (glibc: 5 s a try, two tries a nameserver), so a few are plenty.
+const MAX_RUNNING_LOOKUPS: usize = 4;
+
+fn resolve(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    lookups: &Arc<AtomicUsize>,
+) -> Result<Vec<SocketAddr>, ConnectError> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
     // getaddrinfo cannot be bounded; a helper thread can. A lookup that hangs leaves its
-    // thread to finish on the resolver's own timeout, while we move on.
+    // thread to finish on the resolver's own timeout, while we move on; but a resolver
+    // that never answers must not cost one more thread per attempt.
+    if lookups.fetch_add(1, Ordering::SeqCst) >= MAX_RUNNING_LOOKUPS {
+        lookups.fetch_sub(1, Ordering::SeqCst);
+        return Err(ConnectError::Dns {
+            host: host.into(),
+            reason: format!("the resolver has not answered the last {MAX_RUNNING_LOOKUPS} lookups"),
+        });
+    }
     let (tx, rx) = mpsc::channel();
-    let name = host.to_string();
+    let (name, running) = (host.to_string(), Arc::clone(lookups));
     let spawned = std::thread::Builder::new().name("dns".into()).spawn(move || {
-        let _ = tx.send((name.as_str(), port).to_socket_addrs().map(|a| a.collect::<Vec<_>>()));
+        let found = (name.as_str(), port).to_socket_addrs().map(|a| a.collect::<Vec<_>>());
+        running.fetch_sub(1, Ordering::SeqCst);
+        let _ = tx.send(found);
     });
     if let Err(e) = spawned {
+        lookups.fetch_sub(1, Ordering::SeqCst);
         return Err(ConnectError::Dns { host: host.into(), reason: format!("cannot start lookup thread: {e}") });
     }
     match rx.recv_timeout(timeout) {

@@ -221,3 +221,63 @@ fn ten_thousand_messages_a_second_for_five_seconds_cost_no_heartbeat_and_no_memo
     let warnings = log.lines().filter(|l| l.contains(" WARN ")).count();
     assert!(warnings <= 10, "{warnings} warnings:\n{log}");
 }
+
+#[test]
+fn a_dns_server_that_never_answers_costs_one_warning_a_bounded_number_of_threads_and_no_delay_in_stopping() {
+    if rustix::process::getuid().as_raw() != 0 {
+        eprintln!("skipped: needs root for a private mount of /etc/resolv.conf (CI runs as root)");
+        return;
+    }
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    // A nameserver that takes every query and answers none, with a 30 s resolver timeout.
+    let Ok(dns) = std::net::UdpSocket::bind("127.0.0.77:53") else {
+        eprintln!("skipped: cannot bind 127.0.0.77:53");
+        return;
+    };
+    dns.set_read_timeout(Some(ms(50))).unwrap();
+    let resolv = dir.path().join("resolv.conf");
+    fs::write(&resolv, "nameserver 127.0.0.77\noptions timeout:30 attempts:1\n").unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut cfg = AgentConfig::new("wss://gateway.rig-agent-test.example/ws".into(), &pki.ca_file);
+    (cfg.connect_timeout, cfg.reconnect_initial, cfg.reconnect_max) = ("300ms", "50ms", "100ms");
+    let config = cfg.write(dir.path());
+
+    // The agent sees that resolv.conf through a private mount namespace.
+    let agent = agent_command();
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--mount", "sh", "-c", "mount --bind \"$0\" /etc/resolv.conf && exec \"$@\""])
+        .arg(&resolv)
+        .arg(agent.get_program())
+        .args(agent.get_args())
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "debug")
+        .env_remove("JOURNAL_STREAM")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("unshare");
+    let (mut queries, until) = (0, Instant::now() + 3 * SEC);
+    let mut buf = [0u8; 512];
+    while Instant::now() < until {
+        queries += usize::from(dns.recv(&mut buf).is_ok());
+    }
+    let dns_threads = fs::read_dir(format!("/proc/{}/task", child.id()))
+        .unwrap()
+        .filter(|t| {
+            t.as_ref().is_ok_and(|t| fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "dns"))
+        })
+        .count();
+    let t = Instant::now();
+    let (code, log) = stop_agent(&mut child);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(t.elapsed() < SEC, "stopping took {:?} with lookups hanging", t.elapsed());
+
+    assert!(queries >= 1, "the lookups reached the silent nameserver:\n{log}");
+    assert!((1..=4).contains(&dns_threads), "{dns_threads} lookup threads hanging");
+    let warns: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ")).collect();
+    assert_eq!(warns.len(), 1, "one warning for the state change:\n{log}");
+    assert!(warns[0].contains("DNS lookup of gateway.rig-agent-test.example took longer than"), "{log}");
+    let attempts = log.lines().filter(|l| l.contains("gateway.rig-agent-test.example")).count();
+    assert!(attempts >= 8, "retried ({attempts} attempts logged at debug):\n{log}");
+}
