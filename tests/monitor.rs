@@ -183,7 +183,9 @@ fn an_unacknowledged_warning_is_resent_with_the_same_act_id() {
     let gap = gw.seen.last().unwrap().at() - first_at;
     assert_eq!(again["act_id"], first["act_id"]);
     assert_eq!(again, first, "the very same message");
-    assert!(gap >= ms(300) && gap < ms(300) + SEC, "resent after {gap:?}");
+    // Timed where the gateway reads them, so a late read of the first one (qemu, a loaded
+    // machine) can shorten the gap a little; the exact schedule is resend.rs's unit tests'.
+    assert!(gap >= ms(250) && gap < ms(300) + SEC, "resent after {gap:?}");
     // Once acknowledged, it stops.
     gw.script().warning_ack = Some(0);
     wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
