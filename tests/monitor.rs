@@ -323,6 +323,26 @@ struct LoopFs {
     mnt: PathBuf,
 }
 
+impl LoopFs {
+    /// `size` bytes of ext4 in `dir`, mounted on `dir/mount_on`. `None` when not root
+    /// (losetup and mount need it; CI runs as root), after saying the test is skipped.
+    fn new(dir: &Path, size: u64, mount_on: &str, mkfs_options: &[&str]) -> Option<LoopFs> {
+        if run("id", &["-u"]) != "0" {
+            eprintln!("skipped: needs root for losetup and mount (CI runs as root)");
+            return None;
+        }
+        let img = dir.join(format!("{mount_on}.img"));
+        fs::File::create(&img).unwrap().set_len(size).unwrap();
+        let dev = run("losetup", &["--find", "--show", img.to_str().unwrap()]);
+        let mnt = dir.join(mount_on);
+        fs::create_dir(&mnt).unwrap();
+        let lfs = LoopFs { dev, mnt };
+        run("mkfs.ext4", &[&["-q", "-F"], mkfs_options, &[lfs.dev.as_str()]].concat());
+        run("mount", &[&lfs.dev, lfs.mnt.to_str().unwrap()]);
+        Some(lfs)
+    }
+}
+
 impl Drop for LoopFs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.mnt).status();
@@ -332,20 +352,10 @@ impl Drop for LoopFs {
 
 #[test]
 fn a_real_filesystem_remounted_read_only_raises_readonly() {
-    if run("id", &["-u"]) != "0" {
-        eprintln!("skipped: needs root for losetup and mount (CI runs as root)");
-        return;
-    }
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("disk.img");
-    fs::File::create(&img).unwrap().set_len(16 << 20).unwrap();
-    let dev = run("losetup", &["--find", "--show", img.to_str().unwrap()]);
-    let mnt = dir.path().join("mnt");
-    fs::create_dir(&mnt).unwrap();
-    let lfs = LoopFs { dev: dev.clone(), mnt: mnt.clone() };
-    run("mkfs.ext4", &["-q", "-F", &dev]);
-    run("mount", &[&dev, mnt.to_str().unwrap()]);
+    let Some(lfs) = LoopFs::new(dir.path(), 16 << 20, "mnt", &[]) else { return };
+    let (dev, mnt) = (lfs.dev.clone(), lfs.mnt.clone());
     let name = dev.trim_start_matches("/dev/").to_string();
 
     let pki = Pki::new(&["localhost"]);
@@ -366,21 +376,10 @@ fn a_real_filesystem_remounted_read_only_raises_readonly() {
 
 #[test]
 fn with_the_state_filesystem_full_warnings_are_still_sent_and_the_spool_catches_up() {
-    if run("id", &["-u"]) != "0" {
-        eprintln!("skipped: needs root for losetup and mount (CI runs as root)");
-        return;
-    }
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();
-    let rig = rig_copy(dir.path());
-    let img = dir.path().join("state.img");
-    fs::File::create(&img).unwrap().set_len(4 << 20).unwrap();
-    let dev = run("losetup", &["--find", "--show", img.to_str().unwrap()]);
-    let mnt = dir.path().join("state");
-    fs::create_dir(&mnt).unwrap();
-    let lfs = LoopFs { dev: dev.clone(), mnt: mnt.clone() };
-    run("mkfs.ext4", &["-q", "-F", "-m", "0", &dev]);
-    run("mount", &[&dev, mnt.to_str().unwrap()]);
+    let Some(lfs) = LoopFs::new(dir.path(), 4 << 20, "state", &["-m", "0"]) else { return };
+    let (rig, mnt) = (rig_copy(dir.path()), lfs.mnt.clone());
     fs::create_dir(mnt.join("spool")).unwrap();
     // Fill every block; a small file of slack is kept so freeing it is quick.
     for (name, bs) in [("filler", "64k"), ("filler2", "1k")] {
@@ -416,21 +415,10 @@ fn with_the_state_filesystem_full_warnings_are_still_sent_and_the_spool_catches_
 
 #[test]
 fn with_the_state_filesystem_remounted_read_only_warnings_are_still_sent_and_the_spool_catches_up() {
-    if run("id", &["-u"]) != "0" {
-        eprintln!("skipped: needs root for losetup and mount (CI runs as root)");
-        return;
-    }
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();
-    let rig = rig_copy(dir.path());
-    let img = dir.path().join("state.img");
-    fs::File::create(&img).unwrap().set_len(4 << 20).unwrap();
-    let dev = run("losetup", &["--find", "--show", img.to_str().unwrap()]);
-    let mnt = dir.path().join("state");
-    fs::create_dir(&mnt).unwrap();
-    let lfs = LoopFs { dev: dev.clone(), mnt: mnt.clone() };
-    run("mkfs.ext4", &["-q", "-F", &dev]);
-    run("mount", &[&dev, mnt.to_str().unwrap()]);
+    let Some(lfs) = LoopFs::new(dir.path(), 4 << 20, "state", &[]) else { return };
+    let (rig, mnt) = (rig_copy(dir.path()), lfs.mnt.clone());
 
     let pki = Pki::new(&["localhost"]);
     let mut gw = Gateway::start(&pki, Script::default());
