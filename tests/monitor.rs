@@ -474,3 +474,35 @@ fn a_failed_smart_check_raises_smart_failed_without_the_scan_waiting_for_smartct
     assert_eq!(w["detail"], "SMART overall health check of /dev/sda failed");
     assert!(warnings_seen(&gw, "/dev/nvme0n1").is_empty());
 }
+
+#[test]
+fn a_disk_smartctl_cannot_read_is_warned_about_once_not_every_smart_interval() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    // Like smartctl on a virtio disk: the same failure every time. Each call is counted.
+    let (smartctl, calls) = (dir.path().join("smartctl"), dir.path().join("calls"));
+    let unique = format!("cannot read it in {}", dir.path().display());
+    fs::write(
+        &smartctl,
+        format!(
+            "#!/bin/sh\necho x >> {calls:?}\n\
+             echo '{{\"smartctl\":{{\"messages\":[{{\"string\":\"Unable to detect device type: {unique}\"}}]}}}}'\nexit 2\n"
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&smartctl, fs::Permissions::from_mode(0o755)).unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let gw = Gateway::start(&pki, Script::default());
+    let mut cfg = config(gw.url(), &pki, &rig);
+    cfg.disks = format!(
+        "smartctl = {:?}\nscan_interval = \"100ms\"\nsmart_interval = \"1s\"\ninclude = [\"sda\"]\n",
+        smartctl.display().to_string()
+    );
+    let _agent = Agent::start(&cfg.write(dir.path()));
+    wait_until(15 * SEC, "smartctl to be asked three times", || {
+        fs::read_to_string(&calls).is_ok_and(|c| c.lines().count() >= 3)
+    });
+    let warned = warnings_with(&unique);
+    assert_eq!(warned.len(), 1, "{warned:?}");
+}

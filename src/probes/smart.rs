@@ -94,11 +94,11 @@ impl SmartReader {
 
     /// The SMART data of `device` (`/dev/sda`), from the cache when fresh enough.
     pub fn read(&self, device: &str) -> Result<Smart, SmartError> {
-        if let Some((at, result)) = self.lock().get(device)
-            && at.elapsed() < self.settings().max_age
-        {
-            return result.clone();
-        }
+        let previous = match self.lock().get(device) {
+            Some((at, result)) if at.elapsed() < self.settings().max_age => return result.clone(),
+            Some((_, result)) => Some(result.clone()),
+            None => None,
+        };
         let result = self.run(device);
         match &result {
             Ok(_) | Err(SmartError::Disabled) => {}
@@ -108,6 +108,9 @@ impl SmartReader {
                     log::warn!("{e}; SMART data will be null");
                 }
             }
+            // A disk smartctl cannot read (virtio, a USB bridge) fails the same way every
+            // smart_interval: warn when its result changes, not each time.
+            Err(e) if previous.as_ref() == Some(&result) => log::debug!("{e} (as before)"),
             Err(e) => log::warn!("{e}"),
         }
         self.lock().insert(device.to_string(), (Instant::now(), result.clone()));
