@@ -164,33 +164,27 @@ fn check_accepts_a_good_config_and_prints_it_without_the_token() {
 
 #[test]
 fn each_class_of_config_error_exits_78_naming_the_key() {
-    let b = Broken::new();
-    b.edit(|s| s.replace("hardware_id = \"billtest000000004\"\n", ""));
-    assert_config_error(&b, "device.hardware_id");
-
-    let b = Broken::new();
-    b.edit(|s| s.replace("[heartbeat]\n", "[heartbeat]\nintreval = \"1s\"\n"));
-    assert_config_error(&b, "heartbeat.intreval");
-
-    let b = Broken::new();
-    b.edit(|s| s.replace("login_timeout = \"1s\"", "login_timeout = 10"));
-    assert_config_error(&b, "gateway.login_timeout");
-
-    let b = Broken::new();
-    b.edit(|s| s.replace("interval = \"200ms\"", "interval = \"200 msec\""));
-    assert_config_error(&b, "heartbeat.interval");
-
-    let b = Broken::new();
-    b.edit(|s| s.replace("wss://", "ws://"));
-    assert_config_error(&b, "gateway.urls");
-
-    let b = Broken::new();
-    b.edit(|s| s.replace("token_file = \"token\"", "token_file = \"token\"\ntoken = \"abc\""));
-    assert_config_error(&b, "device.token");
-
-    let b = Broken::new();
-    b.edit(|s| s.replace("token_file = \"token\"\n", ""));
-    assert_config_error(&b, "device.token_file");
+    // (text in the good config, what replaces it, the key the error must name)
+    let edits = [
+        ("hardware_id = \"billtest000000004\"\n", "", "device.hardware_id"),
+        ("[heartbeat]\n", "[heartbeat]\nintreval = \"1s\"\n", "heartbeat.intreval"),
+        ("login_timeout = \"1s\"", "login_timeout = 10", "gateway.login_timeout"),
+        ("interval = \"200ms\"", "interval = \"200 msec\"", "heartbeat.interval"),
+        ("wss://", "ws://", "gateway.urls"),
+        ("token_file = \"token\"", "token_file = \"token\"\ntoken = \"abc\"", "device.token"),
+        ("token_file = \"token\"\n", "", "device.token_file"),
+        ("ca.pem", "missing-ca.pem", "gateway.ca_file"),
+        (
+            "[heartbeat]",
+            "client_cert = \"missing.pem\"\nclient_key = \"missing.key\"\n[heartbeat]",
+            "gateway.client_cert",
+        ),
+    ];
+    for (from, to, key) in edits {
+        let b = Broken::new();
+        b.edit(|s| s.replace(from, to));
+        assert_config_error(&b, key);
+    }
 
     let b = Broken::new();
     fs::set_permissions(b.dir.path().join("token"), fs::Permissions::from_mode(0o640)).unwrap();
@@ -198,16 +192,8 @@ fn each_class_of_config_error_exits_78_naming_the_key() {
     assert!(b.check().1.contains("chmod 600"));
 
     let b = Broken::new();
-    b.edit(|s| s.replace("ca.pem", "missing-ca.pem"));
-    assert_config_error(&b, "gateway.ca_file");
-
-    let b = Broken::new();
     fs::write(b.dir.path().join("ca.pem"), "not a certificate\n").unwrap();
     assert_config_error(&b, "gateway.ca_file");
-
-    let b = Broken::new();
-    b.edit(|s| s.replace("[heartbeat]", "client_cert = \"missing.pem\"\nclient_key = \"missing.key\"\n[heartbeat]"));
-    assert_config_error(&b, "gateway.client_cert");
 
     let b = Broken::new();
     fs::write(b.dir.path().join("blocker"), "a file where a directory should be").unwrap();
