@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use agent_config::AgentConfig;
 use gateway::{Event, Gateway, Pki, Script};
-use measure::{agent_binary, status_kib};
+use measure::{agent_binary, median, status_kib};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -69,12 +69,6 @@ impl Figures {
     fn add(&mut self, label: impl Into<String>, value: f64, unit: Unit) {
         self.0.push((label.into(), value, unit));
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
 fn show(value: f64, unit: Unit) -> String {

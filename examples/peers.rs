@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use agent_config::AgentConfig;
 use gateway::{Event, Gateway, Pki, Script};
-use measure::{agent_binary, status_kib};
+use measure::{agent_binary, median, status_kib};
 use serde_json::json;
 
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
@@ -30,11 +30,6 @@ const ZABBIX_AGENT2: &str = "/usr/sbin/zabbix_agent2";
 
 fn size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 struct Figures {

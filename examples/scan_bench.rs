@@ -12,6 +12,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "support/measure.rs"]
+mod measure;
+
+use measure::median;
 use rig_agent::Config;
 use rig_agent::monitor::{DiskHealth, Monitor, Shared};
 use rig_agent::probes::smart::SmartReader;
@@ -107,11 +111,6 @@ fn measure(disks: usize, scans: usize) -> (Duration, Duration, f64) {
     let cpu_per_scan = (cpu_secs() - cpu0) / scans as f64;
     times.sort();
     (times[scans / 2], times[scans * 99 / 100], cpu_per_scan)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

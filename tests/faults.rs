@@ -22,9 +22,14 @@ fn count_entries(dir: &str) -> usize {
     fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
 
-fn rss_kib() -> u64 {
-    let status = fs::read_to_string("/proc/self/status").unwrap();
-    status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap()
+/// VmRSS of a process (`self`, or a pid) in KiB; 0 once it is gone.
+fn rss_kib(pid: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -46,12 +51,12 @@ fn five_hundred_dropped_sessions_leave_no_growth_in_fds_threads_or_memory() {
         logins += 1;
         if logins == 50 {
             std::thread::sleep(ms(200)); // let the first sessions' threads finish
-            sample = Some((count_entries("/proc/self/fd"), count_entries("/proc/self/task"), rss_kib()));
+            sample = Some((count_entries("/proc/self/fd"), count_entries("/proc/self/task"), rss_kib("self")));
         }
     }
     std::thread::sleep(ms(200));
     let (fds0, threads0, rss0) = sample.unwrap();
-    let (fds, threads, rss) = (count_entries("/proc/self/fd"), count_entries("/proc/self/task"), rss_kib());
+    let (fds, threads, rss) = (count_entries("/proc/self/fd"), count_entries("/proc/self/task"), rss_kib("self"));
     // Agent and gateway share this process: a few in-flight connections of either side
     // are allowed for, a leak per session (450 more) is not.
     assert!(fds <= fds0 + 8, "open fds grew from {fds0} to {fds} over 450 sessions");
@@ -155,15 +160,6 @@ fn an_unresolvable_gateway_host_is_retried_with_one_log_line() {
     assert!(log.contains("resolve") || log.contains("DNS"), "{log}");
 }
 
-fn child_rss_kib(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn ten_thousand_messages_a_second_for_five_seconds_cost_no_heartbeat_and_no_memory_growth() {
     let _serial = one_at_a_time();
@@ -192,7 +188,7 @@ fn ten_thousand_messages_a_second_for_five_seconds_cost_no_heartbeat_and_no_memo
         }
         gw.send(conn, tungstenite::Message::text("junk {"));
         if tick % 500 == 499 {
-            rss.push(child_rss_kib(child.id()));
+            rss.push(rss_kib(&child.id().to_string()));
         }
     }
     let sent_in = start.elapsed();

@@ -1,4 +1,5 @@
-//! What the benchmark examples share: finding the agent binary and reading a process's RSS.
+//! What the benchmark examples share: finding the agent binary, reading a process's RSS,
+//! and the median of several runs.
 
 #![allow(dead_code)]
 
@@ -20,4 +21,11 @@ pub fn agent_binary() -> PathBuf {
 pub fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+}
+
+/// The median of several runs' figures (the mean of the middle two for an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
