@@ -164,6 +164,10 @@ pub struct WarningConfig {
 pub struct PathsConfig {
     /// Spool and disk inventory; created if missing. Default /var/lib/rig-agent.
     pub state_dir: PathBuf,
+    /// Why `state_dir` could not be written at load when the storage, not the config, is at
+    /// fault (read-only or full file system): the agent runs anyway, keeps warnings in
+    /// memory and writes them out when it can. `None` when it was writable.
+    pub state_dir_problem: Option<String>,
     /// Roots for the probes, as node_exporter's `--path.*` (tests and containers).
     pub sysfs: PathBuf,
     pub procfs: PathBuf,
@@ -284,6 +288,9 @@ impl Config {
             p(&pa.procfs),
             p(&pa.rootfs)
         );
+        if let Some(why) = &pa.state_dir_problem {
+            out += &format!("# state_dir is not writable now ({why}): warnings are kept in memory until it is\n");
+        }
         out
     }
 }
@@ -509,23 +516,51 @@ fn read_disks(s: &mut Section) -> Result<DisksConfig, ConfigError> {
 fn read_paths(s: &mut Section) -> Result<PathsConfig, ConfigError> {
     s.deny(&["state_dir", "sysfs", "procfs", "rootfs"])?;
     let state_dir = s.path("state_dir")?.unwrap_or_else(|| PathBuf::from("/var/lib/rig-agent"));
-    if let Err(e) = fs::create_dir_all(&state_dir) {
-        return Err(s.err_at(
-            "state_dir",
-            &format!("cannot create {} ({})", state_dir.display(), io_reason(&e)),
-            "create it, give the agent's user write access, or point paths.state_dir elsewhere",
-        ));
-    }
-    let writable = tempfile_probe(&state_dir);
-    if let Err(e) = writable {
-        return Err(s.err_at(
-            "state_dir",
-            &format!("{} is not writable ({})", state_dir.display(), io_reason(&e)),
-            "give the agent's user write access, or point paths.state_dir elsewhere",
-        ));
+    // A read-only or full file system is a storage fault (an SD card that ext4 remounted
+    // read-only), not a config mistake: refusing to start would lose exactly the disk
+    // warnings that matter then. Anything else (permissions, a file in the way) is exit 78.
+    // A read-only *mount* of a writable filesystem is systemd's sandbox (ProtectSystem=strict
+    // outside ReadWritePaths=), which is configuration; only the filesystem's own read-only
+    // flag is a fault.
+    let storage_fault = |e: &std::io::Error| match e.kind() {
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => true,
+        ErrorKind::ReadOnlyFilesystem => {
+            let path = fs::canonicalize(&state_dir).unwrap_or_else(|_| state_dir.clone());
+            crate::probes::mounts::filesystem_readonly(&crate::probes::mounts::read(Path::new("/proc")), &path)
+                .unwrap_or(true)
+        }
+        _ => false,
+    };
+    let mut state_dir_problem = None;
+    match fs::create_dir_all(&state_dir).and_then(|()| tempfile_probe(&state_dir)) {
+        Ok(()) => {}
+        Err(e) if storage_fault(&e) => state_dir_problem = Some(io_reason(&e)),
+        Err(e) if e.kind() == ErrorKind::ReadOnlyFilesystem => {
+            return Err(s.err_at(
+                "state_dir",
+                &format!("{} is on a read-only mount of a writable filesystem", state_dir.display()),
+                "under systemd's sandbox only /var/lib/rig-agent is writable: use the default, or add the \
+                 directory to ReadWritePaths= (systemctl edit rig-agent)",
+            ));
+        }
+        Err(e) if !state_dir.is_dir() => {
+            return Err(s.err_at(
+                "state_dir",
+                &format!("cannot create {} ({})", state_dir.display(), io_reason(&e)),
+                "create it, give the agent's user write access, or point paths.state_dir elsewhere",
+            ));
+        }
+        Err(e) => {
+            return Err(s.err_at(
+                "state_dir",
+                &format!("{} is not writable ({})", state_dir.display(), io_reason(&e)),
+                "give the agent's user write access, or point paths.state_dir elsewhere",
+            ));
+        }
     }
     Ok(PathsConfig {
         state_dir,
+        state_dir_problem,
         sysfs: s.path("sysfs")?.unwrap_or_else(|| "/sys".into()),
         procfs: s.path("procfs")?.unwrap_or_else(|| "/proc".into()),
         rootfs: s.path("rootfs")?.unwrap_or_else(|| "/".into()),
@@ -580,6 +615,8 @@ fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
         ErrorKind::NotFound => "no such file or directory".into(),
         ErrorKind::PermissionDenied => "permission denied".into(),
+        ErrorKind::ReadOnlyFilesystem => "read-only file system".into(),
+        ErrorKind::StorageFull => "no space left on the device".into(),
         _ => e.to_string(),
     }
 }

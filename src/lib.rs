@@ -65,6 +65,13 @@ impl Agent {
         let probes = Arc::new(probes::Probes::from_config(&cfg));
         let mut catalogue = queries::Catalogue::standard(Arc::clone(&probes), Arc::clone(&status));
         extend(&mut catalogue);
+        if let Some(why) = &cfg.paths.state_dir_problem {
+            log::error!(
+                "the state directory {} is not writable ({why}); disk warnings are kept in memory, still sent, \
+                 and written out when it is writable again",
+                cfg.paths.state_dir.display()
+            );
+        }
         let (spool, problems) = spool::Spool::open(&cfg.paths.state_dir)?;
         for p in problems {
             log::error!("{}", p.0);

@@ -47,11 +47,18 @@ impl Spool {
     /// returned as problems; leftover temp files of an interrupted write are removed.
     pub fn open(state_dir: &Path) -> io::Result<(Spool, Vec<Problem>)> {
         let dir = state_dir.join("spool");
-        fs::create_dir_all(&dir)?;
         let mut problems = Vec::new();
         let mut entries = Vec::new();
-        let mut names: Vec<String> =
-            fs::read_dir(&dir)?.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
+        // On a read-only state file system there may be no spool yet: start empty in memory;
+        // writes create the directory once they can.
+        let mut names: Vec<String> = match fs::create_dir_all(&dir).and_then(|()| fs::read_dir(&dir)) {
+            Ok(rd) => rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect(),
+            Err(e) if !dir.exists() => {
+                problems.push(Problem(format!("cannot create the warning spool {} ({e})", dir.display())));
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
         names.sort();
         for name in names {
             let path = dir.join(&name);
@@ -119,7 +126,7 @@ impl Spool {
     }
 
     fn write(&self, inner: &mut Inner, seq: u64, text: &str) -> bool {
-        match write_durably(&self.dir, &file_name(seq), text.as_bytes()) {
+        match fs::create_dir_all(&self.dir).and_then(|()| write_durably(&self.dir, &file_name(seq), text.as_bytes())) {
             Ok(()) => {
                 if std::mem::take(&mut inner.failing) {
                     log::info!("the warning spool in {} is writable again", self.dir.display());

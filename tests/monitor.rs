@@ -450,6 +450,38 @@ fn with_the_state_filesystem_remounted_read_only_warnings_are_still_sent_and_the
 }
 
 #[test]
+fn with_the_state_filesystem_read_only_at_start_the_agent_runs_and_spools_once_it_is_writable() {
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let Some(lfs) = LoopFs::new(dir.path(), 4 << 20, "state", &[]) else { return };
+    let (rig, mnt) = (rig_copy(dir.path()), lfs.mnt.clone());
+    // A rig that rebooted with its SD card read-only: a storage fault, not a config error.
+    run("mount", &["-o", "remount,ro", mnt.to_str().unwrap()]);
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script { warning_ack: None, ..Script::default() });
+    let mut cfg = config(gw.url(), &pki, &rig);
+    cfg.warning = "resend_after = \"300ms\"\n".into();
+    let config_path = cfg.write(dir.path());
+    let (code, shown) = {
+        let out = agent_command().args(["--config", config_path.to_str().unwrap(), "check"]).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(shown.contains("state_dir is not writable now (read-only file system)"), "{shown}");
+
+    let mut child = spawn_agent(&config_path, &[]);
+    let w = wait_warning(&mut gw, 10 * SEC, "/dev/sdb", "offline");
+    run("mount", &["-o", "remount,rw", mnt.to_str().unwrap()]);
+    wait_until(10 * SEC, "the spool to catch up", || spool_files(&mnt).len() == 1);
+    let on_disk: Value = serde_json::from_str(&fs::read_to_string(&spool_files(&mnt)[0]).unwrap()).unwrap();
+    assert_eq!(on_disk, w);
+    let (code, log) = stop_agent(&mut child);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("is not writable (read-only file system)"), "{log}");
+    drop(lfs);
+}
+
+#[test]
 fn a_failed_smart_check_raises_smart_failed_without_the_scan_waiting_for_smartctl() {
     let _g = Guard::new(30 * SEC);
     let dir = tempfile::tempdir().unwrap();

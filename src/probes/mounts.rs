@@ -50,6 +50,13 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
         .collect()
 }
 
+/// Whether the filesystem holding `path` (absolute, symlinks resolved) is read-only at the
+/// superblock, from the longest mountpoint above it; `None` when no mount covers it. A
+/// read-only *mount* of a writable filesystem (systemd's sandbox) gives `Some(false)`.
+pub fn filesystem_readonly(mounts: &[Mount], path: &Path) -> Option<bool> {
+    mounts.iter().filter(|m| path.starts_with(&m.mountpoint)).max_by_key(|m| m.mountpoint.len()).map(|m| m.readonly)
+}
+
 /// mountinfo writes space, tab, newline and backslash in paths as `\040`-style octal.
 fn unescape(s: &str) -> String {
     let b = s.as_bytes();
@@ -114,5 +121,19 @@ garbage line
         assert!(u.total_bytes > 0);
         assert!(u.used_bytes <= u.total_bytes);
         assert!(u.available_bytes <= u.total_bytes);
+    }
+
+    #[test]
+    fn the_filesystem_of_a_path_is_the_longest_mountpoint_above_it() {
+        let mounts = parse_mountinfo(
+            "1 0 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n\
+             2 1 8:17 / /var/lib ro,relatime - ext4 /dev/sdb1 rw\n\
+             3 1 179:1 / /var/lib/rig-agent rw,relatime - ext4 /dev/mmcblk0p1 ro,errors=remount-ro\n",
+        );
+        let ro = |p: &str| filesystem_readonly(&mounts, Path::new(p));
+        assert_eq!(ro("/var/lib/rig-agent/spool"), Some(true), "the SD card went read-only");
+        assert_eq!(ro("/var/lib/other"), Some(false), "a read-only mount of a writable filesystem");
+        assert_eq!(ro("/var/library"), Some(false), "whole components only: this is under /");
+        assert_eq!(filesystem_readonly(&[], Path::new("/x")), None);
     }
 }
