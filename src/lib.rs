@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod config;
 mod config_section;
 pub mod duration;
+pub mod escape;
 pub mod inventory;
 pub mod logging;
 pub mod monitor;

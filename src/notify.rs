@@ -5,6 +5,11 @@
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
+use crate::escape;
+
+/// The longest `STATUS=` text, in characters.
+const MAX_STATUS_CHARS: usize = 512;
+
 pub struct Notifier {
     socket: Option<(UnixDatagram, Target)>,
     /// Half of `WATCHDOG_USEC`, when systemd asked for keep-alives.
@@ -62,10 +67,16 @@ impl Notifier {
     }
 
     /// What `systemctl status` shows on its "Status:" line; sent only when it changes.
+    ///
+    /// Escaped here whatever the caller did: systemd reads each line of the datagram as an
+    /// assignment, so a newline in gateway text would be a command (`WATCHDOG=trigger`).
+    /// The cap is above the callers' (their own words plus outside text cut at
+    /// [`escape::MAX_CHARS`]), so text they escaped is not changed again.
     pub fn status(&mut self, text: &str) {
+        let text = escape::escape_to(text, MAX_STATUS_CHARS);
         if text != self.last_status {
             self.send(&format!("STATUS={text}"));
-            self.last_status = text.to_string();
+            self.last_status = text;
         }
     }
 
@@ -88,18 +99,24 @@ impl Notifier {
 mod tests {
     use super::*;
 
-    #[test]
-    fn messages_reach_a_path_socket_and_status_is_sent_only_on_change() {
-        let d = tempfile::tempdir().unwrap();
+    /// A fake systemd socket in `d` and a notifier that sends to it.
+    fn pair(d: &tempfile::TempDir, watchdog_every: Option<Duration>) -> (UnixDatagram, Notifier) {
         let path = d.path().join("notify");
         let server = UnixDatagram::bind(&path).unwrap();
         server.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut n = Notifier {
+        let n = Notifier {
             socket: Some((UnixDatagram::unbound().unwrap(), Target::Path(path))),
-            watchdog_every: Some(Duration::from_millis(50)),
+            watchdog_every,
             last_ping: Instant::now(),
             last_status: String::new(),
         };
+        (server, n)
+    }
+
+    #[test]
+    fn messages_reach_a_path_socket_and_status_is_sent_only_on_change() {
+        let d = tempfile::tempdir().unwrap();
+        let (server, mut n) = pair(&d, Some(Duration::from_millis(50)));
         n.ready();
         n.status("connecting");
         n.status("connecting");
@@ -114,6 +131,16 @@ mod tests {
             got.push(String::from_utf8_lossy(&buf[..len]).into_owned());
         }
         assert_eq!(got, ["READY=1", "STATUS=connecting", "STATUS=connected", "WATCHDOG=1", "STOPPING=1"]);
+    }
+
+    #[test]
+    fn a_status_with_a_newline_stays_one_assignment() {
+        let d = tempfile::tempdir().unwrap();
+        let (server, mut n) = pair(&d, None);
+        n.status("lost: bye\nWATCHDOG=trigger");
+        let mut buf = [0u8; 1024];
+        let len = server.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..len], b"STATUS=lost: bye\\nWATCHDOG=trigger");
     }
 
     #[test]

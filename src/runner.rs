@@ -19,6 +19,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::backoff::{self, Backoff};
 use crate::config::Config;
+use crate::escape::{escape, escape_bytes};
 use crate::logging::{Throttle, utc_timestamp};
 use crate::notify::Notifier;
 use crate::protocol::{self, ActIds, Identity, Query, Refusal};
@@ -48,6 +49,9 @@ enum Reload {
     /// Taken in; the connection must be made again.
     Reconnect,
 }
+
+/// How much of a dropped binary frame its log line shows.
+const JUNK_HEAD_CHARS: usize = 80;
 
 /// Frames read before the loop looks at answers, heartbeats and stop requests again.
 const MAX_FRAMES_PER_ROUND: usize = 64;
@@ -395,7 +399,9 @@ impl Runner {
                         pending.extend(session.answer(text));
                     }
                 }
-                Action::Junk(junk) => self.log_junk(&format!("dropped a frame from the gateway: {junk}")),
+                Action::Junk(junk, head) => {
+                    self.log_junk(&format!("dropped a frame from the gateway: {}: {head}", escape(&junk.to_string())))
+                }
                 Action::LoggedIn => {
                     self.status.logged_in(url.as_str());
                     self.link.logged_in(url);
@@ -413,8 +419,10 @@ impl Runner {
                     self.status.set_warnings_pending(self.spool.len() as u64);
                 }
                 Action::WarningRefused { act_id, code, description } => self.log_junk(&format!(
-                    "the gateway refused warning {act_id} (code {}): {description}; it stays spooled and is resent",
-                    code.map_or("missing".into(), |c| c.to_string())
+                    "the gateway refused warning {} (code {}): {}; it stays spooled and is resent",
+                    escape(&act_id),
+                    code.map_or("missing".into(), |c| c.to_string()),
+                    escape(&description)
                 )),
                 Action::Close { code, end } => {
                     // A dead peer will not answer a close: do not wait for it.
@@ -435,13 +443,13 @@ impl Runner {
             return refuse(&query, Refusal::bad_request(why.clone()));
         }
         let Some(lane) = self.catalogue.lane(&query.echo.act) else {
-            debug!("query for unknown act {:?}", query.echo.act);
+            debug!("query for unknown act \"{}\"", escape(&query.echo.act));
             return refuse(&query, Refusal::unknown_act(&query.echo.act));
         };
         match self.workers.submit(lane, self.generation, query) {
             Ok(()) => None,
             Err(query) => {
-                self.log_junk(&format!("too many queries in flight; refusing {}", query.echo.act));
+                self.log_junk(&format!("too many queries in flight; refusing {}", escape(&query.echo.act)));
                 refuse(
                     &query,
                     Refusal::probe_failed(format!("agent busy: {MAX_IN_FLIGHT} queries already waiting; try again")),
@@ -500,20 +508,26 @@ impl Runner {
                 Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
                     return Some(Ended::Lost("the gateway closed the connection without a close frame".into()));
                 }
-                Err(e) => return Some(Ended::Lost(e.to_string())),
+                Err(e) => return Some(Ended::Lost(escape(&e.to_string()))),
             };
             let now = Instant::now();
             match msg {
                 Message::Text(text) => pending.extend(session.on_text(text.as_str(), &self.ids, now)),
                 Message::Binary(b) => {
                     session.on_frame(now);
-                    self.log_junk(&format!("dropped a binary frame of {} bytes (the protocol is JSON text)", b.len()));
+                    self.log_junk(&format!(
+                        "dropped a binary frame of {} bytes (the protocol is JSON text): {}",
+                        b.len(),
+                        escape_bytes(&b, JUNK_HEAD_CHARS)
+                    ));
                 }
                 Message::Close(frame) => {
                     // tungstenite has queued our close reply; send it before going.
                     let _ = conn.ws.flush();
-                    let why =
-                        frame.map_or_else(|| "no code".to_string(), |f| format!("{} {}", u16::from(f.code), f.reason));
+                    let why = frame.map_or_else(
+                        || "no code".to_string(),
+                        |f| format!("{} {}", u16::from(f.code), escape(&f.reason)),
+                    );
                     return Some(Ended::Lost(format!("the gateway closed the connection ({})", why.trim())));
                 }
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => session.on_frame(now),
@@ -531,7 +545,7 @@ fn write(conn: &mut Conn, text: String) -> Option<Ended> {
             None
         }
         Err(WsError::WriteBufferFull(_)) => Some(Ended::Lost("the gateway is not reading (output buffer full)".into())),
-        Err(e) => Some(Ended::Lost(format!("write failed: {e}"))),
+        Err(e) => Some(Ended::Lost(format!("write failed: {}", escape(&e.to_string())))),
     }
 }
 
@@ -550,7 +564,7 @@ fn flush(conn: &mut Conn, stall_limit: Duration) -> Option<Ended> {
                 None
             }
         }
-        Err(e) => Some(Ended::Lost(format!("write failed: {e}"))),
+        Err(e) => Some(Ended::Lost(format!("write failed: {}", escape(&e.to_string())))),
     }
 }
 
@@ -656,7 +670,7 @@ impl LinkLog {
             Ended::Reload => return "reloading".into(),
             Ended::ConnectFailed(e) => (e.kind().to_string(), e.to_string()),
             Ended::Session(end @ End::LoginRejected { description, .. }) => {
-                (format!("rejected:{description}"), end.to_string())
+                (format!("rejected:{}", escape(description)), end.to_string())
             }
             Ended::Session(end) => (end.kind().to_string(), end.to_string()),
             Ended::Lost(why) => ("lost".to_string(), why.clone()),

@@ -7,7 +7,11 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::escape;
 use crate::protocol::{self, ActIds, Identity, Inbound, Junk, Query};
+
+/// How much of a dropped frame its log line shows: enough to recognise it.
+const JUNK_HEAD_CHARS: usize = 80;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SessionConfig {
@@ -50,12 +54,17 @@ impl std::fmt::Display for End {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             End::LoginRejected { code, description } => {
-                write!(f, "login rejected by the gateway (code {}): {description}", show_code(*code))
+                write!(f, "login rejected by the gateway (code {}): {}", show_code(*code), escape::escape(description))
             }
             End::LoginTimeout => f.write_str("no answer to the login in time"),
             End::Dead { silent_for } => write!(f, "no frame from the gateway for {:.1}s", silent_for.as_secs_f64()),
             End::HeartbeatRejected { code, description } => {
-                write!(f, "heartbeat refused by the gateway (code {}): {description}", show_code(*code))
+                write!(
+                    f,
+                    "heartbeat refused by the gateway (code {}): {}",
+                    show_code(*code),
+                    escape::escape(description)
+                )
             }
         }
     }
@@ -72,8 +81,8 @@ pub enum Action {
     /// Answer this query (through the probe workers; the answer comes back via
     /// [`Session::answer`]).
     Dispatch(Query),
-    /// Drop this frame and log it (rate-limited).
-    Junk(Junk),
+    /// Drop this frame and log it (rate-limited), with the head of the frame, escaped.
+    Junk(Junk, String),
     /// The login was accepted.
     LoggedIn,
     /// The first heartbeat after login was answered: the reconnect backoff may reset.
@@ -142,7 +151,7 @@ impl Session {
             return Vec::new();
         }
         match protocol::decode(text) {
-            Err(junk) => vec![Action::Junk(junk)],
+            Err(junk) => vec![Action::Junk(junk, escape::escape_to(text, JUNK_HEAD_CHARS))],
             Ok(Inbound::Query(q)) => vec![Action::Dispatch(q)],
             Ok(Inbound::Return(r)) => self.on_return(r, ids, now),
         }
@@ -344,6 +353,15 @@ mod tests {
     }
 
     #[test]
+    fn a_rejection_description_is_shown_escaped_and_capped() {
+        let end = End::LoginRejected { code: Some(4), description: format!("x\n<0>kernel: {}", "z".repeat(500)) };
+        let shown = end.to_string();
+        assert!(shown.starts_with("login rejected by the gateway (code 4): x\\n<0>kernel: zzz"), "{shown}");
+        assert!(!shown.contains('\n'));
+        assert!(shown.len() < 300 && shown.ends_with('…'), "{shown}");
+    }
+
+    #[test]
     fn no_login_return_within_login_timeout_ends_the_session() {
         let c = Clock::new();
         let (mut s, _) = c.start();
@@ -428,7 +446,9 @@ mod tests {
         let a = s.on_text(r#"{"act":"get_agent_info","act_code":"q1"}"#, &c.ids, c.at(10));
         assert!(matches!(&a[0], Action::Dispatch(q) if q.echo.act == "get_agent_info"));
         let a = s.on_text("not json", &c.ids, c.at(11));
-        assert!(matches!(a[0], Action::Junk(Junk::NotJson(_))));
+        assert!(matches!(&a[0], Action::Junk(Junk::NotJson(_), head) if head == "not json"));
+        let a = s.on_text("x\n<0>kernel: panic", &c.ids, c.at(12));
+        assert!(matches!(&a[0], Action::Junk(_, head) if head == "x\\n<0>kernel: panic"), "{a:?}");
         assert!(s.is_up());
     }
 

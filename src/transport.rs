@@ -16,6 +16,7 @@ use tungstenite::http::HeaderValue;
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::config::GatewayConfig;
+use crate::escape::escape;
 use crate::url::GatewayUrl;
 
 /// The byte stream under the WebSocket: TLS, or plain TCP where the config allows `ws://`.
@@ -172,7 +173,7 @@ fn resolve(
     match rx.recv_timeout(timeout) {
         Ok(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
         Ok(Ok(_)) => Err(ConnectError::Dns { host: host.into(), reason: "no addresses".into() }),
-        Ok(Err(e)) => Err(ConnectError::Dns { host: host.into(), reason: e.to_string() }),
+        Ok(Err(e)) => Err(ConnectError::Dns { host: host.into(), reason: escape(&e.to_string()) }),
         Err(_) => Err(ConnectError::DnsTimeout { host: host.into(), timeout }),
     }
 }
@@ -238,7 +239,7 @@ fn explain_tls(e: &io::Error) -> String {
             io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => {
                 "the gateway closed the connection (is it speaking TLS on that port?)".into()
             }
-            _ => e.to_string(),
+            _ => escape(&e.to_string()),
         };
     };
     match err {
@@ -255,7 +256,8 @@ fn explain_tls(e: &io::Error) -> String {
         | rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
             "the gateway's certificate is not valid for this host name".into()
         }
-        other => other.to_string(),
+        // rustls' own words, but alerts and decode errors may quote what the peer sent.
+        other => escape(&other.to_string()),
     }
 }
 
@@ -301,7 +303,8 @@ fn upgrade(
                     }
                     tungstenite::Error::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => ConnectError::Eof,
                     tungstenite::Error::Io(io) if matches!(io.kind(), io::ErrorKind::TimedOut) => timed_out(),
-                    other => ConnectError::Upgrade(other.to_string()),
+                    // tungstenite's text quotes the peer's HTTP (status line, headers).
+                    other => ConnectError::Upgrade(escape(&other.to_string())),
                 });
             }
         }

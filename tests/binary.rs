@@ -430,3 +430,55 @@ fn a_state_dir_on_a_read_only_mount_of_a_writable_filesystem_is_a_config_error()
     assert_config_error(&b, "paths.state_dir");
     assert!(b.check().1.contains("ReadWritePaths="), "{}", b.check().1);
 }
+
+#[test]
+fn a_close_reason_with_a_newline_cannot_add_an_assignment_to_the_notify_datagram() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    (cfg.reconnect_initial, cfg.reconnect_max) = ("2s", "2s");
+    let cfg = cfg.write(dir.path());
+    let (sock, path) = notify_socket(dir.path());
+    let mut child = spawn_agent(&cfg, &[("NOTIFY_SOCKET", path.to_str().unwrap())]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = collect_notify(sock, stop.clone());
+    let (conn, _) = gw.wait_login(10 * SEC);
+    gw.wait_act(5 * SEC, "heartbeat");
+    let frame = tungstenite::protocol::CloseFrame {
+        code: tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: "bye\nWATCHDOG=trigger".into(),
+    };
+    gw.send(conn, tungstenite::Message::Close(Some(frame)));
+    gw.wait_for(5 * SEC, "the agent's close reply", |e| matches!(e, Event::Gone { .. }));
+    thread::sleep(ms(300));
+    let (code, log) = stop_agent(&mut child);
+    thread::sleep(ms(200));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let msgs: Vec<String> = collector.join().unwrap().into_iter().map(|(_, m)| m).collect();
+    assert_eq!(code, Some(0));
+    assert!(msgs.iter().all(|m| !m.contains('\n')), "a datagram with two lines: {msgs:?}");
+    assert!(msgs.iter().any(|m| m.starts_with("STATUS=") && m.contains("bye\\nWATCHDOG=trigger")), "{msgs:?}");
+    assert!(log.contains("(1000 bye\\nWATCHDOG=trigger)"), "the log shows the reason escaped:\n{log}");
+}
+
+#[test]
+fn a_login_rejection_description_with_a_newline_stays_one_journal_line() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let forged = "x\n<0>kernel: Oops: forged by the gateway";
+    let mut gw = Gateway::start(&pki, Script { login_code: 3, login_description: forged.into(), ..Script::default() });
+    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
+    let mut child = spawn_agent(&cfg, &[("JOURNAL_STREAM", "8:12345")]);
+    gw.wait_login(10 * SEC);
+    gw.wait_for(5 * SEC, "the agent's close", |e| matches!(e, Event::Closed { .. }));
+    thread::sleep(ms(200));
+    let (_, log) = stop_agent(&mut child);
+    assert!(!log.lines().any(|l| l.starts_with("<0>")), "a forged emergency entry:\n{log}");
+    let rejected: Vec<&str> = log.lines().filter(|l| l.contains("login rejected")).collect();
+    assert_eq!(rejected.len(), 1, "{log}");
+    assert!(rejected[0].starts_with("<3>"), "{log}");
+    assert!(rejected[0].contains("x\\n<0>kernel: Oops: forged by the gateway"), "{log}");
+}
