@@ -246,27 +246,33 @@ impl Runner {
     }
 
     /// Connects on a helper thread so that a stop request is honoured at once even while
-    /// DNS, TCP or TLS is stuck; an abandoned attempt ends on its own timeouts.
+    /// DNS, TCP or TLS is stuck. An abandoned attempt is aborted: its socket is shut down,
+    /// so its thread ends now, not at its deadline (a reload storm would otherwise leave
+    /// one thread and socket per reload behind).
     fn connect(&mut self, url: &GatewayUrl) -> Result<WebSocket, Ended> {
         let (tx, rx) = mpsc::channel();
-        let (url2, cfg, lookups, waker) = (
+        let abort = transport::Abort::default();
+        let (url2, cfg, lookups, abort2, waker) = (
             url.clone(),
             Arc::clone(&self.cfg),
             Arc::clone(&self.lookups),
+            abort.clone(),
             self.waker.try_clone().map_err(|e| Ended::Lost(e.to_string()))?,
         );
         thread::Builder::new()
             .name("connect".into())
             .spawn(move || {
-                let _ = tx.send(transport::connect(&url2, &cfg.gateway, &lookups));
+                let _ = tx.send(transport::connect(&url2, &cfg.gateway, &lookups, &abort2));
                 waker.wake();
             })
             .map_err(|e| Ended::Lost(format!("cannot start connect thread: {e}")))?;
         loop {
             if self.stop_requested() {
+                abort.abort();
                 return Err(Ended::Stop);
             }
             if self.reload_if_asked() == Reload::Reconnect {
+                abort.abort();
                 return Err(Ended::Reload);
             }
             match rx.try_recv() {

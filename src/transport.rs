@@ -3,9 +3,9 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
@@ -28,16 +28,69 @@ pub struct Stream {
 }
 
 enum Inner {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Plain(Sock),
+    Tls(Box<StreamOwned<ClientConnection, Sock>>),
+}
+
+/// The TCP socket, with the handshake's deadline while there is one. The deadline is checked
+/// and armed (`SO_RCVTIMEO`/`SO_SNDTIMEO` = what is left) before every read and write: rustls'
+/// `complete_io` and tungstenite's handshake loop over many reads, and a peer that trickles
+/// a byte at a time would otherwise restart a per-read timeout for ever.
+struct Sock {
+    tcp: TcpStream,
+    deadline: Option<Instant>,
+}
+
+impl Sock {
+    fn arm(&self) -> io::Result<()> {
+        let Some(deadline) = self.deadline else { return Ok(()) };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.tcp.set_read_timeout(Some(left))?;
+        self.tcp.set_write_timeout(Some(left))
+    }
+}
+
+impl Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.arm()?;
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.arm()?;
+        self.tcp.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
 }
 
 impl Stream {
     pub fn tcp(&self) -> &TcpStream {
+        &self.sock().tcp
+    }
+
+    fn sock(&self) -> &Sock {
         match &self.inner {
             Inner::Plain(s) => s,
             Inner::Tls(s) => &s.sock,
         }
+    }
+
+    /// The handshake is over: no deadline, blocking IO without timeouts again.
+    fn end_deadline(&mut self) -> io::Result<()> {
+        let sock = match &mut self.inner {
+            Inner::Plain(s) => s,
+            Inner::Tls(s) => &mut s.sock,
+        };
+        sock.deadline = None;
+        sock.tcp.set_read_timeout(None)?;
+        sock.tcp.set_write_timeout(None)
     }
 
     pub fn written(&self) -> u64 {
@@ -100,6 +153,10 @@ pub enum ConnectError {
     Upgrade(String),
     #[error("connection closed during the handshake")]
     Eof,
+    /// The runner gave the attempt up (stop, or a reload that changed the gateway
+    /// settings); nobody reads this one.
+    #[error("attempt abandoned")]
+    Abandoned,
 }
 
 impl ConnectError {
@@ -112,28 +169,79 @@ impl ConnectError {
             ConnectError::HandshakeTimeout { .. } => "handshake-timeout",
             ConnectError::Upgrade(_) => "upgrade",
             ConnectError::Eof => "eof",
+            ConnectError::Abandoned => "abandoned",
         }
     }
 }
 
-/// Connects to `url`: DNS + TCP within `connect_timeout`, then TLS + upgrade within the same
-/// again. The returned socket is still blocking; the runner switches it to non-blocking.
-/// `lookups` counts this agent's DNS lookups still running (the runner keeps it).
-pub fn connect(url: &GatewayUrl, cfg: &GatewayConfig, lookups: &Arc<AtomicUsize>) -> Result<WebSocket, ConnectError> {
+/// Lets the runner give up an attempt that runs on a helper thread: the attempt's socket is
+/// shut down, so a read blocked in TLS or the upgrade returns at once and the thread ends
+/// with its socket closed instead of living on until its deadline. Call [`Abort::abort`]
+/// when the attempt's result is no longer wanted.
+#[derive(Debug, Clone, Default)]
+pub struct Abort(Arc<Mutex<AbortState>>);
+
+#[derive(Debug, Default)]
+struct AbortState {
+    aborted: bool,
+    /// A second handle on the attempt's socket while its handshake runs.
+    tcp: Option<TcpStream>,
+}
+
+impl Abort {
+    pub fn abort(&self) {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        s.aborted = true;
+        if let Some(tcp) = s.tcp.take() {
+            let _ = tcp.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// From now on `abort` shuts `tcp` down; `Abandoned` if it was already called.
+    fn watch(&self, tcp: &TcpStream) -> Result<(), ConnectError> {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if s.aborted {
+            return Err(ConnectError::Abandoned);
+        }
+        s.tcp = tcp.try_clone().ok();
+        Ok(())
+    }
+
+    /// The handshake is over: the second handle (an fd) goes.
+    fn release(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).tcp = None;
+    }
+}
+
+/// Connects to `url`: DNS, TCP, TLS and the upgrade all within one `connect_timeout` from
+/// now. The returned socket is still blocking; the runner switches it to non-blocking.
+/// `lookups` counts this agent's DNS lookups still running (the runner keeps it); `abort`
+/// ends the attempt early.
+pub fn connect(
+    url: &GatewayUrl,
+    cfg: &GatewayConfig,
+    lookups: &Arc<AtomicUsize>,
+    abort: &Abort,
+) -> Result<WebSocket, ConnectError> {
     let timeout = cfg.connect_timeout;
     let deadline = Instant::now() + timeout;
     let addrs = resolve(url.host(), url.port(), timeout, lookups)?;
     let tcp = connect_tcp(&addrs, deadline, timeout)?;
     let _ = tcp.set_nodelay(true);
+    abort.watch(&tcp)?;
+    let result = handshake(url, cfg, Sock { tcp, deadline: Some(deadline) }, timeout);
+    abort.release();
+    result
+}
 
-    let deadline = Instant::now() + timeout;
-    let inner = if url.is_tls() {
-        Inner::Tls(Box::new(tls_handshake(url, cfg, tcp, deadline, timeout)?))
-    } else {
-        Inner::Plain(tcp)
-    };
+/// TLS (for `wss`) and the upgrade, on a socket whose deadline is set.
+fn handshake(url: &GatewayUrl, cfg: &GatewayConfig, sock: Sock, timeout: Duration) -> Result<WebSocket, ConnectError> {
+    let inner =
+        if url.is_tls() { Inner::Tls(Box::new(tls_handshake(url, cfg, sock, timeout)?)) } else { Inner::Plain(sock) };
     let stream = Stream { inner, written: 0 };
-    upgrade(url, cfg, stream, deadline, timeout)
+    let mut ws = upgrade(url, cfg, stream, timeout)?;
+    ws.get_mut().end_deadline().map_err(|e| ConnectError::Upgrade(format!("cannot reset socket timeouts: {e}")))?;
+    Ok(ws)
 }
 
 /// How many lookup threads of one agent may run at once. Each ends on the resolver's own
@@ -196,40 +304,30 @@ fn connect_tcp(addrs: &[SocketAddr], deadline: Instant, timeout: Duration) -> Re
     Err(last.unwrap_or_else(|| ConnectError::TcpTimeout { addr: addrs[0].to_string(), timeout }))
 }
 
-/// Bounds the next blocking IO by what is left until `deadline`.
-fn arm(tcp: &TcpStream, deadline: Instant) -> bool {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return false;
-    }
-    tcp.set_read_timeout(Some(left)).is_ok() && tcp.set_write_timeout(Some(left)).is_ok()
+/// IO errors that mean the deadline passed (`SO_RCVTIMEO` expiring reads as WouldBlock).
+fn timed_out(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
 
 fn tls_handshake(
     url: &GatewayUrl,
     cfg: &GatewayConfig,
-    mut tcp: TcpStream,
-    deadline: Instant,
+    mut sock: Sock,
     timeout: Duration,
-) -> Result<StreamOwned<ClientConnection, TcpStream>, ConnectError> {
+) -> Result<StreamOwned<ClientConnection, Sock>, ConnectError> {
     let host = url.host().to_string();
     let tls_err = |reason: String| ConnectError::Tls { host: host.clone(), reason };
     let name = ServerName::try_from(host.clone()).map_err(|e| tls_err(format!("bad server name: {e}")))?;
     let mut conn = ClientConnection::new(Arc::clone(&cfg.tls), name).map_err(|e| tls_err(e.to_string()))?;
     while conn.is_handshaking() {
-        if !arm(&tcp, deadline) {
-            return Err(ConnectError::HandshakeTimeout { host, timeout });
-        }
-        match conn.complete_io(&mut tcp) {
+        match conn.complete_io(&mut sock) {
             Ok((0, 0)) if conn.wants_read() => return Err(ConnectError::Eof),
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                return Err(ConnectError::HandshakeTimeout { host, timeout });
-            }
+            Err(e) if timed_out(&e) => return Err(ConnectError::HandshakeTimeout { host, timeout }),
             Err(e) => return Err(tls_err(explain_tls(&e))),
         }
     }
-    Ok(StreamOwned::new(conn, tcp))
+    Ok(StreamOwned::new(conn, sock))
 }
 
 /// Turns rustls' certificate errors into what an operator can act on.
@@ -265,7 +363,6 @@ fn upgrade(
     url: &GatewayUrl,
     cfg: &GatewayConfig,
     stream: Stream,
-    deadline: Instant,
     timeout: Duration,
 ) -> Result<WebSocket, ConnectError> {
     let mut request =
@@ -282,31 +379,21 @@ fn upgrade(
         // Bounded output: a gateway that stops reading fills this and the connection is
         // dropped rather than buffering without limit.
         .max_write_buffer_size(4 * cfg.max_message_bytes.max(1 << 20));
-    let timed_out = || ConnectError::HandshakeTimeout { host: url.host().to_string(), timeout };
-    if !arm(stream.tcp(), deadline) {
-        return Err(timed_out());
-    }
-    let mut attempt = tungstenite::client::client_with_config(request, stream, Some(ws_config));
-    loop {
-        match attempt {
-            Ok((ws, _response)) => return Ok(ws),
-            Err(HandshakeError::Interrupted(mid)) => {
-                if !arm(mid.get_ref().get_ref().tcp(), deadline) {
-                    return Err(timed_out());
+    let too_late = || ConnectError::HandshakeTimeout { host: url.host().to_string(), timeout };
+    // The socket is blocking: WouldBlock only comes from its deadline (armed per read).
+    match tungstenite::client::client_with_config(request, stream, Some(ws_config)) {
+        Ok((ws, _response)) => Ok(ws),
+        Err(HandshakeError::Interrupted(_)) => Err(too_late()),
+        Err(HandshakeError::Failure(e)) => {
+            Err(match e {
+                tungstenite::Error::Http(resp) => {
+                    ConnectError::Upgrade(format!("the gateway answered HTTP {}", resp.status()))
                 }
-                attempt = mid.handshake();
-            }
-            Err(HandshakeError::Failure(e)) => {
-                return Err(match e {
-                    tungstenite::Error::Http(resp) => {
-                        ConnectError::Upgrade(format!("the gateway answered HTTP {}", resp.status()))
-                    }
-                    tungstenite::Error::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => ConnectError::Eof,
-                    tungstenite::Error::Io(io) if matches!(io.kind(), io::ErrorKind::TimedOut) => timed_out(),
-                    // tungstenite's text quotes the peer's HTTP (status line, headers).
-                    other => ConnectError::Upgrade(escape(&other.to_string())),
-                });
-            }
+                tungstenite::Error::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => ConnectError::Eof,
+                tungstenite::Error::Io(io) if timed_out(&io) => too_late(),
+                // tungstenite's text quotes the peer's HTTP (status line, headers).
+                other => ConnectError::Upgrade(escape(&other.to_string())),
+            })
         }
     }
 }

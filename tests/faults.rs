@@ -138,6 +138,77 @@ fn a_gateway_that_stalls_after_tls_is_given_up_after_connect_timeout() {
     assert!(!gw.seen.iter().any(|e| matches!(e, Event::Upgraded { .. })));
 }
 
+/// A first gateway that `script` makes trickle its handshake, a healthy second one: returns
+/// how long after reaching the first the agent logged in to the second.
+fn leave_a_trickling_handshake_for_the_next_url(script: Script) -> Duration {
+    let _serial = one_at_a_time();
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut slow = Gateway::start(&pki, script);
+    let mut good = Gateway::start(&pki, Script::default());
+    let mut cfg = AgentConfig::new(slow.url(), &pki.ca_file);
+    cfg.urls.push(good.url());
+    cfg.connect_timeout = "1s";
+    let _agent = Agent::start(&cfg.write(dir.path()));
+    let reached = slow.wait_for(5 * SEC, "first attempt", |e| matches!(e, Event::Accepted { .. })).at();
+    // Before the fix the first attempt lasted minutes: no login here within the guard.
+    good.wait_login(20 * SEC);
+    let took = good.seen.last().unwrap().at() - reached;
+    eprintln!("left the trickling gateway and logged in to the next after {took:?}");
+    took
+}
+
+#[test]
+fn a_gateway_trickling_its_tls_handshake_is_left_at_connect_timeout_for_the_next_url() {
+    let took = leave_a_trickling_handshake_for_the_next_url(Script { trickle_tls: Some(ms(300)), ..Script::default() });
+    // connect_timeout 1 s, a backoff of at most reconnect_max (400 ms), a healthy login.
+    assert!(took < SEC + ms(400) + SEC, "took {took:?}");
+}
+
+#[test]
+fn a_gateway_trickling_its_upgrade_headers_is_left_at_connect_timeout_for_the_next_url() {
+    let took =
+        leave_a_trickling_handshake_for_the_next_url(Script { trickle_upgrade: Some(ms(300)), ..Script::default() });
+    assert!(took < SEC + ms(400) + SEC, "took {took:?}");
+}
+
+/// Threads and open fds of a process.
+fn threads_and_fds(pid: u32) -> (usize, usize) {
+    (count_entries(&format!("/proc/{pid}/task")), count_entries(&format!("/proc/{pid}/fd")))
+}
+
+#[test]
+fn twenty_reloads_during_a_stalled_handshake_leave_no_thread_or_socket_behind() {
+    let _serial = one_at_a_time();
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut slow = Gateway::start(&pki, Script { trickle_tls: Some(ms(300)), ..Script::default() });
+    let mut cfg = AgentConfig::new(slow.url(), &pki.ca_file);
+    cfg.connect_timeout = "30s"; // every attempt stays stalled for the whole test
+    let mut child = spawn_agent(&cfg.write(dir.path()), &[]);
+    let pid = child.id();
+    slow.wait_for(10 * SEC, "first attempt", |e| matches!(e, Event::Accepted { .. }));
+    std::thread::sleep(ms(300));
+    let before = threads_and_fds(pid);
+    for i in 0..20 {
+        // A changed connect_timeout is a connection setting: each reload starts a new attempt.
+        cfg.connect_timeout = if i % 2 == 0 { "31s" } else { "30s" };
+        cfg.write(dir.path());
+        signal(&child, Signal::HUP);
+        slow.wait_for(10 * SEC, "attempt after reload", |e| matches!(e, Event::Accepted { .. }));
+    }
+    std::thread::sleep(ms(300));
+    let after = threads_and_fds(pid);
+    let (code, log) = stop_agent(&mut child);
+    assert_eq!(code, Some(0), "{log}");
+    eprintln!("threads and fds: {before:?} before, {after:?} after 20 reloads");
+    // One attempt in flight at either sample; an abandoned one may be finishing.
+    assert!(after.0 <= before.0 + 1, "threads {before:?} -> {after:?} over 20 reloads\n{log}");
+    assert!(after.1 <= before.1 + 2, "fds {before:?} -> {after:?} over 20 reloads\n{log}");
+}
+
 #[test]
 fn an_unresolvable_gateway_host_is_retried_with_one_log_line() {
     let _serial = one_at_a_time();

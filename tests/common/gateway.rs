@@ -8,7 +8,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -109,6 +109,12 @@ pub struct Script {
     pub stall_upgrade: bool,
     /// Logins with this token are refused with code 4 (a fleet with one wrong token).
     pub reject_token: Option<String>,
+    /// Instead of TLS, a TLS record header announcing 16 KiB, then one byte of it per this
+    /// interval (slowloris inside the handshake).
+    pub trickle_tls: Option<Duration>,
+    /// Complete TLS, then answer the upgrade with `101` and one header line per this
+    /// interval, never ending the headers.
+    pub trickle_upgrade: Option<Duration>,
 }
 
 impl Default for Script {
@@ -126,6 +132,8 @@ impl Default for Script {
             deaf_after_login: false,
             stall_upgrade: false,
             reject_token: None,
+            trickle_tls: None,
+            trickle_upgrade: None,
         }
     }
 }
@@ -336,6 +344,13 @@ fn serve(
         let _ = events.send(Event::Gone { conn, at: Instant::now() });
         return;
     }
+    if let Some(every) = s.trickle_tls {
+        // A handshake record of 16 KiB, the most rustls takes, then its bytes one by one.
+        let mut tcp = tcp;
+        trickle(&mut tcp, b"\x16\x03\x03\x40\x00", every, &stop, || b"\x00".to_vec());
+        let _ = events.send(Event::Gone { conn, at: Instant::now() });
+        return;
+    }
     if s.stall_tls {
         while !stop.load(Ordering::SeqCst) {
             thread::sleep(Duration::from_millis(20));
@@ -357,7 +372,16 @@ fn serve(
             return;
         }
     }
-    let stream = StreamOwned::new(tls, tcp);
+    let mut stream = StreamOwned::new(tls, tcp);
+    if let Some(every) = s.trickle_upgrade {
+        let mut n = 0;
+        trickle(&mut stream, b"HTTP/1.1 101 Switching Protocols\r\n", every, &stop, || {
+            n += 1;
+            format!("X-Slow-{n}: x\r\n").into_bytes()
+        });
+        let _ = events.send(Event::Gone { conn, at: Instant::now() });
+        return;
+    }
     if s.stall_upgrade {
         while !stop.load(Ordering::SeqCst) {
             thread::sleep(Duration::from_millis(20));
@@ -417,6 +441,18 @@ fn serve(
         }
     }
     let _ = events.send(Event::Gone { conn, at: Instant::now() });
+}
+
+/// Writes `first`, then `next()` every `every`, until the peer is gone or the test ends.
+fn trickle(out: &mut impl Write, first: &[u8], every: Duration, stop: &AtomicBool, mut next: impl FnMut() -> Vec<u8>) {
+    let mut chunk = first.to_vec();
+    while !stop.load(Ordering::SeqCst) {
+        if out.write_all(&chunk).and_then(|()| out.flush()).is_err() {
+            return;
+        }
+        thread::sleep(every);
+        chunk = next();
+    }
 }
 
 #[derive(PartialEq)]
