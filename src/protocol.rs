@@ -190,13 +190,47 @@ pub fn decode(text: &str) -> Result<Inbound, Junk> {
             description: string_field(&body, "description"),
         }));
     }
-    let field = |name: &str| body.get(name).cloned().unwrap_or_else(|| Value::String(String::new()));
-    let echo = QueryEcho { act, reqtype: field("reqtype"), act_code: field("act_code"), client_id: field("client_id") };
-    let bad_request = [("reqtype", &echo.reqtype), ("act_code", &echo.act_code), ("client_id", &echo.client_id)]
-        .iter()
-        .find(|(_, v)| !v.is_string())
-        .map(|(name, _)| format!("`{name}` must be a string"));
+    let mut problems = Vec::new();
+    let mut field = |name: &'static str| {
+        let (value, problem) = bounded(name, body.get(name).cloned().unwrap_or_else(|| Value::String(String::new())));
+        problems.extend(problem);
+        value
+    };
+    let echo = QueryEcho {
+        act: field("act").as_str().unwrap_or_default().to_string(),
+        reqtype: field("reqtype"),
+        act_code: field("act_code"),
+        client_id: field("client_id"),
+    };
+    let bad_request = problems.into_iter().next();
     Ok(Inbound::Query(Query { echo, bad_request, body }))
+}
+
+/// The longest field an answer echoes, in bytes. Answers echo `act`, `reqtype`, `act_code`
+/// and `client_id`; a gateway sending megabyte fields would otherwise have every answer
+/// (and every answer held before login) carry them back.
+pub const MAX_ECHO_BYTES: usize = 256;
+
+/// An echoed field as the answer may carry it, and why the query is a bad request if it is
+/// one: a string cut to [`MAX_ECHO_BYTES`] (on a character boundary), a value of another
+/// type echoed only when it is that small.
+fn bounded(name: &str, value: Value) -> (Value, Option<String>) {
+    match value {
+        Value::String(mut s) if s.len() > MAX_ECHO_BYTES => {
+            let cut = (0..=MAX_ECHO_BYTES).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+            s.truncate(cut);
+            (Value::String(s), Some(format!("`{name}` is longer than {MAX_ECHO_BYTES} bytes")))
+        }
+        Value::String(s) => (Value::String(s), None),
+        other => {
+            let problem = Some(format!("`{name}` must be a string"));
+            if other.to_string().len() > MAX_ECHO_BYTES {
+                (Value::String(String::new()), problem)
+            } else {
+                (other, problem)
+            }
+        }
+    }
 }
 
 fn string_field(body: &Map<String, Value>, name: &str) -> String {
@@ -351,6 +385,30 @@ mod tests {
     fn an_envelope_field_of_the_wrong_type_is_a_bad_request() {
         let Inbound::Query(q) = decode(r#"{"act":"get_agent_info","act_code":17}"#).unwrap() else { panic!() };
         assert_eq!(q.bad_request.as_deref(), Some("`act_code` must be a string"));
+    }
+
+    #[test]
+    fn an_oversized_echoed_field_is_a_bad_request_echoed_cut() {
+        let big = "é".repeat(1000);
+        let Inbound::Query(q) = decode(&json!({"act": big, "act_code": "a"}).to_string()).unwrap() else { panic!() };
+        assert_eq!(q.bad_request.as_deref(), Some("`act` is longer than 256 bytes"));
+        assert_eq!(q.echo.act, "é".repeat(128));
+        let Inbound::Query(q) =
+            decode(&json!({"act": "get_agent_info", "client_id": "c".repeat(300)}).to_string()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(q.bad_request.as_deref(), Some("`client_id` is longer than 256 bytes"));
+        assert_eq!(q.echo.client_id.as_str().unwrap().len(), MAX_ECHO_BYTES);
+        let Inbound::Query(q) =
+            decode(&json!({"act": "get_agent_info", "act_code": vec![1; 1000]}).to_string()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(q.bad_request.as_deref(), Some("`act_code` must be a string"));
+        assert_eq!(q.echo.act_code, "", "a large value of the wrong type is not echoed");
+        let v = parse(&encode_answer(&id(), &q.echo, Err(Refusal::bad_request(q.bad_request.clone().unwrap()))));
+        assert_eq!(v["code"], 2);
     }
 
     #[test]

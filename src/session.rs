@@ -20,9 +20,11 @@ pub struct SessionConfig {
     pub login_timeout: Duration,
 }
 
-/// Answers held while the login is pending, at most this many (a gateway that floods
-/// queries before answering the login gets the oldest ones dropped).
+/// Answers held while the login is pending, at most this many and this many bytes (a
+/// gateway that floods queries before answering the login gets the oldest ones dropped).
+/// The newest answer is always kept, however large: it fits the output buffer by itself.
 const MAX_HELD_ANSWERS: usize = 256;
+const MAX_HELD_BYTES: usize = 1 << 20;
 
 /// Why a session ended; the runner logs it and picks the backoff from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +114,8 @@ pub struct Session {
     phase: Phase,
     last_frame: Instant,
     held: VecDeque<String>,
+    /// Bytes of `held`.
+    held_bytes: usize,
 }
 
 impl Session {
@@ -120,7 +124,7 @@ impl Session {
         let act_id = ids.next();
         let login = protocol::encode_login(&id, &act_id, token);
         let phase = Phase::LoggingIn { act_id, deadline: now + cfg.login_timeout };
-        (Session { cfg, id, phase, last_frame: now, held: VecDeque::new() }, vec![Action::Send(login)])
+        (Session { cfg, id, phase, last_frame: now, held: VecDeque::new(), held_bytes: 0 }, vec![Action::Send(login)])
     }
 
     /// New timings from a reloaded config. A shorter heartbeat interval applies at once; a
@@ -165,6 +169,7 @@ impl Session {
                 }
                 self.phase = Phase::Up { next_heartbeat: now + self.cfg.heartbeat_interval, first_heartbeat: None };
                 let mut actions = vec![Action::LoggedIn];
+                self.held_bytes = 0;
                 actions.extend(self.held.drain(..).map(Action::Send));
                 // A session that logs in after a long login still keeps its heartbeat due.
                 actions.extend(self.on_tick(ids, now));
@@ -232,11 +237,16 @@ impl Session {
         match self.phase {
             Phase::Up { .. } => vec![Action::Send(text)],
             Phase::LoggingIn { .. } => {
-                let dropped = self.held.len() == MAX_HELD_ANSWERS;
-                if dropped {
-                    self.held.pop_front();
-                }
+                self.held_bytes += text.len();
                 self.held.push_back(text);
+                let mut dropped = false;
+                while self.held.len() > 1
+                    && (self.held.len() > MAX_HELD_ANSWERS || self.held_bytes > MAX_HELD_BYTES)
+                    && let Some(old) = self.held.pop_front()
+                {
+                    self.held_bytes -= old.len();
+                    dropped = true;
+                }
                 if dropped { vec![Action::DroppedHeldAnswer] } else { Vec::new() }
             }
             Phase::Closed => Vec::new(),
@@ -256,6 +266,7 @@ impl Session {
     fn close(&mut self, code: u16, end: End) -> Vec<Action> {
         self.phase = Phase::Closed;
         self.held.clear();
+        self.held_bytes = 0;
         vec![Action::Close { code, end }]
     }
 }
@@ -338,6 +349,25 @@ mod tests {
         assert_eq!(out.len(), MAX_HELD_ANSWERS);
         assert_eq!(out[0]["n"], 1, "the oldest was dropped");
         assert_eq!(out.last().unwrap()["n"], -1);
+    }
+
+    #[test]
+    fn answers_held_before_login_are_bounded_in_bytes_keeping_the_newest() {
+        let c = Clock::new();
+        let (mut s, _) = c.start();
+        let answer = |i: usize| format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(100_000));
+        let mut drops = 0;
+        for i in 0..30 {
+            drops += s.answer(answer(i)).len();
+        }
+        assert_eq!(drops, 30 - 10, "ten answers of ~100 KB fit in 1 MiB");
+        let out = sent(&s.on_text(&ret("start", "abcd0123-1", 0), &c.ids, c.at(5)));
+        assert_eq!(out.len(), 10);
+        assert_eq!((out[0]["n"].as_u64(), out[9]["n"].as_u64()), (Some(20), Some(29)));
+        // One answer larger than the cap is still kept: the newest always is.
+        let (mut s, _) = c.start();
+        assert!(s.answer("y".repeat(2 << 20)).is_empty());
+        assert_eq!(s.answer("z".repeat(2 << 20)), vec![Action::DroppedHeldAnswer]);
     }
 
     #[test]

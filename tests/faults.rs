@@ -24,12 +24,13 @@ fn count_entries(dir: &str) -> usize {
 
 /// VmRSS of a process (`self`, or a pid) in KiB; 0 once it is gone.
 fn rss_kib(pid: &str) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `/proc/<pid>/status` figure in KiB (`VmRSS:`, `VmHWM:` the peak); 0 once it is gone.
+fn status_kib(pid: &str, key: &str) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
+    status.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
 }
 
 #[test]
@@ -207,6 +208,44 @@ fn twenty_reloads_during_a_stalled_handshake_leave_no_thread_or_socket_behind() 
     // One attempt in flight at either sample; an abandoned one may be finishing.
     assert!(after.0 <= before.0 + 1, "threads {before:?} -> {after:?} over 20 reloads\n{log}");
     assert!(after.1 <= before.1 + 2, "fds {before:?} -> {after:?} over 20 reloads\n{log}");
+}
+
+#[test]
+fn megabyte_fields_in_queries_before_login_do_not_grow_the_agent_by_their_echoes() {
+    let _serial = one_at_a_time();
+    let _g = Guard::new(120 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    // The login is answered late: every answer until then is held.
+    let mut gw = Gateway::start(&pki, Script { login_delay: 8 * SEC, ..Script::default() });
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    cfg.login_timeout = "30s";
+    let mut child = spawn_agent(&cfg.write(dir.path()), &[]);
+    let pid = child.id().to_string();
+    let (conn, _) = gw.wait_login(10 * SEC);
+    let peak_before = status_kib(&pid, "VmHWM:");
+    let big = "a".repeat(1_000_000);
+    for i in 0..256 {
+        gw.send_json(conn, json!({"act": format!("{big}{i}"), "act_code": format!("q{i}"), "client_id": "c"}));
+    }
+    // All 256 answers, code 2 with `act` cut to 256 bytes; or what came within the guard.
+    let mut answers = Vec::new();
+    let deadline = Instant::now() + 40 * SEC;
+    while answers.len() < 256 && Instant::now() < deadline {
+        if let Some(Event::Received { msg, .. }) = gw.next_event(ms(200))
+            && msg["act"].as_str().is_some_and(|a| a.starts_with("aaa"))
+        {
+            answers.push((msg["code"].clone(), msg["act"].as_str().unwrap().len()));
+        }
+    }
+    let peak = status_kib(&pid, "VmHWM:");
+    let (code, log) = stop_agent(&mut child);
+    assert_eq!(code, Some(0), "{log}");
+    eprintln!("agent peak RSS {peak_before} KiB before, {peak} KiB after 256 queries with 1 MB act values");
+    // Before the fix: ~430 MB. A frame in flight costs a few copies of 1 MB.
+    assert!(peak < peak_before + 32 * 1024, "peak RSS {peak_before} -> {peak} KiB\n{log}");
+    assert_eq!(answers.len(), 256, "{log}");
+    assert!(answers.iter().all(|a| *a == (json!(2), 256)), "{answers:?}");
 }
 
 #[test]
