@@ -10,6 +10,7 @@ pub mod config;
 mod config_section;
 pub mod duration;
 pub mod escape;
+pub mod frames;
 pub mod inventory;
 pub mod logging;
 pub mod monitor;

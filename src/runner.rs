@@ -20,6 +20,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use crate::backoff::{self, Backoff};
 use crate::config::Config;
 use crate::escape::{escape, escape_bytes};
+use crate::frames::Kind;
 use crate::logging::{Throttle, utc_timestamp};
 use crate::notify::Notifier;
 use crate::protocol::{self, ActIds, Identity, Query, Refusal};
@@ -519,6 +520,18 @@ impl Runner {
             let now = Instant::now();
             match msg {
                 Message::Text(text) => pending.extend(session.on_text(text.as_str(), &self.ids, now)),
+                // Text arrives as binary (see `frames`): its UTF-8 is checked here, so that a bad
+                // message is dropped whole, fragmented or not.
+                Message::Binary(b) if conn.ws.get_mut().next_kind() == Kind::Text => match std::str::from_utf8(&b) {
+                    Ok(text) => pending.extend(session.on_text(text, &self.ids, now)),
+                    Err(_) => {
+                        session.on_frame(now);
+                        self.log_junk(&format!(
+                            "dropped a text message that is not UTF-8: {}",
+                            escape_bytes(&b, JUNK_HEAD_CHARS)
+                        ));
+                    }
+                },
                 Message::Binary(b) => {
                     session.on_frame(now);
                     self.log_junk(&format!(

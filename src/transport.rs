@@ -17,6 +17,7 @@ use tungstenite::protocol::WebSocketConfig;
 
 use crate::config::GatewayConfig;
 use crate::escape::escape;
+use crate::frames::{FrameWatch, Kind};
 use crate::url::GatewayUrl;
 
 /// The byte stream under the WebSocket: TLS, or plain TCP where the config allows `ws://`.
@@ -25,6 +26,11 @@ pub struct Stream {
     /// Bytes accepted for sending so far: lets the runner tell a slow peer (progress) from
     /// a stalled one (none).
     written: u64,
+    /// Every byte from the gateway passes through it (see `frames`).
+    watch: FrameWatch,
+    /// What the watch passed on and tungstenite has not read yet.
+    ready: Vec<u8>,
+    ready_from: usize,
 }
 
 enum Inner {
@@ -96,13 +102,41 @@ impl Stream {
     pub fn written(&self) -> u64 {
         self.written
     }
+
+    fn new(inner: Inner) -> Stream {
+        Stream { inner, written: 0, watch: FrameWatch::default(), ready: Vec::new(), ready_from: 0 }
+    }
+
+    /// Whether the gateway sent the oldest data message not yet asked about as text:
+    /// tungstenite hands every data message over as binary (see `frames`).
+    pub fn next_kind(&mut self) -> Kind {
+        self.watch.next_kind()
+    }
 }
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match &mut self.inner {
-            Inner::Plain(s) => s.read(buf),
-            Inner::Tls(s) => s.read(buf),
+        loop {
+            if self.ready_from < self.ready.len() {
+                let n = buf.len().min(self.ready.len() - self.ready_from);
+                buf[..n].copy_from_slice(&self.ready[self.ready_from..self.ready_from + n]);
+                self.ready_from += n;
+                if self.ready_from == self.ready.len() {
+                    // Keeps its capacity: at most one read's worth (tungstenite's read buffer).
+                    self.ready_from = 0;
+                    self.ready.clear();
+                }
+                return Ok(n);
+            }
+            let n = match &mut self.inner {
+                Inner::Plain(s) => s.read(buf)?,
+                Inner::Tls(s) => s.read(buf)?,
+            };
+            if n == 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // What the watch holds back (part of a header or close frame) waits for more.
+            self.watch.feed(&buf[..n], &mut self.ready);
         }
     }
 }
@@ -238,7 +272,7 @@ pub fn connect(
 fn handshake(url: &GatewayUrl, cfg: &GatewayConfig, sock: Sock, timeout: Duration) -> Result<WebSocket, ConnectError> {
     let inner =
         if url.is_tls() { Inner::Tls(Box::new(tls_handshake(url, cfg, sock, timeout)?)) } else { Inner::Plain(sock) };
-    let stream = Stream { inner, written: 0 };
+    let stream = Stream::new(inner);
     let mut ws = upgrade(url, cfg, stream, timeout)?;
     ws.get_mut().end_deadline().map_err(|e| ConnectError::Upgrade(format!("cannot reset socket timeouts: {e}")))?;
     Ok(ws)

@@ -318,3 +318,59 @@ fn a_panicking_probe_answers_code_3_and_the_connection_stays_up() {
     assert_eq!(wait_answer(&mut gw, 5 * SEC, "after").0["code"], 0, "the worker survived the panic");
     assert!(!gw.seen.iter().any(|e| matches!(e, Event::Gone { .. })));
 }
+
+/// A raw frame, as a gateway that writes bytes of its own choosing would send it.
+fn raw_frame(opcode: tungstenite::protocol::frame::coding::OpCode, is_final: bool, payload: &[u8]) -> Message {
+    use tungstenite::protocol::frame::{Frame, FrameHeader};
+    let header = FrameHeader { is_final, opcode, ..FrameHeader::default() };
+    Message::Frame(Frame::from_payload(header, payload.to_vec().into()))
+}
+
+#[test]
+fn a_close_frame_whose_reason_is_not_utf8_is_answered_as_a_close() {
+    use tungstenite::protocol::frame::coding::{Control, OpCode};
+    let _g = Guard::new(20 * SEC);
+    let (dir, pki, mut gw) = setup();
+    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
+    let _agent = Agent::start(&cfg);
+    let (conn, _) = gw.wait_login(5 * SEC);
+    gw.wait_act(5 * SEC, "heartbeat");
+    gw.send(conn, raw_frame(OpCode::Control(Control::Close), true, b"\x03\xe8bye\xff\xfe"));
+    // Before the fix it was dropped as a junk text frame: no reply, the socket stayed open.
+    let closed = gw.wait_for(5 * SEC, "the agent's close reply", |e| matches!(e, Event::Closed { .. }));
+    assert!(matches!(closed, Event::Closed { conn: c, code: Some(1000), .. } if c == conn), "{closed:?}");
+    let (again, _) = gw.wait_login(5 * SEC);
+    assert_ne!(again, conn, "the agent connects again after the close");
+    let port = gw.addr.port().to_string();
+    assert!(
+        warnings_with(&port).iter().any(|w| w.contains("the gateway closed the connection (1000 bye)")),
+        "{:?}",
+        warnings_with(&port)
+    );
+}
+
+#[test]
+fn a_fragmented_text_message_that_is_not_utf8_is_dropped_and_the_next_message_is_answered() {
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+    let _g = Guard::new(20 * SEC);
+    let (dir, pki, mut gw) = setup();
+    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
+    let _agent = Agent::start(&cfg);
+    let (conn, _) = gw.wait_login(5 * SEC);
+    gw.send(conn, raw_frame(OpCode::Data(Data::Text), false, b"{\"act\":\"get_agent_info\","));
+    gw.send(conn, raw_frame(OpCode::Data(Data::Continue), true, b"\"act_code\":\"bad\xff\"}"));
+    // A single frame that is not UTF-8 is dropped too.
+    gw.send(conn, raw_frame(OpCode::Data(Data::Text), true, b"\xc3("));
+    // Before the fix tungstenite kept the first message's fragment: this one was "expected a
+    // continuation" and the connection died.
+    gw.send_json(conn, json!({"act":"get_agent_info","act_code":"after-bad-utf8","client_id":"c","reqtype":"post"}));
+    let (a, _) = wait_answer(&mut gw, 5 * SEC, "after-bad-utf8");
+    assert_eq!(a["code"], 0);
+    // A well-formed fragmented message is still one message.
+    gw.send(conn, raw_frame(OpCode::Data(Data::Text), false, b"{\"act\":\"get_agent_info\","));
+    gw.send(conn, raw_frame(OpCode::Data(Data::Continue), true, "\"act_code\":\"frag-操作\"}".as_bytes()));
+    let (a, _) = wait_answer(&mut gw, 5 * SEC, "frag-操作");
+    assert_eq!(a["code"], 0);
+    assert_eq!(gw.seen.iter().filter(|e| e.act() == Some("start")).count(), 1, "one connection throughout");
+    assert!(!gw.seen.iter().any(|e| matches!(e, Event::Gone { .. })), "{:#?}", gw.seen);
+}
