@@ -165,10 +165,12 @@ impl FrameWatch {
     /// A whole close frame (2-byte header, payload of at most 125): its reason cut to valid
     /// UTF-8.
     fn finish_close(&mut self, out: &mut Vec<u8>) {
-        if self.close.len() > 4
-            && let Err(e) = std::str::from_utf8(&self.close[4..])
-        {
-            self.close.truncate(4 + e.valid_up_to());
+        let valid = self.close.get(4..).map(|reason| match std::str::from_utf8(reason) {
+            Ok(_) => reason.len(),
+            Err(e) => e.valid_up_to(),
+        });
+        if let Some(valid) = valid {
+            self.close.truncate(4 + valid);
             self.close[1] = (self.close.len() - 2) as u8;
         }
         out.append(&mut self.close);

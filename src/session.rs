@@ -240,10 +240,8 @@ impl Session {
                 self.held_bytes += text.len();
                 self.held.push_back(text);
                 let mut dropped = false;
-                while self.held.len() > 1
-                    && (self.held.len() > MAX_HELD_ANSWERS || self.held_bytes > MAX_HELD_BYTES)
-                    && let Some(old) = self.held.pop_front()
-                {
+                while self.held.len() > 1 && (self.held.len() > MAX_HELD_ANSWERS || self.held_bytes > MAX_HELD_BYTES) {
+                    let old = self.held.pop_front().unwrap_or_default();
                     self.held_bytes -= old.len();
                     dropped = true;
                 }
