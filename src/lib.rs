@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod bounded_read;
 pub mod config;
 mod config_section;
 pub mod duration;
