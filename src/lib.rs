@@ -7,6 +7,7 @@
 
 pub mod backoff;
 pub mod bounded_read;
+pub mod child;
 pub mod config;
 mod config_section;
 pub mod duration;

@@ -300,6 +300,42 @@ fn a_hanging_smartctl_is_killed_at_smart_timeout() {
 }
 
 #[test]
+fn a_smartctl_whose_child_keeps_stdout_open_is_cut_off_at_smart_timeout_and_other_disks_do_not_wait() {
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    // On sda and sdb smartctl forks a child that inherits stdout and outlives it, then
+    // hangs itself; nvme0n1 answers at once.
+    let bin = fake_smartctl(
+        dir.path(),
+        "forks",
+        r#"case "$4" in
+  /dev/nvme0n1) echo '{"smart_status":{"passed":true},"nvme_smart_health_information_log":{"temperature":38,"power_on_hours":77}}' ;;
+  *) sleep 30 & sleep 30 ;;
+esac"#,
+    );
+    let cfg = config(
+        dir.path(),
+        Some(&fixture()),
+        &format!("smartctl = {:?}\nsmart_timeout = \"1s\"", bin.display().to_string()),
+    );
+    let probes = Probes::from_config(&cfg);
+    let t = Instant::now();
+    let got = probes.disk_info().unwrap();
+    let took = t.elapsed();
+    let disk = |n: &str| got["disks"].as_array().unwrap().iter().find(|d| d["name"] == n).unwrap().clone();
+    assert_eq!(disk("sda")["smart"], Value::Null);
+    assert_eq!(disk("sdb")["smart"], Value::Null);
+    assert_eq!(disk("nvme0n1")["smart"]["power_on_hours"], 77);
+    // Bound with slack: smart_timeout (1 s) + 1 s, not 30 s (the grandchild's sleep) nor
+    // 2 s (the two hung disks one after the other).
+    assert!(took < Duration::from_secs(2), "get_disk_info took {took:?} with smart_timeout = 1s");
+    assert!(
+        matches!(probes.smart.read("/dev/sda"), Err(SmartError::TimedOut { .. })),
+        "the hang is reported as a timeout"
+    );
+}
+
+#[test]
 fn garbage_from_smartctl_and_a_missing_binary_give_no_smart_data_and_no_crash() {
     let dir = tempfile::tempdir().unwrap();
     let bin = fake_smartctl(dir.path(), "garbage", "echo 'Segmentation fault'; exit 139");

@@ -10,7 +10,7 @@ use super::disks::{self, Disk};
 use super::mounts::{self, Mount};
 use super::network::{self, Addresses};
 use super::sensors;
-use super::smart::SmartReader;
+use super::smart::{Smart, SmartReader};
 use super::system::{self, SystemProbe};
 use super::{Roots, entries, read_attr};
 use crate::config::Config;
@@ -132,7 +132,11 @@ impl Probes {
             return Err(Refusal::probe_failed(format!("get_disk_info: cannot read {}", block.display())));
         }
         let mounts = mounts::read(&self.roots.procfs);
-        let mut list: Vec<Value> = self.disks().iter().map(|d| self.disk_json(d, &mounts)).collect();
+        let disks = self.disks();
+        // All disks' SMART at once: one hung smartctl costs smart_timeout, not one per disk.
+        let smart = self.smart.read_many(&disks.iter().map(Disk::device).collect::<Vec<_>>());
+        let mut list: Vec<Value> =
+            disks.iter().zip(smart).map(|(d, smart)| self.disk_json(d, smart.ok(), &mounts)).collect();
         // Disks known from earlier scans that are gone are listed too.
         for (name, r) in self.health.missing() {
             list.push(json!({
@@ -144,8 +148,7 @@ impl Probes {
         Ok(json!({ "disks": list }))
     }
 
-    fn disk_json(&self, d: &Disk, mounts: &[Mount]) -> Value {
-        let smart = self.smart.read(&d.device()).ok();
+    fn disk_json(&self, d: &Disk, smart: Option<Smart>, mounts: &[Mount]) -> Value {
         // The monitor's open episode decides; without one, what one look shows.
         let (health, reason) = match self.health.failing(&d.name) {
             Some(reason) => ("failed", Some(reason)),
