@@ -28,6 +28,10 @@ pub struct Remembered {
     pub ioerr_count: Option<u64>,
     /// Mountpoints of this disk last seen mounted read-write.
     pub rw_mounts: Vec<String>,
+    /// The transient `device/state` (an NVMe reset) the last scan saw, if any: one that is
+    /// still there at the next scan is raised. Not saved: after a restart it takes one more
+    /// scan.
+    pub unsettled_state: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +127,7 @@ impl Inventory {
                     size_bytes: d["size_bytes"].as_u64(),
                     ioerr_count: d["ioerr_count"].as_u64(),
                     rw_mounts,
+                    unsettled_state: None,
                 },
             );
         }
@@ -156,6 +161,7 @@ mod tests {
                 size_bytes: Some(8),
                 ioerr_count: Some(3),
                 rw_mounts: vec!["/data".into()],
+                unsettled_state: None,
             },
         );
         inv.episodes.push(Episode {

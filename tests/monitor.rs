@@ -144,7 +144,23 @@ fn get_disk_info_shows_the_monitors_verdicts_and_lists_disks_that_are_gone() {
     assert_eq!((by("sda")["health"].as_str(), by("sda")["reason"].as_str()), (Some("missing"), Some("missing")));
     assert_eq!(by("sda")["serial"], "WD-WCC7K1234567", "identity kept from the inventory");
     assert_eq!((by("sdb")["health"].as_str(), by("sdb")["reason"].as_str()), (Some("failed"), Some("offline")));
-    assert_eq!(by("nvme0n1")["health"], "unknown");
+    assert_eq!(by("nvme0n1")["health"], "ok", "a live NVMe controller is healthy");
+}
+
+#[test]
+fn a_live_nvme_disk_is_not_reported_and_a_dead_one_is_reported_offline() {
+    let _g = Guard::new(30 * SEC);
+    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let state = rig.join("sys/block/nvme0n1/device/state");
+    assert_eq!(fs::read_to_string(&state).unwrap().trim(), "live", "the fixture's NVMe controller is live");
+    let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
+    gw.wait_login(5 * SEC);
+    wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
+    soak(&mut gw, ms(1000)); // ten scans
+    assert_eq!(warnings_seen(&gw, "/dev/nvme0n1"), Vec::<Value>::new(), "a healthy NVMe disk was reported");
+    fs::write(&state, "dead\n").unwrap();
+    let w = wait_warning(&mut gw, 5 * SEC, "/dev/nvme0n1", "offline");
+    assert!(w["detail"].as_str().unwrap().contains("\"dead\""), "{w}");
 }
 
 #[test]

@@ -367,3 +367,30 @@ esac"#,
     assert_eq!(disk("nvme0n1")["smart"]["power_on_hours"], 77);
     assert_eq!(disk("nvme0n1")["smart"]["reallocated_sectors"], Value::Null);
 }
+
+#[test]
+fn device_states_from_sysfs_are_judged_per_transport_and_a_reset_is_raised_only_if_it_lasts() {
+    use rig_agent::inventory::Inventory;
+    use rig_agent::probes::disks;
+    use rig_agent::rules::{self, OFFLINE, Seen};
+    let sysfs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/device-states/sys");
+    let seen: Vec<Seen> = disks::monitored(&sysfs, &["*".to_string()], &[])
+        .iter()
+        .map(|n| Seen { disk: disks::read(&sysfs, n).unwrap(), smart_passed: None, mounts: Vec::new() })
+        .collect();
+    let offline = |inv: &mut Inventory| {
+        let mut v: Vec<String> = rules::evaluate(inv, &seen, 1)
+            .into_iter()
+            .inspect(|c| assert_eq!(c.reason, OFFLINE))
+            .map(|c| c.disk)
+            .collect();
+        v.sort();
+        v
+    };
+    let mut inv = Inventory::default();
+    // First scan: SCSI offline and blocked, NVMe dead and deleting; not sde (running),
+    // nvme1n1 (live), nor the controllers that are resetting, connecting or new.
+    assert_eq!(offline(&mut inv), ["nvme2n1", "nvme3n1", "sdc", "sdd"]);
+    // A scan later they are still unsettled: now they are raised too.
+    assert_eq!(offline(&mut inv), ["nvme2n1", "nvme3n1", "nvme4n1", "nvme5n1", "nvme6n1", "sdc", "sdd"]);
+}

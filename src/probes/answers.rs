@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use super::disks::{self, Disk};
+use super::disks::{self, Disk, StateVerdict};
 use super::mounts::{self, Mount};
 use super::network::{self, Addresses};
 use super::sensors;
@@ -198,18 +198,19 @@ impl Probes {
     }
 }
 
-/// Health from what can be seen in one look: a disk that reports size 0, is not `running`,
-/// or fails SMART is `failed`; one with a readable state or a passed SMART check is `ok`;
-/// with neither (a virtio disk, say) it is `unknown`. The disk monitor adds what needs
+/// Health from what can be seen in one look: a disk that reports size 0, whose device
+/// state is offline for its transport, or fails SMART is `failed`; one with a healthy
+/// state or a passed SMART check is `ok`; with neither (a virtio disk, an NVMe controller
+/// in the middle of a reset) it is `unknown`. The disk monitor adds what needs
 /// history (disappeared disks, rising error counts, filesystems turned read-only).
 pub fn assess(d: &Disk, smart_passed: Option<bool>) -> (&'static str, Option<&'static str>) {
     if d.size_bytes == Some(0) {
         ("failed", Some("missing"))
-    } else if d.state.as_deref().is_some_and(|s| s != "running") {
+    } else if d.state_verdict() == Some(StateVerdict::Offline) {
         ("failed", Some("offline"))
     } else if smart_passed == Some(false) {
         ("failed", Some("smart_failed"))
-    } else if d.state.is_some() || smart_passed == Some(true) {
+    } else if d.state_verdict() == Some(StateVerdict::Healthy) || smart_passed == Some(true) {
         ("ok", None)
     } else {
         ("unknown", None)
