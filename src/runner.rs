@@ -204,7 +204,11 @@ impl Runner {
     fn reload_if_asked(&mut self) -> Reload {
         if self.shutdown.take_reload() {
             if self.reloading.is_some() {
-                self.reload_again = true;
+                // Says so once: a load stuck on a hung filesystem would otherwise look like
+                // SIGHUP being ignored.
+                if !std::mem::replace(&mut self.reload_again, true) {
+                    warn!("reload: the previous reload is still reading the config; this one follows it");
+                }
             } else {
                 self.start_reload();
             }
