@@ -554,3 +554,43 @@ fn a_disk_smartctl_cannot_read_is_warned_about_once_not_every_smart_interval() {
     let warned = warnings_with(&unique);
     assert_eq!(warned.len(), 1, "{warned:?}");
 }
+
+/// Thaws a frozen filesystem when dropped, so that a failing test never leaves it frozen.
+struct Thaw(PathBuf);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        let _ = Command::new("fsfreeze").arg("-u").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_reload_while_the_state_filesystem_is_frozen_does_not_stop_heartbeats() {
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let Some(lfs) = LoopFs::new(dir.path(), 16 << 20, "state", &[]) else { return };
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    // No disk monitored: nothing but the reload touches the state filesystem.
+    cfg.disks = "smartctl = \"\"\ninclude = [\"none-such*\"]\n".into();
+    let cfg = cfg.write(dir.path());
+    let mut child = spawn_agent(&cfg, &[]);
+    let (conn, _) = gw.wait_login(10 * SEC);
+    gw.wait_act(5 * SEC, "heartbeat");
+    // A frozen filesystem blocks every write, as a dying SD card or a hung NFS server
+    // does: the reload's check that the state directory is writable waits on it.
+    run("fsfreeze", &["-f", lfs.mnt.to_str().unwrap()]);
+    let thaw = Thaw(lfs.mnt.clone());
+    signal(&child, Signal::HUP);
+    for _ in 0..8 {
+        let (c, _, _) = gw.wait_act(2 * SEC, "heartbeat");
+        assert_eq!(c, conn, "same connection, still beating while the reload waits");
+    }
+    drop(thaw);
+    thread::sleep(ms(500));
+    let (code, log) = stop_agent(&mut child);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("configuration reloaded"), "the reload finished once thawed:\n{log}");
+    drop(lfs);
+}
