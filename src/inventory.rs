@@ -58,7 +58,7 @@ impl Inventory {
         let path = state_dir.join(FILE);
         // Read with a cap and only if it is a regular file: a FIFO, a device or a link in its
         // place would hang or flood the start-up; it is moved aside like a corrupt file.
-        let text = match bounded_read::read_string(&path, FILE_CAP, Links::Refuse) {
+        let text = match bounded_read::read(&path, FILE_CAP, Links::Refuse) {
             Ok(t) => Ok(t),
             Err(e) if e.is_not_found() => return (Inventory::default(), None),
             Err(e @ bounded_read::ReadError::Open { .. }) => {
@@ -66,7 +66,7 @@ impl Inventory {
             }
             Err(e) => Err(e),
         };
-        let parsed = text.as_ref().ok().and_then(|t| serde_json::from_str::<Value>(t).ok());
+        let parsed = text.as_ref().ok().and_then(|c| serde_json::from_slice::<Value>(&c.bytes).ok());
         match parsed.and_then(|v| Inventory::from_json(&v)) {
             Some(inv) => (inv, None),
             None => {

@@ -79,15 +79,18 @@ impl Spool {
             };
             // A FIFO, a device or a link here must not hang or flood the start-up: it is
             // moved aside like any other file that is not a warning.
-            let read = bounded_read::read_string(&path, ENTRY_CAP, Links::Refuse);
-            match read.as_ref().ok().and_then(|t| parse_entry(seq, t.clone())) {
+            let (entry, unreadable) = match bounded_read::read(&path, ENTRY_CAP, Links::Refuse) {
+                Ok(c) => (String::from_utf8(c.bytes).ok().and_then(|t| parse_entry(seq, t)), None),
+                Err(e) => (None, Some(e)),
+            };
+            match entry {
                 Some(e) => entries.push(e),
                 None => {
                     let aside = dir.join(format!("{name}.corrupt"));
                     let moved = fs::rename(&path, &aside);
-                    let what = match read {
-                        Err(e) => e.to_string(),
-                        Ok(_) => format!("spool file {} is not a warning", path.display()),
+                    let what = match unreadable {
+                        Some(e) => e.to_string(),
+                        None => format!("spool file {} is not a warning", path.display()),
                     };
                     problems.push(Problem(format!(
                         "{what}; {}",
