@@ -50,6 +50,24 @@ fn a_fifo_as_the_token_file_exits_78_at_once_instead_of_hanging() {
 }
 
 #[test]
+fn a_fifo_as_the_config_or_the_ca_file_exits_78_at_once_naming_it() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = offline_config(dir.path());
+    let ca = dir.path().join("ca.pem");
+    fs::remove_file(&ca).unwrap();
+    mkfifo(&ca);
+    let (code, log) = start_and_wait(&cfg);
+    assert_eq!(code, Some(78), "{log}");
+    assert!(log.contains("`gateway.ca_file`") && log.contains(&ca.display().to_string()), "{log}");
+    fs::remove_file(&cfg).unwrap();
+    mkfifo(&cfg);
+    let (code, err) = check(&cfg);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("FIFO") && err.contains(&cfg.display().to_string()), "{err}");
+}
+
+#[test]
 fn a_200_mb_token_file_is_refused_naming_the_cap() {
     let _g = Guard::new(30 * SEC);
     let dir = tempfile::tempdir().unwrap();
