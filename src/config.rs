@@ -7,17 +7,23 @@
 use std::fmt;
 use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use toml::de::DeTable;
 
+use crate::bounded_read::{self, Links};
 use crate::config_section::{Doc, Section};
 use crate::duration::format_duration;
 use crate::tls;
 use crate::url::GatewayUrl;
+
+// Largest values of the duration keys: far beyond any sane setting, and small enough that
+// `Instant + duration` cannot overflow (a panic, exit 101) whatever the clock.
+const TEN_MINUTES: Duration = Duration::from_secs(600);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
 
 /// Where `rig-agent` looks when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/rig-agent/rig-agent.toml";
@@ -178,19 +184,19 @@ impl Config {
     /// Reads, validates and prepares everything the agent needs from `file`: the token, the
     /// TLS material and the state directory (created if missing).
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
-        let src = fs::read_to_string(file).map_err(|e| ConfigError {
+        let src = bounded_read::read_string(file, CONFIG_CAP, Links::Follow).map_err(|e| ConfigError {
             file: file.to_path_buf(),
             line: None,
             key: None,
-            problem: format!("cannot read the file ({})", io_reason(&e)),
-            fix: if e.kind() == ErrorKind::NotFound {
+            fix: if e.is_not_found() {
                 format!(
                     "write a config there (see systemd/rig-agent.toml) or pass --config PATH \
                      (default {DEFAULT_PATH})"
                 )
             } else {
-                "make the file readable by the agent".into()
+                "make it a readable regular file of the agent's config".into()
             },
+            problem: e.to_string(),
         })?;
         Config::parse(file, &src)
     }
@@ -213,6 +219,7 @@ impl Config {
                 "resend_after",
                 Duration::from_secs(60),
                 Duration::from_millis(10),
+                DAY,
             )?,
         };
         let paths = read_paths(&mut top.table("paths")?)?;
@@ -339,16 +346,26 @@ fn read_device(s: &mut Section) -> Result<DeviceConfig, ConfigError> {
     Ok(DeviceConfig { hardware_id, name, token, token_file })
 }
 
+/// The largest token file read: tokens are short; this only stops a wrong file (a log, an
+/// image) from being held in memory whole.
+pub const TOKEN_CAP: u64 = 64 << 10;
+
+/// The largest config file read.
+pub const CONFIG_CAP: u64 = 1 << 20;
+
 fn read_token_file(s: &Section, file: &Path) -> Result<Token, ConfigError> {
     let key = "token_file";
-    let meta = fs::metadata(file).map_err(|e| {
-        s.err_at(
-            key,
-            &format!("cannot read {} ({})", file.display(), io_reason(&e)),
-            "create the token file, or correct the path",
-        )
+    let contents = bounded_read::read(file, TOKEN_CAP, Links::Follow).map_err(|e| {
+        let fix = match &e {
+            _ if e.is_not_found() => "create the token file, or correct the path",
+            bounded_read::ReadError::TooLarge { .. } | bounded_read::ReadError::NotRegular { .. } => {
+                "point token_file at a regular file holding only the rig's token"
+            }
+            _ => "make it readable by the agent's user",
+        };
+        s.err_at(key, &e.to_string(), fix)
     })?;
-    let mode = meta.permissions().mode() & 0o777;
+    let mode = contents.mode & 0o777;
     if mode & 0o077 != 0 {
         return Err(s.err_at(
             key,
@@ -356,13 +373,9 @@ fn read_token_file(s: &Section, file: &Path) -> Result<Token, ConfigError> {
             &format!("chmod 600 {}", file.display()),
         ));
     }
-    let text = fs::read_to_string(file).map_err(|e| {
-        s.err_at(
-            key,
-            &format!("cannot read {} ({})", file.display(), io_reason(&e)),
-            "make it readable by the agent's user",
-        )
-    })?;
+    let text = contents
+        .into_string(file)
+        .map_err(|e| s.err_at(key, &e.to_string(), "write the rig's token on its first line"))?;
     let token = text.lines().next().unwrap_or("").trim();
     if token.is_empty() {
         return Err(s.err_at(key, &format!("{} is empty", file.display()), "write the rig's token on its first line"));
@@ -458,8 +471,18 @@ fn read_gateway(s: &mut Section) -> Result<GatewayConfig, ConfigError> {
         ca_file,
         client_cert,
         client_key,
-        connect_timeout: s.duration_or("connect_timeout", Duration::from_secs(10), Duration::from_millis(10))?,
-        login_timeout: s.duration_or("login_timeout", Duration::from_secs(10), Duration::from_millis(10))?,
+        connect_timeout: s.duration_or(
+            "connect_timeout",
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            TEN_MINUTES,
+        )?,
+        login_timeout: s.duration_or(
+            "login_timeout",
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            TEN_MINUTES,
+        )?,
         allow_plaintext,
         max_message_bytes: max_message_bytes as usize,
         subprotocol: s.str("subprotocol")?,
@@ -469,8 +492,8 @@ fn read_gateway(s: &mut Section) -> Result<GatewayConfig, ConfigError> {
 
 fn read_heartbeat(s: &mut Section) -> Result<HeartbeatConfig, ConfigError> {
     s.deny(&["interval", "timeout"])?;
-    let interval = s.duration_or("interval", Duration::from_secs(30), Duration::from_millis(10))?;
-    let timeout = s.duration_or("timeout", Duration::from_secs(90), Duration::from_millis(10))?;
+    let interval = s.duration_or("interval", Duration::from_secs(30), Duration::from_millis(10), HOUR)?;
+    let timeout = s.duration_or("timeout", Duration::from_secs(90), Duration::from_millis(10), 3 * HOUR)?;
     if timeout <= interval {
         return Err(s.err_at(
             "timeout",
@@ -487,8 +510,8 @@ fn read_heartbeat(s: &mut Section) -> Result<HeartbeatConfig, ConfigError> {
 
 fn read_reconnect(s: &mut Section) -> Result<ReconnectConfig, ConfigError> {
     s.deny(&["initial", "max"])?;
-    let initial = s.duration_or("initial", Duration::from_secs(1), Duration::from_millis(1))?;
-    let max = s.duration_or("max", Duration::from_secs(60), Duration::from_millis(1))?;
+    let initial = s.duration_or("initial", Duration::from_secs(1), Duration::from_millis(1), HOUR)?;
+    let max = s.duration_or("max", Duration::from_secs(60), Duration::from_millis(1), DAY)?;
     if max < initial {
         return Err(s.err_at(
             "max",
@@ -503,13 +526,18 @@ fn read_disks(s: &mut Section) -> Result<DisksConfig, ConfigError> {
     s.deny(&["scan_interval", "include", "exclude", "ioerr_threshold", "smartctl", "smart_interval", "smart_timeout"])?;
     let default_include = ["sd*", "hd*", "vd*", "xvd*", "nvme*", "mmcblk*"];
     Ok(DisksConfig {
-        scan_interval: s.duration_or("scan_interval", Duration::from_secs(60), Duration::from_millis(10))?,
+        scan_interval: s.duration_or("scan_interval", Duration::from_secs(60), Duration::from_millis(10), DAY)?,
         include: s.str_list("include")?.unwrap_or_else(|| default_include.iter().map(|g| g.to_string()).collect()),
         exclude: s.str_list("exclude")?.unwrap_or_default(),
         ioerr_threshold: s.int_or("ioerr_threshold", 1, 1, u32::MAX as i64)? as u64,
         smartctl: s.str("smartctl")?.unwrap_or_else(|| "smartctl".into()),
-        smart_interval: s.duration_or("smart_interval", Duration::from_secs(3600), Duration::from_secs(1))?,
-        smart_timeout: s.duration_or("smart_timeout", Duration::from_secs(30), Duration::from_millis(10))?,
+        smart_interval: s.duration_or("smart_interval", Duration::from_secs(3600), Duration::from_secs(1), 7 * DAY)?,
+        smart_timeout: s.duration_or(
+            "smart_timeout",
+            Duration::from_secs(30),
+            Duration::from_millis(10),
+            TEN_MINUTES,
+        )?,
     })
 }
 
@@ -558,6 +586,18 @@ fn read_paths(s: &mut Section) -> Result<PathsConfig, ConfigError> {
             ));
         }
     }
+    // The spool must be a directory: anything else there (a file, a FIFO) would fail every
+    // start with a bare "File exists". `check` and the start-up both refuse it here.
+    let spool = state_dir.join("spool");
+    if let Ok(meta) = fs::metadata(&spool)
+        && !meta.is_dir()
+    {
+        return Err(s.err_at(
+            "state_dir",
+            &format!("{} is {}, not the warning spool directory", spool.display(), file_kind(&meta)),
+            &format!("move it away (mv {0} {0}.bad) and start again: the agent creates the directory", spool.display()),
+        ));
+    }
     Ok(PathsConfig {
         state_dir,
         state_dir_problem,
@@ -572,7 +612,7 @@ fn digest_files(files: &[&Option<PathBuf>]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for f in files.iter().copied().flatten() {
         f.hash(&mut h);
-        fs::read(f).unwrap_or_default().hash(&mut h);
+        bounded_read::read(f, tls::PEM_CAP, Links::Follow).map(|c| c.bytes).unwrap_or_default().hash(&mut h);
     }
     h.finish()
 }
@@ -610,6 +650,21 @@ fn tempfile_probe(dir: &Path) -> std::io::Result<()> {
     fs::remove_file(&probe)
 }
 
+/// What a path is, for a message about something that should have been a directory.
+fn file_kind(meta: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "a file"
+    }
+}
+
 /// `io::Error` without the "(os error 13)" tail, for operator messages.
 fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
@@ -624,6 +679,7 @@ fn io_reason(e: &std::io::Error) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     /// A valid config in `dir` (token file, state dir), for other modules' tests.
     pub(crate) fn minimal_config(dir: &Path) -> Config {
@@ -769,6 +825,46 @@ pub(crate) mod tests {
         let e = f.parse(&MINIMAL.replace("hardware_id = \"rig-1\"\n", "")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("device.hardware_id"));
         assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn every_duration_key_has_a_maximum_named_in_the_refusal() {
+        let f = Fixture::new();
+        let keys = [
+            ("gateway", "connect_timeout", "10m"),
+            ("gateway", "login_timeout", "10m"),
+            ("heartbeat", "interval", "1h"),
+            ("heartbeat", "timeout", "3h"),
+            ("reconnect", "initial", "1h"),
+            ("reconnect", "max", "24h"),
+            ("disks", "scan_interval", "24h"),
+            ("disks", "smart_interval", "168h"),
+            ("disks", "smart_timeout", "10m"),
+            ("warning", "resend_after", "24h"),
+        ];
+        for (section, key, max) in keys {
+            let text = if section == "gateway" {
+                MINIMAL.replace("[paths]", &format!("{key} = \"200000000000000d\"\n[paths]"))
+            } else {
+                format!("{MINIMAL}[{section}]\n{key} = \"200000000000000d\"\n")
+            };
+            let e = f.parse(&text).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(format!("{section}.{key}").as_str()), "{e}");
+            assert!(e.problem.contains(&format!("maximum is \"{max}\"")), "{e}");
+            assert!(e.fix.contains(&format!("at most \"{max}\"")), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_spool_that_is_not_a_directory_is_refused_naming_the_path_and_the_fix() {
+        let f = Fixture::new();
+        let spool = f.dir.path().join("state/spool");
+        fs::create_dir_all(spool.parent().unwrap()).unwrap();
+        fs::write(&spool, "x").unwrap();
+        let e = f.parse(MINIMAL).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("paths.state_dir"));
+        assert!(e.problem.contains(&spool.display().to_string()) && e.problem.contains("a file"), "{e}");
+        assert!(e.fix.contains("mv "), "{e}");
     }
 
     #[test]

@@ -190,7 +190,14 @@ impl<'a, 'd> Section<'a, 'd> {
         })
     }
 
-    pub(crate) fn duration_or(&self, key: &str, default: Duration, min: Duration) -> Result<Duration, ConfigError> {
+    /// A duration from `min` to `max`; the refusal names the bound that was crossed.
+    pub(crate) fn duration_or(
+        &self,
+        key: &str,
+        default: Duration,
+        min: Duration,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
         let Some((_, v)) = self.entry(key) else { return Ok(default) };
         let DeValue::String(s) = v.get_ref() else {
             return Err(self.wrong_type(key, v, "a duration string", &format!("\"{}\"", format_duration(default))));
@@ -209,6 +216,14 @@ impl<'a, 'd> Section<'a, 'd> {
                 v,
                 &format!("\"{s}\" is too short"),
                 &format!("use at least \"{}\"", format_duration(min)),
+            ));
+        }
+        if d > max {
+            return Err(self.err_value(
+                key,
+                v,
+                &format!("\"{s}\" is too long (the maximum is \"{}\")", format_duration(max)),
+                &format!("use at most \"{}\"", format_duration(max)),
             ));
         }
         Ok(d)

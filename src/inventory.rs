@@ -12,9 +12,13 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
+use crate::bounded_read::{self, Links};
 use crate::spool::write_durably;
 
 const FILE: &str = "disks.json";
+
+/// The largest inventory read back: a few hundred bytes per disk.
+pub const FILE_CAP: u64 = 4 << 20;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Remembered {
@@ -24,6 +28,10 @@ pub struct Remembered {
     pub ioerr_count: Option<u64>,
     /// Mountpoints of this disk last seen mounted read-write.
     pub rw_mounts: Vec<String>,
+    /// The transient `device/state` (an NVMe reset) the last scan saw, if any: one that is
+    /// still there at the next scan is raised. Not saved: after a restart it takes one more
+    /// scan.
+    pub unsettled_state: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,14 +56,18 @@ impl Inventory {
     /// an empty inventory: the agent goes on.
     pub fn load(state_dir: &Path) -> (Inventory, Option<String>) {
         let path = state_dir.join(FILE);
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Inventory::default(), None),
-            Err(e) => {
-                return (Inventory::default(), Some(format!("cannot read {} ({e}); starting empty", path.display())));
+        // Read with a cap and only if it is a regular file: a FIFO, a device or a link in its
+        // place would hang or flood the start-up; it is moved aside like a corrupt file.
+        let text = match bounded_read::read(&path, FILE_CAP, Links::Refuse) {
+            Ok(t) => Ok(t),
+            Err(e) if e.is_not_found() => return (Inventory::default(), None),
+            Err(e @ bounded_read::ReadError::Open { .. }) => {
+                return (Inventory::default(), Some(format!("{e}; starting empty")));
             }
+            Err(e) => Err(e),
         };
-        match serde_json::from_str::<Value>(&text).ok().and_then(|v| Inventory::from_json(&v)) {
+        let parsed = text.as_ref().ok().and_then(|c| serde_json::from_slice::<Value>(&c.bytes).ok());
+        match parsed.and_then(|v| Inventory::from_json(&v)) {
             Some(inv) => (inv, None),
             None => {
                 let aside = PathBuf::from(format!("{}.corrupt", path.display()));
@@ -65,7 +77,10 @@ impl Inventory {
                 };
                 (
                     Inventory::default(),
-                    Some(format!("disk inventory {} is corrupt, {moved}; starting empty", path.display())),
+                    Some(match text {
+                        Err(e) => format!("disk inventory: {e}; {moved}; starting empty"),
+                        Ok(_) => format!("disk inventory {} is corrupt, {moved}; starting empty", path.display()),
+                    }),
                 )
             }
         }
@@ -112,6 +127,7 @@ impl Inventory {
                     size_bytes: d["size_bytes"].as_u64(),
                     ioerr_count: d["ioerr_count"].as_u64(),
                     rw_mounts,
+                    unsettled_state: None,
                 },
             );
         }
@@ -145,6 +161,7 @@ mod tests {
                 size_bytes: Some(8),
                 ioerr_count: Some(3),
                 rw_mounts: vec!["/data".into()],
+                unsettled_state: None,
             },
         );
         inv.episodes.push(Episode {

@@ -6,6 +6,8 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod bounded_read;
+pub mod child;
 pub mod config;
 mod config_section;
 pub mod duration;

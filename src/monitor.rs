@@ -268,9 +268,8 @@ impl Monitor {
         self.refresher = thread::Builder::new()
             .name("smart".into())
             .spawn(move || {
-                for d in stale {
-                    let _ = smart.read(&d);
-                }
+                // In parallel: one hung disk's smartctl does not delay the others'.
+                let _ = smart.read_many(&stale);
             })
             .ok();
     }

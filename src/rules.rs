@@ -2,7 +2,7 @@
 //! what the inventory remembers. No IO: the monitor reads, these decide.
 
 use crate::inventory::{Episode, Inventory};
-use crate::probes::disks::Disk;
+use crate::probes::disks::{Disk, StateVerdict};
 
 pub const MISSING: &str = "missing";
 pub const OFFLINE: &str = "offline";
@@ -50,8 +50,24 @@ pub fn evaluate(inv: &mut Inventory, seen: &[Seen], ioerr_threshold: u64) -> Vec
             }
             continue;
         }
-        if let Some(state) = d.state.as_deref().filter(|s| *s != "running") {
-            out.push(cond(&d.name, OFFLINE, format!("device/state of {} is \"{state}\"", d.name)));
+        let state = d.state.as_deref().unwrap_or_default().trim();
+        let unsettled_before = known.as_ref().and_then(|k| k.unsettled_state.clone());
+        match d.state_verdict() {
+            Some(StateVerdict::Offline) => {
+                out.push(cond(&d.name, OFFLINE, format!("device/state of {} is \"{state}\"", d.name)));
+            }
+            // A controller reset passes within a scan interval on a healthy disk; one that
+            // is still unsettled a scan later is not coming back by itself.
+            Some(StateVerdict::Transient) => {
+                if let Some(before) = &unsettled_before {
+                    out.push(cond(
+                        &d.name,
+                        OFFLINE,
+                        format!("device/state of {} is \"{state}\", and was \"{before}\" a scan ago", d.name),
+                    ));
+                }
+            }
+            Some(StateVerdict::Healthy) | None => {}
         }
         if let (Some(now), Some(before)) = (d.ioerr_count, known.as_ref().and_then(|k| k.ioerr_count))
             && now >= before.saturating_add(ioerr_threshold)
@@ -78,6 +94,7 @@ pub fn evaluate(inv: &mut Inventory, seen: &[Seen], ioerr_threshold: u64) -> Vec
         r.model = d.model.clone().or(r.model);
         r.size_bytes = d.size_bytes.or(r.size_bytes);
         r.ioerr_count = d.ioerr_count;
+        r.unsettled_state = (d.state_verdict() == Some(StateVerdict::Transient)).then(|| state.to_string());
         let mounted: Vec<&String> = s.mounts.iter().map(|(m, _)| m).collect();
         // A filesystem unmounted on purpose forgets it was read-write; one still mounted
         // read-only stays remembered as read-write, so the episode lasts until it is rw again.
@@ -171,11 +188,57 @@ mod tests {
     }
 
     #[test]
-    fn a_state_other_than_running_is_offline() {
+    fn a_scsi_state_other_than_running_is_offline() {
+        for word in ["offline", "blocked", "transport-offline"] {
+            let mut inv = Inventory::default();
+            let mut d = disk("sda");
+            d.state = Some(word.into());
+            assert_eq!(reasons(&evaluate(&mut inv, &[seen(d)], 1)), [("sda", OFFLINE)], "{word}");
+        }
+    }
+
+    fn nvme(state: &str) -> Seen {
+        let mut d = disk("nvme0n1");
+        d.state = Some(state.into());
+        d.ioerr_count = None;
+        seen(d)
+    }
+
+    #[test]
+    fn a_live_nvme_controller_is_healthy() {
         let mut inv = Inventory::default();
-        let mut d = disk("sda");
-        d.state = Some("offline".into());
-        assert_eq!(reasons(&evaluate(&mut inv, &[seen(d)], 1)), [("sda", OFFLINE)]);
+        for _ in 0..3 {
+            assert!(evaluate(&mut inv, &[nvme("live\n")], 1).is_empty());
+        }
+    }
+
+    #[test]
+    fn a_dead_or_deleting_nvme_controller_is_offline_at_once() {
+        for word in ["dead", "deleting", "deleting (no IO)"] {
+            let mut inv = Inventory::default();
+            let c = evaluate(&mut inv, &[nvme(word)], 1);
+            assert_eq!(reasons(&c), [("nvme0n1", OFFLINE)], "{word}");
+            assert!(c[0].detail.contains(word), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn a_resetting_nvme_controller_is_raised_only_if_it_lasts_past_a_scan() {
+        // A reset that settles within a scan: nothing.
+        let mut inv = Inventory::default();
+        assert!(evaluate(&mut inv, &[nvme("resetting")], 1).is_empty());
+        assert!(evaluate(&mut inv, &[nvme("live")], 1).is_empty());
+        assert!(evaluate(&mut inv, &[nvme("connecting")], 1).is_empty());
+        assert!(evaluate(&mut inv, &[nvme("live")], 1).is_empty());
+        // One still unsettled a scan later: offline, until it is live again.
+        for word in ["resetting", "connecting", "new"] {
+            let mut inv = Inventory::default();
+            assert!(evaluate(&mut inv, &[nvme(word)], 1).is_empty(), "{word}");
+            let c = evaluate(&mut inv, &[nvme("connecting")], 1);
+            assert_eq!(reasons(&c), [("nvme0n1", OFFLINE)], "{word}");
+            assert!(c[0].detail.contains(&format!("was \"{word}\"")), "{c:?}");
+            assert!(evaluate(&mut inv, &[nvme("live")], 1).is_empty());
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::backoff::{self, Backoff};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::escape::{escape, escape_bytes};
 use crate::frames::Kind;
 use crate::logging::{Throttle, utc_timestamp};
@@ -93,6 +93,12 @@ pub struct Runner {
     notifier: Notifier,
     /// Hands a reloaded config to the parts outside the runner (probes, disk monitor).
     on_reload: Box<dyn FnMut(&Config) + Send>,
+    /// A config being read on the `reload` thread: loading reads the config, the token and
+    /// the PEM files and probes the state directory, none of which may block the socket.
+    reloading: Option<mpsc::Receiver<Result<Config, ConfigError>>>,
+    /// Another SIGHUP came while `reloading`: read the file again once that one is done,
+    /// so the last edit is what runs.
+    reload_again: bool,
 }
 
 /// The open connection and its write state.
@@ -139,6 +145,8 @@ impl Runner {
             lookups: Arc::new(AtomicUsize::new(0)),
             notifier: Notifier::from_env(),
             on_reload: Box::new(|_| {}),
+            reloading: None,
+            reload_again: false,
         })
     }
 
@@ -193,19 +201,43 @@ impl Runner {
         info!("stopped");
     }
 
-    /// Re-reads the config file if SIGHUP asked for it. A valid config is taken in at once
+    /// Starts re-reading the config file (on the `reload` thread) if SIGHUP asked for it,
+    /// and takes in the result once it is there. A valid config is taken in at once
     /// (timings, backoff, resend, probes, disk rules) and `true` returned when the
     /// connection must be made again for it (identity, token, URLs, TLS). An invalid one is
     /// refused with the message `check` would print; the agent keeps the running config.
     fn reload_if_asked(&mut self) -> Reload {
-        if !self.shutdown.take_reload() {
-            return Reload::NotAsked;
+        if self.shutdown.take_reload() {
+            if self.reloading.is_some() {
+                // Says so once: a load stuck on a hung filesystem would otherwise look like
+                // SIGHUP being ignored.
+                if !std::mem::replace(&mut self.reload_again, true) {
+                    warn!("reload: the previous reload is still reading the config; this one follows it");
+                }
+            } else {
+                self.start_reload();
+            }
+        }
+        let Some(rx) = &self.reloading else { return Reload::NotAsked };
+        let loaded = match rx.try_recv() {
+            Err(mpsc::TryRecvError::Empty) => return Reload::NotAsked,
+            Err(mpsc::TryRecvError::Disconnected) => Err(None),
+            Ok(result) => result.map_err(Some),
+        };
+        self.reloading = None;
+        if std::mem::take(&mut self.reload_again) {
+            self.start_reload();
         }
         let file = self.cfg.file.clone();
-        let new = match Config::load(&file) {
+        let new = match loaded {
             Ok(c) => c,
             Err(e) => {
-                error!("reload refused, still running with the previous config: {e}");
+                match e {
+                    Some(e) => error!("reload refused, still running with the previous config: {e}"),
+                    None => error!(
+                        "reload refused: reading the config failed unexpectedly; still running with the previous config"
+                    ),
+                }
                 return Reload::Refused;
             }
         };
@@ -224,6 +256,29 @@ impl Runner {
         } else {
             info!("configuration reloaded from {}", file.display());
             Reload::Applied
+        }
+    }
+
+    /// Reads the config file on a helper thread; the result comes back through a channel
+    /// and a wake-up. A read that hangs (a FUSE state directory) leaves that thread behind,
+    /// and the runner keeps the running config; later SIGHUPs wait for it.
+    fn start_reload(&mut self) {
+        let (tx, rx) = mpsc::channel();
+        let file = self.cfg.file.clone();
+        let waker = match self.waker.try_clone() {
+            Ok(w) => w,
+            Err(e) => {
+                error!("reload refused: cannot start it ({e})");
+                return;
+            }
+        };
+        let spawned = thread::Builder::new().name("reload".into()).spawn(move || {
+            let _ = tx.send(Config::load(&file));
+            waker.wake();
+        });
+        match spawned {
+            Ok(_) => self.reloading = Some(rx),
+            Err(e) => error!("reload refused: cannot start its thread ({e})"),
         }
     }
 

@@ -13,6 +13,11 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value;
 
+use crate::bounded_read::{self, Links};
+
+/// The largest spool file read back: a warning is a few hundred bytes.
+pub const ENTRY_CAP: u64 = 256 << 10;
+
 /// One unacknowledged warning: its creation number, `act_id` and the exact text to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -72,14 +77,23 @@ impl Spool {
             else {
                 continue; // *.corrupt and anything else that is not ours
             };
-            match fs::read_to_string(&path).ok().and_then(|t| parse_entry(seq, t)) {
+            // A FIFO, a device or a link here must not hang or flood the start-up: it is
+            // moved aside like any other file that is not a warning.
+            let (entry, unreadable) = match bounded_read::read(&path, ENTRY_CAP, Links::Refuse) {
+                Ok(c) => (String::from_utf8(c.bytes).ok().and_then(|t| parse_entry(seq, t)), None),
+                Err(e) => (None, Some(e)),
+            };
+            match entry {
                 Some(e) => entries.push(e),
                 None => {
                     let aside = dir.join(format!("{name}.corrupt"));
                     let moved = fs::rename(&path, &aside);
+                    let what = match unreadable {
+                        Some(e) => e.to_string(),
+                        None => format!("spool file {} is not a warning", path.display()),
+                    };
                     problems.push(Problem(format!(
-                        "spool file {} is not a warning; {}",
-                        path.display(),
+                        "{what}; {}",
                         match moved {
                             Ok(()) => format!("moved aside to {}", aside.display()),
                             Err(e) => format!("and could not be moved aside ({e})"),

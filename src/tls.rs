@@ -1,13 +1,14 @@
 //! The rustls client configuration: ring provider chosen explicitly, TLS 1.2 and 1.3, the
 //! server certificate always verified (there is no switch to turn that off).
 
-use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
+
+use crate::bounded_read::{self, Links};
 
 /// Reads every certificate of a PEM file; the error is a phrase for a config message.
 pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -36,15 +37,11 @@ pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| format!("{} holds no usable PEM private key ({e})", path.display()))
 }
 
+/// The largest PEM file read: a full public CA bundle is about 250 KB.
+pub const PEM_CAP: u64 = 4 << 20;
+
 fn read(path: &Path) -> Result<Vec<u8>, String> {
-    fs::read(path).map_err(|e| {
-        let why = match e.kind() {
-            std::io::ErrorKind::NotFound => "no such file".to_string(),
-            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-            _ => e.to_string(),
-        };
-        format!("cannot read {} ({why})", path.display())
-    })
+    bounded_read::read(path, PEM_CAP, Links::Follow).map(|c| c.bytes).map_err(|e| e.to_string())
 }
 
 /// Builds the client config. `roots`: only these CAs (from `ca_file`), or webpki-roots when

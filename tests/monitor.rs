@@ -144,7 +144,23 @@ fn get_disk_info_shows_the_monitors_verdicts_and_lists_disks_that_are_gone() {
     assert_eq!((by("sda")["health"].as_str(), by("sda")["reason"].as_str()), (Some("missing"), Some("missing")));
     assert_eq!(by("sda")["serial"], "WD-WCC7K1234567", "identity kept from the inventory");
     assert_eq!((by("sdb")["health"].as_str(), by("sdb")["reason"].as_str()), (Some("failed"), Some("offline")));
-    assert_eq!(by("nvme0n1")["health"], "unknown");
+    assert_eq!(by("nvme0n1")["health"], "ok", "a live NVMe controller is healthy");
+}
+
+#[test]
+fn a_live_nvme_disk_is_not_reported_and_a_dead_one_is_reported_offline() {
+    let _g = Guard::new(30 * SEC);
+    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let state = rig.join("sys/block/nvme0n1/device/state");
+    assert_eq!(fs::read_to_string(&state).unwrap().trim(), "live", "the fixture's NVMe controller is live");
+    let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
+    gw.wait_login(5 * SEC);
+    wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
+    soak(&mut gw, ms(1000)); // ten scans
+    assert_eq!(warnings_seen(&gw, "/dev/nvme0n1"), Vec::<Value>::new(), "a healthy NVMe disk was reported");
+    fs::write(&state, "dead\n").unwrap();
+    let w = wait_warning(&mut gw, 5 * SEC, "/dev/nvme0n1", "offline");
+    assert!(w["detail"].as_str().unwrap().contains("\"dead\""), "{w}");
 }
 
 #[test]
@@ -537,4 +553,44 @@ fn a_disk_smartctl_cannot_read_is_warned_about_once_not_every_smart_interval() {
     });
     let warned = warnings_with(&unique);
     assert_eq!(warned.len(), 1, "{warned:?}");
+}
+
+/// Thaws a frozen filesystem when dropped, so that a failing test never leaves it frozen.
+struct Thaw(PathBuf);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        let _ = Command::new("fsfreeze").arg("-u").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_reload_while_the_state_filesystem_is_frozen_does_not_stop_heartbeats() {
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let Some(lfs) = LoopFs::new(dir.path(), 16 << 20, "state", &[]) else { return };
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    // No disk monitored: nothing but the reload touches the state filesystem.
+    cfg.disks = "smartctl = \"\"\ninclude = [\"none-such*\"]\n".into();
+    let cfg = cfg.write(dir.path());
+    let mut child = spawn_agent(&cfg, &[]);
+    let (conn, _) = gw.wait_login(10 * SEC);
+    gw.wait_act(5 * SEC, "heartbeat");
+    // A frozen filesystem blocks every write, as a dying SD card or a hung NFS server
+    // does: the reload's check that the state directory is writable waits on it.
+    run("fsfreeze", &["-f", lfs.mnt.to_str().unwrap()]);
+    let thaw = Thaw(lfs.mnt.clone());
+    signal(&child, Signal::HUP);
+    for _ in 0..8 {
+        let (c, _, _) = gw.wait_act(2 * SEC, "heartbeat");
+        assert_eq!(c, conn, "same connection, still beating while the reload waits");
+    }
+    drop(thaw);
+    thread::sleep(ms(500));
+    let (code, log) = stop_agent(&mut child);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("configuration reloaded"), "the reload finished once thawed:\n{log}");
+    drop(lfs);
 }

@@ -300,6 +300,42 @@ fn a_hanging_smartctl_is_killed_at_smart_timeout() {
 }
 
 #[test]
+fn a_smartctl_whose_child_keeps_stdout_open_is_cut_off_at_smart_timeout_and_other_disks_do_not_wait() {
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    // On sda and sdb smartctl forks a child that inherits stdout and outlives it, then
+    // hangs itself; nvme0n1 answers at once.
+    let bin = fake_smartctl(
+        dir.path(),
+        "forks",
+        r#"case "$4" in
+  /dev/nvme0n1) echo '{"smart_status":{"passed":true},"nvme_smart_health_information_log":{"temperature":38,"power_on_hours":77}}' ;;
+  *) sleep 30 & sleep 30 ;;
+esac"#,
+    );
+    let cfg = config(
+        dir.path(),
+        Some(&fixture()),
+        &format!("smartctl = {:?}\nsmart_timeout = \"1s\"", bin.display().to_string()),
+    );
+    let probes = Probes::from_config(&cfg);
+    let t = Instant::now();
+    let got = probes.disk_info().unwrap();
+    let took = t.elapsed();
+    let disk = |n: &str| got["disks"].as_array().unwrap().iter().find(|d| d["name"] == n).unwrap().clone();
+    assert_eq!(disk("sda")["smart"], Value::Null);
+    assert_eq!(disk("sdb")["smart"], Value::Null);
+    assert_eq!(disk("nvme0n1")["smart"]["power_on_hours"], 77);
+    // Bound with slack: smart_timeout (1 s) + 1 s, not 30 s (the grandchild's sleep) nor
+    // 2 s (the two hung disks one after the other).
+    assert!(took < Duration::from_secs(2), "get_disk_info took {took:?} with smart_timeout = 1s");
+    assert!(
+        matches!(probes.smart.read("/dev/sda"), Err(SmartError::TimedOut { .. })),
+        "the hang is reported as a timeout"
+    );
+}
+
+#[test]
 fn garbage_from_smartctl_and_a_missing_binary_give_no_smart_data_and_no_crash() {
     let dir = tempfile::tempdir().unwrap();
     let bin = fake_smartctl(dir.path(), "garbage", "echo 'Segmentation fault'; exit 139");
@@ -330,4 +366,31 @@ esac"#,
     assert_eq!(disk("nvme0n1")["health"], "ok", "a passed check is evidence enough");
     assert_eq!(disk("nvme0n1")["smart"]["power_on_hours"], 77);
     assert_eq!(disk("nvme0n1")["smart"]["reallocated_sectors"], Value::Null);
+}
+
+#[test]
+fn device_states_from_sysfs_are_judged_per_transport_and_a_reset_is_raised_only_if_it_lasts() {
+    use rig_agent::inventory::Inventory;
+    use rig_agent::probes::disks;
+    use rig_agent::rules::{self, OFFLINE, Seen};
+    let sysfs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/device-states/sys");
+    let seen: Vec<Seen> = disks::monitored(&sysfs, &["*".to_string()], &[])
+        .iter()
+        .map(|n| Seen { disk: disks::read(&sysfs, n).unwrap(), smart_passed: None, mounts: Vec::new() })
+        .collect();
+    let offline = |inv: &mut Inventory| {
+        let mut v: Vec<String> = rules::evaluate(inv, &seen, 1)
+            .into_iter()
+            .inspect(|c| assert_eq!(c.reason, OFFLINE))
+            .map(|c| c.disk)
+            .collect();
+        v.sort();
+        v
+    };
+    let mut inv = Inventory::default();
+    // First scan: SCSI offline and blocked, NVMe dead and deleting; not sde (running),
+    // nvme1n1 (live), nor the controllers that are resetting, connecting or new.
+    assert_eq!(offline(&mut inv), ["nvme2n1", "nvme3n1", "sdc", "sdd"]);
+    // A scan later they are still unsettled: now they are raised too.
+    assert_eq!(offline(&mut inv), ["nvme2n1", "nvme3n1", "nvme4n1", "nvme5n1", "nvme6n1", "sdc", "sdd"]);
 }

@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use super::disks::{self, Disk};
+use super::disks::{self, Disk, StateVerdict};
 use super::mounts::{self, Mount};
 use super::network::{self, Addresses};
 use super::sensors;
-use super::smart::SmartReader;
+use super::smart::{Smart, SmartReader};
 use super::system::{self, SystemProbe};
 use super::{Roots, entries, read_attr};
 use crate::config::Config;
@@ -132,7 +132,11 @@ impl Probes {
             return Err(Refusal::probe_failed(format!("get_disk_info: cannot read {}", block.display())));
         }
         let mounts = mounts::read(&self.roots.procfs);
-        let mut list: Vec<Value> = self.disks().iter().map(|d| self.disk_json(d, &mounts)).collect();
+        let disks = self.disks();
+        // All disks' SMART at once: one hung smartctl costs smart_timeout, not one per disk.
+        let smart = self.smart.read_many(&disks.iter().map(Disk::device).collect::<Vec<_>>());
+        let mut list: Vec<Value> =
+            disks.iter().zip(smart).map(|(d, smart)| self.disk_json(d, smart.ok(), &mounts)).collect();
         // Disks known from earlier scans that are gone are listed too.
         for (name, r) in self.health.missing() {
             list.push(json!({
@@ -144,8 +148,7 @@ impl Probes {
         Ok(json!({ "disks": list }))
     }
 
-    fn disk_json(&self, d: &Disk, mounts: &[Mount]) -> Value {
-        let smart = self.smart.read(&d.device()).ok();
+    fn disk_json(&self, d: &Disk, smart: Option<Smart>, mounts: &[Mount]) -> Value {
         // The monitor's open episode decides; without one, what one look shows.
         let (health, reason) = match self.health.failing(&d.name) {
             Some(reason) => ("failed", Some(reason)),
@@ -195,18 +198,19 @@ impl Probes {
     }
 }
 
-/// Health from what can be seen in one look: a disk that reports size 0, is not `running`,
-/// or fails SMART is `failed`; one with a readable state or a passed SMART check is `ok`;
-/// with neither (a virtio disk, say) it is `unknown`. The disk monitor adds what needs
+/// Health from what can be seen in one look: a disk that reports size 0, whose device
+/// state is offline for its transport, or fails SMART is `failed`; one with a healthy
+/// state or a passed SMART check is `ok`; with neither (a virtio disk, an NVMe controller
+/// in the middle of a reset) it is `unknown`. The disk monitor adds what needs
 /// history (disappeared disks, rising error counts, filesystems turned read-only).
 pub fn assess(d: &Disk, smart_passed: Option<bool>) -> (&'static str, Option<&'static str>) {
     if d.size_bytes == Some(0) {
         ("failed", Some("missing"))
-    } else if d.state.as_deref().is_some_and(|s| s != "running") {
+    } else if d.state_verdict() == Some(StateVerdict::Offline) {
         ("failed", Some("offline"))
     } else if smart_passed == Some(false) {
         ("failed", Some("smart_failed"))
-    } else if d.state.is_some() || smart_passed == Some(true) {
+    } else if d.state_verdict() == Some(StateVerdict::Healthy) || smart_passed == Some(true) {
         ("ok", None)
     } else {
         ("unknown", None)

@@ -14,7 +14,8 @@ pub struct Disk {
     pub serial: Option<String>,
     pub size_bytes: Option<u64>,
     pub rotational: Option<bool>,
-    /// `device/state`: `running`, `offline`, … (SCSI/SATA only).
+    /// `device/state`: the SCSI device's (`running`, `offline`, …) or the NVMe
+    /// controller's (`live`, `resetting`, `dead`, …); judged by [`Disk::state_verdict`].
     pub state: Option<String>,
     /// `device/ioerr_cnt`, a hex counter (SCSI/SATA only).
     pub ioerr_count: Option<u64>,
@@ -34,9 +35,59 @@ impl Disk {
         format!("/dev/{}", self.name)
     }
 
+    /// How the disk is attached, which decides what its `device/state` words mean. NVMe
+    /// namespaces are always named `nvme<ctrl>n<ns>` by the kernel.
+    pub fn transport(&self) -> Transport {
+        if self.name.starts_with("nvme") { Transport::Nvme } else { Transport::Scsi }
+    }
+
+    /// What `device/state` says about the disk; `None` when it has none (virtio, MMC).
+    pub fn state_verdict(&self) -> Option<StateVerdict> {
+        self.state.as_deref().map(|s| judge_state(self.transport(), s))
+    }
+
     /// `major:minor` numbers of the disk and its partitions.
     pub fn devs(&self) -> impl Iterator<Item = &str> {
         self.dev.iter().chain(self.partitions.iter().filter_map(|p| p.dev.as_ref())).map(String::as_str)
+    }
+}
+
+/// The bus a disk is on, as far as `device/state` is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// SCSI, SATA through libata, USB storage: `device` is a SCSI device.
+    Scsi,
+    /// `device` is the NVMe controller.
+    Nvme,
+}
+
+/// A disk's `device/state`, judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateVerdict {
+    /// `running` (SCSI), `live` (NVMe).
+    Healthy,
+    /// The kernel has given up on the device, or is removing it.
+    Offline,
+    /// On its way somewhere (an NVMe controller reset or reconnect, a new controller):
+    /// a failure only if it lasts.
+    Transient,
+}
+
+/// The kernel's words per transport. SCSI (`scsi_device_state`): only `running` serves IO;
+/// `offline`, `transport-offline`, `blocked`, `cancel`, `deleted`… all mean it does not.
+/// NVMe (`nvme_ctrl_state`): `live` serves IO; `dead`, `deleting` and `deleting (no IO)`
+/// mean it is gone; `new`, `resetting` and `connecting` pass by themselves on a healthy
+/// controller, and an unknown word is treated the same way (raised only if it stays).
+pub fn judge_state(transport: Transport, state: &str) -> StateVerdict {
+    let state = state.trim();
+    match transport {
+        Transport::Scsi if state == "running" => StateVerdict::Healthy,
+        Transport::Scsi => StateVerdict::Offline,
+        Transport::Nvme => match state {
+            "live" => StateVerdict::Healthy,
+            "dead" | "deleting" | "deleting (no IO)" => StateVerdict::Offline,
+            _ => StateVerdict::Transient,
+        },
     }
 }
 
@@ -122,6 +173,30 @@ fn join_vendor(vendor: Option<String>, model: Option<String>) -> Option<String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_state_words_are_judged_per_transport() {
+        use StateVerdict::*;
+        let cases = [
+            (Transport::Scsi, "running", Healthy),
+            (Transport::Scsi, "offline", Offline),
+            (Transport::Scsi, "blocked", Offline),
+            (Transport::Scsi, "transport-offline", Offline),
+            (Transport::Scsi, "live", Offline),
+            (Transport::Nvme, "live", Healthy),
+            (Transport::Nvme, "live\n", Healthy),
+            (Transport::Nvme, "dead", Offline),
+            (Transport::Nvme, "deleting", Offline),
+            (Transport::Nvme, "deleting (no IO)", Offline),
+            (Transport::Nvme, "resetting", Transient),
+            (Transport::Nvme, "connecting", Transient),
+            (Transport::Nvme, "new", Transient),
+            (Transport::Nvme, "running", Transient),
+        ];
+        for (t, word, want) in cases {
+            assert_eq!(judge_state(t, word), want, "{t:?} {word:?}");
+        }
+    }
 
     #[test]
     fn size_is_sectors_times_512_and_junk_is_none() {

@@ -3,14 +3,18 @@
 //! `disks.smart_interval` so that neither queries nor scans wake the disks more often.
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+use crate::child;
+
+/// smartctl's JSON for one disk is tens of kilobytes; more is not an answer.
+const OUTPUT_CAP: usize = 1 << 20;
 
 /// What the agent reports of a disk's SMART data; fields smartctl did not give are `None`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +121,23 @@ impl SmartReader {
         result
     }
 
+    /// [`SmartReader::read`] of several disks at once, one thread each: a disk whose
+    /// smartctl hangs until `smart_timeout` does not make the others wait behind it.
+    pub fn read_many(&self, devices: &[String]) -> Vec<Result<Smart, SmartError>> {
+        thread::scope(|scope| {
+            let running: Vec<_> = devices.iter().map(|d| scope.spawn(move || self.read(d))).collect();
+            running
+                .into_iter()
+                .zip(devices)
+                .map(|(h, d)| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(SmartError::Unusable { device: d.clone(), why: "reading it panicked".into() })
+                    })
+                })
+                .collect()
+        })
+    }
+
     /// The cached result for `device`, however old, without running anything; the disk
     /// monitor uses this so that a scan never waits for smartctl.
     pub fn peek(&self, device: &str) -> Option<Result<Smart, SmartError>> {
@@ -139,39 +160,24 @@ impl SmartReader {
         if binary.is_empty() {
             return Err(SmartError::Disabled);
         }
-        let mut child = Command::new(&binary)
-            .args(["--json", "-H", "-A", device])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => SmartError::NotInstalled(binary.clone()),
-                _ => SmartError::Spawn(format!("{binary}: {e}")),
-            })?;
-        // Read stdout on a helper thread so a chatty child can never block on a full pipe.
-        let mut stdout = child.stdout.take().expect("piped stdout");
-        let reader = thread::spawn(move || {
-            let mut out = Vec::new();
-            let _ = stdout.by_ref().take(4 << 20).read_to_end(&mut out);
-            out
-        });
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break None;
-                }
-            }
+        let mut cmd = Command::new(&binary);
+        cmd.args(["--json", "-H", "-A", device]);
+        // Its own process group, killed whole at the deadline; pipes a forked child keeps
+        // open or a process stuck on a dying disk are never waited for past it.
+        let outcome = child::run(cmd, timeout, OUTPUT_CAP).map_err(|e| {
+            if e.is_not_found() { SmartError::NotInstalled(binary.clone()) } else { SmartError::Spawn(e.to_string()) }
+        })?;
+        let status = match outcome.status {
+            Some(status) if !outcome.timed_out => status,
+            _ => return Err(SmartError::TimedOut { device: device.to_string(), timeout }),
         };
-        let out = reader.join().unwrap_or_default();
-        let Some(status) = status else {
-            return Err(SmartError::TimedOut { device: device.to_string(), timeout });
-        };
+        if outcome.truncated {
+            return Err(SmartError::Unusable {
+                device: device.to_string(),
+                why: format!("more than {OUTPUT_CAP} bytes of output"),
+            });
+        }
+        let out = outcome.stdout;
         parse(&String::from_utf8_lossy(&out), status.code())
             .map_err(|why| SmartError::Unusable { device: device.to_string(), why })
     }

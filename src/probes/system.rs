@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use sysinfo::{CpuRefreshKind, MINIMUM_CPU_UPDATE_INTERVAL, System};
 
 use super::{Roots, entries, read_attr};
+use crate::bounded_read::{Links, read_string};
 
 /// One long-lived sysinfo `System`: CPU usage is the difference between two samples, so
 /// the previous sample is kept rather than taken again (a query never sleeps).
@@ -100,7 +101,8 @@ impl SystemProbe {
     pub fn os(&self) -> (Option<String>, Option<String>) {
         let text = ["etc/os-release", "usr/lib/os-release"]
             .iter()
-            .find_map(|p| std::fs::read_to_string(self.roots.rootfs.join(p)).ok())
+            // A broken root filesystem must not hang or flood the query worker either.
+            .find_map(|p| read_string(&self.roots.rootfs.join(p), 64 << 10, Links::Follow).ok())
             .unwrap_or_default();
         let mut fields = parse_os_release(&text);
         let version = fields.remove("VERSION_ID").or_else(|| fields.remove("VERSION"));

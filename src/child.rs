@@ -1,0 +1,217 @@
+//! Running an outside program with a hard deadline (smartctl today; remote actions later).
+//!
+//! A plain `kill` + `wait` + read-to-EOF is not bounded: a program that forks keeps its
+//! stdout open in the grandchild after the parent is killed, and a program stuck in
+//! uninterruptible IO (D state, a dying disk) cannot be reaped until the IO ends. So:
+//! the child gets its own process group and the whole group is killed at the deadline;
+//! pipes are read and the child reaped on helper threads, and the caller waits for them
+//! only until the deadline. Whatever is still stuck after that is left to those threads,
+//! which end when the pipe closes or the process can be reaped.
+
+use std::io::{self, Read};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process_group};
+
+/// The program could not be started. `is_not_found` tells a missing binary (say which
+/// package or setting provides it) from anything else (log it; retrying may work).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start {program}: {source}")]
+pub struct SpawnError {
+    pub program: String,
+    #[source]
+    pub source: io::Error,
+}
+
+impl SpawnError {
+    pub fn is_not_found(&self) -> bool {
+        self.source.kind() == io::ErrorKind::NotFound
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The child's exit status; `None` when it had not exited by the deadline (it was
+    /// killed, and is reaped in the background).
+    pub status: Option<ExitStatus>,
+    /// The deadline passed before the child exited and its output ended; its process
+    /// group was killed. The output is what came before.
+    pub timed_out: bool,
+    /// The last `cap` bytes of stdout and of stderr.
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// More than `cap` bytes came on stdout or stderr; the beginning was dropped.
+    pub truncated: bool,
+    pub duration: Duration,
+}
+
+/// Runs `cmd` (stdin from /dev/null, stdout and stderr captured) for at most `timeout`,
+/// keeping the last `cap` bytes of each output. Returns by `timeout` plus a few
+/// milliseconds whatever the program or its children do.
+pub fn run(mut cmd: Command, timeout: Duration, cap: usize) -> Result<Outcome, SpawnError> {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own group, so that one kill reaches whatever it forked.
+        .process_group(0)
+        .spawn()
+        .map_err(|source| SpawnError { program: cmd.get_program().to_string_lossy().into_owned(), source })?;
+    let group = Pid::from_child(&child);
+    let (tx, rx) = mpsc::channel();
+    let stdout = Arc::new(Mutex::new(Tail::new(cap)));
+    let stderr = Arc::new(Mutex::new(Tail::new(cap)));
+    let mut open = 0;
+    let pipes = [
+        (child.stdout.take().map(|p| Box::new(p) as Pipe), &stdout),
+        (child.stderr.take().map(|p| Box::new(p) as Pipe), &stderr),
+    ];
+    for (pipe, tail) in pipes {
+        let Some(pipe) = pipe else { continue };
+        let (tail, tx) = (Arc::clone(tail), tx.clone());
+        if thread::Builder::new().name("child-out".into()).spawn(move || drain(pipe, &tail, &tx)).is_ok() {
+            open += 1;
+        }
+    }
+    // The reaper: `wait` may block for as long as the process is stuck in the kernel.
+    let reaper_tx = tx.clone();
+    drop(tx);
+    let reaping = thread::Builder::new().name("child-wait".into()).spawn(move || {
+        let _ = reaper_tx.send(Event::Exited(child.wait()));
+    });
+    let mut status = None;
+    let mut exited = reaping.is_err();
+    while !exited || open > 0 {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Event::Exited(s)) => {
+                exited = true;
+                status = s.ok();
+            }
+            Ok(Event::Closed) => open -= 1,
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let timed_out = !exited || open > 0;
+    if timed_out {
+        // The group id is the child's pid, still reserved while the child is unreaped or
+        // any member of its group lives; an error means they are all gone already.
+        let _ = kill_process_group(group, Signal::KILL);
+    }
+    let take = |t: &Arc<Mutex<Tail>>| t.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let ((stdout, cut_out), (stderr, cut_err)) = (take(&stdout), take(&stderr));
+    Ok(Outcome { status, timed_out, stdout, stderr, truncated: cut_out || cut_err, duration: started.elapsed() })
+}
+
+enum Event {
+    Exited(io::Result<ExitStatus>),
+    /// One output pipe reached its end.
+    Closed,
+}
+
+type Pipe = Box<dyn Read + Send>;
+
+fn drain(mut pipe: Pipe, tail: &Mutex<Tail>, tx: &mpsc::Sender<Event>) {
+    let mut buf = [0u8; 8192];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => tail.lock().unwrap_or_else(|p| p.into_inner()).push(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let _ = tx.send(Event::Closed);
+}
+
+/// The last `cap` bytes of a stream, in memory bounded by twice `cap`.
+struct Tail {
+    cap: usize,
+    buf: Vec<u8>,
+    dropped: bool,
+}
+
+impl Tail {
+    fn new(cap: usize) -> Tail {
+        Tail { cap, buf: Vec::new(), dropped: false }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        // Trim in batches: moving the kept bytes on every read would be quadratic.
+        if self.buf.len() > self.cap.saturating_mul(2).max(8192) {
+            self.trim();
+        }
+    }
+
+    fn trim(&mut self) {
+        if self.buf.len() > self.cap {
+            self.buf.drain(..self.buf.len() - self.cap);
+            self.dropped = true;
+        }
+    }
+
+    fn take(&mut self) -> (Vec<u8>, bool) {
+        self.trim();
+        (std::mem::take(&mut self.buf), self.dropped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("/bin/sh");
+        c.args(["-c", script]);
+        c
+    }
+
+    #[test]
+    fn output_and_status_of_a_quick_program_are_returned() {
+        let o = run(sh("echo out; echo err >&2; exit 3"), Duration::from_secs(10), 1024).unwrap();
+        assert_eq!(o.status.and_then(|s| s.code()), Some(3));
+        assert!(!o.timed_out && !o.truncated);
+        assert_eq!((o.stdout.as_slice(), o.stderr.as_slice()), (&b"out\n"[..], &b"err\n"[..]));
+    }
+
+    #[test]
+    fn only_the_tail_of_a_long_output_is_kept() {
+        let o = run(sh("seq 1 100000"), Duration::from_secs(10), 16).unwrap();
+        assert!(o.truncated);
+        assert_eq!(o.stdout, b"98\n99999\n100000\n");
+    }
+
+    #[test]
+    fn a_grandchild_holding_stdout_does_not_hold_the_caller_past_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild");
+        let script = format!("sleep 30 & echo $! > {}; echo started; sleep 30", pidfile.display());
+        let o = run(sh(&script), Duration::from_millis(300), 1024).unwrap();
+        assert!(o.timed_out);
+        assert_eq!(o.status, None);
+        assert_eq!(o.stdout, b"started\n", "output before the kill is kept");
+        assert!(o.duration < Duration::from_secs(5), "{:?}", o.duration);
+        // The whole group was killed: the grandchild is gone (reaped by init) soon after.
+        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let gone = (0..200).any(|_| {
+            thread::sleep(Duration::from_millis(10));
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+        });
+        assert!(gone, "grandchild {pid} survived the group kill");
+    }
+
+    #[test]
+    fn a_missing_program_is_a_not_found_spawn_error() {
+        let e = run(Command::new("/nonexistent/prog"), Duration::from_secs(1), 10).unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+        assert!(e.to_string().contains("/nonexistent/prog"), "{e}");
+    }
+}
