@@ -10,6 +10,9 @@ use super::{entries, read_attr};
 pub struct Fan {
     /// The hwmon chip's `name` (`nct6798`, `amdgpu`, `pwmfan`).
     pub chip: Option<String>,
+    /// The PCI address of the device the chip belongs to (a GPU's own fan), from the
+    /// hwmon's parent device; `None` for board chips.
+    pub bus_id: Option<String>,
     /// `fan<N>_label`, or `fan<N>` when the driver gives no label.
     pub label: String,
     /// `None` when the input cannot be read; 0 is a stopped fan (or an empty header: the
@@ -24,7 +27,7 @@ pub struct Fan {
 impl Fan {
     pub fn to_json(&self) -> Value {
         json!({
-            "chip": self.chip, "label": self.label, "rpm": self.rpm,
+            "chip": self.chip, "bus_id": self.bus_id, "label": self.label, "rpm": self.rpm,
             "min_rpm": self.min_rpm, "max_rpm": self.max_rpm, "alarm": self.alarm,
         })
     }
@@ -38,6 +41,13 @@ pub fn read(sysfs: &Path) -> Vec<Fan> {
     for chip_dir in entries(&hwmon) {
         let dir = hwmon.join(&chip_dir);
         let chip = read_attr(&dir.join("name"));
+        // class/hwmon/hwmonN links to <device>/hwmon/hwmonN.
+        let bus_id = std::fs::canonicalize(&dir)
+            .ok()
+            .and_then(|d| d.parent()?.parent().map(|p| p.join("uevent")))
+            .and_then(|u| std::fs::read_to_string(u).ok())
+            .and_then(|u| super::gpu::uevent_value(&u, "PCI_SLOT_NAME"))
+            .map(|s| s.to_ascii_lowercase());
         let mut inputs: Vec<String> =
             entries(&dir).into_iter().filter(|f| f.starts_with("fan") && f.ends_with("_input")).collect();
         // fan2 before fan10.
@@ -47,6 +57,7 @@ pub fn read(sysfs: &Path) -> Vec<Fan> {
             let num = |suffix: &str| read_attr(&dir.join(format!("{base}_{suffix}"))).and_then(|s| parse_rpm(&s));
             out.push(Fan {
                 chip: chip.clone(),
+                bus_id: bus_id.clone(),
                 label: read_attr(&dir.join(format!("{base}_label"))).unwrap_or_else(|| base.to_string()),
                 rpm: num("input"),
                 // 0 is how chips say "no limit set" (nct6775, it87), not a speed.

@@ -141,8 +141,14 @@ impl Gpu {
 /// `text` with control characters escaped and cut to [`TEXT_CAP`] characters: it came from
 /// outside and goes into a log line or an answer.
 pub fn tame(text: &str) -> String {
-    let mut out: String = text.trim().chars().flat_map(char::escape_debug).take(TEXT_CAP).collect();
-    if text.trim().chars().flat_map(char::escape_debug).nth(TEXT_CAP).is_some() {
+    let escaped = || {
+        text.trim().chars().flat_map(|c| {
+            let e: Vec<char> = if c.is_control() { c.escape_debug().collect() } else { vec![c] };
+            e
+        })
+    };
+    let mut out: String = escaped().take(TEXT_CAP).collect();
+    if escaped().nth(TEXT_CAP).is_some() {
         out.push('…');
     }
     out
@@ -582,7 +588,7 @@ mod tests {
 
     #[test]
     fn outside_text_is_escaped_and_capped() {
-        assert_eq!(tame("a\nb\u{1b}[31m"), "a\\nb\\u{1b}[31m");
+        assert_eq!(tame("a\nb\u{1b}[31m couldn't"), "a\\nb\\u{1b}[31m couldn't");
         let long = "x".repeat(1000);
         assert_eq!(tame(&long).chars().count(), TEXT_CAP + 1);
     }
