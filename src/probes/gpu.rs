@@ -11,8 +11,8 @@ use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -285,23 +285,37 @@ pub fn run_child(
         .stderr(Stdio::piped())
         .process_group(0)
         .spawn()?;
-    // Read both pipes on helper threads so a chatty child never blocks on a full pipe.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+    // Read both pipes on helper threads so a chatty child never blocks on a full pipe; the
+    // end of stdout says the child is (almost always) done, so no polling delay is added to
+    // its own run time.
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let drain = |pipe: Option<Box<dyn Read + Send>>, done: Option<mpsc::Sender<()>>| {
         thread::spawn(move || {
             let mut out = Vec::new();
-            if let Some(p) = pipe {
-                let _ = p.take(cap).read_to_end(&mut out);
+            if let Some(mut p) = pipe {
+                let _ = p.by_ref().take(cap).read_to_end(&mut out);
+                // Past the cap, keep draining (and dropping) so the child can finish.
+                let _ = std::io::copy(&mut p, &mut std::io::sink());
             }
+            drop(done);
             out
         })
     };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>), Some(done_tx));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>), None);
     let deadline = Instant::now() + timeout;
+    // Disconnected (stdout closed) or timed out: either way, look at the child now.
+    let _ = done_rx.recv_timeout(timeout);
+    // Closing stdout is part of exiting: the child is a zombie a moment later. Short naps
+    // first, longer ones for a child that closed stdout and runs on.
+    let mut nap = Duration::from_micros(50);
     let finished = loop {
         match child.try_wait() {
             Ok(Some(_)) => break true,
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
+            Ok(None) if Instant::now() < deadline => {
+                thread::sleep(nap);
+                nap = (nap * 2).min(Duration::from_millis(5));
+            }
             _ => break false,
         }
     };
