@@ -301,3 +301,29 @@ fn probe_prints_each_new_act_from_the_real_binary() {
         assert_eq!(v[key].as_array().map(Vec::len), Some(count), "{act}: {}", pretty(&v));
     }
 }
+
+#[test]
+fn a_reload_never_waits_for_a_running_nvidia_smi_and_the_next_query_uses_the_new_binary() {
+    let _g = Guard::new(20 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let hang = fake_nvidia_smi(dir.path(), "exec sleep 30");
+    let slow = format!("nvidia_smi = {:?}\nnvidia_smi_timeout = \"1500ms\"", hang.display().to_string());
+    let cfg = Config::load(&write_config(dir.path(), empty.path(), &slow)).unwrap();
+    let probes = Arc::new(Probes::from_config(&cfg));
+    let asking = {
+        let p = Arc::clone(&probes);
+        std::thread::spawn(move || p.gpu_info())
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let other = tempfile::tempdir().unwrap();
+    let good = recorded(other.path(), "p106_450.102.04.txt", 0);
+    let reloaded = Config::load(&write_config(other.path(), empty.path(), &good)).unwrap();
+    // The reload hook runs on the socket thread: it must not wait out nvidia-smi's timeout.
+    let t = Instant::now();
+    probes.reconfigure(&reloaded);
+    assert!(t.elapsed() < Duration::from_millis(100), "reconfigure waited {:?}", t.elapsed());
+    assert_eq!(asking.join().unwrap()["nvidia_smi"]["status"], "timed_out");
+    let now = probes.gpu_info();
+    assert_eq!(now["gpus"].as_array().unwrap().len(), 4, "the answer of the old binary is not reused: {now}");
+}

@@ -339,7 +339,9 @@ pub struct NvidiaSettings {
     pub max_age: Duration,
 }
 
-type Cached = (Instant, Result<Vec<Gpu>, NvidiaError>);
+/// An answer, when it was taken and with which settings: one taken with other settings
+/// (before a reload) is not reused.
+type Cached = (Instant, NvidiaSettings, Result<Vec<Gpu>, NvidiaError>);
 
 pub struct NvidiaReader {
     settings: Mutex<NvidiaSettings>,
@@ -359,14 +361,13 @@ impl NvidiaReader {
         }
     }
 
-    /// New settings from a reloaded config; any change starts from an empty cache.
+    /// New settings from a reloaded config. Called on the runner thread, so it never waits
+    /// for the cache (held while nvidia-smi runs): an answer taken with other settings is
+    /// simply not reused.
     pub fn reconfigure(&self, new: NvidiaSettings) {
         let mut s = self.settings.lock().unwrap_or_else(|p| p.into_inner());
-        if *s != new {
-            *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            if s.binary != new.binary {
-                self.missing_logged.store(false, Ordering::Relaxed);
-            }
+        if s.binary != new.binary {
+            self.missing_logged.store(false, Ordering::Relaxed);
         }
         *s = new;
     }
@@ -379,14 +380,15 @@ impl NvidiaReader {
     pub fn read(&self) -> Result<Vec<Gpu>, NvidiaError> {
         let settings = self.settings();
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, result)) = cache.as_ref()
+        if let Some((at, taken_with, result)) = cache.as_ref()
             && at.elapsed() < settings.max_age
+            && *taken_with == settings
         {
             return result.clone();
         }
         let result = run(&settings);
         self.log(&result);
-        *cache = Some((Instant::now(), result.clone()));
+        *cache = Some((Instant::now(), settings, result.clone()));
         result
     }
 
