@@ -815,4 +815,17 @@ pub(crate) mod tests {
         assert_eq!(e.line, Some(1));
         assert!(e.problem.contains("not valid TOML"));
     }
+
+    #[test]
+    fn probes_keys_default_to_nvidia_smi_on_path_10s_and_2s_and_unknown_ones_are_refused() {
+        let f = Fixture::new();
+        let c = f.parse(MINIMAL).unwrap();
+        assert_eq!(c.probes.nvidia_smi, "nvidia-smi");
+        assert_eq!(c.probes.nvidia_smi_timeout, Duration::from_secs(10));
+        assert_eq!(c.probes.nvidia_smi_interval, Duration::from_secs(2));
+        let c = f.parse(&format!("{MINIMAL}[probes]\nnvidia_smi = \"\"\nnvidia_smi_timeout = \"3s\"\n")).unwrap();
+        assert_eq!((c.probes.nvidia_smi.as_str(), c.probes.nvidia_smi_timeout), ("", Duration::from_secs(3)));
+        let e = f.parse(&format!("{MINIMAL}[probes]\nnvidia_smi_timout = \"3s\"\n")).unwrap_err();
+        assert!(e.to_string().contains("nvidia_smi_timeout"), "{e}");
+    }
 }

@@ -387,28 +387,36 @@ impl NvidiaReader {
             return result.clone();
         }
         let result = run(&settings);
-        self.log(&result);
+        let _ = self.log(&result);
         *cache = Some((Instant::now(), settings, result.clone()));
         result
     }
 
     /// A missing binary once for the agent's life; other failures when they first happen
-    /// and again after a success, not on every query.
-    fn log(&self, result: &Result<Vec<Gpu>, NvidiaError>) {
+    /// and again after a success, not on every query. Returns whether it logged.
+    fn log(&self, result: &Result<Vec<Gpu>, NvidiaError>) -> bool {
         let mut last = self.last_logged.lock().unwrap_or_else(|p| p.into_inner());
         match result {
-            Ok(_) | Err(NvidiaError::Disabled) => *last = None,
+            Ok(_) | Err(NvidiaError::Disabled) => {
+                *last = None;
+                false
+            }
             Err(e @ NvidiaError::NotInstalled(_)) => {
-                if !self.missing_logged.swap(true, Ordering::Relaxed) {
+                let first = !self.missing_logged.swap(true, Ordering::Relaxed);
+                if first {
+                    // A rig of AMD cards has no nvidia-smi: a fact, not a warning.
                     log::info!("{e}");
                 }
+                first
             }
             Err(e) => {
                 let text = e.to_string();
-                if last.as_deref() != Some(&text) {
+                let new = last.as_deref() != Some(&text);
+                if new {
                     log::warn!("{text}");
                     *last = Some(text);
                 }
+                new
             }
         }
     }
@@ -607,6 +615,24 @@ mod tests {
         assert_eq!(tame("a\nb\u{1b}[31m couldn't"), "a\\nb\\u{1b}[31m couldn't");
         let long = "x".repeat(1000);
         assert_eq!(tame(&long).chars().count(), TEXT_CAP + 1);
+    }
+
+    #[test]
+    fn a_missing_binary_is_logged_once_and_other_failures_when_they_change() {
+        let r = NvidiaReader::new(NvidiaSettings {
+            binary: "/nonexistent/nvidia-smi".into(),
+            timeout: Duration::from_secs(1),
+            max_age: Duration::ZERO,
+        });
+        let missing = r.read();
+        assert!(matches!(missing, Err(NvidiaError::NotInstalled(_))), "{missing:?}");
+        assert!(!r.log(&missing), "logged again");
+        let hung = Err(NvidiaError::TimedOut(Duration::from_secs(1)));
+        assert!(r.log(&hung));
+        assert!(!r.log(&hung), "the same failure twice in a row is logged once");
+        assert!(!r.log(&Ok(vec![])));
+        assert!(r.log(&hung), "after a success it is news again");
+        assert!(!r.log(&missing), "a missing binary stays said once");
     }
 
     #[test]
