@@ -5,7 +5,8 @@
 //! after QUERIES and 2×QUERIES queries (default 10 000), each act's round trip (median,
 //! p99), whether heartbeats stayed on time, idle CPU, RSS over 1 000 reconnects, the time
 //! from gateway back to logged in, and a sustained flood of 10 000 messages a second for
-//! 5 s. Every figure is the median of BENCH_RUNS runs (default 3), each with a fresh agent.
+//! 5 s. `get_gpu_info` runs a stand-in nvidia-smi (a shell script printing a recorded answer)
+//! on every query, its cache set to 1 ms, next to that script's own run time. Every figure is the median of BENCH_RUNS runs (default 3), each with a fresh agent.
 //! BENCH_AGENT=PATH measures another build (the static musl one, say); BENCH_SMAPS=1 prints
 //! where the RSS is. BENCH_MALLOC_ARENA_MAX=1 runs the agent with one glibc malloc arena
 //! (about 0.1 MB less RSS). Figures, not pass/fail: the targets live in README.md.
@@ -81,6 +82,30 @@ fn show(value: f64, unit: Unit) -> String {
     }
 }
 
+/// A stand-in nvidia-smi (sh + cat of a recorded answer of six GPUs) in `dir`.
+fn fake_nvidia_smi(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let answer = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nvidia-smi/rtx30_535.54.03.txt");
+    let path = dir.join("nvidia-smi");
+    fs::write(&path, format!("#!/bin/sh\ncat {:?}\n", answer.display().to_string())).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Median wall time of running `bin` to its end, as the agent would, outside the agent.
+fn child_own_time(bin: &std::path::Path) -> Duration {
+    let mut t: Vec<Duration> = (0..200)
+        .map(|_| {
+            let start = Instant::now();
+            let out = Command::new(bin).stdout(Stdio::piped()).output().expect("run the stand-in nvidia-smi");
+            assert!(out.status.success());
+            start.elapsed()
+        })
+        .collect();
+    t.sort();
+    percentile(&t, 0.5)
+}
+
 fn main() {
     let queries: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3).max(1);
@@ -110,6 +135,12 @@ fn run_once(bin: &std::path::Path, queries: usize) -> Figures {
     (agent_config.heartbeat_interval, agent_config.heartbeat_timeout) = ("1s", "5s");
     // Fast reconnects, so that 1 000 of them take seconds, not minutes.
     (agent_config.reconnect_initial, agent_config.reconnect_max) = ("1ms", "2ms");
+    // get_gpu_info with a child process on every query: a stand-in nvidia-smi printing a
+    // recorded answer, never cached, so its p50 compares with the child's own time below.
+    let nvidia_smi = fake_nvidia_smi(dir.path());
+    agent_config.paths_extra =
+        format!("\n[probes]\nnvidia_smi = {:?}\nnvidia_smi_interval = \"1ms\"", nvidia_smi.display().to_string());
+    let child_own = child_own_time(&nvidia_smi);
     let config = agent_config.write(dir.path());
     let mut child = Command::new(bin)
         .arg("--config")
@@ -156,13 +187,16 @@ fn run_once(bin: &std::path::Path, queries: usize) -> Figures {
     }
     let cpu_start = cpu_ticks(pid);
 
-    const ACTS: [&str; 6] = [
+    const ACTS: [&str; 9] = [
         "get_system_baseinfo",
         "get_system_status",
         "get_disk_info",
         "get_network_info",
         "get_temperature",
         "get_agent_info",
+        "get_fans",
+        "get_board_health",
+        "get_gpu_info",
     ];
     let mut lat: Vec<Vec<Duration>> = vec![Vec::new(); ACTS.len()];
     let mut heartbeats = Vec::new();
@@ -287,6 +321,7 @@ fn run_once(bin: &std::path::Path, queries: usize) -> Figures {
         fig.add(format!("{act} p50"), secs(percentile(&lat[k], 0.5)), Unit::Ms);
         fig.add(format!("{act} p99"), secs(percentile(&lat[k], 0.99)), Unit::Ms);
     }
+    fig.add("  the stand-in nvidia-smi's own run time (p50)", secs(child_own), Unit::Ms);
     fig.add("throughput, one query at a time", (2 * queries) as f64 / secs(flood), Unit::PerSec);
     fig.add("agent CPU for all queries", cpu_used as f64 / 100.0, Unit::Secs);
     fig.add("largest heartbeat gap meanwhile (interval 1 s)", secs(worst_hb_gap), Unit::Secs);

@@ -86,6 +86,7 @@ pub struct Config {
     pub disks: DisksConfig,
     pub warning: WarningConfig,
     pub paths: PathsConfig,
+    pub probes: ProbesConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -160,6 +161,18 @@ pub struct DisksConfig {
     pub smart_timeout: Duration,
 }
 
+#[derive(Debug, Clone)]
+pub struct ProbesConfig {
+    /// nvidia-smi binary, found through `PATH` unless a path is given; empty disables the
+    /// NVIDIA part of `get_gpu_info`. Default "nvidia-smi".
+    pub nvidia_smi: String,
+    /// nvidia-smi (and its process group) is killed after this long. Default 10 s.
+    pub nvidia_smi_timeout: Duration,
+    /// How long one nvidia-smi answer is reused, so a burst of queries runs it once.
+    /// Default 2 s.
+    pub nvidia_smi_interval: Duration,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct WarningConfig {
     /// Unacknowledged warnings are sent again after this long. Default 60 s.
@@ -207,7 +220,7 @@ impl Config {
         let doc = Doc { file, src };
         let root = DeTable::parse(src).map_err(|e| doc.syntax_error(&e))?;
         let mut top = Section::root(&doc, root.get_ref());
-        top.deny_unknown(&["device", "gateway", "heartbeat", "reconnect", "disks", "warning", "paths"])?;
+        top.deny_unknown(&["device", "gateway", "heartbeat", "reconnect", "disks", "warning", "paths", "probes"])?;
 
         let device = read_device(&mut top.table("device")?)?;
         let gateway = read_gateway(&mut top.table("gateway")?)?;
@@ -223,8 +236,9 @@ impl Config {
             )?,
         };
         let paths = read_paths(&mut top.table("paths")?)?;
+        let probes = read_probes(&mut top.table("probes")?)?;
 
-        Ok(Config { file: file.to_path_buf(), device, gateway, heartbeat, reconnect, disks, warning, paths })
+        Ok(Config { file: file.to_path_buf(), device, gateway, heartbeat, reconnect, disks, warning, paths, probes })
     }
 
     /// The effective config as TOML, every default filled in and the token shown as `***`.
@@ -298,6 +312,13 @@ impl Config {
         if let Some(why) = &pa.state_dir_problem {
             out += &format!("# state_dir is not writable now ({why}): warnings are kept in memory until it is\n");
         }
+        let pr = &self.probes;
+        out += &format!(
+            "\n[probes]\nnvidia_smi = {}\nnvidia_smi_timeout = \"{}\"\nnvidia_smi_interval = \"{}\"\n",
+            q(&pr.nvidia_smi),
+            d(pr.nvidia_smi_timeout),
+            d(pr.nvidia_smi_interval)
+        );
         out
     }
 }
@@ -537,6 +558,25 @@ fn read_disks(s: &mut Section) -> Result<DisksConfig, ConfigError> {
             Duration::from_secs(30),
             Duration::from_millis(10),
             TEN_MINUTES,
+        )?,
+    })
+}
+
+fn read_probes(s: &mut Section) -> Result<ProbesConfig, ConfigError> {
+    s.deny(&["nvidia_smi", "nvidia_smi_timeout", "nvidia_smi_interval"])?;
+    Ok(ProbesConfig {
+        nvidia_smi: s.str("nvidia_smi")?.unwrap_or_else(|| "nvidia-smi".into()),
+        nvidia_smi_timeout: s.duration_or(
+            "nvidia_smi_timeout",
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            TEN_MINUTES,
+        )?,
+        nvidia_smi_interval: s.duration_or(
+            "nvidia_smi_interval",
+            Duration::from_secs(2),
+            Duration::from_millis(1),
+            HOUR,
         )?,
     })
 }
@@ -880,5 +920,18 @@ pub(crate) mod tests {
         let e = f.parse("[device\nhardware_id = 1\n").unwrap_err();
         assert_eq!(e.line, Some(1));
         assert!(e.problem.contains("not valid TOML"));
+    }
+
+    #[test]
+    fn probes_keys_default_to_nvidia_smi_on_path_10s_and_2s_and_unknown_ones_are_refused() {
+        let f = Fixture::new();
+        let c = f.parse(MINIMAL).unwrap();
+        assert_eq!(c.probes.nvidia_smi, "nvidia-smi");
+        assert_eq!(c.probes.nvidia_smi_timeout, Duration::from_secs(10));
+        assert_eq!(c.probes.nvidia_smi_interval, Duration::from_secs(2));
+        let c = f.parse(&format!("{MINIMAL}[probes]\nnvidia_smi = \"\"\nnvidia_smi_timeout = \"3s\"\n")).unwrap();
+        assert_eq!((c.probes.nvidia_smi.as_str(), c.probes.nvidia_smi_timeout), ("", Duration::from_secs(3)));
+        let e = f.parse(&format!("{MINIMAL}[probes]\nnvidia_smi_timout = \"3s\"\n")).unwrap_err();
+        assert!(e.to_string().contains("nvidia_smi_timeout"), "{e}");
     }
 }

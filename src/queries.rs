@@ -47,6 +47,13 @@ impl Catalogue {
         c.add("get_network_info", Lane::Fast, move |_| p.network_info());
         let p = Arc::clone(&probes);
         c.add("get_temperature", Lane::Fast, move |_| Ok(p.temperature()));
+        let p = Arc::clone(&probes);
+        c.add("get_fans", Lane::Fast, move |_| Ok(p.fans()));
+        let p = Arc::clone(&probes);
+        c.add("get_board_health", Lane::Fast, move |_| Ok(p.board_health()));
+        // nvidia-smi takes 50-500 ms, seconds with a GPU in trouble: the slow lane.
+        let p = Arc::clone(&probes);
+        c.add("get_gpu_info", Lane::Slow, move |_| Ok(p.gpu_info()));
         // smartctl over many disks can take seconds: its own lane.
         c.add("get_disk_info", Lane::Slow, move |_| probes.disk_info());
         c
@@ -129,7 +136,10 @@ mod tests {
             c.acts(),
             [
                 "get_agent_info",
+                "get_board_health",
                 "get_disk_info",
+                "get_fans",
+                "get_gpu_info",
                 "get_network_info",
                 "get_system_baseinfo",
                 "get_system_status",
@@ -137,5 +147,6 @@ mod tests {
             ]
         );
         assert_eq!(c.lane("get_disk_info"), Some(Lane::Slow));
+        assert_eq!(c.lane("get_gpu_info"), Some(Lane::Slow));
     }
 }

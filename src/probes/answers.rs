@@ -6,7 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
+use super::board;
 use super::disks::{self, Disk, StateVerdict};
+use super::fans;
+use super::gpu::{self, NvidiaError, NvidiaReader, NvidiaSettings};
 use super::mounts::{self, Mount};
 use super::network::{self, Addresses};
 use super::sensors;
@@ -23,6 +26,7 @@ pub struct Probes {
     filter: Mutex<(Vec<String>, Vec<String>, String)>,
     system: Mutex<SystemProbe>,
     pub smart: Arc<SmartReader>,
+    pub nvidia: NvidiaReader,
     /// The disk monitor's verdicts (open episodes, disks gone).
     pub health: Arc<DiskHealth>,
 }
@@ -36,6 +40,7 @@ impl Probes {
             roots,
             filter: Mutex::new((d.include.clone(), d.exclude.clone(), cfg.device.hardware_id.clone())),
             smart: Arc::new(SmartReader::new(&d.smartctl, d.smart_timeout, d.smart_interval)),
+            nvidia: NvidiaReader::new(nvidia_settings(cfg)),
             health: Arc::new(DiskHealth::default()),
         }
     }
@@ -46,6 +51,7 @@ impl Probes {
         *self.filter.lock().unwrap_or_else(|p| p.into_inner()) =
             (d.include.clone(), d.exclude.clone(), cfg.device.hardware_id.clone());
         self.smart.reconfigure(&d.smartctl, d.smart_timeout, d.smart_interval);
+        self.nvidia.reconfigure(nvidia_settings(cfg));
     }
 
     fn filter(&self) -> (Vec<String>, Vec<String>, String) {
@@ -196,6 +202,57 @@ impl Probes {
         let list: Vec<Value> = sensors::read(&self.roots.sysfs).iter().map(|s| s.to_json()).collect();
         json!({ "sensors": list })
     }
+
+    /// NVIDIA GPUs from nvidia-smi (cached briefly), then AMD ones from sysfs. How
+    /// nvidia-smi fared is in `nvidia_smi`, so "no NVIDIA GPU" and "nvidia-smi hung" differ.
+    pub fn gpu_info(&self) -> Value {
+        let nvidia = self.nvidia.read();
+        let mut gpus: Vec<Value> =
+            nvidia.as_ref().map(|g| g.iter().map(gpu::Gpu::to_json).collect()).unwrap_or_default();
+        gpus.extend(gpu::read_amd(&self.roots.sysfs).iter().map(gpu::Gpu::to_json));
+        let (status, error) = match &nvidia {
+            Ok(_) => ("ok", None),
+            Err(e @ (NvidiaError::Disabled | NvidiaError::NotInstalled(_))) => (e.status(), None),
+            Err(e) => (e.status(), Some(e.to_string())),
+        };
+        json!({ "gpus": gpus, "nvidia_smi": {"status": status, "error": error} })
+    }
+
+    pub fn fans(&self) -> Value {
+        let list: Vec<Value> = fans::read(&self.roots.sysfs).iter().map(|f| f.to_json()).collect();
+        json!({ "fans": list })
+    }
+
+    /// The controller board: its MMC storage's wear, the root filesystem, power and
+    /// throttling. Each part is `null` (or an empty list) where the board does not say.
+    pub fn board_health(&self) -> Value {
+        let sysfs = &self.roots.sysfs;
+        let mounts = mounts::read(&self.roots.procfs);
+        let root = std::path::Path::new("/");
+        let root_mount = mounts.iter().rev().find(|m| m.mountpoint == "/");
+        let usage = mounts::usage(&self.roots, "/");
+        let throttled =
+            board::find_throttled(sysfs).and_then(|p| read_attr(&p)).and_then(|t| board::parse_throttled(&t));
+        let thermal = board::read_thermal_throttle(sysfs);
+        json!({
+            "mmc": board::read_mmc(sysfs).iter().map(board::Mmc::to_json).collect::<Vec<_>>(),
+            "root_fs": {
+                "fstype": root_mount.map(|m| m.fstype.clone()),
+                "readonly": mounts::filesystem_readonly(&mounts, root),
+                "total_bytes": usage.map(|u| u.total_bytes),
+                "used_bytes": usage.map(|u| u.used_bytes),
+                "available_bytes": usage.map(|u| u.available_bytes),
+            },
+            "throttled": throttled.map(board::Throttled::to_json),
+            "under_voltage_alarm": board::rpi_under_voltage(sysfs),
+            "thermal_throttle": thermal.map(|t| json!({"core_events": t.core_events, "package_events": t.package_events})),
+        })
+    }
+}
+
+fn nvidia_settings(cfg: &Config) -> NvidiaSettings {
+    let p = &cfg.probes;
+    NvidiaSettings { binary: p.nvidia_smi.clone(), timeout: p.nvidia_smi_timeout, max_age: p.nvidia_smi_interval }
 }
 
 /// Health from what can be seen in one look: a disk that reports size 0, whose device

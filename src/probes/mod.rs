@@ -4,7 +4,10 @@
 //! one field `None` (JSON `null`), never a guess.
 
 mod answers;
+pub mod board;
 pub mod disks;
+pub mod fans;
+pub mod gpu;
 pub mod mounts;
 pub mod network;
 pub mod sensors;
