@@ -2,7 +2,7 @@
 //! `disks.scan_interval`, applies the rules, and for every new failure episode writes a
 //! warning to the spool (durably) before it wakes the runner to send it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -16,7 +16,7 @@ use crate::probes::smart::SmartReader;
 use crate::probes::{Roots, glob_match, mounts};
 use crate::protocol::{self, ActIds, Identity};
 use crate::rules::{self, Seen};
-use crate::spool::{Durability, Spool};
+use crate::spool::{Durability, Kind, Spool};
 use crate::status::{AgentStatus, unix_now};
 
 /// The monitor's verdicts, for `get_disk_info`: which disks are in an open failure episode
@@ -121,11 +121,17 @@ impl Monitor {
         if let Some(p) = problem {
             log::error!("{p}");
         }
+        // A set, not a scan of the episodes per entry: the spool may hold thousands.
+        let mut known: HashSet<(String, String)> =
+            inv.episodes.iter().map(|e| (e.disk.clone(), e.reason.clone())).collect();
         for entry in shared.spool.unacked() {
+            if entry.kind != Kind::Warning {
+                continue;
+            }
             let Ok(w) = serde_json::from_str::<serde_json::Value>(&entry.text) else { continue };
             let disk = w["disk"].as_str().unwrap_or_default().trim_start_matches("/dev/").to_string();
             let reason = w["reason"].as_str().unwrap_or_default().to_string();
-            if !inv.episodes.iter().any(|e| e.disk == disk && e.reason == reason) {
+            if known.insert((disk.clone(), reason.clone())) {
                 let since = w["time"].as_u64().unwrap_or_else(unix_now);
                 let detail = w["detail"].as_str().unwrap_or_default().to_string();
                 inv.episodes.push(Episode { disk, reason, act_id: entry.act_id, since, detail, reported: true });
