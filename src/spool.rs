@@ -104,8 +104,8 @@ impl Default for Limits {
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub limits: Limits,
-    /// Test seam: the storage thread sleeps this long before each fsync, standing in for a
-    /// dying SD card (no slow block device or FUSE is available to the test suite).
+    /// Test seam: the storage thread sleeps this long before each fsync (of a write, or of
+    /// the directory after a delete), standing in for a dying SD card (no slow block device or FUSE is available to the test suite).
     pub fsync_delay: Duration,
 }
 
@@ -506,7 +506,10 @@ impl Storage {
     }
 
     fn delete(&self, seq: u64) {
-        let removed = fs::remove_file(self.dir.join(file_name(seq))).and_then(|()| sync_dir(&self.dir));
+        let removed = fs::remove_file(self.dir.join(file_name(seq))).and_then(|()| {
+            thread::sleep(self.fsync_delay);
+            sync_dir(&self.dir)
+        });
         if let Err(err) = removed
             && err.kind() != io::ErrorKind::NotFound
         {
