@@ -424,6 +424,9 @@ fn dedup_key(kind: Kind, v: &Value) -> Option<String> {
     Some(format!("{}\n{}", v["disk"].as_str()?, v["reason"].as_str()?))
 }
 
+/// Deletes the storage thread does under one directory fsync, at most.
+const MAX_DELETE_BATCH: usize = 256;
+
 /// The storage thread: the only one that touches the spool directory after open.
 struct Storage {
     dir: PathBuf,
@@ -433,7 +436,10 @@ struct Storage {
 
 impl Storage {
     fn run(self, jobs: Receiver<Job>) {
-        for job in jobs {
+        // A job taken from the queue while collecting a batch of deletes.
+        let mut next = None;
+        loop {
+            let Some(job) = next.take().or_else(|| jobs.recv().ok()) else { return };
             match job {
                 Job::Write(seq) => {
                     let text = lock(&self.view).entries.get(&seq).map(|e| Arc::clone(&e.text));
@@ -442,7 +448,22 @@ impl Storage {
                         self.written(seq, ok);
                     }
                 }
-                Job::Delete(seq) => self.delete(seq),
+                Job::Delete(seq) => {
+                    // Acks come in bursts while a backlog drains: one directory fsync for
+                    // the deletes already queued, not one each.
+                    let mut batch = vec![seq];
+                    while batch.len() < MAX_DELETE_BATCH {
+                        match jobs.try_recv() {
+                            Ok(Job::Delete(seq)) => batch.push(seq),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.delete(&batch);
+                }
                 Job::CatchUp => {
                     let pending: Vec<(u64, Arc<str>)> = {
                         let mut view = lock(&self.view);
@@ -472,7 +493,7 @@ impl Storage {
         } else if ok {
             // Acknowledged while held in memory: no delete was queued for it.
             drop(view);
-            self.delete(seq);
+            self.delete(&[seq]);
             return;
         }
         if let Some(w) = &view.waker {
@@ -505,16 +526,24 @@ impl Storage {
         }
     }
 
-    fn delete(&self, seq: u64) {
-        let removed = fs::remove_file(self.dir.join(file_name(seq))).and_then(|()| {
+    fn delete(&self, seqs: &[u64]) {
+        let mut removed = false;
+        for seq in seqs {
+            match fs::remove_file(self.dir.join(file_name(*seq))) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // The gateway drops duplicates by act_id: a resend after a restart is harmless.
+                Err(e) => log::warn!(
+                    "acknowledged outbox message {} could not be deleted from the spool ({e})",
+                    file_name(*seq)
+                ),
+            }
+        }
+        if removed {
             thread::sleep(self.fsync_delay);
-            sync_dir(&self.dir)
-        });
-        if let Err(err) = removed
-            && err.kind() != io::ErrorKind::NotFound
-        {
-            // The gateway drops duplicates by act_id: a resend after a restart is harmless.
-            log::warn!("acknowledged outbox message {} could not be deleted from the spool ({err})", file_name(seq));
+            if let Err(e) = sync_dir(&self.dir) {
+                log::warn!("the spool directory {} could not be synced after deletes ({e})", self.dir.display());
+            }
         }
     }
 }
