@@ -22,6 +22,10 @@ pub struct Resend {
     sent: HashMap<u64, Instant>,
     /// The same, ordered by time: the front is the next resend.
     by_time: BTreeSet<(Instant, u64)>,
+    /// Messages the gateway refused, out of the window (so that refusals cannot hold up the
+    /// backlog), with when they were refused; each comes back `after` later when there is room.
+    parked: BTreeSet<(Instant, u64)>,
+    parked_at: HashMap<u64, Instant>,
 }
 
 impl Resend {
@@ -30,7 +34,15 @@ impl Resend {
     }
 
     pub fn with_window(after: Duration, window: usize) -> Resend {
-        Resend { after, window: window.max(1), cursor: 0, sent: HashMap::new(), by_time: BTreeSet::new() }
+        Resend {
+            after,
+            window: window.max(1),
+            cursor: 0,
+            sent: HashMap::new(),
+            by_time: BTreeSet::new(),
+            parked: BTreeSet::new(),
+            parked_at: HashMap::new(),
+        }
     }
 
     pub fn set_after(&mut self, after: Duration) {
@@ -42,6 +54,8 @@ impl Resend {
         self.cursor = 0;
         self.sent.clear();
         self.by_time.clear();
+        self.parked.clear();
+        self.parked_at.clear();
     }
 
     /// `seq` was acknowledged (or is gone from the outbox): it leaves the window, making
@@ -49,6 +63,19 @@ impl Resend {
     pub fn acked(&mut self, seq: u64) {
         if let Some(t) = self.sent.remove(&seq) {
             self.by_time.remove(&(t, seq));
+        }
+        if let Some(t) = self.parked_at.remove(&seq) {
+            self.parked.remove(&(t, seq));
+        }
+    }
+
+    /// The gateway refused `seq` at `now`: it stays in the outbox and is sent again
+    /// `after` later, but leaves the window meanwhile, making room for the next.
+    pub fn refused(&mut self, seq: u64, now: Instant) {
+        if let Some(t) = self.sent.remove(&seq) {
+            self.by_time.remove(&(t, seq));
+            self.parked.insert((now, seq));
+            self.parked_at.insert(seq, now);
         }
     }
 
@@ -74,6 +101,16 @@ impl Resend {
             self.by_time.insert((now, seq));
             self.sent.insert(seq, now);
         }
+        while self.sent.len() < self.window
+            && let Some(&(t, seq)) = self.parked.first()
+            && now >= t + self.after
+        {
+            self.parked.pop_first();
+            self.parked_at.remove(&seq);
+            self.sent.insert(seq, now);
+            self.by_time.insert((now, seq));
+            out.push(seq);
+        }
         let room = self.window.saturating_sub(self.sent.len());
         if room > 0 {
             for seq in unsent(self.cursor, room) {
@@ -89,7 +126,9 @@ impl Resend {
 
     /// When the next resend falls due, if any message is waiting for its ack.
     pub fn next_due(&self) -> Option<Instant> {
-        self.by_time.first().map(|(t, _)| *t + self.after)
+        // A parked message waits for room too; an ack wakes the loop when room is made.
+        let parked = self.parked.first().filter(|_| self.sent.len() < self.window);
+        [self.by_time.first(), parked].into_iter().flatten().map(|(t, _)| *t + self.after).min()
     }
 }
 
@@ -159,6 +198,24 @@ mod tests {
         r.acked(6);
         assert_eq!(r.due(t0 + MS(1040), from(&backlog)), [7, 8]);
         assert!(r.due(t0 + MS(1050), from(&backlog)).is_empty());
+    }
+
+    #[test]
+    fn refused_messages_leave_the_window_and_come_back_after_resend_after() {
+        let t0 = Instant::now();
+        let mut r = Resend::with_window(MS(1000), 2);
+        let backlog = [1, 2, 3, 4, 5];
+        assert_eq!(r.due(t0, from(&backlog)), [1, 2]);
+        r.refused(1, t0 + MS(10));
+        r.refused(2, t0 + MS(10));
+        assert_eq!(r.due(t0 + MS(20), from(&backlog)), [3, 4], "refusals do not hold up the backlog");
+        assert_eq!(r.next_due(), Some(t0 + MS(1020)));
+        r.acked(3);
+        assert_eq!(r.next_due(), Some(t0 + MS(1010)), "a parked one is due once there is room");
+        assert_eq!(r.due(t0 + MS(1010), from(&backlog)), [1], "back in the window, before new ones");
+        r.acked(1);
+        r.acked(4);
+        assert_eq!(r.due(t0 + MS(1011), from(&backlog)), [2, 5]);
     }
 
     #[test]

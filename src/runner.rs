@@ -435,10 +435,15 @@ impl Runner {
                     }
                     self.status.set_warnings_pending(self.spool.len() as u64);
                 }
-                Action::WarningRefused { act_id, code, description } => self.log_junk(&format!(
-                    "the gateway refused warning {act_id} (code {}): {description}; it stays spooled and is resent",
-                    code.map_or("missing".into(), |c| c.to_string())
-                )),
+                Action::WarningRefused { act_id, code, description } => {
+                    if let Some(seq) = self.spool.seq(&act_id) {
+                        self.resend.refused(seq, Instant::now());
+                    }
+                    self.log_junk(&format!(
+                        "the gateway refused warning {act_id} (code {}): {description}; it stays spooled and is resent",
+                        code.map_or("missing".into(), |c| c.to_string())
+                    ));
+                }
                 Action::Close { code, end } => {
                     // A dead peer will not answer a close: do not wait for it.
                     let wait = if matches!(end, End::Dead { .. }) { Duration::ZERO } else { CLOSE_WAIT };

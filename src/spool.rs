@@ -367,6 +367,11 @@ impl Spool {
         view.by_act.get(act_id).and_then(|s| view.entries.get(s)).map(|e| e.durability)
     }
 
+    /// The creation number of the message with this `act_id`, if it is waiting.
+    pub fn seq(&self, act_id: &str) -> Option<u64> {
+        self.lock().by_act.get(act_id).copied()
+    }
+
     pub fn len(&self) -> usize {
         self.lock().entries.len()
     }
