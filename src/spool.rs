@@ -395,13 +395,25 @@ impl Spool {
     }
 }
 
+/// How long dropping the spool (the agent stopping) waits for queued writes and deletes.
+/// Bounded: a state disk stuck in D state must not keep the agent from stopping; what is
+/// not written then is raised again, or resent, after the restart.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
 impl Drop for Spool {
     fn drop(&mut self) {
         // Ends the storage thread once it has done what is queued.
         drop(self.jobs.take());
-        if let Some(t) = self.storage.take() {
-            let _ = t.join();
+        let Some(t) = self.storage.take() else { return };
+        let until = std::time::Instant::now() + STOP_WAIT;
+        while !t.is_finished() {
+            if std::time::Instant::now() >= until {
+                log::warn!("the outbox in {} is still writing; not waiting for it", self.dir.display());
+                return;
+            }
+            thread::sleep(Duration::from_millis(5));
         }
+        let _ = t.join();
     }
 }
 
