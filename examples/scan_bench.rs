@@ -90,14 +90,12 @@ fn measure(disks: usize, scans: usize) -> (Duration, Duration, f64) {
     );
     let cfg = Config::parse(&dir.path().join("rig-agent.toml"), &text).unwrap();
     let (spool, _) = Spool::open(&cfg.paths.state_dir).unwrap();
-    let (waker, _rx) = rig_agent::wake::pair().unwrap();
     let shared = Shared {
         ids: Arc::new(ActIds::new()),
         spool: Arc::new(spool),
         smart: Arc::new(SmartReader::new("", Duration::from_secs(1), Duration::from_secs(1))),
         health: Arc::new(DiskHealth::default()),
         status: Arc::new(AgentStatus::new(cfg.file.clone())),
-        waker,
     };
     let mut m = Monitor::new(&cfg, shared);
     m.scan(); // first scan builds the inventory and saves it

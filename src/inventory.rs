@@ -3,8 +3,10 @@
 //! rules compare against (error counter, read-write filesystems), and the open failure
 //! episodes (so an acknowledged one is not reported again).
 //!
-//! An episode counts as acknowledged when its warning is no longer in the spool: there is
-//! no second flag that could disagree with the spool after a crash.
+//! An episode is `reported` once its warning was durably in the spool or acknowledged. At
+//! start, a reported episode whose warning is no longer in the spool was acknowledged; one
+//! not reported whose warning is not in the spool (the spool was unwritable, the agent
+//! stopped before the ack) is raised again with the same `act_id`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -42,6 +44,10 @@ pub struct Episode {
     pub act_id: String,
     /// Unix seconds.
     pub since: u64,
+    /// The warning's `detail`, to raise it again with the same text.
+    pub detail: String,
+    /// Its warning was durably in the spool, or acknowledged: it needs no raising again.
+    pub reported: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -106,7 +112,10 @@ impl Inventory {
         let episodes: Vec<Value> = self
             .episodes
             .iter()
-            .map(|e| json!({"disk": e.disk, "reason": e.reason, "act_id": e.act_id, "since": e.since}))
+            .map(|e| {
+                json!({"disk": e.disk, "reason": e.reason, "act_id": e.act_id, "since": e.since,
+                       "detail": e.detail, "reported": e.reported})
+            })
             .collect();
         json!({"version": 1, "disks": disks, "episodes": episodes})
     }
@@ -140,6 +149,9 @@ impl Inventory {
                     reason: s(&e["reason"])?,
                     act_id: s(&e["act_id"])?,
                     since: e["since"].as_u64()?,
+                    detail: s(&e["detail"]).unwrap_or_default(),
+                    // Files of earlier versions knew only reported episodes.
+                    reported: e["reported"].as_bool().unwrap_or(true),
                 })
             })
             .collect::<Option<Vec<_>>>()?;
@@ -169,6 +181,8 @@ mod tests {
             reason: "missing".into(),
             act_id: "9f3a61c2-12".into(),
             since: 1_764_000_000,
+            detail: "block device sdl disappeared".into(),
+            reported: false,
         });
         inv
     }
@@ -180,6 +194,16 @@ mod tests {
         let (inv, problem) = Inventory::load(d.path());
         assert_eq!(problem, None);
         assert_eq!(inv, sample());
+    }
+
+    #[test]
+    fn an_episode_from_a_file_without_the_reported_flag_counts_as_reported() {
+        // Earlier versions saved an episode only after its warning was spooled.
+        let v = json!({"version": 1, "disks": {}, "episodes": [
+            {"disk": "sdl", "reason": "missing", "act_id": "a-1", "since": 5}]});
+        let inv = Inventory::from_json(&v).unwrap();
+        assert!(inv.episodes[0].reported);
+        assert_eq!(inv.episodes[0].detail, "");
     }
 
     #[test]

@@ -65,6 +65,15 @@ impl Agent {
     /// panicking probes) and starts the disk monitor. Problems found in the state directory
     /// are logged at error level and the agent goes on.
     pub fn build(cfg: Config, extend: impl FnOnce(&mut queries::Catalogue)) -> std::io::Result<Agent> {
+        Agent::build_with(cfg, extend, spool::Options::default())
+    }
+
+    /// [`Agent::build`] with the outbox's options: its cap, and for tests a slow state disk.
+    pub fn build_with(
+        cfg: Config,
+        extend: impl FnOnce(&mut queries::Catalogue),
+        outbox: spool::Options,
+    ) -> std::io::Result<Agent> {
         let status = Arc::new(status::AgentStatus::new(cfg.file.clone()));
         let probes = Arc::new(probes::Probes::from_config(&cfg));
         let mut catalogue = queries::Catalogue::standard(Arc::clone(&probes), Arc::clone(&status));
@@ -76,7 +85,7 @@ impl Agent {
                 cfg.paths.state_dir.display()
             );
         }
-        let (spool, problems) = spool::Spool::open(&cfg.paths.state_dir)?;
+        let (spool, problems) = spool::Spool::open_with(&cfg.paths.state_dir, outbox)?;
         for p in problems {
             log::error!("{}", p.0);
         }
@@ -91,7 +100,6 @@ impl Agent {
             smart: Arc::clone(&probes.smart),
             health: Arc::clone(&probes.health),
             status,
-            waker: runner.waker()?,
         };
         let monitor = monitor::Monitor::new(&cfg, shared).spawn()?;
         // SIGHUP: the runner re-reads the config and hands it here; probes and disk rules

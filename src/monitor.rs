@@ -2,7 +2,7 @@
 //! `disks.scan_interval`, applies the rules, and for every new failure episode writes a
 //! warning to the spool (durably) before it wakes the runner to send it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -16,9 +16,8 @@ use crate::probes::smart::SmartReader;
 use crate::probes::{Roots, glob_match, mounts};
 use crate::protocol::{self, ActIds, Identity};
 use crate::rules::{self, Seen};
-use crate::spool::Spool;
+use crate::spool::{Durability, Kind, Spool};
 use crate::status::{AgentStatus, unix_now};
-use crate::wake::Waker;
 
 /// The monitor's verdicts, for `get_disk_info`: which disks are in an open failure episode
 /// and which known disks are gone.
@@ -56,6 +55,11 @@ impl DiskHealth {
     }
 }
 
+/// How long a scan that raised warnings waits for the storage thread to write them, so
+/// that the same save records them as reported. Bounded: a dying state disk delays the
+/// scan by at most this; the episodes are then recorded by a later scan.
+const SETTLE_WAIT: Duration = Duration::from_secs(5);
+
 pub struct Monitor {
     roots: Roots,
     include: Vec<String>,
@@ -70,7 +74,6 @@ pub struct Monitor {
     smart: Arc<SmartReader>,
     health: Arc<DiskHealth>,
     status: Arc<AgentStatus>,
-    waker: Waker,
     refresher: Option<JoinHandle<()>>,
     save_failing: bool,
 }
@@ -105,27 +108,48 @@ pub struct Shared {
     pub smart: Arc<SmartReader>,
     pub health: Arc<DiskHealth>,
     pub status: Arc<AgentStatus>,
-    pub waker: Waker,
 }
 
 impl Monitor {
     /// Loads the inventory (a corrupt one is moved aside and reported) and takes in the
     /// warnings still in the spool, so a crash between spooling a warning and saving its
-    /// episode never yields a second warning for the same failure.
+    /// episode never yields a second warning for the same failure. An episode whose warning
+    /// was never durably spooled nor acknowledged is raised again, with the same `act_id`.
     pub fn new(cfg: &Config, shared: Shared) -> Monitor {
         let state_dir = cfg.paths.state_dir.clone();
         let (mut inv, problem) = Inventory::load(&state_dir);
         if let Some(p) = problem {
             log::error!("{p}");
         }
+        // A set, not a scan of the episodes per entry: the spool may hold thousands.
+        let mut known: HashSet<(String, String)> =
+            inv.episodes.iter().map(|e| (e.disk.clone(), e.reason.clone())).collect();
         for entry in shared.spool.unacked() {
+            if entry.kind != Kind::Warning {
+                continue;
+            }
             let Ok(w) = serde_json::from_str::<serde_json::Value>(&entry.text) else { continue };
             let disk = w["disk"].as_str().unwrap_or_default().trim_start_matches("/dev/").to_string();
             let reason = w["reason"].as_str().unwrap_or_default().to_string();
-            if !inv.episodes.iter().any(|e| e.disk == disk && e.reason == reason) {
+            if known.insert((disk.clone(), reason.clone())) {
                 let since = w["time"].as_u64().unwrap_or_else(unix_now);
-                inv.episodes.push(Episode { disk, reason, act_id: entry.act_id, since });
+                let detail = w["detail"].as_str().unwrap_or_default().to_string();
+                inv.episodes.push(Episode { disk, reason, act_id: entry.act_id, since, detail, reported: true });
             }
+        }
+        let id = Identity { hardware_id: cfg.device.hardware_id.clone(), name: cfg.device.name.clone() };
+        for e in inv.episodes.iter().filter(|e| !e.reported && shared.spool.durability(&e.act_id).is_none()) {
+            let device = format!("/dev/{}", e.disk);
+            let serial = inv.disks.get(&e.disk).and_then(|r| r.serial.clone());
+            log::error!(
+                "disk {device} failed ({}) before the last stop and its warning {} was neither spooled nor \
+                 acknowledged; raising it again",
+                e.reason,
+                e.act_id
+            );
+            let warning =
+                protocol::encode_warning(&id, &e.act_id, &device, serial.as_deref(), &e.reason, &e.detail, e.since);
+            shared.spool.push(&warning);
         }
         Monitor {
             roots: Roots::from_config(&cfg.paths),
@@ -135,13 +159,12 @@ impl Monitor {
             ioerr_threshold: cfg.disks.ioerr_threshold,
             state_dir,
             inv,
-            id: Identity { hardware_id: cfg.device.hardware_id.clone(), name: cfg.device.name.clone() },
+            id,
             ids: shared.ids,
             spool: shared.spool,
             smart: shared.smart,
             health: shared.health,
             status: shared.status,
-            waker: shared.waker,
             refresher: None,
             save_failing: false,
         }
@@ -157,7 +180,7 @@ impl Monitor {
                     Err(RecvTimeoutError::Timeout) => {}
                     Ok(cfg) => self.reconfigure(&cfg),
                     // Every sender is gone: the agent is stopping.
-                    Err(RecvTimeoutError::Disconnected) => return,
+                    Err(RecvTimeoutError::Disconnected) => return self.finish(),
                 }
             }
         })?;
@@ -211,29 +234,70 @@ impl Monitor {
         for e in &closed {
             log::info!("disk /dev/{}: {} cleared", e.disk, e.reason);
         }
+        let mut warnings = Vec::new();
         for c in &new {
             let act_id = self.ids.next();
             let device = format!("/dev/{}", c.disk);
             let serial = self.inv.disks.get(&c.disk).and_then(|r| r.serial.clone());
             let now = unix_now();
-            let warning =
-                protocol::encode_warning(&self.id, &act_id, &device, serial.as_deref(), c.reason, &c.detail, now);
+            warnings.push(protocol::encode_warning(
+                &self.id,
+                &act_id,
+                &device,
+                serial.as_deref(),
+                c.reason,
+                &c.detail,
+                now,
+            ));
             log::error!("disk {device} failed ({}): {}; warning {act_id}", c.reason, c.detail);
-            // Spooled (fsynced) before the runner hears of it, and before the episode is saved.
-            self.spool.push(&warning);
-            self.inv.episodes.push(Episode { disk: c.disk.clone(), reason: c.reason.to_string(), act_id, since: now });
+            self.inv.episodes.push(Episode {
+                disk: c.disk.clone(),
+                reason: c.reason.to_string(),
+                act_id,
+                since: now,
+                detail: c.detail.clone(),
+                reported: false,
+            });
         }
-        if self.inv != before {
-            self.save();
-        }
-        self.spool.catch_up();
+        // The verdicts first: whoever hears of a warning finds them in get_disk_info.
         let present_names: Vec<String> = present.iter().map(|d| d.name.clone()).collect();
         self.health.publish(&self.inv, &present_names);
-        self.status.set_warnings_pending(self.spool.len() as u64);
-        if !new.is_empty() {
-            self.waker.wake();
+        for w in &warnings {
+            // The storage thread writes it durably before the runner offers it to the
+            // gateway; the episode counts as reported once that write is done.
+            self.spool.push(w);
         }
+        self.spool.catch_up();
+        if !new.is_empty() {
+            // Record the new episodes as reported in this save when their writes are done,
+            // so that a stop right after the ack does not raise them again.
+            self.spool.settle(SETTLE_WAIT);
+        }
+        self.record_reported();
+        // A save that failed (full or read-only state disk) is tried again every scan until
+        // it succeeds, not only when the inventory changes again.
+        if self.inv != before || self.save_failing {
+            self.save();
+        }
+        self.status.set_warnings_pending(self.spool.len() as u64);
         new.len()
+    }
+
+    /// Marks the episodes whose warning is on disk, or no longer in the outbox
+    /// (acknowledged, or a duplicate the cap dropped): nothing to raise again after a restart.
+    fn record_reported(&mut self) {
+        for e in self.inv.episodes.iter_mut().filter(|e| !e.reported) {
+            e.reported = matches!(self.spool.durability(&e.act_id), None | Some(Durability::OnDisk));
+        }
+    }
+
+    /// The agent is stopping: record acks that came in since the last scan.
+    fn finish(&mut self) {
+        let before = self.inv.clone();
+        self.record_reported();
+        if self.inv != before || self.save_failing {
+            self.save();
+        }
     }
 
     fn save(&mut self) {

@@ -296,7 +296,14 @@ mod tests {
         assert_eq!(new.len(), 2);
         assert!(closed.is_empty());
         for n in new {
-            eps.push(Episode { disk: n.disk, reason: n.reason.into(), act_id: "x".into(), since: 0 });
+            eps.push(Episode {
+                disk: n.disk,
+                reason: n.reason.into(),
+                act_id: "x".into(),
+                since: 0,
+                detail: n.detail,
+                reported: true,
+            });
         }
         let (new, closed) = reconcile(&mut eps, &[c("sda", MISSING), c("sdb", OFFLINE)]);
         assert!(new.is_empty() && closed.is_empty(), "no second warning for the same episode");

@@ -126,6 +126,8 @@ impl Runner {
         let catalogue = Arc::new(catalogue);
         let workers = Workers::start(Arc::clone(&catalogue), id.clone(), &waker)?;
         let backoff = Backoff::new(cfg.reconnect.initial, cfg.reconnect.max, backoff::random_seed());
+        // The storage thread wakes the loop when a message is written and ready to send.
+        spool.set_waker(waker.try_clone()?);
         Ok(Runner {
             shutdown: Shutdown::new(waker.try_clone()?),
             resend: Resend::new(cfg.warning.resend_after),
@@ -155,7 +157,7 @@ impl Runner {
         self.on_reload = Box::new(hook);
     }
 
-    /// Wakes the runner from another thread (the disk monitor, after spooling a warning).
+    /// Wakes the runner from another thread.
     pub fn waker(&self) -> std::io::Result<Waker> {
         self.waker.try_clone()
     }
@@ -409,11 +411,7 @@ impl Runner {
             // Frames may sit decrypted in rustls' or tungstenite's buffers, where poll(2)
             // cannot see them: after a capped read round, read again without sleeping.
             if !conn.more_to_read {
-                let next_resend = if session.is_up() && !self.spool.is_empty() {
-                    self.resend.next_due(&self.spool.unacked())
-                } else {
-                    None
-                };
+                let next_resend = if session.is_up() { self.resend.next_due() } else { None };
                 let mut deadline = [session.next_deadline(), next_resend].into_iter().flatten().min();
                 if let Some(since) = conn.write_stalled_since {
                     deadline = Some(deadline.map_or(since + stall_limit, |d| d.min(since + stall_limit)));
@@ -430,13 +428,37 @@ impl Runner {
                 }
             }
             pending.extend(session.on_tick(&self.ids, Instant::now()));
-            // Warnings go out only after login: all of them after each login, new ones at
-            // once, unacknowledged ones again every `warning.resend_after`.
-            if session.is_up() && !self.spool.is_empty() {
-                let unacked = self.spool.unacked();
-                pending.extend(
-                    self.resend.due(Instant::now(), &unacked).into_iter().map(|e| Action::Send(e.text.clone())),
-                );
+            // Outbox messages go out only after login, after this round's heartbeat: the
+            // backlog in a bounded window after each login, new ones at once while the window
+            // has room, unacknowledged ones again every `warning.resend_after`.
+            if session.is_up() {
+                pending.extend(self.outbox_due().into_iter().map(Action::Send));
+            }
+        }
+    }
+
+    /// The outbox messages to send now. Reads only the outbox's in-memory view: no disk IO.
+    fn outbox_due(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            let spool = &self.spool;
+            let seqs = self.resend.due(Instant::now(), |from, max| spool.sendable_from(from, max));
+            if seqs.is_empty() {
+                return out;
+            }
+            let mut gone = false;
+            for (seq, text) in self.spool.texts(&seqs) {
+                match text {
+                    Some(t) => out.push(t.to_string()),
+                    // Acknowledged meanwhile, or dropped by the outbox's cap: make room.
+                    None => {
+                        self.resend.acked(seq);
+                        gone = true;
+                    }
+                }
+            }
+            if !gone {
+                return out;
             }
         }
     }
@@ -475,17 +497,23 @@ impl Runner {
                     "dropped an answer: the gateway sent more queries than can be held before it answered the login",
                 ),
                 Action::WarningAcked(act_id) => {
-                    if self.spool.ack(&act_id) {
+                    if let Some(acked) = self.spool.ack(&act_id) {
+                        self.resend.acked(acked.seq);
                         info!("warning {act_id} acknowledged by the gateway");
                     }
                     self.status.set_warnings_pending(self.spool.len() as u64);
                 }
-                Action::WarningRefused { act_id, code, description } => self.log_junk(&format!(
-                    "the gateway refused warning {} (code {}): {}; it stays spooled and is resent",
-                    escape(&act_id),
-                    code.map_or("missing".into(), |c| c.to_string()),
-                    escape(&description)
-                )),
+                Action::WarningRefused { act_id, code, description } => {
+                    if let Some(seq) = self.spool.seq(&act_id) {
+                        self.resend.refused(seq, Instant::now());
+                    }
+                    self.log_junk(&format!(
+                        "the gateway refused warning {} (code {}): {}; it stays spooled and is resent",
+                        escape(&act_id),
+                        code.map_or("missing".into(), |c| c.to_string()),
+                        escape(&description)
+                    ));
+                }
                 Action::Close { code, end } => {
                     // A dead peer will not answer a close: do not wait for it.
                     let wait = if matches!(end, End::Dead { .. }) { Duration::ZERO } else { CLOSE_WAIT };

@@ -1,31 +1,89 @@
-//! The durable warning outbox (PROTOCOL.md §7): one file per warning in
-//! `<state_dir>/spool/`, written to a temp name, fsynced, renamed and the directory fsynced
-//! before anyone is told about it. A file is deleted only when the gateway acknowledges its
-//! `act_id`.
+//! The durable outbox (PROTOCOL.md §7, §8): one file per message (a disk warning, or a
+//! remote action's result) in `<state_dir>/spool/`, written to a temp name, fsynced,
+//! renamed and the directory fsynced. A file is deleted only when the gateway acknowledges
+//! its `act_id`.
 //!
-//! When the state filesystem is full or read-only, a warning is kept in memory and still
-//! sent; the error is logged once and the spool writes it out when it can again.
+//! All disk IO happens on one storage thread, so that a slow or dying state disk (a 3 s
+//! fsync on a worn SD card) never holds up the socket loop: callers change an in-memory
+//! view under a short lock that is never held across IO, and queue the IO. Serialising
+//! every write and delete on that one thread also keeps a late write from bringing back a
+//! file whose ack was already processed. A message is offered to the gateway once its
+//! write has finished: on disk, or (when the state filesystem is full or read-only) kept in
+//! memory only; the error is logged once and the storage thread writes it out when it can.
+//!
+//! The outbox is capped ([`Limits`]): past the cap, the newest duplicates of the same disk
+//! and reason are dropped first; the first unacknowledged warning of a disk and reason, and
+//! every action result, are never dropped.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::bounded_read::{self, Links};
+use crate::wake::Waker;
 
 /// The largest spool file read back: a warning is a few hundred bytes.
 pub const ENTRY_CAP: u64 = 256 << 10;
 
-/// One unacknowledged warning: its creation number, `act_id` and the exact text to send.
+/// What an outbox message is; its `act` on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A disk-failure warning (PROTOCOL.md §7).
+    Warning,
+    /// The result of a remote action (PROTOCOL.md §8).
+    ActionResult,
+}
+
+impl Kind {
+    fn from_act(act: &str) -> Option<Kind> {
+        match act {
+            "warning" => Some(Kind::Warning),
+            "action_result" => Some(Kind::ActionResult),
+            _ => None,
+        }
+    }
+}
+
+/// Where a message's write stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Queued for the storage thread; not offered to the gateway yet, so that a crash
+    /// cannot leave a message sent but not spooled while the disk is healthy.
+    Writing,
+    /// Durably in the spool directory.
+    OnDisk,
+    /// The write failed (full or read-only state filesystem): held in memory, sent, and
+    /// written out by [`Spool::catch_up`] when the disk allows.
+    MemoryOnly,
+}
+
+/// One unacknowledged message: its creation number, `act_id` and the exact text to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub seq: u64,
     pub act_id: String,
-    pub text: String,
-    /// `false` while only in memory (the write failed).
-    pub on_disk: bool,
+    pub kind: Kind,
+    pub text: Arc<str>,
+    pub durability: Durability,
+    /// Disk and reason of a warning: entries with the same key are duplicates for the cap.
+    key: Option<String>,
+}
+
+impl Entry {
+    pub fn on_disk(&self) -> bool {
+        self.durability == Durability::OnDisk
+    }
+
+    fn sendable(&self) -> bool {
+        self.durability != Durability::Writing
+    }
 }
 
 /// Something wrong found in the spool directory; reported at error level by the caller,
@@ -33,24 +91,132 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem(pub String);
 
-pub struct Spool {
-    dir: PathBuf,
-    inner: Mutex<Inner>,
+/// How much the outbox holds before it drops duplicates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_entries: usize,
+    pub max_bytes: usize,
 }
 
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_entries: 10_000, max_bytes: 16 << 20 }
+    }
+}
+
+/// How the spool is opened: its cap and, for tests only, a slow disk.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub limits: Limits,
+    /// Test seam: the storage thread sleeps this long before each fsync (of a write, or of
+    /// the directory after a delete), standing in for a dying SD card (no slow block device or FUSE is available to the test suite).
+    pub fsync_delay: Duration,
+}
+
+/// A message the gateway acknowledged, as [`Spool::ack`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acked {
+    pub seq: u64,
+    pub kind: Kind,
+}
+
+pub struct Spool {
+    dir: PathBuf,
+    view: Arc<Mutex<View>>,
+    jobs: Option<Sender<Job>>,
+    storage: Option<JoinHandle<()>>,
+}
+
+enum Job {
+    Write(u64),
+    Delete(u64),
+    CatchUp,
+    /// Answered once every job queued before it is done.
+    Barrier(Sender<()>),
+}
+
+/// The in-memory outbox. Every operation on it is O(log n).
 #[derive(Default)]
-struct Inner {
-    /// In creation order.
-    entries: Vec<Entry>,
+struct View {
+    /// By creation number: creation order.
+    entries: BTreeMap<u64, Entry>,
+    by_act: HashMap<String, u64>,
+    /// Entries per duplicate key, so the first of each is known.
+    by_key: HashMap<String, BTreeSet<u64>>,
+    /// Entries that are not the first of their key: the ones the cap may drop.
+    dups: BTreeSet<u64>,
+    bytes: usize,
     next_seq: u64,
+    limits: Limits,
     /// A write or delete failed and has not succeeded since: log only the first.
     failing: bool,
+    catch_up_queued: bool,
+    waker: Option<Waker>,
+}
+
+impl View {
+    fn insert(&mut self, e: Entry) {
+        self.bytes += e.text.len();
+        self.by_act.insert(e.act_id.clone(), e.seq);
+        if let Some(k) = &e.key {
+            let set = self.by_key.entry(k.clone()).or_default();
+            set.insert(e.seq);
+            if set.first() != Some(&e.seq) {
+                self.dups.insert(e.seq);
+            }
+        }
+        self.entries.insert(e.seq, e);
+    }
+
+    fn remove(&mut self, seq: u64) -> Option<Entry> {
+        let e = self.entries.remove(&seq)?;
+        self.bytes -= e.text.len();
+        if self.by_act.get(&e.act_id) == Some(&seq) {
+            self.by_act.remove(&e.act_id);
+        }
+        self.dups.remove(&seq);
+        if let Some(k) = &e.key
+            && let Some(set) = self.by_key.get_mut(k)
+        {
+            set.remove(&seq);
+            match set.first() {
+                None => {
+                    self.by_key.remove(k);
+                }
+                // The next one is the first of its key now, and no longer droppable.
+                Some(first) => {
+                    self.dups.remove(first);
+                }
+            }
+        }
+        Some(e)
+    }
+
+    fn over_cap(&self) -> bool {
+        self.entries.len() > self.limits.max_entries || self.bytes > self.limits.max_bytes
+    }
+
+    /// Drops the newest duplicates until within the cap; returns what it dropped.
+    fn enforce_cap(&mut self) -> Vec<Entry> {
+        let mut dropped = Vec::new();
+        while self.over_cap() {
+            let Some(&seq) = self.dups.last() else { break };
+            dropped.extend(self.remove(seq));
+        }
+        dropped
+    }
 }
 
 impl Spool {
-    /// Opens (creating) `<state_dir>/spool`. Corrupt files are renamed to `*.corrupt` and
-    /// returned as problems; leftover temp files of an interrupted write are removed.
+    /// Opens (creating) `<state_dir>/spool` with the default cap.
     pub fn open(state_dir: &Path) -> io::Result<(Spool, Vec<Problem>)> {
+        Spool::open_with(state_dir, Options::default())
+    }
+
+    /// Opens (creating) `<state_dir>/spool` and starts its storage thread. Corrupt files are
+    /// renamed to `*.corrupt` and returned as problems; leftover temp files of an
+    /// interrupted write are removed; a spool over the cap is trimmed (and said so).
+    pub fn open_with(state_dir: &Path, options: Options) -> io::Result<(Spool, Vec<Problem>)> {
         let dir = state_dir.join("spool");
         let mut problems = Vec::new();
         let mut entries = Vec::new();
@@ -104,51 +270,281 @@ impl Spool {
         }
         entries.sort_by_key(|e| e.seq);
         let next_seq = entries.last().map_or(1, |e| e.seq + 1);
-        Ok((Spool { dir, inner: Mutex::new(Inner { entries, next_seq, failing: false }) }, problems))
+        let mut view = View { next_seq, limits: options.limits, ..View::default() };
+        for e in entries {
+            view.insert(e);
+        }
+        let dropped = view.enforce_cap();
+        if !dropped.is_empty() {
+            problems.push(Problem(cap_message(&dir, &view, dropped.len())));
+        }
+        let view = Arc::new(Mutex::new(view));
+        let (jobs, rx) = mpsc::channel();
+        for e in &dropped {
+            let _ = jobs.send(Job::Delete(e.seq));
+        }
+        let storage = Storage { dir: dir.clone(), view: Arc::clone(&view), fsync_delay: options.fsync_delay };
+        let storage = thread::Builder::new().name("storage".into()).spawn(move || storage.run(rx))?;
+        Ok((Spool { dir, view, jobs: Some(jobs), storage: Some(storage) }, problems))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, View> {
+        lock(&self.view)
     }
 
-    /// Adds a warning (the full message; its `act_id` is read from it). It is on disk when
-    /// this returns `true`; in memory only (and still sent) when `false`.
-    pub fn push(&self, warning: &Value) -> bool {
-        let act_id = warning["act_id"].as_str().unwrap_or_default().to_string();
-        let text = warning.to_string();
-        let mut inner = self.lock();
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
-        let on_disk = self.write(&mut inner, seq, &text);
-        inner.entries.push(Entry { seq, act_id, text, on_disk });
-        on_disk
+    fn queue(&self, job: Job) {
+        if let Some(jobs) = &self.jobs {
+            // The storage thread only ends when the spool is dropped.
+            let _ = jobs.send(job);
+        }
     }
 
-    /// Writes out warnings that could only be kept in memory; call from time to time.
+    /// Who to wake when a message becomes ready to send (the runner).
+    pub fn set_waker(&self, waker: Waker) {
+        self.lock().waker = Some(waker);
+    }
+
+    /// Adds a message (the full JSON; its `act_id` and `act` are read from it) and queues
+    /// its durable write; returns its creation number. It is offered to the gateway once
+    /// the write is done (or failed: then it is held in memory and still sent). Never
+    /// blocks on the disk. Past the cap, the newest duplicate warnings are dropped, and
+    /// this one too if it is such a duplicate.
+    pub fn push(&self, message: &Value) -> u64 {
+        let act_id = message["act_id"].as_str().unwrap_or_default().to_string();
+        let kind = message["act"].as_str().and_then(Kind::from_act).unwrap_or(Kind::Warning);
+        let key = dedup_key(kind, message);
+        let text: Arc<str> = message.to_string().into();
+        let mut view = self.lock();
+        let seq = view.next_seq;
+        view.next_seq += 1;
+        view.insert(Entry { seq, act_id, kind, text, durability: Durability::Writing, key });
+        let dropped = view.enforce_cap();
+        let message = (!dropped.is_empty()).then(|| cap_message(&self.dir, &view, dropped.len()));
+        drop(view);
+        if let Some(m) = message {
+            log::error!("{m}");
+        }
+        for e in &dropped {
+            // Its write may be queued already: delete after it.
+            if e.seq != seq {
+                self.queue(Job::Delete(e.seq));
+            }
+        }
+        if !dropped.iter().any(|e| e.seq == seq) {
+            self.queue(Job::Write(seq));
+        }
+        seq
+    }
+
+    /// Asks the storage thread to write out messages held only in memory; call from time to
+    /// time (the disk monitor does, every scan). Never blocks on the disk.
     pub fn catch_up(&self) {
-        let mut inner = self.lock();
-        let pending: Vec<(u64, String)> =
-            inner.entries.iter().filter(|e| !e.on_disk).map(|e| (e.seq, e.text.clone())).collect();
-        for (seq, text) in pending {
-            if !self.write(&mut inner, seq, &text) {
+        let mut view = self.lock();
+        let wanted = !view.catch_up_queued && view.entries.values().any(|e| e.durability == Durability::MemoryOnly);
+        view.catch_up_queued |= wanted;
+        drop(view);
+        if wanted {
+            self.queue(Job::CatchUp);
+        }
+    }
+
+    /// Waits until the storage thread has done every write and delete queued so far, or
+    /// `limit` passed; `true` when done. For tests and start-up, never the socket loop.
+    pub fn settle(&self, limit: Duration) -> bool {
+        let (tx, rx) = mpsc::channel();
+        self.queue(Job::Barrier(tx));
+        rx.recv_timeout(limit).is_ok()
+    }
+
+    /// Unacknowledged messages in creation order (a copy: for start-up and tests).
+    pub fn unacked(&self) -> Vec<Entry> {
+        self.lock().entries.values().cloned().collect()
+    }
+
+    /// Up to `max` creation numbers from `from` on that are ready to send, in order; stops
+    /// at the first one still being written, so that messages go out in creation order.
+    pub fn sendable_from(&self, from: u64, max: usize) -> Vec<u64> {
+        self.lock().entries.range(from..).take(max).take_while(|(_, e)| e.sendable()).map(|(s, _)| *s).collect()
+    }
+
+    /// The texts of these messages; `None` for one that is gone (acknowledged or dropped).
+    pub fn texts(&self, seqs: &[u64]) -> Vec<(u64, Option<Arc<str>>)> {
+        let view = self.lock();
+        seqs.iter().map(|s| (*s, view.entries.get(s).map(|e| Arc::clone(&e.text)))).collect()
+    }
+
+    /// Where the message with this `act_id` stands; `None` when it is not in the outbox
+    /// (acknowledged, dropped by the cap, or never pushed).
+    pub fn durability(&self, act_id: &str) -> Option<Durability> {
+        let view = self.lock();
+        view.by_act.get(act_id).and_then(|s| view.entries.get(s)).map(|e| e.durability)
+    }
+
+    /// The creation number of the message with this `act_id`, if it is waiting.
+    pub fn seq(&self, act_id: &str) -> Option<u64> {
+        self.lock().by_act.get(act_id).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The gateway acknowledged `act_id`: forget it and queue the deletion of its file.
+    /// `None` when no such message is waiting (a duplicate ack). Never blocks on the disk.
+    pub fn ack(&self, act_id: &str) -> Option<Acked> {
+        let mut view = self.lock();
+        let seq = *view.by_act.get(act_id)?;
+        let e = view.remove(seq)?;
+        drop(view);
+        // A queued write for it may still be ahead: the delete goes after it.
+        if e.durability != Durability::MemoryOnly {
+            self.queue(Job::Delete(seq));
+        }
+        Some(Acked { seq, kind: e.kind })
+    }
+}
+
+/// How long dropping the spool (the agent stopping) waits for queued writes and deletes.
+/// Bounded: a state disk stuck in D state must not keep the agent from stopping; what is
+/// not written then is raised again, or resent, after the restart.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        // Ends the storage thread once it has done what is queued.
+        drop(self.jobs.take());
+        let Some(t) = self.storage.take() else { return };
+        let until = std::time::Instant::now() + STOP_WAIT;
+        while !t.is_finished() {
+            if std::time::Instant::now() >= until {
+                log::warn!("the outbox in {} is still writing; not waiting for it", self.dir.display());
                 return;
             }
-            if let Some(e) = inner.entries.iter_mut().find(|e| e.seq == seq) {
-                e.on_disk = true;
+            thread::sleep(Duration::from_millis(5));
+        }
+        let _ = t.join();
+    }
+}
+
+fn lock(view: &Mutex<View>) -> MutexGuard<'_, View> {
+    view.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn cap_message(dir: &Path, view: &View, dropped: usize) -> String {
+    format!(
+        "the outbox in {} is over its cap ({} messages, {} bytes; at most {} and {}): dropped the {dropped} newest \
+         duplicate warnings of a disk and reason already waiting; the first warning of each is kept",
+        dir.display(),
+        view.entries.len(),
+        view.bytes,
+        view.limits.max_entries,
+        view.limits.max_bytes
+    )
+}
+
+/// Disk and reason of a warning; action results have none and are never dropped.
+fn dedup_key(kind: Kind, v: &Value) -> Option<String> {
+    if kind != Kind::Warning {
+        return None;
+    }
+    Some(format!("{}\n{}", v["disk"].as_str()?, v["reason"].as_str()?))
+}
+
+/// Deletes the storage thread does under one directory fsync, at most.
+const MAX_DELETE_BATCH: usize = 256;
+
+/// The storage thread: the only one that touches the spool directory after open.
+struct Storage {
+    dir: PathBuf,
+    view: Arc<Mutex<View>>,
+    fsync_delay: Duration,
+}
+
+impl Storage {
+    fn run(self, jobs: Receiver<Job>) {
+        // A job taken from the queue while collecting a batch of deletes.
+        let mut next = None;
+        loop {
+            let Some(job) = next.take().or_else(|| jobs.recv().ok()) else { return };
+            match job {
+                Job::Write(seq) => {
+                    let text = lock(&self.view).entries.get(&seq).map(|e| Arc::clone(&e.text));
+                    if let Some(text) = text {
+                        let ok = self.write(seq, &text);
+                        self.written(seq, ok);
+                    }
+                }
+                Job::Delete(seq) => {
+                    // Acks come in bursts while a backlog drains: one directory fsync for
+                    // the deletes already queued, not one each.
+                    let mut batch = vec![seq];
+                    while batch.len() < MAX_DELETE_BATCH {
+                        match jobs.try_recv() {
+                            Ok(Job::Delete(seq)) => batch.push(seq),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.delete(&batch);
+                }
+                Job::CatchUp => {
+                    let pending: Vec<(u64, Arc<str>)> = {
+                        let mut view = lock(&self.view);
+                        view.catch_up_queued = false;
+                        let memory = view.entries.values().filter(|e| e.durability == Durability::MemoryOnly);
+                        memory.map(|e| (e.seq, Arc::clone(&e.text))).collect()
+                    };
+                    for (seq, text) in pending {
+                        let ok = self.write(seq, &text);
+                        self.written(seq, ok);
+                        if !ok {
+                            break;
+                        }
+                    }
+                }
+                Job::Barrier(done) => {
+                    let _ = done.send(());
+                }
             }
         }
     }
 
-    fn write(&self, inner: &mut Inner, seq: u64, text: &str) -> bool {
-        match fs::create_dir_all(&self.dir).and_then(|()| write_durably(&self.dir, &file_name(seq), text.as_bytes())) {
+    fn written(&self, seq: u64, ok: bool) {
+        let mut view = lock(&self.view);
+        if let Some(e) = view.entries.get_mut(&seq) {
+            e.durability = if ok { Durability::OnDisk } else { Durability::MemoryOnly };
+        } else if ok {
+            // Acknowledged while held in memory: no delete was queued for it.
+            drop(view);
+            self.delete(&[seq]);
+            return;
+        }
+        if let Some(w) = &view.waker {
+            w.wake();
+        }
+    }
+
+    fn write(&self, seq: u64, text: &str) -> bool {
+        let result = fs::create_dir_all(&self.dir).and_then(|()| {
+            write_durably_with(&self.dir, &file_name(seq), text.as_bytes(), || thread::sleep(self.fsync_delay))
+        });
+        let mut view = lock(&self.view);
+        match result {
             Ok(()) => {
-                if std::mem::take(&mut inner.failing) {
-                    log::info!("the warning spool in {} is writable again", self.dir.display());
+                if std::mem::take(&mut view.failing) {
+                    log::info!("the outbox in {} is writable again", self.dir.display());
                 }
                 true
             }
             Err(e) => {
-                if !std::mem::replace(&mut inner.failing, true) {
+                if !std::mem::replace(&mut view.failing, true) {
                     log::error!(
                         "cannot write the warning spool in {} ({e}); warnings are kept in memory and \
                          still sent, and written out when the disk allows",
@@ -160,35 +556,25 @@ impl Spool {
         }
     }
 
-    /// Unacknowledged warnings in creation order.
-    pub fn unacked(&self) -> Vec<Entry> {
-        self.lock().entries.clone()
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The gateway acknowledged `act_id`: forget it and delete its file. `false` when no
-    /// such warning is waiting (a duplicate ack).
-    pub fn ack(&self, act_id: &str) -> bool {
-        let mut inner = self.lock();
-        let Some(i) = inner.entries.iter().position(|e| e.act_id == act_id) else { return false };
-        let e = inner.entries.remove(i);
-        if e.on_disk {
-            let removed = fs::remove_file(self.dir.join(file_name(e.seq))).and_then(|()| sync_dir(&self.dir));
-            if let Err(err) = removed
-                && err.kind() != io::ErrorKind::NotFound
-            {
+    fn delete(&self, seqs: &[u64]) {
+        let mut removed = false;
+        for seq in seqs {
+            match fs::remove_file(self.dir.join(file_name(*seq))) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 // The gateway drops duplicates by act_id: a resend after a restart is harmless.
-                log::warn!("acknowledged warning {act_id} could not be deleted from the spool ({err})");
+                Err(e) => log::warn!(
+                    "acknowledged outbox message {} could not be deleted from the spool ({e})",
+                    file_name(*seq)
+                ),
             }
         }
-        true
+        if removed {
+            thread::sleep(self.fsync_delay);
+            if let Err(e) = sync_dir(&self.dir) {
+                log::warn!("the spool directory {} could not be synced after deletes ({e})", self.dir.display());
+            }
+        }
     }
 }
 
@@ -199,16 +585,23 @@ fn file_name(seq: u64) -> String {
 fn parse_entry(seq: u64, text: String) -> Option<Entry> {
     let v: Value = serde_json::from_str(&text).ok()?;
     let act_id = v.get("act_id")?.as_str()?.to_string();
-    (v.get("act")?.as_str()? == "warning").then_some(Entry { seq, act_id, text, on_disk: true })
+    let kind = Kind::from_act(v.get("act")?.as_str()?)?;
+    let key = dedup_key(kind, &v);
+    Some(Entry { seq, act_id, kind, text: text.into(), durability: Durability::OnDisk, key })
 }
 
 /// Temp name, write, fsync, rename, fsync the directory: after this returns the file
 /// survives a power cut, and a crash at any point leaves either nothing or the whole file.
 pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    write_durably_with(dir, name, bytes, || {})
+}
+
+fn write_durably_with(dir: &Path, name: &str, bytes: &[u8], before_sync: impl Fn()) -> io::Result<()> {
     let tmp = dir.join(format!(".tmp-{name}"));
     let result = (|| {
         let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
         f.write_all(bytes)?;
+        before_sync();
         f.sync_all()?;
         fs::rename(&tmp, dir.join(name))?;
         sync_dir(dir)
@@ -228,8 +621,24 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const SETTLE: Duration = Duration::from_secs(10);
+
     fn warning(act_id: &str) -> Value {
-        json!({"from":"device","act":"warning","act_id":act_id,"disk":"/dev/sdl","reason":"missing"})
+        warning_of(act_id, "/dev/sdl", "missing")
+    }
+
+    fn warning_of(act_id: &str, disk: &str, reason: &str) -> Value {
+        json!({"from":"device","act":"warning","act_id":act_id,"disk":disk,"reason":reason})
+    }
+
+    fn ids(s: &Spool) -> Vec<String> {
+        s.unacked().into_iter().map(|e| e.act_id).collect()
+    }
+
+    fn pushed(s: &Spool, v: &Value) -> Durability {
+        s.push(v);
+        assert!(s.settle(SETTLE));
+        s.durability(v["act_id"].as_str().unwrap()).unwrap()
     }
 
     #[test]
@@ -238,13 +647,25 @@ mod tests {
         let (s, p) = Spool::open(d.path()).unwrap();
         assert!(p.is_empty());
         for id in ["a-3", "a-1", "a-2"] {
-            assert!(s.push(&warning(id)));
+            assert_eq!(pushed(&s, &warning(id)), Durability::OnDisk);
         }
         drop(s);
         let (s, _) = Spool::open(d.path()).unwrap();
-        let ids: Vec<String> = s.unacked().into_iter().map(|e| e.act_id).collect();
-        assert_eq!(ids, ["a-3", "a-1", "a-2"], "creation order, not id order");
+        assert_eq!(ids(&s), ["a-3", "a-1", "a-2"], "creation order, not id order");
         assert_eq!(serde_json::from_str::<Value>(&s.unacked()[0].text).unwrap(), warning("a-3"));
+    }
+
+    #[test]
+    fn action_results_are_outbox_messages_too() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, _) = Spool::open(d.path()).unwrap();
+        let result = json!({"from":"device","act":"action_result","act_id":"r-1","result":"done"});
+        assert_eq!(pushed(&s, &result), Durability::OnDisk);
+        drop(s);
+        let (s, problems) = Spool::open(d.path()).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(s.unacked()[0].kind, Kind::ActionResult);
+        assert_eq!(s.ack("r-1"), Some(Acked { seq: 1, kind: Kind::ActionResult }));
     }
 
     #[test]
@@ -253,14 +674,30 @@ mod tests {
         let (s, _) = Spool::open(d.path()).unwrap();
         s.push(&warning("x-1"));
         s.push(&warning("x-2"));
-        assert!(s.ack("x-1"));
-        assert!(!s.ack("x-1"), "a duplicate ack finds nothing");
-        assert!(!s.ack("unknown"));
+        assert!(s.ack("x-1").is_some());
+        assert!(s.ack("x-1").is_none(), "a duplicate ack finds nothing");
+        assert!(s.ack("unknown").is_none());
+        drop(s);
         let (s, _) = Spool::open(d.path()).unwrap();
-        assert_eq!(s.unacked().len(), 1);
-        assert_eq!(s.unacked()[0].act_id, "x-2");
-        assert!(s.push(&warning("x-3")));
+        assert_eq!(ids(&s), ["x-2"], "the write queued before the ack did not bring x-1 back");
+        s.push(&warning("x-3"));
         assert!(s.unacked()[1].seq > s.unacked()[0].seq, "numbering continues after a reopen");
+    }
+
+    #[test]
+    fn a_message_is_offered_only_once_its_write_is_done_and_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let slow = Options { fsync_delay: Duration::from_millis(300), ..Options::default() };
+        let (s, _) = Spool::open_with(d.path(), slow).unwrap();
+        let first = s.push(&warning("o-1"));
+        s.push(&warning("o-2"));
+        assert!(s.sendable_from(0, 64).is_empty(), "still being written");
+        assert_eq!(s.durability("o-1"), Some(Durability::Writing));
+        assert!(s.settle(SETTLE));
+        assert_eq!(s.sendable_from(0, 64), [first, first + 1]);
+        assert_eq!(s.sendable_from(first + 1, 64), [first + 1]);
+        assert_eq!(s.sendable_from(0, 1), [first]);
+        assert_eq!(s.texts(&[first, 99]), [(first, Some(s.unacked()[0].text.clone())), (99, None)]);
     }
 
     #[test]
@@ -289,14 +726,74 @@ mod tests {
         let spool = d.path().join("spool");
         fs::remove_dir(&spool).unwrap();
         fs::write(&spool, "not a directory").unwrap();
-        assert!(!s.push(&warning("m-1")));
-        assert_eq!(s.unacked()[0].act_id, "m-1", "still there to be sent");
-        assert!(!s.unacked()[0].on_disk);
+        assert_eq!(pushed(&s, &warning("m-1")), Durability::MemoryOnly);
+        assert_eq!(s.sendable_from(0, 64).len(), 1, "still there to be sent");
         fs::remove_file(&spool).unwrap();
         fs::create_dir(&spool).unwrap();
         s.catch_up();
-        assert!(s.unacked()[0].on_disk);
+        assert!(s.settle(SETTLE));
+        assert!(s.unacked()[0].on_disk());
         let (reopened, _) = Spool::open(d.path()).unwrap();
-        assert_eq!(reopened.unacked()[0].act_id, "m-1");
+        assert_eq!(ids(&reopened), ["m-1"]);
+    }
+
+    #[test]
+    fn a_warning_acknowledged_while_held_in_memory_is_not_written_out_later() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, _) = Spool::open(d.path()).unwrap();
+        let spool = d.path().join("spool");
+        fs::remove_dir(&spool).unwrap();
+        fs::write(&spool, "").unwrap();
+        assert_eq!(pushed(&s, &warning("m-1")), Durability::MemoryOnly);
+        assert!(s.ack("m-1").is_some());
+        fs::remove_file(&spool).unwrap();
+        s.catch_up();
+        assert!(s.settle(SETTLE));
+        drop(s);
+        assert!(ids(&Spool::open(d.path()).unwrap().0).is_empty());
+    }
+
+    #[test]
+    fn past_the_cap_the_newest_duplicates_go_first_and_first_warnings_stay() {
+        let d = tempfile::tempdir().unwrap();
+        let limits = Limits { max_entries: 4, max_bytes: 1 << 20 };
+        let (s, _) = Spool::open_with(d.path(), Options { limits, ..Options::default() }).unwrap();
+        s.push(&warning_of("sdb-1", "/dev/sdb", "offline"));
+        s.push(&warning_of("sdb-2", "/dev/sdb", "offline"));
+        s.push(&warning_of("sda-1", "/dev/sda", "missing"));
+        s.push(&warning_of("sdb-3", "/dev/sdb", "offline"));
+        s.push(&warning_of("sdb-4", "/dev/sdb", "offline"));
+        assert_eq!(ids(&s), ["sdb-1", "sdb-2", "sda-1", "sdb-3"], "the newest duplicate itself is dropped");
+        s.push(&warning_of("sdc-1", "/dev/sdc", "offline"));
+        assert_eq!(ids(&s), ["sdb-1", "sdb-2", "sda-1", "sdc-1"], "a first warning displaces a duplicate");
+        s.push(&warning_of("sdd-1", "/dev/sdd", "offline"));
+        s.push(&warning_of("sde-1", "/dev/sde", "offline"));
+        assert_eq!(ids(&s), ["sdb-1", "sda-1", "sdc-1", "sdd-1", "sde-1"], "never a first warning, even over the cap");
+        // Once sdb's first warning is acknowledged, nothing of sdb is a duplicate any more.
+        s.ack("sdb-1");
+        s.push(&warning_of("sdb-5", "/dev/sdb", "offline"));
+        assert_eq!(ids(&s), ["sda-1", "sdc-1", "sdd-1", "sde-1", "sdb-5"]);
+        assert!(s.settle(SETTLE));
+        drop(s);
+        assert_eq!(ids(&Spool::open(d.path()).unwrap().0), ["sda-1", "sdc-1", "sdd-1", "sde-1", "sdb-5"]);
+    }
+
+    #[test]
+    fn the_cap_counts_bytes_too_and_trims_an_old_spool_at_open() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, _) = Spool::open(d.path()).unwrap();
+        for i in 0..6 {
+            s.push(&warning_of(&format!("f-{i}"), "/dev/sdf", "io_errors"));
+        }
+        let one = s.unacked()[0].text.len();
+        assert!(s.settle(SETTLE));
+        drop(s);
+        let limits = Limits { max_entries: 100, max_bytes: 3 * one };
+        let (s, problems) = Spool::open_with(d.path(), Options { limits, ..Options::default() }).unwrap();
+        assert_eq!(ids(&s), ["f-0", "f-1", "f-2"]);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].0.contains("dropped the 3 newest duplicate warnings"), "{problems:?}");
+        assert!(s.settle(SETTLE));
+        assert_eq!(fs::read_dir(d.path().join("spool")).unwrap().count(), 3, "their files are deleted");
     }
 }

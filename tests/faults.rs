@@ -406,3 +406,82 @@ fn a_dns_server_that_never_answers_costs_one_warning_a_bounded_number_of_threads
     let attempts = log.lines().filter(|l| l.contains("gateway.rig-agent-test.example")).count();
     assert!(attempts >= 8, "retried ({attempts} attempts logged at debug):\n{log}");
 }
+
+/// Writes `n` warnings into the spool of the state dir the test config uses, as a long
+/// outage with a flapping disk leaves them: `detail_bytes` of detail each.
+fn spool_backlog(dir: &std::path::Path, n: u64, detail_bytes: usize) {
+    let spool = dir.join("state/spool");
+    fs::create_dir_all(&spool).unwrap();
+    let detail = "x".repeat(detail_bytes);
+    for seq in 1..=n {
+        let w = json!({"from":"device","act":"warning","reqtype":"post","act_id":format!("backlog-{seq}"),
+            "act_code":"","client_id":"","hardware_id":HARDWARE_ID,"name":HARDWARE_ID,"type":2,
+            "message":"Disk[/dev/sdz]硬盘损坏","disk":"/dev/sdz","serial":null,"reason":"offline",
+            "detail":detail,"time":1_764_000_000u64 + seq});
+        fs::write(spool.join(format!("w-{seq:012}.json")), w.to_string()).unwrap();
+    }
+}
+
+#[test]
+fn a_backlog_of_2000_warnings_drains_in_windows_without_losing_the_connection_or_a_heartbeat() {
+    let _serial = one_at_a_time();
+    let _g = Guard::new(120 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    (cfg.heartbeat_interval, cfg.heartbeat_timeout) = ("250ms", "3s");
+    // 2 000 × 7.5 KB (15 MB, under the outbox cap): far more than the 4 MiB output cap if
+    // queued at once after the login.
+    let config = cfg.write(dir.path());
+    spool_backlog(dir.path(), 2_000, 7_500);
+    // Its log (a line per ack) goes to a file: a pipe nobody reads would fill and stall it.
+    let log_path = dir.path().join("agent.log");
+    let mut child = agent_command()
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log_path).unwrap())
+        .env_remove("JOURNAL_STREAM")
+        .spawn()
+        .unwrap();
+    let (conn, _) = gw.wait_login(10 * SEC);
+    let login_at = gw.seen.last().unwrap().at();
+    let mut got = std::collections::HashSet::new();
+    while got.len() < 2_000 {
+        match gw.next_event(10 * SEC).unwrap_or_else(|| panic!("warnings stopped coming at {}", got.len())) {
+            Event::Gone { .. } | Event::Accepted { .. } => panic!("the backlog cost the connection at {}", got.len()),
+            Event::Received { conn: c, msg, .. } if msg["act"] == "warning" => {
+                assert_eq!(c, conn);
+                got.insert(msg["act_id"].as_str().unwrap().to_string());
+            }
+            _ => {}
+        }
+    }
+    let drained_at = gw.seen.last().unwrap().at();
+    let spool = dir.path().join("state/spool");
+    let until = Instant::now() + 30 * SEC;
+    while count_entries(spool.to_str().unwrap()) > 0 {
+        assert!(Instant::now() < until, "acknowledged warnings are still in the spool");
+        std::thread::sleep(ms(50));
+    }
+    // Heartbeats go on after the drain, too.
+    let after = Instant::now() + ms(600);
+    while let Some(left) = after.checked_duration_since(Instant::now()) {
+        gw.next_event(left);
+    }
+    signal(&child, Signal::TERM);
+    let code = child.wait().unwrap().code();
+    let log = fs::read_to_string(&log_path).unwrap();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("not reading"), "{log}");
+    let hbs: Vec<Instant> = gw.seen.iter().filter(|e| e.act() == Some("heartbeat")).map(Event::at).collect();
+    eprintln!("2 000 warnings drained in {:?}, {} heartbeats", drained_at - login_at, hbs.len());
+    let mut prev = login_at;
+    for at in &hbs {
+        // Interval 250 ms; the bound has honest slack for a loaded machine.
+        assert!(*at - prev < ms(250) + SEC, "a heartbeat gap of {:?} at {:?}", *at - prev, prev - login_at);
+        prev = *at;
+    }
+    assert!(prev > drained_at, "no heartbeat after the drain");
+}

@@ -594,3 +594,159 @@ fn a_reload_while_the_state_filesystem_is_frozen_does_not_stop_heartbeats() {
     assert!(log.contains("configuration reloaded"), "the reload finished once thawed:\n{log}");
     drop(lfs);
 }
+
+/// `nobody`: the agent's own unprivileged user in these tests (`rig-agent` on a rig).
+const AGENT_UID: &str = "65534";
+
+/// The real binary as [`AGENT_UID`] (setpriv execs it: the child's pid is the agent's).
+fn agent_as_nobody() -> Command {
+    let agent = agent_command();
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid", AGENT_UID, "--regid", AGENT_UID, "--clear-groups", "--"])
+        .arg(agent.get_program())
+        .args(agent.get_args());
+    cmd
+}
+
+fn spawn_agent_as_nobody(config: &Path) -> std::process::Child {
+    let mut cmd = agent_as_nobody();
+    cmd.arg("--config")
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .env_remove("JOURNAL_STREAM");
+    cmd.spawn().expect("spawn rig-agent through setpriv")
+}
+
+#[test]
+fn a_warning_the_spool_could_not_take_is_raised_again_with_the_same_act_id_after_a_restart_before_the_ack() {
+    let _g = Guard::new(60 * SEC);
+    if run("id", &["-u"]) != "0" {
+        eprintln!("skipped: needs root to run the agent as another user (CI runs as root)");
+        return;
+    }
+    if !agent_as_nobody().arg("--version").output().is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: uid {AGENT_UID} cannot run the agent binary (a directory on its path is not 0755)");
+        return;
+    }
+    let Rig { dir, rig, pki, mut gw } = Rig::new(Script { warning_ack: None, ..Script::default() });
+    let mut cfg = config(gw.url(), &pki, &rig);
+    cfg.warning = "resend_after = \"300ms\"\n".into();
+    let cfg = cfg.write(dir.path());
+    // The agent runs as its own user and owns its state directory, but `state/spool` is
+    // root's: an operator once ran the agent as root. Its user can read the spool, not write.
+    let state = dir.path().join("state");
+    fs::create_dir_all(state.join("spool")).unwrap();
+    for p in [dir.path(), pki.dir.path()] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    run(
+        "chown",
+        &[&format!("{AGENT_UID}:{AGENT_UID}"), state.to_str().unwrap(), dir.path().join("token").to_str().unwrap()],
+    );
+    fs::set_permissions(state.join("spool"), fs::Permissions::from_mode(0o755)).unwrap();
+
+    let mut child = spawn_agent_as_nobody(&cfg);
+    let w = wait_warning(&mut gw, 10 * SEC, "/dev/sdb", "offline");
+    let act_id = w["act_id"].as_str().unwrap().to_string();
+    wait_until(10 * SEC, "the episode to be saved", || {
+        fs::read_to_string(state.join("disks.json")).is_ok_and(|t| t.contains(&act_id))
+    });
+    assert!(spool_files(&state).is_empty(), "the spool is not writable for the agent");
+    let (code, log) = stop_agent(&mut child);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("cannot write the warning spool") && log.contains("Permission denied"), "{log}");
+
+    // Restarted before the gateway acknowledged it: the warning comes again, same act_id.
+    gw.seen.clear();
+    let mut child = spawn_agent_as_nobody(&cfg);
+    let again = wait_warning(&mut gw, 10 * SEC, "/dev/sdb", "offline");
+    assert_eq!(again, w, "the same warning, same act_id and time");
+    // Acknowledged now: after a restart it is not raised again.
+    gw.script().warning_ack = Some(0);
+    wait_until(10 * SEC, "the episode to be saved as reported", || {
+        fs::read_to_string(state.join("disks.json")).is_ok_and(|t| t.contains("\"reported\":true"))
+    });
+    let (code, log) = stop_agent(&mut child);
+    assert_eq!(code, Some(0), "{log}");
+    let mut child = spawn_agent_as_nobody(&cfg);
+    let (conn, _) = gw.wait_login(10 * SEC);
+    soak(&mut gw, ms(1000)); // ten scans
+    let (code, log) = stop_agent(&mut child);
+    let on_conn: Vec<&Event> = gw.seen.iter().filter(|e| e.conn() == conn && e.act() == Some("warning")).collect();
+    assert!(on_conn.is_empty(), "raised again after the ack: {on_conn:?}\n{log}");
+    assert!(!log.contains("raising it again"), "{log}");
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn with_the_state_filesystem_full_at_detection_an_acknowledged_warning_is_not_raised_again_after_a_restart() {
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let Some(lfs) = LoopFs::new(dir.path(), 4 << 20, "state", &["-m", "0"]) else { return };
+    let (rig, mnt) = (rig_copy(dir.path()), lfs.mnt.clone());
+    fs::create_dir(mnt.join("spool")).unwrap();
+    for (name, bs) in [("filler", "64k"), ("filler2", "1k")] {
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", &format!("of={}/{name}", mnt.display()), &format!("bs={bs}")])
+            .output();
+    }
+    assert!(fs::write(mnt.join("probe"), [0u8; 1024]).is_err(), "the state filesystem should be full");
+
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script { warning_ack: None, ..Script::default() });
+    let mut cfg = config(gw.url(), &pki, &rig);
+    cfg.warning = "resend_after = \"300ms\"\n".into();
+    let config_path = cfg.write(dir.path());
+    let mut child = spawn_agent(&config_path, &[]);
+    let w = wait_warning(&mut gw, 10 * SEC, "/dev/sdb", "offline");
+    assert!(!mnt.join("disks.json").exists(), "the disk is full: no inventory could be saved");
+    // Space comes back: the spool catches up, then the gateway acknowledges.
+    fs::remove_file(mnt.join("filler")).unwrap();
+    fs::remove_file(mnt.join("filler2")).unwrap();
+    wait_until(10 * SEC, "the spool to catch up", || spool_files(&mnt).len() == 1);
+    gw.script().warning_ack = Some(0);
+    wait_until(10 * SEC, "the ack to empty the spool", || spool_files(&mnt).is_empty());
+    let (code, log) = stop_agent(&mut child);
+    assert_eq!(code, Some(0), "{log}");
+
+    gw.seen.clear();
+    let mut child = spawn_agent(&config_path, &[]);
+    gw.wait_login(10 * SEC);
+    soak(&mut gw, ms(1000)); // ten scans
+    let doubled: Vec<Value> =
+        warnings_seen(&gw, "/dev/sdb").into_iter().filter(|x| x["act_id"] != w["act_id"]).collect();
+    assert!(doubled.is_empty(), "raised again with a new act_id: {doubled:?}");
+    assert_eq!(stop_agent(&mut child).0, Some(0));
+    drop(lfs);
+}
+
+#[test]
+fn heartbeats_keep_their_schedule_while_the_state_disk_takes_3_s_per_fsync() {
+    // A seam, not a real slow device: the spool's storage thread sleeps 3 s before each
+    // fsync (spool::Options::fsync_delay); no dm-delay, nbd or FUSE is available here.
+    let _g = Guard::new(60 * SEC);
+    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let slow = rig_agent::spool::Options { fsync_delay: 3 * SEC, ..Default::default() };
+    let started = Instant::now();
+    let _agent = Agent::with_outbox(&config(gw.url(), &pki, &rig).write(dir.path()), slow);
+    gw.wait_login(5 * SEC);
+    let login_at = gw.seen.last().unwrap().at();
+    // The fixture's sdb is offline from the start; a second failure follows while the first
+    // warning is still being written, and the acks' deletions are as slow.
+    fs::remove_dir_all(rig.join("sys/block/sda")).unwrap();
+    wait_warning(&mut gw, 15 * SEC, "/dev/sdb", "offline");
+    wait_warning(&mut gw, 15 * SEC, "/dev/sda", "missing");
+    soak(&mut gw, 4 * SEC);
+    let hbs: Vec<Instant> = gw.seen.iter().filter(|e| e.act() == Some("heartbeat")).map(Event::at).collect();
+    let first_warning = gw.seen.iter().find(|e| e.act() == Some("warning")).unwrap().at();
+    assert!(first_warning - started >= 3 * SEC, "sent before it was written: {:?}", first_warning - started);
+    // Interval 200 ms; a bound with honest slack for a loaded machine, far below the 3 s
+    // a heartbeat waiting for an fsync would take.
+    let mut prev = login_at;
+    for at in &hbs {
+        assert!(*at - prev < ms(200) + SEC, "a heartbeat gap of {:?} after {:?}", *at - prev, prev - login_at);
+        prev = *at;
+    }
+    assert!(hbs.len() >= 25, "{} heartbeats in {:?}", hbs.len(), prev - login_at);
+}

@@ -108,6 +108,16 @@ impl Agent {
         Agent { shutdown, thread: Some(thread) }
     }
 
+    /// Starts with the standard catalogue and these outbox options (a slow state disk).
+    pub fn with_outbox(config: &Path, outbox: rig_agent::spool::Options) -> Agent {
+        init_test_log();
+        let cfg = Config::load(config).unwrap_or_else(|e| panic!("{e}"));
+        let mut agent = rig_agent::Agent::build_with(cfg, |_| {}, outbox).unwrap();
+        let shutdown = agent.shutdown();
+        let thread = thread::Builder::new().name("agent".into()).spawn(move || agent.run()).unwrap();
+        Agent { shutdown, thread: Some(thread) }
+    }
+
     /// Stops the agent and returns how long it took to return.
     pub fn stop(mut self) -> Duration {
         self.stop_inner()
