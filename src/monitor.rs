@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::events::{DiskEvent, Storms};
 use crate::inventory::{Episode, Inventory, Remembered};
 use crate::probes::disks::{self, Disk};
 use crate::probes::smart::SmartReader;
@@ -73,18 +74,29 @@ pub struct Monitor {
     waker: Waker,
     refresher: Option<JoinHandle<()>>,
     save_failing: bool,
+    /// Kernel I/O-error storms by disk (issue 13): each is one `io_errors` episode.
+    storms: Storms,
+}
+
+/// What the monitor thread is told.
+#[derive(Debug)]
+pub enum Input {
+    /// A reloaded config: disk rules take effect at the next scan, which follows at once.
+    Reload(Box<Config>),
+    /// A kernel event (uevent, kernel log error) from [`crate::events::Sources`].
+    Event(DiskEvent),
 }
 
 /// Talks to the monitor thread; stops it when dropped.
 pub struct MonitorHandle {
-    control: Option<Sender<Box<Config>>>,
+    control: Option<Sender<Input>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl MonitorHandle {
     /// Where to send a reloaded config: disk rules take effect at the next scan, which
     /// follows at once.
-    pub fn control(&self) -> Option<Sender<Box<Config>>> {
+    pub fn control(&self) -> Option<Sender<Input>> {
         self.control.clone()
     }
 }
@@ -127,6 +139,13 @@ impl Monitor {
                 inv.episodes.push(Episode { disk, reason, act_id: entry.act_id, since });
             }
         }
+        let mut storms = Storms::new(cfg.disks.io_error_quiet);
+        let now = Instant::now();
+        // An io_errors episode open before a restart stays open a quiet period more: the
+        // restart alone must not end it (and a storm still going would warn again).
+        for e in inv.episodes.iter().filter(|e| e.reason == rules::IO_ERRORS) {
+            storms.resume(&e.disk, "errors before the agent restarted", now);
+        }
         Monitor {
             roots: Roots::from_config(&cfg.paths),
             include: cfg.disks.include.clone(),
@@ -144,18 +163,32 @@ impl Monitor {
             waker: shared.waker,
             refresher: None,
             save_failing: false,
+            storms,
         }
     }
 
     /// Scans now and then every `scan_interval`, on its own thread, until the handle drops.
     pub fn spawn(mut self) -> std::io::Result<MonitorHandle> {
-        let (control, commands) = mpsc::channel::<Box<Config>>();
+        let (control, commands) = mpsc::channel::<Input>();
         let thread = thread::Builder::new().name("monitor".into()).spawn(move || {
+            let mut scan_now = true;
+            let mut next_scan = Instant::now();
             loop {
-                self.scan();
-                match commands.recv_timeout(self.scan_interval) {
+                let now = Instant::now();
+                // A storm whose quiet period just passed ends its episode now, not a scan later.
+                if scan_now || now >= next_scan || self.storms.next_end().is_some_and(|t| now >= t) {
+                    self.scan();
+                    scan_now = false;
+                    next_scan = Instant::now() + self.scan_interval;
+                }
+                let until = self.storms.next_end().map_or(next_scan, |t| t.min(next_scan));
+                match commands.recv_timeout(until.saturating_duration_since(Instant::now())) {
                     Err(RecvTimeoutError::Timeout) => {}
-                    Ok(cfg) => self.reconfigure(&cfg),
+                    Ok(Input::Reload(cfg)) => {
+                        self.reconfigure(&cfg);
+                        scan_now = true;
+                    }
+                    Ok(Input::Event(e)) => scan_now |= self.take_event(e),
                     // Every sender is gone: the agent is stopping.
                     Err(RecvTimeoutError::Disconnected) => return,
                 }
@@ -170,7 +203,19 @@ impl Monitor {
         self.exclude = cfg.disks.exclude.clone();
         self.scan_interval = cfg.disks.scan_interval;
         self.ioerr_threshold = cfg.disks.ioerr_threshold;
+        self.storms.set_quiet(cfg.disks.io_error_quiet);
         self.id = Identity { hardware_id: cfg.device.hardware_id.clone(), name: cfg.device.name.clone() };
+    }
+
+    /// Takes in a kernel event; true when it needs a scan now (a block device changed, or
+    /// a monitored disk's error storm began).
+    pub fn take_event(&mut self, e: DiskEvent) -> bool {
+        match e {
+            DiskEvent::Changed(_) => true,
+            DiskEvent::KernelError { disk, line, .. } => {
+                self.monitored(&disk) && self.storms.note(&disk, &line, Instant::now())
+            }
+        }
     }
 
     fn monitored(&self, name: &str) -> bool {
@@ -206,7 +251,8 @@ impl Monitor {
             .collect();
         self.refresh_smart(&present);
 
-        let conditions = rules::evaluate(&mut self.inv, &seen, self.ioerr_threshold);
+        let mut conditions = rules::evaluate(&mut self.inv, &seen, self.ioerr_threshold);
+        rules::add_kernel_io_errors(&mut conditions, &self.storms.open(Instant::now()));
         let (new, closed) = rules::reconcile(&mut self.inv.episodes, &conditions);
         for e in &closed {
             log::info!("disk /dev/{}: {} cleared", e.disk, e.reason);
