@@ -691,6 +691,8 @@ pub(crate) mod tests {
         assert_eq!(c.disks.include.len(), 6);
         assert_eq!(c.warning.resend_after, Duration::from_secs(60));
         assert_eq!(c.paths.sysfs, PathBuf::from("/sys"));
+        assert_eq!(c.paths.kmsg, PathBuf::from("/dev/kmsg"));
+        assert_eq!(c.disks.io_error_quiet, Duration::from_secs(600));
         assert!(c.paths.state_dir.is_dir(), "state dir is created");
     }
 
