@@ -8,10 +8,9 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::Duration;
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 struct Rig {
     dir: tempfile::TempDir,
@@ -59,29 +58,9 @@ impl Rig {
     fn start(&mut self, disks_extra: &str) -> Child {
         let child = spawn_agent(&self.config(disks_extra), &[]);
         self.conn = self.gw.wait_login(10 * SEC).0;
-        wait_warning(&mut self.gw, 10 * SEC, "/dev/sdb", "offline");
+        self.gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
         child
     }
-}
-
-fn wait_warning(gw: &mut Gateway, timeout: Duration, disk: &str, reason: &str) -> Value {
-    match gw.wait_for(timeout, &format!("warning {reason} for {disk}"), |e| match e {
-        Event::Received { msg, .. } => msg["act"] == "warning" && msg["disk"] == disk && msg["reason"] == reason,
-        _ => false,
-    }) {
-        Event::Received { msg, .. } => msg,
-        _ => unreachable!(),
-    }
-}
-
-fn warnings(gw: &Gateway, disk: &str) -> Vec<Value> {
-    gw.seen
-        .iter()
-        .filter_map(|e| match e {
-            Event::Received { msg, .. } if msg["act"] == "warning" && msg["disk"] == disk => Some(msg.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 #[test]
@@ -94,11 +73,11 @@ fn a_kernel_io_error_on_a_partition_raises_io_errors_for_its_disk_at_once() {
     r.log(
         "3,3,300,-;Buffer I/O error on dev sda1, logical block 12, async page read\n SUBSYSTEM=block\n DEVICE=b8:1\n",
     );
-    let w = wait_warning(&mut r.gw, 10 * SEC, "/dev/sda", "io_errors");
+    let w = r.gw.wait_warning(10 * SEC, "/dev/sda", "io_errors");
     assert_eq!(w["detail"], "kernel: Buffer I/O error on dev sda1, logical block 12, async page read");
     assert_eq!(w["message"], "Disk[/dev/sda]硬盘损坏");
     assert_eq!(w["type"], 2);
-    assert!(warnings(&r.gw, "/dev/nvme0n1").is_empty(), "the old record and the userspace one were ignored");
+    assert!(r.gw.warnings_seen("/dev/nvme0n1").is_empty(), "the old record and the userspace one were ignored");
     let (code, log) = stop_agent(&mut child);
     assert_eq!(code, Some(0), "{log}");
 }
@@ -120,8 +99,8 @@ fn a_storm_of_ten_thousand_lines_is_one_warning_and_a_quiet_period_ends_it() {
     r.log(&storm);
     // Read in order: once nvme0n1's warning is here, the whole storm has been read.
     r.log("3,20000,50000,-;I/O error, dev nvme0n1, sector 0 op 0x0:(READ)\n");
-    wait_warning(&mut r.gw, 10 * SEC, "/dev/nvme0n1", "io_errors");
-    let sda = warnings(&r.gw, "/dev/sda");
+    r.gw.wait_warning(10 * SEC, "/dev/nvme0n1", "io_errors");
+    let sda = r.gw.warnings_seen("/dev/sda");
     assert_eq!(sda.len(), 1, "{sda:?}");
     assert_eq!(
         sda[0]["detail"],
@@ -130,7 +109,7 @@ fn a_storm_of_ten_thousand_lines_is_one_warning_and_a_quiet_period_ends_it() {
     // 1.5 s without a line ends the episode; the next error is a new one.
     std::thread::sleep(ms(2500));
     r.log("3,20001,60000,-;I/O error, dev sda, sector 99 op 0x0:(READ)\n");
-    let again = wait_warning(&mut r.gw, 10 * SEC, "/dev/sda", "io_errors");
+    let again = r.gw.wait_warning(10 * SEC, "/dev/sda", "io_errors");
     assert_ne!(again["act_id"], sda[0]["act_id"]);
     assert_eq!(again["detail"], "kernel: I/O error, dev sda, sector 99 op 0x0:(READ)");
     assert_eq!(stop_agent(&mut child).0, Some(0));
@@ -142,7 +121,7 @@ fn after_a_restart_in_the_same_boot_records_logged_while_stopped_are_read_once()
     let mut r = Rig::new();
     let mut child = r.start("io_error_quiet = \"1h\"\n");
     r.log("3,5,500,-;I/O error, dev sda, sector 8 op 0x0:(READ)\n");
-    let first = wait_warning(&mut r.gw, 10 * SEC, "/dev/sda", "io_errors");
+    let first = r.gw.wait_warning(10 * SEC, "/dev/sda", "io_errors");
     assert_eq!(stop_agent(&mut child).0, Some(0));
     assert_eq!(
         fs::read_to_string(r.dir.path().join("state/kmsg.cursor")).unwrap(),
@@ -151,10 +130,10 @@ fn after_a_restart_in_the_same_boot_records_logged_while_stopped_are_read_once()
     r.log("3,6,600,-;EXT4-fs error (device nvme0n1p1): ext4_find_entry:1683: inode #2: comm ls: reading directory lblock 0\n");
     r.gw.seen.clear();
     let mut child = spawn_agent(&r.config("io_error_quiet = \"1h\"\n"), &[]);
-    let w = wait_warning(&mut r.gw, 10 * SEC, "/dev/nvme0n1", "io_errors");
+    let w = r.gw.wait_warning(10 * SEC, "/dev/nvme0n1", "io_errors");
     assert!(w["detail"].as_str().unwrap().starts_with("kernel: EXT4-fs error (device nvme0n1p1)"), "{w}");
     // An unacknowledged warning may be resent as it was; a second episode would be new.
-    let sda = warnings(&r.gw, "/dev/sda");
+    let sda = r.gw.warnings_seen("/dev/sda");
     assert!(sda.iter().all(|w| w["act_id"] == first["act_id"]), "sda's record was read again: {sda:?}");
     assert_eq!(stop_agent(&mut child).0, Some(0));
 }
