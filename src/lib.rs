@@ -14,6 +14,7 @@ pub mod inventory;
 pub mod logging;
 pub mod monitor;
 pub mod notify;
+pub mod predictive;
 pub mod probes;
 pub mod protocol;
 pub mod queries;

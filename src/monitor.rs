@@ -14,7 +14,7 @@ use crate::events::{DiskEvent, Storms};
 use crate::inventory::{Episode, Inventory, Remembered};
 use crate::probes::disks::{self, Disk};
 use crate::probes::smart::SmartReader;
-use crate::probes::{Roots, glob_match, mounts};
+use crate::probes::{Roots, counters, glob_match, mounts};
 use crate::protocol::{self, ActIds, Identity};
 use crate::rules::{self, Seen};
 use crate::spool::Spool;
@@ -253,6 +253,18 @@ impl Monitor {
 
         let mut conditions = rules::evaluate(&mut self.inv, &seen, self.ioerr_threshold);
         rules::add_kernel_io_errors(&mut conditions, &self.storms.open(Instant::now()));
+        let observed = self.observe(&present);
+        // Arrays over monitored disks (or monitored themselves); not every md on the host.
+        let arrays: Vec<_> = counters::md_arrays(&self.roots.sysfs)
+            .into_iter()
+            .filter(|a| {
+                self.monitored(&a.name)
+                    || a.members
+                        .iter()
+                        .any(|m| present.iter().any(|d| &d.name == m || d.partitions.iter().any(|p| &p.name == m)))
+            })
+            .collect();
+        conditions.extend(crate::predictive::evaluate(&mut self.inv, &observed, &arrays));
         let (new, closed) = rules::reconcile(&mut self.inv.episodes, &conditions);
         for e in &closed {
             log::info!("disk /dev/{}: {} cleared", e.disk, e.reason);
@@ -280,6 +292,23 @@ impl Monitor {
             self.waker.wake();
         }
         new.len()
+    }
+
+    /// The predictive inputs of the present disks: last SMART answer, ext4 error counts.
+    fn observe(&self, present: &[Disk]) -> Vec<crate::predictive::Observed> {
+        present
+            .iter()
+            .map(|d| {
+                let mut devs: Vec<&str> = vec![d.name.as_str()];
+                devs.extend(d.partitions.iter().map(|p| p.name.as_str()));
+                crate::predictive::Observed {
+                    disk: d.name.clone(),
+                    serial: d.serial.clone(),
+                    smart: self.smart.peek(&d.device()).and_then(Result::ok).map(|s| s.indicators),
+                    fs_errors: counters::ext4_errors(&self.roots.sysfs, &devs),
+                }
+            })
+            .collect()
     }
 
     fn save(&mut self) {

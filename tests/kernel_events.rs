@@ -6,11 +6,12 @@ mod common;
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 struct Rig {
     dir: tempfile::TempDir,
@@ -38,7 +39,10 @@ impl Rig {
 
     fn config(&self, disks_extra: &str) -> PathBuf {
         let mut c = AgentConfig::new(self.gw.url(), &self.pki.ca_file);
-        c.disks = format!("smartctl = \"\"\nscan_interval = \"60s\"\n{disks_extra}");
+        // 60 s unless the test polls on purpose (predictive counters are polled).
+        let scan = if disks_extra.contains("scan_interval") { "" } else { "scan_interval = \"60s\"\n" };
+        let smart = if disks_extra.contains("smartctl") { "" } else { "smartctl = \"\"\n" };
+        c.disks = format!("{smart}{scan}{disks_extra}");
         c.paths_extra = format!(
             "sysfs = {:?}\nprocfs = {:?}\nrootfs = {:?}\nkmsg = {:?}\n",
             self.rig.join("sys").display().to_string(),
@@ -47,6 +51,15 @@ impl Rig {
             self.kmsg.display().to_string()
         );
         c.write(self.dir.path())
+    }
+
+    /// Asks the agent a query and returns its answer.
+    fn ask(&mut self, act: &str) -> Value {
+        self.gw.send_json(self.conn, json!({"act": act, "act_code": "q", "client_id": "c", "reqtype": "post"}));
+        match self.gw.wait_for(10 * SEC, act, |e| matches!(e, Event::Received { msg, .. } if msg["act_code"] == "q")) {
+            Event::Received { msg, .. } => msg,
+            _ => unreachable!(),
+        }
     }
 
     fn log(&self, records: &str) {
@@ -144,15 +157,7 @@ fn an_unreadable_kernel_log_is_said_at_start_and_in_get_agent_info_and_scans_go_
     let mut r = Rig::new();
     r.kmsg = r.dir.path().join("no-such-kmsg");
     let mut child = r.start("");
-    r.gw.send_json(r.conn, json!({"act":"get_agent_info","act_code":"ai","client_id":"c","reqtype":"post"}));
-    let info = match r.gw.wait_for(
-        10 * SEC,
-        "agent info",
-        |e| matches!(e, Event::Received { msg, .. } if msg["act_code"] == "ai"),
-    ) {
-        Event::Received { msg, .. } => msg,
-        _ => unreachable!(),
-    };
+    let info = r.ask("get_agent_info");
     let sources = &info["data"]["event_sources"];
     assert!(sources["kmsg"].as_str().unwrap().starts_with("off: "), "{info}");
     assert_eq!(sources["scan"], "live");
@@ -160,4 +165,61 @@ fn an_unreadable_kernel_log_is_said_at_start_and_in_get_agent_info_and_scans_go_
     assert_eq!(code, Some(0));
     let line = log.lines().find(|l| l.contains("kernel log unreadable")).unwrap_or_else(|| panic!("{log}"));
     assert!(line.contains("no-such-kmsg") && line.ends_with("; falling back to scans"), "{line}");
+}
+
+#[test]
+fn predictive_counters_rising_raise_smart_degrading_fs_errors_and_raid_degraded() {
+    let _g = Guard::new(60 * SEC);
+    let mut r = Rig::new();
+    let sys = r.rig.join("sys");
+    // sda came with 8 reallocated sectors; the fake smartctl reports what `realloc` says.
+    let realloc = r.dir.path().join("realloc");
+    fs::write(&realloc, "8").unwrap();
+    let smartctl = r.dir.path().join("smartctl");
+    fs::write(
+        &smartctl,
+        format!(
+            "#!/bin/sh\ncase \"$4\" in\n  /dev/sda) echo \"{{\\\"smart_status\\\":{{\\\"passed\\\":true}},\
+             \\\"ata_smart_attributes\\\":{{\\\"table\\\":[{{\\\"id\\\":5,\\\"raw\\\":{{\\\"value\\\":$(cat {})}}}}]}}}}\" ;;\n  \
+             *) echo '{{\"smart_status\":{{\"passed\":true}}}}' ;;\nesac\n",
+            realloc.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&smartctl, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir_all(sys.join("fs/ext4/sda1")).unwrap();
+    fs::write(sys.join("fs/ext4/sda1/errors_count"), "2\n").unwrap();
+    let md = sys.join("block/md0/md");
+    for m in ["sda2", "sdc1"] {
+        fs::create_dir_all(md.join(format!("dev-{m}"))).unwrap();
+        fs::write(md.join(format!("dev-{m}/state")), "in_sync\n").unwrap();
+    }
+    fs::write(md.join("degraded"), "0\n").unwrap();
+    fs::write(md.join("raid_disks"), "2\n").unwrap();
+    let mut child = r.start(&format!(
+        "smartctl = {:?}\nscan_interval = \"100ms\"\nsmart_interval = \"1s\"\n",
+        smartctl.display().to_string()
+    ));
+    let inventory = r.dir.path().join("state/disks.json");
+    let until = std::time::Instant::now() + 10 * SEC;
+    while !fs::read_to_string(&inventory).is_ok_and(|t| t.contains("\"counters\":{\"5\":8}")) {
+        assert!(std::time::Instant::now() < until, "no SMART baseline in {}", inventory.display());
+        std::thread::sleep(ms(50));
+    }
+    assert!(r.gw.warnings_seen("/dev/sda").is_empty(), "8 at first sight is a baseline");
+    fs::write(&realloc, "9").unwrap();
+    let w = r.gw.wait_warning(10 * SEC, "/dev/sda", "smart_degrading");
+    assert_eq!(w["detail"], "SMART 5 (reallocated sectors) rose from 8 to 9");
+    fs::write(sys.join("fs/ext4/sda1/errors_count"), "3\n").unwrap();
+    let w = r.gw.wait_warning(10 * SEC, "/dev/sda", "fs_errors");
+    assert_eq!(w["detail"], "ext4 on sda1 counts 3 errors (was 2)");
+    fs::write(md.join("dev-sdc1/state"), "faulty\n").unwrap();
+    fs::write(md.join("degraded"), "1\n").unwrap();
+    let w = r.gw.wait_warning(10 * SEC, "/dev/md0", "raid_degraded");
+    assert_eq!(w["detail"], "md array md0 is degraded (1 of 2 devices missing); failed members: sdc1");
+    let info = r.ask("get_disk_info");
+    let sda = info["data"]["disks"].as_array().unwrap().iter().find(|d| d["name"] == "sda").unwrap().clone();
+    assert_eq!(sda["smart"]["indicators"]["ata"]["5"], 9, "{sda}");
+    assert_eq!(sda["reason"], "smart_degrading", "{sda}");
+    assert_eq!(stop_agent(&mut child).0, Some(0));
 }

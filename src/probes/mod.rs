@@ -4,6 +4,7 @@
 //! one field `None` (JSON `null`), never a guess.
 
 mod answers;
+pub mod counters;
 pub mod disks;
 pub mod mounts;
 pub mod network;
