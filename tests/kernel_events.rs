@@ -223,3 +223,42 @@ fn predictive_counters_rising_raise_smart_degrading_fs_errors_and_raid_degraded(
     assert_eq!(sda["reason"], "smart_degrading", "{sda}");
     assert_eq!(stop_agent(&mut child).0, Some(0));
 }
+
+#[path = "common/faulty_disk.rs"]
+mod faulty_disk;
+
+/// 64 MiB whose 64 KiB at 32 MiB (sectors 65536..65664) fail.
+const BAD_AT: u64 = 32 << 20;
+
+#[test]
+fn a_real_kernel_io_error_on_a_loop_device_raises_io_errors_and_its_detach_raises_missing() {
+    let _g = Guard::new(120 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut disk) = faulty_disk::FaultyDisk::new(dir.path(), 64 << 20, BAD_AT..BAD_AT + (64 << 10)) else {
+        return;
+    };
+    assert!(disk.read(0, 16), "the good range reads");
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let mut c = AgentConfig::new(gw.url(), &pki.ca_file);
+    // The real machine: /sys, /proc, /dev/kmsg. Only this loop device is monitored.
+    c.disks = format!("smartctl = \"\"\nscan_interval = \"60s\"\ninclude = [{:?}]\n", disk.name);
+    c.paths_extra = "kmsg = \"/dev/kmsg\"\n".into();
+    let mut child = spawn_agent(&c.write(dir.path()), &[]);
+    gw.wait_login(10 * SEC);
+    let inventory = dir.path().join("state/disks.json");
+    let until = std::time::Instant::now() + 10 * SEC;
+    while !fs::read_to_string(&inventory).is_ok_and(|t| t.contains(&format!("\"{}\"", disk.name))) {
+        assert!(std::time::Instant::now() < until, "the first scan did not remember {}", disk.name);
+        std::thread::sleep(ms(20));
+    }
+    assert!(!disk.read(BAD_AT / 4096, 1), "the bad range fails");
+    let w = gw.wait_warning(10 * SEC, &disk.device(), "io_errors");
+    let detail = w["detail"].as_str().unwrap();
+    assert!(detail.starts_with("kernel: ") && detail.contains(&format!("dev {}", disk.name)), "{detail}");
+    disk.detach();
+    let w = gw.wait_warning(10 * SEC, &disk.device(), "missing");
+    assert_eq!(w["detail"], format!("size of {} dropped to 0", disk.name));
+    let (code, log) = stop_agent(&mut child);
+    assert_eq!(code, Some(0), "{log}");
+}
