@@ -525,7 +525,8 @@ fn read_disks(s: &mut Section) -> Result<DisksConfig, ConfigError> {
         smartctl: s.str("smartctl")?.unwrap_or_else(|| "smartctl".into()),
         smart_interval: s.duration_or("smart_interval", Duration::from_secs(3600), Duration::from_secs(1))?,
         smart_timeout: s.duration_or("smart_timeout", Duration::from_secs(30), Duration::from_millis(10))?,
-        io_error_quiet: s.duration_or("io_error_quiet", Duration::from_secs(600), Duration::from_millis(10))?,
+        // At least the kmsg reader's rate-limit window (events::sources::PASS_EVERY) times 4.
+        io_error_quiet: s.duration_or("io_error_quiet", Duration::from_secs(600), Duration::from_secs(1))?,
     })
 }
 
@@ -727,6 +728,18 @@ pub(crate) mod tests {
         let e = f.parse(&format!("{MINIMAL}[reconnect]\ninitial = \"1 sec\"\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("reconnect.initial"));
         assert!(e.to_string().contains("Fix:"), "{e}");
+    }
+
+    #[test]
+    fn an_io_error_quiet_period_shorter_than_a_second_is_refused() {
+        // Shorter than 4 times the kmsg rate-limit window, a new storm's first line could be
+        // held back as part of the storm that just ended.
+        let f = Fixture::new();
+        let e = f.parse(&format!("{MINIMAL}[disks]\nio_error_quiet = \"500ms\"\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("disks.io_error_quiet"));
+        let c = f.parse(&format!("{MINIMAL}[disks]\nio_error_quiet = \"1s\"\n")).unwrap();
+        assert_eq!(c.disks.io_error_quiet, Duration::from_secs(1));
+        assert!(crate::events::sources::PASS_EVERY * 4 <= c.disks.io_error_quiet);
     }
 
     #[test]

@@ -216,8 +216,10 @@ impl Drop for Sources {
 }
 
 /// A subject's error lines are passed on at most this often; the rest are counted. A storm
-/// of thousands of lines a second costs the monitor a few events.
-const PASS_EVERY: Duration = Duration::from_secs(1);
+/// of thousands of lines a second costs the monitor a few events a second. Shorter than the
+/// least `disks.io_error_quiet` (1 s), so the first line after a storm ended is never held
+/// back as part of the old one.
+pub const PASS_EVERY: Duration = Duration::from_millis(250);
 /// Subjects remembered by the rate limit; beyond this it starts over (bounded memory).
 const MAX_SUBJECTS: usize = 64;
 /// The resume cursor is written at most this often (flash wear), and at stop.
@@ -284,7 +286,11 @@ impl KmsgJob {
             }
             match progress {
                 Progress::More => {}
-                Progress::Wait => rx.wait(Some((self.reader_fd(), false)), Some(SAVE_EVERY)),
+                // Asleep until a record comes, unless a cursor is still to be written.
+                Progress::Wait => {
+                    let dirty = self.reader.last_seq() != saved.0;
+                    rx.wait(Some((self.reader_fd(), false)), dirty.then_some(SAVE_EVERY))
+                }
                 Progress::Idle => rx.wait(None, Some(IDLE_POLL)),
             }
         }
