@@ -182,15 +182,23 @@ impl Monitor {
                     next_scan = Instant::now() + self.scan_interval;
                 }
                 let until = self.storms.next_end().map_or(next_scan, |t| t.min(next_scan));
-                match commands.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Ok(Input::Reload(cfg)) => {
-                        self.reconfigure(&cfg);
-                        scan_now = true;
+                let mut input = commands.recv_timeout(until.saturating_duration_since(Instant::now()));
+                // Everything already queued (a burst of uevents) is taken in before one scan.
+                loop {
+                    match input {
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Ok(Input::Reload(cfg)) => {
+                            self.reconfigure(&cfg);
+                            scan_now = true;
+                        }
+                        Ok(Input::Event(e)) => scan_now |= self.take_event(e),
+                        // Every sender is gone: the agent is stopping.
+                        Err(RecvTimeoutError::Disconnected) => return,
                     }
-                    Ok(Input::Event(e)) => scan_now |= self.take_event(e),
-                    // Every sender is gone: the agent is stopping.
-                    Err(RecvTimeoutError::Disconnected) => return,
+                    input = commands.try_recv().map_err(|e| match e {
+                        mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
+                        mpsc::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                    });
                 }
             }
         })?;
