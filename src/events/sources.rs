@@ -134,11 +134,21 @@ pub struct Sources {
 }
 
 impl Sources {
+    /// Opens `cfg.kmsg` itself and starts both sources.
     pub fn start(cfg: SourcesConfig, sink: Sink) -> Sources {
+        let kmsg = kmsg_reader::open(&cfg.kmsg);
+        Sources::start_with_kmsg(cfg, kmsg, sink)
+    }
+
+    /// As [`Sources::start`], with the kernel log already opened elsewhere: the hook for
+    /// the privileged half of issue 12, which opens `/dev/kmsg` (or a pipe it writes the
+    /// records to, read in stream mode) and hands the fd over. `Err` is reported like an
+    /// open that failed here.
+    pub fn start_with_kmsg(cfg: SourcesConfig, kmsg: std::io::Result<std::fs::File>, sink: Sink) -> Sources {
         let status = Arc::new(SourcesStatus::default());
         let stop = Arc::new(AtomicBool::new(false));
         let mut s = Sources { stop, wakers: Vec::new(), threads: Vec::new(), status };
-        match kmsg_reader::open(&cfg.kmsg) {
+        match kmsg {
             Ok(file) => {
                 let boot_id = crate::probes::read_attr(&cfg.procfs.join("sys/kernel/random/boot_id"));
                 let start = resume::start(Cursor::load(&cfg.state_dir).as_ref(), boot_id.as_deref());
@@ -347,5 +357,45 @@ fn uevent_loop(
             }
         }
         rx.wait(Some((listener.as_fd(), false)), None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::mpsc;
+
+    #[test]
+    fn a_kernel_log_handed_over_as_a_stream_is_read_and_its_errors_attributed() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("sys/block/sda/sda1")).unwrap();
+        std::fs::write(d.path().join("sys/block/sda/sda1/partition"), "1\n").unwrap();
+        // What a privileged half would pass: one end of a socket it writes records to.
+        let (mut writer, reader) = UnixStream::pair().unwrap();
+        reader.set_nonblocking(true).unwrap();
+        let file = std::fs::File::from(OwnedFd::from(reader));
+        let (tx, rx) = mpsc::channel();
+        let sink: Sink = Arc::new(move |e| tx.send(e).is_ok());
+        let cfg = SourcesConfig {
+            kmsg: "/handed-over".into(),
+            sysfs: d.path().join("sys"),
+            procfs: d.path().join("proc"),
+            state_dir: d.path().to_path_buf(),
+        };
+        let sources = Sources::start_with_kmsg(cfg, Ok(file), sink);
+        writer.write_all(b"12,1,1,-;I/O error, dev sda1, sector 0\n").unwrap();
+        writer.write_all(b"3,2,2,-;Buffer I/O error on dev sda1, logical block 0, async page read\n").unwrap();
+        let got = loop {
+            match rx.recv_timeout(Duration::from_secs(10)).expect("an event within 10 s") {
+                DiskEvent::KernelError { disk, line, lines } => break (disk, line, lines),
+                DiskEvent::Changed(_) => {} // the host's own uevents
+            }
+        };
+        assert_eq!(got, ("sda".into(), "Buffer I/O error on dev sda1, logical block 0, async page read".into(), 1));
+        assert_eq!(sources.status.kmsg(), SourceState::Live);
+        drop(sources); // stops and joins both threads
     }
 }
