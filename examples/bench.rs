@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use agent_config::AgentConfig;
 use gateway::{Event, Gateway, Pki, Script};
-use measure::{agent_binary, median, status_kib};
+use measure::{agent_binary, cpu_ns, median, percentile, status_kib};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -36,18 +36,6 @@ fn cpu_ticks(pid: u32) -> u64 {
     // utime and stime are fields 14 and 15; after the comm field they are at 11 and 12,
     // minus the one non-numeric state field.
     f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)
-}
-
-/// CPU time of a process in nanoseconds (first field of /proc/PID/schedstat).
-fn cpu_ns(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// How a figure is printed.

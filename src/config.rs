@@ -159,6 +159,8 @@ pub struct DisksConfig {
     pub smart_interval: Duration,
     /// smartctl is killed after this long. Default 30 s.
     pub smart_timeout: Duration,
+    /// A kernel I/O-error episode ends after this long without an error line. Default 10 min.
+    pub io_error_quiet: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +193,8 @@ pub struct PathsConfig {
     pub sysfs: PathBuf,
     pub procfs: PathBuf,
     pub rootfs: PathBuf,
+    /// The kernel log read for disk errors; a regular file or FIFO in tests. Default /dev/kmsg.
+    pub kmsg: PathBuf,
 }
 
 impl Config {
@@ -291,23 +295,25 @@ impl Config {
         );
         let k = &self.disks;
         out += &format!(
-            "\n[disks]\nscan_interval = \"{}\"\ninclude = {}\nexclude = {}\nioerr_threshold = {}\nsmartctl = {}\nsmart_interval = \"{}\"\nsmart_timeout = \"{}\"\n",
+            "\n[disks]\nscan_interval = \"{}\"\ninclude = {}\nexclude = {}\nioerr_threshold = {}\nsmartctl = {}\nsmart_interval = \"{}\"\nsmart_timeout = \"{}\"\nio_error_quiet = \"{}\"\n",
             d(k.scan_interval),
             list(&k.include),
             list(&k.exclude),
             k.ioerr_threshold,
             q(&k.smartctl),
             d(k.smart_interval),
-            d(k.smart_timeout)
+            d(k.smart_timeout),
+            d(k.io_error_quiet)
         );
         out += &format!("\n[warning]\nresend_after = \"{}\"\n", d(self.warning.resend_after));
         let pa = &self.paths;
         out += &format!(
-            "\n[paths]\nstate_dir = {}\nsysfs = {}\nprocfs = {}\nrootfs = {}\n",
+            "\n[paths]\nstate_dir = {}\nsysfs = {}\nprocfs = {}\nrootfs = {}\nkmsg = {}\n",
             p(&pa.state_dir),
             p(&pa.sysfs),
             p(&pa.procfs),
-            p(&pa.rootfs)
+            p(&pa.rootfs),
+            p(&pa.kmsg)
         );
         if let Some(why) = &pa.state_dir_problem {
             out += &format!("# state_dir is not writable now ({why}): warnings are kept in memory until it is\n");
@@ -544,7 +550,16 @@ fn read_reconnect(s: &mut Section) -> Result<ReconnectConfig, ConfigError> {
 }
 
 fn read_disks(s: &mut Section) -> Result<DisksConfig, ConfigError> {
-    s.deny(&["scan_interval", "include", "exclude", "ioerr_threshold", "smartctl", "smart_interval", "smart_timeout"])?;
+    s.deny(&[
+        "scan_interval",
+        "include",
+        "exclude",
+        "ioerr_threshold",
+        "smartctl",
+        "smart_interval",
+        "smart_timeout",
+        "io_error_quiet",
+    ])?;
     let default_include = ["sd*", "hd*", "vd*", "xvd*", "nvme*", "mmcblk*"];
     Ok(DisksConfig {
         scan_interval: s.duration_or("scan_interval", Duration::from_secs(60), Duration::from_millis(10), DAY)?,
@@ -559,6 +574,8 @@ fn read_disks(s: &mut Section) -> Result<DisksConfig, ConfigError> {
             Duration::from_millis(10),
             TEN_MINUTES,
         )?,
+        // At least the kmsg reader's rate-limit window (events::sources::PASS_EVERY) times 4.
+        io_error_quiet: s.duration_or("io_error_quiet", Duration::from_secs(600), Duration::from_secs(1), DAY)?,
     })
 }
 
@@ -582,7 +599,7 @@ fn read_probes(s: &mut Section) -> Result<ProbesConfig, ConfigError> {
 }
 
 fn read_paths(s: &mut Section) -> Result<PathsConfig, ConfigError> {
-    s.deny(&["state_dir", "sysfs", "procfs", "rootfs"])?;
+    s.deny(&["state_dir", "sysfs", "procfs", "rootfs", "kmsg"])?;
     let state_dir = s.path("state_dir")?.unwrap_or_else(|| PathBuf::from("/var/lib/rig-agent"));
     // A read-only or full file system is a storage fault (an SD card that ext4 remounted
     // read-only), not a config mistake: refusing to start would lose exactly the disk
@@ -644,6 +661,7 @@ fn read_paths(s: &mut Section) -> Result<PathsConfig, ConfigError> {
         sysfs: s.path("sysfs")?.unwrap_or_else(|| "/sys".into()),
         procfs: s.path("procfs")?.unwrap_or_else(|| "/proc".into()),
         rootfs: s.path("rootfs")?.unwrap_or_else(|| "/".into()),
+        kmsg: s.path("kmsg")?.unwrap_or_else(|| "/dev/kmsg".into()),
     })
 }
 
@@ -679,7 +697,8 @@ impl Config {
     /// can apply.
     pub fn paths_differ(&self, other: &Config) -> bool {
         let (a, b) = (&self.paths, &other.paths);
-        (&a.state_dir, &a.sysfs, &a.procfs, &a.rootfs) != (&b.state_dir, &b.sysfs, &b.procfs, &b.rootfs)
+        (&a.state_dir, &a.sysfs, &a.procfs, &a.rootfs, &a.kmsg)
+            != (&b.state_dir, &b.sysfs, &b.procfs, &b.rootfs, &b.kmsg)
     }
 }
 
@@ -769,6 +788,8 @@ pub(crate) mod tests {
         assert_eq!(c.disks.include.len(), 6);
         assert_eq!(c.warning.resend_after, Duration::from_secs(60));
         assert_eq!(c.paths.sysfs, PathBuf::from("/sys"));
+        assert_eq!(c.paths.kmsg, PathBuf::from("/dev/kmsg"));
+        assert_eq!(c.disks.io_error_quiet, Duration::from_secs(600));
         assert!(c.paths.state_dir.is_dir(), "state dir is created");
     }
 
@@ -803,6 +824,18 @@ pub(crate) mod tests {
         let e = f.parse(&format!("{MINIMAL}[reconnect]\ninitial = \"1 sec\"\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("reconnect.initial"));
         assert!(e.to_string().contains("Fix:"), "{e}");
+    }
+
+    #[test]
+    fn an_io_error_quiet_period_shorter_than_a_second_is_refused() {
+        // Shorter than 4 times the kmsg rate-limit window, a new storm's first line could be
+        // held back as part of the storm that just ended.
+        let f = Fixture::new();
+        let e = f.parse(&format!("{MINIMAL}[disks]\nio_error_quiet = \"500ms\"\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("disks.io_error_quiet"));
+        let c = f.parse(&format!("{MINIMAL}[disks]\nio_error_quiet = \"1s\"\n")).unwrap();
+        assert_eq!(c.disks.io_error_quiet, Duration::from_secs(1));
+        assert!(crate::events::sources::PASS_EVERY * 4 <= c.disks.io_error_quiet);
     }
 
     #[test]

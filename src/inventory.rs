@@ -34,6 +34,19 @@ pub struct Remembered {
     /// still there at the next scan is raised. Not saved: after a restart it takes one more
     /// scan.
     pub unsettled_state: Option<String>,
+    /// Predictive SMART counters as first seen for this serial (issue 13).
+    pub smart_baseline: Option<SmartBaseline>,
+    /// ext4 `errors_count` per filesystem device as first seen (or after a reset).
+    pub fs_errors: BTreeMap<String, u64>,
+}
+
+/// What a disk's predictive SMART counters were when first seen; a rise above them is
+/// `smart_degrading`. Tied to the serial: another disk at the same name starts over.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SmartBaseline {
+    pub serial: Option<String>,
+    /// Counter name (`"5"`, `"197"`, `"media_errors"`) to raw value.
+    pub counters: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +118,9 @@ impl Inventory {
                 (
                     n.clone(),
                     json!({"serial": r.serial, "model": r.model, "size_bytes": r.size_bytes,
-                                   "ioerr_count": r.ioerr_count, "rw_mounts": r.rw_mounts}),
+                                   "ioerr_count": r.ioerr_count, "rw_mounts": r.rw_mounts,
+                                   "smart_baseline": r.smart_baseline.as_ref().map(|b| json!({"serial": b.serial, "counters": b.counters})),
+                                   "fs_errors": r.fs_errors}),
                 )
             })
             .collect();
@@ -125,6 +140,12 @@ impl Inventory {
             return None;
         }
         let s = |x: &Value| x.as_str().map(str::to_string);
+        // Absent in files written before issue 13: empty, not corrupt.
+        let counters = |x: &Value| -> BTreeMap<String, u64> {
+            x.as_object()
+                .map(|o| o.iter().filter_map(|(k, v)| Some((k.clone(), v.as_u64()?))).collect())
+                .unwrap_or_default()
+        };
         let mut disks = BTreeMap::new();
         for (name, d) in v["disks"].as_object()? {
             let rw_mounts = d["rw_mounts"].as_array()?.iter().map(s).collect::<Option<Vec<_>>>()?;
@@ -137,6 +158,11 @@ impl Inventory {
                     ioerr_count: d["ioerr_count"].as_u64(),
                     rw_mounts,
                     unsettled_state: None,
+                    smart_baseline: d["smart_baseline"].is_object().then(|| SmartBaseline {
+                        serial: s(&d["smart_baseline"]["serial"]),
+                        counters: counters(&d["smart_baseline"]["counters"]),
+                    }),
+                    fs_errors: counters(&d["fs_errors"]),
                 },
             );
         }
@@ -174,6 +200,11 @@ mod tests {
                 ioerr_count: Some(3),
                 rw_mounts: vec!["/data".into()],
                 unsettled_state: None,
+                smart_baseline: Some(SmartBaseline {
+                    serial: Some("ZA1B2C3D".into()),
+                    counters: BTreeMap::from([("5".into(), 8), ("197".into(), 0)]),
+                }),
+                fs_errors: BTreeMap::from([("sdl1".into(), 2)]),
             },
         );
         inv.episodes.push(Episode {

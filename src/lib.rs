@@ -12,11 +12,13 @@ pub mod config;
 mod config_section;
 pub mod duration;
 pub mod escape;
+pub mod events;
 pub mod frames;
 pub mod inventory;
 pub mod logging;
 pub mod monitor;
 pub mod notify;
+pub mod predictive;
 pub mod probes;
 pub mod protocol;
 pub mod queries;
@@ -57,6 +59,8 @@ pub mod exit {
 /// workers behind the standard query catalogue, the warning spool and the disk monitor.
 pub struct Agent {
     runner: Runner,
+    // Dropped before the monitor: the sources hold senders into its channel.
+    _events: events::Sources,
     _monitor: monitor::MonitorHandle,
 }
 
@@ -99,19 +103,28 @@ impl Agent {
             spool,
             smart: Arc::clone(&probes.smart),
             health: Arc::clone(&probes.health),
-            status,
+            status: Arc::clone(&status),
         };
         let monitor = monitor::Monitor::new(&cfg, shared).spawn()?;
+        // Kernel events (issue 13) go through the monitor's own channel.
+        let sink = monitor
+            .control()
+            .map(|tx| -> events::sources::Sink { Arc::new(move |e| tx.send(monitor::Input::Event(e)).is_ok()) });
+        let sources = events::Sources::start(
+            events::sources::SourcesConfig::from_config(&cfg),
+            sink.unwrap_or_else(|| Arc::new(|_| false)),
+        );
+        status.set_event_sources(Arc::clone(&sources.status));
         // SIGHUP: the runner re-reads the config and hands it here; probes and disk rules
         // change at once.
         let control = monitor.control();
         runner.set_reload_hook(move |cfg| {
             probes.reconfigure(cfg);
             if let Some(c) = &control {
-                let _ = c.send(Box::new(cfg.clone()));
+                let _ = c.send(monitor::Input::Reload(Box::new(cfg.clone())));
             }
         });
-        Ok(Agent { runner, _monitor: monitor })
+        Ok(Agent { runner, _events: sources, _monitor: monitor })
     }
 
     /// The handle that stops the agent (signals, tests, the demo).

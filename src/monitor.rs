@@ -7,13 +7,14 @@ use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::events::{DiskEvent, Storms};
 use crate::inventory::{Episode, Inventory, Remembered};
 use crate::probes::disks::{self, Disk};
 use crate::probes::smart::SmartReader;
-use crate::probes::{Roots, glob_match, mounts};
+use crate::probes::{Roots, counters, glob_match, mounts};
 use crate::protocol::{self, ActIds, Identity};
 use crate::rules::{self, Seen};
 use crate::spool::{Durability, Kind, Spool};
@@ -76,18 +77,29 @@ pub struct Monitor {
     status: Arc<AgentStatus>,
     refresher: Option<JoinHandle<()>>,
     save_failing: bool,
+    /// Kernel I/O-error storms by disk (issue 13): each is one `io_errors` episode.
+    storms: Storms,
+}
+
+/// What the monitor thread is told.
+#[derive(Debug)]
+pub enum Input {
+    /// A reloaded config: disk rules take effect at the next scan, which follows at once.
+    Reload(Box<Config>),
+    /// A kernel event (uevent, kernel log error) from [`crate::events::Sources`].
+    Event(DiskEvent),
 }
 
 /// Talks to the monitor thread; stops it when dropped.
 pub struct MonitorHandle {
-    control: Option<Sender<Box<Config>>>,
+    control: Option<Sender<Input>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl MonitorHandle {
     /// Where to send a reloaded config: disk rules take effect at the next scan, which
     /// follows at once.
-    pub fn control(&self) -> Option<Sender<Box<Config>>> {
+    pub fn control(&self) -> Option<Sender<Input>> {
         self.control.clone()
     }
 }
@@ -151,6 +163,13 @@ impl Monitor {
                 protocol::encode_warning(&id, &e.act_id, &device, serial.as_deref(), &e.reason, &e.detail, e.since);
             shared.spool.push(&warning);
         }
+        let mut storms = Storms::new(cfg.disks.io_error_quiet);
+        let now = Instant::now();
+        // An io_errors episode open before a restart stays open a quiet period more: the
+        // restart alone must not end it (and a storm still going would warn again).
+        for e in inv.episodes.iter().filter(|e| e.reason == rules::IO_ERRORS) {
+            storms.resume(&e.disk, "errors before the agent restarted", now);
+        }
         Monitor {
             roots: Roots::from_config(&cfg.paths),
             include: cfg.disks.include.clone(),
@@ -167,20 +186,42 @@ impl Monitor {
             status: shared.status,
             refresher: None,
             save_failing: false,
+            storms,
         }
     }
 
     /// Scans now and then every `scan_interval`, on its own thread, until the handle drops.
     pub fn spawn(mut self) -> std::io::Result<MonitorHandle> {
-        let (control, commands) = mpsc::channel::<Box<Config>>();
+        let (control, commands) = mpsc::channel::<Input>();
         let thread = thread::Builder::new().name("monitor".into()).spawn(move || {
+            let mut scan_now = true;
+            let mut next_scan = Instant::now();
             loop {
-                self.scan();
-                match commands.recv_timeout(self.scan_interval) {
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Ok(cfg) => self.reconfigure(&cfg),
-                    // Every sender is gone: the agent is stopping.
-                    Err(RecvTimeoutError::Disconnected) => return self.finish(),
+                let now = Instant::now();
+                // A storm whose quiet period just passed ends its episode now, not a scan later.
+                if scan_now || now >= next_scan || self.storms.next_end().is_some_and(|t| now >= t) {
+                    self.scan();
+                    scan_now = false;
+                    next_scan = Instant::now() + self.scan_interval;
+                }
+                let until = self.storms.next_end().map_or(next_scan, |t| t.min(next_scan));
+                let mut input = commands.recv_timeout(until.saturating_duration_since(Instant::now()));
+                // Everything already queued (a burst of uevents) is taken in before one scan.
+                loop {
+                    match input {
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Ok(Input::Reload(cfg)) => {
+                            self.reconfigure(&cfg);
+                            scan_now = true;
+                        }
+                        Ok(Input::Event(e)) => scan_now |= self.take_event(e),
+                        // Every sender is gone: the agent is stopping.
+                        Err(RecvTimeoutError::Disconnected) => return self.finish(),
+                    }
+                    input = commands.try_recv().map_err(|e| match e {
+                        mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
+                        mpsc::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                    });
                 }
             }
         })?;
@@ -193,7 +234,19 @@ impl Monitor {
         self.exclude = cfg.disks.exclude.clone();
         self.scan_interval = cfg.disks.scan_interval;
         self.ioerr_threshold = cfg.disks.ioerr_threshold;
+        self.storms.set_quiet(cfg.disks.io_error_quiet);
         self.id = Identity { hardware_id: cfg.device.hardware_id.clone(), name: cfg.device.name.clone() };
+    }
+
+    /// Takes in a kernel event; true when it needs a scan now (a block device changed, or
+    /// a monitored disk's error storm began).
+    pub fn take_event(&mut self, e: DiskEvent) -> bool {
+        match e {
+            DiskEvent::Changed(_) => true,
+            DiskEvent::KernelError { disk, line, .. } => {
+                self.monitored(&disk) && self.storms.note(&disk, &line, Instant::now())
+            }
+        }
     }
 
     fn monitored(&self, name: &str) -> bool {
@@ -229,7 +282,20 @@ impl Monitor {
             .collect();
         self.refresh_smart(&present);
 
-        let conditions = rules::evaluate(&mut self.inv, &seen, self.ioerr_threshold);
+        let mut conditions = rules::evaluate(&mut self.inv, &seen, self.ioerr_threshold);
+        rules::add_kernel_io_errors(&mut conditions, &self.storms.open(Instant::now()));
+        let observed = self.observe(&present);
+        // Arrays over monitored disks (or monitored themselves); not every md on the host.
+        let arrays: Vec<_> = counters::md_arrays(&self.roots.sysfs)
+            .into_iter()
+            .filter(|a| {
+                self.monitored(&a.name)
+                    || a.members
+                        .iter()
+                        .any(|m| present.iter().any(|d| &d.name == m || d.partitions.iter().any(|p| &p.name == m)))
+            })
+            .collect();
+        conditions.extend(crate::predictive::evaluate(&mut self.inv, &observed, &arrays));
         let (new, closed) = rules::reconcile(&mut self.inv.episodes, &conditions);
         for e in &closed {
             log::info!("disk /dev/{}: {} cleared", e.disk, e.reason);
@@ -298,6 +364,23 @@ impl Monitor {
         if self.inv != before || self.save_failing {
             self.save();
         }
+    }
+
+    /// The predictive inputs of the present disks: last SMART answer, ext4 error counts.
+    fn observe(&self, present: &[Disk]) -> Vec<crate::predictive::Observed> {
+        present
+            .iter()
+            .map(|d| {
+                let mut devs: Vec<&str> = vec![d.name.as_str()];
+                devs.extend(d.partitions.iter().map(|p| p.name.as_str()));
+                crate::predictive::Observed {
+                    disk: d.name.clone(),
+                    serial: d.serial.clone(),
+                    smart: self.smart.peek(&d.device()).and_then(Result::ok).map(|s| s.indicators),
+                    fs_errors: counters::ext4_errors(&self.roots.sysfs, &devs),
+                }
+            })
+            .collect()
     }
 
     fn save(&mut self) {

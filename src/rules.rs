@@ -112,6 +112,17 @@ pub fn evaluate(inv: &mut Inventory, seen: &[Seen], ioerr_threshold: u64) -> Vec
     out
 }
 
+/// Adds `io_errors` for the disks with an open kernel error storm (disk, first kernel
+/// line, lines seen), unless the scan already found `io_errors` for that disk: one
+/// condition per disk and reason.
+pub fn add_kernel_io_errors(conditions: &mut Vec<Condition>, storms: &[(String, String, u64)]) {
+    for (disk, line, _) in storms {
+        if !conditions.iter().any(|c| &c.disk == disk && c.reason == IO_ERRORS) {
+            conditions.push(Condition { disk: disk.clone(), reason: IO_ERRORS, detail: format!("kernel: {line}") });
+        }
+    }
+}
+
 /// Matches the conditions against the open episodes: one episode per disk and reason.
 /// Returns the conditions that open a new episode (each needs a warning) and the episodes
 /// that ended because their condition cleared. Episodes of conditions that still hold are
@@ -286,6 +297,18 @@ mod tests {
         evaluate(&mut inv, &[with(vec![("/data".into(), false)])], 1);
         evaluate(&mut inv, &[with(vec![])], 1); // unmounted
         assert!(evaluate(&mut inv, &[with(vec![("/data".into(), true)])], 1).is_empty());
+    }
+
+    #[test]
+    fn a_kernel_storm_is_io_errors_with_its_first_line_once_per_disk() {
+        let mut inv = Inventory::default();
+        let mut c = evaluate(&mut inv, &[seen(disk("sda"))], 1);
+        let storms = [("sda".to_string(), "I/O error, dev sda, sector 8".to_string(), 9_999)];
+        add_kernel_io_errors(&mut c, &storms);
+        assert_eq!(reasons(&c), [("sda", IO_ERRORS)]);
+        assert_eq!(c[0].detail, "kernel: I/O error, dev sda, sector 8");
+        add_kernel_io_errors(&mut c, &storms);
+        assert_eq!(c.len(), 1, "the counter and the kernel log are the same episode");
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub struct AgentStatus {
     started_at: u64,
     config_file: PathBuf,
     link: Mutex<Link>,
+    /// Which kernel event sources are live (issue 13); unset before they start.
+    event_sources: Mutex<Option<std::sync::Arc<crate::events::SourcesStatus>>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -28,7 +30,12 @@ pub fn unix_now() -> u64 {
 
 impl AgentStatus {
     pub fn new(config_file: PathBuf) -> AgentStatus {
-        AgentStatus { started_at: unix_now(), config_file, link: Mutex::new(Link::default()) }
+        AgentStatus {
+            started_at: unix_now(),
+            config_file,
+            link: Mutex::new(Link::default()),
+            event_sources: Mutex::new(None),
+        }
     }
 
     fn link(&self) -> std::sync::MutexGuard<'_, Link> {
@@ -51,10 +58,17 @@ impl AgentStatus {
         self.link().warnings_pending = n;
     }
 
+    /// Where `get_agent_info` reads which event sources are live.
+    pub fn set_event_sources(&self, s: std::sync::Arc<crate::events::SourcesStatus>) {
+        *self.event_sources.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
+    }
+
     /// The `data` of `get_agent_info`. `reconnects` counts logins after the first one.
     pub fn agent_info(&self) -> Value {
         let l = self.link().clone();
+        let sources = self.event_sources.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|s| s.to_json());
         json!({
+            "event_sources": sources.unwrap_or_else(|| json!({"scan": "live"})),
             "version": crate::VERSION,
             "started_at": self.started_at,
             "connected_at": l.connected_at,

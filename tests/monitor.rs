@@ -54,26 +54,6 @@ fn config(gw_url: String, pki: &Pki, rig: &Path) -> AgentConfig {
     c
 }
 
-fn wait_warning(gw: &mut Gateway, timeout: Duration, disk: &str, reason: &str) -> Value {
-    match gw.wait_for(timeout, &format!("warning {reason} for {disk}"), |e| match e {
-        Event::Received { msg, .. } => msg["act"] == "warning" && msg["disk"] == disk && msg["reason"] == reason,
-        _ => false,
-    }) {
-        Event::Received { msg, .. } => msg,
-        _ => unreachable!(),
-    }
-}
-
-fn warnings_seen(gw: &Gateway, disk: &str) -> Vec<Value> {
-    gw.seen
-        .iter()
-        .filter_map(|e| match e {
-            Event::Received { msg, .. } if msg["act"] == "warning" && msg["disk"] == disk => Some(msg.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 /// Lets events arrive for `d`, recording them in `gw.seen`.
 fn soak(gw: &mut Gateway, d: Duration) {
     let until = Instant::now() + d;
@@ -107,9 +87,9 @@ fn a_disk_that_disappears_is_reported_once_with_every_protocol_field() {
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
     gw.wait_login(5 * SEC);
     // The fixture's sdb is offline from the start: that is the first failure seen.
-    wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
+    gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
     fs::remove_dir_all(rig.join("sys/block/sda")).unwrap();
-    let w = wait_warning(&mut gw, 5 * SEC, "/dev/sda", "missing");
+    let w = gw.wait_warning(5 * SEC, "/dev/sda", "missing");
     let act_id = w["act_id"].as_str().unwrap();
     let want = json!({"from":"device","act":"warning","reqtype":"post","act_id":act_id,"act_code":"","client_id":"",
         "hardware_id":HARDWARE_ID,"name":HARDWARE_ID,"type":2,"message":"Disk[/dev/sda]硬盘损坏","disk":"/dev/sda",
@@ -118,7 +98,7 @@ fn a_disk_that_disappears_is_reported_once_with_every_protocol_field() {
     assert!(w["time"].as_u64().unwrap() > 1_700_000_000);
     // Ten more scans: still one warning for this episode.
     soak(&mut gw, ms(1000));
-    assert_eq!(warnings_seen(&gw, "/dev/sda").len(), 1, "{:?}", warnings_seen(&gw, "/dev/sda"));
+    assert_eq!(gw.warnings_seen("/dev/sda").len(), 1, "{:?}", gw.warnings_seen("/dev/sda"));
 }
 
 #[test]
@@ -127,9 +107,9 @@ fn get_disk_info_shows_the_monitors_verdicts_and_lists_disks_that_are_gone() {
     let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
     let (conn, _) = gw.wait_login(5 * SEC);
-    wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
+    gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
     fs::remove_dir_all(rig.join("sys/block/sda")).unwrap();
-    wait_warning(&mut gw, 5 * SEC, "/dev/sda", "missing");
+    gw.wait_warning(5 * SEC, "/dev/sda", "missing");
     gw.send_json(conn, json!({"act":"get_disk_info","act_code":"di","client_id":"c","reqtype":"post"}));
     let a = match gw.wait_for(
         5 * SEC,
@@ -155,11 +135,11 @@ fn a_live_nvme_disk_is_not_reported_and_a_dead_one_is_reported_offline() {
     assert_eq!(fs::read_to_string(&state).unwrap().trim(), "live", "the fixture's NVMe controller is live");
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
     gw.wait_login(5 * SEC);
-    wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
+    gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
     soak(&mut gw, ms(1000)); // ten scans
-    assert_eq!(warnings_seen(&gw, "/dev/nvme0n1"), Vec::<Value>::new(), "a healthy NVMe disk was reported");
+    assert_eq!(gw.warnings_seen("/dev/nvme0n1"), Vec::<Value>::new(), "a healthy NVMe disk was reported");
     fs::write(&state, "dead\n").unwrap();
-    let w = wait_warning(&mut gw, 5 * SEC, "/dev/nvme0n1", "offline");
+    let w = gw.wait_warning(5 * SEC, "/dev/nvme0n1", "offline");
     assert!(w["detail"].as_str().unwrap().contains("\"dead\""), "{w}");
 }
 
@@ -173,8 +153,8 @@ fn warnings_raised_while_the_gateway_is_down_are_delivered_when_it_is_back() {
     wait_until(5 * SEC, "two spooled warnings", || spool_files(&dir.path().join("state")).len() == 2);
     gw.script().drop_on_accept = false;
     let (conn, _) = gw.wait_login(5 * SEC);
-    let first = wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
-    let second = wait_warning(&mut gw, 5 * SEC, "/dev/nvme0n1", "missing");
+    let first = gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
+    let second = gw.wait_warning(5 * SEC, "/dev/nvme0n1", "missing");
     let on_conn = |w: &Value| {
         gw.seen
             .iter()
@@ -193,9 +173,9 @@ fn an_unacknowledged_warning_is_resent_with_the_same_act_id() {
     let mut cfg = config(gw.url(), &pki, &rig);
     cfg.warning = "resend_after = \"300ms\"\n".into();
     let _agent = Agent::start(&cfg.write(dir.path()));
-    let first = wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
+    let first = gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
     let first_at = gw.seen.last().unwrap().at();
-    let again = wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
+    let again = gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
     let gap = gw.seen.last().unwrap().at() - first_at;
     assert_eq!(again["act_id"], first["act_id"]);
     assert_eq!(again, first, "the very same message");
@@ -204,11 +184,11 @@ fn an_unacknowledged_warning_is_resent_with_the_same_act_id() {
     assert!(gap >= ms(250) && gap < ms(300) + SEC, "resent after {gap:?}");
     // Once acknowledged, it stops.
     gw.script().warning_ack = Some(0);
-    wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
+    gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
     wait_until(5 * SEC, "the spool to empty", || spool_files(&dir.path().join("state")).is_empty());
-    let n = warnings_seen(&gw, "/dev/sdb").len();
+    let n = gw.warnings_seen("/dev/sdb").len();
     soak(&mut gw, ms(900));
-    assert_eq!(warnings_seen(&gw, "/dev/sdb").len(), n, "resent after the ack");
+    assert_eq!(gw.warnings_seen("/dev/sdb").len(), n, "resent after the ack");
 }
 
 #[test]
@@ -217,14 +197,14 @@ fn a_disk_removed_while_no_agent_runs_is_reported_at_start() {
     let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
     let cfg = config(gw.url(), &pki, &rig).write(dir.path());
     let agent = Agent::start(&cfg);
-    wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
+    gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
     wait_until(5 * SEC, "the inventory to be saved", || {
         fs::read_to_string(dir.path().join("state/disks.json")).is_ok_and(|t| t.contains("\"sda\""))
     });
     agent.stop();
     fs::remove_dir_all(rig.join("sys/block/sda")).unwrap();
     let _agent = Agent::start(&cfg);
-    let w = wait_warning(&mut gw, 5 * SEC, "/dev/sda", "missing");
+    let w = gw.wait_warning(5 * SEC, "/dev/sda", "missing");
     assert_eq!(w["serial"], "WD-WCC7K1234567");
 }
 
@@ -234,9 +214,9 @@ fn an_acknowledged_episode_is_not_reported_again_after_a_restart() {
     let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
     let cfg = config(gw.url(), &pki, &rig).write(dir.path());
     let agent = Agent::start(&cfg);
-    wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
+    gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
     fs::remove_dir_all(rig.join("sys/block/sda")).unwrap();
-    wait_warning(&mut gw, 5 * SEC, "/dev/sda", "missing");
+    gw.wait_warning(5 * SEC, "/dev/sda", "missing");
     wait_until(5 * SEC, "acks to empty the spool", || spool_files(&dir.path().join("state")).is_empty());
     agent.stop();
     gw.seen.clear();
@@ -259,11 +239,11 @@ fn a_cleared_failure_that_comes_back_is_a_new_episode_with_a_new_warning() {
     let _g = Guard::new(30 * SEC);
     let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
-    let first = wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
+    let first = gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
     fs::write(rig.join("sys/block/sdb/device/state"), "running\n").unwrap();
     soak(&mut gw, ms(400));
     fs::write(rig.join("sys/block/sdb/device/state"), "offline\n").unwrap();
-    let second = wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
+    let second = gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
     assert_ne!(first["act_id"], second["act_id"]);
 }
 
@@ -272,9 +252,9 @@ fn rising_io_errors_raise_io_errors() {
     let _g = Guard::new(30 * SEC);
     let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
-    wait_warning(&mut gw, 5 * SEC, "/dev/sdb", "offline");
+    gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
     fs::write(rig.join("sys/block/sda/device/ioerr_cnt"), "0x9\n").unwrap();
-    let w = wait_warning(&mut gw, 5 * SEC, "/dev/sda", "io_errors");
+    let w = gw.wait_warning(5 * SEC, "/dev/sda", "io_errors");
     assert_eq!(w["detail"], "device/ioerr_cnt of sda rose from 0x2 to 0x9");
 }
 
@@ -295,11 +275,11 @@ fn a_warning_survives_kill_9_right_after_detection_and_is_delivered_after_restar
     gw.script().drop_on_accept = false;
     let mut child = spawn_agent(&cfg, &[]);
     for w in &spooled {
-        let got = wait_warning(&mut gw, 10 * SEC, w["disk"].as_str().unwrap(), w["reason"].as_str().unwrap());
+        let got = gw.wait_warning(10 * SEC, w["disk"].as_str().unwrap(), w["reason"].as_str().unwrap());
         assert_eq!(&got, w, "delivered exactly as spooled, original act_id included");
     }
     soak(&mut gw, ms(600));
-    assert_eq!(warnings_seen(&gw, "/dev/sda").len(), 1, "no second episode after the restart");
+    assert_eq!(gw.warnings_seen("/dev/sda").len(), 1, "no second episode after the restart");
     assert_eq!(stop_agent(&mut child).0, Some(0));
 }
 
@@ -314,7 +294,7 @@ fn corrupt_state_files_are_moved_aside_reported_and_the_agent_goes_on() {
     fs::write(state.join("spool/w-000000000001.json"), [0xff, 0xfe, 0x00]).unwrap();
     let mut child = spawn_agent(&cfg, &[]);
     gw.wait_login(10 * SEC);
-    wait_warning(&mut gw, 10 * SEC, "/dev/sdb", "offline");
+    gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
     let (code, log) = stop_agent(&mut child);
     assert_eq!(code, Some(0), "{log}");
     assert!(state.join("disks.json.corrupt").exists() && state.join("spool/w-000000000001.json.corrupt").exists());
@@ -384,7 +364,7 @@ fn a_real_filesystem_remounted_read_only_raises_readonly() {
         fs::read_to_string(dir.path().join("state/disks.json")).is_ok_and(|t| t.contains(mnt.to_str().unwrap()))
     });
     run("mount", &["-o", "remount,ro", mnt.to_str().unwrap()]);
-    let w = wait_warning(&mut gw, 5 * SEC, &dev, "readonly");
+    let w = gw.wait_warning(5 * SEC, &dev, "readonly");
     assert_eq!(w["message"], format!("Disk[{dev}]硬盘损坏"));
     assert!(w["detail"].as_str().unwrap().contains(mnt.to_str().unwrap()), "{w}");
     drop(lfs);
@@ -411,7 +391,7 @@ fn with_the_state_filesystem_full_warnings_are_still_sent_and_the_spool_catches_
     cfg.warning = "resend_after = \"300ms\"\n".into();
     let config_path = cfg.write(dir.path());
     let mut child = spawn_agent(&config_path, &[]);
-    let w = wait_warning(&mut gw, 10 * SEC, "/dev/sdb", "offline");
+    let w = gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
     assert!(spool_files(&mnt).is_empty(), "the disk is full: nothing could be spooled");
     // Room again: the next scan writes the warning out.
     fs::remove_file(mnt.join("filler")).unwrap();
@@ -442,14 +422,14 @@ fn with_the_state_filesystem_remounted_read_only_warnings_are_still_sent_and_the
     cfg.warning = "resend_after = \"300ms\"\n".into();
     let mut child = spawn_agent(&cfg.write(dir.path()), &[]);
     // The fixture's offline disk is reported and acknowledged while the state is writable.
-    wait_warning(&mut gw, 10 * SEC, "/dev/sdb", "offline");
+    gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
     wait_until(10 * SEC, "the acknowledged warning to leave the spool", || spool_files(&mnt).is_empty());
 
     // An SD card that went bad: ext4 remounts it read-only (errors=remount-ro).
     run("mount", &["-o", "remount,ro", mnt.to_str().unwrap()]);
     gw.script().warning_ack = None;
     fs::remove_dir_all(rig.join("sys/block/nvme0n1")).unwrap();
-    let w = wait_warning(&mut gw, 10 * SEC, "/dev/nvme0n1", "missing");
+    let w = gw.wait_warning(10 * SEC, "/dev/nvme0n1", "missing");
     assert!(spool_files(&mnt).is_empty(), "the state is read-only: nothing could be spooled");
 
     // Writable again (fsck, remount): the warning it sent is written out, same act_id.
@@ -486,7 +466,7 @@ fn with_the_state_filesystem_read_only_at_start_the_agent_runs_and_spools_once_i
     assert!(shown.contains("state_dir is not writable now (read-only file system)"), "{shown}");
 
     let mut child = spawn_agent(&config_path, &[]);
-    let w = wait_warning(&mut gw, 10 * SEC, "/dev/sdb", "offline");
+    let w = gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
     run("mount", &["-o", "remount,rw", mnt.to_str().unwrap()]);
     wait_until(10 * SEC, "the spool to catch up", || spool_files(&mnt).len() == 1);
     let on_disk: Value = serde_json::from_str(&fs::read_to_string(&spool_files(&mnt)[0]).unwrap()).unwrap();
@@ -518,9 +498,9 @@ fn a_failed_smart_check_raises_smart_failed_without_the_scan_waiting_for_smartct
         format!("smartctl = {:?}\nscan_interval = \"100ms\"\nsmart_timeout = \"5s\"\n", smartctl.display().to_string());
     let _agent = Agent::start(&cfg.write(dir.path()));
     gw.wait_login(5 * SEC);
-    let w = wait_warning(&mut gw, 10 * SEC, "/dev/sda", "smart_failed");
+    let w = gw.wait_warning(10 * SEC, "/dev/sda", "smart_failed");
     assert_eq!(w["detail"], "SMART overall health check of /dev/sda failed");
-    assert!(warnings_seen(&gw, "/dev/nvme0n1").is_empty());
+    assert!(gw.warnings_seen("/dev/nvme0n1").is_empty());
 }
 
 #[test]
@@ -647,7 +627,7 @@ fn a_warning_the_spool_could_not_take_is_raised_again_with_the_same_act_id_after
     fs::set_permissions(state.join("spool"), fs::Permissions::from_mode(0o755)).unwrap();
 
     let mut child = spawn_agent_as_nobody(&cfg);
-    let w = wait_warning(&mut gw, 10 * SEC, "/dev/sdb", "offline");
+    let w = gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
     let act_id = w["act_id"].as_str().unwrap().to_string();
     wait_until(10 * SEC, "the episode to be saved", || {
         fs::read_to_string(state.join("disks.json")).is_ok_and(|t| t.contains(&act_id))
@@ -660,7 +640,7 @@ fn a_warning_the_spool_could_not_take_is_raised_again_with_the_same_act_id_after
     // Restarted before the gateway acknowledged it: the warning comes again, same act_id.
     gw.seen.clear();
     let mut child = spawn_agent_as_nobody(&cfg);
-    let again = wait_warning(&mut gw, 10 * SEC, "/dev/sdb", "offline");
+    let again = gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
     assert_eq!(again, w, "the same warning, same act_id and time");
     // Acknowledged now: after a restart it is not raised again.
     gw.script().warning_ack = Some(0);
@@ -699,7 +679,7 @@ fn with_the_state_filesystem_full_at_detection_an_acknowledged_warning_is_not_ra
     cfg.warning = "resend_after = \"300ms\"\n".into();
     let config_path = cfg.write(dir.path());
     let mut child = spawn_agent(&config_path, &[]);
-    let w = wait_warning(&mut gw, 10 * SEC, "/dev/sdb", "offline");
+    let w = gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
     assert!(!mnt.join("disks.json").exists(), "the disk is full: no inventory could be saved");
     // Space comes back: the spool catches up, then the gateway acknowledges.
     fs::remove_file(mnt.join("filler")).unwrap();
@@ -714,8 +694,7 @@ fn with_the_state_filesystem_full_at_detection_an_acknowledged_warning_is_not_ra
     let mut child = spawn_agent(&config_path, &[]);
     gw.wait_login(10 * SEC);
     soak(&mut gw, ms(1000)); // ten scans
-    let doubled: Vec<Value> =
-        warnings_seen(&gw, "/dev/sdb").into_iter().filter(|x| x["act_id"] != w["act_id"]).collect();
+    let doubled: Vec<Value> = gw.warnings_seen("/dev/sdb").into_iter().filter(|x| x["act_id"] != w["act_id"]).collect();
     assert!(doubled.is_empty(), "raised again with a new act_id: {doubled:?}");
     assert_eq!(stop_agent(&mut child).0, Some(0));
     drop(lfs);
@@ -735,8 +714,8 @@ fn heartbeats_keep_their_schedule_while_the_state_disk_takes_3_s_per_fsync() {
     // The fixture's sdb is offline from the start; a second failure follows while the first
     // warning is still being written, and the acks' deletions are as slow.
     fs::remove_dir_all(rig.join("sys/block/sda")).unwrap();
-    wait_warning(&mut gw, 15 * SEC, "/dev/sdb", "offline");
-    wait_warning(&mut gw, 15 * SEC, "/dev/sda", "missing");
+    gw.wait_warning(15 * SEC, "/dev/sdb", "offline");
+    gw.wait_warning(15 * SEC, "/dev/sda", "missing");
     soak(&mut gw, 4 * SEC);
     let hbs: Vec<Instant> = gw.seen.iter().filter(|e| e.act() == Some("heartbeat")).map(Event::at).collect();
     let first_warning = gw.seen.iter().find(|e| e.act() == Some("warning")).unwrap().at();

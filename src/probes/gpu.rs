@@ -136,20 +136,9 @@ impl Gpu {
     }
 }
 
-/// `text` with control characters escaped and cut to [`TEXT_CAP`] characters: it came from
-/// outside and goes into a log line or an answer.
-pub fn tame(text: &str) -> String {
-    let escaped = || {
-        text.trim().chars().flat_map(|c| {
-            let e: Vec<char> = if c.is_control() { c.escape_debug().collect() } else { vec![c] };
-            e
-        })
-    };
-    let mut out: String = escaped().take(TEXT_CAP).collect();
-    if escaped().nth(TEXT_CAP).is_some() {
-        out.push('…');
-    }
-    out
+/// `text` from outside (nvidia-smi's words), escaped and capped for a log line or an answer.
+fn tame(text: &str) -> String {
+    crate::escape::escape_to(text.trim(), TEXT_CAP)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -546,13 +535,6 @@ mod tests {
             parse_nvidia("0, Odd, Name, 00000000:01:00.0, 50, 30, 100.00, 200.00, 5, 4096, 100, 1000, 2000").unwrap();
         assert_eq!(g[0].name.as_deref(), Some("Odd,Name"));
         assert_eq!(g[0].temperature_celsius, Some(50.0));
-    }
-
-    #[test]
-    fn outside_text_is_escaped_and_capped() {
-        assert_eq!(tame("a\nb\u{1b}[31m couldn't"), "a\\nb\\u{1b}[31m couldn't");
-        let long = "x".repeat(1000);
-        assert_eq!(tame(&long).chars().count(), TEXT_CAP + 1);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 mod answers;
 pub mod board;
+pub mod counters;
 pub mod disks;
 pub mod fans;
 pub mod gpu;

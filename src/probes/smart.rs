@@ -24,6 +24,8 @@ pub struct Smart {
     pub power_on_hours: Option<u64>,
     pub reallocated_sectors: Option<u64>,
     pub pending_sectors: Option<u64>,
+    /// Predictive indicators (issue 13): the Backblaze five and the NVMe health fields.
+    pub indicators: crate::predictive::Indicators,
 }
 
 impl Smart {
@@ -34,6 +36,7 @@ impl Smart {
             "power_on_hours": self.power_on_hours,
             "reallocated_sectors": self.reallocated_sectors,
             "pending_sectors": self.pending_sectors,
+            "indicators": self.indicators.to_json(),
         })
     }
 }
@@ -211,6 +214,7 @@ pub fn parse(text: &str, exit: Option<i32>) -> Result<Smart, String> {
         power_on_hours: v["power_on_time"]["hours"].as_u64().or_else(|| nvme["power_on_hours"].as_u64()),
         reallocated_sectors: attr(5),
         pending_sectors: attr(197),
+        indicators: crate::predictive::Indicators::from_smartctl(&v),
     };
     if smart
         == (Smart {
@@ -219,6 +223,7 @@ pub fn parse(text: &str, exit: Option<i32>) -> Result<Smart, String> {
             power_on_hours: None,
             reallocated_sectors: None,
             pending_sectors: None,
+            indicators: crate::predictive::Indicators::default(),
         })
     {
         return Err(messages().unwrap_or_else(|| "no SMART data in the answer".into()));
@@ -248,7 +253,8 @@ mod tests {
                 temperature_celsius: Some(34),
                 power_on_hours: Some(20123),
                 reallocated_sectors: Some(8),
-                pending_sectors: Some(2)
+                pending_sectors: Some(2),
+                indicators: crate::predictive::Indicators { ata: [(5, 8), (197, 2)].into_iter().collect(), nvme: None },
             }
         );
     }

@@ -27,7 +27,9 @@ pub struct AgentConfig {
     /// The `[disks]` section's lines (default: SMART off, so tests do not depend on
     /// smartmontools being installed).
     pub disks: String,
-    /// Extra lines for `[paths]` (sysfs/procfs/rootfs of a fixture tree).
+    /// Extra lines for `[paths]` (sysfs/procfs/rootfs of a fixture tree). Without a `kmsg`
+    /// line the agent reads an empty `kmsg` file in the test dir, not the host's kernel log
+    /// (whose errors, from other tests' loop devices, would be blamed on fixture disks).
     pub paths_extra: String,
     /// Extra lines for `[warning]`.
     pub warning: String,
@@ -80,6 +82,12 @@ impl AgentConfig {
             dir.join("state").display().to_string(),
             self.paths_extra,
         );
+        let mut text = text;
+        if !self.paths_extra.contains("kmsg") {
+            let kmsg = dir.join("kmsg");
+            fs::write(&kmsg, "").unwrap();
+            text += &format!("\nkmsg = {:?}\n", kmsg.display().to_string());
+        }
         let path = dir.join("rig-agent.toml");
         fs::write(&path, text).unwrap();
         path

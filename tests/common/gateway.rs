@@ -318,6 +318,28 @@ impl Gateway {
             _ => unreachable!(),
         }
     }
+
+    /// Waits for a warning about `disk` (`/dev/sda`) with this `reason`.
+    pub fn wait_warning(&mut self, timeout: Duration, disk: &str, reason: &str) -> Value {
+        match self.wait_for(timeout, &format!("warning {reason} for {disk}"), |e| match e {
+            Event::Received { msg, .. } => msg["act"] == "warning" && msg["disk"] == disk && msg["reason"] == reason,
+            _ => false,
+        }) {
+            Event::Received { msg, .. } => msg,
+            _ => unreachable!(),
+        }
+    }
+
+    /// The warnings about `disk` received so far.
+    pub fn warnings_seen(&self, disk: &str) -> Vec<Value> {
+        self.seen
+            .iter()
+            .filter_map(|e| match e {
+                Event::Received { msg, .. } if msg["act"] == "warning" && msg["disk"] == disk => Some(msg.clone()),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 impl Drop for Gateway {

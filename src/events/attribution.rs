@@ -1,0 +1,124 @@
+//! Which monitored disk a kernel line is about: partitions to their disk, stacked devices
+//! (`dm-0`, `md0`) to the disks under them, an NVMe controller to its namespaces, an ATA
+//! port or SCSI address to the disk behind it. Through sysfs under a root path, so tests
+//! build the tree; by name alone when sysfs no longer knows the device (it is gone).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::kernel_error::Subject;
+use crate::probes::entries;
+
+/// How deep stacked devices are followed (dm over md over partitions).
+const MAX_DEPTH: usize = 4;
+
+#[derive(Debug, Clone)]
+pub struct Attribution {
+    sysfs: PathBuf,
+}
+
+impl Attribution {
+    pub fn new(sysfs: &Path) -> Attribution {
+        Attribution { sysfs: sysfs.to_path_buf() }
+    }
+
+    fn block(&self) -> PathBuf {
+        self.sysfs.join("block")
+    }
+
+    /// The `/sys/block` names of the disks `subject` is about, sorted, without repeats.
+    /// Empty when nothing matches (a port with no disk behind it).
+    pub fn disks(&self, subject: &Subject) -> Vec<String> {
+        let mut out = match subject {
+            Subject::Block(name) => self.of_block(name, 0),
+            Subject::NvmeController(ctrl) => {
+                let prefix = format!("{ctrl}n");
+                let mut v = self.under_component(ctrl);
+                // Multipath namespaces hang off the subsystem, not the controller.
+                v.extend(
+                    entries(&self.block())
+                        .into_iter()
+                        .filter(|d| d.strip_prefix(&prefix).is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))),
+                );
+                v
+            }
+            Subject::AtaPort(port) => self.under_component(port),
+            Subject::ScsiAddress(addr) => self.under_component(addr),
+        };
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    fn of_block(&self, name: &str, depth: usize) -> Vec<String> {
+        let dir = self.block().join(name);
+        if dir.is_dir() {
+            let slaves = entries(&dir.join("slaves"));
+            if slaves.is_empty() || depth >= MAX_DEPTH {
+                return vec![name.to_string()];
+            }
+            return slaves.iter().flat_map(|s| self.of_block(s, depth + 1)).collect();
+        }
+        // A partition: /sys/block/<disk>/<name>/partition.
+        if let Some(disk) =
+            entries(&self.block()).into_iter().find(|d| self.block().join(d).join(name).join("partition").is_file())
+        {
+            return vec![disk];
+        }
+        vec![disk_of_partition_name(name).to_string()]
+    }
+
+    /// Disks whose sysfs device path passes through a directory called `component`
+    /// (`ata3`, `2:0:0:0`, `nvme0`).
+    fn under_component(&self, component: &str) -> Vec<String> {
+        entries(&self.block())
+            .into_iter()
+            .filter(|d| {
+                fs::canonicalize(self.block().join(d)).is_ok_and(|p| p.components().any(|c| c.as_os_str() == component))
+            })
+            .collect()
+    }
+}
+
+/// The disk a partition name belongs to, by the kernel's naming rules: `sda1`→`sda`,
+/// `nvme0n1p2`→`nvme0n1`, `mmcblk0p1`→`mmcblk0`, `loop0p1`→`loop0`; a disk name is
+/// returned as it is. Used when sysfs no longer has the device.
+pub fn disk_of_partition_name(name: &str) -> &str {
+    let trimmed = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    if trimmed.len() == name.len() {
+        return name;
+    }
+    // Disks whose own name ends in a number take "p<N>" for partitions.
+    for base in ["nvme", "mmcblk", "loop", "nbd", "md"] {
+        if name.starts_with(base) {
+            return trimmed.strip_suffix('p').filter(|d| d.ends_with(|c: char| c.is_ascii_digit())).unwrap_or(name);
+        }
+    }
+    // sda1, vda3, xvdb2, hda1.
+    trimmed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_names_map_to_their_disk_by_the_kernels_rules() {
+        for (p, d) in [
+            ("sda1", "sda"),
+            ("sda", "sda"),
+            ("sdab12", "sdab"),
+            ("vda3", "vda"),
+            ("xvdb2", "xvdb"),
+            ("nvme0n1p2", "nvme0n1"),
+            ("nvme0n1", "nvme0n1"),
+            ("mmcblk0p1", "mmcblk0"),
+            ("mmcblk0", "mmcblk0"),
+            ("loop0", "loop0"),
+            ("loop0p1", "loop0"),
+            ("md127", "md127"),
+        ] {
+            assert_eq!(disk_of_partition_name(p), d, "{p}");
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Kernel event parsing against recorded kernel logs (tests/fixtures/kmsg) and a sysfs tree
+//! built like the real one: which records are disk errors, and which disk each is about.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use rig_agent::events::kernel_error::{self, Kind};
+use rig_agent::events::kmsg_record::Splitter;
+use rig_agent::events::{Attribution, Record};
+
+fn records(file: &str) -> Vec<Record> {
+    let text = fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kmsg").join(file)).unwrap();
+    let mut s = Splitter::default();
+    let mut out = s.feed(&text);
+    out.extend(s.flush());
+    out
+}
+
+/// A sysfs with the disks the fixtures name: SATA disks behind ata3/ata4, two NVMe
+/// controllers, an SD card, a virtio disk, a loop device and a dm device over sdd1.
+fn sysfs() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let disk = |dev: &str, name: &str, parts: &[&str]| {
+        let dir = r.join("devices").join(dev).join("block").join(name);
+        fs::create_dir_all(&dir).unwrap();
+        for p in parts {
+            fs::create_dir_all(dir.join(p)).unwrap();
+            fs::write(dir.join(p).join("partition"), "1\n").unwrap();
+        }
+        fs::create_dir_all(r.join("block")).unwrap();
+        symlink(Path::new("..").join("devices").join(dev).join("block").join(name), r.join("block").join(name))
+            .unwrap();
+        dir
+    };
+    disk("pci0000:00/0000:00:17.0/ata3/host2/target2:0:0/2:0:0:0", "sdb", &[]);
+    disk("pci0000:00/0000:00:17.0/ata4/host3/target3:0:0/3:0:0:0", "sdc", &["sdc1"]);
+    disk("pci0000:00/0000:00:17.0/ata5/host4/target4:0:0/4:0:0:0", "sdd", &["sdd1"]);
+    disk("pci0000:00/0000:00:1d.0/0000:3d:00.0/nvme/nvme0", "nvme0n1", &["nvme0n1p2"]);
+    disk("pci0000:00/0000:00:1d.1/0000:3e:00.0/nvme/nvme1", "nvme1n1", &[]);
+    disk("platform/fe340000.mmc/mmc_host/mmc0/mmc0:aaaa", "mmcblk0", &["mmcblk0p2"]);
+    disk("pci0000:00/0000:00:04.0/virtio2", "vda", &["vda3"]);
+    disk("virtual", "loop0", &[]);
+    let dm = disk("virtual", "dm-0", &[]);
+    fs::create_dir_all(dm.join("slaves")).unwrap();
+    symlink("../../../../../devices/virtual/block/sdd/sdd1", dm.join("slaves/sdd1")).unwrap();
+    root
+}
+
+/// (sequence number, kind, disks) of every kernel record in `file` that is a disk error.
+fn errors(file: &str, attribution: &Attribution) -> Vec<(u64, Kind, Vec<String>)> {
+    records(file)
+        .iter()
+        .filter(|r| r.from_kernel())
+        .filter_map(|r| kernel_error::recognise(&r.message).map(|e| (r.seq, e.kind, attribution.disks(&e.subject))))
+        .collect()
+}
+
+fn v(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+#[test]
+fn a_loop_device_over_a_failing_file_is_blamed_and_a_userspace_imitation_is_not() {
+    let root = sysfs();
+    let a = Attribution::new(root.path());
+    assert_eq!(
+        errors("loop-eio.log", &a),
+        [(1803, Kind::BlockRequest, v(&["loop0"])), (1804, Kind::BufferIo, v(&["loop0"]))],
+        "record 1805 was written by a process (facility user), not the kernel"
+    );
+}
+
+#[test]
+fn sata_medium_errors_reach_the_disk_through_the_ata_port_and_the_scsi_name() {
+    let root = sysfs();
+    let a = Attribution::new(root.path());
+    assert_eq!(
+        errors("sata-medium.log", &a),
+        [
+            (4410, Kind::Ata, v(&["sdb"])),
+            (4412, Kind::Ata, v(&["sdb"])),
+            (4415, Kind::Ata, v(&["sdb"])),
+            (4417, Kind::Scsi, v(&["sdb"])),
+            (4418, Kind::Scsi, v(&["sdb"])),
+            (4419, Kind::Scsi, v(&["sdb"])),
+            (4421, Kind::CriticalMedium, v(&["sdb"])),
+        ]
+    );
+}
+
+#[test]
+fn older_kernels_block_layer_lines_and_a_scsi_address_alone_are_attributed() {
+    let root = sysfs();
+    let a = Attribution::new(root.path());
+    assert_eq!(
+        errors("old-kernel.log", &a),
+        [
+            (2210, Kind::BlockRequest, v(&["sdc"])),
+            (2211, Kind::BufferIo, v(&["sdc"])),
+            (2212, Kind::BlockRequest, v(&["sdc"])),
+            (2213, Kind::Scsi, v(&["sdc"])),
+        ]
+    );
+}
+
+#[test]
+fn filesystem_errors_on_partitions_and_stacked_devices_reach_the_disks_under_them() {
+    let root = sysfs();
+    let a = Attribution::new(root.path());
+    assert_eq!(
+        errors("filesystems.log", &a),
+        [
+            (902, Kind::Ext4, v(&["mmcblk0"])),
+            (903, Kind::Ext4, v(&["vda"])),
+            (905, Kind::Xfs, v(&["sdd"])),
+            (906, Kind::Xfs, v(&["sdd"])),
+        ]
+    );
+}
+
+#[test]
+fn nvme_controller_lines_reach_its_namespaces() {
+    let root = sysfs();
+    let a = Attribution::new(root.path());
+    assert_eq!(
+        errors("nvme.log", &a),
+        [
+            (3002, Kind::NvmeTimeout, v(&["nvme0n1"])),
+            (3003, Kind::NvmeTimeout, v(&["nvme0n1"])),
+            (3004, Kind::NvmeReset, v(&["nvme1n1"])),
+            (3005, Kind::NvmeCommand, v(&["nvme0n1"])),
+            (3006, Kind::BlockRequest, v(&["nvme0n1"])),
+            (3007, Kind::BufferIo, v(&["nvme0n1"])),
+        ]
+    );
+}
+
+#[test]
+fn a_device_sysfs_no_longer_has_is_named_by_the_kernels_partition_rules() {
+    let empty = tempfile::tempdir().unwrap();
+    let a = Attribution::new(empty.path());
+    assert_eq!(errors("nvme.log", &a)[5].2, v(&["nvme0n1"]), "nvme0n1p2 gone from sysfs");
+    assert_eq!(errors("filesystems.log", &a)[0].2, v(&["mmcblk0"]));
+    assert!(errors("sata-medium.log", &a)[0].2.is_empty(), "a port with no disk behind it blames nothing");
+}

@@ -1,0 +1,264 @@
+//! Kernel events end to end against the real binary: a recorded kernel log is appended to
+//! the file `paths.kmsg` names, over a copy of the fixture sysfs, with `scan_interval` at
+//! 60 s so only the event path can raise a warning within the tests' waits.
+
+mod common;
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+use common::*;
+use serde_json::{Value, json};
+
+struct Rig {
+    dir: tempfile::TempDir,
+    rig: PathBuf,
+    kmsg: PathBuf,
+    pki: Pki,
+    gw: Gateway,
+    /// The agent's connection, once logged in.
+    conn: usize,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig");
+        let rig = dir.path().join("rig");
+        assert!(Command::new("cp").arg("-a").arg(&src).arg(&rig).status().unwrap().success());
+        let kmsg = dir.path().join("kmsg.log");
+        // Old records: read from the end, these are never reported.
+        fs::write(&kmsg, "3,1,100,-;I/O error, dev nvme0n1, sector 0 op 0x0:(READ)\n").unwrap();
+        let pki = Pki::new(&["localhost"]);
+        let gw = Gateway::start(&pki, Script::default());
+        Rig { dir, rig, kmsg, pki, gw, conn: 0 }
+    }
+
+    fn config(&self, disks_extra: &str) -> PathBuf {
+        let mut c = AgentConfig::new(self.gw.url(), &self.pki.ca_file);
+        // 60 s unless the test polls on purpose (predictive counters are polled).
+        let scan = if disks_extra.contains("scan_interval") { "" } else { "scan_interval = \"60s\"\n" };
+        let smart = if disks_extra.contains("smartctl") { "" } else { "smartctl = \"\"\n" };
+        c.disks = format!("{smart}{scan}{disks_extra}");
+        c.paths_extra = format!(
+            "sysfs = {:?}\nprocfs = {:?}\nrootfs = {:?}\nkmsg = {:?}\n",
+            self.rig.join("sys").display().to_string(),
+            self.rig.join("proc").display().to_string(),
+            self.rig.display().to_string(),
+            self.kmsg.display().to_string()
+        );
+        c.write(self.dir.path())
+    }
+
+    /// Asks the agent a query and returns its answer.
+    fn ask(&mut self, act: &str) -> Value {
+        self.gw.send_json(self.conn, json!({"act": act, "act_code": "q", "client_id": "c", "reqtype": "post"}));
+        match self.gw.wait_for(10 * SEC, act, |e| matches!(e, Event::Received { msg, .. } if msg["act_code"] == "q")) {
+            Event::Received { msg, .. } => msg,
+            _ => unreachable!(),
+        }
+    }
+
+    fn log(&self, records: &str) {
+        OpenOptions::new().append(true).open(&self.kmsg).unwrap().write_all(records.as_bytes()).unwrap();
+    }
+
+    /// Starts the binary and waits for its login and first scan (sdb is offline in the
+    /// fixture: that warning says the scan is done).
+    fn start(&mut self, disks_extra: &str) -> Child {
+        let child = spawn_agent(&self.config(disks_extra), &[]);
+        self.conn = self.gw.wait_login(10 * SEC).0;
+        self.gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
+        child
+    }
+}
+
+#[test]
+fn a_kernel_io_error_on_a_partition_raises_io_errors_for_its_disk_at_once() {
+    let _g = Guard::new(60 * SEC);
+    let mut r = Rig::new();
+    let mut child = r.start("");
+    // A process imitating the kernel (facility user) first: it must not count.
+    r.log("12,2,200,-;I/O error, dev nvme0n1, sector 8 op 0x0:(READ)\n");
+    r.log(
+        "3,3,300,-;Buffer I/O error on dev sda1, logical block 12, async page read\n SUBSYSTEM=block\n DEVICE=b8:1\n",
+    );
+    let w = r.gw.wait_warning(10 * SEC, "/dev/sda", "io_errors");
+    assert_eq!(w["detail"], "kernel: Buffer I/O error on dev sda1, logical block 12, async page read");
+    assert_eq!(w["message"], "Disk[/dev/sda]硬盘损坏");
+    assert_eq!(w["type"], 2);
+    assert!(r.gw.warnings_seen("/dev/nvme0n1").is_empty(), "the old record and the userspace one were ignored");
+    let (code, log) = stop_agent(&mut child);
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn a_storm_of_ten_thousand_lines_is_one_warning_and_a_quiet_period_ends_it() {
+    let _g = Guard::new(60 * SEC);
+    let mut r = Rig::new();
+    let mut child = r.start("io_error_quiet = \"1500ms\"\n");
+    let mut storm = String::new();
+    for i in 0..10_000u64 {
+        storm += &format!(
+            "3,{},{},-;I/O error, dev sda, sector {} op 0x0:(READ) flags 0x0 phys_seg 1 prio class 0\n",
+            10 + i,
+            1000 + i,
+            i * 8
+        );
+    }
+    r.log(&storm);
+    // Read in order: once nvme0n1's warning is here, the whole storm has been read.
+    r.log("3,20000,50000,-;I/O error, dev nvme0n1, sector 0 op 0x0:(READ)\n");
+    r.gw.wait_warning(10 * SEC, "/dev/nvme0n1", "io_errors");
+    let sda = r.gw.warnings_seen("/dev/sda");
+    assert_eq!(sda.len(), 1, "{sda:?}");
+    assert_eq!(
+        sda[0]["detail"],
+        "kernel: I/O error, dev sda, sector 0 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 0"
+    );
+    // 1.5 s without a line ends the episode; the next error is a new one.
+    std::thread::sleep(ms(2500));
+    r.log("3,20001,60000,-;I/O error, dev sda, sector 99 op 0x0:(READ)\n");
+    let again = r.gw.wait_warning(10 * SEC, "/dev/sda", "io_errors");
+    assert_ne!(again["act_id"], sda[0]["act_id"]);
+    assert_eq!(again["detail"], "kernel: I/O error, dev sda, sector 99 op 0x0:(READ)");
+    assert_eq!(stop_agent(&mut child).0, Some(0));
+}
+
+#[test]
+fn after_a_restart_in_the_same_boot_records_logged_while_stopped_are_read_once() {
+    let _g = Guard::new(60 * SEC);
+    let mut r = Rig::new();
+    let mut child = r.start("io_error_quiet = \"1h\"\n");
+    r.log("3,5,500,-;I/O error, dev sda, sector 8 op 0x0:(READ)\n");
+    let first = r.gw.wait_warning(10 * SEC, "/dev/sda", "io_errors");
+    assert_eq!(stop_agent(&mut child).0, Some(0));
+    assert_eq!(
+        fs::read_to_string(r.dir.path().join("state/kmsg.cursor")).unwrap(),
+        "4f9c2d1e-7a3b-4c5d-9e8f-0a1b2c3d4e5f 5\n"
+    );
+    r.log("3,6,600,-;EXT4-fs error (device nvme0n1p1): ext4_find_entry:1683: inode #2: comm ls: reading directory lblock 0\n");
+    r.gw.seen.clear();
+    let mut child = spawn_agent(&r.config("io_error_quiet = \"1h\"\n"), &[]);
+    let w = r.gw.wait_warning(10 * SEC, "/dev/nvme0n1", "io_errors");
+    assert!(w["detail"].as_str().unwrap().starts_with("kernel: EXT4-fs error (device nvme0n1p1)"), "{w}");
+    // An unacknowledged warning may be resent as it was; a second episode would be new.
+    let sda = r.gw.warnings_seen("/dev/sda");
+    assert!(sda.iter().all(|w| w["act_id"] == first["act_id"]), "sda's record was read again: {sda:?}");
+    assert_eq!(stop_agent(&mut child).0, Some(0));
+}
+
+#[test]
+fn an_unreadable_kernel_log_is_said_at_start_and_in_get_agent_info_and_scans_go_on() {
+    let _g = Guard::new(60 * SEC);
+    let mut r = Rig::new();
+    r.kmsg = r.dir.path().join("no-such-kmsg");
+    let mut child = r.start("");
+    let info = r.ask("get_agent_info");
+    let sources = &info["data"]["event_sources"];
+    assert!(sources["kmsg"].as_str().unwrap().starts_with("off: "), "{info}");
+    assert_eq!(sources["scan"], "live");
+    let (code, log) = stop_agent(&mut child);
+    assert_eq!(code, Some(0));
+    let line = log.lines().find(|l| l.contains("kernel log unreadable")).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("no-such-kmsg") && line.ends_with("; falling back to scans"), "{line}");
+}
+
+#[test]
+fn predictive_counters_rising_raise_smart_degrading_fs_errors_and_raid_degraded() {
+    let _g = Guard::new(60 * SEC);
+    let mut r = Rig::new();
+    let sys = r.rig.join("sys");
+    // sda came with 8 reallocated sectors; the fake smartctl reports what `realloc` says.
+    let realloc = r.dir.path().join("realloc");
+    fs::write(&realloc, "8").unwrap();
+    let smartctl = r.dir.path().join("smartctl");
+    fs::write(
+        &smartctl,
+        format!(
+            "#!/bin/sh\ncase \"$4\" in\n  /dev/sda) echo \"{{\\\"smart_status\\\":{{\\\"passed\\\":true}},\
+             \\\"ata_smart_attributes\\\":{{\\\"table\\\":[{{\\\"id\\\":5,\\\"raw\\\":{{\\\"value\\\":$(cat {})}}}}]}}}}\" ;;\n  \
+             *) echo '{{\"smart_status\":{{\"passed\":true}}}}' ;;\nesac\n",
+            realloc.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&smartctl, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir_all(sys.join("fs/ext4/sda1")).unwrap();
+    fs::write(sys.join("fs/ext4/sda1/errors_count"), "2\n").unwrap();
+    let md = sys.join("block/md0/md");
+    for m in ["sda2", "sdc1"] {
+        fs::create_dir_all(md.join(format!("dev-{m}"))).unwrap();
+        fs::write(md.join(format!("dev-{m}/state")), "in_sync\n").unwrap();
+    }
+    fs::write(md.join("degraded"), "0\n").unwrap();
+    fs::write(md.join("raid_disks"), "2\n").unwrap();
+    let mut child = r.start(&format!(
+        "smartctl = {:?}\nscan_interval = \"100ms\"\nsmart_interval = \"1s\"\n",
+        smartctl.display().to_string()
+    ));
+    let inventory = r.dir.path().join("state/disks.json");
+    let until = std::time::Instant::now() + 10 * SEC;
+    while !fs::read_to_string(&inventory).is_ok_and(|t| t.contains("\"counters\":{\"5\":8}")) {
+        assert!(std::time::Instant::now() < until, "no SMART baseline in {}", inventory.display());
+        std::thread::sleep(ms(50));
+    }
+    assert!(r.gw.warnings_seen("/dev/sda").is_empty(), "8 at first sight is a baseline");
+    fs::write(&realloc, "9").unwrap();
+    let w = r.gw.wait_warning(10 * SEC, "/dev/sda", "smart_degrading");
+    assert_eq!(w["detail"], "SMART 5 (reallocated sectors) rose from 8 to 9");
+    fs::write(sys.join("fs/ext4/sda1/errors_count"), "3\n").unwrap();
+    let w = r.gw.wait_warning(10 * SEC, "/dev/sda", "fs_errors");
+    assert_eq!(w["detail"], "ext4 on sda1 counts 3 errors (was 2)");
+    fs::write(md.join("dev-sdc1/state"), "faulty\n").unwrap();
+    fs::write(md.join("degraded"), "1\n").unwrap();
+    let w = r.gw.wait_warning(10 * SEC, "/dev/md0", "raid_degraded");
+    assert_eq!(w["detail"], "md array md0 is degraded (1 of 2 devices missing); failed members: sdc1");
+    let info = r.ask("get_disk_info");
+    let sda = info["data"]["disks"].as_array().unwrap().iter().find(|d| d["name"] == "sda").unwrap().clone();
+    assert_eq!(sda["smart"]["indicators"]["ata"]["5"], 9, "{sda}");
+    assert_eq!(sda["reason"], "smart_degrading", "{sda}");
+    assert_eq!(stop_agent(&mut child).0, Some(0));
+}
+
+#[path = "common/faulty_disk.rs"]
+mod faulty_disk;
+
+/// 64 MiB whose 64 KiB at 32 MiB (sectors 65536..65664) fail.
+const BAD_AT: u64 = 32 << 20;
+
+#[test]
+fn a_real_kernel_io_error_on_a_loop_device_raises_io_errors_and_its_detach_raises_missing() {
+    let _g = Guard::new(120 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut disk) = faulty_disk::FaultyDisk::new(dir.path(), 64 << 20, BAD_AT..BAD_AT + (64 << 10)) else {
+        return;
+    };
+    assert!(disk.read(0, 16), "the good range reads");
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let mut c = AgentConfig::new(gw.url(), &pki.ca_file);
+    // The real machine: /sys, /proc, /dev/kmsg. Only this loop device is monitored.
+    c.disks = format!("smartctl = \"\"\nscan_interval = \"60s\"\ninclude = [{:?}]\n", disk.name);
+    c.paths_extra = "kmsg = \"/dev/kmsg\"\n".into();
+    let mut child = spawn_agent(&c.write(dir.path()), &[]);
+    gw.wait_login(10 * SEC);
+    let inventory = dir.path().join("state/disks.json");
+    let until = std::time::Instant::now() + 10 * SEC;
+    while !fs::read_to_string(&inventory).is_ok_and(|t| t.contains(&format!("\"{}\"", disk.name))) {
+        assert!(std::time::Instant::now() < until, "the first scan did not remember {}", disk.name);
+        std::thread::sleep(ms(20));
+    }
+    assert!(!disk.read(BAD_AT / 4096, 1), "the bad range fails");
+    let w = gw.wait_warning(10 * SEC, &disk.device(), "io_errors");
+    let detail = w["detail"].as_str().unwrap();
+    assert!(detail.starts_with("kernel: ") && detail.contains(&format!("dev {}", disk.name)), "{detail}");
+    disk.detach();
+    let w = gw.wait_warning(10 * SEC, &disk.device(), "missing");
+    assert_eq!(w["detail"], format!("size of {} dropped to 0", disk.name));
+    let (code, log) = stop_agent(&mut child);
+    assert_eq!(code, Some(0), "{log}");
+}
