@@ -704,7 +704,7 @@ pub(crate) mod tests {
     #[test]
     fn a_bad_duration_names_the_key() {
         let f = Fixture::new();
-        let e = f.parse(&format!("{MINIMAL}[reconnect]\ninitial = \"1 sec\"\n")).unwrap_err();
+        let e = f.parse(&format!("{MINIMAL}[reconnect]\ninitial = \"1 fortnight\"\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("reconnect.initial"));
         assert!(e.to_string().contains("Fix:"), "{e}");
     }

@@ -1,6 +1,9 @@
 //! Human durations as operators write them in the config: `"500ms"`, `"30s"`, `"5m"`, `"1h"`,
 //! and sums such as `"1m30s"`. A bare number is refused: `interval = "30"` is ambiguous
 //! (seconds? milliseconds?) and a fleet config must not guess.
+//!
+//! The parsing is humantime's (it also takes `sec`, `min`, `hours`, `days`, `w`); what is
+//! ours is the refusals' wording, which names the fix.
 
 use std::fmt;
 use std::time::Duration;
@@ -15,41 +18,60 @@ impl fmt::Display for DurationError {
     }
 }
 
-/// Parses `"<number><unit>"` pieces, unit one of `ms`, `s`, `m`, `h`, `d`.
+/// Parses `"<number><unit>"` pieces, unit one of `ms`, `s`, `m`, `h`, `d` (or humantime's
+/// longer names), whole numbers only.
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let s = text.trim();
     if s.is_empty() {
         return Err(DurationError("empty duration".into()));
     }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(DurationError(format!("\"{text}\" is not a duration")));
-        }
-        let value: u64 = rest[..digits].parse().map_err(|_| DurationError(format!("\"{text}\" is too large")))?;
-        // "5 s" is what people type; accept it like "5s".
-        rest = rest[digits..].trim_start();
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit = &rest[..unit_len];
-        rest = rest[unit_len..].trim_start();
-        let piece = match unit {
-            "ms" => Duration::from_millis(value),
-            "s" => Duration::from_secs(value),
-            "m" => Duration::from_secs(value.saturating_mul(60)),
-            "h" => Duration::from_secs(value.saturating_mul(3600)),
-            "d" => Duration::from_secs(value.saturating_mul(86_400)),
-            "" => {
-                return Err(DurationError(format!("\"{text}\" has no unit (write \"{value}s\" or \"{value}ms\")")));
-            }
-            other => {
-                return Err(DurationError(format!("\"{text}\" has unknown unit \"{other}\" (use ms, s, m, h or d)")));
-            }
-        };
-        total = total.saturating_add(piece);
+    if s.contains('.') {
+        return Err(DurationError(decimal_point(text, s)));
     }
-    Ok(total)
+    // humantime also reads `M` as months and `y` as years (30.44 and 365.25 days): an operator
+    // who meant minutes would get a month. Neither is a sensible interval here.
+    if let Some(unit) = s
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .find(|u| matches!(*u, "M" | "month" | "months" | "y" | "year" | "years"))
+    {
+        return Err(DurationError(format!(
+            "\"{text}\" has unit \"{unit}\", which is not allowed (use ms, s, m, h or d)"
+        )));
+    }
+    humantime::parse_duration(s).map_err(|e| {
+        DurationError(match e {
+            humantime::DurationError::UnknownUnit { unit, value, .. } if unit.is_empty() => {
+                format!("\"{text}\" has no unit (write \"{value}s\" or \"{value}ms\")")
+            }
+            humantime::DurationError::UnknownUnit { unit, .. } => {
+                format!("\"{text}\" has unknown unit \"{unit}\" (use ms, s, m, h or d)")
+            }
+            humantime::DurationError::NumberOverflow => format!("\"{text}\" is too large"),
+            _ => format!("\"{text}\" is not a duration"),
+        })
+    })
+}
+
+/// The refusal of `"0.5s"`: the decimal point is the problem, and the same time in a smaller
+/// unit is the fix when there is one.
+fn decimal_point(text: &str, s: &str) -> String {
+    let number_len = s.bytes().take_while(|b| b.is_ascii_digit() || *b == b'.').count();
+    let unit_ms = match s[number_len..].trim() {
+        "ms" => Some(1.0),
+        "s" => Some(1e3),
+        "m" => Some(60e3),
+        "h" => Some(3600e3),
+        "d" => Some(86_400e3),
+        _ => None,
+    };
+    let ms = s[..number_len].parse::<f64>().ok().zip(unit_ms).map(|(n, u)| n * u);
+    match ms {
+        Some(ms) if ms >= 1.0 && ms.fract() == 0.0 && ms < 1e15 => format!(
+            "\"{text}\" has a decimal point; durations are whole numbers of a unit (write \"{}\")",
+            format_duration(Duration::from_millis(ms as u64))
+        ),
+        _ => format!("\"{text}\" has a decimal point; durations are whole numbers of a unit (such as \"500ms\")"),
+    }
 }
 
 /// Formats a duration the way the config accepts it back (`check` prints these).
@@ -95,8 +117,21 @@ mod tests {
         assert!(parse_duration("").is_err());
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("10x").unwrap_err().0.contains("unknown unit"));
+        assert!(parse_duration("5M").unwrap_err().0.contains("\"M\""), "months are not minutes");
+        assert!(parse_duration("1y").is_err());
         assert!(parse_duration("-5s").is_err());
         assert!(parse_duration("99999999999999999999999s").is_err());
+    }
+
+    #[test]
+    fn a_decimal_point_is_named_as_the_problem_with_the_same_time_in_a_smaller_unit() {
+        let e = parse_duration("0.5s").unwrap_err();
+        assert!(e.0.contains("decimal point") && e.0.contains("\"500ms\""), "{e}");
+        assert!(!e.0.contains("no unit"), "{e}");
+        let e = parse_duration("1.5m").unwrap_err();
+        assert!(e.0.contains("\"90s\""), "{e}");
+        let e = parse_duration("0.0001ms").unwrap_err();
+        assert!(e.0.contains("decimal point"), "{e}");
     }
 
     #[test]

@@ -9,18 +9,25 @@ use std::sync::Arc;
 use rig_agent::config::DEFAULT_PATH;
 use rig_agent::probes::Probes;
 use rig_agent::protocol::{Inbound, decode};
-use rig_agent::queries::Catalogue;
+use rig_agent::queries::{Catalogue, STANDARD_ACTS};
 use rig_agent::status::AgentStatus;
 use rig_agent::{Agent, Config, VERSION, exit as code, logging};
 
-const USAGE: &str = "\
+/// The usage text; `acts` are the queries `probe` answers.
+fn usage() -> String {
+    format!(
+        "\
 usage: rig-agent [--config PATH]              run the agent (what systemd starts)
        rig-agent [--config PATH] check        validate the config, print it without secrets
        rig-agent [--config PATH] probe ACT    print the data of a query, answered locally
        rig-agent --version | --help
 
+acts for probe: {}
 default config: /etc/rig-agent/rig-agent.toml
-exit codes: 0 clean stop, 78 config error, 64 usage error, 1 other failure";
+exit codes: 0 clean stop, 78 config error, 64 usage error, 1 other failure",
+        STANDARD_ACTS.join(", ")
+    )
+}
 
 enum Command {
     Run,
@@ -28,23 +35,25 @@ enum Command {
     Probe(String),
 }
 
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<(PathBuf, Command), String> {
+/// What the command line asks for.
+enum Cli {
+    Help,
+    Version,
+    Do(PathBuf, Command),
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cli, lexopt::Error> {
+    use lexopt::prelude::*;
     let mut config = PathBuf::from(DEFAULT_PATH);
     let mut words = Vec::new();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--version" | "-V" => {
-                println!("rig-agent {VERSION}");
-                exit(code::OK);
-            }
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                exit(code::OK);
-            }
-            "--config" | "-c" => config = args.next().ok_or("--config needs a path")?.into(),
-            a if a.starts_with("--config=") => config = a["--config=".len()..].into(),
-            a if a.starts_with('-') => return Err(format!("unknown option {a}")),
-            _ => words.push(arg),
+    let mut parser = lexopt::Parser::from_iter(std::iter::once(String::from("rig-agent")).chain(args));
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('V') | Long("version") => return Ok(Cli::Version),
+            Short('h') | Long("help") => return Ok(Cli::Help),
+            Short('c') | Long("config") => config = parser.value()?.into(),
+            Value(word) => words.push(word.string()?),
+            _ => return Err(arg.unexpected()),
         }
     }
     let command = match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
@@ -52,9 +61,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<(PathBuf, Comman
         ["check"] => Command::Check,
         ["probe", act] => Command::Probe(act.to_string()),
         ["probe"] => return Err("probe needs an act, e.g. probe get_agent_info".into()),
-        _ => return Err(format!("unexpected arguments: {}", words.join(" "))),
+        _ => return Err(format!("unexpected arguments: {}", words.join(" ")).into()),
     };
-    Ok((config, command))
+    Ok(Cli::Do(config, command))
 }
 
 fn load(path: &Path) -> Config {
@@ -65,10 +74,21 @@ fn load(path: &Path) -> Config {
 }
 
 fn main() {
-    let (path, command) = parse_args(std::env::args().skip(1)).unwrap_or_else(|e| {
-        eprintln!("rig-agent: {e}\n{USAGE}");
+    let cli = parse_args(std::env::args().skip(1)).unwrap_or_else(|e| {
+        eprintln!("rig-agent: {e}\n{}", usage());
         exit(code::USAGE)
     });
+    let (path, command) = match cli {
+        Cli::Help => {
+            println!("{}", usage());
+            exit(code::OK)
+        }
+        Cli::Version => {
+            println!("rig-agent {VERSION}");
+            exit(code::OK)
+        }
+        Cli::Do(path, command) => (path, command),
+    };
     match command {
         Command::Check => {
             let cfg = load(&path);
@@ -103,7 +123,11 @@ fn main() {
 
 /// Answers one query locally, as `telegraf --test` or `zabbix_agent2 -t` do.
 fn probe(cfg: Config, act: &str) -> i32 {
-    let status = Arc::new(AgentStatus::new(cfg.file.clone()));
+    let mut status = AgentStatus::new(cfg.file.clone());
+    if let Some(url) = cfg.gateway.urls.first() {
+        status = status.with_gateway(url.as_str());
+    }
+    let status = Arc::new(status);
     let catalogue = Catalogue::standard(Arc::new(Probes::from_config(&cfg)), status);
     if catalogue.lane(act).is_none() {
         eprintln!("rig-agent: unknown act {act:?}; known: {}", catalogue.acts().join(", "));

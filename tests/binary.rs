@@ -169,7 +169,7 @@ fn each_class_of_config_error_exits_78_naming_the_key() {
         ("hardware_id = \"billtest000000004\"\n", "", "device.hardware_id"),
         ("[heartbeat]\n", "[heartbeat]\nintreval = \"1s\"\n", "heartbeat.intreval"),
         ("login_timeout = \"1s\"", "login_timeout = 10", "gateway.login_timeout"),
-        ("interval = \"200ms\"", "interval = \"200 msec\"", "heartbeat.interval"),
+        ("interval = \"200ms\"", "interval = \"0.2s\"", "heartbeat.interval"),
         ("wss://", "ws://", "gateway.urls"),
         ("token_file = \"token\"", "token_file = \"token\"\ntoken = \"abc\"", "device.token"),
         ("token_file = \"token\"\n", "", "device.token_file"),
@@ -230,18 +230,25 @@ fn probe_prints_the_data_of_a_query_without_a_gateway() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(v["config_file"], b.path().display().to_string());
+    assert!(v["gateway_url"].as_str().is_some_and(|u| u.starts_with("wss://")), "the configured URL, not null: {v}");
     let out = run(&["--config", b.path().to_str().unwrap(), "probe", "get_nothing"]);
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("get_agent_info"));
 }
 
 #[test]
-fn version_help_and_usage_errors() {
+fn version_help_with_the_probe_acts_and_usage_errors() {
     let out = run(&["--version"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("rig-agent {}", env!("CARGO_PKG_VERSION")));
     let out = run(&["--help"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("check"));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("check"), "{help}");
+    assert!(help.contains("get_disk_info") && help.contains("get_system_baseinfo"), "the acts probe takes: {help}");
+    for form in [&["-c", "x.toml", "check"][..], &["-cx.toml", "check"], &["--config=x.toml", "check"]] {
+        let err = String::from_utf8_lossy(&run(form).stderr).into_owned();
+        assert!(err.contains("x.toml"), "{form:?} reads the path: {err}");
+    }
     let out = run(&["--frobnicate"]);
     assert_eq!(out.status.code(), Some(64));
     let out = run(&["probe"]);
