@@ -96,8 +96,9 @@ fn level_meant(word: &str) -> Option<&'static str> {
     })
 }
 
-/// At most 60 characters of an outside string, with control characters escaped.
-fn escape(s: &str) -> String {
+/// At most 60 characters of an outside string, with control characters escaped: what a log
+/// line may show of a string the gateway or the environment chose.
+pub fn escape(s: &str) -> String {
     s.chars().take(60).flat_map(char::escape_debug).collect()
 }
 

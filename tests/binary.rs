@@ -74,6 +74,51 @@ fn the_token_never_appears_in_the_log_even_at_trace_level() {
 }
 
 #[test]
+fn at_trace_level_the_log_shows_login_heartbeats_and_answers_but_not_the_websocket_internals() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
+    let mut child = spawn_agent(&cfg, &[("RUST_LOG", "trace")]);
+    let (conn, _) = gw.wait_login(10 * SEC);
+    gw.wait_act(5 * SEC, "heartbeat");
+    gw.send_json(
+        conn,
+        serde_json::json!({"act":"get_agent_info","reqtype":"post","act_code":"q1","client_id":"c\u{1b}[31m"}),
+    );
+    gw.wait_for(5 * SEC, "the answer", |e| matches!(e, Event::Received { msg, .. } if msg["act_code"] == "q1"));
+    // The gateway closes with a reason: tungstenite logs it raw at debug level.
+    gw.close_all();
+    gw.wait_login(10 * SEC);
+    signal(&child, Signal::TERM);
+    let (code, _, log) = wait_exit(&mut child, 10 * SEC);
+    assert_eq!(code, Some(0));
+    for line in ["login", "sent as", "accepted", "heartbeat", "answered", "answered get_agent_info (client_id"] {
+        assert!(log.contains(line), "no {line:?} in the log:\n{log}");
+    }
+    assert!(log.contains("\\u{1b}[31m"), "the gateway's client_id is escaped:\n{log}");
+    assert!(!log.contains('\u{1b}'), "a raw escape character reached the log:\n{log}");
+    assert!(!log.contains("Received close frame"), "tungstenite's raw debug line leaked:\n{log}");
+    assert!(!log.contains(TOKEN), "the token leaked into the log:\n{log}");
+}
+
+#[test]
+fn rust_log_with_journalctls_word_for_a_level_is_reported_not_read_as_a_module() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
+    let mut child = spawn_agent(&cfg, &[("RUST_LOG", "warning")]);
+    gw.wait_login(10 * SEC);
+    signal(&child, Signal::TERM);
+    let (_, _, log) = wait_exit(&mut child, 10 * SEC);
+    assert!(log.contains("RUST_LOG") && log.contains("RUST_LOG=warn"), "{log}");
+    assert!(log.contains("starting"), "the default level (info) stays:\n{log}");
+}
+
+#[test]
 fn under_journald_lines_carry_a_syslog_priority_and_no_timestamp() {
     let _g = Guard::new(30 * SEC);
     let dir = tempfile::tempdir().unwrap();
