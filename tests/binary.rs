@@ -73,15 +73,29 @@ fn the_token_never_appears_in_the_log_even_at_trace_level() {
     assert!(!log.contains(TOKEN), "the token leaked into the log:\n{log}");
 }
 
-#[test]
-fn at_trace_level_the_log_shows_login_heartbeats_and_answers_but_not_the_websocket_internals() {
-    let _g = Guard::new(30 * SEC);
+/// The real binary, logged in to a gateway of its own, with `env` set.
+struct LoggedIn {
+    _dir: tempfile::TempDir,
+    _pki: Pki,
+    gw: Gateway,
+    child: std::process::Child,
+    conn: usize,
+}
+
+fn logged_in_agent(env: &[(&str, &str)]) -> LoggedIn {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&["localhost"]);
     let mut gw = Gateway::start(&pki, Script::default());
     let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
-    let mut child = spawn_agent(&cfg, &[("RUST_LOG", "trace")]);
+    let child = spawn_agent(&cfg, env);
     let (conn, _) = gw.wait_login(10 * SEC);
+    LoggedIn { _dir: dir, _pki: pki, gw, child, conn }
+}
+
+#[test]
+fn at_trace_level_the_log_shows_login_heartbeats_and_answers_but_not_the_websocket_internals() {
+    let _g = Guard::new(30 * SEC);
+    let LoggedIn { mut gw, mut child, conn, .. } = logged_in_agent(&[("RUST_LOG", "trace")]);
     gw.wait_act(5 * SEC, "heartbeat");
     gw.send_json(
         conn,
@@ -106,12 +120,7 @@ fn at_trace_level_the_log_shows_login_heartbeats_and_answers_but_not_the_websock
 #[test]
 fn rust_log_with_journalctls_word_for_a_level_is_reported_not_read_as_a_module() {
     let _g = Guard::new(30 * SEC);
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&["localhost"]);
-    let mut gw = Gateway::start(&pki, Script::default());
-    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
-    let mut child = spawn_agent(&cfg, &[("RUST_LOG", "warning")]);
-    gw.wait_login(10 * SEC);
+    let LoggedIn { mut child, .. } = logged_in_agent(&[("RUST_LOG", "warning")]);
     signal(&child, Signal::TERM);
     let (_, _, log) = wait_exit(&mut child, 10 * SEC);
     assert!(log.contains("RUST_LOG") && log.contains("RUST_LOG=warn"), "{log}");
