@@ -348,6 +348,15 @@ fn read_token_file(s: &Section, file: &Path) -> Result<Token, ConfigError> {
             "create the token file, or correct the path",
         )
     })?;
+    if !meta.is_file() {
+        // Before the mode check: "chmod 600" on a directory would not help.
+        let what = if meta.is_dir() { "a directory" } else { "not a regular file" };
+        return Err(s.err_at(
+            key,
+            &format!("{} is {what}", file.display()),
+            "point token_file at the file that holds the token, e.g. token_file = \"/etc/rig-agent/token\"",
+        ));
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(s.err_at(
@@ -776,6 +785,18 @@ pub(crate) mod tests {
         let f = Fixture::new();
         let e = f.parse(&format!("{MINIMAL}[heartbeat]\ninterval = \"30s\"\ntimeout = \"30s\"\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("heartbeat.timeout"));
+    }
+
+    #[test]
+    fn a_duplicate_key_is_named_with_its_section() {
+        let f = Fixture::new();
+        let e = f.parse(&MINIMAL.replace("token_file", "name = \"a\"\nname = \"b\"\ntoken_file")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("device.name"), "{e}");
+        assert_eq!(e.line, Some(4));
+        assert!(e.fix.contains("`name =`"), "{e}");
+        let e = f.parse(&format!("{MINIMAL}[device]\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("device"), "{e}");
+        assert!(e.problem.contains("twice"), "{e}");
     }
 
     #[test]

@@ -73,6 +73,12 @@ fn the_token_never_appears_in_the_log_even_at_trace_level() {
     assert!(!log.contains(TOKEN), "the token leaked into the log:\n{log}");
 }
 
+/// SIGTERM, then the agent's log once it has exited.
+fn stop(child: &mut std::process::Child) -> String {
+    signal(child, Signal::TERM);
+    wait_exit(child, 10 * SEC).2
+}
+
 /// The real binary, logged in to a gateway of its own, with `env` set.
 struct LoggedIn {
     _dir: tempfile::TempDir,
@@ -82,10 +88,10 @@ struct LoggedIn {
     conn: usize,
 }
 
-fn logged_in_agent(env: &[(&str, &str)]) -> LoggedIn {
+fn logged_in_agent(script: Script, env: &[(&str, &str)]) -> LoggedIn {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&["localhost"]);
-    let mut gw = Gateway::start(&pki, Script::default());
+    let mut gw = Gateway::start(&pki, script);
     let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
     let child = spawn_agent(&cfg, env);
     let (conn, _) = gw.wait_login(10 * SEC);
@@ -95,7 +101,7 @@ fn logged_in_agent(env: &[(&str, &str)]) -> LoggedIn {
 #[test]
 fn at_trace_level_the_log_shows_login_heartbeats_and_answers_but_not_the_websocket_internals() {
     let _g = Guard::new(30 * SEC);
-    let LoggedIn { mut gw, mut child, conn, .. } = logged_in_agent(&[("RUST_LOG", "trace")]);
+    let LoggedIn { mut gw, mut child, conn, .. } = logged_in_agent(Script::default(), &[("RUST_LOG", "trace")]);
     gw.wait_act(5 * SEC, "heartbeat");
     gw.send_json(
         conn,
@@ -120,7 +126,7 @@ fn at_trace_level_the_log_shows_login_heartbeats_and_answers_but_not_the_websock
 #[test]
 fn rust_log_with_journalctls_word_for_a_level_is_reported_not_read_as_a_module() {
     let _g = Guard::new(30 * SEC);
-    let LoggedIn { mut child, .. } = logged_in_agent(&[("RUST_LOG", "warning")]);
+    let LoggedIn { mut child, .. } = logged_in_agent(Script::default(), &[("RUST_LOG", "warning")]);
     signal(&child, Signal::TERM);
     let (_, _, log) = wait_exit(&mut child, 10 * SEC);
     assert!(log.contains("RUST_LOG") && log.contains("RUST_LOG=warn"), "{log}");
@@ -128,16 +134,49 @@ fn rust_log_with_journalctls_word_for_a_level_is_reported_not_read_as_a_module()
 }
 
 #[test]
-fn under_journald_lines_carry_a_syslog_priority_and_no_timestamp() {
+fn wss_to_a_plain_http_port_says_the_server_does_not_speak_tls() {
+    use std::io::{Read, Write};
     let _g = Guard::new(30 * SEC);
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&["localhost"]);
-    let mut gw = Gateway::start(&pki, Script::default());
-    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
-    let mut child = spawn_agent(&cfg, &[("JOURNAL_STREAM", "8:12345")]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for conn in listener.incoming().take(2) {
+            let mut conn = conn.unwrap();
+            let _ = conn.read(&mut [0u8; 2048]);
+            let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = tx.send(());
+        }
+    });
+    let cfg = AgentConfig::new(format!("wss://localhost:{port}/ws"), &pki.ca_file);
+    let mut child = spawn_agent(&cfg.write(dir.path()), &[]);
+    // The second attempt comes after the first one's failure was logged.
+    for _ in 0..2 {
+        rx.recv_timeout(10 * SEC).expect("the agent connects");
+    }
+    let log = stop(&mut child);
+    assert!(log.contains("does not speak TLS"), "{log}");
+    assert!(!log.contains("InvalidContentType"), "{log}");
+}
+
+#[test]
+fn a_connection_dropped_without_a_tls_close_is_said_in_words_not_a_docs_url() {
+    let _g = Guard::new(30 * SEC);
+    let LoggedIn { mut gw, mut child, .. } =
+        logged_in_agent(Script { drop_after_login: true, ..Script::default() }, &[]);
     gw.wait_login(10 * SEC);
-    signal(&child, Signal::TERM);
-    let (_, _, log) = wait_exit(&mut child, 10 * SEC);
+    let log = stop(&mut child);
+    assert!(log.contains("lost"), "{log}");
+    assert!(!log.contains("docs.rs") && !log.contains("https://"), "{log}");
+}
+
+#[test]
+fn under_journald_lines_carry_a_syslog_priority_and_no_timestamp() {
+    let _g = Guard::new(30 * SEC);
+    let LoggedIn { mut child, .. } = logged_in_agent(Script::default(), &[("JOURNAL_STREAM", "8:12345")]);
+    let log = stop(&mut child);
     let first = log.lines().next().unwrap_or("");
     assert!(first.starts_with("<6>rig-agent"), "first line: {first:?}");
     assert!(log.lines().all(|l| l.starts_with('<')), "{log}");
@@ -244,6 +283,19 @@ fn each_class_of_config_error_exits_78_naming_the_key() {
     fs::set_permissions(b.dir.path().join("token"), fs::Permissions::from_mode(0o640)).unwrap();
     assert_config_error(&b, "device.token_file");
     assert!(b.check().1.contains("chmod 600"));
+
+    let b = Broken::new();
+    fs::create_dir(b.dir.path().join("tokens")).unwrap();
+    fs::set_permissions(b.dir.path().join("tokens"), fs::Permissions::from_mode(0o755)).unwrap();
+    b.edit(|s| s.replace("token_file = \"token\"", "token_file = \"tokens\""));
+    assert_config_error(&b, "device.token_file");
+    let err = b.check().1;
+    assert!(err.contains("is a directory") && !err.contains("chmod"), "{err}");
+
+    let b = Broken::new();
+    b.edit(|s| s.replace("[heartbeat]", "[heartbeat]\ninterval = \"1s\""));
+    assert_config_error(&b, "heartbeat.interval");
+    assert!(b.check().1.contains("set twice"));
 
     let b = Broken::new();
     fs::write(b.dir.path().join("ca.pem"), "not a certificate\n").unwrap();
