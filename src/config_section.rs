@@ -80,6 +80,11 @@ impl<'a, 'd> Section<'a, 'd> {
         Section { doc, name: "", table: Some(table), header_line: None }
     }
 
+    /// The config file, for checks that depend on it (its mode).
+    pub(crate) fn file(&self) -> &Path {
+        self.doc.file
+    }
+
     fn key_path(&self, key: &str) -> String {
         if self.name.is_empty() { key.to_string() } else { format!("{}.{key}", self.name) }
     }

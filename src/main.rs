@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::exit;
 use std::sync::Arc;
 
-use rig_agent::config::DEFAULT_PATH;
+use rig_agent::config::{ConfigError, DEFAULT_PATH};
 use rig_agent::probes::Probes;
 use rig_agent::protocol::{Inbound, decode};
 use rig_agent::queries::{Catalogue, STANDARD_ACTS};
@@ -66,8 +66,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cli, lexopt::Err
     Ok(Cli::Do(config, command))
 }
 
-fn load(path: &Path) -> Config {
-    Config::load(path).unwrap_or_else(|e| {
+/// The config by `how` (running or checking), or exit 78 with the message.
+fn load(path: &Path, how: fn(&Path) -> Result<Config, ConfigError>) -> Config {
+    how(path).unwrap_or_else(|e| {
         eprintln!("rig-agent: {e}");
         exit(code::CONFIG)
     })
@@ -91,17 +92,17 @@ fn main() {
     };
     match command {
         Command::Check => {
-            let cfg = load(&path);
+            let cfg = load(&path, Config::load_for_check);
             print!("{}", cfg.render());
             eprintln!("rig-agent: {} is valid", path.display());
         }
         Command::Probe(act) => {
             logging::init();
-            exit(probe(load(&path), &act))
+            exit(probe(load(&path, Config::load), &act))
         }
         Command::Run => {
             logging::init();
-            let cfg = load(&path);
+            let cfg = load(&path, Config::load);
             log::info!(
                 "rig-agent {VERSION} starting as {} with {} (gateways: {})",
                 cfg.device.hardware_id,

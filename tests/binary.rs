@@ -267,6 +267,12 @@ fn each_class_of_config_error_exits_78_naming_the_key() {
         ("token_file = \"token\"", "token_file = \"token\"\ntoken = \"abc\"", "device.token"),
         ("token_file = \"token\"\n", "", "device.token_file"),
         ("ca.pem", "missing-ca.pem", "gateway.ca_file"),
+        // What check used to pass and the agent then could not use:
+        ("/ws\"", "/ws \"", "gateway.urls"),
+        ("localhost:1", "gateway.example.com", "gateway.urls"),
+        ("[disks]\n", "[disks]\ninclude = []\n", "disks.include"),
+        ("smartctl = \"\"", "smartctl = \"/nonexistent/smartctl\"", "disks.smartctl"),
+        ("\"billtest000000004\"", "\"billtest 4\"", "device.hardware_id"),
         (
             "[heartbeat]",
             "client_cert = \"missing.pem\"\nclient_key = \"missing.key\"\n[heartbeat]",
@@ -283,6 +289,14 @@ fn each_class_of_config_error_exits_78_naming_the_key() {
     fs::set_permissions(b.dir.path().join("token"), fs::Permissions::from_mode(0o640)).unwrap();
     assert_config_error(&b, "device.token_file");
     assert!(b.check().1.contains("chmod 600"));
+
+    // An inline token is held to the token file's rule: not readable by every user.
+    let b = Broken::new();
+    b.edit(|s| s.replace("token_file = \"token\"", "token = \"abc\""));
+    fs::set_permissions(b.path(), fs::Permissions::from_mode(0o644)).unwrap();
+    assert_config_error(&b, "device.token");
+    fs::set_permissions(b.path(), fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(b.check().0, Some(0), "group-readable, as the package installs it, is fine");
 
     let b = Broken::new();
     fs::create_dir(b.dir.path().join("tokens")).unwrap();
@@ -309,6 +323,22 @@ fn each_class_of_config_error_exits_78_naming_the_key() {
         format!("{}state_dir = {state:?}\n", &s[..start])
     });
     assert_config_error(&b, "paths.state_dir");
+}
+
+#[test]
+fn check_creates_nothing_and_says_the_state_dir_will_be_created() {
+    let b = Broken::new();
+    let state = b.dir.path().join("state");
+    let _ = fs::remove_dir_all(&state);
+    let out = run(&["--config", b.path().to_str().unwrap(), "check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!state.exists(), "check created the state directory");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("# state_dir does not exist yet"), "{shown}");
+    // Every key it reads is shown, set or not.
+    for key in ["subprotocol", "ca_file", "client_cert", "client_key", "login_timeout", "smart_timeout", "rootfs"] {
+        assert!(shown.contains(key), "{key} missing from check's output:\n{shown}");
+    }
 }
 
 #[test]
