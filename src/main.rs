@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::exit;
 use std::sync::Arc;
@@ -42,18 +43,26 @@ enum Cli {
     Do(PathBuf, Command),
 }
 
-fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cli, lexopt::Error> {
-    use lexopt::prelude::*;
+/// The arguments as the OS gave them (without the program name), so a config path need
+/// not be UTF-8. Takes `--config PATH`, `--config=PATH`, `-c PATH`, `-cPATH` and `--`.
+fn parse_args(mut args: impl Iterator<Item = OsString>) -> Result<Cli, String> {
     let mut config = PathBuf::from(DEFAULT_PATH);
     let mut words = Vec::new();
-    let mut parser = lexopt::Parser::from_iter(std::iter::once(String::from("rig-agent")).chain(args));
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Short('V') | Long("version") => return Ok(Cli::Version),
-            Short('h') | Long("help") => return Ok(Cli::Help),
-            Short('c') | Long("config") => config = parser.value()?.into(),
-            Value(word) => words.push(word.string()?),
-            _ => return Err(arg.unexpected()),
+    while let Some(arg) = args.next() {
+        let Some(a) = arg.to_str() else {
+            return Err(format!("argument {arg:?} is not valid UTF-8"));
+        };
+        match a {
+            "--version" | "-V" => return Ok(Cli::Version),
+            "--help" | "-h" => return Ok(Cli::Help),
+            "--config" | "-c" => config = args.next().ok_or("missing argument for option '--config'")?.into(),
+            "--" => {
+                words.extend(args.by_ref().map(|w| w.to_string_lossy().into_owned()));
+            }
+            a if a.starts_with("--config=") => config = a["--config=".len()..].into(),
+            a if a.starts_with("-c") => config = a[2..].into(),
+            a if a.starts_with('-') => return Err(format!("invalid option '{a}'")),
+            _ => words.push(a.to_string()),
         }
     }
     let command = match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
@@ -61,7 +70,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cli, lexopt::Err
         ["check"] => Command::Check,
         ["probe", act] => Command::Probe(act.to_string()),
         ["probe"] => return Err("probe needs an act, e.g. probe get_agent_info".into()),
-        _ => return Err(format!("unexpected arguments: {}", words.join(" ")).into()),
+        _ => return Err(format!("unexpected arguments: {}", words.join(" "))),
     };
     Ok(Cli::Do(config, command))
 }
@@ -75,7 +84,7 @@ fn load(path: &Path, how: fn(&Path) -> Result<Config, ConfigError>) -> Config {
 }
 
 fn main() {
-    let cli = parse_args(std::env::args().skip(1)).unwrap_or_else(|e| {
+    let cli = parse_args(std::env::args_os().skip(1)).unwrap_or_else(|e| {
         eprintln!("rig-agent: {e}\n{}", usage());
         exit(code::USAGE)
     });
