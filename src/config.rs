@@ -7,6 +7,7 @@
 use std::fmt;
 use std::fs;
 use std::io::ErrorKind;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,10 @@ use crate::url::GatewayUrl;
 const TEN_MINUTES: Duration = Duration::from_secs(600);
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
+
+/// The gateway host of the example config (systemd/rig-agent.toml), refused as a
+/// placeholder like its `hardware_id = "CHANGE-ME"`.
+pub const EXAMPLE_HOST: &str = "gateway.example.com";
 
 /// Where `rig-agent` looks when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/rig-agent/rig-agent.toml";
@@ -189,6 +194,8 @@ pub struct PathsConfig {
     /// fault (read-only or full file system): the agent runs anyway, keeps warnings in
     /// memory and writes them out when it can. `None` when it was writable.
     pub state_dir_problem: Option<String>,
+    /// What `check` noticed without changing anything (a state directory not created yet).
+    pub state_dir_note: Option<String>,
     /// Roots for the probes, as node_exporter's `--path.*` (tests and containers).
     pub sysfs: PathBuf,
     pub procfs: PathBuf,
@@ -201,26 +208,25 @@ impl Config {
     /// Reads, validates and prepares everything the agent needs from `file`: the token, the
     /// TLS material and the state directory (created if missing).
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
-        let src = bounded_read::read_string(file, CONFIG_CAP, Links::Follow).map_err(|e| ConfigError {
-            file: file.to_path_buf(),
-            line: None,
-            key: None,
-            fix: if e.is_not_found() {
-                format!(
-                    "write a config there (see systemd/rig-agent.toml) or pass --config PATH \
-                     (default {DEFAULT_PATH})"
-                )
-            } else {
-                "make it a readable regular file of the agent's config".into()
-            },
-            problem: e.to_string(),
-        })?;
-        Config::parse(file, &src)
+        let src = read_config(file)?;
+        Config::parse_as(file, &src, StateDir::Create)
+    }
+
+    /// As [`Config::load`], for `rig-agent check`: nothing is created. A missing `state_dir`
+    /// is judged by whether its nearest existing parent is writable, and noted in
+    /// [`Config::render`].
+    pub fn load_for_check(file: &Path) -> Result<Config, ConfigError> {
+        let src = read_config(file)?;
+        Config::parse_as(file, &src, StateDir::Inspect)
     }
 
     /// As [`Config::load`], from text already read; `file` is used in messages and to resolve
     /// relative paths.
     pub fn parse(file: &Path, src: &str) -> Result<Config, ConfigError> {
+        Config::parse_as(file, src, StateDir::Create)
+    }
+
+    fn parse_as(file: &Path, src: &str, state_dir: StateDir) -> Result<Config, ConfigError> {
         let doc = Doc { file, src };
         let root = DeTable::parse(src).map_err(|e| doc.syntax_error(&e))?;
         let mut top = Section::root(&doc, root.get_ref());
@@ -239,7 +245,7 @@ impl Config {
                 DAY,
             )?,
         };
-        let paths = read_paths(&mut top.table("paths")?)?;
+        let paths = read_paths(&mut top.table("paths")?, state_dir)?;
         let probes = read_probes(&mut top.table("probes")?)?;
 
         Ok(Config { file: file.to_path_buf(), device, gateway, heartbeat, reconnect, disks, warning, paths, probes })
@@ -280,8 +286,9 @@ impl Config {
             g.allow_plaintext,
             g.max_message_bytes
         );
-        if let Some(sp) = &g.subprotocol {
-            out += &format!("subprotocol = {}\n", q(sp));
+        match &g.subprotocol {
+            Some(sp) => out += &format!("subprotocol = {}\n", q(sp)),
+            None => out += "# subprotocol not set\n",
         }
         out += &format!(
             "\n[heartbeat]\ninterval = \"{}\"\ntimeout = \"{}\"\n",
@@ -315,6 +322,9 @@ impl Config {
             p(&pa.rootfs),
             p(&pa.kmsg)
         );
+        if let Some(note) = &pa.state_dir_note {
+            out += &format!("# state_dir {note}\n");
+        }
         if let Some(why) = &pa.state_dir_problem {
             out += &format!("# state_dir is not writable now ({why}): warnings are kept in memory until it is\n");
         }
@@ -329,11 +339,45 @@ impl Config {
     }
 }
 
+/// The config file's text; a file that cannot be read is a config error.
+fn read_config(file: &Path) -> Result<String, ConfigError> {
+    bounded_read::read_string(file, CONFIG_CAP, Links::Follow).map_err(|e| ConfigError {
+        file: file.to_path_buf(),
+        line: None,
+        key: None,
+        fix: if e.is_not_found() {
+            format!(
+                "write a config there (see systemd/rig-agent.toml) or pass --config PATH \
+                 (default {DEFAULT_PATH})"
+            )
+        } else {
+            "make it a readable regular file of the agent's config".into()
+        },
+        problem: e.to_string(),
+    })
+}
+
+/// Whether loading the config may create the state directory (running) or only look (`check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StateDir {
+    Create,
+    Inspect,
+}
+
 fn read_device(s: &mut Section) -> Result<DeviceConfig, ConfigError> {
     s.deny(&["hardware_id", "name", "token", "token_file"])?;
     let hardware_id = s.required_str("hardware_id", "hardware_id = \"rig-0042\"")?;
     if hardware_id.trim().is_empty() {
         return Err(s.err_at("hardware_id", "is empty", "set it to the rig's id as the gateway knows it"));
+    }
+    // It is the rig's key at the gateway and goes into every message: a stray space would
+    // make a second, unknown rig.
+    if hardware_id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(s.err_at(
+            "hardware_id",
+            &format!("{hardware_id:?} contains white space or control characters"),
+            "write the rig's id exactly as the gateway knows it, without spaces",
+        ));
     }
     let name = s.str("name")?.unwrap_or_else(|| hardware_id.clone());
     let token = s.str("token")?;
@@ -356,6 +400,21 @@ fn read_device(s: &mut Section) -> Result<DeviceConfig, ConfigError> {
         (Some(t), None) => {
             if t.trim().is_empty() {
                 return Err(s.err_at("token", "is empty", "set the rig's token"));
+            }
+            // The same rule as for token_file: a secret readable by every local user is
+            // refused. (Group-readable is fine here: the package's config is root:rig-agent 0640.)
+            if let Ok(meta) = fs::metadata(s.file()) {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o007 != 0 {
+                    return Err(s.err_at(
+                        "token",
+                        &format!(
+                            "the token is inline and {} is readable by others (mode {mode:04o})",
+                            s.file().display()
+                        ),
+                        &format!("chmod o-rwx {}, or move the token to a token_file of mode 0600", s.file().display()),
+                    ));
+                }
             }
             (Token(t.trim().to_string()), None)
         }
@@ -438,6 +497,15 @@ fn read_gateway(s: &mut Section) -> Result<GatewayConfig, ConfigError> {
         let url = GatewayUrl::parse(raw).map_err(|why| {
             s.err_at("urls", &format!("\"{raw}\" is not a usable URL: {why}"), "write it as wss://host[:port]/path")
         })?;
+        // The example config's placeholder: left in place, the agent would retry a host that
+        // does not exist for ever, and `check` would have said the config is fine.
+        if url.host() == EXAMPLE_HOST {
+            return Err(s.err_at(
+                "urls",
+                &format!("\"{raw}\" is still the example's placeholder"),
+                "set the URL of your farm's gateway",
+            ));
+        }
         if !url.is_tls() && !allow_plaintext {
             return Err(s.err_at(
                 "urls",
@@ -561,12 +629,34 @@ fn read_disks(s: &mut Section) -> Result<DisksConfig, ConfigError> {
         "io_error_quiet",
     ])?;
     let default_include = ["sd*", "hd*", "vd*", "xvd*", "nvme*", "mmcblk*"];
+    let include = s.str_list("include")?.unwrap_or_else(|| default_include.iter().map(|g| g.to_string()).collect());
+    if include.is_empty() {
+        return Err(s.err_at(
+            "include",
+            "is empty, so no disk is reported or monitored",
+            "remove the line for the default globs, or list the disks, e.g. include = [\"sd*\"]",
+        ));
+    }
+    let smartctl = s.str("smartctl")?.unwrap_or_else(|| "smartctl".into());
+    // A bare name is looked up on PATH when it runs (smartmontools is only recommended, and a
+    // missing one gives smart: null); a path is the operator's explicit choice and must work.
+    if smartctl.contains('/') {
+        let path = Path::new(&smartctl);
+        let executable = fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if !executable {
+            return Err(s.err_at(
+                "smartctl",
+                &format!("{smartctl} is not an executable file"),
+                "install smartmontools, correct the path, or set smartctl = \"\" to turn SMART off",
+            ));
+        }
+    }
     Ok(DisksConfig {
         scan_interval: s.duration_or("scan_interval", Duration::from_secs(60), Duration::from_millis(10), DAY)?,
-        include: s.str_list("include")?.unwrap_or_else(|| default_include.iter().map(|g| g.to_string()).collect()),
+        include,
         exclude: s.str_list("exclude")?.unwrap_or_default(),
         ioerr_threshold: s.int_or("ioerr_threshold", 1, 1, u32::MAX as i64)? as u64,
-        smartctl: s.str("smartctl")?.unwrap_or_else(|| "smartctl".into()),
+        smartctl,
         smart_interval: s.duration_or("smart_interval", Duration::from_secs(3600), Duration::from_secs(1), 7 * DAY)?,
         smart_timeout: s.duration_or(
             "smart_timeout",
@@ -598,7 +688,7 @@ fn read_probes(s: &mut Section) -> Result<ProbesConfig, ConfigError> {
     })
 }
 
-fn read_paths(s: &mut Section) -> Result<PathsConfig, ConfigError> {
+fn read_paths(s: &mut Section, mode: StateDir) -> Result<PathsConfig, ConfigError> {
     s.deny(&["state_dir", "sysfs", "procfs", "rootfs", "kmsg"])?;
     let state_dir = s.path("state_dir")?.unwrap_or_else(|| PathBuf::from("/var/lib/rig-agent"));
     // A read-only or full file system is a storage fault (an SD card that ext4 remounted
@@ -617,7 +707,17 @@ fn read_paths(s: &mut Section) -> Result<PathsConfig, ConfigError> {
         _ => false,
     };
     let mut state_dir_problem = None;
-    match fs::create_dir_all(&state_dir).and_then(|()| tempfile_probe(&state_dir)) {
+    let mut state_dir_note = None;
+    let attempt = match mode {
+        StateDir::Create => fs::create_dir_all(&state_dir).and_then(|()| tempfile_probe(&state_dir)),
+        StateDir::Inspect => {
+            if !state_dir.exists() {
+                state_dir_note = Some("does not exist yet; the agent creates it when it starts".to_string());
+            }
+            writable_dir_or_parent(&state_dir)
+        }
+    };
+    match attempt {
         Ok(()) => {}
         Err(e) if storage_fault(&e) => state_dir_problem = Some(io_reason(&e)),
         Err(e) if e.kind() == ErrorKind::ReadOnlyFilesystem => {
@@ -658,6 +758,7 @@ fn read_paths(s: &mut Section) -> Result<PathsConfig, ConfigError> {
     Ok(PathsConfig {
         state_dir,
         state_dir_problem,
+        state_dir_note,
         sysfs: s.path("sysfs")?.unwrap_or_else(|| "/sys".into()),
         procfs: s.path("procfs")?.unwrap_or_else(|| "/proc".into()),
         rootfs: s.path("rootfs")?.unwrap_or_else(|| "/".into()),
@@ -700,6 +801,16 @@ impl Config {
         (&a.state_dir, &a.sysfs, &a.procfs, &a.rootfs, &a.kmsg)
             != (&b.state_dir, &b.sysfs, &b.procfs, &b.rootfs, &b.kmsg)
     }
+}
+
+/// Whether `dir`, or the nearest parent that exists when `dir` does not, is a directory the
+/// agent's user may write: `check`'s look at the state directory, which creates nothing.
+fn writable_dir_or_parent(dir: &Path) -> std::io::Result<()> {
+    let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    if !existing.is_dir() {
+        return Err(ErrorKind::NotADirectory.into());
+    }
+    rustix::fs::access(existing, rustix::fs::Access::WRITE_OK).map_err(std::io::Error::from)
 }
 
 /// Writes and removes a small file: the only honest test that warnings can be spooled there.
@@ -821,7 +932,7 @@ pub(crate) mod tests {
     #[test]
     fn a_bad_duration_names_the_key() {
         let f = Fixture::new();
-        let e = f.parse(&format!("{MINIMAL}[reconnect]\ninitial = \"1 sec\"\n")).unwrap_err();
+        let e = f.parse(&format!("{MINIMAL}[reconnect]\ninitial = \"1 fortnight\"\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("reconnect.initial"));
         assert!(e.to_string().contains("Fix:"), "{e}");
     }
@@ -945,6 +1056,18 @@ pub(crate) mod tests {
         let f = Fixture::new();
         let e = f.parse(&format!("{MINIMAL}[heartbeat]\ninterval = \"30s\"\ntimeout = \"30s\"\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("heartbeat.timeout"));
+    }
+
+    #[test]
+    fn a_duplicate_key_is_named_with_its_section() {
+        let f = Fixture::new();
+        let e = f.parse(&MINIMAL.replace("token_file", "name = \"a\"\nname = \"b\"\ntoken_file")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("device.name"), "{e}");
+        assert_eq!(e.line, Some(4));
+        assert!(e.fix.contains("`name =`"), "{e}");
+        let e = f.parse(&format!("{MINIMAL}[device]\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("device"), "{e}");
+        assert!(e.problem.contains("twice"), "{e}");
     }
 
     #[test]

@@ -23,13 +23,44 @@ impl Doc<'_> {
     }
 
     pub(crate) fn syntax_error(&self, e: &toml::de::Error) -> ConfigError {
+        let line = e.span().map(|s| self.line_of(&s));
+        if let Some(dup) = e.span().filter(|_| e.message().starts_with("duplicate key")).and_then(|s| self.duplicate(s))
+        {
+            return ConfigError { file: self.file.to_path_buf(), line, ..dup };
+        }
         ConfigError {
             file: self.file.to_path_buf(),
-            line: e.span().map(|s| self.line_of(&s)),
+            line,
             key: None,
             problem: format!("not valid TOML: {}", e.message()),
             fix: "correct the syntax on that line (strings need quotes, sections [brackets])".into(),
         }
+    }
+
+    /// toml says only "duplicate key"; its span covers the key's second appearance, so the
+    /// message can name the dotted key (or the section given twice).
+    fn duplicate(&self, span: Range<usize>) -> Option<ConfigError> {
+        let name = self.src.get(span.clone())?.trim().trim_matches(['"', '\'']);
+        let line_start = self.src[..span.start].rfind('\n').map_or(0, |i| i + 1);
+        let (key, problem, fix) = if self.src[line_start..].trim_start().starts_with('[') {
+            let section = self.src[line_start..span.end].trim_start().trim_start_matches('[').trim();
+            (
+                section.to_string(),
+                "this section appears twice".to_string(),
+                format!("merge the two [{section}] sections"),
+            )
+        } else {
+            // The section is the last `[header]` above the key.
+            let header = self.src[..line_start]
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| l.starts_with('[') && !l.starts_with("[["))
+                .map(|l| l.trim_matches(['[', ']']).trim());
+            let key = header.map_or(name.to_string(), |h| format!("{h}.{name}"));
+            (key, "is set twice".to_string(), format!("keep one of the two `{name} =` lines"))
+        };
+        Some(ConfigError { file: PathBuf::new(), line: None, key: Some(key), problem, fix })
     }
 }
 
@@ -47,6 +78,11 @@ type Value<'a, 'd> = &'a Spanned<DeValue<'d>>;
 impl<'a, 'd> Section<'a, 'd> {
     pub(crate) fn root(doc: &'a Doc<'a>, table: &'a DeTable<'d>) -> Self {
         Section { doc, name: "", table: Some(table), header_line: None }
+    }
+
+    /// The config file, for checks that depend on it (its mode).
+    pub(crate) fn file(&self) -> &Path {
+        self.doc.file
     }
 
     fn key_path(&self, key: &str) -> String {

@@ -1,6 +1,10 @@
 //! Human durations as operators write them in the config: `"500ms"`, `"30s"`, `"5m"`, `"1h"`,
 //! and sums such as `"1m30s"`. A bare number is refused: `interval = "30"` is ambiguous
 //! (seconds? milliseconds?) and a fleet config must not guess.
+//!
+//! Our own parser rather than humantime's: humantime also reads `M` as months and `y` as
+//! years (an operator who meant minutes would get a month) and `us`/`ns`, which no interval
+//! here wants, and on armv7 ours is smaller where the binary is at its 1.5 MB target.
 
 use std::fmt;
 use std::time::Duration;
@@ -20,6 +24,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let s = text.trim();
     if s.is_empty() {
         return Err(DurationError("empty duration".into()));
+    }
+    if s.contains('.') {
+        return Err(DurationError(decimal_point(text, s)));
     }
     let mut total = Duration::ZERO;
     let mut rest = s;
@@ -50,6 +57,28 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         total = total.saturating_add(piece);
     }
     Ok(total)
+}
+
+/// The refusal of `"0.5s"`: the decimal point is the problem, and the same time in a smaller
+/// unit is the fix when there is one.
+fn decimal_point(text: &str, s: &str) -> String {
+    let number_len = s.bytes().take_while(|b| b.is_ascii_digit() || *b == b'.').count();
+    let unit_ms = match s[number_len..].trim() {
+        "ms" => Some(1.0),
+        "s" => Some(1e3),
+        "m" => Some(60e3),
+        "h" => Some(3600e3),
+        "d" => Some(86_400e3),
+        _ => None,
+    };
+    let ms = s[..number_len].parse::<f64>().ok().zip(unit_ms).map(|(n, u)| n * u);
+    match ms {
+        Some(ms) if ms >= 1.0 && ms.fract() == 0.0 && ms < 1e15 => format!(
+            "\"{text}\" has a decimal point; durations are whole numbers of a unit (write \"{}\")",
+            format_duration(Duration::from_millis(ms as u64))
+        ),
+        _ => format!("\"{text}\" has a decimal point; durations are whole numbers of a unit (such as \"500ms\")"),
+    }
 }
 
 /// Formats a duration the way the config accepts it back (`check` prints these).
@@ -95,8 +124,21 @@ mod tests {
         assert!(parse_duration("").is_err());
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("10x").unwrap_err().0.contains("unknown unit"));
+        assert!(parse_duration("5M").unwrap_err().0.contains("\"M\""), "months are not minutes");
+        assert!(parse_duration("1y").is_err());
         assert!(parse_duration("-5s").is_err());
         assert!(parse_duration("99999999999999999999999s").is_err());
+    }
+
+    #[test]
+    fn a_decimal_point_is_named_as_the_problem_with_the_same_time_in_a_smaller_unit() {
+        let e = parse_duration("0.5s").unwrap_err();
+        assert!(e.0.contains("decimal point") && e.0.contains("\"500ms\""), "{e}");
+        assert!(!e.0.contains("no unit"), "{e}");
+        let e = parse_duration("1.5m").unwrap_err();
+        assert!(e.0.contains("\"90s\""), "{e}");
+        let e = parse_duration("0.0001ms").unwrap_err();
+        assert!(e.0.contains("decimal point"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! rig-agent: the agent on every mining rig's controller board. One wss connection to the
 //! farm's operations gateway; login, heartbeats, hardware queries, disk-failure warnings.
-//! See PROTOCOL.md (the wire contract) and DESIGN.md (the architecture) in `../shared/`,
-//! and `NOTES.md` here for decisions taken beyond them.
+//! The wire contract, as a gateway author needs it, is `docs/PROTOCOL.md`; the decisions
+//! taken beyond it are in README.md ("Design notes").
 
 #![forbid(unsafe_code)]
 
@@ -78,7 +78,11 @@ impl Agent {
         extend: impl FnOnce(&mut queries::Catalogue),
         outbox: spool::Options,
     ) -> std::io::Result<Agent> {
-        let status = Arc::new(status::AgentStatus::new(cfg.file.clone()));
+        let mut status = status::AgentStatus::new(cfg.file.clone());
+        if let Some(url) = cfg.gateway.urls.first() {
+            status = status.with_gateway(url.as_str());
+        }
+        let status = Arc::new(status);
         let probes = Arc::new(probes::Probes::from_config(&cfg));
         let mut catalogue = queries::Catalogue::standard(Arc::clone(&probes), Arc::clone(&status));
         extend(&mut catalogue);

@@ -1,24 +1,25 @@
-//! The logger (level from `RUST_LOG`, default `info`) and a throttle for lines that a
-//! misbehaving peer could otherwise repeat without end.
+//! The logger: env_logger (the product owner's choice) with our line format, a guard for
+//! the WebSocket library's internals, a check of `RUST_LOG`'s words, and a throttle for lines
+//! that a misbehaving peer could otherwise repeat without end.
 //!
 //! Under systemd (`JOURNAL_STREAM` set) lines carry no timestamp (journald adds its own) and
 //! start with a `<N>` syslog priority so `journalctl -p warning` works.
-//!
-//! Our own rather than env_logger: the agent needs one output format and `RUST_LOG`'s
-//! `target=level` directives, and env_logger cost 28 KB of the board's flash for the rest.
 
 use std::io::Write;
 use std::str::FromStr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{Level, LevelFilter};
 
+/// Installs the logger. `RUST_LOG` directives that cannot be right (`warning`, journalctl's
+/// word, is not a level and names no module of the agent) are left out and reported as a
+/// warning once the logger runs, instead of silently filtering on a module called "warning".
 pub fn init() {
-    let (filter, problems) = Filter::parse(&std::env::var("RUST_LOG").unwrap_or_default());
-    let max = filter.max();
-    let logger = Logger { filter, journald: std::env::var_os("JOURNAL_STREAM").is_some() };
+    let (spec, problems) = check_spec(&std::env::var("RUST_LOG").unwrap_or_default());
+    let inner = builder(&spec, std::env::var_os("JOURNAL_STREAM").is_some()).build();
+    let max = inner.filter();
     // A second init (tests) keeps the first logger; the logger lives as long as the process.
-    if log::set_logger(Box::leak(Box::new(logger))).is_ok() {
+    if log::set_boxed_logger(Box::new(Logger { inner })).is_ok() {
         log::set_max_level(max);
     }
     for p in problems {
@@ -26,80 +27,107 @@ pub fn init() {
     }
 }
 
-/// `RUST_LOG` as env_logger reads it, less its regex filter: comma-separated directives,
-/// each `level`, `target=level` or a bare `target` (everything from it). The longest target
-/// prefix that matches decides; otherwise the bare level, `info` when there is none.
-#[derive(Debug, PartialEq)]
-pub struct Filter {
-    default: LevelFilter,
-    targets: Vec<(String, LevelFilter)>,
-}
-
-impl Filter {
-    /// The filter and the directives that were ignored, as phrases for a warning.
-    pub fn parse(spec: &str) -> (Filter, Vec<String>) {
-        let mut f = Filter { default: LevelFilter::Info, targets: Vec::new() };
-        let mut problems = Vec::new();
-        for d in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-            match d.split_once('=') {
-                Some((target, level)) => match LevelFilter::from_str(level.trim()) {
-                    Ok(l) => f.targets.push((target.trim().to_string(), l)),
-                    Err(_) => {
-                        problems.push(format!("ignored \"{d}\": {level:?} is not off/error/warn/info/debug/trace"))
-                    }
-                },
-                None => match LevelFilter::from_str(d) {
-                    Ok(l) => f.default = l,
-                    Err(_) => f.targets.push((d.to_string(), LevelFilter::Trace)),
-                },
-            }
-        }
-        // Longest first, so the first match is the most specific.
-        f.targets.sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
-        (f, problems)
-    }
-
-    pub fn level_for(&self, target: &str) -> LevelFilter {
-        self.targets.iter().find(|(t, _)| target.starts_with(t.as_str())).map_or(self.default, |(_, l)| *l)
-    }
-
-    pub fn max(&self) -> LevelFilter {
-        self.targets.iter().map(|(_, l)| *l).fold(self.default, |a, b| a.max(b))
-    }
-}
-
-struct Logger {
-    filter: Filter,
-    journald: bool,
-}
-
-impl Logger {
-    fn line(&self, record: &log::Record, now: SystemTime) -> String {
-        if self.journald {
-            format!("<{}>{}\n", syslog_priority(record.level()), record.args())
+/// env_logger set up with `spec` (RUST_LOG syntax, default `info`) and our line format.
+fn builder(spec: &str, journald: bool) -> env_logger::Builder {
+    let mut b = env_logger::Builder::new();
+    b.filter_level(LevelFilter::Info).parse_filters(spec).target(env_logger::Target::Stderr);
+    b.format(move |buf, record| {
+        if journald {
+            writeln!(buf, "<{}>{}", syslog_priority(record.level()), record.args())
         } else {
-            format!("{} {:<5} {}\n", utc_timestamp(now), record.level(), record.args())
+            writeln!(buf, "{} {:<5} {}", utc_timestamp(SystemTime::now()), record.level(), record.args())
+        }
+    });
+    b
+}
+
+/// The crates whose log targets a bare `RUST_LOG` word may name (besides the levels).
+const KNOWN_TARGETS: &[&str] = &["rig_agent", "tungstenite", "rustls", "sysinfo", "webpki", "toml", "signal_hook"];
+
+/// `RUST_LOG` as env_logger reads it, less the directives that cannot be what was meant:
+/// a level env_logger does not know (`rig_agent=loud`), or a bare word that is neither a
+/// level nor a target of the agent (`warning`, `err`, `4`: journalctl's words). Returns the
+/// spec to hand to env_logger and one phrase per directive left out.
+pub fn check_spec(spec: &str) -> (String, Vec<String>) {
+    let (directives, text_filter) = match spec.split_once('/') {
+        Some((d, f)) => (d, Some(f)),
+        None => (spec, None),
+    };
+    let mut kept = Vec::new();
+    let mut problems = Vec::new();
+    for d in directives.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let shown = escape(d);
+        match d.split_once('=') {
+            Some((target, level)) => match LevelFilter::from_str(level.trim()) {
+                Ok(_) if !target.trim().is_empty() => kept.push(d),
+                Ok(_) => problems.push(format!("ignored \"{shown}\": no module before the '='")),
+                Err(_) => problems.push(format!(
+                    "ignored \"{shown}\": \"{}\" is not a level (off, error, warn, info, debug, trace)",
+                    escape(level.trim())
+                )),
+            },
+            None if LevelFilter::from_str(d).is_ok() => kept.push(d),
+            None if KNOWN_TARGETS.iter().any(|t| d == *t || d.starts_with(&format!("{t}::"))) => kept.push(d),
+            None => problems.push(match level_meant(d) {
+                Some(l) => format!("ignored \"{shown}\": not a level; write RUST_LOG={l}"),
+                None => format!(
+                    "ignored \"{shown}\": neither a level (off, error, warn, info, debug, trace) nor a module \
+                     of the agent (rig_agent::…)"
+                ),
+            }),
         }
     }
+    let mut out = kept.join(",");
+    if let Some(f) = text_filter {
+        out = format!("{out}/{f}");
+    }
+    (out, problems)
+}
+
+/// The env_logger level for syslog's and journalctl's priority names and numbers.
+fn level_meant(word: &str) -> Option<&'static str> {
+    Some(match word.to_ascii_lowercase().as_str() {
+        "emerg" | "alert" | "crit" | "critical" | "err" | "fatal" | "0" | "1" | "2" | "3" => "error",
+        "warning" | "notice" | "4" | "5" => "warn",
+        "information" | "informational" | "6" => "info",
+        "verbose" | "7" => "debug",
+        "all" => "trace",
+        _ => return None,
+    })
+}
+
+/// At most 60 characters of an outside string, with control characters escaped: what a log
+/// line may show of a string the gateway or the environment chose.
+pub fn escape(s: &str) -> String {
+    s.chars().take(60).flat_map(char::escape_debug).collect()
+}
+
+/// env_logger behind one rule that no `RUST_LOG` can lift.
+struct Logger {
+    inner: env_logger::Logger,
 }
 
 impl log::Log for Logger {
     fn enabled(&self, m: &log::Metadata) -> bool {
-        !may_carry_secret(m.target(), m.level()) && m.level() <= self.filter.level_for(m.target())
+        !from_websocket_internals(m.target(), m.level()) && self.inner.enabled(m)
     }
     fn log(&self, record: &log::Record) {
-        if self.enabled(record.metadata()) {
-            // One write per line, so that lines from different threads never interleave.
-            let _ = std::io::stderr().lock().write_all(self.line(record, SystemTime::now()).as_bytes());
+        if !from_websocket_internals(record.target(), record.level()) {
+            // env_logger writes each record with one write, so lines never interleave.
+            self.inner.log(record);
         }
     }
-    fn flush(&self) {}
+    fn flush(&self) {
+        self.inner.flush();
+    }
 }
 
-/// Whether a record may carry a secret, and so is never logged whatever `RUST_LOG` asks:
-/// tungstenite logs every frame it writes at trace level, and the login frame holds the token.
-pub fn may_carry_secret(target: &str, level: Level) -> bool {
-    level == Level::Trace && target.starts_with("tungstenite")
+/// Whether a record is one of the WebSocket library's debug or trace lines, which are never
+/// logged whatever `RUST_LOG` asks: at trace it logs every frame it writes (the login frame
+/// holds the token), and at debug it prints what the gateway sent (`Received close frame:
+/// Some(...)`) unescaped and unbounded. The agent's own debug lines say what happened.
+pub fn from_websocket_internals(target: &str, level: Level) -> bool {
+    level >= Level::Debug && target.starts_with("tungstenite")
 }
 
 pub fn syslog_priority(level: Level) -> u8 {
@@ -111,21 +139,9 @@ pub fn syslog_priority(level: Level) -> u8 {
     }
 }
 
-/// `2026-11-25T08:51:56Z`, without a date crate.
+/// `2026-11-25T08:51:56Z`, the timestamp of the log lines.
 pub fn utc_timestamp(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil-from-days (H. Hinnant), valid for every date after 1970.
-    let z = days as i64 + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// Lets through the first `burst` events of each `window`, then counts the rest and reports
@@ -165,6 +181,9 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use log::Log;
+    use std::sync::{Arc, Mutex};
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn timestamps_are_utc_calendar_dates() {
@@ -173,65 +192,104 @@ mod tests {
         assert_eq!(utc_timestamp(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
     }
 
+    /// A logger built as `init` builds it, writing into a buffer.
+    fn capture(spec: &str, journald: bool) -> (Logger, Arc<Mutex<Vec<u8>>>) {
+        #[derive(Clone)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().write(b)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let (spec, _) = check_spec(spec);
+        let mut b = builder(&spec, journald);
+        b.target(env_logger::Target::Pipe(Box::new(Sink(buf.clone()))));
+        (Logger { inner: b.build() }, buf)
+    }
+
+    fn emit(logger: &Logger, level: Level, target: &str, text: &str) {
+        logger.log(&log::Record::builder().level(level).target(target).args(format_args!("{text}")).build());
+    }
+
+    fn text(buf: &Arc<Mutex<Vec<u8>>>) -> String {
+        String::from_utf8(buf.lock().unwrap().clone()).unwrap()
+    }
+
     #[test]
     fn rust_log_sets_a_default_level_and_per_target_levels() {
-        let (f, problems) = Filter::parse("warn, rig_agent::runner=debug, rig_agent=error");
-        assert!(problems.is_empty());
-        assert_eq!(f.level_for("tungstenite::protocol"), LevelFilter::Warn);
-        assert_eq!(f.level_for("rig_agent::monitor"), LevelFilter::Error);
-        assert_eq!(f.level_for("rig_agent::runner"), LevelFilter::Debug, "the longest prefix wins");
-        assert_eq!(f.max(), LevelFilter::Debug);
+        let (logger, buf) = capture("warn, rig_agent::runner=debug, rig_agent=error", false);
+        emit(&logger, Level::Info, "sysinfo", "hidden: below warn");
+        emit(&logger, Level::Warn, "rig_agent::monitor", "hidden: below error");
+        emit(&logger, Level::Debug, "rig_agent::runner", "shown: the longest prefix wins");
+        let out = text(&buf);
+        assert!(!out.contains("hidden"), "{out}");
+        assert!(out.contains("shown"), "{out}");
+        assert_eq!(logger.inner.filter(), LevelFilter::Debug);
     }
 
     #[test]
     fn without_rust_log_the_level_is_info() {
-        let (f, _) = Filter::parse("");
-        assert_eq!(f.level_for("rig_agent::runner"), LevelFilter::Info);
-        assert_eq!(f.max(), LevelFilter::Info);
+        let (logger, _) = capture("", false);
+        assert_eq!(logger.inner.filter(), LevelFilter::Info);
     }
 
     #[test]
-    fn a_bare_target_logs_everything_from_it() {
-        let (f, _) = Filter::parse("rig_agent::monitor");
-        assert_eq!(f.level_for("rig_agent::monitor"), LevelFilter::Trace);
-        assert_eq!(f.level_for("rig_agent::runner"), LevelFilter::Info);
+    fn a_bare_module_of_the_agent_logs_everything_from_it() {
+        let (spec, problems) = check_spec("rig_agent::monitor");
+        assert_eq!((spec.as_str(), problems.len()), ("rig_agent::monitor", 0));
+        let (logger, buf) = capture("rig_agent::monitor", false);
+        emit(&logger, Level::Trace, "rig_agent::monitor", "scan");
+        emit(&logger, Level::Debug, "rig_agent::runner", "not this one");
+        assert_eq!(text(&buf).lines().count(), 1, "{}", text(&buf));
+    }
+
+    #[test]
+    fn journalctl_priority_words_are_reported_with_the_level_meant() {
+        let (spec, problems) = check_spec("warning");
+        assert_eq!(spec, "", "not read as a module called \"warning\"");
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("RUST_LOG=warn"), "{problems:?}");
+        let (_, problems) = check_spec("err,rig_agent=debug");
+        assert!(problems[0].contains("RUST_LOG=error"), "{problems:?}");
+        let (_, problems) = check_spec("nonsense");
+        assert!(problems[0].contains("neither a level"), "{problems:?}");
     }
 
     #[test]
     fn a_directive_with_a_bad_level_is_ignored_and_reported() {
-        let (f, problems) = Filter::parse("rig_agent=loud,debug");
-        assert_eq!(f.level_for("rig_agent"), LevelFilter::Debug);
+        let (spec, problems) = check_spec("rig_agent=loud,debug");
+        assert_eq!(spec, "debug");
         assert_eq!(problems.len(), 1);
         assert!(problems[0].contains("rig_agent=loud"), "{problems:?}");
     }
 
     #[test]
     fn lines_for_a_terminal_are_timestamped_and_lines_for_journald_carry_a_priority() {
-        let args = format_args!("gateway unreachable");
-        let record = log::Record::builder().level(Level::Warn).target("rig_agent::runner").args(args).build();
-        let (filter, _) = Filter::parse("");
-        let terminal = Logger { filter, journald: false };
-        assert_eq!(terminal.line(&record, UNIX_EPOCH), "1970-01-01T00:00:00Z WARN  gateway unreachable\n");
-        let (filter, _) = Filter::parse("");
-        let journal = Logger { filter, journald: true };
-        assert_eq!(journal.line(&record, UNIX_EPOCH), "<4>gateway unreachable\n");
+        let (terminal, buf) = capture("", false);
+        emit(&terminal, Level::Warn, "rig_agent::runner", "gateway unreachable");
+        let line = text(&buf);
+        // 2026-11-25T08:51:56Z WARN  gateway unreachable
+        assert_eq!(line.len(), "1970-01-01T00:00:00Z WARN  gateway unreachable\n".len(), "{line:?}");
+        assert!(line.ends_with("Z WARN  gateway unreachable\n"), "{line:?}");
+        let (journal, buf) = capture("", true);
+        emit(&journal, Level::Warn, "rig_agent::runner", "gateway unreachable");
+        assert_eq!(text(&buf), "<4>gateway unreachable\n");
     }
 
     #[test]
-    fn frame_traces_of_the_websocket_library_are_never_logged_even_when_asked_for() {
-        let (filter, _) = Filter::parse("trace");
-        let logger = Logger { filter, journald: false };
-        let meta = |target| log::Metadata::builder().level(Level::Trace).target(target).build();
-        use log::Log;
-        assert!(!logger.enabled(&meta("tungstenite::protocol::frame")));
-        assert!(logger.enabled(&meta("rig_agent::runner")));
-    }
-
-    #[test]
-    fn frame_traces_of_the_websocket_library_are_never_logged() {
-        assert!(may_carry_secret("tungstenite::protocol::frame", Level::Trace));
-        assert!(!may_carry_secret("tungstenite::protocol", Level::Debug));
-        assert!(!may_carry_secret("rig_agent::runner", Level::Trace));
+    fn debug_and_trace_lines_of_the_websocket_library_are_never_logged_even_when_asked_for() {
+        let (logger, buf) = capture("trace", false);
+        emit(&logger, Level::Trace, "tungstenite::protocol::frame", "frame with the token");
+        emit(&logger, Level::Debug, "tungstenite::protocol", "Received close frame: Some(..)");
+        emit(&logger, Level::Warn, "tungstenite::protocol", "kept");
+        emit(&logger, Level::Trace, "rig_agent::runner", "ours");
+        let out = text(&buf);
+        assert!(!out.contains("token") && !out.contains("close frame"), "{out}");
+        assert!(out.contains("kept") && out.contains("ours"), "{out}");
     }
 
     #[test]

@@ -2,25 +2,33 @@
 
 #![forbid(unsafe_code)]
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::exit;
 use std::sync::Arc;
 
-use rig_agent::config::DEFAULT_PATH;
+use rig_agent::config::{ConfigError, DEFAULT_PATH};
 use rig_agent::probes::Probes;
 use rig_agent::protocol::{Inbound, decode};
-use rig_agent::queries::Catalogue;
+use rig_agent::queries::{Catalogue, STANDARD_ACTS};
 use rig_agent::status::AgentStatus;
 use rig_agent::{Agent, Config, VERSION, exit as code, logging};
 
-const USAGE: &str = "\
+/// The usage text; `acts` are the queries `probe` answers.
+fn usage() -> String {
+    format!(
+        "\
 usage: rig-agent [--config PATH]              run the agent (what systemd starts)
        rig-agent [--config PATH] check        validate the config, print it without secrets
        rig-agent [--config PATH] probe ACT    print the data of a query, answered locally
        rig-agent --version | --help
 
+acts for probe: {}
 default config: /etc/rig-agent/rig-agent.toml
-exit codes: 0 clean stop, 78 config error, 64 usage error, 1 other failure";
+exit codes: 0 clean stop, 78 config error, 64 usage error, 1 other failure",
+        STANDARD_ACTS.join(", ")
+    )
+}
 
 enum Command {
     Run,
@@ -28,23 +36,33 @@ enum Command {
     Probe(String),
 }
 
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<(PathBuf, Command), String> {
+/// What the command line asks for.
+enum Cli {
+    Help,
+    Version,
+    Do(PathBuf, Command),
+}
+
+/// The arguments as the OS gave them (without the program name), so a config path need
+/// not be UTF-8. Takes `--config PATH`, `--config=PATH`, `-c PATH`, `-cPATH` and `--`.
+fn parse_args(mut args: impl Iterator<Item = OsString>) -> Result<Cli, String> {
     let mut config = PathBuf::from(DEFAULT_PATH);
     let mut words = Vec::new();
     while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--version" | "-V" => {
-                println!("rig-agent {VERSION}");
-                exit(code::OK);
+        let Some(a) = arg.to_str() else {
+            return Err(format!("argument {arg:?} is not valid UTF-8"));
+        };
+        match a {
+            "--version" | "-V" => return Ok(Cli::Version),
+            "--help" | "-h" => return Ok(Cli::Help),
+            "--config" | "-c" => config = args.next().ok_or("missing argument for option '--config'")?.into(),
+            "--" => {
+                words.extend(args.by_ref().map(|w| w.to_string_lossy().into_owned()));
             }
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                exit(code::OK);
-            }
-            "--config" | "-c" => config = args.next().ok_or("--config needs a path")?.into(),
             a if a.starts_with("--config=") => config = a["--config=".len()..].into(),
-            a if a.starts_with('-') => return Err(format!("unknown option {a}")),
-            _ => words.push(arg),
+            a if a.starts_with("-c") => config = a[2..].into(),
+            a if a.starts_with('-') => return Err(format!("invalid option '{a}'")),
+            _ => words.push(a.to_string()),
         }
     }
     let command = match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
@@ -54,34 +72,46 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<(PathBuf, Comman
         ["probe"] => return Err("probe needs an act, e.g. probe get_agent_info".into()),
         _ => return Err(format!("unexpected arguments: {}", words.join(" "))),
     };
-    Ok((config, command))
+    Ok(Cli::Do(config, command))
 }
 
-fn load(path: &Path) -> Config {
-    Config::load(path).unwrap_or_else(|e| {
+/// The config by `how` (running or checking), or exit 78 with the message.
+fn load(path: &Path, how: fn(&Path) -> Result<Config, ConfigError>) -> Config {
+    how(path).unwrap_or_else(|e| {
         eprintln!("rig-agent: {e}");
         exit(code::CONFIG)
     })
 }
 
 fn main() {
-    let (path, command) = parse_args(std::env::args().skip(1)).unwrap_or_else(|e| {
-        eprintln!("rig-agent: {e}\n{USAGE}");
+    let cli = parse_args(std::env::args_os().skip(1)).unwrap_or_else(|e| {
+        eprintln!("rig-agent: {e}\n{}", usage());
         exit(code::USAGE)
     });
+    let (path, command) = match cli {
+        Cli::Help => {
+            println!("{}", usage());
+            exit(code::OK)
+        }
+        Cli::Version => {
+            println!("rig-agent {VERSION}");
+            exit(code::OK)
+        }
+        Cli::Do(path, command) => (path, command),
+    };
     match command {
         Command::Check => {
-            let cfg = load(&path);
+            let cfg = load(&path, Config::load_for_check);
             print!("{}", cfg.render());
             eprintln!("rig-agent: {} is valid", path.display());
         }
         Command::Probe(act) => {
             logging::init();
-            exit(probe(load(&path), &act))
+            exit(probe(load(&path, Config::load), &act))
         }
         Command::Run => {
             logging::init();
-            let cfg = load(&path);
+            let cfg = load(&path, Config::load);
             log::info!(
                 "rig-agent {VERSION} starting as {} with {} (gateways: {})",
                 cfg.device.hardware_id,
@@ -103,7 +133,11 @@ fn main() {
 
 /// Answers one query locally, as `telegraf --test` or `zabbix_agent2 -t` do.
 fn probe(cfg: Config, act: &str) -> i32 {
-    let status = Arc::new(AgentStatus::new(cfg.file.clone()));
+    let mut status = AgentStatus::new(cfg.file.clone());
+    if let Some(url) = cfg.gateway.urls.first() {
+        status = status.with_gateway(url.as_str());
+    }
+    let status = Arc::new(status);
     let catalogue = Catalogue::standard(Arc::new(Probes::from_config(&cfg)), status);
     if catalogue.lane(act).is_none() {
         eprintln!("rig-agent: unknown act {act:?}; known: {}", catalogue.acts().join(", "));

@@ -123,6 +123,8 @@ impl Session {
     pub fn start(cfg: SessionConfig, id: Identity, token: &str, ids: &ActIds, now: Instant) -> (Session, Vec<Action>) {
         let act_id = ids.next();
         let login = protocol::encode_login(&id, &act_id, token);
+        // The act_id only: the login frame holds the token.
+        log::debug!("login {act_id} sent as {}", id.hardware_id);
         let phase = Phase::LoggingIn { act_id, deadline: now + cfg.login_timeout };
         (Session { cfg, id, phase, last_frame: now, held: VecDeque::new(), held_bytes: 0 }, vec![Action::Send(login)])
     }
@@ -167,6 +169,7 @@ impl Session {
                 if !r.is_ok() {
                     return self.close(1000, End::LoginRejected { code: r.code, description: r.description });
                 }
+                log::debug!("login {act_id} accepted");
                 self.phase = Phase::Up { next_heartbeat: now + self.cfg.heartbeat_interval, first_heartbeat: None };
                 let mut actions = vec![Action::LoggedIn];
                 self.held_bytes = 0;
@@ -179,6 +182,7 @@ impl Session {
                 if !r.is_ok() {
                     return self.close(1000, End::HeartbeatRejected { code: r.code, description: r.description });
                 }
+                log::debug!("heartbeat {} answered", crate::logging::escape(&r.act_id));
                 if first_heartbeat.as_deref() == Some(r.act_id.as_str()) {
                     *first_heartbeat = Some(String::new());
                     return vec![Action::Established];
@@ -227,6 +231,7 @@ impl Session {
                 if *next_heartbeat <= now {
                     *next_heartbeat = now + self.cfg.heartbeat_interval;
                 }
+                log::debug!("heartbeat {act_id} sent");
                 vec![Action::Send(protocol::encode_heartbeat(&self.id, &act_id))]
             }
         }

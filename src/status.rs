@@ -38,6 +38,13 @@ impl AgentStatus {
         }
     }
 
+    /// The gateway the agent will try first, shown as `gateway_url` until a login names the
+    /// one it is connected to (so `probe get_agent_info` shows the configured URL, not null).
+    pub fn with_gateway(self, url: &str) -> AgentStatus {
+        self.link().gateway_url = Some(url.to_string());
+        self
+    }
+
     fn link(&self) -> std::sync::MutexGuard<'_, Link> {
         // A panic elsewhere while holding the lock leaves plain data behind; keep serving it.
         self.link.lock().unwrap_or_else(|p| p.into_inner())
@@ -98,5 +105,13 @@ mod tests {
         assert_eq!(v["gateway_url"], "wss://b/ws");
         assert!(v["connected_at"].as_u64().unwrap() >= v["started_at"].as_u64().unwrap());
         assert_eq!(v["config_file"], "/etc/rig-agent/rig-agent.toml");
+    }
+
+    #[test]
+    fn before_any_login_the_gateway_url_is_the_first_configured_one() {
+        let s = AgentStatus::new("/x.toml".into()).with_gateway("wss://a/ws");
+        assert_eq!(s.agent_info()["gateway_url"], "wss://a/ws");
+        s.logged_in("wss://b/ws");
+        assert_eq!(s.agent_info()["gateway_url"], "wss://b/ws");
     }
 }

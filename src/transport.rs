@@ -130,7 +130,14 @@ impl Read for Stream {
             }
             let n = match &mut self.inner {
                 Inner::Plain(s) => s.read(buf)?,
-                Inner::Tls(s) => s.read(buf)?,
+                // rustls' own text for this ends in a docs.rs URL, which tells an operator nothing.
+                Inner::Tls(s) => s.read(buf).map_err(|e| {
+                    if e.kind() == io::ErrorKind::UnexpectedEof {
+                        io::Error::new(e.kind(), "the gateway closed the TCP connection without closing TLS first")
+                    } else {
+                        e
+                    }
+                })?,
             };
             if n == 0 || buf.is_empty() {
                 return Ok(n);
@@ -387,6 +394,10 @@ fn explain_tls(e: &io::Error) -> String {
         rustls::Error::InvalidCertificate(CertificateError::NotValidForName)
         | rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
             "the gateway's certificate is not valid for this host name".into()
+        }
+        // The first bytes back were not a TLS record: an HTTP server's "HTTP/1.1 400", say.
+        rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
+            "the server does not speak TLS on this port (a plain-HTTP port? check the port in gateway.urls)".into()
         }
         // rustls' own words, but alerts and decode errors may quote what the peer sent.
         other => escape(&other.to_string()),

@@ -1,7 +1,10 @@
-//! Gateway URLs: `wss://host[:port]/path` (or `ws://` in labs). Parsed here rather than with a
-//! URL crate: we need only scheme, host, port and the request target.
+//! Gateway URLs: `wss://host[:port]/path` (or `ws://` in labs), parsed by `http::Uri`
+//! (through tungstenite, which parses the same text again for the upgrade request), so a
+//! URL the upgrade would refuse (a space, a stray character) is refused at config load.
 
 use std::fmt;
+
+use tungstenite::http::Uri;
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct GatewayUrl {
@@ -14,30 +17,31 @@ pub struct GatewayUrl {
 impl GatewayUrl {
     /// Accepts `ws://` and `wss://` URLs; the reason for a refusal is a short phrase.
     pub fn parse(text: &str) -> Result<GatewayUrl, String> {
-        let (tls, rest) = if let Some(r) = text.strip_prefix("wss://") {
-            (true, r)
-        } else if let Some(r) = text.strip_prefix("ws://") {
-            (false, r)
-        } else {
-            return Err("the scheme must be wss:// (or ws:// with allow_plaintext)".into());
+        if let Some((i, c)) = text.char_indices().find(|(_, c)| c.is_whitespace() || c.is_control()) {
+            let what = if text.trim() != text { "leading or trailing white space" } else { "white space" };
+            return Err(format!("it has {what} ({:?} at byte {i}); remove it", c));
+        }
+        if text.split_once("://").is_some_and(|(_, rest)| rest.is_empty() || rest.starts_with(['/', '?', '#'])) {
+            return Err("no host".into());
+        }
+        let uri: Uri = text.parse().map_err(|e| format!("{e}"))?;
+        let tls = match uri.scheme_str() {
+            Some("wss") => true,
+            Some("ws") => false,
+            _ => return Err("the scheme must be wss:// (or ws:// with allow_plaintext)".into()),
         };
-        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-        if authority.contains('@') {
+        let authority = uri.authority().ok_or("no host")?;
+        if authority.as_str().contains('@') {
             return Err("user:password@ is not supported; the token authenticates the rig".into());
         }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let end = v6.find(']').ok_or("unclosed [ in an IPv6 address")?;
-            (&v6[..end], v6[end + 1..].strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
+        let raw_host = authority.host();
+        // `Uri` keeps an IPv6 literal's brackets; DNS, SNI and verification want it bare.
+        let host = raw_host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(raw_host);
         if host.is_empty() {
             return Err("no host".into());
         }
-        let port = match port {
+        // Taken from the text: `Authority::port` reads a non-numeric port as no port at all.
+        let port = match authority.as_str()[raw_host.len()..].strip_prefix(':') {
             None => {
                 if tls {
                     443
@@ -100,5 +104,14 @@ mod tests {
         assert!(GatewayUrl::parse("wss://gw:0/ws").unwrap_err().contains("port"));
         assert!(GatewayUrl::parse("wss://gw:http/ws").is_err());
         assert!(GatewayUrl::parse("wss://u:p@gw/ws").is_err());
+        assert!(GatewayUrl::parse("wss://gw:99999/ws").is_err());
+    }
+
+    #[test]
+    fn a_url_with_a_trailing_space_is_refused_naming_the_space() {
+        let e = GatewayUrl::parse("wss://gw.example.com/ws ").unwrap_err();
+        assert!(e.contains("trailing white space"), "{e}");
+        assert!(GatewayUrl::parse("wss://gw.example.com/w s").unwrap_err().contains("white space"));
+        assert!(GatewayUrl::parse("wss://gw.example.com/w\u{7f}").is_err());
     }
 }

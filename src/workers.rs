@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread;
 
+use crate::logging::escape;
 use crate::protocol::{self, Identity, Query};
 use crate::queries::{Catalogue, LANES, Lane};
 use crate::wake::Waker;
@@ -44,7 +45,20 @@ impl Workers {
             thread::Builder::new().name(format!("probe-{lane:?}").to_lowercase()).spawn(move || {
                 // Ends when the runner drops its sender.
                 for job in rx {
-                    let text = protocol::encode_answer(&id, &job.query.echo, catalogue.run(&job.query));
+                    let started = std::time::Instant::now();
+                    let result = catalogue.run(&job.query);
+                    let echo = &job.query.echo;
+                    log::debug!(
+                        "answered {} (client_id {}) with code {} in {:.2} ms",
+                        escape(&echo.act),
+                        match &echo.client_id {
+                            serde_json::Value::String(s) => escape(s),
+                            other => escape(&other.to_string()),
+                        },
+                        result.as_ref().map_or_else(|r| r.code, |_| 0),
+                        started.elapsed().as_secs_f64() * 1e3
+                    );
+                    let text = protocol::encode_answer(&id, echo, result);
                     if done_tx.send(Done { generation: job.generation, lane, text }).is_err() {
                         return;
                     }

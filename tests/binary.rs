@@ -73,17 +73,110 @@ fn the_token_never_appears_in_the_log_even_at_trace_level() {
     assert!(!log.contains(TOKEN), "the token leaked into the log:\n{log}");
 }
 
+/// SIGTERM, then the agent's log once it has exited.
+fn stop(child: &mut std::process::Child) -> String {
+    signal(child, Signal::TERM);
+    wait_exit(child, 10 * SEC).2
+}
+
+/// The real binary, logged in to a gateway of its own, with `env` set.
+struct LoggedIn {
+    _dir: tempfile::TempDir,
+    _pki: Pki,
+    gw: Gateway,
+    child: std::process::Child,
+    conn: usize,
+}
+
+fn logged_in_agent(script: Script, env: &[(&str, &str)]) -> LoggedIn {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, script);
+    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
+    let child = spawn_agent(&cfg, env);
+    let (conn, _) = gw.wait_login(10 * SEC);
+    LoggedIn { _dir: dir, _pki: pki, gw, child, conn }
+}
+
 #[test]
-fn under_journald_lines_carry_a_syslog_priority_and_no_timestamp() {
+fn at_trace_level_the_log_shows_login_heartbeats_and_answers_but_not_the_websocket_internals() {
+    let _g = Guard::new(30 * SEC);
+    let LoggedIn { mut gw, mut child, conn, .. } = logged_in_agent(Script::default(), &[("RUST_LOG", "trace")]);
+    gw.wait_act(5 * SEC, "heartbeat");
+    gw.send_json(
+        conn,
+        serde_json::json!({"act":"get_agent_info","reqtype":"post","act_code":"q1","client_id":"c\u{1b}[31m"}),
+    );
+    gw.wait_for(5 * SEC, "the answer", |e| matches!(e, Event::Received { msg, .. } if msg["act_code"] == "q1"));
+    // The gateway closes with a reason: tungstenite logs it raw at debug level.
+    gw.close_all();
+    gw.wait_login(10 * SEC);
+    signal(&child, Signal::TERM);
+    let (code, _, log) = wait_exit(&mut child, 10 * SEC);
+    assert_eq!(code, Some(0));
+    for line in ["login", "sent as", "accepted", "heartbeat", "answered", "answered get_agent_info (client_id"] {
+        assert!(log.contains(line), "no {line:?} in the log:\n{log}");
+    }
+    assert!(log.contains("\\u{1b}[31m"), "the gateway's client_id is escaped:\n{log}");
+    assert!(!log.contains('\u{1b}'), "a raw escape character reached the log:\n{log}");
+    assert!(!log.contains("Received close frame"), "tungstenite's raw debug line leaked:\n{log}");
+    assert!(!log.contains(TOKEN), "the token leaked into the log:\n{log}");
+}
+
+#[test]
+fn rust_log_with_journalctls_word_for_a_level_is_reported_not_read_as_a_module() {
+    let _g = Guard::new(30 * SEC);
+    let LoggedIn { mut child, .. } = logged_in_agent(Script::default(), &[("RUST_LOG", "warning")]);
+    signal(&child, Signal::TERM);
+    let (_, _, log) = wait_exit(&mut child, 10 * SEC);
+    assert!(log.contains("RUST_LOG") && log.contains("RUST_LOG=warn"), "{log}");
+    assert!(log.contains("starting"), "the default level (info) stays:\n{log}");
+}
+
+#[test]
+fn wss_to_a_plain_http_port_says_the_server_does_not_speak_tls() {
+    use std::io::{Read, Write};
     let _g = Guard::new(30 * SEC);
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&["localhost"]);
-    let mut gw = Gateway::start(&pki, Script::default());
-    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
-    let mut child = spawn_agent(&cfg, &[("JOURNAL_STREAM", "8:12345")]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for conn in listener.incoming().take(2) {
+            let mut conn = conn.unwrap();
+            let _ = conn.read(&mut [0u8; 2048]);
+            let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = tx.send(());
+        }
+    });
+    let cfg = AgentConfig::new(format!("wss://localhost:{port}/ws"), &pki.ca_file);
+    let mut child = spawn_agent(&cfg.write(dir.path()), &[]);
+    // The second attempt comes after the first one's failure was logged.
+    for _ in 0..2 {
+        rx.recv_timeout(10 * SEC).expect("the agent connects");
+    }
+    let log = stop(&mut child);
+    assert!(log.contains("does not speak TLS"), "{log}");
+    assert!(!log.contains("InvalidContentType"), "{log}");
+}
+
+#[test]
+fn a_connection_dropped_without_a_tls_close_is_said_in_words_not_a_docs_url() {
+    let _g = Guard::new(30 * SEC);
+    let LoggedIn { mut gw, mut child, .. } =
+        logged_in_agent(Script { drop_after_login: true, ..Script::default() }, &[]);
     gw.wait_login(10 * SEC);
-    signal(&child, Signal::TERM);
-    let (_, _, log) = wait_exit(&mut child, 10 * SEC);
+    let log = stop(&mut child);
+    assert!(log.contains("lost"), "{log}");
+    assert!(!log.contains("docs.rs") && !log.contains("https://"), "{log}");
+}
+
+#[test]
+fn under_journald_lines_carry_a_syslog_priority_and_no_timestamp() {
+    let _g = Guard::new(30 * SEC);
+    let LoggedIn { mut child, .. } = logged_in_agent(Script::default(), &[("JOURNAL_STREAM", "8:12345")]);
+    let log = stop(&mut child);
     let first = log.lines().next().unwrap_or("");
     assert!(first.starts_with("<6>rig-agent"), "first line: {first:?}");
     assert!(log.lines().all(|l| l.starts_with('<')), "{log}");
@@ -169,11 +262,17 @@ fn each_class_of_config_error_exits_78_naming_the_key() {
         ("hardware_id = \"billtest000000004\"\n", "", "device.hardware_id"),
         ("[heartbeat]\n", "[heartbeat]\nintreval = \"1s\"\n", "heartbeat.intreval"),
         ("login_timeout = \"1s\"", "login_timeout = 10", "gateway.login_timeout"),
-        ("interval = \"200ms\"", "interval = \"200 msec\"", "heartbeat.interval"),
+        ("interval = \"200ms\"", "interval = \"0.2s\"", "heartbeat.interval"),
         ("wss://", "ws://", "gateway.urls"),
         ("token_file = \"token\"", "token_file = \"token\"\ntoken = \"abc\"", "device.token"),
         ("token_file = \"token\"\n", "", "device.token_file"),
         ("ca.pem", "missing-ca.pem", "gateway.ca_file"),
+        // What check used to pass and the agent then could not use:
+        ("/ws\"", "/ws \"", "gateway.urls"),
+        ("localhost:1", "gateway.example.com", "gateway.urls"),
+        ("[disks]\n", "[disks]\ninclude = []\n", "disks.include"),
+        ("smartctl = \"\"", "smartctl = \"/nonexistent/smartctl\"", "disks.smartctl"),
+        ("\"billtest000000004\"", "\"billtest 4\"", "device.hardware_id"),
         (
             "[heartbeat]",
             "client_cert = \"missing.pem\"\nclient_key = \"missing.key\"\n[heartbeat]",
@@ -191,6 +290,27 @@ fn each_class_of_config_error_exits_78_naming_the_key() {
     assert_config_error(&b, "device.token_file");
     assert!(b.check().1.contains("chmod 600"));
 
+    // An inline token is held to the token file's rule: not readable by every user.
+    let b = Broken::new();
+    b.edit(|s| s.replace("token_file = \"token\"", "token = \"abc\""));
+    fs::set_permissions(b.path(), fs::Permissions::from_mode(0o644)).unwrap();
+    assert_config_error(&b, "device.token");
+    fs::set_permissions(b.path(), fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(b.check().0, Some(0), "group-readable, as the package installs it, is fine");
+
+    let b = Broken::new();
+    fs::create_dir(b.dir.path().join("tokens")).unwrap();
+    fs::set_permissions(b.dir.path().join("tokens"), fs::Permissions::from_mode(0o755)).unwrap();
+    b.edit(|s| s.replace("token_file = \"token\"", "token_file = \"tokens\""));
+    assert_config_error(&b, "device.token_file");
+    let err = b.check().1;
+    assert!(err.contains("is a directory") && !err.contains("chmod"), "{err}");
+
+    let b = Broken::new();
+    b.edit(|s| s.replace("[heartbeat]", "[heartbeat]\ninterval = \"1s\""));
+    assert_config_error(&b, "heartbeat.interval");
+    assert!(b.check().1.contains("set twice"));
+
     let b = Broken::new();
     fs::write(b.dir.path().join("ca.pem"), "not a certificate\n").unwrap();
     assert_config_error(&b, "gateway.ca_file");
@@ -203,6 +323,22 @@ fn each_class_of_config_error_exits_78_naming_the_key() {
         format!("{}state_dir = {state:?}\n", &s[..start])
     });
     assert_config_error(&b, "paths.state_dir");
+}
+
+#[test]
+fn check_creates_nothing_and_says_the_state_dir_will_be_created() {
+    let b = Broken::new();
+    let state = b.dir.path().join("state");
+    let _ = fs::remove_dir_all(&state);
+    let out = run(&["--config", b.path().to_str().unwrap(), "check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!state.exists(), "check created the state directory");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("# state_dir does not exist yet"), "{shown}");
+    // Every key it reads is shown, set or not.
+    for key in ["subprotocol", "ca_file", "client_cert", "client_key", "login_timeout", "smart_timeout", "rootfs"] {
+        assert!(shown.contains(key), "{key} missing from check's output:\n{shown}");
+    }
 }
 
 #[test]
@@ -230,18 +366,25 @@ fn probe_prints_the_data_of_a_query_without_a_gateway() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(v["config_file"], b.path().display().to_string());
+    assert!(v["gateway_url"].as_str().is_some_and(|u| u.starts_with("wss://")), "the configured URL, not null: {v}");
     let out = run(&["--config", b.path().to_str().unwrap(), "probe", "get_nothing"]);
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("get_agent_info"));
 }
 
 #[test]
-fn version_help_and_usage_errors() {
+fn version_help_with_the_probe_acts_and_usage_errors() {
     let out = run(&["--version"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("rig-agent {}", env!("CARGO_PKG_VERSION")));
     let out = run(&["--help"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("check"));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("check"), "{help}");
+    assert!(help.contains("get_disk_info") && help.contains("get_system_baseinfo"), "the acts probe takes: {help}");
+    for form in [&["-c", "x.toml", "check"][..], &["-cx.toml", "check"], &["--config=x.toml", "check"]] {
+        let err = String::from_utf8_lossy(&run(form).stderr).into_owned();
+        assert!(err.contains("x.toml"), "{form:?} reads the path: {err}");
+    }
     let out = run(&["--frobnicate"]);
     assert_eq!(out.status.code(), Some(64));
     let out = run(&["probe"]);
