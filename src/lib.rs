@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod actions;
 pub mod backoff;
 pub mod config;
 mod config_section;

@@ -17,6 +17,7 @@ use tungstenite::error::{Error as WsError, ProtocolError};
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 
+use crate::actions::{self, Actions};
 use crate::backoff::{self, Backoff};
 use crate::config::Config;
 use crate::logging::{Throttle, utc_timestamp};
@@ -78,6 +79,8 @@ pub struct Runner {
     backoff: Backoff,
     spool: Arc<Spool>,
     resend: Resend,
+    /// Remote actions (`run_action`): decided here, run on their own threads.
+    actions: Actions,
     /// Tags answers with the connection they belong to; answers for an older connection
     /// are dropped (the client that asked is gone with it).
     generation: u64,
@@ -115,7 +118,17 @@ impl Runner {
         let catalogue = Arc::new(catalogue);
         let workers = Workers::start(Arc::clone(&catalogue), id.clone(), &waker)?;
         let backoff = Backoff::new(cfg.reconnect.initial, cfg.reconnect.max, backoff::random_seed());
+        status.set_actions(cfg.actions.allowed());
+        let actions = Actions::new(
+            Arc::new(cfg.actions.clone()),
+            id.clone(),
+            &cfg.paths.state_dir,
+            Arc::clone(&spool),
+            Arc::clone(&ids),
+            waker.try_clone()?,
+        );
         Ok(Runner {
+            actions,
             shutdown: Shutdown::new(waker.try_clone()?),
             resend: Resend::new(cfg.warning.resend_after),
             spool,
@@ -212,6 +225,8 @@ impl Runner {
         self.resend.set_after(new.warning.resend_after);
         (self.on_reload)(&new);
         self.id = Identity { hardware_id: new.device.hardware_id.clone(), name: new.device.name.clone() };
+        self.actions.reconfigure(Arc::new(new.actions.clone()), self.id.clone());
+        self.status.set_actions(new.actions.allowed());
         self.cfg = Arc::new(new);
         if reconnect {
             info!("configuration reloaded from {}; connecting again with the new gateway settings", file.display());
@@ -291,6 +306,7 @@ impl Runner {
 
     fn drain_stale_answers(&mut self) {
         while self.workers.try_done().is_some() {}
+        while self.actions.try_done().is_some() {}
     }
 
     fn session_config(&self) -> SessionConfig {
@@ -359,6 +375,11 @@ impl Runner {
                 return end;
             }
             while let Some(done) = self.workers.try_done() {
+                if done.generation == self.generation {
+                    pending.extend(session.answer(done.text));
+                }
+            }
+            while let Some(done) = self.actions.try_done() {
                 if done.generation == self.generation {
                     pending.extend(session.answer(done.text));
                 }
@@ -433,6 +454,9 @@ impl Runner {
         let refuse = move |q: &Query, r: Refusal| Some(protocol::encode_answer(&id, &q.echo, Err(r)));
         if let Some(why) = &query.bad_request {
             return refuse(&query, Refusal::bad_request(why.clone()));
+        }
+        if query.echo.act == actions::ACT {
+            return self.actions.request(&query, self.generation);
         }
         let Some(lane) = self.catalogue.lane(&query.echo.act) else {
             debug!("query for unknown act {:?}", query.echo.act);

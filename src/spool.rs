@@ -159,6 +159,11 @@ impl Spool {
         self.len() == 0
     }
 
+    /// Whether a message with this `act_id` is waiting.
+    pub fn contains(&self, act_id: &str) -> bool {
+        self.lock().entries.iter().any(|e| e.act_id == act_id)
+    }
+
     /// The gateway acknowledged `act_id`: forget it and delete its file. `false` when no
     /// such warning is waiting (a duplicate ack).
     pub fn ack(&self, act_id: &str) -> bool {
@@ -185,7 +190,8 @@ fn file_name(seq: u64) -> String {
 fn parse_entry(seq: u64, text: String) -> Option<Entry> {
     let v: Value = serde_json::from_str(&text).ok()?;
     let act_id = v.get("act_id")?.as_str()?.to_string();
-    (v.get("act")?.as_str()? == "warning").then_some(Entry { seq, act_id, text, on_disk: true })
+    // The outbox holds warnings and the results of `write` actions (PROTOCOL.md §8).
+    matches!(v.get("act")?.as_str()?, "warning" | "action_result").then_some(Entry { seq, act_id, text, on_disk: true })
 }
 
 /// Temp name, write, fsync, rename, fsync the directory: after this returns the file

@@ -20,6 +20,8 @@ struct Link {
     gateway_url: Option<String>,
     logins: u64,
     warnings_pending: u64,
+    /// The action names the gateway may run (never the commands).
+    actions: Vec<String>,
 }
 
 pub fn unix_now() -> u64 {
@@ -51,6 +53,10 @@ impl AgentStatus {
         self.link().warnings_pending = n;
     }
 
+    pub fn set_actions(&self, names: Vec<String>) {
+        self.link().actions = names;
+    }
+
     /// The `data` of `get_agent_info`. `reconnects` counts logins after the first one.
     pub fn agent_info(&self) -> Value {
         let l = self.link().clone();
@@ -62,6 +68,7 @@ impl AgentStatus {
             "gateway_url": l.gateway_url,
             "warnings_pending": l.warnings_pending,
             "config_file": self.config_file.display().to_string(),
+            "actions": l.actions,
         })
     }
 }
