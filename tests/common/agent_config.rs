@@ -31,6 +31,8 @@ pub struct AgentConfig {
     pub paths_extra: String,
     /// Extra lines for `[warning]`.
     pub warning: String,
+    /// Whole sections appended at the end (`[actions]`).
+    pub sections: String,
 }
 
 impl AgentConfig {
@@ -50,6 +52,7 @@ impl AgentConfig {
             disks: "smartctl = \"\"\n".into(),
             paths_extra: String::new(),
             warning: String::new(),
+            sections: String::new(),
         }
     }
 
@@ -64,7 +67,7 @@ impl AgentConfig {
              [gateway]\nurls = [{}]\nca_file = {:?}\nconnect_timeout = \"{}\"\nlogin_timeout = \"{}\"\n{}\n\n\
              [heartbeat]\ninterval = \"{}\"\ntimeout = \"{}\"\n\n\
              [reconnect]\ninitial = \"{}\"\nmax = \"{}\"\n\n\
-             [disks]\n{}\n[warning]\n{}\n[paths]\nstate_dir = {:?}\n{}",
+             [disks]\n{}\n[warning]\n{}\n[paths]\nstate_dir = {:?}\n{}\n{}",
             self.hardware_id,
             urls.join(", "),
             self.ca_file.display().to_string(),
@@ -79,6 +82,7 @@ impl AgentConfig {
             self.warning,
             dir.join("state").display().to_string(),
             self.paths_extra,
+            self.sections,
         );
         let path = dir.join("rig-agent.toml");
         fs::write(&path, text).unwrap();
