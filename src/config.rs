@@ -796,6 +796,7 @@ pub(crate) mod tests {
         let c = f.parse(MINIMAL).unwrap();
         assert!(!c.actions.enabled);
         assert!(c.actions.allowed().is_empty());
+        assert_eq!(c.actions.max_concurrent, 4);
         let c = f
             .parse(&format!(
                 "{MINIMAL}[actions]\nenabled = true\n[actions.reboot]\ncommand = [\"/bin/true\", \"x\"]\n\
@@ -825,6 +826,7 @@ pub(crate) mod tests {
         assert!(bad("[actions.a]\ncommand = [\"/bin/true\"]\nmin_interval = \"10d\"\n").fix.contains("10m"));
         assert!(bad("[actions.a]\ncommand = [\"/bin/true\"]\nshell = true\n").problem.contains("unknown key"));
         assert!(bad("enabled = true\nreboot = \"/sbin/reboot\"\n").fix.contains("[actions.reboot]"));
+        assert_eq!(bad("max_concurrent = 100\n").key.as_deref(), Some("actions.max_concurrent"));
         let e = bad("[actions.\"a b\"]\ncommand = [\"/bin/true\"]\n");
         assert!(e.problem.contains("not a usable action name"), "{e}");
     }

@@ -20,11 +20,23 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// `min_interval` above a week is surely a typo (`"10d"` meant `"10m"`).
 const MAX_MIN_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActionsConfig {
     /// Default false: monitoring only.
     pub enabled: bool,
+    /// Runs at once, all actions together: each is a process and a thread. Default 4.
+    pub max_concurrent: usize,
     pub actions: BTreeMap<String, ActionSpec>,
+}
+
+/// Default of `max_concurrent`: a restart, a reboot and a couple of diagnostics at once.
+pub const DEFAULT_MAX_CONCURRENT: usize = 4;
+const MAX_MAX_CONCURRENT: i64 = 16;
+
+impl Default for ActionsConfig {
+    fn default() -> Self {
+        ActionsConfig { enabled: false, max_concurrent: DEFAULT_MAX_CONCURRENT, actions: BTreeMap::new() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +58,7 @@ impl ActionsConfig {
     /// The section as `check` prints it.
     pub fn render(&self) -> String {
         let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();
-        let mut out = format!("\n[actions]\nenabled = {}\n", self.enabled);
+        let mut out = format!("\n[actions]\nenabled = {}\nmax_concurrent = {}\n", self.enabled, self.max_concurrent);
         if self.actions.is_empty() {
             out += "# no actions listed\n";
         }
@@ -72,9 +84,10 @@ pub fn valid_name(name: &str) -> bool {
 
 pub(crate) fn read_actions(s: &mut Section) -> Result<ActionsConfig, ConfigError> {
     let enabled = s.bool_or("enabled", false)?;
+    let max_concurrent = s.int_or("max_concurrent", DEFAULT_MAX_CONCURRENT as i64, 1, MAX_MAX_CONCURRENT)? as usize;
     let mut actions = BTreeMap::new();
     for key in s.keys() {
-        if key == "enabled" {
+        if key == "enabled" || key == "max_concurrent" {
             continue;
         }
         if !s.is_table(&key) {
@@ -94,7 +107,7 @@ pub(crate) fn read_actions(s: &mut Section) -> Result<ActionsConfig, ConfigError
         let spec = read_action(&mut s.table(&key)?)?;
         actions.insert(key, spec);
     }
-    Ok(ActionsConfig { enabled, actions })
+    Ok(ActionsConfig { enabled, max_concurrent, actions })
 }
 
 fn read_action(s: &mut Section) -> Result<ActionSpec, ConfigError> {

@@ -33,8 +33,6 @@ use crate::wake::Waker;
 pub const ACT: &str = "run_action";
 /// The `act` of a `write` run's result.
 pub const RESULT_ACT: &str = "action_result";
-/// Runs at once, all actions together: each is a process and a thread.
-pub const MAX_CONCURRENT: usize = 4;
 /// Bytes kept of each of stdout and stderr (the tail).
 pub const MAX_OUTPUT: usize = 64 * 1024;
 
@@ -152,27 +150,20 @@ impl Actions {
     }
 
     fn decide(&self, query: &Query, now_ms: u64) -> Result<(String, Mode, ActionSpec), Refusal> {
-        let mode = match query.echo.reqtype.as_str() {
-            Some("post") => Mode::Post,
-            Some("write") => Mode::Write,
-            _ => return Err(Refusal::bad_request("`reqtype` must be \"post\" or \"write\" for run_action")),
-        };
-        let Some(Value::String(name)) = query.body.get("action") else {
-            return Err(Refusal::bad_request("`action` must be a string naming one of the rig's actions"));
-        };
+        let (mode, name) = decode_request(query)?;
         if !self.cfg.enabled {
             return Err(not_allowed("remote actions are disabled on this rig ([actions] enabled = false)".into()));
         }
-        let Some(spec) = self.cfg.actions.get(name.as_str()) else {
+        let Some(spec) = self.cfg.actions.get(name) else {
             return Err(not_allowed(format!(
                 "action \"{}\" is not in this rig's allow-list",
                 escape(name, config::MAX_NAME_LEN)
             )));
         };
-        if self.running.contains(name.as_str()) {
+        if self.running.contains(name) {
             return Err(not_now(format!("action \"{name}\" is already running")));
         }
-        if let Some(last) = self.last_start.get(name.as_str()) {
+        if let Some(last) = self.last_start.get(name) {
             let since = Duration::from_millis(now_ms.saturating_sub(*last));
             if since < spec.min_interval {
                 let wait = spec.min_interval - since;
@@ -184,10 +175,13 @@ impl Actions {
                 )));
             }
         }
-        if self.running.len() >= MAX_CONCURRENT {
-            return Err(not_now(format!("{MAX_CONCURRENT} actions are already running: try again when one ends")));
+        if self.running.len() >= self.cfg.max_concurrent {
+            return Err(not_now(format!(
+                "{} actions are already running: try again when one ends",
+                self.cfg.max_concurrent
+            )));
         }
-        Ok((name.clone(), mode, spec.clone()))
+        Ok((name.to_string(), mode, spec.clone()))
     }
 
     fn refuse(&mut self, query: &Query, r: Refusal) -> String {
@@ -227,10 +221,19 @@ impl Actions {
             }
         }
     }
+}
 
-    /// Runs in progress.
-    pub fn running(&self) -> usize {
-        self.running.len()
+/// The mode and the action name of a `run_action` query, or why it is a bad request
+/// (code 2). Nothing here decides whether the action may run.
+pub fn decode_request(query: &Query) -> Result<(Mode, &str), Refusal> {
+    let mode = match query.echo.reqtype.as_str() {
+        Some("post") => Mode::Post,
+        Some("write") => Mode::Write,
+        _ => return Err(Refusal::bad_request("`reqtype` must be \"post\" or \"write\" for run_action")),
+    };
+    match query.body.get("action") {
+        Some(Value::String(name)) => Ok((mode, name)),
+        _ => Err(Refusal::bad_request("`action` must be a string naming one of the rig's actions")),
     }
 }
 
