@@ -33,6 +33,13 @@ fn script(dir: &Path, name: &str, body: &str) -> String {
 impl Rig {
     /// `actions(dir)` returns the `[actions]` section (it may write scripts into `dir`).
     fn start(actions: impl FnOnce(&Path) -> String) -> Rig {
+        let mut rig = Rig::configure(actions);
+        rig.spawn();
+        rig
+    }
+
+    /// The rig, its gateway and config, without an agent yet.
+    fn configure(actions: impl FnOnce(&Path) -> String) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new(&["localhost"]);
         let gw = Gateway::start(&pki, Script::default());
@@ -41,13 +48,37 @@ impl Rig {
         cfg.warning = "resend_after = \"300ms\"\n".into();
         cfg.sections = actions(dir.path());
         let config = cfg.write(dir.path());
-        let mut rig = Rig { dir, _pki: pki, gw, config, child: None, conn: 0 };
-        rig.spawn();
-        rig
+        fs::create_dir_all(dir.path().join("state")).unwrap();
+        Rig { dir, _pki: pki, gw, config, child: None, conn: 0 }
     }
 
     fn spawn(&mut self) {
         self.child = Some(spawn_agent(&self.config, &[]));
+        self.conn = self.gw.wait_login(10 * SEC).0;
+    }
+
+    /// Starts the agent as systemd does: user nobody with CAP_SYS_RAWIO and CAP_SYS_ADMIN
+    /// ambient (the unit's `AmbientCapabilities=`).
+    fn spawn_unprivileged(&mut self) {
+        use std::os::unix::fs::chown;
+        let nobody = Some(65534);
+        for p in [self.dir.path(), self._pki.dir.path()] {
+            fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        fs::set_permissions(&self._pki.ca_file, fs::Permissions::from_mode(0o644)).unwrap();
+        chown(self.dir.path().join("token"), nobody, nobody).unwrap();
+        chown(self.dir.path().join("state"), nobody, nobody).unwrap();
+        let agent = agent_command();
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["--inh-caps=+sys_rawio,+sys_admin", "--ambient-caps=+sys_rawio,+sys_admin", "--"])
+            .arg(agent.get_program())
+            .args(agent.get_args())
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        self.child = Some(cmd.spawn().expect("setpriv"));
         self.conn = self.gw.wait_login(10 * SEC).0;
     }
 
@@ -404,4 +435,35 @@ fn hostile_action_values_are_refused_and_logged_escaped_and_capped() {
     assert_eq!(refused.len(), 7, "{log}");
     assert!(refused[0].contains("\\u{1b}[31mFAKE LOG LINE"), "{}", refused[0]);
     assert!(!rig.dir.path().join("state/actions").exists(), "nothing ran, nothing was written");
+}
+
+/// The capability sets of a `/proc/PID/status`, e.g. ("CapAmb", "0000000000200000").
+fn caps(status: &str) -> Vec<(String, String)> {
+    status
+        .lines()
+        .filter(|l| l.starts_with("Cap"))
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.to_string(), v.trim().to_string())))
+        .collect()
+}
+
+#[test]
+fn an_action_runs_without_the_capabilities_the_agent_holds_for_smartctl() {
+    let _g = Guard::new(30 * SEC);
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: starting the agent as another user with ambient capabilities needs root");
+        return;
+    }
+    let mut rig = Rig::configure(|_| enabled("[actions.caps]\ncommand = [\"/bin/cat\", \"/proc/self/status\"]\n"));
+    rig.spawn_unprivileged();
+    let pid = rig.child.as_ref().unwrap().id();
+    let agent = caps(&fs::read_to_string(format!("/proc/{pid}/status")).unwrap());
+    let amb = agent.iter().find(|(k, _)| k == "CapAmb").unwrap();
+    assert_eq!(amb.1, "0000000000220000", "the test did not give the agent CAP_SYS_RAWIO and CAP_SYS_ADMIN");
+    rig.ask("post", "c1", json!("caps"));
+    let (a, _) = rig.answer("c1", 10 * SEC);
+    let child = caps(a["data"]["stdout"].as_str().expect("stdout"));
+    assert!(child.iter().any(|(k, _)| k == "CapAmb"), "{a}");
+    for (set, value) in child.iter().filter(|(k, _)| k != "CapBnd") {
+        assert_eq!(value, "0000000000000000", "{set} of the action");
+    }
 }
