@@ -13,8 +13,8 @@ pub mod config;
 pub mod journal;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -61,10 +61,16 @@ pub struct Answer {
     pub text: String,
 }
 
-enum Msg {
-    Answer(Answer),
-    /// The run of this action is over (its result sent or spooled).
-    Finished(String),
+/// The actions running now. Shared with the runs' threads: a run leaves the set itself,
+/// before its answer or result is visible, so a console asking again as soon as it has the
+/// answer is never told "already running".
+#[derive(Debug, Default, Clone)]
+struct Running(Arc<Mutex<HashSet<String>>>);
+
+impl Running {
+    fn lock(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The runner's side of actions.
@@ -75,11 +81,11 @@ pub struct Actions {
     spool: Arc<Spool>,
     ids: Arc<ActIds>,
     waker: Waker,
-    running: HashSet<String>,
+    running: Running,
     /// Unix ms of each action's last start, as the journal keeps it.
     last_start: HashMap<String, u64>,
-    tx: Sender<Msg>,
-    rx: Receiver<Msg>,
+    tx: Sender<Answer>,
+    rx: Receiver<Answer>,
     refusal_log: Throttle,
 }
 
@@ -106,7 +112,7 @@ impl Actions {
             spool,
             ids,
             waker,
-            running: HashSet::new(),
+            running: Running::default(),
             tx,
             rx,
             refusal_log: Throttle::new(Duration::from_secs(60), 20),
@@ -136,13 +142,16 @@ impl Actions {
                     received: Instant::now(),
                     started_at_ms: now_ms,
                 };
+                self.running.lock().insert(name.clone());
                 match self.start(run) {
                     Ok(()) => {
-                        self.running.insert(name.clone());
                         self.last_start.insert(name, now_ms);
                         None
                     }
-                    Err(e) => Some(self.refuse(query, Refusal::probe_failed(format!("cannot start the action: {e}")))),
+                    Err(e) => {
+                        self.running.lock().remove(&name);
+                        Some(self.refuse(query, Refusal::probe_failed(format!("cannot start the action: {e}"))))
+                    }
                 }
             }
             Err(r) => Some(self.refuse(query, r)),
@@ -160,7 +169,8 @@ impl Actions {
                 escape(name, config::MAX_NAME_LEN)
             )));
         };
-        if self.running.contains(name) {
+        let running = self.running.lock();
+        if running.contains(name) {
             return Err(not_now(format!("action \"{name}\" is already running")));
         }
         if let Some(last) = self.last_start.get(name) {
@@ -175,7 +185,7 @@ impl Actions {
                 )));
             }
         }
-        if self.running.len() >= self.cfg.max_concurrent {
+        if running.len() >= self.cfg.max_concurrent {
             return Err(not_now(format!(
                 "{} actions are already running: try again when one ends",
                 self.cfg.max_concurrent
@@ -206,20 +216,14 @@ impl Actions {
             spool: Arc::clone(&self.spool),
             tx: self.tx.clone(),
             waker: self.waker.try_clone()?,
+            running: self.running.clone(),
         };
         thread::Builder::new().name("action".into()).spawn(move || ctx.run_to_end()).map(|_| ())
     }
 
-    /// The next answer to send, if any; never blocks. Also takes note of finished runs.
+    /// The next answer to send, if any; never blocks.
     pub fn try_done(&mut self) -> Option<Answer> {
-        loop {
-            match self.rx.try_recv().ok()? {
-                Msg::Answer(a) => return Some(a),
-                Msg::Finished(name) => {
-                    self.running.remove(&name);
-                }
-            }
-        }
+        self.rx.try_recv().ok()
     }
 }
 
@@ -265,34 +269,39 @@ struct RunCtx {
     id: Identity,
     journal: Arc<Journal>,
     spool: Arc<Spool>,
-    tx: Sender<Msg>,
+    tx: Sender<Answer>,
     waker: Waker,
+    running: Running,
 }
 
-/// Tells the runner the run is over however the thread ends (a panic included), so the
+/// Takes the run out of [`Running`] however its thread ends (a panic included), so the
 /// action never stays "already running".
 struct FinishGuard<'a> {
-    name: String,
-    tx: &'a Sender<Msg>,
-    waker: &'a Waker,
+    name: &'a str,
+    running: &'a Running,
+}
+
+impl FinishGuard<'_> {
+    fn finish(&self) {
+        self.running.lock().remove(self.name);
+    }
 }
 
 impl Drop for FinishGuard<'_> {
     fn drop(&mut self) {
-        let _ = self.tx.send(Msg::Finished(std::mem::take(&mut self.name)));
-        self.waker.wake();
+        self.finish();
     }
 }
 
 impl RunCtx {
     fn send(&self, text: String) {
-        let _ = self.tx.send(Msg::Answer(Answer { generation: self.run.generation, text }));
+        let _ = self.tx.send(Answer { generation: self.run.generation, text });
         self.waker.wake();
     }
 
     fn run_to_end(self) {
-        let _finished = FinishGuard { name: self.run.name.clone(), tx: &self.tx, waker: &self.waker };
         let r = &self.run;
+        let finished = FinishGuard { name: &r.name, running: &self.running };
         drop_capabilities();
         if let Err(e) = self.journal.record_start(&r.name, r.started_at_ms) {
             warn!("action {}: cannot record its start time ({e}); min_interval will not survive a restart", r.name);
@@ -340,6 +349,8 @@ impl RunCtx {
             Err(e) => json!({"action": r.name, "exit_code": null, "timed_out": false, "duration_ms": 0,
                 "stdout": "", "stderr": "", "truncated": false, "interrupted": false, "error": e.to_string()}),
         };
+        // Over before anyone can see that it is.
+        finished.finish();
         match r.mode {
             Mode::Post => self.send(match result {
                 Ok(_) => protocol::encode_answer(&self.id, &r.echo, Ok(data)),
