@@ -282,7 +282,16 @@ fn every_query_of_the_catalogue_is_answered_over_wss_with_the_protocol_fields() 
         ("get_temperature", &["sensors"]),
         (
             "get_agent_info",
-            &["version", "started_at", "connected_at", "reconnects", "gateway_url", "warnings_pending", "config_file"],
+            &[
+                "version",
+                "started_at",
+                "connected_at",
+                "reconnects",
+                "gateway_url",
+                "warnings_pending",
+                "config_file",
+                "actions",
+            ],
         ),
     ];
     for (act, keys) in fields {
