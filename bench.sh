@@ -9,6 +9,7 @@ fi
 cargo build --release --examples
 echo "== queries, RSS, heartbeats (examples/bench.rs)"; target/release/examples/bench
 echo; echo "== draining 20 000 spooled warnings (examples/drain.rs)"; target/release/examples/drain
+echo; echo "== remote actions (examples/actions_bench.rs)"; target/release/examples/actions_bench
 echo; echo "== disk monitor scans (examples/scan_bench.rs)"; target/release/examples/scan_bench
 echo; echo "== fleet of 50 agents, gateway restart and outage (examples/fleet.rs)"; target/release/examples/fleet 50
 echo; echo "== beside node_exporter and zabbix_agent2 (examples/peers.rs)"; target/release/examples/peers

@@ -92,6 +92,8 @@ pub struct Config {
     pub warning: WarningConfig,
     pub paths: PathsConfig,
     pub probes: ProbesConfig,
+    /// `[actions]`: what the gateway may ask the rig to run (PROTOCOL.md §8).
+    pub actions: crate::actions::ActionsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -230,7 +232,17 @@ impl Config {
         let doc = Doc { file, src };
         let root = DeTable::parse(src).map_err(|e| doc.syntax_error(&e))?;
         let mut top = Section::root(&doc, root.get_ref());
-        top.deny_unknown(&["device", "gateway", "heartbeat", "reconnect", "disks", "warning", "paths", "probes"])?;
+        top.deny_unknown(&[
+            "device",
+            "gateway",
+            "heartbeat",
+            "reconnect",
+            "disks",
+            "warning",
+            "paths",
+            "probes",
+            "actions",
+        ])?;
 
         let device = read_device(&mut top.table("device")?)?;
         let gateway = read_gateway(&mut top.table("gateway")?)?;
@@ -248,7 +260,20 @@ impl Config {
         let paths = read_paths(&mut top.table("paths")?, state_dir)?;
         let probes = read_probes(&mut top.table("probes")?)?;
 
-        Ok(Config { file: file.to_path_buf(), device, gateway, heartbeat, reconnect, disks, warning, paths, probes })
+        let actions = crate::actions::config::read_actions(&mut top.table("actions")?)?;
+
+        Ok(Config {
+            file: file.to_path_buf(),
+            device,
+            gateway,
+            heartbeat,
+            reconnect,
+            disks,
+            warning,
+            paths,
+            probes,
+            actions,
+        })
     }
 
     /// The effective config as TOML, every default filled in and the token shown as `***`.
@@ -335,6 +360,7 @@ impl Config {
             d(pr.nvidia_smi_timeout),
             d(pr.nvidia_smi_interval)
         );
+        out += &self.actions.render();
         out
     }
 }
@@ -1089,5 +1115,46 @@ pub(crate) mod tests {
         assert_eq!((c.probes.nvidia_smi.as_str(), c.probes.nvidia_smi_timeout), ("", Duration::from_secs(3)));
         let e = f.parse(&format!("{MINIMAL}[probes]\nnvidia_smi_timout = \"3s\"\n")).unwrap_err();
         assert!(e.to_string().contains("nvidia_smi_timeout"), "{e}");
+    }
+
+    #[test]
+    fn actions_are_off_by_default_and_an_allow_list_is_read_with_defaults() {
+        let f = Fixture::new();
+        let c = f.parse(MINIMAL).unwrap();
+        assert!(!c.actions.enabled);
+        assert!(c.actions.allowed().is_empty());
+        assert_eq!(c.actions.max_concurrent, 4);
+        let c = f
+            .parse(&format!(
+                "{MINIMAL}[actions]\nenabled = true\n[actions.reboot]\ncommand = [\"/bin/true\", \"x\"]\n\
+                 min_interval = \"10m\"\n[actions.restart-miner]\ncommand = [\"/bin/sh\"]\ntimeout = \"5s\"\n"
+            ))
+            .unwrap();
+        assert_eq!(c.actions.allowed(), ["reboot", "restart-miner"]);
+        let r = &c.actions.actions["reboot"];
+        assert_eq!((r.timeout, r.min_interval), (Duration::from_secs(60), Duration::from_secs(600)));
+        assert_eq!(c.actions.actions["restart-miner"].timeout, Duration::from_secs(5));
+        assert!(c.render().contains("[actions.reboot]\ncommand = [\"/bin/true\", \"x\"]"), "{}", c.render());
+    }
+
+    #[test]
+    fn an_action_must_name_an_absolute_existing_executable_with_sane_durations() {
+        let f = Fixture::new();
+        let bad = |section: &str| f.parse(&format!("{MINIMAL}[actions]\n{section}")).unwrap_err();
+        let e = bad("[actions.a]\ncommand = [\"systemctl\", \"reboot\"]\n");
+        assert_eq!(e.key.as_deref(), Some("actions.a.command"));
+        assert!(e.problem.contains("not an absolute path"), "{e}");
+        assert!(bad("[actions.a]\ncommand = [\"/nonexistent/x\"]\n").problem.contains("cannot be used"));
+        let token = f.dir.path().join("token").display().to_string();
+        assert!(bad(&format!("[actions.a]\ncommand = [{token:?}]\n")).problem.contains("not an executable"));
+        assert!(bad("[actions.a]\ncommand = []\n").problem.contains("is empty"));
+        assert!(bad("[actions.a]\n").problem.contains("missing"));
+        assert!(bad("[actions.a]\ncommand = [\"/bin/true\"]\ntimeout = \"2h\"\n").problem.contains("longer than"));
+        assert!(bad("[actions.a]\ncommand = [\"/bin/true\"]\nmin_interval = \"10d\"\n").fix.contains("10m"));
+        assert!(bad("[actions.a]\ncommand = [\"/bin/true\"]\nshell = true\n").problem.contains("unknown key"));
+        assert!(bad("enabled = true\nreboot = \"/sbin/reboot\"\n").fix.contains("[actions.reboot]"));
+        assert_eq!(bad("max_concurrent = 100\n").key.as_deref(), Some("actions.max_concurrent"));
+        let e = bad("[actions.\"a b\"]\ncommand = [\"/bin/true\"]\n");
+        assert!(e.problem.contains("not a usable action name"), "{e}");
     }
 }

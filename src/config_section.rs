@@ -67,7 +67,8 @@ impl Doc<'_> {
 /// One `[section]` of the file (or the top level), read key by key.
 pub(crate) struct Section<'a, 'd> {
     doc: &'a Doc<'a>,
-    name: &'static str,
+    /// Dotted path of the section (`actions.reboot`), empty at the top level.
+    name: String,
     table: Option<&'a DeTable<'d>>,
     /// Where the section header is, for errors about keys that are missing.
     header_line: Option<usize>,
@@ -77,7 +78,7 @@ type Value<'a, 'd> = &'a Spanned<DeValue<'d>>;
 
 impl<'a, 'd> Section<'a, 'd> {
     pub(crate) fn root(doc: &'a Doc<'a>, table: &'a DeTable<'d>) -> Self {
-        Section { doc, name: "", table: Some(table), header_line: None }
+        Section { doc, name: String::new(), table: Some(table), header_line: None }
     }
 
     /// The config file, for checks that depend on it (its mode).
@@ -95,21 +96,36 @@ impl<'a, 'd> Section<'a, 'd> {
 
     /// A sub-table; absent sections are fine (all their keys have defaults or are reported
     /// missing by name).
-    pub(crate) fn table(&self, name: &'static str) -> Result<Section<'a, 'd>, ConfigError> {
+    pub(crate) fn table(&self, name: &str) -> Result<Section<'a, 'd>, ConfigError> {
+        let path = self.key_path(name);
         match self.entry(name) {
-            None => Ok(Section { doc: self.doc, name, table: None, header_line: None }),
+            None => Ok(Section { doc: self.doc, name: path, table: None, header_line: None }),
             Some((span, v)) => match v.get_ref() {
-                DeValue::Table(t) => {
-                    Ok(Section { doc: self.doc, name, table: Some(t), header_line: Some(self.doc.line_of(&span)) })
-                }
+                DeValue::Table(t) => Ok(Section {
+                    doc: self.doc,
+                    name: path,
+                    table: Some(t),
+                    header_line: Some(self.doc.line_of(&span)),
+                }),
                 other => Err(self.err_value(
                     name,
                     v,
                     &format!("is a {}, not a section", other.type_str()),
-                    &format!("write it as a [{name}] section"),
+                    &format!("write it as a [{path}] section"),
                 )),
             },
         }
+    }
+
+    /// The keys of this section in file order (for sections whose keys are names the
+    /// operator chooses, such as `[actions.<name>]`).
+    pub(crate) fn keys(&self) -> Vec<String> {
+        self.table.map_or_else(Vec::new, |t| t.iter().map(|(k, _)| k.get_ref().to_string()).collect())
+    }
+
+    /// Whether `key` is a sub-table here (`[actions.reboot]` under `[actions]`).
+    pub(crate) fn is_table(&self, key: &str) -> bool {
+        matches!(self.entry(key), Some((_, v)) if matches!(v.get_ref(), DeValue::Table(_)))
     }
 
     pub(crate) fn deny(&mut self, known: &[&str]) -> Result<&mut Self, ConfigError> {

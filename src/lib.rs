@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod actions;
 pub mod backoff;
 pub mod bounded_read;
 pub mod child;

@@ -13,6 +13,10 @@ pub mod code {
     pub const UNKNOWN_ACT: i64 = 1;
     pub const BAD_REQUEST: i64 = 2;
     pub const PROBE_FAILED: i64 = 3;
+    /// §8: actions are disabled on this rig, or the action is not in its allow-list.
+    pub const NOT_ALLOWED: i64 = 4;
+    /// §8: the action is running, or its `min_interval` has not passed.
+    pub const NOT_NOW: i64 = 5;
 }
 
 /// Generates `act_id`s: `<8 hex chars chosen at start-up>-<counter>`, unique for the life of

@@ -17,6 +17,7 @@ use tungstenite::error::{Error as WsError, ProtocolError};
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 
+use crate::actions::{self, Actions};
 use crate::backoff::{self, Backoff};
 use crate::config::{Config, ConfigError};
 use crate::escape::{escape, escape_bytes};
@@ -83,6 +84,8 @@ pub struct Runner {
     backoff: Backoff,
     spool: Arc<Spool>,
     resend: Resend,
+    /// Remote actions (`run_action`): decided here, run on their own threads.
+    actions: Actions,
     /// Tags answers with the connection they belong to; answers for an older connection
     /// are dropped (the client that asked is gone with it).
     generation: u64,
@@ -128,7 +131,17 @@ impl Runner {
         let backoff = Backoff::new(cfg.reconnect.initial, cfg.reconnect.max, backoff::random_seed());
         // The storage thread wakes the loop when a message is written and ready to send.
         spool.set_waker(waker.try_clone()?);
+        status.set_actions(cfg.actions.allowed());
+        let actions = Actions::new(
+            Arc::new(cfg.actions.clone()),
+            id.clone(),
+            &cfg.paths.state_dir,
+            Arc::clone(&spool),
+            Arc::clone(&ids),
+            waker.try_clone()?,
+        );
         Ok(Runner {
+            actions,
             shutdown: Shutdown::new(waker.try_clone()?),
             resend: Resend::new(cfg.warning.resend_after),
             spool,
@@ -251,6 +264,8 @@ impl Runner {
         self.resend.set_after(new.warning.resend_after);
         (self.on_reload)(&new);
         self.id = Identity { hardware_id: new.device.hardware_id.clone(), name: new.device.name.clone() };
+        self.actions.reconfigure(Arc::new(new.actions.clone()), self.id.clone());
+        self.status.set_actions(new.actions.allowed());
         self.cfg = Arc::new(new);
         if reconnect {
             info!("configuration reloaded from {}; connecting again with the new gateway settings", file.display());
@@ -359,6 +374,7 @@ impl Runner {
 
     fn drain_stale_answers(&mut self) {
         while self.workers.try_done().is_some() {}
+        while self.actions.try_done().is_some() {}
     }
 
     fn session_config(&self) -> SessionConfig {
@@ -423,6 +439,11 @@ impl Runner {
                 return end;
             }
             while let Some(done) = self.workers.try_done() {
+                if done.generation == self.generation {
+                    pending.extend(session.answer(done.text));
+                }
+            }
+            while let Some(done) = self.actions.try_done() {
                 if done.generation == self.generation {
                     pending.extend(session.answer(done.text));
                 }
@@ -531,6 +552,9 @@ impl Runner {
         let refuse = move |q: &Query, r: Refusal| Some(protocol::encode_answer(&id, &q.echo, Err(r)));
         if let Some(why) = &query.bad_request {
             return refuse(&query, Refusal::bad_request(why.clone()));
+        }
+        if query.echo.act == actions::ACT {
+            return self.actions.request(&query, self.generation);
         }
         let Some(lane) = self.catalogue.lane(&query.echo.act) else {
             debug!("query for unknown act \"{}\"", escape(&query.echo.act));

@@ -189,7 +189,9 @@ impl Session {
                 }
                 Vec::new()
             }
-            (Phase::Up { .. }, "warning") => {
+            // Action results go through the same outbox as warnings and are acknowledged the
+            // same way (PROTOCOL.md §8).
+            (Phase::Up { .. }, "warning" | "action_result") => {
                 if r.is_ok() {
                     vec![Action::WarningAcked(r.act_id)]
                 } else {

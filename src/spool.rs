@@ -380,6 +380,18 @@ impl Spool {
         view.by_act.get(act_id).and_then(|s| view.entries.get(s)).map(|e| e.durability)
     }
 
+    /// Whether a message with this `act_id` is waiting.
+    pub fn contains(&self, act_id: &str) -> bool {
+        self.lock().by_act.contains_key(act_id)
+    }
+
+    /// Waits (up to `limit`) for the storage thread, then tells whether the message with
+    /// this `act_id` is durably spooled or already acknowledged: what a caller must know
+    /// before it forgets its own record of the message. Never the socket loop.
+    pub fn wait_durable(&self, act_id: &str, limit: Duration) -> bool {
+        self.settle(limit) && self.durability(act_id).is_none_or(|d| d == Durability::OnDisk)
+    }
+
     /// The creation number of the message with this `act_id`, if it is waiting.
     pub fn seq(&self, act_id: &str) -> Option<u64> {
         self.lock().by_act.get(act_id).copied()

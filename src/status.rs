@@ -22,6 +22,8 @@ struct Link {
     gateway_url: Option<String>,
     logins: u64,
     warnings_pending: u64,
+    /// The action names the gateway may run (never the commands).
+    actions: Vec<String>,
 }
 
 pub fn unix_now() -> u64 {
@@ -70,6 +72,10 @@ impl AgentStatus {
         *self.event_sources.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
     }
 
+    pub fn set_actions(&self, names: Vec<String>) {
+        self.link().actions = names;
+    }
+
     /// The `data` of `get_agent_info`. `reconnects` counts logins after the first one.
     pub fn agent_info(&self) -> Value {
         let l = self.link().clone();
@@ -83,6 +89,7 @@ impl AgentStatus {
             "gateway_url": l.gateway_url,
             "warnings_pending": l.warnings_pending,
             "config_file": self.config_file.display().to_string(),
+            "actions": l.actions,
         })
     }
 }

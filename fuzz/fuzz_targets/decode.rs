@@ -5,12 +5,16 @@
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use rig_agent::protocol::{ActIds, Identity, decode};
+use rig_agent::actions::decode_request;
+use rig_agent::protocol::{ActIds, Identity, Inbound, decode};
 use rig_agent::session::{Session, SessionConfig};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let _ = decode(text);
+    // A run_action query's mode and action name (PROTOCOL.md §8) from any query.
+    if let Ok(Inbound::Query(q)) = decode(text) {
+        let _ = decode_request(&q);
+    }
     let cfg = SessionConfig {
         heartbeat_interval: Duration::from_secs(30),
         heartbeat_timeout: Duration::from_secs(90),

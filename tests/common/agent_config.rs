@@ -33,6 +33,8 @@ pub struct AgentConfig {
     pub paths_extra: String,
     /// Extra lines for `[warning]`.
     pub warning: String,
+    /// Whole sections appended at the end (`[actions]`).
+    pub sections: String,
 }
 
 impl AgentConfig {
@@ -52,6 +54,7 @@ impl AgentConfig {
             disks: "smartctl = \"\"\n".into(),
             paths_extra: String::new(),
             warning: String::new(),
+            sections: String::new(),
         }
     }
 
@@ -61,12 +64,20 @@ impl AgentConfig {
         fs::write(&token, format!("{}\n", self.token)).unwrap();
         fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
         let urls: Vec<String> = self.urls.iter().map(|u| format!("{u:?}")).collect();
+        // An empty kernel log unless the test names one: the host's own kernel log must not
+        // blame fixture disks. It goes into [paths], before any extra sections.
+        let mut paths_extra = self.paths_extra.clone();
+        if !paths_extra.contains("kmsg") {
+            let kmsg = dir.join("kmsg");
+            fs::write(&kmsg, "").unwrap();
+            paths_extra += &format!("\nkmsg = {:?}\n", kmsg.display().to_string());
+        }
         let text = format!(
             "[device]\nhardware_id = {:?}\ntoken_file = \"token\"\n\n\
              [gateway]\nurls = [{}]\nca_file = {:?}\nconnect_timeout = \"{}\"\nlogin_timeout = \"{}\"\n{}\n\n\
              [heartbeat]\ninterval = \"{}\"\ntimeout = \"{}\"\n\n\
              [reconnect]\ninitial = \"{}\"\nmax = \"{}\"\n\n\
-             [disks]\n{}\n[warning]\n{}\n[paths]\nstate_dir = {:?}\n{}",
+             [disks]\n{}\n[warning]\n{}\n[paths]\nstate_dir = {:?}\n{}\n{}",
             self.hardware_id,
             urls.join(", "),
             self.ca_file.display().to_string(),
@@ -80,14 +91,9 @@ impl AgentConfig {
             self.disks,
             self.warning,
             dir.join("state").display().to_string(),
-            self.paths_extra,
+            paths_extra,
+            self.sections,
         );
-        let mut text = text;
-        if !self.paths_extra.contains("kmsg") {
-            let kmsg = dir.join("kmsg");
-            fs::write(&kmsg, "").unwrap();
-            text += &format!("\nkmsg = {:?}\n", kmsg.display().to_string());
-        }
         let path = dir.join("rig-agent.toml");
         fs::write(&path, text).unwrap();
         path

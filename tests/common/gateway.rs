@@ -100,7 +100,7 @@ pub struct Script {
     pub drop_on_accept: bool,
     /// Accept TCP and never speak TLS (slowloris).
     pub stall_tls: bool,
-    /// Acknowledge warnings with this code (`None`: never acknowledge).
+    /// Acknowledge warnings and action results with this code (`None`: never acknowledge).
     pub warning_ack: Option<i64>,
     /// After the login return, never read again but keep sending pings (a gateway whose
     /// reader is stuck: the agent's writes stall while frames still arrive).
@@ -576,9 +576,10 @@ fn converse(
                     {
                         return Outcome::Over;
                     }
-                    "warning" => {
+                    // Action results travel the same outbox and are acknowledged alike.
+                    "warning" | "action_result" => {
                         if let Some(code) = s.warning_ack
-                            && !send(ws, Message::text(ret("warning", code, "ok").to_string()))
+                            && !send(ws, Message::text(ret(act, code, "ok").to_string()))
                         {
                             return Outcome::Over;
                         }

@@ -1,0 +1,164 @@
+//! The `[actions]` section: the rig's allow-list. Nothing the gateway sends can enable
+//! actions or add one; what runs is fixed here.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config::ConfigError;
+use crate::config_section::Section;
+use crate::duration::format_duration;
+
+/// Longest action name; names are `[A-Za-z0-9_-]`, so they are safe in logs and file names.
+pub const MAX_NAME_LEN: usize = 64;
+/// Bounds of `timeout`: a command that needs more than an hour is not a remote action.
+const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// `min_interval` above a week is surely a typo (`"10d"` meant `"10m"`).
+const MAX_MIN_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionsConfig {
+    /// Default false: monitoring only.
+    pub enabled: bool,
+    /// Runs at once, all actions together: each is a process and a thread. Default 4.
+    pub max_concurrent: usize,
+    pub actions: BTreeMap<String, ActionSpec>,
+}
+
+/// Default of `max_concurrent`: a restart, a reboot and a couple of diagnostics at once.
+pub const DEFAULT_MAX_CONCURRENT: usize = 4;
+const MAX_MAX_CONCURRENT: i64 = 16;
+
+impl Default for ActionsConfig {
+    fn default() -> Self {
+        ActionsConfig { enabled: false, max_concurrent: DEFAULT_MAX_CONCURRENT, actions: BTreeMap::new() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionSpec {
+    /// `command[0]` absolute, checked to exist and be executable at load.
+    pub command: Vec<String>,
+    /// Killed (with its process group) after this long. Default 60 s.
+    pub timeout: Duration,
+    /// Least time between two starts, kept across restarts. Default 0.
+    pub min_interval: Duration,
+}
+
+impl ActionsConfig {
+    /// The names the gateway may ask for: none when actions are disabled.
+    pub fn allowed(&self) -> Vec<String> {
+        if self.enabled { self.actions.keys().cloned().collect() } else { Vec::new() }
+    }
+
+    /// The section as `check` prints it.
+    pub fn render(&self) -> String {
+        let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+        let mut out = format!("\n[actions]\nenabled = {}\nmax_concurrent = {}\n", self.enabled, self.max_concurrent);
+        if self.actions.is_empty() {
+            out += "# no actions listed\n";
+        }
+        for (name, a) in &self.actions {
+            let cmd: Vec<String> = a.command.iter().map(|c| q(c)).collect();
+            out += &format!(
+                "[actions.{name}]\ncommand = [{}]\ntimeout = \"{}\"\nmin_interval = \"{}\"\n",
+                cmd.join(", "),
+                format_duration(a.timeout),
+                format_duration(a.min_interval)
+            );
+        }
+        out
+    }
+}
+
+/// Whether `name` is a well-formed action name (config keys and requests alike).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+pub(crate) fn read_actions(s: &mut Section) -> Result<ActionsConfig, ConfigError> {
+    let enabled = s.bool_or("enabled", false)?;
+    let max_concurrent = s.int_or("max_concurrent", DEFAULT_MAX_CONCURRENT as i64, 1, MAX_MAX_CONCURRENT)? as usize;
+    let mut actions = BTreeMap::new();
+    for key in s.keys() {
+        if key == "enabled" || key == "max_concurrent" {
+            continue;
+        }
+        if !s.is_table(&key) {
+            return Err(s.err_at(
+                &key,
+                "unknown key",
+                &format!("actions are sections: write [actions.{key}] with command = [\"/absolute/path\", ...]"),
+            ));
+        }
+        if !valid_name(&key) {
+            return Err(s.err_at(
+                &key,
+                "is not a usable action name",
+                &format!("use 1 to {MAX_NAME_LEN} letters, digits, '_' or '-'"),
+            ));
+        }
+        let spec = read_action(&mut s.table(&key)?)?;
+        actions.insert(key, spec);
+    }
+    Ok(ActionsConfig { enabled, max_concurrent, actions })
+}
+
+fn read_action(s: &mut Section) -> Result<ActionSpec, ConfigError> {
+    s.deny(&["command", "timeout", "min_interval"])?;
+    let example = "command = [\"/usr/bin/systemctl\", \"restart\", \"miner.service\"]";
+    let Some(command) = s.str_list("command")? else {
+        return Err(s.err_missing("command", "is required and missing", &format!("add `{example}`")));
+    };
+    let Some(program) = command.first() else {
+        return Err(s.err_at("command", "is empty", &format!("write it as {example}")));
+    };
+    let path = Path::new(program);
+    if !path.is_absolute() {
+        return Err(s.err_at(
+            "command",
+            &format!("\"{program}\" is not an absolute path (no PATH lookup, no shell)"),
+            &format!("write the full path, e.g. {example}"),
+        ));
+    }
+    match fs::metadata(path) {
+        Err(e) => {
+            return Err(s.err_at(
+                "command",
+                &format!("{program} cannot be used ({e})"),
+                "install it or correct the path",
+            ));
+        }
+        Ok(m) if !m.is_file() || m.permissions().mode() & 0o111 == 0 => {
+            return Err(s.err_at(
+                "command",
+                &format!("{program} is not an executable file"),
+                &format!("chmod +x {program}, or point at the program itself"),
+            ));
+        }
+        Ok(_) => {}
+    }
+    let timeout = s.duration_or("timeout", DEFAULT_TIMEOUT, MIN_TIMEOUT, Duration::MAX)?; // capped below, with its own words
+    if timeout > MAX_TIMEOUT {
+        return Err(s.err_at(
+            "timeout",
+            &format!("{} is longer than an hour", format_duration(timeout)),
+            "use at most \"1h\"; a longer job is not a remote action",
+        ));
+    }
+    let min_interval = s.duration_or("min_interval", Duration::ZERO, Duration::ZERO, Duration::MAX)?; // capped below
+    if min_interval > MAX_MIN_INTERVAL {
+        return Err(s.err_at(
+            "min_interval",
+            &format!("{} is longer than a week", format_duration(min_interval)),
+            "use at most \"7d\" (did you mean minutes, \"10m\"?)",
+        ));
+    }
+    Ok(ActionSpec { command, timeout, min_interval })
+}

@@ -1,0 +1,139 @@
+//! What must survive a restart or `kill -9` about actions, in `<state_dir>/actions/`:
+//!
+//! - `run-<run_id>.json`: a `write` run in progress, written durably before its command
+//!   starts and deleted after its result is in the outbox. One found at start is a run the
+//!   agent lost; it is reported as interrupted.
+//! - `last-<action>`: when the action last started (Unix ms), so that `min_interval` holds
+//!   across restarts: a rig the console rebooted must not be rebooted again as soon as it
+//!   is back.
+//!
+//! All writes happen on the action's own thread, never on the socket thread.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::spool::write_durably;
+
+/// A `write` run the agent has accepted and not yet reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub action: String,
+    /// Echoed from the request (any JSON string).
+    pub act_code: Value,
+    pub client_id: Value,
+    pub started_at_ms: u64,
+}
+
+#[derive(Debug)]
+pub struct Journal {
+    dir: PathBuf,
+}
+
+impl Journal {
+    pub fn new(state_dir: &Path) -> Journal {
+        Journal { dir: state_dir.join("actions") }
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        write_durably(&self.dir, name, bytes)
+    }
+
+    pub fn record_start(&self, action: &str, unix_ms: u64) -> io::Result<()> {
+        self.write(&format!("last-{action}"), unix_ms.to_string().as_bytes())
+    }
+
+    pub fn mark_running(&self, r: &RunRecord) -> io::Result<()> {
+        let v = json!({"run_id": r.run_id, "action": r.action, "act_code": r.act_code,
+            "client_id": r.client_id, "started_at_ms": r.started_at_ms});
+        self.write(&format!("run-{}.json", r.run_id), v.to_string().as_bytes())
+    }
+
+    pub fn clear_running(&self, run_id: &str) -> io::Result<()> {
+        match fs::remove_file(self.dir.join(format!("run-{run_id}.json"))) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => fs::File::open(&self.dir)?.sync_all(),
+        }
+    }
+
+    /// Last start times by action name; unreadable entries are skipped (the worst case is
+    /// one run that `min_interval` would have refused).
+    pub fn last_starts(&self) -> HashMap<String, u64> {
+        self.names()
+            .into_iter()
+            .filter_map(|n| {
+                let action = n.strip_prefix("last-")?.to_string();
+                let ms = fs::read_to_string(self.dir.join(&n)).ok()?.trim().parse().ok()?;
+                Some((action, ms))
+            })
+            .collect()
+    }
+
+    /// Runs that were in progress when the agent last stopped. Markers that cannot be read
+    /// are returned as `Err(file name)` so the caller can log and remove them.
+    pub fn leftovers(&self) -> Vec<Result<RunRecord, String>> {
+        self.names()
+            .into_iter()
+            .filter(|n| n.starts_with("run-") && n.ends_with(".json"))
+            .map(|n| {
+                let parsed = fs::read_to_string(self.dir.join(&n)).ok().and_then(|t| parse_record(&t));
+                parsed.ok_or(n)
+            })
+            .collect()
+    }
+
+    /// Removes an unreadable marker found by [`Journal::leftovers`].
+    pub fn remove(&self, name: &str) -> io::Result<()> {
+        fs::remove_file(self.dir.join(name))
+    }
+
+    fn names(&self) -> Vec<String> {
+        let Ok(rd) = fs::read_dir(&self.dir) else { return Vec::new() };
+        let mut names: Vec<String> = rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
+        names.sort();
+        names
+    }
+}
+
+fn parse_record(text: &str) -> Option<RunRecord> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    Some(RunRecord {
+        run_id: v.get("run_id")?.as_str()?.to_string(),
+        action: v.get("action")?.as_str()?.to_string(),
+        act_code: v.get("act_code")?.clone(),
+        client_id: v.get("client_id")?.clone(),
+        started_at_ms: v.get("started_at_ms")?.as_u64()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_marker_survives_until_cleared_and_start_times_are_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let j = Journal::new(d.path());
+        let r = RunRecord {
+            run_id: "ab-1".into(),
+            action: "reboot".into(),
+            act_code: "c1".into(),
+            client_id: "u".into(),
+            started_at_ms: 5,
+        };
+        j.mark_running(&r).unwrap();
+        j.record_start("reboot", 1234).unwrap();
+        let j = Journal::new(d.path());
+        assert_eq!(j.leftovers(), vec![Ok(r)]);
+        assert_eq!(j.last_starts().get("reboot"), Some(&1234));
+        j.clear_running("ab-1").unwrap();
+        assert!(j.leftovers().is_empty());
+        fs::write(d.path().join("actions/run-zz.json"), "{half").unwrap();
+        assert_eq!(j.leftovers(), vec![Err("run-zz.json".to_string())]);
+    }
+}
