@@ -1,0 +1,161 @@
+//! Attack review: remote actions against a slow state disk and a hostile gateway.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+fn sh(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd).args(args).output().expect(cmd);
+    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// An ext4 filesystem on a loop device, mounted at `dir/state` (the test configs' state
+/// dir), so that it can be frozen (`fsfreeze`) as a stalled SD card would be.
+struct StateFs {
+    mnt: PathBuf,
+}
+
+impl StateFs {
+    fn new(dir: &Path) -> StateFs {
+        let img = dir.join("state.img");
+        let mnt = dir.join("state");
+        fs::create_dir_all(&mnt).unwrap();
+        sh("truncate", &["-s", "32M", img.to_str().unwrap()]);
+        sh("mkfs.ext4", &["-q", "-F", img.to_str().unwrap()]);
+        sh("mount", &["-o", "loop", img.to_str().unwrap(), mnt.to_str().unwrap()]);
+        StateFs { mnt }
+    }
+
+    fn freeze(&self) {
+        sh("fsfreeze", &["-f", self.mnt.to_str().unwrap()]);
+    }
+
+    fn thaw(&self) {
+        let _ = Command::new("fsfreeze").args(["-u", self.mnt.to_str().unwrap()]).output();
+    }
+}
+
+impl Drop for StateFs {
+    fn drop(&mut self) {
+        self.thaw();
+        let _ = Command::new("umount").arg(&self.mnt).output();
+    }
+}
+
+fn script(dir: &Path, name: &str, body: &str) -> String {
+    let path = dir.join(name);
+    fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+fn results(gw: &Gateway) -> Vec<Value> {
+    gw.seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::Received { msg, .. } if msg["act"] == "action_result" => Some(msg.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Drains events for `d` (the gateway records them in `seen`).
+fn drain(gw: &mut Gateway, d: Duration) {
+    let end = Instant::now() + d;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        if gw.next_event(left).is_none() {
+            break;
+        }
+    }
+}
+
+#[test]
+#[ignore = "defect 1: a write run whose result took over 5 s to reach a slow disk keeps its running marker for ever; the next start reports the acknowledged run again as interrupted (actions::RunCtx::run_to_end, SPOOL_WAIT)"]
+fn a_write_result_spooled_slowly_and_acknowledged_is_not_reported_again_after_a_restart() {
+    let _g = Guard::new(120 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    let cmd = script(dir.path(), "slow", "sleep 1; echo done");
+    cfg.sections = format!("[actions]\nenabled = true\n[actions.slow]\ncommand = [{cmd:?}]\n");
+    let config = cfg.write(dir.path());
+    let state = StateFs::new(dir.path());
+    let mut child: Child = spawn_agent(&config, &[]);
+    let (conn, _) = gw.wait_login(10 * SEC);
+    gw.send_json(
+        conn,
+        json!({"from":"html","act":"run_action","reqtype":"write","act_code":"w1","client_id":"c","action":"slow"}),
+    );
+    gw.wait_for(10 * SEC, "write answer", |e| matches!(e, Event::Received { msg, .. } if msg["act_code"] == "w1"));
+    // The marker is on disk (written before the answer). The disk stalls while the command
+    // runs and for longer than the 5 s the run waits for its result to be durable.
+    state.freeze();
+    drain(&mut gw, 9 * SEC);
+    state.thaw();
+    // The result goes out and the gateway acknowledges it (Script::warning_ack = Some(0)).
+    let (_, first, _) = gw.wait_act(15 * SEC, "action_result");
+    assert_eq!(first["data"]["interrupted"], false, "{first}");
+    drain(&mut gw, 2 * SEC);
+    let markers: Vec<String> = fs::read_dir(state.mnt.join("actions"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("run-"))
+        .collect();
+    let (_, log1) = stop_agent(&mut child);
+    // The agent comes back (a restart, a reboot): the run was reported and acknowledged.
+    let mut child = spawn_agent(&config, &[]);
+    gw.wait_login(10 * SEC);
+    drain(&mut gw, 3 * SEC);
+    let (_, log2) = stop_agent(&mut child);
+    let all = results(&gw);
+    assert_eq!(
+        all.len(),
+        1,
+        "one run, one result; markers left after the ack: {markers:?}\nresults: {all:#?}\nfirst log:\n{log1}\nsecond log:\n{log2}"
+    );
+    drop(state);
+}
+
+#[test]
+#[ignore = "defect 5: a last-<action> start time in the future (written while the rig's clock was ahead, e.g. before NTP on a board without RTC) refuses the action until that date, saying \"try again in 2s\" (actions::Actions::decide, saturating_sub)"]
+fn a_start_time_recorded_with_a_clock_that_was_ahead_does_not_lock_the_action_out() {
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    let cmd = script(dir.path(), "tick", "echo ok");
+    cfg.sections = format!("[actions]\nenabled = true\n[actions.tick]\ncommand = [{cmd:?}]\nmin_interval = \"2s\"\n");
+    let config = cfg.write(dir.path());
+    // The last start, as an agent wrote it 10 days "from now" by a clock that was wrong.
+    let ahead = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+        + 10 * 24 * 3600 * 1000;
+    fs::create_dir_all(dir.path().join("state/actions")).unwrap();
+    fs::write(dir.path().join("state/actions/last-tick"), ahead.to_string()).unwrap();
+    let mut child = spawn_agent(&config, &[]);
+    let (conn, _) = gw.wait_login(10 * SEC);
+    // Well past min_interval since this agent started.
+    std::thread::sleep(3 * SEC);
+    gw.send_json(
+        conn,
+        json!({"from":"html","act":"run_action","reqtype":"post","act_code":"p2","client_id":"c","action":"tick"}),
+    );
+    let a = match gw.wait_for(
+        10 * SEC,
+        "answer",
+        |e| matches!(e, Event::Received { msg, .. } if msg["act_code"] == "p2"),
+    ) {
+        Event::Received { msg, .. } => msg,
+        _ => unreachable!(),
+    };
+    let _ = stop_agent(&mut child);
+    assert_eq!(a["code"], 0, "min_interval is 2s and the action is refused: {a}");
+}
