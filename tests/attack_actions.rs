@@ -1,53 +1,18 @@
 //! Attack review: remote actions against a slow state disk and a hostile gateway.
 
 mod common;
+#[path = "common/frozen_fs.rs"]
+mod frozen_fs;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
+use frozen_fs::StateFs;
 use serde_json::{Value, json};
-
-fn sh(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().expect(cmd);
-    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// An ext4 filesystem on a loop device, mounted at `dir/state` (the test configs' state
-/// dir), so that it can be frozen (`fsfreeze`) as a stalled SD card would be.
-struct StateFs {
-    mnt: PathBuf,
-}
-
-impl StateFs {
-    fn new(dir: &Path) -> StateFs {
-        let img = dir.join("state.img");
-        let mnt = dir.join("state");
-        fs::create_dir_all(&mnt).unwrap();
-        sh("truncate", &["-s", "32M", img.to_str().unwrap()]);
-        sh("mkfs.ext4", &["-q", "-F", img.to_str().unwrap()]);
-        sh("mount", &["-o", "loop", img.to_str().unwrap(), mnt.to_str().unwrap()]);
-        StateFs { mnt }
-    }
-
-    fn freeze(&self) {
-        sh("fsfreeze", &["-f", self.mnt.to_str().unwrap()]);
-    }
-
-    fn thaw(&self) {
-        let _ = Command::new("fsfreeze").args(["-u", self.mnt.to_str().unwrap()]).output();
-    }
-}
-
-impl Drop for StateFs {
-    fn drop(&mut self) {
-        self.thaw();
-        let _ = Command::new("umount").arg(&self.mnt).output();
-    }
-}
 
 fn script(dir: &Path, name: &str, body: &str) -> String {
     let path = dir.join(name);
