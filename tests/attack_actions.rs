@@ -41,9 +41,9 @@ fn drain(gw: &mut Gateway, d: Duration) {
     }
 }
 
-#[test]
-#[ignore = "defect 1: a write run whose result took over 5 s to reach a slow disk keeps its running marker for ever; the next start reports the acknowledged run again as interrupted (actions::RunCtx::run_to_end, SPOOL_WAIT)"]
-fn a_write_result_spooled_slowly_and_acknowledged_is_not_reported_again_after_a_restart() {
+/// One write run while the state disk has `trouble` (which returns once the disk is well
+/// again), then a restart: the run must be reported exactly once.
+fn one_write_run_through_disk_trouble(trouble: impl FnOnce(&StateFs, &mut Gateway)) {
     let _g = Guard::new(120 * SEC);
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&["localhost"]);
@@ -60,15 +60,12 @@ fn a_write_result_spooled_slowly_and_acknowledged_is_not_reported_again_after_a_
         json!({"from":"html","act":"run_action","reqtype":"write","act_code":"w1","client_id":"c","action":"slow"}),
     );
     gw.wait_for(10 * SEC, "write answer", |e| matches!(e, Event::Received { msg, .. } if msg["act_code"] == "w1"));
-    // The marker is on disk (written before the answer). The disk stalls while the command
-    // runs and for longer than the 5 s the run waits for its result to be durable.
-    state.freeze();
-    drain(&mut gw, 9 * SEC);
-    state.thaw();
+    // The marker is on disk (written before the answer); the trouble starts now.
+    trouble(&state, &mut gw);
     // The result goes out and the gateway acknowledges it (Script::warning_ack = Some(0)).
-    let (_, first, _) = gw.wait_act(15 * SEC, "action_result");
-    assert_eq!(first["data"]["interrupted"], false, "{first}");
-    drain(&mut gw, 2 * SEC);
+    drain(&mut gw, 3 * SEC);
+    let first = results(&gw);
+    assert!(first.len() == 1 && first[0]["data"]["interrupted"] == false, "{first:#?}");
     let markers: Vec<String> = fs::read_dir(state.mnt.join("actions"))
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -87,6 +84,17 @@ fn a_write_result_spooled_slowly_and_acknowledged_is_not_reported_again_after_a_
         "one run, one result; markers left after the ack: {markers:?}\nresults: {all:#?}\nfirst log:\n{log1}\nsecond log:\n{log2}"
     );
     drop(state);
+}
+
+#[test]
+#[ignore = "defect 1: a write run whose result took over 5 s to reach a slow disk keeps its running marker for ever; the next start reports the acknowledged run again as interrupted (actions::RunCtx::run_to_end, SPOOL_WAIT)"]
+fn a_write_result_spooled_slowly_and_acknowledged_is_not_reported_again_after_a_restart() {
+    one_write_run_through_disk_trouble(|state, gw| {
+        // Stalled for longer than the 5 s the run waits for its result to be durable.
+        state.freeze();
+        drain(gw, 9 * SEC);
+        state.thaw();
+    });
 }
 
 #[test]
