@@ -132,3 +132,36 @@ fn a_start_time_recorded_with_a_clock_that_was_ahead_does_not_lock_the_action_ou
     let _ = stop_agent(&mut child);
     assert_eq!(a["code"], 0, "min_interval is 2s and the action is refused: {a}");
 }
+
+#[test]
+#[ignore = "defect 8: action results are never dropped by the outbox cap and write runs are accepted whatever the outbox holds, so a gateway that never acknowledges grows the spool without bound (actions::Actions::decide does not look at the spool)"]
+fn write_runs_are_refused_once_unacknowledged_results_fill_the_outbox() {
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script { warning_ack: None, ..Script::default() });
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    let cmd = script(dir.path(), "quick", "echo ok");
+    cfg.sections = format!("[actions]\nenabled = true\n[actions.quick]\ncommand = [{cmd:?}]\n");
+    let config = cfg.write(dir.path());
+    let cap = 5;
+    let outbox = rig_agent::spool::Options {
+        limits: rig_agent::spool::Limits { max_entries: cap, max_bytes: 16 << 20 },
+        ..Default::default()
+    };
+    let _agent = Agent::with_outbox(&config, outbox);
+    let (conn, _) = gw.wait_login(10 * SEC);
+    for i in 0..4 * cap {
+        let code = format!("w{i}");
+        gw.send_json(
+            conn,
+            json!({"from":"html","act":"run_action","reqtype":"write","act_code":code,"client_id":"c","action":"quick"}),
+        );
+        gw.wait_for(10 * SEC, "answer", |e| matches!(e, Event::Received { msg, .. } if msg["act_code"] == code));
+        // The run ends before the next request ("already running" is not the point here).
+        std::thread::sleep(ms(300));
+    }
+    drain(&mut gw, 2 * SEC);
+    let spooled = fs::read_dir(dir.path().join("state/spool")).unwrap().count();
+    assert!(spooled <= cap, "{spooled} messages in an outbox capped at {cap}");
+}
