@@ -1,0 +1,66 @@
+//! Attack review: outside programs that cannot be killed. nvidia-smi hangs in D state when
+//! a GPU falls off the bus (Xid 79); SIGKILL does not end it until the driver call returns.
+
+#[path = "common/frozen_fs.rs"]
+mod frozen_fs;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use frozen_fs::StateFs;
+use rig_agent::probes::gpu::{NvidiaReader, NvidiaSettings};
+
+fn threads() -> usize {
+    fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+#[test]
+#[ignore = "defect 6: every nvidia_smi_interval a new nvidia-smi is started while the last one is still stuck in D state, each leaving 3 threads (2 pipe readers, 1 reaper) and a process behind: unbounded (probes::gpu::NvidiaReader::read, child::run)"]
+fn a_hung_nvidia_smi_is_not_started_again_while_the_last_one_is_still_stuck() {
+    let dir = tempfile::tempdir().unwrap();
+    let hang = StateFs::at(dir.path(), "gpu");
+    let fake = dir.path().join("nvidia-smi");
+    // Blocks uninterruptibly (D state) on the frozen filesystem, as a hung driver call does.
+    fs::write(&fake, format!("#!/bin/sh\necho x >> {:?}\n", hang.mnt.join("f").display().to_string())).unwrap();
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    hang.freeze();
+    let reader = NvidiaReader::new(NvidiaSettings {
+        binary: fake.display().to_string(),
+        timeout: Duration::from_millis(200),
+        max_age: Duration::from_millis(1),
+    });
+    let before = threads();
+    // Ten get_gpu_info queries, one per nvidia_smi_interval.
+    for _ in 0..10 {
+        assert!(reader.read().is_err());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let grown = threads() - before;
+    hang.thaw();
+    assert!(grown <= 3, "{grown} threads left behind by 10 runs of one hung nvidia-smi");
+}
+
+#[test]
+#[ignore = "defect 6: every smart_interval a new smartctl is started on a disk whose last smartctl is still stuck in D state (a dying disk), 3 threads and a process left behind each time (probes::smart::SmartReader::read, child::run)"]
+fn a_hung_smartctl_is_not_started_again_while_the_last_one_is_still_stuck() {
+    let dir = tempfile::tempdir().unwrap();
+    let hang = StateFs::at(dir.path(), "disk");
+    let fake = dir.path().join("smartctl");
+    fs::write(&fake, format!("#!/bin/sh\necho x >> {:?}\n", hang.mnt.join("f").display().to_string())).unwrap();
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    hang.freeze();
+    let reader = rig_agent::probes::smart::SmartReader::new(
+        &fake.display().to_string(),
+        Duration::from_millis(200),
+        Duration::from_millis(1),
+    );
+    let before = threads();
+    for _ in 0..10 {
+        assert!(reader.read("/dev/sdz").is_err());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let grown = threads() - before;
+    hang.thaw();
+    assert!(grown <= 3, "{grown} threads left behind by 10 runs of one hung smartctl");
+}

@@ -1,0 +1,51 @@
+//! An ext4 filesystem on a loop device that a test can freeze (`fsfreeze`): writes to it
+//! block in D state, as on a stalled SD card or behind a hung driver. Root only.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn sh(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd).args(args).output().expect(cmd);
+    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// An ext4 filesystem on a loop device, mounted at `dir/state` (the test configs' state
+/// dir), so that it can be frozen (`fsfreeze`) as a stalled SD card would be.
+pub struct StateFs {
+    pub mnt: PathBuf,
+}
+
+impl StateFs {
+    pub fn new(dir: &Path) -> StateFs {
+        StateFs::at(dir, "state")
+    }
+
+    /// Mounted at `dir/name`, its image beside it.
+    pub fn at(dir: &Path, name: &str) -> StateFs {
+        let img = dir.join(format!("{name}.img"));
+        let mnt = dir.join(name);
+        fs::create_dir_all(&mnt).unwrap();
+        sh("truncate", &["-s", "32M", img.to_str().unwrap()]);
+        sh("mkfs.ext4", &["-q", "-F", img.to_str().unwrap()]);
+        sh("mount", &["-o", "loop", img.to_str().unwrap(), mnt.to_str().unwrap()]);
+        StateFs { mnt }
+    }
+
+    pub fn freeze(&self) {
+        sh("fsfreeze", &["-f", self.mnt.to_str().unwrap()]);
+    }
+
+    pub fn thaw(&self) {
+        let _ = Command::new("fsfreeze").args(["-u", self.mnt.to_str().unwrap()]).output();
+    }
+}
+
+impl Drop for StateFs {
+    fn drop(&mut self) {
+        self.thaw();
+        let _ = Command::new("umount").arg(&self.mnt).output();
+    }
+}
