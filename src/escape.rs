@@ -41,7 +41,16 @@ pub fn escape_to(text: &str, max_chars: usize) -> String {
             '\0'..='\x1f' | '\x7f' => {
                 let _ = write!(piece, "\\x{:02x}", c as u32);
             }
-            '\u{80}'..='\u{9f}' | '\u{2028}' | '\u{2029}' => {
+            // C1, the line and paragraph separators, and the invisible characters that
+            // reorder or hide what a log viewer shows ("Trojan Source"): bidi embeddings,
+            // overrides and isolates, zero-width characters, the BOM.
+            '\u{80}'..='\u{9f}'
+            | '\u{2028}'
+            | '\u{2029}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{feff}' => {
                 let _ = write!(piece, "\\u{{{:x}}}", c as u32);
             }
             c => piece.push(c),

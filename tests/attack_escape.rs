@@ -6,7 +6,6 @@
 use rig_agent::escape::escape_to;
 
 #[test]
-#[ignore = "defect 9: escape_to passes bidi controls (U+202E RIGHT-TO-LEFT OVERRIDE, U+2066..U+2069) and zero-width characters through to log lines and sd_notify STATUS (src/escape.rs)"]
 fn bidirectional_controls_from_outside_are_escaped() {
     for c in ['\u{202e}', '\u{2066}', '\u{2069}', '\u{200b}', '\u{feff}'] {
         let out = escape_to(&format!("ok{c}kb"), 100);

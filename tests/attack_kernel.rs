@@ -5,7 +5,6 @@
 use rig_agent::events::kernel_error::recognise;
 
 #[test]
-#[ignore = "defect 4: recognise() finds \" error, dev \" anywhere in a kernel line, so a btrfs label (chosen by whoever formats a USB stick; the kernel logs it at facility 0 when udev scans the stick) blames another disk"]
 fn a_btrfs_label_in_a_kernel_line_does_not_blame_a_disk() {
     // fs/btrfs/volumes.c, device_list_add(): pr_info("BTRFS: device label %s devid %llu
     // transid %llu %s scanned by %s (%d)\n", ...). The label is up to 255 bytes of the

@@ -67,12 +67,39 @@ fn block(kind: Kind, s: &str) -> Option<KernelError> {
 }
 
 /// The disk-failure meaning of a kernel message, if it has one.
+/// The status words of `blk_status_to_str` (block/blk-core.c) that precede `error, dev X`.
+const BLOCK_STATUS: [&str; 15] = [
+    "I/O",
+    "critical medium",
+    "critical target",
+    "critical nexus",
+    "critical space allocation",
+    "timeout",
+    "recoverable transport",
+    "operation not supported",
+    "protection",
+    "device resource",
+    "zone resource",
+    "zone open resource",
+    "zone active resource",
+    "no space",
+    "invalid",
+];
+
 pub fn recognise(message: &str) -> Option<KernelError> {
     let m = message.trim_end();
     // Block layer: "<status> error, dev X, sector N op …", optionally after a function
     // name ("blk_update_request: ", "print_req_error: ").
     if let Some(i) = m.find(" error, dev ") {
         let status = &m[..i];
+        let status =
+            ["blk_update_request: ", "print_req_error: "].iter().find_map(|p| status.strip_prefix(p)).unwrap_or(status);
+        // Only the block layer's own status words (blk_errors[] in block/blk-core.c): any
+        // other line with " error, dev " in it (a btrfs label chosen by whoever formatted
+        // a USB stick, say) must not blame a disk.
+        if !BLOCK_STATUS.contains(&status) {
+            return None;
+        }
         let rest = &m[i + " error, dev ".len()..];
         let kind = if status.ends_with("critical medium") { Kind::CriticalMedium } else { Kind::BlockRequest };
         return block(kind, until(rest, &[',', ' ']));
