@@ -98,7 +98,6 @@ fn a_write_result_spooled_slowly_and_acknowledged_is_not_reported_again_after_a_
 }
 
 #[test]
-#[ignore = "defect 5: a last-<action> start time in the future (written while the rig's clock was ahead, e.g. before NTP on a board without RTC) refuses the action until that date, saying \"try again in 2s\" (actions::Actions::decide, saturating_sub)"]
 fn a_start_time_recorded_with_a_clock_that_was_ahead_does_not_lock_the_action_out() {
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();

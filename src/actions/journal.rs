@@ -64,12 +64,17 @@ impl Journal {
     /// Last start times by action name; unreadable entries are skipped (the worst case is
     /// one run that `min_interval` would have refused).
     pub fn last_starts(&self) -> HashMap<String, u64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         self.names()
             .into_iter()
             .filter_map(|n| {
                 let action = n.strip_prefix("last-")?.to_string();
-                let ms = fs::read_to_string(self.dir.join(&n)).ok()?.trim().parse().ok()?;
-                Some((action, ms))
+                let ms: u64 = read_small(&self.dir.join(&n))?.trim().parse().ok()?;
+                // A start recorded while the clock was ahead (a board without an RTC before
+                // NTP set it) counts as now, not as a lock-out until that date.
+                Some((action, ms.min(now)))
             })
             .collect()
     }
@@ -81,7 +86,7 @@ impl Journal {
             .into_iter()
             .filter(|n| n.starts_with("run-") && n.ends_with(".json"))
             .map(|n| {
-                let parsed = fs::read_to_string(self.dir.join(&n)).ok().and_then(|t| parse_record(&t));
+                let parsed = read_small(&self.dir.join(&n)).and_then(|t| parse_record(&t));
                 parsed.ok_or(n)
             })
             .collect()
@@ -109,6 +114,12 @@ fn parse_record(text: &str) -> Option<RunRecord> {
         client_id: v.get("client_id")?.clone(),
         started_at_ms: v.get("started_at_ms")?.as_u64()?,
     })
+}
+
+/// A journal file: a regular file (not a FIFO, not a link to /dev/zero) of at most 64 KiB,
+/// or nothing. A bad one is skipped (a start time) or reported and removed (a marker).
+fn read_small(path: &std::path::Path) -> Option<String> {
+    crate::bounded_read::read_string(path, 64 << 10, crate::bounded_read::Links::Refuse).ok()
 }
 
 #[cfg(test)]

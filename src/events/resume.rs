@@ -3,7 +3,6 @@
 //! resumes after that record (nothing between stop and start is missed, nothing read
 //! twice); after a reboot, or without a cursor, it starts at the end of the ring.
 
-use std::fs;
 use std::path::Path;
 
 use crate::spool::write_durably;
@@ -29,7 +28,10 @@ pub enum Start {
 
 impl Cursor {
     pub fn load(state_dir: &Path) -> Option<Cursor> {
-        parse(&fs::read_to_string(state_dir.join(FILE)).ok()?)
+        // Bounded and non-blocking: a FIFO or a link to /dev/zero here must not hold the
+        // start-up (it runs before READY=1).
+        let text = crate::bounded_read::read_string(&state_dir.join(FILE), 4 << 10, crate::bounded_read::Links::Refuse);
+        parse(&text.ok()?)
     }
 
     pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
