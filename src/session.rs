@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::escape;
+use crate::protocol::escape;
 use crate::protocol::{self, ActIds, Identity, Inbound, Junk, Query};
 
 /// How much of a dropped frame its log line shows: enough to recognise it.

@@ -25,9 +25,9 @@ pub use config::{ActionSpec, ActionsConfig};
 use journal::{Journal, RunRecord};
 
 use crate::logging::Throttle;
+use crate::os::wake::Waker;
+use crate::outbox::spool::Spool;
 use crate::protocol::{self, ActIds, FROM_DEVICE, Identity, Query, QueryEcho, Refusal};
-use crate::spool::Spool;
-use crate::wake::Waker;
 
 /// How long a finished `write` run waits for its result to reach the disk before it lets
 /// go of its running marker.
@@ -184,7 +184,7 @@ impl Actions {
                 return Err(not_now(format!(
                     "action \"{name}\" started {}s ago and its min_interval is {}: try again in {}s",
                     since.as_secs(),
-                    crate::duration::format_duration(spec.min_interval),
+                    crate::config::duration::format_duration(spec.min_interval),
                     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
                 )));
             }
@@ -466,7 +466,7 @@ fn drop_capabilities() {
 
 /// Outside text for a log line: the agent's one escaping function, at this cap.
 fn escape(s: &str, max: usize) -> String {
-    crate::escape::escape_to(s, max)
+    crate::protocol::escape::escape_to(s, max)
 }
 
 /// The `action` field as the request carried it, for a log line.

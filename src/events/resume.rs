@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::spool::write_durably;
+use crate::outbox::spool::write_durably;
 
 const FILE: &str = "kmsg.cursor";
 

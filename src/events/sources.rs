@@ -19,8 +19,8 @@ use super::resume::{self, Cursor};
 use super::uevent::Action;
 use super::uevent_listener::UeventListener;
 use crate::config::Config;
-use crate::escape::escape_to;
-use crate::wake::{self, WakeReceiver, Waker};
+use crate::os::wake::{self, WakeReceiver, Waker};
+use crate::protocol::escape::escape_to;
 
 /// What the monitor hears from the sources.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::{entries, read_attr};
-use crate::child;
+use crate::os::child;
 
 /// The fields asked of nvidia-smi, in the order [`parse_nvidia`] reads them.
 pub const NVIDIA_QUERY: &str = "index,name,pci.bus_id,temperature.gpu,fan.speed,power.draw,power.limit,\
@@ -138,7 +138,7 @@ impl Gpu {
 
 /// `text` from outside (nvidia-smi's words), escaped and capped for a log line or an answer.
 fn tame(text: &str) -> String {
-    crate::escape::escape_to(text.trim(), TEXT_CAP)
+    crate::protocol::escape::escape_to(text.trim(), TEXT_CAP)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -4,6 +4,9 @@
 //! the file, the line, the full key (`gateway.max_message_bytes`) and the fix. Unknown keys are
 //! refused with a "did you mean" hint: a typo in a fleet config must not pass silently.
 
+pub mod duration;
+pub(crate) mod section;
+
 use std::fmt;
 use std::fs;
 use std::io::ErrorKind;
@@ -14,11 +17,11 @@ use std::time::Duration;
 
 use toml::de::DeTable;
 
-use crate::bounded_read::{self, Links};
-use crate::config_section::{Doc, Section};
-use crate::duration::format_duration;
-use crate::tls;
-use crate::url::GatewayUrl;
+use crate::config::duration::format_duration;
+use crate::config::section::{Doc, Section};
+use crate::net::tls;
+use crate::net::url::GatewayUrl;
+use crate::os::bounded_read::{self, Links};
 
 // Largest values of the duration keys: far beyond any sane setting, and small enough that
 // `Instant + duration` cannot overflow (a panic, exit 101) whatever the clock.

@@ -8,7 +8,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
-use crate::bounded_read::{self, Links};
+use crate::os::bounded_read::{self, Links};
 
 /// Reads every certificate of a PEM file; the error is a phrase for a config message.
 pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {

@@ -10,14 +10,14 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::disks::inventory::{Episode, Inventory, Remembered};
+use crate::disks::rules::{self, Seen};
 use crate::events::{DiskEvent, Storms};
-use crate::inventory::{Episode, Inventory, Remembered};
+use crate::outbox::spool::{Durability, Kind, Spool};
 use crate::probes::disks::{self, Disk};
 use crate::probes::smart::SmartReader;
 use crate::probes::{Roots, counters, glob_match, mounts};
 use crate::protocol::{self, ActIds, Identity};
-use crate::rules::{self, Seen};
-use crate::spool::{Durability, Kind, Spool};
 use crate::status::{AgentStatus, unix_now};
 
 /// The monitor's verdicts, for `get_disk_info`: which disks are in an open failure episode
@@ -295,7 +295,7 @@ impl Monitor {
                         .any(|m| present.iter().any(|d| &d.name == m || d.partitions.iter().any(|p| &p.name == m)))
             })
             .collect();
-        conditions.extend(crate::predictive::evaluate(&mut self.inv, &observed, &arrays));
+        conditions.extend(crate::disks::predictive::evaluate(&mut self.inv, &observed, &arrays));
         let (new, closed) = rules::reconcile(&mut self.inv.episodes, &conditions);
         for e in &closed {
             log::info!("disk /dev/{}: {} cleared", e.disk, e.reason);
@@ -367,13 +367,13 @@ impl Monitor {
     }
 
     /// The predictive inputs of the present disks: last SMART answer, ext4 error counts.
-    fn observe(&self, present: &[Disk]) -> Vec<crate::predictive::Observed> {
+    fn observe(&self, present: &[Disk]) -> Vec<crate::disks::predictive::Observed> {
         present
             .iter()
             .map(|d| {
                 let mut devs: Vec<&str> = vec![d.name.as_str()];
                 devs.extend(d.partitions.iter().map(|p| p.name.as_str()));
-                crate::predictive::Observed {
+                crate::disks::predictive::Observed {
                     disk: d.name.clone(),
                     serial: d.serial.clone(),
                     smart: self.smart.peek(&d.device()).and_then(Result::ok).map(|s| s.indicators),

@@ -9,7 +9,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::config::ConfigError;
-use crate::duration::{format_duration, parse_duration};
+use crate::config::duration::{format_duration, parse_duration};
 
 pub(crate) struct Doc<'a> {
     pub(crate) file: &'a Path,

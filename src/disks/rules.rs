@@ -1,7 +1,7 @@
 //! The disk-failure rules of PROTOCOL.md §7, as pure functions over what a scan saw and
 //! what the inventory remembers. No IO: the monitor reads, these decide.
 
-use crate::inventory::{Episode, Inventory};
+use crate::disks::inventory::{Episode, Inventory};
 use crate::probes::disks::{Disk, StateVerdict};
 
 pub const MISSING: &str = "missing";

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::inventory::{Inventory, SmartBaseline};
+use crate::disks::inventory::{Inventory, SmartBaseline};
+use crate::disks::rules::Condition;
 use crate::probes::counters::MdArray;
-use crate::rules::Condition;
 
 pub const SMART_DEGRADING: &str = "smart_degrading";
 pub const FS_ERRORS: &str = "fs_errors";
@@ -94,7 +94,7 @@ fn counter_label(name: &str) -> String {
     }
 }
 
-/// What one scan saw of one present, monitored disk, beyond [`crate::rules::Seen`].
+/// What one scan saw of one present, monitored disk, beyond [`crate::disks::rules::Seen`].
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
     pub disk: String,
@@ -190,7 +190,7 @@ pub fn evaluate(inv: &mut Inventory, observed: &[Observed], arrays: &[MdArray]) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::Remembered;
+    use crate::disks::inventory::Remembered;
 
     fn inv_with(disk: &str) -> Inventory {
         let mut inv = Inventory::default();

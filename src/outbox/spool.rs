@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::bounded_read::{self, Links};
-use crate::wake::Waker;
+use crate::os::bounded_read::{self, Links};
+use crate::os::wake::Waker;
 
 /// The largest spool file read back: a warning is a few hundred bytes.
 pub const ENTRY_CAP: u64 = 256 << 10;

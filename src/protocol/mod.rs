@@ -1,5 +1,7 @@
 //! The messages of PROTOCOL.md, encoded and decoded. No IO.
 
+pub mod escape;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value, json};

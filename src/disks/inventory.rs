@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::bounded_read::{self, Links};
-use crate::spool::write_durably;
+use crate::os::bounded_read::{self, Links};
+use crate::outbox::spool::write_durably;
 
 const FILE: &str = "disks.json";
 
