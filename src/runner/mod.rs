@@ -3,7 +3,6 @@
 //! and sends their answers, and waits out the backoff between attempts.
 
 use std::collections::VecDeque;
-use std::io::Read;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -14,13 +13,13 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info, warn};
 use tungstenite::Message;
 use tungstenite::error::{Error as WsError, ProtocolError};
-use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::actions::{self, Actions};
 use crate::backoff::{self, Backoff};
 use crate::config::{Config, ConfigError};
 use crate::logging::{Throttle, utc_timestamp};
+use crate::net::connection::{Closing, Conn, Lost, Reply};
 use crate::net::frames::Kind;
 use crate::net::transport::{self, ConnectError, WebSocket};
 use crate::net::url::GatewayUrl;
@@ -34,7 +33,10 @@ use crate::protocol::{self, ActIds, Identity, Query, Refusal};
 use crate::queries::Catalogue;
 use crate::queries::workers::{MAX_IN_FLIGHT, Workers};
 use crate::session::{Action, End, Session, SessionConfig};
+
+mod link_log;
 use crate::status::AgentStatus;
+use link_log::LinkLog;
 
 /// How long the close handshake may take when the agent stops (PROTOCOL.md §5).
 const STOP_CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -58,15 +60,15 @@ const JUNK_HEAD_CHARS: usize = 80;
 /// Frames read before the loop looks at answers, heartbeats and stop requests again.
 const MAX_FRAMES_PER_ROUND: usize = 64;
 
-/// How a connection (or an attempt at one) ended.
+/// How a connection (or an attempt at one) came out; the session's own ending is [`End`].
 #[derive(Debug)]
-enum Ended {
+enum Outcome {
     /// Shutdown was requested; the connection, if any, was closed with 1001.
     Stop,
     ConnectFailed(ConnectError),
     Session(End),
     /// IO error, close from the gateway, oversized message, stalled writes.
-    Lost(String),
+    Lost(Lost),
     /// A reloaded config changed the connection settings: connect again at once.
     Reload,
 }
@@ -102,18 +104,6 @@ pub struct Runner {
     /// Another SIGHUP came while `reloading`: read the file again once that one is done,
     /// so the last edit is what runs.
     reload_again: bool,
-}
-
-/// The open connection and its write state.
-struct Conn {
-    ws: WebSocket,
-    /// Since when the gateway has taken none of our pending output (socket full, no
-    /// progress). A gateway that is slow but reading is not stalled.
-    write_stalled_since: Option<Instant>,
-    /// `Stream::written` when `write_stalled_since` was last set.
-    written_at_stall: u64,
-    /// The last read round stopped at its cap, not at WouldBlock.
-    more_to_read: bool,
 }
 
 impl Runner {
@@ -199,12 +189,12 @@ impl Runner {
             };
             self.status.disconnected();
             let wait = match &ended {
-                Ended::Stop => break,
-                Ended::Reload => {
+                Outcome::Stop => break,
+                Outcome::Reload => {
                     next = 0;
                     continue;
                 }
-                Ended::Session(End::LoginRejected { .. }) => self.backoff.after_rejection(),
+                Outcome::Session(End::LoginRejected { .. }) => self.backoff.after_rejection(),
                 _ => self.backoff.after_failure(),
             };
             let status = self.link.ended(&url, &ended, wait);
@@ -322,7 +312,7 @@ impl Runner {
     /// DNS, TCP or TLS is stuck. An abandoned attempt is aborted: its socket is shut down,
     /// so its thread ends now, not at its deadline (a reload storm would otherwise leave
     /// one thread and socket per reload behind).
-    fn connect(&mut self, url: &GatewayUrl) -> Result<WebSocket, Ended> {
+    fn connect(&mut self, url: &GatewayUrl) -> Result<WebSocket, Outcome> {
         let (tx, rx) = mpsc::channel();
         let abort = transport::Abort::default();
         let (url2, cfg, lookups, abort2, waker) = (
@@ -330,7 +320,7 @@ impl Runner {
             Arc::clone(&self.cfg),
             Arc::clone(&self.lookups),
             abort.clone(),
-            self.waker.try_clone().map_err(|e| Ended::Lost(e.to_string()))?,
+            self.waker.try_clone().map_err(|e| Outcome::Lost(Lost::Local(e.to_string())))?,
         );
         thread::Builder::new()
             .name("connect".into())
@@ -338,19 +328,21 @@ impl Runner {
                 let _ = tx.send(transport::connect(&url2, &cfg.gateway, &lookups, &abort2));
                 waker.wake();
             })
-            .map_err(|e| Ended::Lost(format!("cannot start connect thread: {e}")))?;
+            .map_err(|e| Outcome::Lost(Lost::Local(format!("cannot start connect thread: {e}"))))?;
         loop {
             if self.stop_requested() {
                 abort.abort();
-                return Err(Ended::Stop);
+                return Err(Outcome::Stop);
             }
             if self.reload_if_asked() == Reload::Reconnect {
                 abort.abort();
-                return Err(Ended::Reload);
+                return Err(Outcome::Reload);
             }
             match rx.try_recv() {
-                Ok(result) => return result.map_err(Ended::ConnectFailed),
-                Err(mpsc::TryRecvError::Disconnected) => return Err(Ended::Lost("connect thread died".into())),
+                Ok(result) => return result.map_err(Outcome::ConnectFailed),
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    return Err(Outcome::Lost(Lost::Local("connect thread died".into())));
+                }
                 Err(mpsc::TryRecvError::Empty) => self.wait(None, None),
             }
         }
@@ -385,14 +377,14 @@ impl Runner {
         }
     }
 
-    fn run_connection(&mut self, ws: WebSocket, url: &GatewayUrl) -> Ended {
+    fn run_connection(&mut self, ws: WebSocket, url: &GatewayUrl) -> Outcome {
         if let Err(e) = ws.get_ref().tcp().set_nonblocking(true) {
-            return Ended::Lost(format!("cannot make the socket non-blocking: {e}"));
+            return Outcome::Lost(Lost::Local(format!("cannot make the socket non-blocking: {e}")));
         }
         self.generation += 1;
         self.resend.reset();
         debug!("connected to {url}, logging in as {}", self.id.hardware_id);
-        let mut conn = Conn { ws, write_stalled_since: None, written_at_stall: 0, more_to_read: false };
+        let mut conn = Conn::new(ws);
         let (mut session, actions) = Session::start(
             self.session_config(),
             self.id.clone(),
@@ -409,17 +401,23 @@ impl Runner {
             if let Some(end) = self.apply(&mut conn, &mut session, &mut pending, url) {
                 return end;
             }
-            if let Some(end) = flush(&mut conn, stall_limit) {
-                return end;
+            if let Err(lost) = conn.flush_within(stall_limit) {
+                return Outcome::Lost(lost);
             }
             if self.stop_requested() {
-                close(&mut conn, &self.wake_rx, CloseCode::Away, "going away", STOP_CLOSE_WAIT, Reply::Await);
-                return Ended::Stop;
+                conn.close(
+                    &self.wake_rx,
+                    Closing { code: CloseCode::Away, reason: "going away", wait: STOP_CLOSE_WAIT, reply: Reply::Await },
+                );
+                return Outcome::Stop;
             }
             match self.reload_if_asked() {
                 Reload::Reconnect => {
-                    close(&mut conn, &self.wake_rx, CloseCode::Normal, "reloading", CLOSE_WAIT, Reply::Await);
-                    return Ended::Reload;
+                    conn.close(
+                        &self.wake_rx,
+                        Closing { code: CloseCode::Normal, reason: "reloading", wait: CLOSE_WAIT, reply: Reply::Await },
+                    );
+                    return Outcome::Reload;
                 }
                 Reload::Applied => session.reconfigure(self.session_config(), Instant::now()),
                 Reload::NotAsked | Reload::Refused => {}
@@ -491,12 +489,12 @@ impl Runner {
         session: &mut Session,
         pending: &mut VecDeque<Action>,
         url: &GatewayUrl,
-    ) -> Option<Ended> {
+    ) -> Option<Outcome> {
         while let Some(action) = pending.pop_front() {
             match action {
                 Action::Send(text) => {
-                    if let Some(end) = write(conn, text) {
-                        return Some(end);
+                    if let Err(lost) = conn.send(text) {
+                        return Some(Outcome::Lost(lost));
                     }
                 }
                 Action::Dispatch(query) => {
@@ -538,8 +536,11 @@ impl Runner {
                 Action::Close { code, end } => {
                     // A dead peer will not answer a close: do not wait for it.
                     let wait = if matches!(end, End::Dead { .. }) { Duration::ZERO } else { CLOSE_WAIT };
-                    close(conn, &self.wake_rx, CloseCode::from(code), "", wait, Reply::Await);
-                    return Some(Ended::Session(end));
+                    conn.close(
+                        &self.wake_rx,
+                        Closing { code: CloseCode::from(code), reason: "", wait, reply: Reply::Await },
+                    );
+                    return Some(Outcome::Session(end));
                 }
             }
         }
@@ -589,7 +590,7 @@ impl Runner {
     /// At most [`MAX_FRAMES_PER_ROUND`] frames are read per call, so that a gateway sending
     /// faster than we read cannot starve heartbeats and answers; `conn.more_to_read` then
     /// tells the loop not to sleep.
-    fn read_available(&mut self, conn: &mut Conn, session: &mut Session, url: &GatewayUrl) -> Option<Ended> {
+    fn read_available(&mut self, conn: &mut Conn, session: &mut Session, url: &GatewayUrl) -> Option<Outcome> {
         let mut pending = VecDeque::new();
         conn.more_to_read = false;
         let mut frames = 0;
@@ -606,10 +607,16 @@ impl Runner {
                 Ok(msg) => msg,
                 Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
                 Err(WsError::Capacity(e)) => {
-                    close(conn, &self.wake_rx, CloseCode::Size, "message too big", CLOSE_WAIT, Reply::Skip);
-                    return Some(Ended::Lost(format!(
-                        "the gateway sent a message over max_message_bytes ({e}); closed with 1009"
-                    )));
+                    conn.close(
+                        &self.wake_rx,
+                        Closing {
+                            code: CloseCode::Size,
+                            reason: "message too big",
+                            wait: CLOSE_WAIT,
+                            reply: Reply::Skip,
+                        },
+                    );
+                    return Some(Outcome::Lost(Lost::TooBig(e.to_string())));
                 }
                 Err(WsError::Utf8(_)) => {
                     session.on_frame(Instant::now());
@@ -617,12 +624,12 @@ impl Runner {
                     continue;
                 }
                 Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
-                    return Some(Ended::Lost("the connection was closed".into()));
+                    return Some(Outcome::Lost(Lost::Closed));
                 }
                 Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
-                    return Some(Ended::Lost("the gateway closed the connection without a close frame".into()));
+                    return Some(Outcome::Lost(Lost::NoCloseFrame));
                 }
-                Err(e) => return Some(Ended::Lost(escape(&e.to_string()))),
+                Err(e) => return Some(Outcome::Lost(Lost::Read(escape(&e.to_string())))),
             };
             let now = Instant::now();
             match msg {
@@ -654,172 +661,10 @@ impl Runner {
                         || "no code".to_string(),
                         |f| format!("{} {}", u16::from(f.code), escape(&f.reason)),
                     );
-                    return Some(Ended::Lost(format!("the gateway closed the connection ({})", why.trim())));
+                    return Some(Outcome::Lost(Lost::ClosedByGateway(why.trim().to_string())));
                 }
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => session.on_frame(now),
             }
         }
-    }
-}
-
-/// Queues a text frame and pushes out what the socket takes.
-fn write(conn: &mut Conn, text: String) -> Option<Ended> {
-    match conn.ws.write(Message::text(text)) {
-        Ok(()) => None,
-        Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-            conn.note_blocked();
-            None
-        }
-        Err(WsError::WriteBufferFull(_)) => Some(Ended::Lost("the gateway is not reading (output buffer full)".into())),
-        Err(e) => Some(Ended::Lost(format!("write failed: {}", escape(&e.to_string())))),
-    }
-}
-
-/// Flushes buffered output; a gateway that takes no byte of it for `stall_limit` is dropped.
-fn flush(conn: &mut Conn, stall_limit: Duration) -> Option<Ended> {
-    match conn.ws.flush() {
-        Ok(()) => {
-            conn.write_stalled_since = None;
-            None
-        }
-        Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-            let since = conn.note_blocked();
-            if since.elapsed() >= stall_limit {
-                Some(Ended::Lost(format!("the gateway took no data for {:.1}s", since.elapsed().as_secs_f64())))
-            } else {
-                None
-            }
-        }
-        Err(e) => Some(Ended::Lost(format!("write failed: {}", escape(&e.to_string())))),
-    }
-}
-
-impl Conn {
-    /// Output is pending. Returns since when no byte has moved: the clock restarts whenever
-    /// some output went out since the last look.
-    fn note_blocked(&mut self) -> Instant {
-        let written = self.ws.get_ref().written();
-        match self.write_stalled_since {
-            Some(since) if written == self.written_at_stall => since,
-            _ => {
-                self.written_at_stall = written;
-                *self.write_stalled_since.insert(Instant::now())
-            }
-        }
-    }
-}
-
-/// Sends a close frame and waits up to `wait` for the gateway's reply.
-fn close(conn: &mut Conn, wake: &WakeReceiver, code: CloseCode, reason: &str, wait: Duration, reply: Reply) {
-    let frame = CloseFrame { code, reason: reason.to_string().into() };
-    let _ = conn.ws.close(Some(frame));
-    let deadline = Instant::now() + wait;
-    loop {
-        let flushed = conn.ws.flush().is_ok();
-        if flushed && reply == Reply::Skip {
-            return drain_raw(conn, wake, deadline);
-        }
-        if reply == Reply::Await {
-            match conn.ws.read() {
-                Ok(_) => continue,
-                Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return, // the close handshake is complete, or the peer is gone
-            }
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        wake.wait(Some((conn.ws.get_ref().tcp().as_fd(), !flushed)), Some(left));
-    }
-}
-
-/// Ends a connection whose WebSocket reader cannot be used any more: FIN after our close
-/// frame, then discard what still arrives. Closing a socket with unread data would send an
-/// RST, and an RST makes the peer drop our close frame unread.
-fn drain_raw(conn: &mut Conn, wake: &WakeReceiver, deadline: Instant) {
-    let tcp = conn.ws.get_ref().tcp();
-    let _ = tcp.shutdown(std::net::Shutdown::Write);
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match (&mut &*tcp).read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        wake.wait(Some((tcp.as_fd(), false)), Some(left));
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reply {
-    /// Read until the gateway answers our close frame.
-    Await,
-    /// After an oversized message tungstenite's reader is mid-frame and must not be read
-    /// again; we only make sure our close frame goes out.
-    Skip,
-}
-
-/// Logs connection state changes, not repetitions: a lost connection and the first failure
-/// of a kind at warn, the same failure again at debug, and one line when logged in again.
-#[derive(Debug, Default)]
-struct LinkLog {
-    up: bool,
-    ever_up: bool,
-    failures: u32,
-    last_kind: Option<String>,
-}
-
-fn attempts(n: u32) -> String {
-    if n == 1 { "1 failed attempt".into() } else { format!("{n} failed attempts") }
-}
-
-impl LinkLog {
-    fn logged_in(&mut self, url: &GatewayUrl) {
-        let again = if self.ever_up { "connected again to" } else { "logged in to" };
-        match self.failures {
-            0 => info!("{again} {url}"),
-            n => info!("{again} {url} after {}", attempts(n)),
-        }
-        (self.up, self.ever_up, self.failures, self.last_kind) = (true, true, 0, None);
-    }
-
-    /// Logs how a connection or attempt ended; returns the line for systemd's STATUS.
-    fn ended(&mut self, url: &GatewayUrl, ended: &Ended, wait: Duration) -> String {
-        let (kind, text) = match ended {
-            Ended::Stop => return "stopping".into(),
-            Ended::Reload => return "reloading".into(),
-            Ended::ConnectFailed(e) => (e.kind().to_string(), e.to_string()),
-            Ended::Session(end @ End::LoginRejected { description, .. }) => {
-                (format!("rejected:{}", escape(description)), end.to_string())
-            }
-            Ended::Session(end) => (end.kind().to_string(), end.to_string()),
-            Ended::Lost(why) => ("lost".to_string(), why.clone()),
-        };
-        let next = format!("next attempt in {:.1}s", wait.as_secs_f64());
-        if std::mem::take(&mut self.up) {
-            warn!("connection to {url} lost: {text}; {next}");
-        } else if self.last_kind.as_deref() == Some(kind.as_str()) {
-            self.failures += 1;
-            debug!("{url}: {text} ({} in a row); {next}", attempts(self.failures));
-        } else if kind.starts_with("rejected:") {
-            self.failures += 1;
-            error!("{url}: {text}; check device.token and device.hardware_id; {next}");
-        } else {
-            self.failures += 1;
-            warn!("{url}: {text}; {next}");
-        }
-        let status = if kind.starts_with("rejected:") {
-            format!("login rejected by {url}, next attempt in {:.0}s: {text}", wait.as_secs_f64().ceil())
-        } else {
-            format!("gateway unreachable, next attempt in {:.0}s: {text}", wait.as_secs_f64().ceil())
-        };
-        self.last_kind = Some(kind);
-        status
     }
 }
