@@ -1,5 +1,7 @@
 use super::*;
+use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 /// A valid config in `dir` (token file, state dir), for other modules' tests.
 pub(crate) fn minimal_config(dir: &Path) -> Config {
