@@ -179,3 +179,10 @@ impl Config {
             != (&b.state_dir, &b.sysfs, &b.procfs, &b.rootfs, &b.kmsg)
     }
 }
+
+/// The rig's identity on the wire, as every message carries it.
+impl From<&DeviceConfig> for crate::protocol::Identity {
+    fn from(d: &DeviceConfig) -> Self {
+        crate::protocol::Identity { hardware_id: d.hardware_id.clone(), name: d.name.clone() }
+    }
+}

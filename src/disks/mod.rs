@@ -4,4 +4,5 @@
 pub mod inventory;
 pub mod monitor;
 pub mod predictive;
+pub mod reason;
 pub mod rules;

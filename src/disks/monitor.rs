@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::disks::inventory::{Episode, Inventory, Remembered};
+use crate::disks::reason::Reason;
 use crate::disks::rules::{self, Seen};
 use crate::events::{DiskEvent, Storms};
 use crate::outbox::spool::{Durability, Kind, Spool};
@@ -29,7 +30,7 @@ pub struct DiskHealth {
 
 #[derive(Debug, Default, Clone)]
 struct Verdicts {
-    failing: HashMap<String, String>,
+    failing: HashMap<String, Reason>,
     missing: Vec<(String, Remembered)>,
 }
 
@@ -39,7 +40,7 @@ impl DiskHealth {
     }
 
     /// The reason of the disk's open failure episode, if it has one.
-    pub fn failing(&self, disk: &str) -> Option<String> {
+    pub fn failing(&self, disk: &str) -> Option<Reason> {
         self.lock().failing.get(disk).cloned()
     }
 
@@ -50,7 +51,7 @@ impl DiskHealth {
 
     fn publish(&self, inv: &Inventory, present: &[String]) {
         let mut v = self.lock();
-        v.failing = inv.episodes.iter().rev().map(|e| (e.disk.clone(), e.reason.clone())).collect();
+        v.failing = inv.episodes.iter().rev().map(|e| (e.disk.clone(), e.reason)).collect();
         v.missing =
             inv.disks.iter().filter(|(n, _)| !present.contains(n)).map(|(n, r)| (n.clone(), r.clone())).collect();
     }
@@ -134,22 +135,27 @@ impl Monitor {
             log::error!("{p}");
         }
         // A set, not a scan of the episodes per entry: the spool may hold thousands.
-        let mut known: HashSet<(String, String)> =
-            inv.episodes.iter().map(|e| (e.disk.clone(), e.reason.clone())).collect();
+        let mut known: HashSet<(String, Reason)> = inv.episodes.iter().map(|e| (e.disk.clone(), e.reason)).collect();
         for entry in shared.spool.unacked() {
             if entry.kind != Kind::Warning {
                 continue;
             }
-            let Ok(w) = serde_json::from_str::<serde_json::Value>(&entry.text) else { continue };
-            let disk = w["disk"].as_str().unwrap_or_default().trim_start_matches("/dev/").to_string();
-            let reason = w["reason"].as_str().unwrap_or_default().to_string();
-            if known.insert((disk.clone(), reason.clone())) {
-                let since = w["time"].as_u64().unwrap_or_else(unix_now);
-                let detail = w["detail"].as_str().unwrap_or_default().to_string();
-                inv.episodes.push(Episode { disk, reason, act_id: entry.act_id, since, detail, reported: true });
+            let Some(w) = protocol::decode_warning(&entry.text) else { continue };
+            // Only this agent writes the spool: a reason it does not know is not its warning.
+            let Ok(reason) = w.reason.parse::<Reason>() else { continue };
+            if known.insert((w.disk.clone(), reason)) {
+                let since = w.time.unwrap_or_else(unix_now);
+                inv.episodes.push(Episode {
+                    disk: w.disk,
+                    reason,
+                    act_id: entry.act_id,
+                    since,
+                    detail: w.detail,
+                    reported: true,
+                });
             }
         }
-        let id = Identity { hardware_id: cfg.device.hardware_id.clone(), name: cfg.device.name.clone() };
+        let id = Identity::from(&cfg.device);
         for e in inv.episodes.iter().filter(|e| !e.reported && shared.spool.durability(&e.act_id).is_none()) {
             let device = format!("/dev/{}", e.disk);
             let serial = inv.disks.get(&e.disk).and_then(|r| r.serial.clone());
@@ -159,15 +165,22 @@ impl Monitor {
                 e.reason,
                 e.act_id
             );
-            let warning =
-                protocol::encode_warning(&id, &e.act_id, &device, serial.as_deref(), &e.reason, &e.detail, e.since);
+            let warning = protocol::encode_warning(
+                &id,
+                &e.act_id,
+                &device,
+                serial.as_deref(),
+                e.reason.as_str(),
+                &e.detail,
+                e.since,
+            );
             shared.spool.push(&warning);
         }
         let mut storms = Storms::new(cfg.disks.io_error_quiet);
         let now = Instant::now();
         // An io_errors episode open before a restart stays open a quiet period more: the
         // restart alone must not end it (and a storm still going would warn again).
-        for e in inv.episodes.iter().filter(|e| e.reason == rules::IO_ERRORS) {
+        for e in inv.episodes.iter().filter(|e| e.reason == rules::Reason::IoErrors) {
             storms.resume(&e.disk, "errors before the agent restarted", now);
         }
         Monitor {
@@ -235,7 +248,7 @@ impl Monitor {
         self.scan_interval = cfg.disks.scan_interval;
         self.ioerr_threshold = cfg.disks.ioerr_threshold;
         self.storms.set_quiet(cfg.disks.io_error_quiet);
-        self.id = Identity { hardware_id: cfg.device.hardware_id.clone(), name: cfg.device.name.clone() };
+        self.id = Identity::from(&cfg.device);
     }
 
     /// Takes in a kernel event; true when it needs a scan now (a block device changed, or
@@ -311,14 +324,14 @@ impl Monitor {
                 &act_id,
                 &device,
                 serial.as_deref(),
-                c.reason,
+                c.reason.as_str(),
                 &c.detail,
                 now,
             ));
             log::error!("disk {device} failed ({}): {}; warning {act_id}", c.reason, c.detail);
             self.inv.episodes.push(Episode {
                 disk: c.disk.clone(),
-                reason: c.reason.to_string(),
+                reason: c.reason,
                 act_id,
                 since: now,
                 detail: c.detail.clone(),

@@ -18,6 +18,7 @@ use super::system::{self, SystemProbe};
 use super::{Roots, entries, read_attr};
 use crate::config::Config;
 use crate::disks::monitor::DiskHealth;
+use crate::disks::reason::Reason;
 use crate::protocol::Refusal;
 
 pub struct Probes {
@@ -148,7 +149,7 @@ impl Probes {
             list.push(json!({
                 "name": name, "device": format!("/dev/{name}"), "model": r.model, "serial": r.serial,
                 "size_bytes": r.size_bytes, "rotational": null, "state": null, "ioerr_count": null,
-                "health": "missing", "reason": "missing", "smart": null, "mounts": [],
+                "health": "missing", "reason": Reason::Missing.as_str(), "smart": null, "mounts": [],
             }));
         }
         Ok(json!({ "disks": list }))
@@ -158,10 +159,7 @@ impl Probes {
         // The monitor's open episode decides; without one, what one look shows.
         let (health, reason) = match self.health.failing(&d.name) {
             Some(reason) => ("failed", Some(reason)),
-            None => {
-                let (h, r) = assess(d, smart.as_ref().and_then(|s| s.passed));
-                (h, r.map(str::to_string))
-            }
+            None => assess(d, smart.as_ref().and_then(|s| s.passed)),
         };
         let devs: Vec<&str> = d.devs().collect();
         let mounts: Vec<Value> = mounts
@@ -179,7 +177,7 @@ impl Probes {
         json!({
             "name": d.name, "device": d.device(), "model": d.model, "serial": d.serial,
             "size_bytes": d.size_bytes, "rotational": d.rotational, "state": d.state,
-            "ioerr_count": d.ioerr_count, "health": health, "reason": reason,
+            "ioerr_count": d.ioerr_count, "health": health, "reason": reason.map(Reason::as_str),
             "smart": smart.map(|s| s.to_json()), "mounts": mounts,
         })
     }
@@ -260,13 +258,13 @@ fn nvidia_settings(cfg: &Config) -> NvidiaSettings {
 /// state or a passed SMART check is `ok`; with neither (a virtio disk, an NVMe controller
 /// in the middle of a reset) it is `unknown`. The disk monitor adds what needs
 /// history (disappeared disks, rising error counts, filesystems turned read-only).
-pub fn assess(d: &Disk, smart_passed: Option<bool>) -> (&'static str, Option<&'static str>) {
+pub fn assess(d: &Disk, smart_passed: Option<bool>) -> (&'static str, Option<Reason>) {
     if d.size_bytes == Some(0) {
-        ("failed", Some("missing"))
+        ("failed", Some(Reason::Missing))
     } else if d.state_verdict() == Some(StateVerdict::Offline) {
-        ("failed", Some("offline"))
+        ("failed", Some(Reason::Offline))
     } else if smart_passed == Some(false) {
-        ("failed", Some("smart_failed"))
+        ("failed", Some(Reason::SmartFailed))
     } else if d.state_verdict() == Some(StateVerdict::Healthy) || smart_passed == Some(true) {
         ("ok", None)
     } else {

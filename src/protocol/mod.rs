@@ -91,6 +91,30 @@ pub fn encode_heartbeat(id: &Identity, act_id: &str) -> String {
     .to_string()
 }
 
+/// The parts of a spooled warning the disk monitor needs to restore its episodes after a
+/// restart: the inverse of [`encode_warning`] for those fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpooledWarning {
+    /// The kernel name (`sda`), without `/dev/`.
+    pub disk: String,
+    /// The wire reason, as written.
+    pub reason: String,
+    /// Unix seconds, when present.
+    pub time: Option<u64>,
+    pub detail: String,
+}
+
+/// Decodes a spooled warning; `None` for text that is not a JSON object.
+pub fn decode_warning(text: &str) -> Option<SpooledWarning> {
+    let w = serde_json::from_str::<Value>(text).ok()?;
+    w.is_object().then(|| SpooledWarning {
+        disk: w["disk"].as_str().unwrap_or_default().trim_start_matches("/dev/").to_string(),
+        reason: w["reason"].as_str().unwrap_or_default().to_string(),
+        time: w["time"].as_u64(),
+        detail: w["detail"].as_str().unwrap_or_default().to_string(),
+    })
+}
+
 /// A disk-failure warning (PROTOCOL.md §7). `message` keeps the seed's exact shape
 /// `Disk[<device>]硬盘损坏` for the consoles that show it.
 pub fn encode_warning(

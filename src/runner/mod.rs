@@ -115,7 +115,7 @@ impl Runner {
         ids: Arc<ActIds>,
     ) -> std::io::Result<Runner> {
         let (waker, wake_rx) = wake::pair()?;
-        let id = Identity { hardware_id: cfg.device.hardware_id.clone(), name: cfg.device.name.clone() };
+        let id = Identity::from(&cfg.device);
         let catalogue = Arc::new(catalogue);
         let workers = Workers::start(Arc::clone(&catalogue), id.clone(), &waker)?;
         let backoff = Backoff::new(cfg.reconnect.initial, cfg.reconnect.max, backoff::random_seed());
@@ -253,7 +253,7 @@ impl Runner {
         self.backoff.set_bounds(new.reconnect.initial, new.reconnect.max);
         self.resend.set_after(new.warning.resend_after);
         (self.on_reload)(&new);
-        self.id = Identity { hardware_id: new.device.hardware_id.clone(), name: new.device.name.clone() };
+        self.id = Identity::from(&new.device);
         self.actions.reconfigure(Arc::new(new.actions.clone()), self.id.clone());
         self.status.set_actions(new.actions.allowed());
         self.cfg = Arc::new(new);
