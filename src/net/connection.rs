@@ -12,7 +12,7 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::net::transport::WebSocket;
-use crate::os::wake::WakeReceiver;
+use crate::os::wake::{Interest, WakeReceiver};
 use crate::protocol::escape::escape;
 
 /// Why a connection was lost. The runner logs it and connects again after its backoff;
@@ -142,7 +142,8 @@ impl Conn {
             if left.is_zero() {
                 return;
             }
-            wake.wait(Some((self.ws.get_ref().tcp().as_fd(), !flushed)), Some(left));
+            let interest = if flushed { Interest::Readable } else { Interest::ReadableOrWritable };
+            wake.wait(Some((self.ws.get_ref().tcp().as_fd(), interest)), Some(left));
         }
     }
 
@@ -164,7 +165,7 @@ impl Conn {
             if left.is_zero() {
                 return;
             }
-            wake.wait(Some((tcp.as_fd(), false)), Some(left));
+            wake.wait(Some((tcp.as_fd(), Interest::Readable)), Some(left));
         }
     }
 }

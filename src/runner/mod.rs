@@ -25,7 +25,7 @@ use crate::net::transport::{self, ConnectError, WebSocket};
 use crate::net::url::GatewayUrl;
 use crate::os::notify::Notifier;
 use crate::os::signals::Shutdown;
-use crate::os::wake::{self, WakeReceiver, Waker};
+use crate::os::wake::{self, Interest, WakeReceiver, Waker};
 use crate::outbox::resend::Resend;
 use crate::outbox::spool::Spool;
 use crate::protocol::escape::{escape, escape_bytes};
@@ -302,7 +302,7 @@ impl Runner {
     /// Sleeps until woken, `deadline`, or the watchdog keep-alive is due; then sends the
     /// keep-alive if due. Every wait of the main loop goes through here, so a stuck loop
     /// is the only thing that stops the keep-alives.
-    fn wait(&mut self, socket: Option<(std::os::fd::BorrowedFd<'_>, bool)>, deadline: Option<Instant>) {
+    fn wait(&mut self, socket: Option<(std::os::fd::BorrowedFd<'_>, Interest)>, deadline: Option<Instant>) {
         let deadline = [deadline, self.notifier.watchdog_due()].into_iter().flatten().min();
         self.wake_rx.wait(socket, deadline.map(|d| d.saturating_duration_since(Instant::now())));
         self.notifier.keep_alive(Instant::now());
@@ -430,8 +430,11 @@ impl Runner {
                 if let Some(since) = conn.write_stalled_since {
                     deadline = Some(deadline.map_or(since + stall_limit, |d| d.min(since + stall_limit)));
                 }
-                let want_write = conn.write_stalled_since.is_some();
-                self.wait(Some((conn.ws.get_ref().tcp().as_fd(), want_write)), deadline);
+                let interest = match conn.write_stalled_since {
+                    Some(_) => Interest::ReadableOrWritable,
+                    None => Interest::Readable,
+                };
+                self.wait(Some((conn.ws.get_ref().tcp().as_fd(), interest)), deadline);
             }
             if let Some(end) = self.read_available(&mut conn, &mut session, url) {
                 return end;

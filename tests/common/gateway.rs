@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use rig_agent::os::wake::{WakeReceiver, Waker};
+use rig_agent::os::wake::{Interest, WakeReceiver, Waker};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
@@ -542,7 +542,8 @@ fn converse(
                     Some((due, _, _)) => due.saturating_duration_since(Instant::now()),
                     None => Duration::from_millis(50), // to notice `stop`
                 };
-                wake.wait(Some((ws.get_ref().sock.as_fd(), write_blocked)), Some(timeout));
+                let interest = if write_blocked { Interest::ReadableOrWritable } else { Interest::Readable };
+                wake.wait(Some((ws.get_ref().sock.as_fd(), interest)), Some(timeout));
                 continue;
             }
             Err(_) => return Outcome::Over,
