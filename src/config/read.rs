@@ -137,10 +137,9 @@ pub(super) fn read_gateway(s: &mut Section) -> Result<GatewayConfig, ConfigError
     let client_key = s.path("client_key")?;
 
     let roots = match &ca_file {
-        Some(f) => Some(
-            tls::read_ca_file(f)
-                .map_err(|why| s.err_at("ca_file", &why, "point it at a readable PEM file of CA certificates"))?,
-        ),
+        Some(f) => Some(tls::read_ca_file(f).map_err(|why| {
+            s.err_at("ca_file", &why.to_string(), "point it at a readable PEM file of CA certificates")
+        })?),
         None => None,
     };
     let client_auth = match (&client_cert, &client_key) {
@@ -160,17 +159,19 @@ pub(super) fn read_gateway(s: &mut Section) -> Result<GatewayConfig, ConfigError
             ));
         }
         (Some(c), Some(k)) => {
-            let chain = tls::read_cert_chain(c)
-                .map_err(|why| s.err_at("client_cert", &why, "point it at a readable PEM certificate chain"))?;
-            let key = tls::read_private_key(k)
-                .map_err(|why| s.err_at("client_key", &why, "point it at a readable PEM private key (mode 0600)"))?;
+            let chain = tls::read_cert_chain(c).map_err(|why| {
+                s.err_at("client_cert", &why.to_string(), "point it at a readable PEM certificate chain")
+            })?;
+            let key = tls::read_private_key(k).map_err(|why| {
+                s.err_at("client_key", &why.to_string(), "point it at a readable PEM private key (mode 0600)")
+            })?;
             Some((chain, key))
         }
     };
     let tls = tls::client_config(roots, client_auth).map_err(|why| {
         s.err_at(
             if ca_file.is_some() && client_cert.is_none() { "ca_file" } else { "client_key" },
-            &why,
+            &why.to_string(),
             "check that the certificate and key belong together",
         )
     })?;

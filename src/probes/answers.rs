@@ -23,13 +23,32 @@ use crate::protocol::Refusal;
 
 pub struct Probes {
     roots: Roots,
-    /// `disks.include`/`disks.exclude` and the rig's id: a reload may change them.
-    filter: Mutex<(Vec<String>, Vec<String>, String)>,
+    /// What a reload may change: the disk filter and the rig's id.
+    reloadable: Mutex<Reloadable>,
     system: Mutex<SystemProbe>,
     pub smart: Arc<SmartReader>,
     pub nvidia: NvidiaReader,
     /// The disk monitor's verdicts (open episodes, disks gone).
     pub health: Arc<DiskHealth>,
+}
+
+/// The settings of [`Probes`] that a reload changes in place.
+#[derive(Debug, Clone)]
+struct Reloadable {
+    /// `disks.include` / `disks.exclude` globs.
+    include: Vec<String>,
+    exclude: Vec<String>,
+    hardware_id: String,
+}
+
+impl From<&Config> for Reloadable {
+    fn from(cfg: &Config) -> Self {
+        Reloadable {
+            include: cfg.disks.include.clone(),
+            exclude: cfg.disks.exclude.clone(),
+            hardware_id: cfg.device.hardware_id.clone(),
+        }
+    }
 }
 
 impl Probes {
@@ -39,7 +58,7 @@ impl Probes {
         Probes {
             system: Mutex::new(SystemProbe::new(roots.clone())),
             roots,
-            filter: Mutex::new((d.include.clone(), d.exclude.clone(), cfg.device.hardware_id.clone())),
+            reloadable: Mutex::new(Reloadable::from(cfg)),
             smart: Arc::new(SmartReader::new(&d.smartctl, d.smart_timeout, d.smart_interval)),
             nvidia: NvidiaReader::new(nvidia_settings(cfg)),
             health: Arc::new(DiskHealth::default()),
@@ -49,14 +68,13 @@ impl Probes {
     /// Takes in a reloaded config's disk filter, SMART settings and identity.
     pub fn reconfigure(&self, cfg: &Config) {
         let d = &cfg.disks;
-        *self.filter.lock().unwrap_or_else(|p| p.into_inner()) =
-            (d.include.clone(), d.exclude.clone(), cfg.device.hardware_id.clone());
+        *self.reloadable.lock().unwrap_or_else(|p| p.into_inner()) = Reloadable::from(cfg);
         self.smart.reconfigure(&d.smartctl, d.smart_timeout, d.smart_interval);
         self.nvidia.reconfigure(nvidia_settings(cfg));
     }
 
-    fn filter(&self) -> (Vec<String>, Vec<String>, String) {
-        self.filter.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    fn reloadable(&self) -> Reloadable {
+        self.reloadable.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn system(&self) -> std::sync::MutexGuard<'_, SystemProbe> {
@@ -65,7 +83,7 @@ impl Probes {
 
     /// The monitored disks as sysfs shows them now.
     pub fn disks(&self) -> Vec<Disk> {
-        let (include, exclude, _) = self.filter();
+        let Reloadable { include, exclude, .. } = self.reloadable();
         disks::monitored(&self.roots.sysfs, &include, &exclude)
             .iter()
             .filter_map(|name| disks::read(&self.roots.sysfs, name))
@@ -108,7 +126,7 @@ impl Probes {
             "boot_time": system::boot_time(),
             "uptime_secs": system::uptime_secs(),
             "agent": {"version": crate::VERSION},
-            "hardware_id": self.filter().2,
+            "hardware_id": self.reloadable().hardware_id,
         })
     }
 
