@@ -1,4 +1,5 @@
 use super::*;
+use std::time::Duration;
 
 #[test]
 fn a_csv_line_gives_every_field_with_mib_as_bytes_and_the_bus_id_as_sysfs_writes_it() {
