@@ -1,4 +1,6 @@
 use super::*;
+use crate::actions::journal::RunRecord;
+use serde_json::json;
 
 fn id() -> Identity {
     Identity { hardware_id: "rig-1".into(), name: "rig-1".into() }
