@@ -2,15 +2,16 @@
 //! `disks.scan_interval`, applies the rules, and for every new failure episode writes a
 //! warning to the spool (durably) before it wakes the runner to send it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::disks::inventory::{Episode, Inventory, Remembered};
+pub use crate::disks::health::DiskHealth;
+use crate::disks::inventory::{Episode, Inventory};
 use crate::disks::reason::Reason;
 use crate::disks::rules::{self, Seen};
 use crate::events::{DiskEvent, Storms};
@@ -20,42 +21,6 @@ use crate::probes::smart::SmartReader;
 use crate::probes::{Roots, counters, glob_match, mounts};
 use crate::protocol::{self, ActIds, Identity};
 use crate::status::{AgentStatus, unix_now};
-
-/// The monitor's verdicts, for `get_disk_info`: which disks are in an open failure episode
-/// and which known disks are gone.
-#[derive(Debug, Default)]
-pub struct DiskHealth {
-    inner: Mutex<Verdicts>,
-}
-
-#[derive(Debug, Default, Clone)]
-struct Verdicts {
-    failing: HashMap<String, Reason>,
-    missing: Vec<(String, Remembered)>,
-}
-
-impl DiskHealth {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Verdicts> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The reason of the disk's open failure episode, if it has one.
-    pub fn failing(&self, disk: &str) -> Option<Reason> {
-        self.lock().failing.get(disk).cloned()
-    }
-
-    /// Disks known from earlier scans that are gone from `/sys/block`.
-    pub fn missing(&self) -> Vec<(String, Remembered)> {
-        self.lock().missing.clone()
-    }
-
-    fn publish(&self, inv: &Inventory, present: &[String]) {
-        let mut v = self.lock();
-        v.failing = inv.episodes.iter().rev().map(|e| (e.disk.clone(), e.reason)).collect();
-        v.missing =
-            inv.disks.iter().filter(|(n, _)| !present.contains(n)).map(|(n, r)| (n.clone(), r.clone())).collect();
-    }
-}
 
 /// How long a scan that raised warnings waits for the storage thread to write them, so
 /// that the same save records them as reported. Bounded: a dying state disk delays the

@@ -17,7 +17,7 @@ use super::smart::{Smart, SmartReader};
 use super::system::{self, SystemProbe};
 use super::{Roots, entries, read_attr};
 use crate::config::Config;
-use crate::disks::monitor::DiskHealth;
+use crate::disks::health::DiskHealth;
 use crate::disks::reason::Reason;
 use crate::protocol::Refusal;
 
