@@ -17,10 +17,10 @@ mod measure;
 
 use measure::median;
 use rig_agent::Config;
-use rig_agent::monitor::{DiskHealth, Monitor, Shared};
+use rig_agent::disks::monitor::{DiskHealth, Monitor, Shared};
+use rig_agent::outbox::spool::Spool;
 use rig_agent::probes::smart::SmartReader;
 use rig_agent::protocol::ActIds;
-use rig_agent::spool::Spool;
 use rig_agent::status::AgentStatus;
 
 fn disk_name(i: usize) -> String {

@@ -6,38 +6,23 @@
 #![forbid(unsafe_code)]
 
 pub mod actions;
+mod agent;
 pub mod backoff;
-pub mod bounded_read;
-pub mod child;
 pub mod config;
-mod config_section;
-pub mod duration;
-pub mod escape;
+pub mod disks;
 pub mod events;
-pub mod frames;
-pub mod inventory;
 pub mod logging;
-pub mod monitor;
-pub mod notify;
-pub mod predictive;
+pub mod net;
+pub mod os;
+pub mod outbox;
 pub mod probes;
 pub mod protocol;
 pub mod queries;
-pub mod resend;
-pub mod rules;
 pub mod runner;
 pub mod session;
-pub mod signals;
-pub mod spool;
 pub mod status;
-pub mod tls;
-pub mod transport;
-pub mod url;
-pub mod wake;
-pub mod workers;
 
-use std::sync::Arc;
-
+pub use agent::Agent;
 pub use config::{Config, ConfigError};
 pub use runner::Runner;
 
@@ -54,91 +39,4 @@ pub mod exit {
     pub const USAGE: i32 = 64;
     /// EX_CONFIG: the config is wrong; the unit does not restart on it.
     pub const CONFIG: i32 = 78;
-}
-
-/// The whole agent as the binary runs it: the runner (which owns the socket), the probe
-/// workers behind the standard query catalogue, the warning spool and the disk monitor.
-pub struct Agent {
-    runner: Runner,
-    // Dropped before the monitor: the sources hold senders into its channel.
-    _events: events::Sources,
-    _monitor: monitor::MonitorHandle,
-}
-
-impl Agent {
-    /// Opens the spool, builds the catalogue (plus whatever `extend` adds: tests add slow or
-    /// panicking probes) and starts the disk monitor. Problems found in the state directory
-    /// are logged at error level and the agent goes on.
-    pub fn build(cfg: Config, extend: impl FnOnce(&mut queries::Catalogue)) -> std::io::Result<Agent> {
-        Agent::build_with(cfg, extend, spool::Options::default())
-    }
-
-    /// [`Agent::build`] with the outbox's options: its cap, and for tests a slow state disk.
-    pub fn build_with(
-        cfg: Config,
-        extend: impl FnOnce(&mut queries::Catalogue),
-        outbox: spool::Options,
-    ) -> std::io::Result<Agent> {
-        let mut status = status::AgentStatus::new(cfg.file.clone());
-        if let Some(url) = cfg.gateway.urls.first() {
-            status = status.with_gateway(url.as_str());
-        }
-        let status = Arc::new(status);
-        let probes = Arc::new(probes::Probes::from_config(&cfg));
-        let mut catalogue = queries::Catalogue::standard(Arc::clone(&probes), Arc::clone(&status));
-        extend(&mut catalogue);
-        if let Some(why) = &cfg.paths.state_dir_problem {
-            log::error!(
-                "the state directory {} is not writable ({why}); disk warnings are kept in memory, still sent, \
-                 and written out when it is writable again",
-                cfg.paths.state_dir.display()
-            );
-        }
-        let (spool, problems) = spool::Spool::open_with(&cfg.paths.state_dir, outbox)?;
-        for p in problems {
-            log::error!("{}", p.0);
-        }
-        let spool = Arc::new(spool);
-        let ids = Arc::new(protocol::ActIds::new());
-        let cfg = Arc::new(cfg);
-        let mut runner =
-            Runner::new(Arc::clone(&cfg), catalogue, Arc::clone(&status), Arc::clone(&spool), Arc::clone(&ids))?;
-        let shared = monitor::Shared {
-            ids,
-            spool,
-            smart: Arc::clone(&probes.smart),
-            health: Arc::clone(&probes.health),
-            status: Arc::clone(&status),
-        };
-        let monitor = monitor::Monitor::new(&cfg, shared).spawn()?;
-        // Kernel events (issue 13) go through the monitor's own channel.
-        let sink = monitor
-            .control()
-            .map(|tx| -> events::sources::Sink { Arc::new(move |e| tx.send(monitor::Input::Event(e)).is_ok()) });
-        let sources = events::Sources::start(
-            events::sources::SourcesConfig::from_config(&cfg),
-            sink.unwrap_or_else(|| Arc::new(|_| false)),
-        );
-        status.set_event_sources(Arc::clone(&sources.status));
-        // SIGHUP: the runner re-reads the config and hands it here; probes and disk rules
-        // change at once.
-        let control = monitor.control();
-        runner.set_reload_hook(move |cfg| {
-            probes.reconfigure(cfg);
-            if let Some(c) = &control {
-                let _ = c.send(monitor::Input::Reload(Box::new(cfg.clone())));
-            }
-        });
-        Ok(Agent { runner, _events: sources, _monitor: monitor })
-    }
-
-    /// The handle that stops the agent (signals, tests, the demo).
-    pub fn shutdown(&self) -> signals::Shutdown {
-        self.runner.shutdown()
-    }
-
-    /// Runs until stopped; the disk monitor stops when the agent is dropped.
-    pub fn run(&mut self) {
-        self.runner.run();
-    }
 }

@@ -706,7 +706,7 @@ fn heartbeats_keep_their_schedule_while_the_state_disk_takes_3_s_per_fsync() {
     // fsync (spool::Options::fsync_delay); no dm-delay, nbd or FUSE is available here.
     let _g = Guard::new(60 * SEC);
     let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
-    let slow = rig_agent::spool::Options { fsync_delay: 3 * SEC, ..Default::default() };
+    let slow = rig_agent::outbox::spool::Options { fsync_delay: 3 * SEC, ..Default::default() };
     let started = Instant::now();
     let _agent = Agent::with_outbox(&config(gw.url(), &pki, &rig).write(dir.path()), slow);
     gw.wait_login(5 * SEC);

@@ -370,9 +370,9 @@ esac"#,
 
 #[test]
 fn device_states_from_sysfs_are_judged_per_transport_and_a_reset_is_raised_only_if_it_lasts() {
-    use rig_agent::inventory::Inventory;
+    use rig_agent::disks::inventory::Inventory;
+    use rig_agent::disks::rules::{self, Reason, Seen};
     use rig_agent::probes::disks;
-    use rig_agent::rules::{self, OFFLINE, Seen};
     let sysfs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/device-states/sys");
     let seen: Vec<Seen> = disks::monitored(&sysfs, &["*".to_string()], &[])
         .iter()
@@ -381,7 +381,7 @@ fn device_states_from_sysfs_are_judged_per_transport_and_a_reset_is_raised_only_
     let offline = |inv: &mut Inventory| {
         let mut v: Vec<String> = rules::evaluate(inv, &seen, 1)
             .into_iter()
-            .inspect(|c| assert_eq!(c.reason, OFFLINE))
+            .inspect(|c| assert_eq!(c.reason, Reason::Offline))
             .map(|c| c.disk)
             .collect();
         v.sort();

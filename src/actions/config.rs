@@ -7,9 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::config::ConfigError;
-use crate::config_section::Section;
-use crate::duration::format_duration;
+use crate::config::duration::format_duration;
+use crate::config::error::ConfigError;
+use crate::config::section::Section;
 
 /// Longest action name; names are `[A-Za-z0-9_-]`, so they are safe in logs and file names.
 pub const MAX_NAME_LEN: usize = 64;

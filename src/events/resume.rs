@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::spool::write_durably;
+use crate::outbox::spool::write_durably;
 
 const FILE: &str = "kmsg.cursor";
 

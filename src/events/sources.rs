@@ -19,8 +19,8 @@ use super::resume::{self, Cursor};
 use super::uevent::Action;
 use super::uevent_listener::UeventListener;
 use crate::config::Config;
-use crate::escape::escape_to;
-use crate::wake::{self, WakeReceiver, Waker};
+use crate::os::wake::{self, Interest, WakeReceiver, Waker};
+use crate::protocol::escape::escape_to;
 
 /// What the monitor hears from the sources.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,7 +300,7 @@ impl KmsgJob {
                 // Asleep until a record comes, unless a cursor is still to be written.
                 Progress::Wait => {
                     let dirty = self.reader.last_seq() != saved.0;
-                    rx.wait(Some((self.reader_fd(), false)), dirty.then_some(SAVE_EVERY))
+                    rx.wait(Some((self.reader_fd(), Interest::Readable)), dirty.then_some(SAVE_EVERY))
                 }
                 Progress::Idle => rx.wait(None, Some(IDLE_POLL)),
             }
@@ -357,7 +357,7 @@ fn uevent_loop(
                 }
             }
         }
-        rx.wait(Some((listener.as_fd(), false)), None);
+        rx.wait(Some((listener.as_fd(), Interest::Readable)), None);
     }
 }
 

@@ -17,18 +17,38 @@ use super::smart::{Smart, SmartReader};
 use super::system::{self, SystemProbe};
 use super::{Roots, entries, read_attr};
 use crate::config::Config;
-use crate::monitor::DiskHealth;
+use crate::disks::health::DiskHealth;
+use crate::disks::reason::Reason;
 use crate::protocol::Refusal;
 
 pub struct Probes {
     roots: Roots,
-    /// `disks.include`/`disks.exclude` and the rig's id: a reload may change them.
-    filter: Mutex<(Vec<String>, Vec<String>, String)>,
+    /// What a reload may change: the disk filter and the rig's id.
+    reloadable: Mutex<Reloadable>,
     system: Mutex<SystemProbe>,
     pub smart: Arc<SmartReader>,
     pub nvidia: NvidiaReader,
     /// The disk monitor's verdicts (open episodes, disks gone).
     pub health: Arc<DiskHealth>,
+}
+
+/// The settings of [`Probes`] that a reload changes in place.
+#[derive(Debug, Clone)]
+struct Reloadable {
+    /// `disks.include` / `disks.exclude` globs.
+    include: Vec<String>,
+    exclude: Vec<String>,
+    hardware_id: String,
+}
+
+impl From<&Config> for Reloadable {
+    fn from(cfg: &Config) -> Self {
+        Reloadable {
+            include: cfg.disks.include.clone(),
+            exclude: cfg.disks.exclude.clone(),
+            hardware_id: cfg.device.hardware_id.clone(),
+        }
+    }
 }
 
 impl Probes {
@@ -38,7 +58,7 @@ impl Probes {
         Probes {
             system: Mutex::new(SystemProbe::new(roots.clone())),
             roots,
-            filter: Mutex::new((d.include.clone(), d.exclude.clone(), cfg.device.hardware_id.clone())),
+            reloadable: Mutex::new(Reloadable::from(cfg)),
             smart: Arc::new(SmartReader::new(&d.smartctl, d.smart_timeout, d.smart_interval)),
             nvidia: NvidiaReader::new(nvidia_settings(cfg)),
             health: Arc::new(DiskHealth::default()),
@@ -48,14 +68,13 @@ impl Probes {
     /// Takes in a reloaded config's disk filter, SMART settings and identity.
     pub fn reconfigure(&self, cfg: &Config) {
         let d = &cfg.disks;
-        *self.filter.lock().unwrap_or_else(|p| p.into_inner()) =
-            (d.include.clone(), d.exclude.clone(), cfg.device.hardware_id.clone());
+        *self.reloadable.lock().unwrap_or_else(|p| p.into_inner()) = Reloadable::from(cfg);
         self.smart.reconfigure(&d.smartctl, d.smart_timeout, d.smart_interval);
         self.nvidia.reconfigure(nvidia_settings(cfg));
     }
 
-    fn filter(&self) -> (Vec<String>, Vec<String>, String) {
-        self.filter.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    fn reloadable(&self) -> Reloadable {
+        self.reloadable.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn system(&self) -> std::sync::MutexGuard<'_, SystemProbe> {
@@ -64,7 +83,7 @@ impl Probes {
 
     /// The monitored disks as sysfs shows them now.
     pub fn disks(&self) -> Vec<Disk> {
-        let (include, exclude, _) = self.filter();
+        let Reloadable { include, exclude, .. } = self.reloadable();
         disks::monitored(&self.roots.sysfs, &include, &exclude)
             .iter()
             .filter_map(|name| disks::read(&self.roots.sysfs, name))
@@ -107,7 +126,7 @@ impl Probes {
             "boot_time": system::boot_time(),
             "uptime_secs": system::uptime_secs(),
             "agent": {"version": crate::VERSION},
-            "hardware_id": self.filter().2,
+            "hardware_id": self.reloadable().hardware_id,
         })
     }
 
@@ -148,7 +167,7 @@ impl Probes {
             list.push(json!({
                 "name": name, "device": format!("/dev/{name}"), "model": r.model, "serial": r.serial,
                 "size_bytes": r.size_bytes, "rotational": null, "state": null, "ioerr_count": null,
-                "health": "missing", "reason": "missing", "smart": null, "mounts": [],
+                "health": "missing", "reason": Reason::Missing.as_str(), "smart": null, "mounts": [],
             }));
         }
         Ok(json!({ "disks": list }))
@@ -158,10 +177,7 @@ impl Probes {
         // The monitor's open episode decides; without one, what one look shows.
         let (health, reason) = match self.health.failing(&d.name) {
             Some(reason) => ("failed", Some(reason)),
-            None => {
-                let (h, r) = assess(d, smart.as_ref().and_then(|s| s.passed));
-                (h, r.map(str::to_string))
-            }
+            None => assess(d, smart.as_ref().and_then(|s| s.passed)),
         };
         let devs: Vec<&str> = d.devs().collect();
         let mounts: Vec<Value> = mounts
@@ -179,7 +195,7 @@ impl Probes {
         json!({
             "name": d.name, "device": d.device(), "model": d.model, "serial": d.serial,
             "size_bytes": d.size_bytes, "rotational": d.rotational, "state": d.state,
-            "ioerr_count": d.ioerr_count, "health": health, "reason": reason,
+            "ioerr_count": d.ioerr_count, "health": health, "reason": reason.map(Reason::as_str),
             "smart": smart.map(|s| s.to_json()), "mounts": mounts,
         })
     }
@@ -260,13 +276,13 @@ fn nvidia_settings(cfg: &Config) -> NvidiaSettings {
 /// state or a passed SMART check is `ok`; with neither (a virtio disk, an NVMe controller
 /// in the middle of a reset) it is `unknown`. The disk monitor adds what needs
 /// history (disappeared disks, rising error counts, filesystems turned read-only).
-pub fn assess(d: &Disk, smart_passed: Option<bool>) -> (&'static str, Option<&'static str>) {
+pub fn assess(d: &Disk, smart_passed: Option<bool>) -> (&'static str, Option<Reason>) {
     if d.size_bytes == Some(0) {
-        ("failed", Some("missing"))
+        ("failed", Some(Reason::Missing))
     } else if d.state_verdict() == Some(StateVerdict::Offline) {
-        ("failed", Some("offline"))
+        ("failed", Some(Reason::Offline))
     } else if smart_passed == Some(false) {
-        ("failed", Some("smart_failed"))
+        ("failed", Some(Reason::SmartFailed))
     } else if d.state_verdict() == Some(StateVerdict::Healthy) || smart_passed == Some(true) {
         ("ok", None)
     } else {

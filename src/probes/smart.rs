@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::child;
+use crate::os::child;
 
 /// smartctl's JSON for one disk is tens of kilobytes; more is not an answer.
 const OUTPUT_CAP: usize = 1 << 20;
@@ -25,7 +25,7 @@ pub struct Smart {
     pub reallocated_sectors: Option<u64>,
     pub pending_sectors: Option<u64>,
     /// Predictive indicators (issue 13): the Backblaze five and the NVMe health fields.
-    pub indicators: crate::predictive::Indicators,
+    pub indicators: crate::disks::predictive::Indicators,
 }
 
 impl Smart {
@@ -214,7 +214,7 @@ pub fn parse(text: &str, exit: Option<i32>) -> Result<Smart, String> {
         power_on_hours: v["power_on_time"]["hours"].as_u64().or_else(|| nvme["power_on_hours"].as_u64()),
         reallocated_sectors: attr(5),
         pending_sectors: attr(197),
-        indicators: crate::predictive::Indicators::from_smartctl(&v),
+        indicators: crate::disks::predictive::Indicators::from_smartctl(&v),
     };
     if smart
         == (Smart {
@@ -223,7 +223,7 @@ pub fn parse(text: &str, exit: Option<i32>) -> Result<Smart, String> {
             power_on_hours: None,
             reallocated_sectors: None,
             pending_sectors: None,
-            indicators: crate::predictive::Indicators::default(),
+            indicators: crate::disks::predictive::Indicators::default(),
         })
     {
         return Err(messages().unwrap_or_else(|| "no SMART data in the answer".into()));
@@ -254,7 +254,10 @@ mod tests {
                 power_on_hours: Some(20123),
                 reallocated_sectors: Some(8),
                 pending_sectors: Some(2),
-                indicators: crate::predictive::Indicators { ata: [(5, 8), (197, 2)].into_iter().collect(), nvme: None },
+                indicators: crate::disks::predictive::Indicators {
+                    ata: [(5, 8), (197, 2)].into_iter().collect(),
+                    nvme: None
+                },
             }
         );
     }

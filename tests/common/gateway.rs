@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use rig_agent::wake::{WakeReceiver, Waker};
+use rig_agent::os::wake::{Interest, WakeReceiver, Waker};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
@@ -430,7 +430,7 @@ fn serve(
     // Event-driven from here: poll(2) on the socket and on a wake pipe that `send` writes to,
     // so the gateway adds no latency of its own to what the benchmark measures.
     let _ = ws.get_ref().sock.set_nonblocking(true);
-    let (waker, wake_rx) = rig_agent::wake::pair().expect("wake pipe");
+    let (waker, wake_rx) = rig_agent::os::wake::pair().expect("wake pipe");
     let (out_tx, out_rx) = mpsc::channel();
     outboxes.lock().unwrap().insert(conn, (out_tx, waker));
     let outcome = converse(conn, &mut ws, &script, &out_rx, &wake_rx, &stop, &events);
@@ -542,7 +542,8 @@ fn converse(
                     Some((due, _, _)) => due.saturating_duration_since(Instant::now()),
                     None => Duration::from_millis(50), // to notice `stop`
                 };
-                wake.wait(Some((ws.get_ref().sock.as_fd(), write_blocked)), Some(timeout));
+                let interest = if write_blocked { Interest::ReadableOrWritable } else { Interest::Readable };
+                wake.wait(Some((ws.get_ref().sock.as_fd(), interest)), Some(timeout));
                 continue;
             }
             Err(_) => return Outcome::Over,

@@ -19,8 +19,8 @@ pub use agent_config::{AgentConfig, HARDWARE_ID, TOKEN};
 #[allow(unused_imports)]
 pub use gateway::{Event, Gateway, Pki, Script};
 use rig_agent::Config;
+use rig_agent::os::signals::Shutdown;
 use rig_agent::queries::Catalogue;
-use rig_agent::signals::Shutdown;
 pub use rustix::process::Signal;
 use rustix::process::{Pid, kill_process};
 
@@ -109,7 +109,7 @@ impl Agent {
     }
 
     /// Starts with the standard catalogue and these outbox options (a slow state disk).
-    pub fn with_outbox(config: &Path, outbox: rig_agent::spool::Options) -> Agent {
+    pub fn with_outbox(config: &Path, outbox: rig_agent::outbox::spool::Options) -> Agent {
         init_test_log();
         let cfg = Config::load(config).unwrap_or_else(|e| panic!("{e}"));
         let mut agent = rig_agent::Agent::build_with(cfg, |_| {}, outbox).unwrap();

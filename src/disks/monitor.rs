@@ -2,59 +2,25 @@
 //! `disks.scan_interval`, applies the rules, and for every new failure episode writes a
 //! warning to the spool (durably) before it wakes the runner to send it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+pub use crate::disks::health::DiskHealth;
+use crate::disks::inventory::{Episode, Inventory};
+use crate::disks::reason::Reason;
+use crate::disks::rules::{self, Seen};
 use crate::events::{DiskEvent, Storms};
-use crate::inventory::{Episode, Inventory, Remembered};
+use crate::outbox::spool::{Durability, Kind, Spool};
 use crate::probes::disks::{self, Disk};
 use crate::probes::smart::SmartReader;
 use crate::probes::{Roots, counters, glob_match, mounts};
 use crate::protocol::{self, ActIds, Identity};
-use crate::rules::{self, Seen};
-use crate::spool::{Durability, Kind, Spool};
 use crate::status::{AgentStatus, unix_now};
-
-/// The monitor's verdicts, for `get_disk_info`: which disks are in an open failure episode
-/// and which known disks are gone.
-#[derive(Debug, Default)]
-pub struct DiskHealth {
-    inner: Mutex<Verdicts>,
-}
-
-#[derive(Debug, Default, Clone)]
-struct Verdicts {
-    failing: HashMap<String, String>,
-    missing: Vec<(String, Remembered)>,
-}
-
-impl DiskHealth {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Verdicts> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The reason of the disk's open failure episode, if it has one.
-    pub fn failing(&self, disk: &str) -> Option<String> {
-        self.lock().failing.get(disk).cloned()
-    }
-
-    /// Disks known from earlier scans that are gone from `/sys/block`.
-    pub fn missing(&self) -> Vec<(String, Remembered)> {
-        self.lock().missing.clone()
-    }
-
-    fn publish(&self, inv: &Inventory, present: &[String]) {
-        let mut v = self.lock();
-        v.failing = inv.episodes.iter().rev().map(|e| (e.disk.clone(), e.reason.clone())).collect();
-        v.missing =
-            inv.disks.iter().filter(|(n, _)| !present.contains(n)).map(|(n, r)| (n.clone(), r.clone())).collect();
-    }
-}
 
 /// How long a scan that raised warnings waits for the storage thread to write them, so
 /// that the same save records them as reported. Bounded: a dying state disk delays the
@@ -134,22 +100,27 @@ impl Monitor {
             log::error!("{p}");
         }
         // A set, not a scan of the episodes per entry: the spool may hold thousands.
-        let mut known: HashSet<(String, String)> =
-            inv.episodes.iter().map(|e| (e.disk.clone(), e.reason.clone())).collect();
+        let mut known: HashSet<(String, Reason)> = inv.episodes.iter().map(|e| (e.disk.clone(), e.reason)).collect();
         for entry in shared.spool.unacked() {
             if entry.kind != Kind::Warning {
                 continue;
             }
-            let Ok(w) = serde_json::from_str::<serde_json::Value>(&entry.text) else { continue };
-            let disk = w["disk"].as_str().unwrap_or_default().trim_start_matches("/dev/").to_string();
-            let reason = w["reason"].as_str().unwrap_or_default().to_string();
-            if known.insert((disk.clone(), reason.clone())) {
-                let since = w["time"].as_u64().unwrap_or_else(unix_now);
-                let detail = w["detail"].as_str().unwrap_or_default().to_string();
-                inv.episodes.push(Episode { disk, reason, act_id: entry.act_id, since, detail, reported: true });
+            let Some(w) = protocol::decode_warning(&entry.text) else { continue };
+            // Only this agent writes the spool: a reason it does not know is not its warning.
+            let Ok(reason) = w.reason.parse::<Reason>() else { continue };
+            if known.insert((w.disk.clone(), reason)) {
+                let since = w.time.unwrap_or_else(unix_now);
+                inv.episodes.push(Episode {
+                    disk: w.disk,
+                    reason,
+                    act_id: entry.act_id,
+                    since,
+                    detail: w.detail,
+                    reported: true,
+                });
             }
         }
-        let id = Identity { hardware_id: cfg.device.hardware_id.clone(), name: cfg.device.name.clone() };
+        let id = Identity::from(&cfg.device);
         for e in inv.episodes.iter().filter(|e| !e.reported && shared.spool.durability(&e.act_id).is_none()) {
             let device = format!("/dev/{}", e.disk);
             let serial = inv.disks.get(&e.disk).and_then(|r| r.serial.clone());
@@ -159,15 +130,22 @@ impl Monitor {
                 e.reason,
                 e.act_id
             );
-            let warning =
-                protocol::encode_warning(&id, &e.act_id, &device, serial.as_deref(), &e.reason, &e.detail, e.since);
+            let warning = protocol::encode_warning(
+                &id,
+                &e.act_id,
+                &device,
+                serial.as_deref(),
+                e.reason.as_str(),
+                &e.detail,
+                e.since,
+            );
             shared.spool.push(&warning);
         }
         let mut storms = Storms::new(cfg.disks.io_error_quiet);
         let now = Instant::now();
         // An io_errors episode open before a restart stays open a quiet period more: the
         // restart alone must not end it (and a storm still going would warn again).
-        for e in inv.episodes.iter().filter(|e| e.reason == rules::IO_ERRORS) {
+        for e in inv.episodes.iter().filter(|e| e.reason == rules::Reason::IoErrors) {
             storms.resume(&e.disk, "errors before the agent restarted", now);
         }
         Monitor {
@@ -235,7 +213,7 @@ impl Monitor {
         self.scan_interval = cfg.disks.scan_interval;
         self.ioerr_threshold = cfg.disks.ioerr_threshold;
         self.storms.set_quiet(cfg.disks.io_error_quiet);
-        self.id = Identity { hardware_id: cfg.device.hardware_id.clone(), name: cfg.device.name.clone() };
+        self.id = Identity::from(&cfg.device);
     }
 
     /// Takes in a kernel event; true when it needs a scan now (a block device changed, or
@@ -295,7 +273,7 @@ impl Monitor {
                         .any(|m| present.iter().any(|d| &d.name == m || d.partitions.iter().any(|p| &p.name == m)))
             })
             .collect();
-        conditions.extend(crate::predictive::evaluate(&mut self.inv, &observed, &arrays));
+        conditions.extend(crate::disks::predictive::evaluate(&mut self.inv, &observed, &arrays));
         let (new, closed) = rules::reconcile(&mut self.inv.episodes, &conditions);
         for e in &closed {
             log::info!("disk /dev/{}: {} cleared", e.disk, e.reason);
@@ -311,14 +289,14 @@ impl Monitor {
                 &act_id,
                 &device,
                 serial.as_deref(),
-                c.reason,
+                c.reason.as_str(),
                 &c.detail,
                 now,
             ));
             log::error!("disk {device} failed ({}): {}; warning {act_id}", c.reason, c.detail);
             self.inv.episodes.push(Episode {
                 disk: c.disk.clone(),
-                reason: c.reason.to_string(),
+                reason: c.reason,
                 act_id,
                 since: now,
                 detail: c.detail.clone(),
@@ -367,13 +345,13 @@ impl Monitor {
     }
 
     /// The predictive inputs of the present disks: last SMART answer, ext4 error counts.
-    fn observe(&self, present: &[Disk]) -> Vec<crate::predictive::Observed> {
+    fn observe(&self, present: &[Disk]) -> Vec<crate::disks::predictive::Observed> {
         present
             .iter()
             .map(|d| {
                 let mut devs: Vec<&str> = vec![d.name.as_str()];
                 devs.extend(d.partitions.iter().map(|p| p.name.as_str()));
-                crate::predictive::Observed {
+                crate::disks::predictive::Observed {
                     disk: d.name.clone(),
                     serial: d.serial.clone(),
                     smart: self.smart.peek(&d.device()).and_then(Result::ok).map(|s| s.indicators),

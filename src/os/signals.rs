@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-use crate::wake::Waker;
+use crate::os::wake::Waker;
 
 #[derive(Debug, Clone)]
 pub struct Shutdown {

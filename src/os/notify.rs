@@ -5,7 +5,7 @@
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use crate::escape;
+use crate::protocol::escape;
 
 /// The longest `STATUS=` text, in characters.
 const MAX_STATUS_CHARS: usize = 512;

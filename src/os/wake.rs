@@ -54,16 +54,27 @@ impl AsFd for WakeReceiver {
     }
 }
 
+/// What a wait watches a socket for besides the wake pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    Readable,
+    /// Readable or writable: output is pending.
+    ReadableOrWritable,
+}
+
 impl WakeReceiver {
-    /// Sleeps until the wake pipe is written, the socket (if given) is readable — or
-    /// writable too when `want_write` — or `timeout` passes (`None`: no limit).
-    pub fn wait(&self, socket: Option<(BorrowedFd<'_>, bool)>, timeout: Option<std::time::Duration>) {
+    /// Sleeps until the wake pipe is written, the socket (if given) is ready as `Interest`
+    /// says, or `timeout` passes (`None`: no limit).
+    pub fn wait(&self, socket: Option<(BorrowedFd<'_>, Interest)>, timeout: Option<std::time::Duration>) {
         use rustix::event::{PollFd, PollFlags, Timespec, poll};
         let ts = timeout
             .map(|d| Timespec { tv_sec: d.as_secs().min(i64::MAX as u64) as i64, tv_nsec: d.subsec_nanos().into() });
         let mut fds = vec![PollFd::new(self, PollFlags::IN)];
-        if let Some((fd, want_write)) = socket {
-            let flags = if want_write { PollFlags::IN | PollFlags::OUT } else { PollFlags::IN };
+        if let Some((fd, interest)) = socket {
+            let flags = match interest {
+                Interest::Readable => PollFlags::IN,
+                Interest::ReadableOrWritable => PollFlags::IN | PollFlags::OUT,
+            };
             fds.push(PollFd::from_borrowed_fd(fd, flags));
         }
         // EINTR (a signal) is a wake-up like any other: the caller looks at its flags again.

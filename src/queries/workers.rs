@@ -7,9 +7,9 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread;
 
 use crate::logging::escape;
+use crate::os::wake::Waker;
 use crate::protocol::{self, Identity, Query};
 use crate::queries::{Catalogue, LANES, Lane};
-use crate::wake::Waker;
 
 /// Queries waiting or running per lane before new ones are refused as busy. Bounds memory
 /// under a flood from the gateway.

@@ -1,14 +1,10 @@
 //! The disk-failure rules of PROTOCOL.md §7, as pure functions over what a scan saw and
 //! what the inventory remembers. No IO: the monitor reads, these decide.
 
-use crate::inventory::{Episode, Inventory};
+use crate::disks::inventory::{Episode, Inventory};
 use crate::probes::disks::{Disk, StateVerdict};
 
-pub const MISSING: &str = "missing";
-pub const OFFLINE: &str = "offline";
-pub const IO_ERRORS: &str = "io_errors";
-pub const SMART_FAILED: &str = "smart_failed";
-pub const READONLY: &str = "readonly";
+pub use crate::disks::reason::Reason;
 
 /// What one scan saw of one monitored disk that is present in `/sys/block`.
 #[derive(Debug, Clone)]
@@ -24,7 +20,7 @@ pub struct Seen {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Condition {
     pub disk: String,
-    pub reason: &'static str,
+    pub reason: Reason,
     /// What was seen, for the warning's `detail` and the log.
     pub detail: String,
 }
@@ -36,7 +32,7 @@ pub fn evaluate(inv: &mut Inventory, seen: &[Seen], ioerr_threshold: u64) -> Vec
     let cond = |disk: &str, reason, detail: String| Condition { disk: disk.to_string(), reason, detail };
     for name in inv.disks.keys() {
         if !seen.iter().any(|s| &s.disk.name == name) {
-            out.push(cond(name, MISSING, format!("block device {name} disappeared")));
+            out.push(cond(name, Reason::Missing, format!("block device {name} disappeared")));
         }
     }
     for s in seen {
@@ -46,7 +42,7 @@ pub fn evaluate(inv: &mut Inventory, seen: &[Seen], ioerr_threshold: u64) -> Vec
             // A reader with no card says 0 from the start; only a disk that had a size and
             // lost it has failed.
             if known.as_ref().and_then(|k| k.size_bytes).is_some_and(|b| b > 0) {
-                out.push(cond(&d.name, MISSING, format!("size of {} dropped to 0", d.name)));
+                out.push(cond(&d.name, Reason::Missing, format!("size of {} dropped to 0", d.name)));
             }
             continue;
         }
@@ -54,7 +50,7 @@ pub fn evaluate(inv: &mut Inventory, seen: &[Seen], ioerr_threshold: u64) -> Vec
         let unsettled_before = known.as_ref().and_then(|k| k.unsettled_state.clone());
         match d.state_verdict() {
             Some(StateVerdict::Offline) => {
-                out.push(cond(&d.name, OFFLINE, format!("device/state of {} is \"{state}\"", d.name)));
+                out.push(cond(&d.name, Reason::Offline, format!("device/state of {} is \"{state}\"", d.name)));
             }
             // A controller reset passes within a scan interval on a healthy disk; one that
             // is still unsettled a scan later is not coming back by itself.
@@ -62,7 +58,7 @@ pub fn evaluate(inv: &mut Inventory, seen: &[Seen], ioerr_threshold: u64) -> Vec
                 if let Some(before) = &unsettled_before {
                     out.push(cond(
                         &d.name,
-                        OFFLINE,
+                        Reason::Offline,
                         format!("device/state of {} is \"{state}\", and was \"{before}\" a scan ago", d.name),
                     ));
                 }
@@ -74,17 +70,25 @@ pub fn evaluate(inv: &mut Inventory, seen: &[Seen], ioerr_threshold: u64) -> Vec
         {
             out.push(cond(
                 &d.name,
-                IO_ERRORS,
+                Reason::IoErrors,
                 format!("device/ioerr_cnt of {} rose from {before:#x} to {now:#x}", d.name),
             ));
         }
         if s.smart_passed == Some(false) {
-            out.push(cond(&d.name, SMART_FAILED, format!("SMART overall health check of {} failed", d.device())));
+            out.push(cond(
+                &d.name,
+                Reason::SmartFailed,
+                format!("SMART overall health check of {} failed", d.device()),
+            ));
         }
         let was_rw = known.as_ref().map(|k| k.rw_mounts.clone()).unwrap_or_default();
         for (mountpoint, ro) in &s.mounts {
             if *ro && was_rw.contains(mountpoint) {
-                out.push(cond(&d.name, READONLY, format!("filesystem on {mountpoint} ({}) turned read-only", d.name)));
+                out.push(cond(
+                    &d.name,
+                    Reason::Readonly,
+                    format!("filesystem on {mountpoint} ({}) turned read-only", d.name),
+                ));
                 break;
             }
         }
@@ -117,8 +121,12 @@ pub fn evaluate(inv: &mut Inventory, seen: &[Seen], ioerr_threshold: u64) -> Vec
 /// condition per disk and reason.
 pub fn add_kernel_io_errors(conditions: &mut Vec<Condition>, storms: &[(String, String, u64)]) {
     for (disk, line, _) in storms {
-        if !conditions.iter().any(|c| &c.disk == disk && c.reason == IO_ERRORS) {
-            conditions.push(Condition { disk: disk.clone(), reason: IO_ERRORS, detail: format!("kernel: {line}") });
+        if !conditions.iter().any(|c| &c.disk == disk && c.reason == Reason::IoErrors) {
+            conditions.push(Condition {
+                disk: disk.clone(),
+                reason: Reason::IoErrors,
+                detail: format!("kernel: {line}"),
+            });
         }
     }
 }
@@ -161,7 +169,7 @@ mod tests {
         Seen { disk: d, smart_passed: Some(true), mounts: vec![("/data".into(), false)] }
     }
 
-    fn reasons(c: &[Condition]) -> Vec<(&str, &str)> {
+    fn reasons(c: &[Condition]) -> Vec<(&str, Reason)> {
         c.iter().map(|c| (c.disk.as_str(), c.reason)).collect()
     }
 
@@ -180,12 +188,12 @@ mod tests {
         let mut inv = Inventory::default();
         evaluate(&mut inv, &[seen(disk("sda")), seen(disk("sdb"))], 1);
         let c = evaluate(&mut inv, &[seen(disk("sdb"))], 1);
-        assert_eq!(reasons(&c), [("sda", MISSING)]);
+        assert_eq!(reasons(&c), [("sda", Reason::Missing)]);
         assert_eq!(c[0].detail, "block device sda disappeared");
         let mut zero = disk("sdb");
         zero.size_bytes = Some(0);
         let c = evaluate(&mut inv, &[seen(zero)], 1);
-        assert_eq!(reasons(&c), [("sda", MISSING), ("sdb", MISSING)]);
+        assert_eq!(reasons(&c), [("sda", Reason::Missing), ("sdb", Reason::Missing)]);
         assert!(inv.disks.contains_key("sdb"), "a disk at size 0 stays in the inventory");
     }
 
@@ -204,7 +212,7 @@ mod tests {
             let mut inv = Inventory::default();
             let mut d = disk("sda");
             d.state = Some(word.into());
-            assert_eq!(reasons(&evaluate(&mut inv, &[seen(d)], 1)), [("sda", OFFLINE)], "{word}");
+            assert_eq!(reasons(&evaluate(&mut inv, &[seen(d)], 1)), [("sda", Reason::Offline)], "{word}");
         }
     }
 
@@ -228,7 +236,7 @@ mod tests {
         for word in ["dead", "deleting", "deleting (no IO)"] {
             let mut inv = Inventory::default();
             let c = evaluate(&mut inv, &[nvme(word)], 1);
-            assert_eq!(reasons(&c), [("nvme0n1", OFFLINE)], "{word}");
+            assert_eq!(reasons(&c), [("nvme0n1", Reason::Offline)], "{word}");
             assert!(c[0].detail.contains(word), "{c:?}");
         }
     }
@@ -246,7 +254,7 @@ mod tests {
             let mut inv = Inventory::default();
             assert!(evaluate(&mut inv, &[nvme(word)], 1).is_empty(), "{word}");
             let c = evaluate(&mut inv, &[nvme("connecting")], 1);
-            assert_eq!(reasons(&c), [("nvme0n1", OFFLINE)], "{word}");
+            assert_eq!(reasons(&c), [("nvme0n1", Reason::Offline)], "{word}");
             assert!(c[0].detail.contains(&format!("was \"{word}\"")), "{c:?}");
             assert!(evaluate(&mut inv, &[nvme("live")], 1).is_empty());
         }
@@ -263,7 +271,7 @@ mod tests {
         assert!(evaluate(&mut inv, &[at(2)], 3).is_empty(), "first sight is a baseline");
         assert!(evaluate(&mut inv, &[at(4)], 3).is_empty(), "rose by 2 < 3");
         let c = evaluate(&mut inv, &[at(7)], 3);
-        assert_eq!(reasons(&c), [("sda", IO_ERRORS)]);
+        assert_eq!(reasons(&c), [("sda", Reason::IoErrors)]);
         assert_eq!(c[0].detail, "device/ioerr_cnt of sda rose from 0x4 to 0x7");
         assert!(evaluate(&mut inv, &[at(7)], 3).is_empty(), "stopped rising");
     }
@@ -273,7 +281,7 @@ mod tests {
         let mut inv = Inventory::default();
         let mut s = seen(disk("sda"));
         s.smart_passed = Some(false);
-        assert_eq!(reasons(&evaluate(&mut inv, &[s], 1)), [("sda", SMART_FAILED)]);
+        assert_eq!(reasons(&evaluate(&mut inv, &[s], 1)), [("sda", Reason::SmartFailed)]);
         let mut s = seen(disk("sda"));
         s.smart_passed = None;
         assert!(evaluate(&mut inv, &[s], 1).is_empty(), "unknown SMART is not a failure");
@@ -284,8 +292,8 @@ mod tests {
         let mut inv = Inventory::default();
         let with = |ro: bool| Seen { mounts: vec![("/data".into(), ro)], ..seen(disk("sda")) };
         assert!(evaluate(&mut inv, &[with(false)], 1).is_empty());
-        assert_eq!(reasons(&evaluate(&mut inv, &[with(true)], 1)), [("sda", READONLY)]);
-        assert_eq!(reasons(&evaluate(&mut inv, &[with(true)], 1)), [("sda", READONLY)], "still ro");
+        assert_eq!(reasons(&evaluate(&mut inv, &[with(true)], 1)), [("sda", Reason::Readonly)]);
+        assert_eq!(reasons(&evaluate(&mut inv, &[with(true)], 1)), [("sda", Reason::Readonly)], "still ro");
         assert!(evaluate(&mut inv, &[with(false)], 1).is_empty());
     }
 
@@ -305,7 +313,7 @@ mod tests {
         let mut c = evaluate(&mut inv, &[seen(disk("sda"))], 1);
         let storms = [("sda".to_string(), "I/O error, dev sda, sector 8".to_string(), 9_999)];
         add_kernel_io_errors(&mut c, &storms);
-        assert_eq!(reasons(&c), [("sda", IO_ERRORS)]);
+        assert_eq!(reasons(&c), [("sda", Reason::IoErrors)]);
         assert_eq!(c[0].detail, "kernel: I/O error, dev sda, sector 8");
         add_kernel_io_errors(&mut c, &storms);
         assert_eq!(c.len(), 1, "the counter and the kernel log are the same episode");
@@ -313,28 +321,28 @@ mod tests {
 
     #[test]
     fn one_episode_per_disk_and_reason_until_the_condition_clears() {
-        let c = |d: &str, r: &'static str| Condition { disk: d.into(), reason: r, detail: String::new() };
+        let c = |d: &str, r: Reason| Condition { disk: d.into(), reason: r, detail: String::new() };
         let mut eps = Vec::new();
-        let (new, closed) = reconcile(&mut eps, &[c("sda", MISSING), c("sdb", OFFLINE)]);
+        let (new, closed) = reconcile(&mut eps, &[c("sda", Reason::Missing), c("sdb", Reason::Offline)]);
         assert_eq!(new.len(), 2);
         assert!(closed.is_empty());
         for n in new {
             eps.push(Episode {
                 disk: n.disk,
-                reason: n.reason.into(),
+                reason: n.reason,
                 act_id: "x".into(),
                 since: 0,
                 detail: n.detail,
                 reported: true,
             });
         }
-        let (new, closed) = reconcile(&mut eps, &[c("sda", MISSING), c("sdb", OFFLINE)]);
+        let (new, closed) = reconcile(&mut eps, &[c("sda", Reason::Missing), c("sdb", Reason::Offline)]);
         assert!(new.is_empty() && closed.is_empty(), "no second warning for the same episode");
-        let (new, closed) = reconcile(&mut eps, &[c("sda", MISSING)]);
+        let (new, closed) = reconcile(&mut eps, &[c("sda", Reason::Missing)]);
         assert!(new.is_empty());
         assert_eq!(closed.len(), 1);
         assert_eq!(eps.len(), 1);
-        let (new, _) = reconcile(&mut eps, &[c("sda", MISSING), c("sdb", OFFLINE)]);
+        let (new, _) = reconcile(&mut eps, &[c("sda", Reason::Missing), c("sdb", Reason::Offline)]);
         assert_eq!(new.len(), 1, "a later failure is a new episode");
     }
 }

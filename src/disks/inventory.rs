@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::bounded_read::{self, Links};
-use crate::spool::write_durably;
+use crate::disks::reason::Reason;
+
+use crate::os::bounded_read::{self, Links};
+use crate::outbox::spool::write_durably;
 
 const FILE: &str = "disks.json";
 
@@ -52,7 +54,7 @@ pub struct SmartBaseline {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Episode {
     pub disk: String,
-    pub reason: String,
+    pub reason: Reason,
     /// The warning raised when the episode opened.
     pub act_id: String,
     /// Unix seconds.
@@ -128,7 +130,7 @@ impl Inventory {
             .episodes
             .iter()
             .map(|e| {
-                json!({"disk": e.disk, "reason": e.reason, "act_id": e.act_id, "since": e.since,
+                json!({"disk": e.disk, "reason": e.reason.as_str(), "act_id": e.act_id, "since": e.since,
                        "detail": e.detail, "reported": e.reported})
             })
             .collect();
@@ -172,7 +174,7 @@ impl Inventory {
             .map(|e| {
                 Some(Episode {
                     disk: s(&e["disk"])?,
-                    reason: s(&e["reason"])?,
+                    reason: s(&e["reason"])?.parse().ok()?,
                     act_id: s(&e["act_id"])?,
                     since: e["since"].as_u64()?,
                     detail: s(&e["detail"]).unwrap_or_default(),
@@ -209,7 +211,7 @@ mod tests {
         );
         inv.episodes.push(Episode {
             disk: "sdl".into(),
-            reason: "missing".into(),
+            reason: Reason::Missing,
             act_id: "9f3a61c2-12".into(),
             since: 1_764_000_000,
             detail: "block device sdl disappeared".into(),

@@ -16,9 +16,9 @@ use tungstenite::http::HeaderValue;
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::config::GatewayConfig;
-use crate::escape::escape;
-use crate::frames::{FrameWatch, Kind};
-use crate::url::GatewayUrl;
+use crate::net::frames::{FrameWatch, Kind};
+use crate::net::url::GatewayUrl;
+use crate::protocol::escape::escape;
 
 /// The byte stream under the WebSocket: TLS, or plain TCP where the config allows `ws://`.
 pub struct Stream {

@@ -6,6 +6,25 @@ use std::fmt;
 
 use tungstenite::http::Uri;
 
+/// Why a gateway URL was refused: a short phrase for the config error that names the key.
+/// The operator should correct the URL in the config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("it has {what} ({found:?} at byte {at}); remove it")]
+    WhiteSpace { what: &'static str, found: char, at: usize },
+    #[error("no host")]
+    NoHost,
+    /// `http::Uri`'s own reason.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the scheme must be wss:// (or ws:// with allow_plaintext)")]
+    Scheme,
+    #[error("user:password@ is not supported; the token authenticates the rig")]
+    UserInfo,
+    #[error("bad port \"{0}\"")]
+    BadPort(String),
+}
+
 #[derive(Clone, PartialEq, Eq)]
 pub struct GatewayUrl {
     text: String,
@@ -16,29 +35,29 @@ pub struct GatewayUrl {
 
 impl GatewayUrl {
     /// Accepts `ws://` and `wss://` URLs; the reason for a refusal is a short phrase.
-    pub fn parse(text: &str) -> Result<GatewayUrl, String> {
+    pub fn parse(text: &str) -> Result<GatewayUrl, UrlError> {
         if let Some((i, c)) = text.char_indices().find(|(_, c)| c.is_whitespace() || c.is_control()) {
             let what = if text.trim() != text { "leading or trailing white space" } else { "white space" };
-            return Err(format!("it has {what} ({:?} at byte {i}); remove it", c));
+            return Err(UrlError::WhiteSpace { what, found: c, at: i });
         }
         if text.split_once("://").is_some_and(|(_, rest)| rest.is_empty() || rest.starts_with(['/', '?', '#'])) {
-            return Err("no host".into());
+            return Err(UrlError::NoHost);
         }
-        let uri: Uri = text.parse().map_err(|e| format!("{e}"))?;
+        let uri: Uri = text.parse().map_err(|e| UrlError::Invalid(format!("{e}")))?;
         let tls = match uri.scheme_str() {
             Some("wss") => true,
             Some("ws") => false,
-            _ => return Err("the scheme must be wss:// (or ws:// with allow_plaintext)".into()),
+            _ => return Err(UrlError::Scheme),
         };
-        let authority = uri.authority().ok_or("no host")?;
+        let authority = uri.authority().ok_or(UrlError::NoHost)?;
         if authority.as_str().contains('@') {
-            return Err("user:password@ is not supported; the token authenticates the rig".into());
+            return Err(UrlError::UserInfo);
         }
         let raw_host = authority.host();
         // `Uri` keeps an IPv6 literal's brackets; DNS, SNI and verification want it bare.
         let host = raw_host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(raw_host);
         if host.is_empty() {
-            return Err("no host".into());
+            return Err(UrlError::NoHost);
         }
         // Taken from the text: `Authority::port` reads a non-numeric port as no port at all.
         let port = match authority.as_str()[raw_host.len()..].strip_prefix(':') {
@@ -49,7 +68,7 @@ impl GatewayUrl {
                     80
                 }
             }
-            Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or(format!("bad port \"{p}\""))?,
+            Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| UrlError::BadPort(p.to_string()))?,
         };
         Ok(GatewayUrl { text: text.to_string(), tls, host: host.to_string(), port })
     }
@@ -99,9 +118,9 @@ mod tests {
 
     #[test]
     fn unusable_urls_are_refused_with_a_reason() {
-        assert!(GatewayUrl::parse("https://gw/ws").unwrap_err().contains("scheme"));
-        assert!(GatewayUrl::parse("wss:///ws").unwrap_err().contains("no host"));
-        assert!(GatewayUrl::parse("wss://gw:0/ws").unwrap_err().contains("port"));
+        assert!(GatewayUrl::parse("https://gw/ws").unwrap_err().to_string().contains("scheme"));
+        assert!(GatewayUrl::parse("wss:///ws").unwrap_err().to_string().contains("no host"));
+        assert!(GatewayUrl::parse("wss://gw:0/ws").unwrap_err().to_string().contains("port"));
         assert!(GatewayUrl::parse("wss://gw:http/ws").is_err());
         assert!(GatewayUrl::parse("wss://u:p@gw/ws").is_err());
         assert!(GatewayUrl::parse("wss://gw:99999/ws").is_err());
@@ -109,9 +128,9 @@ mod tests {
 
     #[test]
     fn a_url_with_a_trailing_space_is_refused_naming_the_space() {
-        let e = GatewayUrl::parse("wss://gw.example.com/ws ").unwrap_err();
+        let e = GatewayUrl::parse("wss://gw.example.com/ws ").unwrap_err().to_string();
         assert!(e.contains("trailing white space"), "{e}");
-        assert!(GatewayUrl::parse("wss://gw.example.com/w s").unwrap_err().contains("white space"));
+        assert!(GatewayUrl::parse("wss://gw.example.com/w s").unwrap_err().to_string().contains("white space"));
         assert!(GatewayUrl::parse("wss://gw.example.com/w\u{7f}").is_err());
     }
 }

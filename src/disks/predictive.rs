@@ -9,13 +9,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::inventory::{Inventory, SmartBaseline};
+use crate::disks::inventory::{Inventory, SmartBaseline};
+use crate::disks::reason::Reason;
+use crate::disks::rules::Condition;
 use crate::probes::counters::MdArray;
-use crate::rules::Condition;
-
-pub const SMART_DEGRADING: &str = "smart_degrading";
-pub const FS_ERRORS: &str = "fs_errors";
-pub const RAID_DEGRADED: &str = "raid_degraded";
 
 /// The ATA attributes whose raw value rising precedes failure, with their meaning.
 pub const ATA_WATCHED: [(u64, &str); 5] = [
@@ -94,7 +91,7 @@ fn counter_label(name: &str) -> String {
     }
 }
 
-/// What one scan saw of one present, monitored disk, beyond [`crate::rules::Seen`].
+/// What one scan saw of one present, monitored disk, beyond [`crate::disks::rules::Seen`].
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
     pub disk: String,
@@ -151,7 +148,11 @@ pub fn evaluate(inv: &mut Inventory, observed: &[Observed], arrays: &[MdArray]) 
                 }
             }
             if !reasons.is_empty() {
-                out.push(Condition { disk: o.disk.clone(), reason: SMART_DEGRADING, detail: reasons.join("; ") });
+                out.push(Condition {
+                    disk: o.disk.clone(),
+                    reason: Reason::SmartDegrading,
+                    detail: reasons.join("; "),
+                });
             }
         }
         let mut risen = Vec::new();
@@ -167,7 +168,7 @@ pub fn evaluate(inv: &mut Inventory, observed: &[Observed], arrays: &[MdArray]) 
         // Partitions gone (repartitioned, unmounted for good) are forgotten.
         r.fs_errors.retain(|fs, _| o.fs_errors.iter().any(|(f, _)| f == fs));
         if !risen.is_empty() {
-            out.push(Condition { disk: o.disk.clone(), reason: FS_ERRORS, detail: risen.join("; ") });
+            out.push(Condition { disk: o.disk.clone(), reason: Reason::FsErrors, detail: risen.join("; ") });
         }
     }
     for a in arrays.iter().filter(|a| a.degraded > 0) {
@@ -175,7 +176,7 @@ pub fn evaluate(inv: &mut Inventory, observed: &[Observed], arrays: &[MdArray]) 
             if a.failed.is_empty() { "none marked faulty (members missing)".into() } else { a.failed.join(", ") };
         out.push(Condition {
             disk: a.name.clone(),
-            reason: RAID_DEGRADED,
+            reason: Reason::RaidDegraded,
             detail: format!(
                 "md array {} is degraded ({} of {} devices missing); failed members: {failed}",
                 a.name,
@@ -190,7 +191,7 @@ pub fn evaluate(inv: &mut Inventory, observed: &[Observed], arrays: &[MdArray]) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::Remembered;
+    use crate::disks::inventory::Remembered;
 
     fn inv_with(disk: &str) -> Inventory {
         let mut inv = Inventory::default();
@@ -207,7 +208,7 @@ mod tests {
         }
     }
 
-    fn reasons(c: &[Condition]) -> Vec<(&str, &str)> {
+    fn reasons(c: &[Condition]) -> Vec<(&str, Reason)> {
         c.iter().map(|c| (c.disk.as_str(), c.reason)).collect()
     }
 
@@ -242,7 +243,7 @@ mod tests {
         assert!(evaluate(&mut inv, &[ata(&[(5, 8), (197, 0)])], &[]).is_empty(), "first sight");
         assert!(evaluate(&mut inv, &[ata(&[(5, 8), (197, 0)])], &[]).is_empty());
         let c = evaluate(&mut inv, &[ata(&[(5, 9), (197, 0)])], &[]);
-        assert_eq!(reasons(&c), [("sda", SMART_DEGRADING)]);
+        assert_eq!(reasons(&c), [("sda", Reason::SmartDegrading)]);
         assert_eq!(c[0].detail, "SMART 5 (reallocated sectors) rose from 8 to 9");
         assert_eq!(evaluate(&mut inv, &[ata(&[(5, 9), (197, 0)])], &[]).len(), 1, "the episode holds");
     }
@@ -290,7 +291,7 @@ mod tests {
         let fs = |n| Observed { disk: "sda".into(), fs_errors: vec![("sda1".into(), n)], ..Observed::default() };
         assert!(evaluate(&mut inv, &[fs(2)], &[]).is_empty(), "first sight");
         let c = evaluate(&mut inv, &[fs(3)], &[]);
-        assert_eq!(reasons(&c), [("sda", FS_ERRORS)]);
+        assert_eq!(reasons(&c), [("sda", Reason::FsErrors)]);
         assert_eq!(c[0].detail, "ext4 on sda1 counts 3 errors (was 2)");
         assert!(evaluate(&mut inv, &[fs(0)], &[]).is_empty(), "fsck cleared it");
         assert_eq!(evaluate(&mut inv, &[fs(1)], &[]).len(), 1);
@@ -308,7 +309,7 @@ mod tests {
         };
         assert!(evaluate(&mut inv, &[], &[md(0, &[])]).is_empty());
         let c = evaluate(&mut inv, &[], &[md(1, &["sdb1"])]);
-        assert_eq!(reasons(&c), [("md0", RAID_DEGRADED)]);
+        assert_eq!(reasons(&c), [("md0", Reason::RaidDegraded)]);
         assert_eq!(c[0].detail, "md array md0 is degraded (1 of 2 devices missing); failed members: sdb1");
     }
 }

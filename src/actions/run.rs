@@ -1,0 +1,240 @@
+//! One run of an action: its thread's context, the guard that lets go of its running
+//! marker, the result it spools, and the recovery of runs a stop interrupted.
+
+use super::config::ActionSpec;
+use super::journal::{Journal, RunRecord};
+use super::*;
+use crate::os::wake::Waker;
+use crate::outbox::spool::Spool;
+use crate::protocol::{self, FROM_DEVICE, Identity, QueryEcho, Refusal};
+use log::{error, info, warn};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+pub(super) fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+pub(super) struct Run {
+    pub(super) name: String,
+    pub(super) mode: Mode,
+    pub(super) spec: ActionSpec,
+    pub(super) run_id: String,
+    pub(super) echo: QueryEcho,
+    pub(super) generation: u64,
+    pub(super) received: Instant,
+    pub(super) started_at_ms: u64,
+}
+
+pub(super) struct RunCtx {
+    pub(super) run: Run,
+    pub(super) id: Identity,
+    pub(super) journal: Arc<Journal>,
+    pub(super) spool: Arc<Spool>,
+    pub(super) tx: Sender<Answer>,
+    pub(super) waker: Waker,
+    pub(super) running: Running,
+}
+
+/// Takes the run out of [`Running`] however its thread ends (a panic included), so the
+/// action never stays "already running".
+pub(super) struct FinishGuard<'a> {
+    pub(super) name: &'a str,
+    pub(super) running: &'a Running,
+}
+
+impl FinishGuard<'_> {
+    pub(super) fn finish(&self) {
+        self.running.lock().remove(self.name);
+    }
+}
+
+impl Drop for FinishGuard<'_> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl RunCtx {
+    pub(super) fn send(&self, text: String) {
+        let _ = self.tx.send(Answer { generation: self.run.generation, text });
+        self.waker.wake();
+    }
+
+    pub(super) fn run_to_end(self) {
+        let r = &self.run;
+        let finished = FinishGuard { name: &r.name, running: &self.running };
+        drop_capabilities();
+        if let Err(e) = self.journal.record_start(&r.name, r.started_at_ms) {
+            warn!("action {}: cannot record its start time ({e}); min_interval will not survive a restart", r.name);
+        }
+        if r.mode == Mode::Write {
+            let rec = RunRecord {
+                run_id: r.run_id.clone(),
+                action: r.name.clone(),
+                act_code: r.echo.act_code.clone(),
+                client_id: r.echo.client_id.clone(),
+                started_at_ms: r.started_at_ms,
+            };
+            if let Err(e) = self.journal.mark_running(&rec) {
+                error!(
+                    "action {} (run {}): cannot persist the running marker ({e}); if the agent dies now the run \
+                     is not reported",
+                    r.name, r.run_id
+                );
+            }
+            self.send(protocol::encode_answer(&self.id, &r.echo, Ok(json!({"action": r.name, "run_id": r.run_id}))));
+        }
+        let limits = child::Limits { timeout: r.spec.timeout, max_output: MAX_OUTPUT };
+        let result = child::run(&r.spec.command, &limits);
+        let took = r.received.elapsed();
+        let outcome = match &result {
+            Ok(o) if o.timed_out => format!("timed out after {}ms, killed", o.duration.as_millis()),
+            Ok(o) => match (o.exit_code, o.signal) {
+                (Some(c), _) => format!("exit {c}"),
+                (None, Some(s)) => format!("killed by signal {s}"),
+                (None, None) => "ended".into(),
+            },
+            Err(e) => format!("failed to start: {e}"),
+        };
+        info!(
+            "action request: client_id={} action={} mode={} run_id={} outcome={} duration={}ms",
+            escape_value(&r.echo.client_id),
+            r.name,
+            r.mode.as_str(),
+            r.run_id,
+            escape(&outcome, 200),
+            took.as_millis()
+        );
+        let data = match &result {
+            Ok(o) => result_data(&r.name, o),
+            Err(e) => json!({"action": r.name, "exit_code": null, "timed_out": false, "duration_ms": 0,
+                "stdout": "", "stderr": "", "truncated": false, "interrupted": false, "error": e.to_string()}),
+        };
+        // Over before anyone can see that it is.
+        finished.finish();
+        match r.mode {
+            Mode::Post => self.send(match result {
+                Ok(_) => protocol::encode_answer(&self.id, &r.echo, Ok(data)),
+                Err(e) => protocol::encode_answer(
+                    &self.id,
+                    &r.echo,
+                    Err(Refusal::probe_failed(format!("cannot start the action: {e}"))),
+                ),
+            }),
+            Mode::Write => {
+                let msg = encode_result(&self.id, &r.run_id, &r.echo.act_code, &r.echo.client_id, data);
+                if !self.spool.contains(&r.run_id) {
+                    self.spool.push(&msg);
+                }
+                // Only once the result is durably spooled (or acknowledged): a crash before
+                // this finds the marker and reports the run as interrupted, under the same
+                // act_id, instead of losing it.
+                if !self.spool.wait_durable(&r.run_id, SPOOL_WAIT) {
+                    warn!(
+                        "action {} (run {}): its result is not on disk yet; its running marker stays",
+                        r.name, r.run_id
+                    );
+                } else if let Err(e) = self.journal.clear_running(&r.run_id) {
+                    warn!("action {} (run {}): cannot remove its running marker ({e})", r.name, r.run_id);
+                }
+                self.waker.wake();
+            }
+        }
+    }
+}
+
+/// `data` of a finished run, as the post answer and `action_result` carry it.
+pub(super) fn result_data(name: &str, o: &child::Outcome) -> Value {
+    json!({
+        "action": name,
+        "exit_code": o.exit_code,
+        "timed_out": o.timed_out,
+        "duration_ms": o.duration.as_millis() as u64,
+        "stdout": String::from_utf8_lossy(&o.stdout),
+        "stderr": String::from_utf8_lossy(&o.stderr),
+        "truncated": o.truncated,
+        "interrupted": false,
+    })
+}
+
+/// The `action_result` message. Its `act_id` is the `run_id`: a result spooled twice (a
+/// crash between spooling and clearing the marker) is the same message to the gateway.
+pub fn encode_result(id: &Identity, run_id: &str, act_code: &Value, client_id: &Value, data: Value) -> Value {
+    json!({
+        "from": FROM_DEVICE,
+        "act": RESULT_ACT,
+        "reqtype": "post",
+        "act_id": run_id,
+        "act_code": act_code,
+        "client_id": client_id,
+        "hardware_id": id.hardware_id,
+        "run_id": run_id,
+        "data": data,
+    })
+}
+
+/// Turns the markers of runs a previous agent lost into `interrupted` results.
+pub(super) fn recover(journal: &Journal, spool: &Spool, id: &Identity) {
+    for leftover in journal.leftovers() {
+        let rec = match leftover {
+            Ok(rec) => rec,
+            Err(name) => {
+                error!("action marker {name} in the state directory is unreadable; removed");
+                let _ = journal.remove(&name);
+                continue;
+            }
+        };
+        warn!(
+            "action {} (run {}) was cut short by an agent restart; reporting it as interrupted",
+            escape(&rec.action, config::MAX_NAME_LEN),
+            escape(&rec.run_id, 64)
+        );
+        let data = json!({"action": rec.action, "exit_code": null, "timed_out": false, "duration_ms": null,
+            "stdout": "", "stderr": "", "truncated": false, "interrupted": true});
+        if !spool.contains(&rec.run_id) {
+            spool.push(&encode_result(id, &rec.run_id, &rec.act_code, &rec.client_id, data));
+        }
+        if !spool.wait_durable(&rec.run_id, SPOOL_WAIT) {
+            warn!("the interrupted result of run {} is not on disk yet; its marker stays", rec.run_id);
+        } else if let Err(e) = journal.clear_running(&rec.run_id) {
+            warn!("cannot remove the marker of run {} ({e}); it will be reported again", rec.run_id);
+        }
+    }
+}
+
+/// The agent's capabilities (CAP_SYS_RAWIO and CAP_SYS_ADMIN, ambient, for smartctl) are
+/// per thread: this run's thread drops them all before starting the command, so an action
+/// runs with the rig-agent user's rights and nothing more.
+pub(super) fn drop_capabilities() {
+    use rustix::thread::{CapabilitySet, CapabilitySets, clear_ambient_capability_set, set_capabilities};
+    let _ = clear_ambient_capability_set();
+    let none = CapabilitySets {
+        effective: CapabilitySet::empty(),
+        permitted: CapabilitySet::empty(),
+        inheritable: CapabilitySet::empty(),
+    };
+    if rustix::process::geteuid().is_root() {
+        // Root gets every capability back at exec anyway; keeping ours lets the state
+        // directory stay writable whatever its owner (tests, containers).
+        return;
+    }
+    let _ = set_capabilities(None, none);
+}
+
+/// Outside text for a log line: the agent's one escaping function, at this cap.
+pub(super) fn escape(s: &str, max: usize) -> String {
+    crate::protocol::escape::escape_to(s, max)
+}
+
+/// The `action` field as the request carried it, for a log line.
+pub(super) fn escape_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("\"{}\"", escape(s, 200)),
+        Value::Null => "none".into(),
+        Value::Array(_) | Value::Object(_) => "(not a string)".into(),
+        other => escape(&other.to_string(), 40),
+    }
+}

@@ -1,0 +1,107 @@
+//! The TOML config: raw text → validated [`Config`].
+//!
+//! The file is read with toml's spanned parser and walked key by key, so every refusal names
+//! the file, the line, the full key (`gateway.max_message_bytes`) and the fix. Unknown keys are
+//! refused with a "did you mean" hint: a typo in a fleet config must not pass silently.
+
+pub mod duration;
+pub(crate) mod error;
+mod read;
+mod render;
+mod resolve;
+pub(crate) mod section;
+mod structs;
+
+use std::path::Path;
+use std::time::Duration;
+
+use toml::de::DeTable;
+
+use crate::config::duration::format_duration;
+use crate::config::section::{Doc, Section};
+pub use error::ConfigError;
+use read::*;
+use resolve::*;
+pub use resolve::{CONFIG_CAP, TOKEN_CAP};
+pub use structs::*;
+
+/// The gateway host of the example config (systemd/rig-agent.toml), refused as a
+/// placeholder like its `hardware_id = "CHANGE-ME"`.
+pub const EXAMPLE_HOST: &str = "gateway.example.com";
+
+/// Where `rig-agent` looks when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/rig-agent/rig-agent.toml";
+
+impl Config {
+    /// Reads, validates and prepares everything the agent needs from `file`: the token, the
+    /// TLS material and the state directory (created if missing).
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let src = read_config(file)?;
+        Config::parse_as(file, &src, StateDir::Create)
+    }
+
+    /// As [`Config::load`], for `rig-agent check`: nothing is created. A missing `state_dir`
+    /// is judged by whether its nearest existing parent is writable, and noted in
+    /// [`Config::render`].
+    pub fn load_for_check(file: &Path) -> Result<Config, ConfigError> {
+        let src = read_config(file)?;
+        Config::parse_as(file, &src, StateDir::Inspect)
+    }
+
+    /// As [`Config::load`], from text already read; `file` is used in messages and to resolve
+    /// relative paths.
+    pub fn parse(file: &Path, src: &str) -> Result<Config, ConfigError> {
+        Config::parse_as(file, src, StateDir::Create)
+    }
+
+    fn parse_as(file: &Path, src: &str, state_dir: StateDir) -> Result<Config, ConfigError> {
+        let doc = Doc { file, src };
+        let root = DeTable::parse(src).map_err(|e| doc.syntax_error(&e))?;
+        let mut top = Section::root(&doc, root.get_ref());
+        top.deny_unknown(&[
+            "device",
+            "gateway",
+            "heartbeat",
+            "reconnect",
+            "disks",
+            "warning",
+            "paths",
+            "probes",
+            "actions",
+        ])?;
+
+        let device = read_device(&mut top.table("device")?)?;
+        let gateway = read_gateway(&mut top.table("gateway")?)?;
+        let heartbeat = read_heartbeat(&mut top.table("heartbeat")?)?;
+        let reconnect = read_reconnect(&mut top.table("reconnect")?)?;
+        let disks = read_disks(&mut top.table("disks")?)?;
+        let warning = WarningConfig {
+            resend_after: top.table("warning")?.deny(&["resend_after"])?.duration_or(
+                "resend_after",
+                Duration::from_secs(60),
+                Duration::from_millis(10),
+                DAY,
+            )?,
+        };
+        let paths = read_paths(&mut top.table("paths")?, state_dir)?;
+        let probes = read_probes(&mut top.table("probes")?)?;
+
+        let actions = crate::actions::config::read_actions(&mut top.table("actions")?)?;
+
+        Ok(Config {
+            file: file.to_path_buf(),
+            device,
+            gateway,
+            heartbeat,
+            reconnect,
+            disks,
+            warning,
+            paths,
+            probes,
+            actions,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,188 @@
+//! The config structs, each key with its documented default.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::net::url::GatewayUrl;
+
+/// The token, kept out of every `Debug`, `Display` and log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(pub(super) String);
+
+impl Token {
+    pub fn new(value: impl Into<String>) -> Self {
+        Token(value.into())
+    }
+    /// The only way to see the secret: used when building the login message.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from; shown by `get_agent_info` and in errors.
+    pub file: PathBuf,
+    pub device: DeviceConfig,
+    pub gateway: GatewayConfig,
+    pub heartbeat: HeartbeatConfig,
+    pub reconnect: ReconnectConfig,
+    pub disks: DisksConfig,
+    pub warning: WarningConfig,
+    pub paths: PathsConfig,
+    pub probes: ProbesConfig,
+    /// `[actions]`: what the gateway may ask the rig to run (PROTOCOL.md §8).
+    pub actions: crate::actions::ActionsConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// The rig's identity, sent as `hardware_id` on every message. Required.
+    pub hardware_id: String,
+    /// Display name sent at login. Default: `hardware_id`.
+    pub name: String,
+    /// From `token` or the first line of `token_file` (exactly one of the two).
+    pub token: Token,
+    /// `token_file` when the token came from a file, for `check` to print.
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Tried round robin. Required, at least one; `wss://` unless `allow_plaintext`.
+    pub urls: Vec<GatewayUrl>,
+    /// Trust only the CAs in this PEM file instead of webpki-roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain and key (PEM) for gateways that authenticate by mTLS.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// DNS + TCP connect limit; TLS + upgrade get the same again. Default 10 s.
+    pub connect_timeout: Duration,
+    /// Time allowed for the login `return`. Default 10 s.
+    pub login_timeout: Duration,
+    /// Allow `ws://` URLs (labs only). Default false.
+    pub allow_plaintext: bool,
+    /// Larger incoming messages close the connection with 1009. Default 1 MiB.
+    pub max_message_bytes: usize,
+    /// Sent as `Sec-WebSocket-Protocol` when set.
+    pub subprotocol: Option<String>,
+    /// The rustls client config built from the keys above (ring provider, TLS 1.2/1.3).
+    pub tls: Arc<rustls::ClientConfig>,
+    /// A digest of the PEM files behind `tls`: a reload that changes a certificate but not
+    /// its path still counts as a change of the connection settings.
+    pub tls_digest: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct HeartbeatConfig {
+    /// Time between heartbeats after login. Default 30 s.
+    pub interval: Duration,
+    /// No frame of any kind for this long = dead connection. Default 90 s; > interval.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ReconnectConfig {
+    /// Cap of the first wait. Default 1 s.
+    pub initial: Duration,
+    /// Largest cap; also the least wait after a rejected login. Default 60 s.
+    pub max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DisksConfig {
+    /// Time between disk-health scans. Default 60 s.
+    pub scan_interval: Duration,
+    /// Globs on `/sys/block` names of the disks to monitor.
+    pub include: Vec<String>,
+    /// Globs removed from `include`. Default none.
+    pub exclude: Vec<String>,
+    /// Rise of `device/ioerr_cnt` between scans that counts as failing. Default 1.
+    pub ioerr_threshold: u64,
+    /// smartctl binary; empty disables SMART. Default "smartctl".
+    pub smartctl: String,
+    /// How long a SMART result is reused. Default 1 h.
+    pub smart_interval: Duration,
+    /// smartctl is killed after this long. Default 30 s.
+    pub smart_timeout: Duration,
+    /// A kernel I/O-error episode ends after this long without an error line. Default 10 min.
+    pub io_error_quiet: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbesConfig {
+    /// nvidia-smi binary, found through `PATH` unless a path is given; empty disables the
+    /// NVIDIA part of `get_gpu_info`. Default "nvidia-smi".
+    pub nvidia_smi: String,
+    /// nvidia-smi (and its process group) is killed after this long. Default 10 s.
+    pub nvidia_smi_timeout: Duration,
+    /// How long one nvidia-smi answer is reused, so a burst of queries runs it once.
+    /// Default 2 s.
+    pub nvidia_smi_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WarningConfig {
+    /// Unacknowledged warnings are sent again after this long. Default 60 s.
+    pub resend_after: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct PathsConfig {
+    /// Spool and disk inventory; created if missing. Default /var/lib/rig-agent.
+    pub state_dir: PathBuf,
+    /// Why `state_dir` could not be written at load when the storage, not the config, is at
+    /// fault (read-only or full file system): the agent runs anyway, keeps warnings in
+    /// memory and writes them out when it can. `None` when it was writable.
+    pub state_dir_problem: Option<String>,
+    /// What `check` noticed without changing anything (a state directory not created yet).
+    pub state_dir_note: Option<String>,
+    /// Roots for the probes, as node_exporter's `--path.*` (tests and containers).
+    pub sysfs: PathBuf,
+    pub procfs: PathBuf,
+    pub rootfs: PathBuf,
+    /// The kernel log read for disk errors; a regular file or FIFO in tests. Default /dev/kmsg.
+    pub kmsg: PathBuf,
+}
+
+impl Config {
+    /// Whether `other` needs a new connection to take effect: identity, token, URLs, TLS
+    /// material and anything else the connection was made with.
+    pub fn connection_differs(&self, other: &Config) -> bool {
+        let (a, b) = (&self.gateway, &other.gateway);
+        let urls = |g: &GatewayConfig| g.urls.iter().map(|u| u.as_str().to_string()).collect::<Vec<_>>();
+        self.device.hardware_id != other.device.hardware_id
+            || self.device.name != other.device.name
+            || self.device.token != other.device.token
+            || urls(a) != urls(b)
+            // Paths and contents of ca_file, client_cert and client_key.
+            || a.tls_digest != b.tls_digest
+            || a.subprotocol != b.subprotocol
+            || a.allow_plaintext != b.allow_plaintext
+            || a.max_message_bytes != b.max_message_bytes
+            || a.connect_timeout != b.connect_timeout
+    }
+
+    /// Whether `other` moves the state directory or the probe roots, which only a restart
+    /// can apply.
+    pub fn paths_differ(&self, other: &Config) -> bool {
+        let (a, b) = (&self.paths, &other.paths);
+        (&a.state_dir, &a.sysfs, &a.procfs, &a.rootfs, &a.kmsg)
+            != (&b.state_dir, &b.sysfs, &b.procfs, &b.rootfs, &b.kmsg)
+    }
+}
+
+/// The rig's identity on the wire, as every message carries it.
+impl From<&DeviceConfig> for crate::protocol::Identity {
+    fn from(d: &DeviceConfig) -> Self {
+        crate::protocol::Identity { hardware_id: d.hardware_id.clone(), name: d.name.clone() }
+    }
+}

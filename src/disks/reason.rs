@@ -1,0 +1,83 @@
+//! Why a disk is failing, as PROTOCOL.md §7 names it in a warning's `reason`, in
+//! `get_disk_health` and in disks.json. One enum so the wire strings are written once.
+
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// Gone from `/sys/block`, or present with a size of 0.
+    Missing,
+    /// The kernel's device state says offline.
+    Offline,
+    /// The kernel's I/O error counter rose past the threshold, or the kernel log said so.
+    IoErrors,
+    /// SMART's overall verdict is failed.
+    SmartFailed,
+    /// A filesystem that was read-write is now read-only.
+    Readonly,
+    /// SMART's pre-failure attributes are getting worse (predictive).
+    SmartDegrading,
+    /// The filesystem's error counters rose (predictive).
+    FsErrors,
+    /// An md array lost a member (predictive).
+    RaidDegraded,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 8] = [
+        Reason::Missing,
+        Reason::Offline,
+        Reason::IoErrors,
+        Reason::SmartFailed,
+        Reason::Readonly,
+        Reason::SmartDegrading,
+        Reason::FsErrors,
+        Reason::RaidDegraded,
+    ];
+
+    /// The wire string.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::Missing => "missing",
+            Reason::Offline => "offline",
+            Reason::IoErrors => "io_errors",
+            Reason::SmartFailed => "smart_failed",
+            Reason::Readonly => "readonly",
+            Reason::SmartDegrading => "smart_degrading",
+            Reason::FsErrors => "fs_errors",
+            Reason::RaidDegraded => "raid_degraded",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that is not one of the wire reasons (a file written by something else).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown disk reason")]
+pub struct UnknownReason;
+
+impl FromStr for Reason {
+    type Err = UnknownReason;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == s).ok_or(UnknownReason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_reads_back_from_its_wire_string() {
+        for r in Reason::ALL {
+            assert_eq!(r.as_str().parse::<Reason>(), Ok(r));
+        }
+        assert_eq!("Offline".parse::<Reason>(), Err(UnknownReason));
+    }
+}

@@ -1,0 +1,8 @@
+//! The network layer: the gateway URL, the rustls configuration, the DNS/TCP/TLS/upgrade
+//! under one deadline (transport) and the WebSocket frame helpers.
+
+pub mod connection;
+pub mod frames;
+pub mod tls;
+pub mod transport;
+pub mod url;

@@ -1,0 +1,171 @@
+//! The spool's files: one file per entry, written durably (fsync, atomic rename, fsync of
+//! the directory), read back at start, deleted in batches. Only the writer thread of
+//! [`super::Spool`] and the inventory's durable write call into here.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+/// Deletes the storage thread does under one directory fsync, at most.
+pub(super) const MAX_DELETE_BATCH: usize = 256;
+
+/// The storage thread: the only one that touches the spool directory after open.
+pub(super) struct Storage {
+    pub(super) dir: PathBuf,
+    pub(super) view: Arc<Mutex<View>>,
+    pub(super) fsync_delay: Duration,
+}
+
+impl Storage {
+    pub(super) fn run(self, jobs: Receiver<Job>) {
+        // A job taken from the queue while collecting a batch of deletes.
+        let mut next = None;
+        loop {
+            let Some(job) = next.take().or_else(|| jobs.recv().ok()) else { return };
+            match job {
+                Job::Write(seq) => {
+                    let text = lock(&self.view).entries.get(&seq).map(|e| Arc::clone(&e.text));
+                    if let Some(text) = text {
+                        let ok = self.write(seq, &text);
+                        self.written(seq, ok);
+                    }
+                }
+                Job::Delete(seq) => {
+                    // Acks come in bursts while a backlog drains: one directory fsync for
+                    // the deletes already queued, not one each.
+                    let mut batch = vec![seq];
+                    while batch.len() < MAX_DELETE_BATCH {
+                        match jobs.try_recv() {
+                            Ok(Job::Delete(seq)) => batch.push(seq),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.delete(&batch);
+                }
+                Job::CatchUp => {
+                    let pending: Vec<(u64, Arc<str>)> = {
+                        let mut view = lock(&self.view);
+                        view.catch_up_queued = false;
+                        let memory = view.entries.values().filter(|e| e.durability == Durability::MemoryOnly);
+                        memory.map(|e| (e.seq, Arc::clone(&e.text))).collect()
+                    };
+                    for (seq, text) in pending {
+                        let ok = self.write(seq, &text);
+                        self.written(seq, ok);
+                        if !ok {
+                            break;
+                        }
+                    }
+                }
+                Job::Barrier(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    pub(super) fn written(&self, seq: u64, ok: bool) {
+        let mut view = lock(&self.view);
+        if let Some(e) = view.entries.get_mut(&seq) {
+            e.durability = if ok { Durability::OnDisk } else { Durability::MemoryOnly };
+        } else if ok {
+            // Acknowledged while held in memory: no delete was queued for it.
+            drop(view);
+            self.delete(&[seq]);
+            return;
+        }
+        if let Some(w) = &view.waker {
+            w.wake();
+        }
+    }
+
+    pub(super) fn write(&self, seq: u64, text: &str) -> bool {
+        let result = fs::create_dir_all(&self.dir).and_then(|()| {
+            write_durably_with(&self.dir, &file_name(seq), text.as_bytes(), || thread::sleep(self.fsync_delay))
+        });
+        let mut view = lock(&self.view);
+        match result {
+            Ok(()) => {
+                if std::mem::take(&mut view.failing) {
+                    log::info!("the outbox in {} is writable again", self.dir.display());
+                }
+                true
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut view.failing, true) {
+                    log::error!(
+                        "cannot write the warning spool in {} ({e}); warnings are kept in memory and \
+                         still sent, and written out when the disk allows",
+                        self.dir.display()
+                    );
+                }
+                false
+            }
+        }
+    }
+
+    pub(super) fn delete(&self, seqs: &[u64]) {
+        let mut removed = false;
+        for seq in seqs {
+            match fs::remove_file(self.dir.join(file_name(*seq))) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // The gateway drops duplicates by act_id: a resend after a restart is harmless.
+                Err(e) => log::warn!(
+                    "acknowledged outbox message {} could not be deleted from the spool ({e})",
+                    file_name(*seq)
+                ),
+            }
+        }
+        if removed {
+            thread::sleep(self.fsync_delay);
+            if let Err(e) = sync_dir(&self.dir) {
+                log::warn!("the spool directory {} could not be synced after deletes ({e})", self.dir.display());
+            }
+        }
+    }
+}
+
+pub(super) fn file_name(seq: u64) -> String {
+    format!("w-{seq:012}.json")
+}
+
+pub(super) fn parse_entry(seq: u64, text: String) -> Option<Entry> {
+    let v: Value = serde_json::from_str(&text).ok()?;
+    let act_id = v.get("act_id")?.as_str()?.to_string();
+    let kind = Kind::from_act(v.get("act")?.as_str()?)?;
+    let key = dedup_key(kind, &v);
+    Some(Entry { seq, act_id, kind, text: text.into(), durability: Durability::OnDisk, key })
+}
+
+/// Temp name, write, fsync, rename, fsync the directory: after this returns the file
+/// survives a power cut, and a crash at any point leaves either nothing or the whole file.
+pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    write_durably_with(dir, name, bytes, || {})
+}
+
+pub(super) fn write_durably_with(dir: &Path, name: &str, bytes: &[u8], before_sync: impl Fn()) -> io::Result<()> {
+    let tmp = dir.join(format!(".tmp-{name}"));
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        f.write_all(bytes)?;
+        before_sync();
+        f.sync_all()?;
+        fs::rename(&tmp, dir.join(name))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}

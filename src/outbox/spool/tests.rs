@@ -1,0 +1,178 @@
+use super::*;
+use serde_json::json;
+
+const SETTLE: Duration = Duration::from_secs(10);
+
+fn warning(act_id: &str) -> Value {
+    warning_of(act_id, "/dev/sdl", "missing")
+}
+
+fn warning_of(act_id: &str, disk: &str, reason: &str) -> Value {
+    json!({"from":"device","act":"warning","act_id":act_id,"disk":disk,"reason":reason})
+}
+
+fn ids(s: &Spool) -> Vec<String> {
+    s.unacked().into_iter().map(|e| e.act_id).collect()
+}
+
+fn pushed(s: &Spool, v: &Value) -> Durability {
+    s.push(v);
+    assert!(s.settle(SETTLE));
+    s.durability(v["act_id"].as_str().unwrap()).unwrap()
+}
+
+#[test]
+fn warnings_survive_a_reopen_in_creation_order() {
+    let d = tempfile::tempdir().unwrap();
+    let (s, p) = Spool::open(d.path()).unwrap();
+    assert!(p.is_empty());
+    for id in ["a-3", "a-1", "a-2"] {
+        assert_eq!(pushed(&s, &warning(id)), Durability::OnDisk);
+    }
+    drop(s);
+    let (s, _) = Spool::open(d.path()).unwrap();
+    assert_eq!(ids(&s), ["a-3", "a-1", "a-2"], "creation order, not id order");
+    assert_eq!(serde_json::from_str::<Value>(&s.unacked()[0].text).unwrap(), warning("a-3"));
+}
+
+#[test]
+fn action_results_are_outbox_messages_too() {
+    let d = tempfile::tempdir().unwrap();
+    let (s, _) = Spool::open(d.path()).unwrap();
+    let result = json!({"from":"device","act":"action_result","act_id":"r-1","result":"done"});
+    assert_eq!(pushed(&s, &result), Durability::OnDisk);
+    drop(s);
+    let (s, problems) = Spool::open(d.path()).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(s.unacked()[0].kind, Kind::ActionResult);
+    assert_eq!(s.ack("r-1"), Some(Acked { seq: 1, kind: Kind::ActionResult }));
+}
+
+#[test]
+fn an_ack_deletes_exactly_that_warning() {
+    let d = tempfile::tempdir().unwrap();
+    let (s, _) = Spool::open(d.path()).unwrap();
+    s.push(&warning("x-1"));
+    s.push(&warning("x-2"));
+    assert!(s.ack("x-1").is_some());
+    assert!(s.ack("x-1").is_none(), "a duplicate ack finds nothing");
+    assert!(s.ack("unknown").is_none());
+    drop(s);
+    let (s, _) = Spool::open(d.path()).unwrap();
+    assert_eq!(ids(&s), ["x-2"], "the write queued before the ack did not bring x-1 back");
+    s.push(&warning("x-3"));
+    assert!(s.unacked()[1].seq > s.unacked()[0].seq, "numbering continues after a reopen");
+}
+
+#[test]
+fn a_message_is_offered_only_once_its_write_is_done_and_in_order() {
+    let d = tempfile::tempdir().unwrap();
+    let slow = Options { fsync_delay: Duration::from_millis(300), ..Options::default() };
+    let (s, _) = Spool::open_with(d.path(), slow).unwrap();
+    let first = s.push(&warning("o-1"));
+    s.push(&warning("o-2"));
+    assert!(s.sendable_from(0, 64).is_empty(), "still being written");
+    assert_eq!(s.durability("o-1"), Some(Durability::Writing));
+    assert!(s.settle(SETTLE));
+    assert_eq!(s.sendable_from(0, 64), [first, first + 1]);
+    assert_eq!(s.sendable_from(first + 1, 64), [first + 1]);
+    assert_eq!(s.sendable_from(0, 1), [first]);
+    assert_eq!(s.texts(&[first, 99]), [(first, Some(s.unacked()[0].text.clone())), (99, None)]);
+}
+
+#[test]
+fn a_corrupt_file_is_moved_aside_and_reported() {
+    let d = tempfile::tempdir().unwrap();
+    let (s, _) = Spool::open(d.path()).unwrap();
+    s.push(&warning("ok-1"));
+    drop(s);
+    fs::write(d.path().join("spool/w-000000000007.json"), "{\"act\":\"warn").unwrap();
+    fs::write(d.path().join("spool/.tmp-w-000000000008.json"), "half").unwrap();
+    let (s, problems) = Spool::open(d.path()).unwrap();
+    assert_eq!(problems.len(), 1);
+    assert!(problems[0].0.contains("moved aside"), "{problems:?}");
+    assert!(d.path().join("spool/w-000000000007.json.corrupt").exists());
+    assert!(!d.path().join("spool/.tmp-w-000000000008.json").exists(), "half-written temp removed");
+    assert_eq!(s.len(), 1);
+    let (_, again) = Spool::open(d.path()).unwrap();
+    assert!(again.is_empty(), "reported once, not on every start");
+}
+
+#[test]
+fn an_unwritable_spool_keeps_warnings_in_memory_and_catches_up() {
+    let d = tempfile::tempdir().unwrap();
+    let (s, _) = Spool::open(d.path()).unwrap();
+    // Replace the spool directory with a file: every write now fails.
+    let spool = d.path().join("spool");
+    fs::remove_dir(&spool).unwrap();
+    fs::write(&spool, "not a directory").unwrap();
+    assert_eq!(pushed(&s, &warning("m-1")), Durability::MemoryOnly);
+    assert_eq!(s.sendable_from(0, 64).len(), 1, "still there to be sent");
+    fs::remove_file(&spool).unwrap();
+    fs::create_dir(&spool).unwrap();
+    s.catch_up();
+    assert!(s.settle(SETTLE));
+    assert!(s.unacked()[0].on_disk());
+    let (reopened, _) = Spool::open(d.path()).unwrap();
+    assert_eq!(ids(&reopened), ["m-1"]);
+}
+
+#[test]
+fn a_warning_acknowledged_while_held_in_memory_is_not_written_out_later() {
+    let d = tempfile::tempdir().unwrap();
+    let (s, _) = Spool::open(d.path()).unwrap();
+    let spool = d.path().join("spool");
+    fs::remove_dir(&spool).unwrap();
+    fs::write(&spool, "").unwrap();
+    assert_eq!(pushed(&s, &warning("m-1")), Durability::MemoryOnly);
+    assert!(s.ack("m-1").is_some());
+    fs::remove_file(&spool).unwrap();
+    s.catch_up();
+    assert!(s.settle(SETTLE));
+    drop(s);
+    assert!(ids(&Spool::open(d.path()).unwrap().0).is_empty());
+}
+
+#[test]
+fn past_the_cap_the_newest_duplicates_go_first_and_first_warnings_stay() {
+    let d = tempfile::tempdir().unwrap();
+    let limits = Limits { max_entries: 4, max_bytes: 1 << 20 };
+    let (s, _) = Spool::open_with(d.path(), Options { limits, ..Options::default() }).unwrap();
+    s.push(&warning_of("sdb-1", "/dev/sdb", "offline"));
+    s.push(&warning_of("sdb-2", "/dev/sdb", "offline"));
+    s.push(&warning_of("sda-1", "/dev/sda", "missing"));
+    s.push(&warning_of("sdb-3", "/dev/sdb", "offline"));
+    s.push(&warning_of("sdb-4", "/dev/sdb", "offline"));
+    assert_eq!(ids(&s), ["sdb-1", "sdb-2", "sda-1", "sdb-3"], "the newest duplicate itself is dropped");
+    s.push(&warning_of("sdc-1", "/dev/sdc", "offline"));
+    assert_eq!(ids(&s), ["sdb-1", "sdb-2", "sda-1", "sdc-1"], "a first warning displaces a duplicate");
+    s.push(&warning_of("sdd-1", "/dev/sdd", "offline"));
+    s.push(&warning_of("sde-1", "/dev/sde", "offline"));
+    assert_eq!(ids(&s), ["sdb-1", "sda-1", "sdc-1", "sdd-1", "sde-1"], "never a first warning, even over the cap");
+    // Once sdb's first warning is acknowledged, nothing of sdb is a duplicate any more.
+    s.ack("sdb-1");
+    s.push(&warning_of("sdb-5", "/dev/sdb", "offline"));
+    assert_eq!(ids(&s), ["sda-1", "sdc-1", "sdd-1", "sde-1", "sdb-5"]);
+    assert!(s.settle(SETTLE));
+    drop(s);
+    assert_eq!(ids(&Spool::open(d.path()).unwrap().0), ["sda-1", "sdc-1", "sdd-1", "sde-1", "sdb-5"]);
+}
+
+#[test]
+fn the_cap_counts_bytes_too_and_trims_an_old_spool_at_open() {
+    let d = tempfile::tempdir().unwrap();
+    let (s, _) = Spool::open(d.path()).unwrap();
+    for i in 0..6 {
+        s.push(&warning_of(&format!("f-{i}"), "/dev/sdf", "io_errors"));
+    }
+    let one = s.unacked()[0].text.len();
+    assert!(s.settle(SETTLE));
+    drop(s);
+    let limits = Limits { max_entries: 100, max_bytes: 3 * one };
+    let (s, problems) = Spool::open_with(d.path(), Options { limits, ..Options::default() }).unwrap();
+    assert_eq!(ids(&s), ["f-0", "f-1", "f-2"]);
+    assert_eq!(problems.len(), 1);
+    assert!(problems[0].0.contains("dropped the 3 newest duplicate warnings"), "{problems:?}");
+    assert!(s.settle(SETTLE));
+    assert_eq!(fs::read_dir(d.path().join("spool")).unwrap().count(), 3, "their files are deleted");
+}

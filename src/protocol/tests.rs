@@ -1,0 +1,131 @@
+use super::*;
+
+fn id() -> Identity {
+    Identity { hardware_id: "billtest000000004".into(), name: "rig four".into() }
+}
+
+fn parse(s: &str) -> Value {
+    serde_json::from_str(s).unwrap()
+}
+
+#[test]
+fn login_has_the_fields_of_the_protocol() {
+    let v = parse(&encode_login(&id(), "9f3a61c2-1", "tok"));
+    assert_eq!(v["from"], "device");
+    assert_eq!(v["act"], "start");
+    assert_eq!(v["reqtype"], "post");
+    assert_eq!(v["act_id"], "9f3a61c2-1");
+    assert_eq!(v["hardware_id"], "billtest000000004");
+    assert_eq!(v["name"], "rig four");
+    assert_eq!(v["token"], "tok");
+    assert_eq!(v["version"], format!("rig-agent {}", crate::VERSION));
+}
+
+#[test]
+fn a_warning_has_every_field_of_the_protocol_and_the_seeds_message() {
+    let v = encode_warning(
+        &id(),
+        "9f3a61c2-12",
+        "/dev/sdl",
+        Some("ZA1B2C3D"),
+        "missing",
+        "block device sdl disappeared",
+        1_764_000_000,
+    );
+    let want = json!({"from":"device","act":"warning","reqtype":"post","act_id":"9f3a61c2-12","act_code":"",
+            "client_id":"","hardware_id":"billtest000000004","name":"rig four","type":2,
+            "message":"Disk[/dev/sdl]硬盘损坏","disk":"/dev/sdl","serial":"ZA1B2C3D",
+            "reason":"missing","detail":"block device sdl disappeared","time":1_764_000_000u64});
+    assert_eq!(v, want);
+}
+
+#[test]
+fn act_ids_share_a_prefix_and_count_up() {
+    let ids = ActIds::new();
+    let (a, b) = (ids.next(), ids.next());
+    let (pa, na) = a.split_once('-').unwrap();
+    let (pb, nb) = b.split_once('-').unwrap();
+    assert_eq!(pa, pb);
+    assert_eq!(pa.len(), 8);
+    assert!(pa.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(na.parse::<u64>().unwrap() + 1, nb.parse::<u64>().unwrap());
+    assert_ne!(ActIds::new().prefix, ids.prefix, "two runs should not share a prefix");
+}
+
+#[test]
+fn a_return_is_decoded_with_numeric_or_string_code() {
+    let r = decode(r#"{"act":"return","action":"start","act_id":"x-1","code":0,"description":"操作成功"}"#).unwrap();
+    let Inbound::Return(r) = r else { panic!() };
+    assert!(r.is_ok());
+    assert_eq!(r.description, "操作成功");
+    let Inbound::Return(r) = decode(r#"{"act":"return","action":"start","code":"7"}"#).unwrap() else { panic!() };
+    assert_eq!(r.code, Some(7));
+    let Inbound::Return(r) = decode(r#"{"act":"return","action":"start"}"#).unwrap() else { panic!() };
+    assert!(!r.is_ok(), "a return without a code is not a success");
+}
+
+#[test]
+fn a_query_answer_echoes_act_code_client_id_and_reqtype() {
+    let Inbound::Query(q) = decode(
+        r#"{"from":"html","act":"get_agent_info","reqtype":"write","act_code":"codeNew","client_id":"c-42","extra":1}"#,
+    )
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!(q.bad_request, None);
+    let v = parse(&encode_answer(&id(), &q.echo, Ok(json!({"k": 1}))));
+    assert_eq!(v["from"], "device");
+    assert_eq!(v["act"], "get_agent_info");
+    assert_eq!(v["reqtype"], "write");
+    assert_eq!(v["act_code"], "codeNew");
+    assert_eq!(v["client_id"], "c-42");
+    assert_eq!(v["hardware_id"], "billtest000000004");
+    assert_eq!(v["code"], 0);
+    assert_eq!(v["data"]["k"], 1);
+}
+
+#[test]
+fn an_error_answer_has_a_code_and_no_data() {
+    let Inbound::Query(q) = decode(r#"{"act":"nope","act_code":"a"}"#).unwrap() else { panic!() };
+    let v = parse(&encode_answer(&id(), &q.echo, Err(Refusal::unknown_act("nope"))));
+    assert_eq!(v["code"], 1);
+    assert!(v.get("data").is_none());
+    assert_eq!(v["client_id"], "", "missing client_id is echoed as empty");
+}
+
+#[test]
+fn an_envelope_field_of_the_wrong_type_is_a_bad_request() {
+    let Inbound::Query(q) = decode(r#"{"act":"get_agent_info","act_code":17}"#).unwrap() else { panic!() };
+    assert_eq!(q.bad_request.as_deref(), Some("`act_code` must be a string"));
+}
+
+#[test]
+fn an_oversized_echoed_field_is_a_bad_request_echoed_cut() {
+    let big = "é".repeat(1000);
+    let Inbound::Query(q) = decode(&json!({"act": big, "act_code": "a"}).to_string()).unwrap() else { panic!() };
+    assert_eq!(q.bad_request.as_deref(), Some("`act` is longer than 256 bytes"));
+    assert_eq!(q.echo.act, "é".repeat(128));
+    let Inbound::Query(q) =
+        decode(&json!({"act": "get_agent_info", "client_id": "c".repeat(300)}).to_string()).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(q.bad_request.as_deref(), Some("`client_id` is longer than 256 bytes"));
+    assert_eq!(q.echo.client_id.as_str().unwrap().len(), MAX_ECHO_BYTES);
+    let Inbound::Query(q) = decode(&json!({"act": "get_agent_info", "act_code": vec![1; 1000]}).to_string()).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(q.bad_request.as_deref(), Some("`act_code` must be a string"));
+    assert_eq!(q.echo.act_code, "", "a large value of the wrong type is not echoed");
+    let v = parse(&encode_answer(&id(), &q.echo, Err(Refusal::bad_request(q.bad_request.clone().unwrap()))));
+    assert_eq!(v["code"], 2);
+}
+
+#[test]
+fn junk_is_classified() {
+    assert!(matches!(decode("hello"), Err(Junk::NotJson(_))));
+    assert_eq!(decode("[1,2]"), Err(Junk::NotObject));
+    assert_eq!(decode("{}"), Err(Junk::NoAct));
+    assert_eq!(decode(r#"{"act":5}"#), Err(Junk::ActNotString));
+}
