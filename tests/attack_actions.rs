@@ -144,8 +144,8 @@ fn write_runs_are_refused_once_unacknowledged_results_fill_the_outbox() {
     cfg.sections = format!("[actions]\nenabled = true\n[actions.quick]\ncommand = [{cmd:?}]\n");
     let config = cfg.write(dir.path());
     let cap = 5;
-    let outbox = rig_agent::spool::Options {
-        limits: rig_agent::spool::Limits { max_entries: cap, max_bytes: 16 << 20 },
+    let outbox = rig_agent::outbox::spool::Options {
+        limits: rig_agent::outbox::spool::Limits { max_entries: cap, max_bytes: 16 << 20 },
         ..Default::default()
     };
     let _agent = Agent::with_outbox(&config, outbox);

@@ -3,7 +3,7 @@
 //! viewers): a gateway's close reason or a kernel line can make a line read as something
 //! else ("Trojan Source").
 
-use rig_agent::escape::escape_to;
+use rig_agent::protocol::escape::escape_to;
 
 #[test]
 fn bidirectional_controls_from_outside_are_escaped() {

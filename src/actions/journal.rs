@@ -119,7 +119,7 @@ fn parse_record(text: &str) -> Option<RunRecord> {
 /// A journal file: a regular file (not a FIFO, not a link to /dev/zero) of at most 64 KiB,
 /// or nothing. A bad one is skipped (a start time) or reported and removed (a marker).
 fn read_small(path: &std::path::Path) -> Option<String> {
-    crate::bounded_read::read_string(path, 64 << 10, crate::bounded_read::Links::Refuse).ok()
+    crate::os::bounded_read::read_string(path, 64 << 10, crate::os::bounded_read::Links::Refuse).ok()
 }
 
 #[cfg(test)]

@@ -30,7 +30,11 @@ impl Cursor {
     pub fn load(state_dir: &Path) -> Option<Cursor> {
         // Bounded and non-blocking: a FIFO or a link to /dev/zero here must not hold the
         // start-up (it runs before READY=1).
-        let text = crate::bounded_read::read_string(&state_dir.join(FILE), 4 << 10, crate::bounded_read::Links::Refuse);
+        let text = crate::os::bounded_read::read_string(
+            &state_dir.join(FILE),
+            4 << 10,
+            crate::os::bounded_read::Links::Refuse,
+        );
         parse(&text.ok()?)
     }
 
