@@ -202,6 +202,9 @@ pub struct PathsConfig {
     pub rootfs: PathBuf,
     /// The kernel log read for disk errors; a regular file or FIFO in tests. Default /dev/kmsg.
     pub kmsg: PathBuf,
+    /// The privileged half's Unix socket (issue 12): smartctl runs there. `None` (set to
+    /// "") runs smartctl in the agent itself. Default /run/rig-agent-privileged/sock.
+    pub privileged_socket: Option<PathBuf>,
 }
 
 impl Config {
@@ -218,6 +221,13 @@ impl Config {
     pub fn load_for_check(file: &Path) -> Result<Config, ConfigError> {
         let src = read_config(file)?;
         Config::parse_as(file, &src, StateDir::Inspect)
+    }
+
+    /// As [`Config::load`], for `rig-agent privileged`: the state directory is neither
+    /// created nor checked (that half never writes it, and its sandbox has it read-only).
+    pub fn load_for_privileged(file: &Path) -> Result<Config, ConfigError> {
+        let src = read_config(file)?;
+        Config::parse_as(file, &src, StateDir::Ignore)
     }
 
     /// As [`Config::load`], from text already read; `file` is used in messages and to resolve
@@ -315,12 +325,13 @@ impl Config {
         out += &format!("\n[warning]\nresend_after = \"{}\"\n", d(self.warning.resend_after));
         let pa = &self.paths;
         out += &format!(
-            "\n[paths]\nstate_dir = {}\nsysfs = {}\nprocfs = {}\nrootfs = {}\nkmsg = {}\n",
+            "\n[paths]\nstate_dir = {}\nsysfs = {}\nprocfs = {}\nrootfs = {}\nkmsg = {}\nprivileged_socket = {}\n",
             p(&pa.state_dir),
             p(&pa.sysfs),
             p(&pa.procfs),
             p(&pa.rootfs),
-            p(&pa.kmsg)
+            p(&pa.kmsg),
+            pa.privileged_socket.as_deref().map_or_else(|| "\"\"".to_string(), p)
         );
         if let Some(note) = &pa.state_dir_note {
             out += &format!("# state_dir {note}\n");
@@ -362,6 +373,7 @@ fn read_config(file: &Path) -> Result<String, ConfigError> {
 enum StateDir {
     Create,
     Inspect,
+    Ignore,
 }
 
 fn read_device(s: &mut Section) -> Result<DeviceConfig, ConfigError> {
@@ -689,7 +701,7 @@ fn read_probes(s: &mut Section) -> Result<ProbesConfig, ConfigError> {
 }
 
 fn read_paths(s: &mut Section, mode: StateDir) -> Result<PathsConfig, ConfigError> {
-    s.deny(&["state_dir", "sysfs", "procfs", "rootfs", "kmsg"])?;
+    s.deny(&["state_dir", "sysfs", "procfs", "rootfs", "kmsg", "privileged_socket"])?;
     let state_dir = s.path("state_dir")?.unwrap_or_else(|| PathBuf::from("/var/lib/rig-agent"));
     // A read-only or full file system is a storage fault (an SD card that ext4 remounted
     // read-only), not a config mistake: refusing to start would lose exactly the disk
@@ -716,6 +728,7 @@ fn read_paths(s: &mut Section, mode: StateDir) -> Result<PathsConfig, ConfigErro
             }
             writable_dir_or_parent(&state_dir)
         }
+        StateDir::Ignore => Ok(()),
     };
     match attempt {
         Ok(()) => {}
@@ -763,6 +776,11 @@ fn read_paths(s: &mut Section, mode: StateDir) -> Result<PathsConfig, ConfigErro
         procfs: s.path("procfs")?.unwrap_or_else(|| "/proc".into()),
         rootfs: s.path("rootfs")?.unwrap_or_else(|| "/".into()),
         kmsg: s.path("kmsg")?.unwrap_or_else(|| "/dev/kmsg".into()),
+        privileged_socket: match s.str("privileged_socket")?.as_deref() {
+            Some("") => None,
+            Some(_) => s.path("privileged_socket")?,
+            None => Some(crate::privileged::DEFAULT_SOCKET.into()),
+        },
     })
 }
 
@@ -798,8 +816,8 @@ impl Config {
     /// can apply.
     pub fn paths_differ(&self, other: &Config) -> bool {
         let (a, b) = (&self.paths, &other.paths);
-        (&a.state_dir, &a.sysfs, &a.procfs, &a.rootfs, &a.kmsg)
-            != (&b.state_dir, &b.sysfs, &b.procfs, &b.rootfs, &b.kmsg)
+        (&a.state_dir, &a.sysfs, &a.procfs, &a.rootfs, &a.kmsg, &a.privileged_socket)
+            != (&b.state_dir, &b.sysfs, &b.procfs, &b.rootfs, &b.kmsg, &b.privileged_socket)
     }
 }
 

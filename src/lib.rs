@@ -19,6 +19,7 @@ pub mod logging;
 pub mod monitor;
 pub mod notify;
 pub mod predictive;
+pub mod privileged;
 pub mod probes;
 pub mod protocol;
 pub mod queries;

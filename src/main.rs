@@ -21,6 +21,7 @@ fn usage() -> String {
 usage: rig-agent [--config PATH]              run the agent (what systemd starts)
        rig-agent [--config PATH] check        validate the config, print it without secrets
        rig-agent [--config PATH] probe ACT    print the data of a query, answered locally
+       rig-agent [--config PATH] privileged   the privileged half (rig-agent-privileged.service)
        rig-agent --version | --help
 
 acts for probe: {}
@@ -34,6 +35,7 @@ enum Command {
     Run,
     Check,
     Probe(String),
+    Privileged,
 }
 
 /// What the command line asks for.
@@ -68,6 +70,7 @@ fn parse_args(mut args: impl Iterator<Item = OsString>) -> Result<Cli, String> {
     let command = match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         [] => Command::Run,
         ["check"] => Command::Check,
+        ["privileged"] => Command::Privileged,
         ["probe", act] => Command::Probe(act.to_string()),
         ["probe"] => return Err("probe needs an act, e.g. probe get_agent_info".into()),
         _ => return Err(format!("unexpected arguments: {}", words.join(" "))),
@@ -99,7 +102,43 @@ fn main() {
         }
         Cli::Do(path, command) => (path, command),
     };
+    // Issue 12: everything but the privileged half gives up every capability, the
+    // supplementary groups and the right to regain them, while it is the only thread.
+    let dropped = match command {
+        Command::Privileged => None,
+        _ => Some(rig_agent::privileged::drop::drop_all().unwrap_or_else(|e| {
+            eprintln!("rig-agent: {e}");
+            exit(code::FAILURE)
+        })),
+    };
+    let log_drop = || {
+        if let Some(d) = &dropped {
+            if d.had != 0 {
+                log::info!("dropped capabilities {:#x}; this process holds none", d.had);
+            }
+            if !d.groups_kept.is_empty() {
+                log::warn!(
+                    "supplementary groups {:?} kept (no CAP_SETGID to clear them); the unit should grant none",
+                    d.groups_kept
+                );
+            }
+        }
+    };
     match command {
+        Command::Privileged => {
+            logging::init();
+            let cfg = load(&path, Config::load_for_privileged);
+            let Some(socket) = cfg.paths.privileged_socket.clone() else {
+                log::error!("paths.privileged_socket is \"\": nothing to serve");
+                exit(code::CONFIG)
+            };
+            let listener = rig_agent::privileged::server::bind(&socket).unwrap_or_else(|e| {
+                log::error!("{}", rig_agent::escape::escape(&e.to_string()));
+                exit(code::FAILURE)
+            });
+            log::info!("rig-agent {VERSION} privileged half listening on {}", socket.display());
+            rig_agent::privileged::server::serve(listener, path, cfg);
+        }
         Command::Check => {
             let cfg = load(&path, Config::load_for_check);
             print!("{}", cfg.render());
@@ -107,10 +146,12 @@ fn main() {
         }
         Command::Probe(act) => {
             logging::init();
+            log_drop();
             exit(probe(load(&path, Config::load), &act))
         }
         Command::Run => {
             logging::init();
+            log_drop();
             let cfg = load(&path, Config::load);
             log::info!(
                 "rig-agent {VERSION} starting as {} with {} (gateways: {})",
