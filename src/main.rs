@@ -151,7 +151,6 @@ fn main() {
         }
         Command::Run => {
             logging::init();
-            log_drop();
             let cfg = load(&path, Config::load);
             log::info!(
                 "rig-agent {VERSION} starting as {} with {} (gateways: {})",
@@ -159,6 +158,8 @@ fn main() {
                 path.display(),
                 cfg.gateway.urls.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", ")
             );
+            // After the start line, which says who is starting.
+            log_drop();
             let mut agent = Agent::build(cfg, |_| {}).unwrap_or_else(|e| {
                 log::error!("cannot start: {e}");
                 exit(code::FAILURE)
