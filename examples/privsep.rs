@@ -25,6 +25,19 @@ use serde_json::json;
 
 const RUNS: usize = 300;
 
+#[derive(Debug, Default, Clone, Copy)]
+struct Mem {
+    rss: u64,
+    anon: u64,
+    pss: u64,
+}
+
+/// A `/proc/PID/smaps_rollup` field in KiB (PSS: shared pages divided among their users).
+fn rollup_kib(pid: u32, field: &str) -> u64 {
+    let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    text.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+}
+
 fn spawn(cfg: &Path, extra: &[&str]) -> Child {
     Command::new(agent_binary())
         .arg("--config")
@@ -40,7 +53,7 @@ fn spawn(cfg: &Path, extra: &[&str]) -> Child {
 /// The agent logged in, answered `get_disk_info` 20 times (SMART of three fixture disks
 /// each time: smart_interval 1 s, so some go through smartctl); its RSS and, if any, the
 /// privileged half's.
-fn rss_after_queries(dir: &Path, smartctl: &Path, socket: &str) -> (u64, u64) {
+fn rss_after_queries(dir: &Path, smartctl: &Path, socket: &str) -> (Mem, Mem) {
     let pki = Pki::new(&["localhost"]);
     let mut gw = Gateway::start(&pki, Script::default());
     let rig = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig");
@@ -76,7 +89,12 @@ fn rss_after_queries(dir: &Path, smartctl: &Path, socket: &str) -> (u64, u64) {
         );
         thread::sleep(Duration::from_millis(100));
     }
-    let rss = (status_kib(agent.id(), "VmRSS:"), privileged.as_ref().map_or(0, |p| status_kib(p.id(), "VmRSS:")));
+    let mem = |pid: u32| Mem {
+        rss: status_kib(pid, "VmRSS:"),
+        anon: status_kib(pid, "RssAnon:"),
+        pss: rollup_kib(pid, "Pss:"),
+    };
+    let rss = (mem(agent.id()), privileged.as_ref().map_or(Mem::default(), |p| mem(p.id())));
     let _ = agent.kill();
     let _ = agent.wait();
     if let Some(p) = privileged.as_mut() {
@@ -96,11 +114,19 @@ fn main() {
     let single = rss_after_queries(&tempfile::tempdir().unwrap().keep(), &smartctl, "");
     let sock = dir.path().join("priv.sock");
     let (net, privileged) = rss_after_queries(&tempfile::tempdir().unwrap().keep(), &smartctl, sock.to_str().unwrap());
-    println!("RSS after login and 20 get_disk_info (KiB): single process (smartctl run by the agent) {}", single.0);
+    println!("memory after login and 20 get_disk_info, KiB (RSS / anonymous / PSS):");
+    println!("  single process, smartctl run by the agent: {} / {} / {}", single.0.rss, single.0.anon, single.0.pss);
+    println!("  network half:    {} / {} / {}", net.rss, net.anon, net.pss);
+    println!("  privileged half: {} / {} / {}", privileged.rss, privileged.anon, privileged.pss);
+    let ratio = |a: u64, b: u64| a as f64 / b.max(1) as f64;
     println!(
-        "  split: network half {net} + privileged half {privileged} = {} ({:.2}x)",
-        net + privileged,
-        (net + privileged) as f64 / single.0 as f64
+        "  both halves: RSS {} ({:.2}x), anonymous {} ({:.2}x), PSS {} ({:.2}x): PSS counts the binary's and libc's shared pages once",
+        net.rss + privileged.rss,
+        ratio(net.rss + privileged.rss, single.0.rss),
+        net.anon + privileged.anon,
+        ratio(net.anon + privileged.anon, single.0.anon),
+        net.pss + privileged.pss,
+        ratio(net.pss + privileged.pss, single.0.pss)
     );
 
     // The hop: the same fake smartctl through a privileged half, and run directly.
@@ -114,6 +140,8 @@ fn main() {
         sock.display().to_string()
     );
     let cfg = c.write(dir.path());
+    // The first run's half was killed and left its socket: wait for the new one's.
+    let _ = fs::remove_file(&sock);
     let mut privileged = spawn(&cfg, &["privileged"]);
     while !sock.exists() {
         thread::sleep(Duration::from_millis(10));
