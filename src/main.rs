@@ -102,28 +102,6 @@ fn main() {
         }
         Cli::Do(path, command) => (path, command),
     };
-    // Issue 12: everything but the privileged half gives up every capability, the
-    // supplementary groups and the right to regain them, while it is the only thread.
-    let dropped = match command {
-        Command::Privileged => None,
-        _ => Some(rig_agent::privileged::drop::drop_all().unwrap_or_else(|e| {
-            eprintln!("rig-agent: {e}");
-            exit(code::FAILURE)
-        })),
-    };
-    let log_drop = || {
-        if let Some(d) = &dropped {
-            if d.had != 0 {
-                log::info!("dropped capabilities {:#x}; this process holds none", d.had);
-            }
-            if !d.groups_kept.is_empty() {
-                log::warn!(
-                    "supplementary groups {:?} kept (no CAP_SETGID to clear them); the unit should grant none",
-                    d.groups_kept
-                );
-            }
-        }
-    };
     match command {
         Command::Privileged => {
             logging::init();
@@ -141,13 +119,15 @@ fn main() {
         }
         Command::Check => {
             let cfg = load(&path, Config::load_for_check);
+            drop_privileges();
             print!("{}", cfg.render());
             eprintln!("rig-agent: {} is valid", path.display());
         }
         Command::Probe(act) => {
             logging::init();
-            log_drop();
-            exit(probe(load(&path, Config::load), &act))
+            let cfg = load(&path, Config::load);
+            drop_privileges();
+            exit(probe(cfg, &act))
         }
         Command::Run => {
             logging::init();
@@ -158,9 +138,14 @@ fn main() {
                 path.display(),
                 cfg.gateway.urls.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", ")
             );
+            // Opened while the process may still read it (CAP_SYSLOG where
+            // kernel.dmesg_restrict=1; the check is at open): run by hand as root, the
+            // agent keeps its kernel-log source after the drop. Under the packaged unit
+            // it has no CAP_SYSLOG and ProtectKernelLogs=, and this fails as before.
+            let kmsg = rig_agent::events::kmsg_reader::open(&cfg.paths.kmsg);
             // After the start line, which says who is starting.
-            log_drop();
-            let mut agent = Agent::build(cfg, |_| {}).unwrap_or_else(|e| {
+            drop_privileges();
+            let mut agent = Agent::build_with_kmsg(cfg, kmsg).unwrap_or_else(|e| {
                 log::error!("cannot start: {e}");
                 exit(code::FAILURE)
             });
@@ -170,6 +155,27 @@ fn main() {
             }
             agent.run();
         }
+    }
+}
+
+/// Issue 12: everything but the privileged half gives up every capability, the
+/// supplementary groups and the right to regain them, while it is still the only thread
+/// and before any network or probe. Not before the config is loaded: the token and the
+/// state directory belong to the `rig-agent` user, which root (`sudo rig-agent probe …`)
+/// reaches only through CAP_DAC_OVERRIDE; the config is a local file root trusts anyway.
+fn drop_privileges() {
+    let d = rig_agent::privileged::drop::drop_all().unwrap_or_else(|e| {
+        eprintln!("rig-agent: {e}");
+        exit(code::FAILURE)
+    });
+    if d.had != 0 {
+        log::info!("dropped capabilities {:#x}; this process holds none", d.had);
+    }
+    if !d.groups_kept.is_empty() {
+        log::warn!(
+            "supplementary groups {:?} kept (no CAP_SETGID to clear them); the unit should grant none",
+            d.groups_kept
+        );
     }
 }
 
