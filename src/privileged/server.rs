@@ -132,3 +132,34 @@ fn run_smartctl(cfg: &Config, name: &str) -> SmartAnswer {
         Ok(out) => SmartAnswer::Output { exit: out.status.and_then(|s| s.code()), stdout: out.stdout },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> Config {
+        let mut cfg = crate::config::tests::minimal_config(dir);
+        cfg.paths.sysfs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig/sys");
+        cfg.disks.exclude = vec!["sdb".into()];
+        cfg
+    }
+
+    #[test]
+    fn only_the_services_own_uid_and_root_may_ask() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        assert_eq!(check(b"smart sda\n", &cfg, 1000, 999), Err(Refusal::Peer(1000)));
+        assert_eq!(check(b"smart sda\n", &cfg, 999, 999), Ok(Request::Smart("sda".into())));
+        assert_eq!(check(b"smart sda\n", &cfg, 0, 999), Ok(Request::Smart("sda".into())));
+    }
+
+    #[test]
+    fn only_disks_the_config_monitors_and_sysfs_lists_are_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        assert_eq!(check(b"smart nvme0n1\n", &cfg, 0, 0), Ok(Request::Smart("nvme0n1".into())));
+        assert_eq!(check(b"smart sdb\n", &cfg, 0, 0), Err(Refusal::NotMonitored("sdb".into())));
+        assert_eq!(check(b"smart loop0\n", &cfg, 0, 0), Err(Refusal::NotMonitored("loop0".into())));
+        assert_eq!(check(b"smart sdq\n", &cfg, 0, 0), Err(Refusal::NotMonitored("sdq".into())));
+    }
+}
