@@ -33,19 +33,53 @@ fn rig_copy(dir: &Path) -> PathBuf {
     dst
 }
 
-/// A fake smartctl that appends its device argument to `calls` and answers healthy.
-fn fake_smartctl(dir: &Path) -> (PathBuf, PathBuf) {
+/// A fake smartctl that appends its device argument to `calls`, answers `sda` for
+/// /dev/sda (with exit status `sda_exit`) and a healthy 33 °C for any other disk.
+fn fake_smartctl(dir: &Path, sda: &str, sda_exit: i32) -> (PathBuf, PathBuf) {
     let (smartctl, calls) = (dir.join("smartctl"), dir.join("calls"));
+    let healthy = r#"{"smart_status":{"passed":true},"temperature":{"current":33}}"#;
     fs::write(
         &smartctl,
         format!(
-            "#!/bin/sh\necho \"$4\" >> {}\necho '{{\"smart_status\":{{\"passed\":true}},\"temperature\":{{\"current\":33}}}}'\n",
+            "#!/bin/sh\necho \"$4\" >> {}\ncase \"$4\" in\n  /dev/sda) echo '{sda}'; exit {sda_exit} ;;\n  *) echo '{healthy}' ;;\nesac\n",
             calls.display()
         ),
     )
     .unwrap();
     fs::set_permissions(&smartctl, fs::Permissions::from_mode(0o755)).unwrap();
     (smartctl, calls)
+}
+
+const HEALTHY: &str = r#"{"smart_status":{"passed":true},"temperature":{"current":33}}"#;
+
+/// Both halves on a fixture rig, as the two units run them; the agent logged in.
+struct Split {
+    dir: tempfile::TempDir,
+    /// Its CA file is in the config the privileged half rereads.
+    _pki: Pki,
+    gw: Gateway,
+    conn: usize,
+    cfg: PathBuf,
+    privileged: Child,
+    agent: Child,
+    calls: PathBuf,
+}
+
+impl Split {
+    fn start(sda: &str, sda_exit: i32) -> Split {
+        let dir = tempfile::tempdir().unwrap();
+        let rig = rig_copy(dir.path());
+        let (smartctl, calls) = fake_smartctl(dir.path(), sda, sda_exit);
+        let socket = dir.path().join("priv.sock");
+        let pki = Pki::new(&["localhost"]);
+        let mut gw = Gateway::start(&pki, Script::default());
+        let cfg = config(gw.url(), &pki, &rig, &smartctl, socket.to_str().unwrap()).write(dir.path());
+        let privileged = spawn_privileged(&cfg);
+        wait_until(10 * SEC, "the socket", || socket.exists());
+        let agent = spawn_agent(&cfg, &[]);
+        let (conn, _) = gw.wait_login(10 * SEC);
+        Split { dir, _pki: pki, gw, conn, cfg, privileged, agent, calls }
+    }
 }
 
 fn config(url: String, pki: &Pki, rig: &Path, smartctl: &Path, socket: &str) -> AgentConfig {
@@ -135,7 +169,7 @@ fn the_network_half_holds_no_capability_no_disk_group_and_cannot_regain_them() {
     let _g = Guard::new(30 * SEC);
     let dir = tempfile::tempdir().unwrap();
     let rig = rig_copy(dir.path());
-    let (smartctl, _) = fake_smartctl(dir.path());
+    let (smartctl, _) = fake_smartctl(dir.path(), HEALTHY, 0);
     let pki = Pki::new(&["localhost"]);
     let mut gw = Gateway::start(&pki, Script::default());
     let cfg = config(gw.url(), &pki, &rig, &smartctl, "").write(dir.path());
@@ -245,7 +279,7 @@ fn requests_for_unmonitored_path_like_oversized_or_malformed_names_are_refused_l
     let _g = Guard::new(30 * SEC);
     let dir = tempfile::tempdir().unwrap();
     let rig = rig_copy(dir.path());
-    let (smartctl, calls) = fake_smartctl(dir.path());
+    let (smartctl, calls) = fake_smartctl(dir.path(), HEALTHY, 0);
     let socket = dir.path().join("priv.sock");
     let pki = Pki::new(&["localhost"]);
     let mut c = config("wss://localhost:1/".into(), &pki, &rig, &smartctl, socket.to_str().unwrap());
@@ -283,17 +317,7 @@ fn with_the_privileged_half_killed_the_agent_stays_connected_smart_degrades_and_
         return;
     }
     let _g = Guard::new(60 * SEC);
-    let dir = tempfile::tempdir().unwrap();
-    let rig = rig_copy(dir.path());
-    let (smartctl, calls) = fake_smartctl(dir.path());
-    let socket = dir.path().join("priv.sock");
-    let pki = Pki::new(&["localhost"]);
-    let mut gw = Gateway::start(&pki, Script::default());
-    let cfg = config(gw.url(), &pki, &rig, &smartctl, socket.to_str().unwrap()).write(dir.path());
-    let mut privileged = spawn_privileged(&cfg);
-    wait_until(10 * SEC, "the socket", || socket.exists());
-    let mut agent = spawn_agent(&cfg, &[]);
-    let (conn, _) = gw.wait_login(10 * SEC);
+    let Split { dir: _dir, _pki, mut gw, conn, cfg, mut privileged, mut agent, calls } = Split::start(HEALTHY, 0);
     let before = sda(&get_disk_info(&mut gw, conn, "d1"));
     assert_eq!(before["smart"]["temperature_celsius"], 33, "{before}");
     assert!(fs::read_to_string(&calls).unwrap().contains("/dev/sda"), "smartctl ran in the privileged half");
@@ -319,4 +343,21 @@ fn with_the_privileged_half_killed_the_agent_stays_connected_smart_degrades_and_
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(log.matches("unreachable").count(), 1, "said once: {log}");
     assert!(log.contains("SMART data is back"), "{log}");
+}
+
+#[test]
+fn a_failed_smart_check_through_the_privileged_half_raises_smart_failed() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(30 * SEC);
+    let Split { dir: _dir, _pki, mut gw, mut privileged, mut agent, calls, .. } =
+        Split::start(r#"{"smart_status":{"passed":false}}"#, 8);
+    let w = gw.wait_warning(10 * SEC, "/dev/sda", "smart_failed");
+    assert_eq!(w["detail"], "SMART overall health check of /dev/sda failed");
+    let (code, log) = stop_agent(&mut agent);
+    let _ = stop_agent(&mut privileged);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("in this process"), "smartctl ran in the agent: {log}");
+    assert!(fs::read_to_string(&calls).unwrap().contains("/dev/sda"));
 }
