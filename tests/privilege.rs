@@ -60,8 +60,8 @@ struct Split {
     gw: Gateway,
     conn: usize,
     cfg: PathBuf,
-    privileged: Child,
-    agent: Child,
+    privileged: Reaped,
+    agent: Reaped,
     calls: PathBuf,
 }
 
@@ -76,7 +76,7 @@ impl Split {
         let cfg = config(gw.url(), &pki, &rig, &smartctl, socket.to_str().unwrap()).write(dir.path());
         let privileged = spawn_privileged(&cfg);
         wait_until(10 * SEC, "the socket", || socket.exists());
-        let agent = spawn_agent(&cfg, &[]);
+        let agent = Reaped(spawn_agent(&cfg, &[]));
         let (conn, _) = gw.wait_login(10 * SEC);
         Split { dir, _pki: pki, gw, conn, cfg, privileged, agent, calls }
     }
@@ -97,16 +97,41 @@ fn config(url: String, pki: &Pki, rig: &Path, smartctl: &Path, socket: &str) -> 
     c
 }
 
-fn spawn_privileged(config: &Path) -> Child {
-    agent_command()
-        .arg("--config")
-        .arg(config)
-        .arg("privileged")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .env_remove("JOURNAL_STREAM")
-        .spawn()
-        .expect("spawn rig-agent privileged")
+/// A child killed and reaped when the test ends, also by a failed assertion.
+struct Reaped(Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_privileged(config: &Path) -> Reaped {
+    Reaped(
+        agent_command()
+            .arg("--config")
+            .arg(config)
+            .arg("privileged")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env_remove("JOURNAL_STREAM")
+            .spawn()
+            .expect("spawn rig-agent privileged"),
+    )
 }
 
 fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
@@ -176,16 +201,18 @@ fn the_network_half_holds_no_capability_no_disk_group_and_cannot_regain_them() {
     // Started as root with every capability and the disk group, as a careless hand or an
     // old unit would: the binary gives all of it up itself.
     let gid = disk_gid();
-    let mut agent = Command::new("setpriv")
-        .args(["--groups", &gid.to_string(), "--"])
-        .arg(agent_command().get_program())
-        .args(agent_command().get_args())
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut agent = Reaped(
+        Command::new("setpriv")
+            .args(["--groups", &gid.to_string(), "--"])
+            .arg(agent_command().get_program())
+            .args(agent_command().get_args())
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     gw.wait_login(10 * SEC);
     let pid = agent.id();
     for key in ["CapEff", "CapPrm", "CapAmb", "CapInh"] {
