@@ -84,7 +84,8 @@ impl Agent {
 
     /// [`Agent::build`] with the kernel log opened by the caller: `main` opens it before it
     /// drops its capabilities (issue 12), since reading /dev/kmsg is checked at open.
-    pub fn build_with_kmsg(cfg: Config, kmsg: std::io::Result<std::fs::File>) -> std::io::Result<Agent> {
+    /// The kernel log may also come from the privileged half ([`events::sources::KmsgFeed`]).
+    pub fn build_with_kmsg(cfg: Config, kmsg: events::sources::KmsgFeed) -> std::io::Result<Agent> {
         Agent::build_inner(cfg, |_| {}, spool::Options::default(), Some(kmsg))
     }
 
@@ -92,7 +93,7 @@ impl Agent {
         cfg: Config,
         extend: impl FnOnce(&mut queries::Catalogue),
         outbox: spool::Options,
-        kmsg: Option<std::io::Result<std::fs::File>>,
+        kmsg: Option<events::sources::KmsgFeed>,
     ) -> std::io::Result<Agent> {
         let mut status = status::AgentStatus::new(cfg.file.clone());
         if let Some(url) = cfg.gateway.urls.first() {
@@ -133,7 +134,7 @@ impl Agent {
         let (sources_cfg, sink) =
             (events::sources::SourcesConfig::from_config(&cfg), sink.unwrap_or_else(|| Arc::new(|_| false)));
         let sources = match kmsg {
-            Some(kmsg) => events::Sources::start_with_kmsg(sources_cfg, kmsg, sink),
+            Some(kmsg) => events::Sources::start_with_feed(sources_cfg, kmsg, sink),
             None => events::Sources::start(sources_cfg, sink),
         };
         status.set_event_sources(Arc::clone(&sources.status));

@@ -138,11 +138,11 @@ fn main() {
                 path.display(),
                 cfg.gateway.urls.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", ")
             );
-            // Opened while the process may still read it (CAP_SYSLOG where
-            // kernel.dmesg_restrict=1; the check is at open): run by hand as root, the
-            // agent keeps its kernel-log source after the drop. Under the packaged unit
-            // it has no CAP_SYSLOG and ProtectKernelLogs=, and this fails as before.
-            let kmsg = rig_agent::events::kmsg_reader::open(&cfg.paths.kmsg);
+            // Under the packaged units the privileged half streams the kernel log (this
+            // unit has no CAP_SYSLOG and ProtectKernelLogs=). Without one, it is opened
+            // while the process may still read it (the check is at open): run by hand as
+            // root, the agent keeps its kernel-log source after the drop.
+            let kmsg = rig_agent::privileged::client::kmsg_feed(&cfg);
             // After the start line, which says who is starting.
             drop_privileges();
             let mut agent = Agent::build_with_kmsg(cfg, kmsg).unwrap_or_else(|e| {

@@ -10,10 +10,12 @@
 //! - [`drop`]: what the network half gives up at the start of `main`.
 //! - [`wire`]: the closed request set and the answers, strictly parsed and size-capped.
 //! - [`server`]: the privileged half's loop.
+//! - [`kmsg`]: the kernel log, streamed to the network half (issue 13 point 4).
 //! - [`client`]: the network half's side, used by [`crate::probes::smart::SmartReader`].
 
 pub mod client;
 pub mod drop;
+pub mod kmsg;
 pub mod server;
 pub mod wire;
 

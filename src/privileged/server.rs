@@ -89,6 +89,10 @@ fn handle(mut conn: UnixStream, cfg: &Config, own_uid: u32) -> io::Result<()> {
     let line = if peer == own_uid || peer == 0 { wire::read_request(&mut conn)? } else { Vec::new() };
     let answer = match check(&line, cfg, peer, own_uid) {
         Ok(Request::Smart(name)) => run_smartctl(cfg, &name),
+        Ok(Request::Kmsg(cursor)) => {
+            conn.set_write_timeout(None)?;
+            return super::kmsg::serve(conn, cfg, cursor);
+        }
         Err(refusal) => {
             log::warn!(
                 "privileged: refused \"{}\" from uid {peer}: {refusal}; nothing run",
@@ -106,7 +110,7 @@ pub fn check(line: &[u8], cfg: &Config, peer: u32, own_uid: u32) -> Result<Reque
         return Err(Refusal::Peer(peer));
     }
     let request = wire::parse_request(line)?;
-    let Request::Smart(name) = &request;
+    let Request::Smart(name) = &request else { return Ok(request) };
     let d = &cfg.disks;
     if !crate::probes::disks::monitored(&cfg.paths.sysfs, &d.include, &d.exclude).contains(name) {
         return Err(Refusal::NotMonitored(name.clone()));

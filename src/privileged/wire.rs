@@ -3,8 +3,14 @@
 //! [a-z0-9] only, at most [`MAX_NAME`] bytes. The answer is one header line of at most
 //! [`MAX_HEADER`] bytes, then for `smart` exactly the announced number of bytes of
 //! smartctl's stdout (at most [`MAX_OUTPUT`]). Data only, never a file descriptor.
+//!
+//! `kmsg <boot_id> <seq>\n` (or `kmsg end\n` without a cursor for this boot) asks for the
+//! kernel log: the answer is `kmsg\n` and then records in `/dev/kmsg`'s own text form for
+//! as long as the connection lives (see [`super::kmsg`]), or `unreadable <why>\n`.
 
 use std::io::{self, BufRead, Read};
+
+use crate::events::resume::{self, Cursor};
 
 /// The longest request line, newline included.
 pub const MAX_REQUEST: usize = 128;
@@ -20,6 +26,8 @@ pub const MAX_OUTPUT: usize = 1 << 20;
 pub enum Request {
     /// Run smartctl for this monitored disk (`sda`, not `/dev/sda`).
     Smart(String),
+    /// Stream the kernel log: after this record of this boot, or from now on (`None`).
+    Kmsg(Option<Cursor>),
 }
 
 /// Why a request was refused; each is logged by the privileged half and answered, and
@@ -69,7 +77,20 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Refusal> {
     match text.split(' ').collect::<Vec<_>>()[..] {
         ["smart", name] if valid_name(name) => Ok(Request::Smart(name.to_string())),
         ["smart", _] => Err(Refusal::BadName),
+        ["kmsg", "end"] => Ok(Request::Kmsg(None)),
+        // The same strict check as the cursor file: hex and '-' boot id, decimal seq.
+        ["kmsg", boot, seq] if !seq.starts_with('+') => {
+            resume::parse(&format!("{boot} {seq}")).map(|c| Request::Kmsg(Some(c))).ok_or(Refusal::Malformed)
+        }
         _ => Err(Refusal::Malformed),
+    }
+}
+
+/// The request line for the kernel log, resuming after `cursor` when given.
+pub fn kmsg_request(cursor: Option<&Cursor>) -> String {
+    match cursor {
+        Some(c) => format!("kmsg {} {}\n", c.boot_id, c.seq),
+        None => "kmsg end\n".to_string(),
     }
 }
 
@@ -174,6 +195,20 @@ mod tests {
         assert_eq!(parse_request(b"\xff\n"), Err(Refusal::Malformed));
         let long = [b"smart ".as_slice(), &[b'a'; 200]].concat();
         assert_eq!(parse_request(&read_request(&mut long.as_slice()).unwrap()), Err(Refusal::Oversized));
+    }
+
+    #[test]
+    fn a_kmsg_request_parses_with_a_cursor_or_end_and_anything_else_is_malformed() {
+        const BOOT: &str = "4f9c2d1e-7a3b-4c5d-9e8f-0a1b2c3d4e5f";
+        let c = Cursor { boot_id: BOOT.into(), seq: 812 };
+        assert_eq!(parse_request(kmsg_request(Some(&c)).as_bytes()), Ok(Request::Kmsg(Some(c))));
+        assert_eq!(parse_request(kmsg_request(None).as_bytes()), Ok(Request::Kmsg(None)));
+        assert_eq!(parse_request(format!("kmsg {BOOT} +1\n").as_bytes()), Err(Refusal::Malformed));
+        assert_eq!(parse_request(format!("kmsg {BOOT} -1\n").as_bytes()), Err(Refusal::Malformed));
+        assert_eq!(parse_request(b"kmsg ../x 1\n"), Err(Refusal::Malformed));
+        assert_eq!(parse_request(b"kmsg\n"), Err(Refusal::Malformed));
+        assert_eq!(parse_request(b"kmsg end 5\n"), Err(Refusal::Malformed));
+        assert_eq!(parse_request(format!("kmsg {} 1\n", "a".repeat(65)).as_bytes()), Err(Refusal::Malformed));
     }
 
     #[test]
