@@ -63,22 +63,69 @@ struct Split {
     privileged: Reaped,
     agent: Reaped,
     calls: PathBuf,
+    /// The recorded kernel log (`paths.kmsg`): owned by nobody, mode 0600, so only the
+    /// privileged half (root with its capabilities) can open it, not the network half.
+    kmsg: PathBuf,
 }
 
 impl Split {
     fn start(sda: &str, sda_exit: i32) -> Split {
+        Split::start_with(sda, sda_exit, "")
+    }
+
+    fn start_with(sda: &str, sda_exit: i32, disks_extra: &str) -> Split {
         let dir = tempfile::tempdir().unwrap();
         let rig = rig_copy(dir.path());
         let (smartctl, calls) = fake_smartctl(dir.path(), sda, sda_exit);
         let socket = dir.path().join("priv.sock");
+        let kmsg = dir.path().join("kmsg.log");
+        // An old record: read from the end, never reported.
+        fs::write(&kmsg, "3,1,100,-;I/O error, dev nvme0n1, sector 0 op 0x0:(READ)\n").unwrap();
+        fs::set_permissions(&kmsg, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Command::new("chown").arg("nobody").arg(&kmsg).status().unwrap().success());
         let pki = Pki::new(&["localhost"]);
         let mut gw = Gateway::start(&pki, Script::default());
-        let cfg = config(gw.url(), &pki, &rig, &smartctl, socket.to_str().unwrap()).write(dir.path());
+        let mut c = config(gw.url(), &pki, &rig, &smartctl, socket.to_str().unwrap());
+        c.disks += disks_extra;
+        c.paths_extra += &format!("kmsg = {:?}\n", kmsg.display().to_string());
+        let cfg = c.write(dir.path());
         let privileged = spawn_privileged(&cfg);
         wait_until(10 * SEC, "the socket", || socket.exists());
         let agent = Reaped(spawn_agent(&cfg, &[]));
         let (conn, _) = gw.wait_login(10 * SEC);
-        Split { dir, _pki: pki, gw, conn, cfg, privileged, agent, calls }
+        Split { dir, _pki: pki, gw, conn, cfg, privileged, agent, calls, kmsg }
+    }
+
+    fn log_kernel(&self, records: &str) {
+        fs::OpenOptions::new().append(true).open(&self.kmsg).unwrap().write_all(records.as_bytes()).unwrap();
+    }
+
+    /// `event_sources.kmsg` in `get_agent_info`.
+    fn kmsg_source(&mut self) -> String {
+        let code = "info";
+        self.gw.send_json(self.conn, json!({"act":"get_agent_info","act_code":code,"client_id":"c","reqtype":"post"}));
+        match self.gw.wait_for(
+            5 * SEC,
+            "agent info",
+            |e| matches!(e, Event::Received { msg, .. } if msg["act_code"] == code),
+        ) {
+            Event::Received { msg, .. } => {
+                msg["data"]["event_sources"]["kmsg"].as_str().unwrap_or_default().to_string()
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    fn wait_kmsg_source(&mut self, want: &str) {
+        let until = Instant::now() + 15 * SEC;
+        loop {
+            let seen = self.kmsg_source();
+            if seen == want {
+                return;
+            }
+            assert!(Instant::now() < until, "event_sources.kmsg is {seen:?}, not {want:?}");
+            thread::sleep(ms(50));
+        }
     }
 }
 
@@ -325,6 +372,9 @@ fn requests_for_unmonitored_path_like_oversized_or_malformed_names_are_refused_l
         (b"smart sda; reboot\n".to_vec(), "refused malformed"),
         (b"exec /bin/sh\n".to_vec(), "refused malformed"),
         (vec![b'x'; 4096], "refused oversized"),
+        (b"kmsg ../etc/passwd 1\n".to_vec(), "refused malformed"),
+        (b"kmsg 4f9c2d1e -1\n".to_vec(), "refused malformed"),
+        (b"kmsg end /dev/sda\n".to_vec(), "refused malformed"),
     ];
     for (request, expected) in &refused {
         assert_eq!(ask_raw(&socket, request), *expected, "{:?}", String::from_utf8_lossy(request));
@@ -344,7 +394,7 @@ fn with_the_privileged_half_killed_the_agent_stays_connected_smart_degrades_and_
         return;
     }
     let _g = Guard::new(60 * SEC);
-    let Split { dir: _dir, _pki, mut gw, conn, cfg, mut privileged, mut agent, calls } = Split::start(HEALTHY, 0);
+    let Split { dir: _dir, _pki, mut gw, conn, cfg, mut privileged, mut agent, calls, .. } = Split::start(HEALTHY, 0);
     let before = sda(&get_disk_info(&mut gw, conn, "d1"));
     assert_eq!(before["smart"]["temperature_celsius"], 33, "{before}");
     assert!(fs::read_to_string(&calls).unwrap().contains("/dev/sda"), "smartctl ran in the privileged half");
@@ -368,7 +418,7 @@ fn with_the_privileged_half_killed_the_agent_stays_connected_smart_degrades_and_
     let (code, log) = stop_agent(&mut agent);
     let _ = stop_agent(&mut privileged);
     assert_eq!(code, Some(0), "{log}");
-    assert_eq!(log.matches("unreachable").count(), 1, "said once: {log}");
+    assert_eq!(log.matches("SMART data is null").count(), 1, "said once: {log}");
     assert!(log.contains("SMART data is back"), "{log}");
 }
 
@@ -387,4 +437,64 @@ fn a_failed_smart_check_through_the_privileged_half_raises_smart_failed() {
     assert_eq!(code, Some(0), "{log}");
     assert!(!log.contains("in this process"), "smartctl ran in the agent: {log}");
     assert!(fs::read_to_string(&calls).unwrap().contains("/dev/sda"));
+}
+
+#[test]
+fn a_kernel_io_error_read_by_the_privileged_half_raises_io_errors_in_an_agent_that_cannot_open_the_log() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(60 * SEC);
+    let mut split = Split::start(HEALTHY, 0);
+    // Only once the stream is up is a new line "new" (read from the end before).
+    split.wait_kmsg_source("live (privileged half)");
+    split.log_kernel("3,2,200,-;Buffer I/O error on dev sda1, logical block 12, async page read\n DEVICE=b8:1\n");
+    let w = split.gw.wait_warning(10 * SEC, "/dev/sda", "io_errors");
+    assert_eq!(w["detail"], "kernel: Buffer I/O error on dev sda1, logical block 12, async page read");
+    assert!(split.gw.warnings_seen("/dev/nvme0n1").is_empty(), "the old record was not reported");
+    let (code, log) = stop_agent(&mut split.agent);
+    let _ = stop_agent(&mut split.privileged);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("kernel log read through the privileged half"), "{log}");
+    assert!(!log.contains("in this process"), "{log}");
+    assert!(!log.contains("kernel log unreadable"), "{log}");
+}
+
+#[test]
+fn with_the_privileged_half_restarted_between_two_kernel_lines_both_reach_the_agent_once() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(90 * SEC);
+    // A short quiet period: a line read twice after the restart would be a new warning.
+    let mut split = Split::start_with(HEALTHY, 0, "io_error_quiet = \"1s\"\n");
+    split.wait_kmsg_source("live (privileged half)");
+    split.log_kernel("3,2,200,-;I/O error, dev sda, sector 8 op 0x0:(READ)\n");
+    split.gw.wait_warning(10 * SEC, "/dev/sda", "io_errors");
+
+    split.privileged.kill().unwrap();
+    split.privileged.wait().unwrap();
+    split.wait_kmsg_source("off: privileged half unreachable");
+    // Logged while nobody reads the log, and after sda's episode is over.
+    thread::sleep(ms(1500));
+    split.log_kernel("3,3,300,-;I/O error, dev nvme0n1, sector 16 op 0x0:(READ)\n");
+    split.privileged = spawn_privileged(&split.cfg);
+    split.wait_kmsg_source("live (privileged half)");
+    // The status queries above may have taken the warning in already.
+    let until = Instant::now() + 10 * SEC;
+    while !split.gw.warnings_seen("/dev/nvme0n1").iter().any(|w| w["reason"] == "io_errors") {
+        assert!(Instant::now() < until, "no io_errors for nvme0n1 after the restart");
+        split.kmsg_source();
+        thread::sleep(ms(50));
+    }
+    thread::sleep(ms(1500));
+    // A query round trip takes in every message sent before its answer.
+    assert_eq!(split.kmsg_source(), "live (privileged half)");
+    let io_errors = |w: &Vec<Value>| w.iter().filter(|w| w["reason"] == "io_errors").count();
+    let (sda, nvme) = (split.gw.warnings_seen("/dev/sda"), split.gw.warnings_seen("/dev/nvme0n1"));
+    assert_eq!((io_errors(&sda), io_errors(&nvme)), (1, 1), "{sda:?} {nvme:?}");
+    let (code, log) = stop_agent(&mut split.agent);
+    let _ = stop_agent(&mut split.privileged);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("the privileged half answers again"), "{log}");
 }

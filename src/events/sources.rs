@@ -268,9 +268,10 @@ pub enum KmsgFeed {
 }
 
 /// First wait before asking a privileged half that went away again; doubled to
-/// [`RECONNECT_MAX`]. systemd restarts it after 1 s (`RestartSec=`).
-const RECONNECT_FIRST: Duration = Duration::from_millis(200);
-const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// [`RECONNECT_MAX`]. systemd restarts it after 1 s (`RestartSec=`); a refused connect
+/// costs a syscall, so the wait stays short and the gap in the stream with it.
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(1);
 
 fn boot_id(cfg: &SourcesConfig) -> Option<String> {
     crate::probes::read_attr(&cfg.procfs.join("sys/kernel/random/boot_id"))
@@ -304,7 +305,8 @@ fn privileged_loop(
         }) {
             Ok(reader) => {
                 if said.take().is_some() {
-                    log::info!("kernel log: the privileged half answers again; resuming after record {last:?}");
+                    let after = last.map_or_else(|| "now".to_string(), |s| format!("record {s}"));
+                    log::info!("kernel log: the privileged half answers again; resuming after {after}");
                 } else {
                     log::info!("kernel log read through the privileged half at {}", socket.display());
                 }
