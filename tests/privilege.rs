@@ -70,10 +70,11 @@ struct Split {
 
 impl Split {
     fn start(sda: &str, sda_exit: i32) -> Split {
-        Split::start_with(sda, sda_exit, "")
+        Split::start_with(sda, sda_exit, "", false)
     }
 
-    fn start_with(sda: &str, sda_exit: i32, disks_extra: &str) -> Split {
+    /// `agent_first`: the agent starts before the privileged half has bound its socket.
+    fn start_with(sda: &str, sda_exit: i32, disks_extra: &str, agent_first: bool) -> Split {
         let dir = tempfile::tempdir().unwrap();
         let rig = rig_copy(dir.path());
         let (smartctl, calls) = fake_smartctl(dir.path(), sda, sda_exit);
@@ -89,10 +90,32 @@ impl Split {
         c.disks += disks_extra;
         c.paths_extra += &format!("kmsg = {:?}\n", kmsg.display().to_string());
         let cfg = c.write(dir.path());
-        let privileged = spawn_privileged(&cfg);
-        wait_until(10 * SEC, "the socket", || socket.exists());
-        let agent = Reaped(spawn_agent(&cfg, &[]));
-        let (conn, _) = gw.wait_login(10 * SEC);
+        let (privileged, agent, conn) = if agent_first {
+            // As under its unit, the agent cannot open the kernel log even before its drop
+            // (there: ProtectKernelLogs= and no CAP_SYSLOG; here: root without the DAC
+            // overrides, the file being nobody's and 0600).
+            let agent = Reaped(
+                Command::new("setpriv")
+                    .arg("--bounding-set=-dac_override,-dac_read_search")
+                    .arg("--")
+                    .arg(agent_command().get_program())
+                    .args(agent_command().get_args())
+                    .arg("--config")
+                    .arg(&cfg)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .env_remove("JOURNAL_STREAM")
+                    .spawn()
+                    .unwrap(),
+            );
+            let (conn, _) = gw.wait_login(10 * SEC);
+            (spawn_privileged(&cfg), agent, conn)
+        } else {
+            let privileged = spawn_privileged(&cfg);
+            wait_until(10 * SEC, "the socket", || socket.exists());
+            let agent = Reaped(spawn_agent(&cfg, &[]));
+            (privileged, agent, gw.wait_login(10 * SEC).0)
+        };
         Split { dir, _pki: pki, gw, conn, cfg, privileged, agent, calls, kmsg }
     }
 
@@ -468,7 +491,7 @@ fn with_the_privileged_half_restarted_between_two_kernel_lines_both_reach_the_ag
     }
     let _g = Guard::new(90 * SEC);
     // A short quiet period: a line read twice after the restart would be a new warning.
-    let mut split = Split::start_with(HEALTHY, 0, "io_error_quiet = \"1s\"\n");
+    let mut split = Split::start_with(HEALTHY, 0, "io_error_quiet = \"1s\"\n", false);
     split.wait_kmsg_source("live (privileged half)");
     split.log_kernel("3,2,200,-;I/O error, dev sda, sector 8 op 0x0:(READ)\n");
     split.gw.wait_warning(10 * SEC, "/dev/sda", "io_errors");
@@ -498,4 +521,22 @@ fn with_the_privileged_half_restarted_between_two_kernel_lines_both_reach_the_ag
     let _ = stop_agent(&mut split.privileged);
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("the privileged half answers again"), "{log}");
+}
+
+#[test]
+fn an_agent_started_before_the_privileged_half_waits_for_it_and_then_reads_the_kernel_log_through_it() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(60 * SEC);
+    // Both units start together: the socket may come after the agent's start.
+    let mut split = Split::start_with(HEALTHY, 0, "", true);
+    split.wait_kmsg_source("live (privileged half)");
+    split.log_kernel("3,2,200,-;I/O error, dev sda, sector 8 op 0x0:(READ)\n");
+    split.gw.wait_warning(10 * SEC, "/dev/sda", "io_errors");
+    let (code, log) = stop_agent(&mut split.agent);
+    let _ = stop_agent(&mut split.privileged);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("reading the kernel log in this process"), "{log}");
+    assert!(log.contains("kernel log read through the privileged half"), "{log}");
 }

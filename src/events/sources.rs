@@ -293,6 +293,7 @@ fn privileged_loop(
     let mut lost_base = 0;
     let mut backoff = RECONNECT_FIRST;
     let mut said: Option<String> = None;
+    let mut connected_before = false;
     while !stop.load(Ordering::SeqCst) {
         let cursor = boot.as_ref().zip(last).map(|(b, seq)| Cursor { boot_id: b.clone(), seq });
         let start = cursor.as_ref().map_or(resume::Start::End, |c| resume::Start::After(c.seq));
@@ -304,9 +305,10 @@ fn privileged_loop(
             })
         }) {
             Ok(reader) => {
-                if said.take().is_some() {
-                    let after = last.map_or_else(|| "now".to_string(), |s| format!("record {s}"));
-                    log::info!("kernel log: the privileged half answers again; resuming after {after}");
+                said = None;
+                if std::mem::replace(&mut connected_before, true) {
+                    let from = last.map_or_else(|| "from now on".to_string(), |s| format!("after record {s}"));
+                    log::info!("kernel log: the privileged half answers again; resuming {from}");
                 } else {
                     log::info!("kernel log read through the privileged half at {}", socket.display());
                 }

@@ -83,18 +83,29 @@ pub fn kmsg(socket: &Path, cursor: Option<&Cursor>) -> Result<std::fs::File, Cli
 }
 
 /// Where the agent's kernel log comes from, decided once at start, before the
-/// capabilities are dropped: the privileged half when its socket is there, else the
+/// capabilities are dropped: the privileged half when its socket is there; else the
 /// kernel log opened here (a tarball run as root, or `paths.privileged_socket = ""`),
-/// which is said once.
+/// which is said once. A missing socket with a kernel log this process cannot open is a
+/// privileged half not up yet (both units start together): it is waited for, not given up.
 pub fn kmsg_feed(cfg: &crate::config::Config) -> crate::events::sources::KmsgFeed {
+    use crate::escape::escape;
     use crate::events::sources::KmsgFeed;
+    let open = || crate::events::kmsg_reader::open(&cfg.paths.kmsg);
     match &cfg.paths.privileged_socket {
-        Some(socket) if std::fs::symlink_metadata(socket).is_ok() => return KmsgFeed::Privileged(socket.clone()),
-        Some(socket) => log::info!(
-            "no privileged half at {}: reading the kernel log in this process",
-            crate::escape::escape(&socket.display().to_string())
-        ),
-        None => log::info!("paths.privileged_socket is \"\": reading the kernel log in this process"),
+        Some(socket) if std::fs::symlink_metadata(socket).is_ok() => KmsgFeed::Privileged(socket.clone()),
+        Some(socket) => match open() {
+            Ok(file) => {
+                log::info!(
+                    "no privileged half at {}: reading the kernel log in this process",
+                    escape(&socket.display().to_string())
+                );
+                KmsgFeed::Opened(Ok(file))
+            }
+            Err(_) => KmsgFeed::Privileged(socket.clone()),
+        },
+        None => {
+            log::info!("paths.privileged_socket is \"\": reading the kernel log in this process");
+            KmsgFeed::Opened(open())
+        }
     }
-    KmsgFeed::Opened(crate::events::kmsg_reader::open(&cfg.paths.kmsg))
 }
