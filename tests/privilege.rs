@@ -139,6 +139,22 @@ impl Split {
         }
     }
 
+    /// Once the stream is up (only then is a new line "new"), a kernel error line for sda
+    /// and its io_errors warning.
+    fn sda_error_through_the_stream(&mut self) {
+        self.wait_kmsg_source("live (privileged half)");
+        self.log_kernel("3,2,200,-;I/O error, dev sda, sector 8 op 0x0:(READ)\n");
+        self.gw.wait_warning(10 * SEC, "/dev/sda", "io_errors");
+    }
+
+    /// Stops both halves; the agent must exit cleanly. Its log.
+    fn stop_both(&mut self) -> String {
+        let (code, log) = stop_agent(&mut self.agent);
+        let _ = stop_agent(&mut self.privileged);
+        assert_eq!(code, Some(0), "{log}");
+        log
+    }
+
     fn wait_kmsg_source(&mut self, want: &str) {
         let until = Instant::now() + 15 * SEC;
         loop {
@@ -476,9 +492,7 @@ fn a_kernel_io_error_read_by_the_privileged_half_raises_io_errors_in_an_agent_th
     let w = split.gw.wait_warning(10 * SEC, "/dev/sda", "io_errors");
     assert_eq!(w["detail"], "kernel: Buffer I/O error on dev sda1, logical block 12, async page read");
     assert!(split.gw.warnings_seen("/dev/nvme0n1").is_empty(), "the old record was not reported");
-    let (code, log) = stop_agent(&mut split.agent);
-    let _ = stop_agent(&mut split.privileged);
-    assert_eq!(code, Some(0), "{log}");
+    let log = split.stop_both();
     assert!(log.contains("kernel log read through the privileged half"), "{log}");
     assert!(!log.contains("in this process"), "{log}");
     assert!(!log.contains("kernel log unreadable"), "{log}");
@@ -492,9 +506,7 @@ fn with_the_privileged_half_restarted_between_two_kernel_lines_both_reach_the_ag
     let _g = Guard::new(90 * SEC);
     // A short quiet period: a line read twice after the restart would be a new warning.
     let mut split = Split::start_with(HEALTHY, 0, "io_error_quiet = \"1s\"\n", false);
-    split.wait_kmsg_source("live (privileged half)");
-    split.log_kernel("3,2,200,-;I/O error, dev sda, sector 8 op 0x0:(READ)\n");
-    split.gw.wait_warning(10 * SEC, "/dev/sda", "io_errors");
+    split.sda_error_through_the_stream();
 
     split.privileged.kill().unwrap();
     split.privileged.wait().unwrap();
@@ -517,9 +529,7 @@ fn with_the_privileged_half_restarted_between_two_kernel_lines_both_reach_the_ag
     let io_errors = |w: &Vec<Value>| w.iter().filter(|w| w["reason"] == "io_errors").count();
     let (sda, nvme) = (split.gw.warnings_seen("/dev/sda"), split.gw.warnings_seen("/dev/nvme0n1"));
     assert_eq!((io_errors(&sda), io_errors(&nvme)), (1, 1), "{sda:?} {nvme:?}");
-    let (code, log) = stop_agent(&mut split.agent);
-    let _ = stop_agent(&mut split.privileged);
-    assert_eq!(code, Some(0), "{log}");
+    let log = split.stop_both();
     assert!(log.contains("the privileged half answers again"), "{log}");
 }
 
@@ -531,12 +541,8 @@ fn an_agent_started_before_the_privileged_half_waits_for_it_and_then_reads_the_k
     let _g = Guard::new(60 * SEC);
     // Both units start together: the socket may come after the agent's start.
     let mut split = Split::start_with(HEALTHY, 0, "", true);
-    split.wait_kmsg_source("live (privileged half)");
-    split.log_kernel("3,2,200,-;I/O error, dev sda, sector 8 op 0x0:(READ)\n");
-    split.gw.wait_warning(10 * SEC, "/dev/sda", "io_errors");
-    let (code, log) = stop_agent(&mut split.agent);
-    let _ = stop_agent(&mut split.privileged);
-    assert_eq!(code, Some(0), "{log}");
+    split.sda_error_through_the_stream();
+    let log = split.stop_both();
     assert!(!log.contains("reading the kernel log in this process"), "{log}");
     assert!(log.contains("kernel log read through the privileged half"), "{log}");
 }
