@@ -85,7 +85,7 @@ pub fn kmsg(socket: &Path, cursor: Option<&Cursor>) -> Result<std::fs::File, Cli
 /// Where the agent's kernel log comes from, decided once at start, before the
 /// capabilities are dropped: the privileged half when its socket is there; else the
 /// kernel log opened here (a tarball run as root, or `paths.privileged_socket = ""`),
-/// which is said once. A missing socket with a kernel log this process cannot open is a
+/// which is said once. A missing socket with a kernel log this process may not open is a
 /// privileged half not up yet (both units start together): it is waited for, not given up.
 pub fn kmsg_feed(cfg: &crate::config::Config) -> crate::events::sources::KmsgFeed {
     use crate::escape::escape;
@@ -101,7 +101,9 @@ pub fn kmsg_feed(cfg: &crate::config::Config) -> crate::events::sources::KmsgFee
                 );
                 KmsgFeed::Opened(Ok(file))
             }
-            Err(_) => KmsgFeed::Privileged(socket.clone()),
+            // Refused (no CAP_SYSLOG, ProtectKernelLogs=): the privileged half's job.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => KmsgFeed::Privileged(socket.clone()),
+            Err(e) => KmsgFeed::Opened(Err(e)),
         },
         None => {
             log::info!("paths.privileged_socket is \"\": reading the kernel log in this process");
