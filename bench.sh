@@ -14,3 +14,5 @@ echo; echo "== disk monitor scans (examples/scan_bench.rs)"; target/release/exam
 echo; echo "== fleet of 50 agents, gateway restart and outage (examples/fleet.rs)"; target/release/examples/fleet 50
 echo; echo "== beside node_exporter and zabbix_agent2 (examples/peers.rs)"; target/release/examples/peers
 echo; echo "== kernel events: detection latency, idle cost, storm (examples/event_latency.rs, root)"; target/release/examples/event_latency
+echo; echo "== privilege separation: RSS of the two halves, the hop (examples/privsep.rs, root)"; target/release/examples/privsep
+echo; echo "== kernel line -> warning, direct and through the privileged half (examples/kmsg_hop.rs, root)"; target/release/examples/kmsg_hop

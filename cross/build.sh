@@ -93,7 +93,7 @@ for t in "${targets[@]}"; do
   name="rig-agent-$version-$t"
   stage=$(mktemp -d)
   mkdir "$stage/$name"
-  cp "$target_dir/$t/release/rig-agent" systemd/rig-agent.service systemd/rig-agent.toml README.md "$stage/$name/"
+  cp "$target_dir/$t/release/rig-agent" systemd/rig-agent.service systemd/rig-agent-privileged.service systemd/rig-agent.toml README.md "$stage/$name/"
   tar -C "$stage" -czf "$dist/$name.tar.gz" "$name"
   rm -rf "$stage"
   bytes=$(stat -c %s "$target_dir/$t/release/rig-agent")

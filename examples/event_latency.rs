@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use agent_config::AgentConfig;
 use faulty_disk::{FaultyDisk, run};
 use gateway::{Event, Gateway, Pki, Script};
-use measure::{agent_binary, cpu_ns, percentile, status_kib};
+use measure::{agent_binary, cpu_ns, percentile, status_kib, stop};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -42,11 +42,6 @@ fn start(config: &Path) -> Child {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start rig-agent")
-}
-
-fn stop(mut child: Child) {
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let _ = child.wait();
 }
 
 /// When the gateway received a warning with this reason for `device`.

@@ -33,6 +33,22 @@ impl Agent {
         extend: impl FnOnce(&mut queries::Catalogue),
         outbox: spool::Options,
     ) -> std::io::Result<Agent> {
+        Agent::build_inner(cfg, extend, outbox, None)
+    }
+
+    /// [`Agent::build`] with the kernel log opened by the caller: `main` opens it before it
+    /// drops its capabilities (issue 12), since reading /dev/kmsg is checked at open.
+    /// The kernel log may also come from the privileged half ([`events::sources::KmsgFeed`]).
+    pub fn build_with_kmsg(cfg: Config, kmsg: events::sources::KmsgFeed) -> std::io::Result<Agent> {
+        Agent::build_inner(cfg, |_| {}, spool::Options::default(), Some(kmsg))
+    }
+
+    fn build_inner(
+        cfg: Config,
+        extend: impl FnOnce(&mut queries::Catalogue),
+        outbox: spool::Options,
+        kmsg: Option<events::sources::KmsgFeed>,
+    ) -> std::io::Result<Agent> {
         let mut status = status::AgentStatus::new(cfg.file.clone());
         if let Some(url) = cfg.gateway.urls.first() {
             status = status.with_gateway(url.as_str());
@@ -69,10 +85,12 @@ impl Agent {
         let sink = monitor
             .control()
             .map(|tx| -> events::sources::Sink { Arc::new(move |e| tx.send(monitor::Input::Event(e)).is_ok()) });
-        let sources = events::Sources::start(
-            events::sources::SourcesConfig::from_config(&cfg),
-            sink.unwrap_or_else(|| Arc::new(|_| false)),
-        );
+        let (sources_cfg, sink) =
+            (events::sources::SourcesConfig::from_config(&cfg), sink.unwrap_or_else(|| Arc::new(|_| false)));
+        let sources = match kmsg {
+            Some(kmsg) => events::Sources::start_with_feed(sources_cfg, kmsg, sink),
+            None => events::Sources::start(sources_cfg, sink),
+        };
         status.set_event_sources(Arc::clone(&sources.status));
         // SIGHUP: the runner re-reads the config and hands it here; probes and disk rules
         // change at once.

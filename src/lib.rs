@@ -15,6 +15,7 @@ pub mod logging;
 pub mod net;
 pub mod os;
 pub mod outbox;
+pub mod privileged;
 pub mod probes;
 pub mod protocol;
 pub mod queries;

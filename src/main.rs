@@ -21,6 +21,7 @@ fn usage() -> String {
 usage: rig-agent [--config PATH]              run the agent (what systemd starts)
        rig-agent [--config PATH] check        validate the config, print it without secrets
        rig-agent [--config PATH] probe ACT    print the data of a query, answered locally
+       rig-agent [--config PATH] privileged   the privileged half (rig-agent-privileged.service)
        rig-agent --version | --help
 
 acts for probe: {}
@@ -34,6 +35,7 @@ enum Command {
     Run,
     Check,
     Probe(String),
+    Privileged,
 }
 
 /// What the command line asks for.
@@ -68,6 +70,7 @@ fn parse_args(mut args: impl Iterator<Item = OsString>) -> Result<Cli, String> {
     let command = match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         [] => Command::Run,
         ["check"] => Command::Check,
+        ["privileged"] => Command::Privileged,
         ["probe", act] => Command::Probe(act.to_string()),
         ["probe"] => return Err("probe needs an act, e.g. probe get_agent_info".into()),
         _ => return Err(format!("unexpected arguments: {}", words.join(" "))),
@@ -100,14 +103,31 @@ fn main() {
         Cli::Do(path, command) => (path, command),
     };
     match command {
+        Command::Privileged => {
+            logging::init();
+            let cfg = load(&path, Config::load_for_privileged);
+            let Some(socket) = cfg.paths.privileged_socket.clone() else {
+                log::error!("paths.privileged_socket is \"\": nothing to serve");
+                exit(code::CONFIG)
+            };
+            let listener = rig_agent::privileged::server::bind(&socket).unwrap_or_else(|e| {
+                log::error!("{}", rig_agent::protocol::escape::escape(&e.to_string()));
+                exit(code::FAILURE)
+            });
+            log::info!("rig-agent {VERSION} privileged half listening on {}", socket.display());
+            rig_agent::privileged::server::serve(listener, path, cfg);
+        }
         Command::Check => {
             let cfg = load(&path, Config::load_for_check);
+            drop_privileges();
             print!("{}", cfg.render());
             eprintln!("rig-agent: {} is valid", path.display());
         }
         Command::Probe(act) => {
             logging::init();
-            exit(probe(load(&path, Config::load), &act))
+            let cfg = load(&path, Config::load);
+            drop_privileges();
+            exit(probe(cfg, &act))
         }
         Command::Run => {
             logging::init();
@@ -118,7 +138,14 @@ fn main() {
                 path.display(),
                 cfg.gateway.urls.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", ")
             );
-            let mut agent = Agent::build(cfg, |_| {}).unwrap_or_else(|e| {
+            // Under the packaged units the privileged half streams the kernel log (this
+            // unit has no CAP_SYSLOG and ProtectKernelLogs=). Without one, it is opened
+            // while the process may still read it (the check is at open): run by hand as
+            // root, the agent keeps its kernel-log source after the drop.
+            let kmsg = rig_agent::privileged::client::kmsg_feed(&cfg);
+            // After the start line, which says who is starting.
+            drop_privileges();
+            let mut agent = Agent::build_with_kmsg(cfg, kmsg).unwrap_or_else(|e| {
                 log::error!("cannot start: {e}");
                 exit(code::FAILURE)
             });
@@ -128,6 +155,27 @@ fn main() {
             }
             agent.run();
         }
+    }
+}
+
+/// Issue 12: everything but the privileged half gives up every capability, the
+/// supplementary groups and the right to regain them, while it is still the only thread
+/// and before any network or probe. Not before the config is loaded: the token and the
+/// state directory belong to the `rig-agent` user, which root (`sudo rig-agent probe …`)
+/// reaches only through CAP_DAC_OVERRIDE; the config is a local file root trusts anyway.
+fn drop_privileges() {
+    let d = rig_agent::privileged::drop::drop_all().unwrap_or_else(|e| {
+        eprintln!("rig-agent: {e}");
+        exit(code::FAILURE)
+    });
+    if d.had != 0 {
+        log::info!("dropped capabilities {:#x}; this process holds none", d.had);
+    }
+    if !d.groups_kept.is_empty() {
+        log::warn!(
+            "supplementary groups {:?} kept (no CAP_SETGID to clear them); the unit should grant none",
+            d.groups_kept
+        );
     }
 }
 

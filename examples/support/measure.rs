@@ -42,3 +42,9 @@ pub fn cpu_ns(pid: u32) -> u64 {
 pub fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
+
+/// SIGTERM, as systemd stops a unit, and the exit reaped.
+pub fn stop(mut child: std::process::Child) {
+    let _ = std::process::Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+}

@@ -48,6 +48,13 @@ impl Config {
         Config::parse_as(file, &src, StateDir::Inspect)
     }
 
+    /// As [`Config::load`], for `rig-agent privileged`: the state directory is neither
+    /// created nor checked (that half never writes it, and its sandbox has it read-only).
+    pub fn load_for_privileged(file: &Path) -> Result<Config, ConfigError> {
+        let src = read_config(file)?;
+        Config::parse_as(file, &src, StateDir::Ignore)
+    }
+
     /// As [`Config::load`], from text already read; `file` is used in messages and to resolve
     /// relative paths.
     pub fn parse(file: &Path, src: &str) -> Result<Config, ConfigError> {

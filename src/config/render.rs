@@ -70,12 +70,13 @@ impl Config {
         out += &format!("\n[warning]\nresend_after = \"{}\"\n", d(self.warning.resend_after));
         let pa = &self.paths;
         out += &format!(
-            "\n[paths]\nstate_dir = {}\nsysfs = {}\nprocfs = {}\nrootfs = {}\nkmsg = {}\n",
+            "\n[paths]\nstate_dir = {}\nsysfs = {}\nprocfs = {}\nrootfs = {}\nkmsg = {}\nprivileged_socket = {}\n",
             p(&pa.state_dir),
             p(&pa.sysfs),
             p(&pa.procfs),
             p(&pa.rootfs),
-            p(&pa.kmsg)
+            p(&pa.kmsg),
+            pa.privileged_socket.as_deref().map_or_else(|| "\"\"".to_string(), p)
         );
         if let Some(note) = &pa.state_dir_note {
             out += &format!("# state_dir {note}\n");

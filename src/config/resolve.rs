@@ -34,6 +34,8 @@ pub(super) fn read_config(file: &Path) -> Result<String, ConfigError> {
 pub(super) enum StateDir {
     Create,
     Inspect,
+    /// `rig-agent privileged`: never written there, and read-only in its sandbox.
+    Ignore,
 }
 
 /// The largest token file read: tokens are short; this only stops a wrong file (a log, an
@@ -74,7 +76,7 @@ pub(super) fn read_token_file(s: &Section, file: &Path) -> Result<Token, ConfigE
 }
 
 pub(super) fn read_paths(s: &mut Section, mode: StateDir) -> Result<PathsConfig, ConfigError> {
-    s.deny(&["state_dir", "sysfs", "procfs", "rootfs", "kmsg"])?;
+    s.deny(&["state_dir", "sysfs", "procfs", "rootfs", "kmsg", "privileged_socket"])?;
     let state_dir = s.path("state_dir")?.unwrap_or_else(|| PathBuf::from("/var/lib/rig-agent"));
     // A read-only or full file system is a storage fault (an SD card that ext4 remounted
     // read-only), not a config mistake: refusing to start would lose exactly the disk
@@ -101,6 +103,7 @@ pub(super) fn read_paths(s: &mut Section, mode: StateDir) -> Result<PathsConfig,
             }
             writable_dir_or_parent(&state_dir)
         }
+        StateDir::Ignore => Ok(()),
     };
     match attempt {
         Ok(()) => {}
@@ -148,6 +151,11 @@ pub(super) fn read_paths(s: &mut Section, mode: StateDir) -> Result<PathsConfig,
         procfs: s.path("procfs")?.unwrap_or_else(|| "/proc".into()),
         rootfs: s.path("rootfs")?.unwrap_or_else(|| "/".into()),
         kmsg: s.path("kmsg")?.unwrap_or_else(|| "/dev/kmsg".into()),
+        privileged_socket: match s.str("privileged_socket")?.as_deref() {
+            Some("") => None,
+            Some(_) => s.path("privileged_socket")?,
+            None => Some(crate::privileged::DEFAULT_SOCKET.into()),
+        },
     })
 }
 

@@ -151,6 +151,9 @@ pub struct PathsConfig {
     pub rootfs: PathBuf,
     /// The kernel log read for disk errors; a regular file or FIFO in tests. Default /dev/kmsg.
     pub kmsg: PathBuf,
+    /// The privileged half's Unix socket (issue 12): smartctl runs there. `None` (set to
+    /// "") runs smartctl in the agent itself. Default /run/rig-agent-privileged/sock.
+    pub privileged_socket: Option<PathBuf>,
 }
 
 impl Config {
@@ -175,8 +178,8 @@ impl Config {
     /// can apply.
     pub fn paths_differ(&self, other: &Config) -> bool {
         let (a, b) = (&self.paths, &other.paths);
-        (&a.state_dir, &a.sysfs, &a.procfs, &a.rootfs, &a.kmsg)
-            != (&b.state_dir, &b.sysfs, &b.procfs, &b.rootfs, &b.kmsg)
+        (&a.state_dir, &a.sysfs, &a.procfs, &a.rootfs, &a.kmsg, &a.privileged_socket)
+            != (&b.state_dir, &b.sysfs, &b.procfs, &b.rootfs, &b.kmsg, &b.privileged_socket)
     }
 }
 

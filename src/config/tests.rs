@@ -35,6 +35,18 @@ const MINIMAL: &str = "[device]\nhardware_id = \"rig-1\"\ntoken_file = \"token\"
         [gateway]\nurls = [\"wss://gw.example.com/ws\"]\n[paths]\nstate_dir = \"STATE\"\n";
 
 #[test]
+fn the_privileged_socket_defaults_to_the_units_and_an_empty_one_means_none() {
+    let f = Fixture::new();
+    let c = f.parse(MINIMAL).unwrap();
+    assert_eq!(c.paths.privileged_socket, Some(PathBuf::from("/run/rig-agent-privileged/sock")));
+    let c = f.parse(&format!("{MINIMAL}privileged_socket = \"\"\n")).unwrap();
+    assert_eq!(c.paths.privileged_socket, None);
+    assert!(c.render().contains("privileged_socket = \"\""));
+    let c = f.parse(&format!("{MINIMAL}privileged_socket = \"priv.sock\"\n")).unwrap();
+    assert_eq!(c.paths.privileged_socket, Some(f.dir.path().join("priv.sock")));
+}
+
+#[test]
 fn a_minimal_config_gets_every_documented_default() {
     let f = Fixture::new();
     let c = f.parse(MINIMAL).unwrap();

@@ -41,6 +41,8 @@ pub type Sink = Arc<dyn Fn(DiskEvent) -> bool + Send + Sync>;
 pub enum SourceState {
     Starting,
     Live,
+    /// Live, the records coming from the privileged half (issue 13 point 4).
+    LivePrivileged,
     /// Not running; the reason (escaped) says why. Scans still run.
     Off(String),
 }
@@ -50,6 +52,7 @@ impl SourceState {
         match self {
             SourceState::Starting => json!("starting"),
             SourceState::Live => json!("live"),
+            SourceState::LivePrivileged => json!("live (privileged half)"),
             SourceState::Off(why) => json!(format!("off: {why}")),
         }
     }
@@ -141,35 +144,53 @@ impl Sources {
         Sources::start_with_kmsg(cfg, kmsg, sink)
     }
 
+    /// As [`Sources::start`], with the kernel log from `feed`: opened by the caller, or
+    /// streamed by the privileged half at a socket.
+    pub fn start_with_feed(cfg: SourcesConfig, feed: KmsgFeed, sink: Sink) -> Sources {
+        let status = Arc::new(SourcesStatus::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut s = Sources { stop, wakers: Vec::new(), threads: Vec::new(), status };
+        match feed {
+            KmsgFeed::Opened(kmsg) => s.start_kmsg(&cfg, kmsg, &sink),
+            KmsgFeed::Privileged(socket) => {
+                let (job_cfg, sink, status) = (cfg.clone(), Arc::clone(&sink), Arc::clone(&s.status));
+                s.spawn("kmsg", move |stop, rx| privileged_loop(&job_cfg, &socket, &sink, &status, &stop, &rx));
+            }
+        }
+        s.start_uevents(sink);
+        s
+    }
+
     /// As [`Sources::start`], with the kernel log already opened elsewhere: the hook for
     /// the privileged half of issue 12, which opens `/dev/kmsg` (or a pipe it writes the
     /// records to, read in stream mode) and hands the fd over. `Err` is reported like an
     /// open that failed here.
     pub fn start_with_kmsg(cfg: SourcesConfig, kmsg: std::io::Result<std::fs::File>, sink: Sink) -> Sources {
-        let status = Arc::new(SourcesStatus::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut s = Sources { stop, wakers: Vec::new(), threads: Vec::new(), status };
+        Sources::start_with_feed(cfg, KmsgFeed::Opened(kmsg), sink)
+    }
+
+    fn start_kmsg(&mut self, cfg: &SourcesConfig, kmsg: std::io::Result<std::fs::File>, sink: &Sink) {
+        let s = self;
         match kmsg {
             Ok(file) => {
-                let boot_id = crate::probes::read_attr(&cfg.procfs.join("sys/kernel/random/boot_id"));
+                let boot_id = boot_id(cfg);
                 let start = resume::start(Cursor::load(&cfg.state_dir).as_ref(), boot_id.as_deref());
                 match KmsgReader::new(file, start) {
                     Ok(reader) => {
-                        let job = KmsgJob {
-                            reader,
-                            boot_id,
-                            attribution: Attribution::new(&cfg.sysfs),
-                            state_dir: cfg.state_dir.clone(),
-                            sink: Arc::clone(&sink),
-                            status: Arc::clone(&s.status),
-                        };
-                        s.spawn("kmsg", move |stop, rx| job.run(&stop, &rx));
+                        let job = KmsgJob::new(cfg, reader, boot_id, sink, &s.status);
+                        s.spawn("kmsg", move |stop, rx| {
+                            job.run(&stop, &rx);
+                        });
                     }
                     Err(e) => s.kmsg_off(&cfg.kmsg, &e),
                 }
             }
             Err(e) => s.kmsg_off(&cfg.kmsg, &e),
         }
+    }
+
+    fn start_uevents(&mut self, sink: Sink) {
+        let s = self;
         match UeventListener::open() {
             Ok(listener) => {
                 let status = Arc::clone(&s.status);
@@ -181,7 +202,6 @@ impl Sources {
                 set(&s.status.uevents, SourceState::Off(why));
             }
         }
-        s
     }
 
     fn kmsg_off(&self, path: &Path, e: &std::io::Error) {
@@ -238,8 +258,104 @@ const SAVE_EVERY: Duration = Duration::from_secs(10);
 /// How often a regular file or writerless FIFO (tests) is looked at again.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 
+/// Where the kernel log comes from.
+#[derive(Debug)]
+pub enum KmsgFeed {
+    /// Opened by the caller (before it dropped its capabilities), or the error it got.
+    Opened(std::io::Result<std::fs::File>),
+    /// Streamed by the privileged half at this socket; reconnected when it restarts.
+    Privileged(PathBuf),
+}
+
+/// First wait before asking a privileged half that went away again; doubled to
+/// [`RECONNECT_MAX`]. systemd restarts it after 1 s (`RestartSec=`); a refused connect
+/// costs a syscall, so the wait stays short and the gap in the stream with it.
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(1);
+
+fn boot_id(cfg: &SourcesConfig) -> Option<String> {
+    crate::probes::read_attr(&cfg.procfs.join("sys/kernel/random/boot_id"))
+}
+
+/// The kernel log through the privileged half: connect, read until the stream ends,
+/// connect again after the last record read (in memory, saved as the cursor), so a restart
+/// of the privileged half loses and doubles nothing the ring still holds.
+fn privileged_loop(
+    cfg: &SourcesConfig,
+    socket: &Path,
+    sink: &Sink,
+    status: &Arc<SourcesStatus>,
+    stop: &AtomicBool,
+    rx: &WakeReceiver,
+) {
+    let boot = boot_id(cfg);
+    let mut last = Cursor::load(&cfg.state_dir).filter(|c| Some(&c.boot_id) == boot.as_ref()).map(|c| c.seq);
+    let mut lost_base = 0;
+    let mut backoff = RECONNECT_FIRST;
+    let mut said: Option<String> = None;
+    let mut connected_before = false;
+    while !stop.load(Ordering::SeqCst) {
+        let cursor = boot.as_ref().zip(last).map(|(b, seq)| Cursor { boot_id: b.clone(), seq });
+        let start = cursor.as_ref().map_or(resume::Start::End, |c| resume::Start::After(c.seq));
+        let opened = crate::privileged::client::kmsg(socket, cursor.as_ref());
+        match opened.and_then(|f| {
+            KmsgReader::new(f, start).map_err(|source| crate::privileged::client::ClientError::Unreachable {
+                path: socket.display().to_string(),
+                source,
+            })
+        }) {
+            Ok(reader) => {
+                said = None;
+                if std::mem::replace(&mut connected_before, true) {
+                    let from = last.map_or_else(|| "from now on".to_string(), |s| format!("after record {s}"));
+                    log::info!("kernel log: the privileged half answers again; resuming {from}");
+                } else {
+                    log::info!("kernel log read through the privileged half at {}", socket.display());
+                }
+                backoff = RECONNECT_FIRST;
+                let mut job = KmsgJob::new(cfg, reader, boot.clone(), sink, status);
+                job.lost_base = lost_base;
+                job.via_privileged = true;
+                let ended = job.run(stop, rx);
+                last = ended.last_seq.or(last);
+                lost_base = ended.lost;
+                if !ended.stream_ended {
+                    return;
+                }
+            }
+            Err(e) => {
+                let why = match &e {
+                    crate::privileged::client::ClientError::KmsgUnreadable(_) => e.to_string(),
+                    _ => "privileged half unreachable".to_string(),
+                };
+                if said.as_deref() != Some(why.as_str()) {
+                    let detail = escape_to(&e.to_string(), QUOTE_CHARS);
+                    log::warn!("kernel log unreadable: {detail}; falling back to scans (asking again)");
+                    set(&status.kmsg, SourceState::Off(escape_to(&why, QUOTE_CHARS)));
+                    said = Some(why);
+                }
+                rx.wait(None, Some(backoff));
+                backoff = (backoff * 2).min(RECONNECT_MAX);
+            }
+        }
+    }
+}
+
+/// How a [`KmsgJob`] ended.
+struct Ended {
+    last_seq: Option<u64>,
+    /// Records lost so far, this job's included.
+    lost: u64,
+    /// The privileged half's stream closed (it stopped): connect again.
+    stream_ended: bool,
+}
+
 struct KmsgJob {
     reader: KmsgReader,
+    /// Lost records counted by earlier connections to the privileged half.
+    lost_base: u64,
+    /// The reader is the privileged half's stream: its end means "reconnect".
+    via_privileged: bool,
     boot_id: Option<String>,
     attribution: Attribution,
     state_dir: PathBuf,
@@ -248,8 +364,32 @@ struct KmsgJob {
 }
 
 impl KmsgJob {
-    fn run(mut self, stop: &AtomicBool, rx: &WakeReceiver) {
-        set(&self.status.kmsg, SourceState::Live);
+    fn new(
+        cfg: &SourcesConfig,
+        reader: KmsgReader,
+        boot_id: Option<String>,
+        sink: &Sink,
+        status: &Arc<SourcesStatus>,
+    ) -> KmsgJob {
+        KmsgJob {
+            reader,
+            lost_base: 0,
+            via_privileged: false,
+            boot_id,
+            attribution: Attribution::new(&cfg.sysfs),
+            state_dir: cfg.state_dir.clone(),
+            sink: Arc::clone(sink),
+            status: Arc::clone(status),
+        }
+    }
+
+    fn ended(&self, stream_ended: bool) -> Ended {
+        Ended { last_seq: self.reader.last_seq(), lost: self.lost_base + self.reader.lost(), stream_ended }
+    }
+
+    fn run(mut self, stop: &AtomicBool, rx: &WakeReceiver) -> Ended {
+        let live = if self.via_privileged { SourceState::LivePrivileged } else { SourceState::Live };
+        set(&self.status.kmsg, live);
         let mut limit: HashMap<Subject, (Option<Instant>, u64)> = HashMap::new();
         let mut saved = (self.reader.last_seq(), Instant::now());
         let mut records = Vec::new();
@@ -262,7 +402,9 @@ impl KmsgJob {
                     let why = escape_to(&e.to_string(), QUOTE_CHARS);
                     log::warn!("kernel log unreadable: {why}; falling back to scans");
                     set(&self.status.kmsg, SourceState::Off(why));
-                    break;
+                    self.save_cursor();
+                    // A broken stream from the privileged half is asked for again.
+                    return self.ended(self.via_privileged);
                 }
             };
             for r in records.iter().filter(|r| r.from_kernel()) {
@@ -281,7 +423,7 @@ impl KmsgJob {
                 let line = escape_to(&r.message, QUOTE_CHARS);
                 for disk in self.attribution.disks(&err.subject) {
                     if !(self.sink)(DiskEvent::KernelError { disk, line: line.clone(), lines }) {
-                        return;
+                        return self.ended(false);
                     }
                 }
             }
@@ -289,7 +431,7 @@ impl KmsgJob {
             if lost > reported_lost {
                 log::warn!("kernel log: {} records overwritten before they were read", lost - reported_lost);
                 reported_lost = lost;
-                self.status.kmsg_lost.store(lost, Ordering::Relaxed);
+                self.status.kmsg_lost.store(self.lost_base + lost, Ordering::Relaxed);
             }
             if self.reader.last_seq() != saved.0 && saved.1.elapsed() >= SAVE_EVERY {
                 self.save_cursor();
@@ -302,10 +444,17 @@ impl KmsgJob {
                     let dirty = self.reader.last_seq() != saved.0;
                     rx.wait(Some((self.reader_fd(), Interest::Readable)), dirty.then_some(SAVE_EVERY))
                 }
+                // The privileged half closed its end: it stopped or restarts.
+                Progress::Idle if self.via_privileged => {
+                    log::warn!("kernel log: the privileged half went away; asking again");
+                    self.save_cursor();
+                    return self.ended(true);
+                }
                 Progress::Idle => rx.wait(None, Some(IDLE_POLL)),
             }
         }
         self.save_cursor();
+        self.ended(false)
     }
 
     fn reader_fd(&self) -> std::os::fd::BorrowedFd<'_> {

@@ -13,7 +13,7 @@ use super::gpu::{self, NvidiaError, NvidiaReader, NvidiaSettings};
 use super::mounts::{self, Mount};
 use super::network::{self, Addresses};
 use super::sensors;
-use super::smart::{Smart, SmartReader};
+use super::smart::{Smart, SmartError, SmartReader};
 use super::system::{self, SystemProbe};
 use super::{Roots, entries, read_attr};
 use crate::config::Config;
@@ -59,7 +59,10 @@ impl Probes {
             system: Mutex::new(SystemProbe::new(roots.clone())),
             roots,
             reloadable: Mutex::new(Reloadable::from(cfg)),
-            smart: Arc::new(SmartReader::new(&d.smartctl, d.smart_timeout, d.smart_interval)),
+            smart: Arc::new(
+                SmartReader::new(&d.smartctl, d.smart_timeout, d.smart_interval)
+                    .with_privileged_socket(cfg.paths.privileged_socket.clone()),
+            ),
             nvidia: NvidiaReader::new(nvidia_settings(cfg)),
             health: Arc::new(DiskHealth::default()),
         }
@@ -160,8 +163,22 @@ impl Probes {
         let disks = self.disks();
         // All disks' SMART at once: one hung smartctl costs smart_timeout, not one per disk.
         let smart = self.smart.read_many(&disks.iter().map(Disk::device).collect::<Vec<_>>());
-        let mut list: Vec<Value> =
-            disks.iter().zip(smart).map(|(d, smart)| self.disk_json(d, smart.ok(), &mounts)).collect();
+        let mut list: Vec<Value> = disks
+            .iter()
+            .zip(smart)
+            .map(|(d, smart)| {
+                // Issue 12: why `smart` is null when the privileged half could not give it.
+                let why = match &smart {
+                    Err(e @ (SmartError::PrivilegedUnreachable(_) | SmartError::Refused { .. })) => Some(e.to_string()),
+                    _ => None,
+                };
+                let mut disk = self.disk_json(d, smart.ok(), &mounts);
+                if let Some(why) = why {
+                    disk["smart_error"] = crate::protocol::escape::escape(&why).into();
+                }
+                disk
+            })
+            .collect();
         // Disks known from earlier scans that are gone are listed too.
         for (name, r) in self.health.missing() {
             list.push(json!({

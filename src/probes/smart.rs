@@ -55,7 +55,17 @@ pub enum SmartError {
     TimedOut { device: String, timeout: Duration },
     #[error("smartctl on {device} gave no usable answer: {why}")]
     Unusable { device: String, why: String },
+    /// The privileged half (rig-agent-privileged) did not answer; retried within seconds.
+    #[error("SMART unavailable: {0}; check `systemctl status rig-agent-privileged`")]
+    PrivilegedUnreachable(String),
+    /// The privileged half refused the request (the rule's word); see its log.
+    #[error("the privileged half refused SMART for {device} ({word})")]
+    Refused { device: String, word: String },
 }
+
+/// How soon a disk is asked again after the privileged half did not answer: it is
+/// restarted by systemd within seconds, and SMART should come back as soon as it is.
+const UNREACHABLE_RETRY: Duration = Duration::from_secs(2);
 
 /// A result and when it was taken; failures are cached too, so a hung disk is not asked
 /// again on every query.
@@ -65,6 +75,12 @@ pub struct SmartReader {
     settings: Mutex<Settings>,
     cache: Mutex<HashMap<String, Cached>>,
     missing_logged: AtomicBool,
+    /// `paths.privileged_socket` (issue 12); `None` runs smartctl here.
+    privileged: Option<std::path::PathBuf>,
+    /// Said once: no socket there, smartctl runs here instead.
+    absent_logged: AtomicBool,
+    /// Said once per outage: the privileged half does not answer.
+    unreachable_logged: AtomicBool,
 }
 
 /// `disks.smartctl`, `disks.smart_timeout`, `disks.smart_interval`; changed by a reload.
@@ -81,7 +97,17 @@ impl SmartReader {
             settings: Mutex::new(Settings { binary: binary.to_string(), timeout, max_age }),
             cache: Mutex::new(HashMap::new()),
             missing_logged: AtomicBool::new(false),
+            privileged: None,
+            absent_logged: AtomicBool::new(false),
+            unreachable_logged: AtomicBool::new(false),
         }
+    }
+
+    /// Asks the privileged half at `socket` instead of running smartctl here; with no
+    /// socket at that path, runs it here and says so once.
+    pub fn with_privileged_socket(mut self, socket: Option<std::path::PathBuf>) -> SmartReader {
+        self.privileged = socket;
+        self
     }
 
     /// New settings from a reloaded config; a changed binary starts from an empty cache.
@@ -107,8 +133,14 @@ impl SmartReader {
             None => None,
         };
         let result = self.run(device);
+        let mut at = Instant::now();
         match &result {
             Ok(_) | Err(SmartError::Disabled) => {}
+            // Logged once by `run`; asked again soon, not after smart_interval.
+            Err(SmartError::PrivilegedUnreachable(_)) => {
+                let max_age = self.settings().max_age;
+                at = at.checked_sub(max_age.saturating_sub(UNREACHABLE_RETRY)).unwrap_or(at);
+            }
             // A missing binary is one fact about the machine, not one per disk and query.
             Err(e @ SmartError::NotInstalled(_)) => {
                 if !self.missing_logged.swap(true, Ordering::Relaxed) {
@@ -120,7 +152,7 @@ impl SmartReader {
             Err(e) if previous.as_ref() == Some(&result) => log::debug!("{e} (as before)"),
             Err(e) => log::warn!("{e}"),
         }
-        self.lock().insert(device.to_string(), (Instant::now(), result.clone()));
+        self.lock().insert(device.to_string(), (at, result.clone()));
         result
     }
 
@@ -163,6 +195,12 @@ impl SmartReader {
         if binary.is_empty() {
             return Err(SmartError::Disabled);
         }
+        if let Some(socket) = &self.privileged {
+            // `None`: no privileged half installed here, so smartctl runs in this process.
+            if let Some(result) = self.ask_privileged(socket, device, timeout) {
+                return result;
+            }
+        }
         let mut cmd = Command::new(&binary);
         cmd.args(["--json", "-H", "-A", device]);
         // Its own process group, killed whole at the deadline; pipes a forked child keeps
@@ -183,6 +221,59 @@ impl SmartReader {
         let out = outcome.stdout;
         parse(&String::from_utf8_lossy(&out), status.code())
             .map_err(|why| SmartError::Unusable { device: device.to_string(), why })
+    }
+
+    /// smartctl's answer through the privileged half; `None` when there is none at
+    /// `socket` (said once), so the caller runs smartctl itself.
+    fn ask_privileged(
+        &self,
+        socket: &std::path::Path,
+        device: &str,
+        timeout: Duration,
+    ) -> Option<Result<Smart, SmartError>> {
+        use crate::privileged::client::{self, ClientError};
+        use crate::privileged::wire::SmartAnswer;
+        let name = device.strip_prefix("/dev/").unwrap_or(device);
+        // The privileged half kills smartctl at the same timeout; the slack covers the hop.
+        let answer = match client::smart(socket, name, timeout + Duration::from_secs(2)) {
+            Err(e @ ClientError::Absent(_)) => {
+                if !self.absent_logged.swap(true, Ordering::Relaxed) {
+                    log::info!(
+                        "{}: running smartctl in this process, without capabilities (install the \
+                         rig-agent-privileged unit, or run `rig-agent privileged`, for full SMART)",
+                        crate::protocol::escape::escape(&e.to_string())
+                    );
+                }
+                return None;
+            }
+            Err(e) => {
+                let e = crate::protocol::escape::escape(&e.to_string());
+                if !self.unreachable_logged.swap(true, Ordering::Relaxed) {
+                    log::warn!("{e}; SMART data is null until it is back (retrying every {UNREACHABLE_RETRY:?})");
+                }
+                return Some(Err(SmartError::PrivilegedUnreachable(e)));
+            }
+            Ok(answer) => answer,
+        };
+        if self.unreachable_logged.swap(false, Ordering::Relaxed) {
+            log::info!("privileged half answers again; SMART data is back");
+        }
+        let device = device.to_string();
+        Some(match answer {
+            SmartAnswer::Output { exit: Some(-1), stdout } if stdout.is_empty() => {
+                Err(SmartError::Unusable { device, why: format!("more than {OUTPUT_CAP} bytes of output") })
+            }
+            SmartAnswer::Output { exit, stdout } => {
+                parse(&String::from_utf8_lossy(&stdout), exit).map_err(|why| SmartError::Unusable { device, why })
+            }
+            SmartAnswer::TimedOut => Err(SmartError::TimedOut { device, timeout }),
+            SmartAnswer::Disabled => Err(SmartError::Disabled),
+            SmartAnswer::NotInstalled => Err(SmartError::NotInstalled(self.settings().binary)),
+            SmartAnswer::Spawn(why) => Err(SmartError::Spawn(crate::protocol::escape::escape(&why))),
+            SmartAnswer::Refused(word) => {
+                Err(SmartError::Refused { device, word: crate::protocol::escape::escape(&word) })
+            }
+        })
     }
 }
 

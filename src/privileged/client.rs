@@ -1,0 +1,113 @@
+//! The network half's side of the privileged socket: one connection per request.
+
+use std::io::{self, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use super::wire::{self, MAX_HEADER, SmartAnswer};
+use crate::events::resume::Cursor;
+
+/// Why no answer came from the privileged half.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No socket at the path: no privileged half is installed here (a binary run by
+    /// hand). The caller may run smartctl itself, with whatever rights it has.
+    #[error("no privileged half at {0}")]
+    Absent(String),
+    /// A socket is there but nobody answers, or the answer broke off: the privileged half
+    /// died or is restarting. The caller should report SMART as unavailable and retry
+    /// in a few seconds.
+    #[error("privileged half at {path} unreachable: {source}")]
+    Unreachable {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The privileged half answered but cannot read the kernel log itself (its unit lacks
+    /// CAP_SYSLOG, or `ProtectKernelLogs=`): the reason, escaped. Scans go on; asking
+    /// again later is cheap.
+    #[error("the privileged half cannot read the kernel log: {0}")]
+    KmsgUnreadable(String),
+}
+
+/// Asks for smartctl's answer on `name` (`sda`), waiting at most `wait` for it (the
+/// smart timeout plus slack: the privileged half kills smartctl at its own deadline).
+pub fn smart(socket: &Path, name: &str, wait: Duration) -> Result<SmartAnswer, ClientError> {
+    let unreachable = |source| ClientError::Unreachable { path: socket.display().to_string(), source };
+    let mut conn = match UnixStream::connect(socket) {
+        Ok(c) => c,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ClientError::Absent(socket.display().to_string())),
+        Err(e) => return Err(unreachable(e)),
+    };
+    conn.set_read_timeout(Some(wait)).map_err(unreachable)?;
+    conn.set_write_timeout(Some(Duration::from_secs(2))).map_err(unreachable)?;
+    conn.write_all(format!("smart {name}\n").as_bytes()).map_err(unreachable)?;
+    SmartAnswer::read(&mut conn).map_err(unreachable)
+}
+
+/// Asks for the kernel log from after `cursor` (a record of this boot), or from now on.
+/// The stream that comes back is non-blocking and carries records in `/dev/kmsg`'s text
+/// form until the privileged half stops; read it with
+/// [`crate::events::kmsg_reader::KmsgReader`], whose end-of-file then means "reconnect".
+pub fn kmsg(socket: &Path, cursor: Option<&Cursor>) -> Result<std::fs::File, ClientError> {
+    let unreachable = |source| ClientError::Unreachable { path: socket.display().to_string(), source };
+    let mut conn = match UnixStream::connect(socket) {
+        Ok(c) => c,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ClientError::Absent(socket.display().to_string())),
+        Err(e) => return Err(unreachable(e)),
+    };
+    conn.set_read_timeout(Some(Duration::from_secs(5))).map_err(unreachable)?;
+    conn.set_write_timeout(Some(Duration::from_secs(2))).map_err(unreachable)?;
+    conn.write_all(wire::kmsg_request(cursor).as_bytes()).map_err(unreachable)?;
+    // The header byte by byte: whatever follows it belongs to the record stream.
+    let mut header = Vec::new();
+    let mut byte = [0u8; 1];
+    while header.len() < MAX_HEADER && header.last() != Some(&b'\n') {
+        match io::Read::read(&mut conn, &mut byte).map_err(unreachable)? {
+            0 => return Err(unreachable(io::ErrorKind::UnexpectedEof.into())),
+            _ => header.push(byte[0]),
+        }
+    }
+    let header = String::from_utf8_lossy(&header);
+    match header.trim_end_matches('\n').split_once(' ') {
+        None if header == "kmsg\n" => {}
+        Some(("unreadable", why)) => return Err(ClientError::KmsgUnreadable(crate::protocol::escape::escape(why))),
+        _ => {
+            let bad = format!("unexpected answer {:?}", crate::protocol::escape::escape(&header));
+            return Err(unreachable(io::Error::new(io::ErrorKind::InvalidData, bad)));
+        }
+    }
+    conn.set_nonblocking(true).map_err(unreachable)?;
+    Ok(std::fs::File::from(std::os::fd::OwnedFd::from(conn)))
+}
+
+/// Where the agent's kernel log comes from, decided once at start, before the
+/// capabilities are dropped: the privileged half when its socket is there; else the
+/// kernel log opened here (a tarball run as root, or `paths.privileged_socket = ""`),
+/// which is said once. A missing socket with a kernel log this process may not open is a
+/// privileged half not up yet (both units start together): it is waited for, not given up.
+pub fn kmsg_feed(cfg: &crate::config::Config) -> crate::events::sources::KmsgFeed {
+    use crate::events::sources::KmsgFeed;
+    use crate::protocol::escape::escape;
+    let open = || crate::events::kmsg_reader::open(&cfg.paths.kmsg);
+    match &cfg.paths.privileged_socket {
+        Some(socket) if std::fs::symlink_metadata(socket).is_ok() => KmsgFeed::Privileged(socket.clone()),
+        Some(socket) => match open() {
+            Ok(file) => {
+                log::info!(
+                    "no privileged half at {}: reading the kernel log in this process",
+                    escape(&socket.display().to_string())
+                );
+                KmsgFeed::Opened(Ok(file))
+            }
+            // Refused (no CAP_SYSLOG, ProtectKernelLogs=): the privileged half's job.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => KmsgFeed::Privileged(socket.clone()),
+            Err(e) => KmsgFeed::Opened(Err(e)),
+        },
+        None => {
+            log::info!("paths.privileged_socket is \"\": reading the kernel log in this process");
+            KmsgFeed::Opened(open())
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The kernel log through the privileged half (issue 13 point 4): `/dev/kmsg` needs
+//! CAP_SYSLOG where `kernel.dmesg_restrict=1` and is blocked by `ProtectKernelLogs=`, so it
+//! is opened here and never in the process that talks to the gateway.
+//!
+//! After the `kmsg\n` header the records go out in `/dev/kmsg`'s own text form
+//! (`prio,seq,usec,flags;message\n DEVICE=…\n`), re-encoded from the parsed [`Record`]:
+//! the kernel escapes control bytes in messages, so each record is self-delimiting, and
+//! the network half's [`crate::events::kmsg_record::Splitter`] already caps each one at
+//! `MAX_RECORD` bytes. A length prefix would add a second parser and no bound.
+//!
+//! Every record is forwarded, userspace ones too: the network half counts sequence gaps
+//! as lost records and keeps its cursor by sequence number, so filtering here would read
+//! as loss there. Userspace records in `/dev/kmsg` are what `dmesg` shows any user where
+//! `dmesg_restrict=0`; the network half discards them before looking at a message.
+//!
+//! Bounded: the socket is written without blocking; a record that does not fit in the
+//! socket's buffer (the network half is not reading) is dropped, which the network half
+//! sees as a sequence gap and counts in `kmsg_lost_records`, like an EPIPE overrun.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::events::kmsg_reader::{self, KmsgReader, Progress};
+use crate::events::kmsg_record::{MAX_RECORD, Record};
+use crate::events::resume::{self, Cursor, Start};
+use crate::protocol::escape::escape;
+
+/// How often a regular file or a writerless FIFO (tests) is looked at again, and how
+/// often a quiet stream checks that its peer is still there.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+/// `/dev/kmsg` text for one record, at most [`MAX_RECORD`] bytes.
+pub fn encode(r: &Record) -> Vec<u8> {
+    let prio = (r.facility << 3) | u32::from(r.level);
+    let flags = if r.continuation { "c" } else { "-" };
+    let mut out = format!("{prio},{},{},{flags};{}\n", r.seq, r.usec, r.message).into_bytes();
+    if let Some(d) = &r.device {
+        out.extend_from_slice(format!(" DEVICE={d}\n").as_bytes());
+    }
+    out.truncate(MAX_RECORD);
+    out
+}
+
+/// Where to start: after the cursor when it names this boot. Where this process cannot
+/// read the boot id (`ProcSubset=pid`), the cursor is taken as the asker's own check: a
+/// wrong one only costs the asker its own records.
+fn start(cfg: &Config, cursor: Option<&Cursor>) -> Start {
+    match crate::probes::read_attr(&cfg.paths.procfs.join("sys/kernel/random/boot_id")) {
+        Some(boot) => resume::start(cursor, Some(&boot)),
+        None => cursor.map_or(Start::End, |c| Start::After(c.seq)),
+    }
+}
+
+/// Serves one `kmsg` request on `conn` until the peer goes away or the log fails.
+pub fn serve(mut conn: UnixStream, cfg: &Config, cursor: Option<Cursor>) -> io::Result<()> {
+    let opened = kmsg_reader::open(&cfg.paths.kmsg);
+    let mut reader = match opened.and_then(|f| KmsgReader::new(f, start(cfg, cursor.as_ref()))) {
+        Ok(r) => r,
+        Err(e) => {
+            let why = escape(&format!("{}: {e}", cfg.paths.kmsg.display()));
+            log::warn!("privileged: kernel log unreadable: {why}");
+            let word: String = why.chars().map(|c| if c.is_ascii_graphic() { c } else { '_' }).take(200).collect();
+            return conn.write_all(format!("unreadable {word}\n").as_bytes());
+        }
+    };
+    conn.write_all(b"kmsg\n")?;
+    conn.set_nonblocking(true)?;
+    let mut pending: Vec<u8> = Vec::new();
+    let mut dropped = 0u64;
+    let mut records = Vec::new();
+    loop {
+        records.clear();
+        let progress = reader.read(&mut records)?;
+        for r in &records {
+            // One record half-written at most: while it waits, newer ones are dropped.
+            if pending.is_empty() {
+                pending = encode(r);
+                flush(&mut conn, &mut pending)?;
+            } else {
+                dropped += 1;
+            }
+        }
+        flush(&mut conn, &mut pending)?;
+        if dropped > 0 && pending.is_empty() {
+            log::warn!("privileged: kernel log: {dropped} records dropped, the agent was not reading");
+            dropped = 0;
+        }
+        if progress == Progress::More && !peer_gone(&conn)? {
+            continue;
+        }
+        let waiting_on_log = progress == Progress::Wait;
+        let mut fds = vec![rustix::event::PollFd::new(&conn, rustix::event::PollFlags::IN)];
+        if waiting_on_log {
+            fds.push(rustix::event::PollFd::new(&reader, rustix::event::PollFlags::IN));
+        }
+        let timeout = rustix::event::Timespec { tv_sec: 0, tv_nsec: IDLE_POLL.as_nanos() as i64 };
+        let _ = rustix::event::poll(&mut fds, Some(&timeout));
+        if peer_gone(&conn)? {
+            return Ok(());
+        }
+    }
+}
+
+/// Writes what the socket takes now of `pending`.
+fn flush(conn: &mut UnixStream, pending: &mut Vec<u8>) -> io::Result<()> {
+    while !pending.is_empty() {
+        match conn.write(pending) {
+            Ok(n) => drop(pending.drain(..n)),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Whether the peer closed its end (it sends nothing after its request).
+fn peer_gone(conn: &UnixStream) -> io::Result<bool> {
+    let mut byte = [0u8; 1];
+    match (&*conn).read(&mut byte) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(false),
+        Err(e) if e.kind() == ErrorKind::Interrupted => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::kmsg_record::parse;
+
+    #[test]
+    fn a_record_re_encoded_parses_back_the_same() {
+        for text in ["3,812,99,-;I/O error, dev sda, sector 0\n DEVICE=+block:sda\n", "12,5,6,c;hello\n"] {
+            let r = parse(text).unwrap();
+            assert_eq!(parse(&String::from_utf8(encode(&r)).unwrap()), Some(r));
+        }
+    }
+
+    #[test]
+    fn the_records_are_served_after_the_cursor_and_end_when_the_peer_leaves() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = crate::config::tests::minimal_config(d.path());
+        cfg.paths.kmsg = d.path().join("kmsg");
+        cfg.paths.procfs = d.path().join("proc");
+        std::fs::write(&cfg.paths.kmsg, "6,1,1,-;a\n6,2,2,-;b\n6,3,3,-;c\n").unwrap();
+        let (mut agent, privileged) = UnixStream::pair().unwrap();
+        let cursor = Cursor { boot_id: "ab".into(), seq: 1 };
+        let t = std::thread::spawn(move || serve(privileged, &cfg, Some(cursor)));
+        agent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let want = b"kmsg\n6,2,2,-;b\n6,3,3,-;c\n";
+        let mut got = vec![0; want.len()];
+        agent.read_exact(&mut got).unwrap();
+        assert_eq!(got, want);
+        drop(agent);
+        t.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn an_agent_that_does_not_read_loses_whole_records_and_the_privileged_half_buffers_one_at_most() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = crate::config::tests::minimal_config(d.path());
+        cfg.paths.kmsg = d.path().join("kmsg");
+        cfg.paths.procfs = d.path().join("proc");
+        let total = 4000;
+        let text: String = (1..=total).map(|i| format!("6,{i},{i},-;{}\n", "x".repeat(900))).collect();
+        std::fs::write(&cfg.paths.kmsg, text).unwrap();
+        let (mut agent, privileged) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || serve(privileged, &cfg, Some(Cursor { boot_id: "ab".into(), seq: 0 })));
+        std::thread::sleep(Duration::from_millis(500)); // not reading: the socket's buffer fills
+        agent.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let mut bytes = Vec::new();
+        let mut buf = [0u8; 65536];
+        while let Ok(n @ 1..) = agent.read(&mut buf) {
+            bytes.extend_from_slice(&buf[..n]);
+        }
+        let mut splitter = crate::events::kmsg_record::Splitter::default();
+        let mut records = splitter.feed(bytes.strip_prefix(b"kmsg\n").unwrap());
+        records.extend(splitter.flush());
+        assert!(!records.is_empty() && records.len() < total, "{} of {total} records came", records.len());
+        assert!(records.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert!(records.iter().all(|r| r.message.len() == 900), "only whole records");
+        drop(agent);
+        t.join().unwrap().unwrap();
+    }
+}

@@ -1,0 +1,24 @@
+//! Privilege separation (issue 12), as OpenSSH does it: the process that talks to the
+//! gateway holds no capability, and a tiny privileged half, a separate systemd service
+//! (`rig-agent privileged`), runs smartctl for the disks the config monitors and nothing
+//! else, answering over a Unix socket.
+//!
+//! Two units rather than a fork at start: a network process without capabilities could
+//! not start the privileged half again after it died, and a privileged parent's death
+//! would take the connection down with it. systemd restarts either half alone.
+//!
+//! - [`drop`]: what the network half gives up at the start of `main`.
+//! - [`wire`]: the closed request set and the answers, strictly parsed and size-capped.
+//! - [`server`]: the privileged half's loop.
+//! - [`kmsg`]: the kernel log, streamed to the network half (issue 13 point 4).
+//! - [`client`]: the network half's side, used by [`crate::probes::smart::SmartReader`].
+
+pub mod client;
+pub mod drop;
+pub mod kmsg;
+pub mod server;
+pub mod wire;
+
+/// Where the privileged half listens unless `paths.privileged_socket` says otherwise; its
+/// unit's `RuntimeDirectory=` creates the folder.
+pub const DEFAULT_SOCKET: &str = "/run/rig-agent-privileged/sock";

@@ -1,0 +1,169 @@
+//! `rig-agent privileged`: the privileged half's loop. It listens on a Unix socket, checks
+//! each peer's uid, reads one strictly parsed request, runs smartctl for a monitored disk
+//! through [`crate::os::child::run`] (own process group, `disks.smart_timeout`), and answers
+//! with smartctl's exit status and stdout. It parses no JSON and talks to no network.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use super::wire::{self, MAX_OUTPUT, Refusal, Request, SmartAnswer};
+use crate::config::Config;
+use crate::protocol::escape::escape;
+
+/// Connections served at once: one per disk being read, with room to spare; more are
+/// closed at once (the network half reads a few disks at a time).
+const MAX_CONCURRENT: usize = 16;
+/// How long a peer may take to send its request line.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long writing the answer may take before the peer is given up.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The socket could not be set up; the service should exit and let systemd retry.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {path}: {source}")]
+pub struct ListenError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Binds `path` with mode 0600, replacing a socket left by an earlier run (anything else
+/// there is an error, not removed).
+pub fn bind(path: &Path) -> Result<UnixListener, ListenError> {
+    let err = |source| ListenError { path: path.to_path_buf(), source };
+    if let Ok(meta) = fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(err(io::Error::new(io::ErrorKind::AlreadyExists, "a file that is not a socket is there")));
+        }
+        fs::remove_file(path).map_err(err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
+
+/// Serves until the process is killed. `config` is read again for each request, so a
+/// changed `disks.include` applies without a restart; a config that no longer loads
+/// keeps the last good one.
+pub fn serve(listener: UnixListener, config: PathBuf, first: Config) {
+    let own_uid = rustix::process::getuid().as_raw();
+    let current = Arc::new(std::sync::Mutex::new(first));
+    let busy = Arc::new(AtomicUsize::new(0));
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        if busy.load(Ordering::SeqCst) >= MAX_CONCURRENT {
+            log::warn!("privileged: {MAX_CONCURRENT} requests already running; closing a new connection");
+            continue;
+        }
+        busy.fetch_add(1, Ordering::SeqCst);
+        let (busy, current, config) = (Arc::clone(&busy), Arc::clone(&current), config.clone());
+        let spawned = thread::Builder::new().name("privileged".into()).spawn(move || {
+            if let Ok(cfg) = Config::load_for_privileged(&config) {
+                *current.lock().unwrap_or_else(|p| p.into_inner()) = cfg;
+            }
+            let cfg = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Err(e) = handle(conn, &cfg, own_uid) {
+                log::debug!("privileged: answering failed: {e}");
+            }
+            busy.fetch_sub(1, Ordering::SeqCst);
+        });
+        if spawned.is_err() {
+            log::warn!("privileged: cannot start a thread for a request");
+        }
+    }
+}
+
+/// One connection: peer check, one request, one answer.
+fn handle(mut conn: UnixStream, cfg: &Config, own_uid: u32) -> io::Result<()> {
+    conn.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    conn.set_write_timeout(Some(ANSWER_TIMEOUT))?;
+    let peer = rustix::net::sockopt::socket_peercred(&conn)?.uid.as_raw();
+    let line = if peer == own_uid || peer == 0 { wire::read_request(&mut conn)? } else { Vec::new() };
+    let answer = match check(&line, cfg, peer, own_uid) {
+        Ok(Request::Smart(name)) => run_smartctl(cfg, &name),
+        Ok(Request::Kmsg(cursor)) => {
+            conn.set_write_timeout(None)?;
+            return super::kmsg::serve(conn, cfg, cursor);
+        }
+        Err(refusal) => {
+            log::warn!(
+                "privileged: refused \"{}\" from uid {peer}: {refusal}; nothing run",
+                escape(&String::from_utf8_lossy(&line))
+            );
+            SmartAnswer::Refused(refusal.word().into())
+        }
+    };
+    conn.write_all(&answer.encode())
+}
+
+/// The request, if the peer may ask it and it names a monitored disk present now.
+pub fn check(line: &[u8], cfg: &Config, peer: u32, own_uid: u32) -> Result<Request, Refusal> {
+    if peer != own_uid && peer != 0 {
+        return Err(Refusal::Peer(peer));
+    }
+    let request = wire::parse_request(line)?;
+    let Request::Smart(name) = &request else { return Ok(request) };
+    let d = &cfg.disks;
+    if !crate::probes::disks::monitored(&cfg.paths.sysfs, &d.include, &d.exclude).contains(name) {
+        return Err(Refusal::NotMonitored(name.clone()));
+    }
+    Ok(request)
+}
+
+/// `smartctl --json -H -A /dev/<name>`, as the agent ran it before the split.
+fn run_smartctl(cfg: &Config, name: &str) -> SmartAnswer {
+    let d = &cfg.disks;
+    if d.smartctl.is_empty() {
+        return SmartAnswer::Disabled;
+    }
+    let mut cmd = Command::new(&d.smartctl);
+    cmd.args(["--json", "-H", "-A", &format!("/dev/{name}")]);
+    match crate::os::child::run(cmd, d.smart_timeout, MAX_OUTPUT) {
+        Err(e) if e.is_not_found() => SmartAnswer::NotInstalled,
+        Err(e) => SmartAnswer::Spawn(e.source.to_string()),
+        Ok(out) if out.timed_out || out.status.is_none() => SmartAnswer::TimedOut,
+        // The network half reports output over the cap as unusable; sending the tail
+        // would only look like broken JSON.
+        Ok(out) if out.truncated => SmartAnswer::Output { exit: Some(-1), stdout: Vec::new() },
+        Ok(out) => SmartAnswer::Output { exit: out.status.and_then(|s| s.code()), stdout: out.stdout },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> Config {
+        let mut cfg = crate::config::tests::minimal_config(dir);
+        cfg.paths.sysfs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig/sys");
+        cfg.disks.exclude = vec!["sdb".into()];
+        cfg
+    }
+
+    #[test]
+    fn only_the_services_own_uid_and_root_may_ask() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        assert_eq!(check(b"smart sda\n", &cfg, 1000, 999), Err(Refusal::Peer(1000)));
+        assert_eq!(check(b"smart sda\n", &cfg, 999, 999), Ok(Request::Smart("sda".into())));
+        assert_eq!(check(b"smart sda\n", &cfg, 0, 999), Ok(Request::Smart("sda".into())));
+    }
+
+    #[test]
+    fn only_disks_the_config_monitors_and_sysfs_lists_are_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        assert_eq!(check(b"smart nvme0n1\n", &cfg, 0, 0), Ok(Request::Smart("nvme0n1".into())));
+        assert_eq!(check(b"smart sdb\n", &cfg, 0, 0), Err(Refusal::NotMonitored("sdb".into())));
+        assert_eq!(check(b"smart loop0\n", &cfg, 0, 0), Err(Refusal::NotMonitored("loop0".into())));
+        assert_eq!(check(b"smart sdq\n", &cfg, 0, 0), Err(Refusal::NotMonitored("sdq".into())));
+    }
+}

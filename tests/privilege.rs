@@ -1,0 +1,548 @@
+//! Privilege separation (issue 12) end to end, with the real binary: the network half's
+//! credentials in /proc, what it can open, the privileged half's refusals, and the agent
+//! riding out the privileged half's death. As root (CI is); skipped with a message
+//! otherwise.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+fn root() -> bool {
+    let yes = rustix::process::geteuid().is_root();
+    if !yes {
+        eprintln!("skipped: needs root (capabilities, setpriv, loop devices)");
+    }
+    yes
+}
+
+/// A writable copy of tests/fixtures/rig (sda, sdb, nvme0n1 and an unmonitored loop0).
+fn rig_copy(dir: &Path) -> PathBuf {
+    let dst = dir.join("rig");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig");
+    assert!(Command::new("cp").arg("-a").arg(&src).arg(&dst).status().unwrap().success());
+    dst
+}
+
+/// A fake smartctl that appends its device argument to `calls`, answers `sda` for
+/// /dev/sda (with exit status `sda_exit`) and a healthy 33 °C for any other disk.
+fn fake_smartctl(dir: &Path, sda: &str, sda_exit: i32) -> (PathBuf, PathBuf) {
+    let (smartctl, calls) = (dir.join("smartctl"), dir.join("calls"));
+    let healthy = r#"{"smart_status":{"passed":true},"temperature":{"current":33}}"#;
+    fs::write(
+        &smartctl,
+        format!(
+            "#!/bin/sh\necho \"$4\" >> {}\ncase \"$4\" in\n  /dev/sda) echo '{sda}'; exit {sda_exit} ;;\n  *) echo '{healthy}' ;;\nesac\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&smartctl, fs::Permissions::from_mode(0o755)).unwrap();
+    (smartctl, calls)
+}
+
+const HEALTHY: &str = r#"{"smart_status":{"passed":true},"temperature":{"current":33}}"#;
+
+/// Both halves on a fixture rig, as the two units run them; the agent logged in.
+struct Split {
+    dir: tempfile::TempDir,
+    /// Its CA file is in the config the privileged half rereads.
+    _pki: Pki,
+    gw: Gateway,
+    conn: usize,
+    cfg: PathBuf,
+    privileged: Reaped,
+    agent: Reaped,
+    calls: PathBuf,
+    /// The recorded kernel log (`paths.kmsg`): owned by nobody, mode 0600, so only the
+    /// privileged half (root with its capabilities) can open it, not the network half.
+    kmsg: PathBuf,
+}
+
+impl Split {
+    fn start(sda: &str, sda_exit: i32) -> Split {
+        Split::start_with(sda, sda_exit, "", false)
+    }
+
+    /// `agent_first`: the agent starts before the privileged half has bound its socket.
+    fn start_with(sda: &str, sda_exit: i32, disks_extra: &str, agent_first: bool) -> Split {
+        let dir = tempfile::tempdir().unwrap();
+        let rig = rig_copy(dir.path());
+        let (smartctl, calls) = fake_smartctl(dir.path(), sda, sda_exit);
+        let socket = dir.path().join("priv.sock");
+        let kmsg = dir.path().join("kmsg.log");
+        // An old record: read from the end, never reported.
+        fs::write(&kmsg, "3,1,100,-;I/O error, dev nvme0n1, sector 0 op 0x0:(READ)\n").unwrap();
+        fs::set_permissions(&kmsg, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Command::new("chown").arg("nobody").arg(&kmsg).status().unwrap().success());
+        let pki = Pki::new(&["localhost"]);
+        let mut gw = Gateway::start(&pki, Script::default());
+        let mut c = config(gw.url(), &pki, &rig, &smartctl, socket.to_str().unwrap());
+        c.disks += disks_extra;
+        c.paths_extra += &format!("kmsg = {:?}\n", kmsg.display().to_string());
+        let cfg = c.write(dir.path());
+        let (privileged, agent, conn) = if agent_first {
+            // As under its unit, the agent cannot open the kernel log even before its drop
+            // (there: ProtectKernelLogs= and no CAP_SYSLOG; here: root without the DAC
+            // overrides, the file being nobody's and 0600).
+            let agent = Reaped(
+                Command::new("setpriv")
+                    .arg("--bounding-set=-dac_override,-dac_read_search")
+                    .arg("--")
+                    .arg(agent_command().get_program())
+                    .args(agent_command().get_args())
+                    .arg("--config")
+                    .arg(&cfg)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .env_remove("JOURNAL_STREAM")
+                    .spawn()
+                    .unwrap(),
+            );
+            let (conn, _) = gw.wait_login(10 * SEC);
+            (spawn_privileged(&cfg), agent, conn)
+        } else {
+            let privileged = spawn_privileged(&cfg);
+            wait_until(10 * SEC, "the socket", || socket.exists());
+            let agent = Reaped(spawn_agent(&cfg, &[]));
+            (privileged, agent, gw.wait_login(10 * SEC).0)
+        };
+        Split { dir, _pki: pki, gw, conn, cfg, privileged, agent, calls, kmsg }
+    }
+
+    fn log_kernel(&self, records: &str) {
+        fs::OpenOptions::new().append(true).open(&self.kmsg).unwrap().write_all(records.as_bytes()).unwrap();
+    }
+
+    /// `event_sources.kmsg` in `get_agent_info`.
+    fn kmsg_source(&mut self) -> String {
+        let code = "info";
+        self.gw.send_json(self.conn, json!({"act":"get_agent_info","act_code":code,"client_id":"c","reqtype":"post"}));
+        match self.gw.wait_for(
+            5 * SEC,
+            "agent info",
+            |e| matches!(e, Event::Received { msg, .. } if msg["act_code"] == code),
+        ) {
+            Event::Received { msg, .. } => {
+                msg["data"]["event_sources"]["kmsg"].as_str().unwrap_or_default().to_string()
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    /// Once the stream is up (only then is a new line "new"), a kernel error line for sda
+    /// and its io_errors warning.
+    fn sda_error_through_the_stream(&mut self) {
+        self.wait_kmsg_source("live (privileged half)");
+        self.log_kernel("3,2,200,-;I/O error, dev sda, sector 8 op 0x0:(READ)\n");
+        self.gw.wait_warning(10 * SEC, "/dev/sda", "io_errors");
+    }
+
+    /// Stops both halves; the agent must exit cleanly. Its log.
+    fn stop_both(&mut self) -> String {
+        let (code, log) = stop_agent(&mut self.agent);
+        let _ = stop_agent(&mut self.privileged);
+        assert_eq!(code, Some(0), "{log}");
+        log
+    }
+
+    fn wait_kmsg_source(&mut self, want: &str) {
+        let until = Instant::now() + 15 * SEC;
+        loop {
+            let seen = self.kmsg_source();
+            if seen == want {
+                return;
+            }
+            assert!(Instant::now() < until, "event_sources.kmsg is {seen:?}, not {want:?}");
+            thread::sleep(ms(50));
+        }
+    }
+}
+
+fn config(url: String, pki: &Pki, rig: &Path, smartctl: &Path, socket: &str) -> AgentConfig {
+    let mut c = AgentConfig::new(url, &pki.ca_file);
+    c.disks = format!(
+        "smartctl = {:?}\nscan_interval = \"100ms\"\nsmart_interval = \"1s\"\nsmart_timeout = \"5s\"\n",
+        smartctl.display().to_string()
+    );
+    c.paths_extra = format!(
+        "sysfs = {:?}\nprocfs = {:?}\nrootfs = {:?}\nprivileged_socket = {socket:?}\n",
+        rig.join("sys").display().to_string(),
+        rig.join("proc").display().to_string(),
+        rig.display().to_string()
+    );
+    c
+}
+
+/// A child killed and reaped when the test ends, also by a failed assertion.
+struct Reaped(Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_privileged(config: &Path) -> Reaped {
+    Reaped(
+        agent_command()
+            .arg("--config")
+            .arg(config)
+            .arg("privileged")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env_remove("JOURNAL_STREAM")
+            .spawn()
+            .expect("spawn rig-agent privileged"),
+    )
+}
+
+fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        thread::sleep(ms(20));
+    }
+}
+
+fn status_line(pid: u32, key: &str) -> String {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("{key} not in /proc/{pid}/status"))
+        .trim()
+        .to_string()
+}
+
+fn disk_gid() -> u32 {
+    let group = fs::read_to_string("/etc/group").unwrap();
+    group
+        .lines()
+        .find_map(|l| l.strip_prefix("disk:x:").and_then(|r| r.split(':').next()).and_then(|g| g.parse().ok()))
+        .expect("a disk group in /etc/group")
+}
+
+/// One request, raw, as any local process could send it; the answer's header line.
+fn ask_raw(socket: &Path, request: &[u8]) -> String {
+    let mut s = UnixStream::connect(socket).expect("connect to the privileged half");
+    s.set_read_timeout(Some(5 * SEC)).unwrap();
+    let _ = s.write_all(request);
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).lines().next().unwrap_or("").to_string()
+}
+
+fn get_disk_info(gw: &mut Gateway, conn: usize, code: &str) -> Value {
+    gw.send_json(conn, json!({"act":"get_disk_info","act_code":code,"client_id":"c","reqtype":"post"}));
+    match gw.wait_for(5 * SEC, "disk info", |e| matches!(e, Event::Received { msg, .. } if msg["act_code"] == code)) {
+        // The answer comes on the connection asked: the agent did not reconnect.
+        Event::Received { conn: on, msg, .. } => {
+            assert_eq!(on, conn, "answered on another connection");
+            msg
+        }
+        _ => unreachable!(),
+    }
+}
+
+fn sda(info: &Value) -> Value {
+    info["data"]["disks"].as_array().unwrap().iter().find(|d| d["name"] == "sda").cloned().expect("sda listed")
+}
+
+#[test]
+fn the_network_half_holds_no_capability_no_disk_group_and_cannot_regain_them() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    let (smartctl, _) = fake_smartctl(dir.path(), HEALTHY, 0);
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let cfg = config(gw.url(), &pki, &rig, &smartctl, "").write(dir.path());
+    // Started as root with every capability and the disk group, as a careless hand or an
+    // old unit would: the binary gives all of it up itself.
+    let gid = disk_gid();
+    let mut agent = Reaped(
+        Command::new("setpriv")
+            .args(["--groups", &gid.to_string(), "--"])
+            .arg(agent_command().get_program())
+            .args(agent_command().get_args())
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    gw.wait_login(10 * SEC);
+    let pid = agent.id();
+    for key in ["CapEff", "CapPrm", "CapAmb", "CapInh"] {
+        assert_eq!(status_line(pid, key), "0000000000000000", "{key} of the network half");
+    }
+    assert_eq!(status_line(pid, "NoNewPrivs"), "1");
+    let groups = status_line(pid, "Groups");
+    assert!(!groups.split_whitespace().any(|g| g == gid.to_string()), "disk group {gid} still held: {groups}");
+    // The threads too (the drop came before any was made).
+    for task in fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let tid: u32 = task.unwrap().file_name().to_str().unwrap().parse().unwrap();
+        // A short-lived thread (a worker) may have ended since the listing: nothing to check.
+        let Ok(status) = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")) else { continue };
+        assert!(status.contains("CapEff:\t0000000000000000"), "thread {tid}: {status}");
+    }
+    let (code, log) = stop_agent(&mut agent);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("dropped capabilities"), "{log}");
+}
+
+#[test]
+fn the_network_half_and_its_children_cannot_open_a_block_device_node() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("disk.img");
+    fs::write(&image, vec![0u8; 1 << 20]).unwrap();
+    let Ok(out) = Command::new("losetup").args(["-f", "--show"]).arg(&image).output() else {
+        eprintln!("skipped: no losetup");
+        return;
+    };
+    let node = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || node.is_empty() {
+        eprintln!("skipped: cannot attach a loop device: {}", String::from_utf8_lossy(&out.stderr));
+        return;
+    }
+    let rig = rig_copy(dir.path());
+    // The "smartctl" the agent runs in-process (no privileged socket) tries the node: a
+    // child inherits exactly the agent's credentials.
+    let tries = dir.path().join("tries");
+    let smartctl = dir.path().join("smartctl");
+    fs::write(
+        &smartctl,
+        format!(
+            "#!/bin/sh\nif head -c 1 {node} >/dev/null 2>&1; then echo opened >> {t}; else echo denied >> {t}; fi\n\
+             echo '{{\"smart_status\":{{\"passed\":true}}}}'\n",
+            t = tries.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&smartctl, fs::Permissions::from_mode(0o755)).unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut c = config("wss://localhost:1/".into(), &pki, &rig, &smartctl, "");
+    c.disks += "include = [\"sda\"]\n";
+    let cfg = c.write(dir.path());
+    assert!(Command::new("chown").args(["-R", "nobody"]).arg(dir.path()).status().unwrap().success());
+    // The old unit's credentials: an unprivileged user with capabilities in the ambient set
+    // (DAC_OVERRIDE stands in for the disk group, which only the unit can withhold).
+    let setpriv = |cmd: &mut Command| {
+        cmd.args(["--reuid", "nobody", "--regid", "nogroup", "--clear-groups"])
+            .args(["--inh-caps", "+dac_override,+sys_rawio,+sys_admin"])
+            .args(["--ambient-caps", "+dac_override,+sys_rawio,+sys_admin", "--"]);
+    };
+    // Control: with those credentials, the node opens.
+    let mut control = Command::new("setpriv");
+    setpriv(&mut control);
+    control.arg(&smartctl).args(["--json", "-H", "-A", "/dev/sda"]).stdout(Stdio::null());
+    assert!(control.status().unwrap().success());
+    let mut probe = Command::new("setpriv");
+    setpriv(&mut probe);
+    let out = probe
+        .arg(agent_command().get_program())
+        .args(agent_command().get_args())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["probe", "get_disk_info"])
+        .output()
+        .unwrap();
+    let _ = Command::new("losetup").arg("-d").arg(&node).status();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(fs::read_to_string(&tries).unwrap(), "opened\ndenied\n", "control, then under the agent: {log}");
+}
+
+#[test]
+fn requests_for_unmonitored_path_like_oversized_or_malformed_names_are_refused_logged_and_nothing_runs() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    let (smartctl, calls) = fake_smartctl(dir.path(), HEALTHY, 0);
+    let socket = dir.path().join("priv.sock");
+    let pki = Pki::new(&["localhost"]);
+    let mut c = config("wss://localhost:1/".into(), &pki, &rig, &smartctl, socket.to_str().unwrap());
+    c.disks += "exclude = [\"sdb\"]\n";
+    let cfg = c.write(dir.path());
+    let mut privileged = spawn_privileged(&cfg);
+    wait_until(10 * SEC, "the socket", || socket.exists());
+    let refused = [
+        (b"smart sdz\n".to_vec(), "refused not-monitored"), // not in /sys/block
+        (b"smart sdb\n".to_vec(), "refused not-monitored"), // excluded
+        (b"smart loop0\n".to_vec(), "refused not-monitored"), // not included
+        (b"smart ../sda\n".to_vec(), "refused bad-name"),
+        (b"smart /dev/sda\n".to_vec(), "refused bad-name"),
+        (format!("smart {}\n", "a".repeat(1024)).into_bytes(), "refused oversized"),
+        (format!("smart {}\n", "a".repeat(40)).into_bytes(), "refused bad-name"),
+        (b"smart sda; reboot\n".to_vec(), "refused malformed"),
+        (b"exec /bin/sh\n".to_vec(), "refused malformed"),
+        (vec![b'x'; 4096], "refused oversized"),
+        (b"kmsg ../etc/passwd 1\n".to_vec(), "refused malformed"),
+        (b"kmsg 4f9c2d1e -1\n".to_vec(), "refused malformed"),
+        (b"kmsg end /dev/sda\n".to_vec(), "refused malformed"),
+    ];
+    for (request, expected) in &refused {
+        assert_eq!(ask_raw(&socket, request), *expected, "{:?}", String::from_utf8_lossy(request));
+    }
+    assert!(!calls.exists(), "smartctl was run: {:?}", fs::read_to_string(&calls));
+    // The same socket does run it for a monitored disk.
+    assert!(ask_raw(&socket, b"smart sda\n").starts_with("output 0 "));
+    assert_eq!(fs::read_to_string(&calls).unwrap(), "/dev/sda\n");
+    let (_, log) = stop_agent(&mut privileged);
+    assert_eq!(log.matches("refused ").count(), refused.len(), "{log}");
+    assert!(log.contains("refused \"smart ../sda\\n\""), "escaped in the log: {log}");
+}
+
+#[test]
+fn with_the_privileged_half_killed_the_agent_stays_connected_smart_degrades_and_then_recovers() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(60 * SEC);
+    let Split { dir: _dir, _pki, mut gw, conn, cfg, mut privileged, mut agent, calls, .. } = Split::start(HEALTHY, 0);
+    let before = sda(&get_disk_info(&mut gw, conn, "d1"));
+    assert_eq!(before["smart"]["temperature_celsius"], 33, "{before}");
+    assert!(fs::read_to_string(&calls).unwrap().contains("/dev/sda"), "smartctl ran in the privileged half");
+
+    privileged.kill().unwrap();
+    privileged.wait().unwrap();
+    // smart_interval is 1 s: the next answer asks again and finds nobody.
+    thread::sleep(ms(1100));
+    let during = sda(&get_disk_info(&mut gw, conn, "d2"));
+    assert_eq!(during["smart"], Value::Null, "{during}");
+    let why = during["smart_error"].as_str().unwrap_or_default();
+    assert!(why.contains("privileged half") && why.contains("unreachable"), "{during}");
+
+    let mut privileged = spawn_privileged(&cfg);
+    let mut after = Value::Null;
+    wait_until(15 * SEC, "SMART back", || {
+        after = sda(&get_disk_info(&mut gw, conn, "d3"));
+        after["smart"]["temperature_celsius"] == 33
+    });
+    assert!(after.get("smart_error").is_none(), "{after}");
+    let (code, log) = stop_agent(&mut agent);
+    let _ = stop_agent(&mut privileged);
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(log.matches("SMART data is null").count(), 1, "said once: {log}");
+    assert!(log.contains("SMART data is back"), "{log}");
+}
+
+#[test]
+fn a_failed_smart_check_through_the_privileged_half_raises_smart_failed() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(30 * SEC);
+    let Split { dir: _dir, _pki, mut gw, mut privileged, mut agent, calls, .. } =
+        Split::start(r#"{"smart_status":{"passed":false}}"#, 8);
+    let w = gw.wait_warning(10 * SEC, "/dev/sda", "smart_failed");
+    assert_eq!(w["detail"], "SMART overall health check of /dev/sda failed");
+    let (code, log) = stop_agent(&mut agent);
+    let _ = stop_agent(&mut privileged);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("in this process"), "smartctl ran in the agent: {log}");
+    assert!(fs::read_to_string(&calls).unwrap().contains("/dev/sda"));
+}
+
+#[test]
+fn a_kernel_io_error_read_by_the_privileged_half_raises_io_errors_in_an_agent_that_cannot_open_the_log() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(60 * SEC);
+    let mut split = Split::start(HEALTHY, 0);
+    // Only once the stream is up is a new line "new" (read from the end before).
+    split.wait_kmsg_source("live (privileged half)");
+    split.log_kernel("3,2,200,-;Buffer I/O error on dev sda1, logical block 12, async page read\n DEVICE=b8:1\n");
+    let w = split.gw.wait_warning(10 * SEC, "/dev/sda", "io_errors");
+    assert_eq!(w["detail"], "kernel: Buffer I/O error on dev sda1, logical block 12, async page read");
+    assert!(split.gw.warnings_seen("/dev/nvme0n1").is_empty(), "the old record was not reported");
+    let log = split.stop_both();
+    assert!(log.contains("kernel log read through the privileged half"), "{log}");
+    assert!(!log.contains("in this process"), "{log}");
+    assert!(!log.contains("kernel log unreadable"), "{log}");
+}
+
+#[test]
+fn with_the_privileged_half_restarted_between_two_kernel_lines_both_reach_the_agent_once() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(90 * SEC);
+    // A short quiet period: a line read twice after the restart would be a new warning.
+    let mut split = Split::start_with(HEALTHY, 0, "io_error_quiet = \"1s\"\n", false);
+    split.sda_error_through_the_stream();
+
+    split.privileged.kill().unwrap();
+    split.privileged.wait().unwrap();
+    split.wait_kmsg_source("off: privileged half unreachable");
+    // Logged while nobody reads the log, and after sda's episode is over.
+    thread::sleep(ms(1500));
+    split.log_kernel("3,3,300,-;I/O error, dev nvme0n1, sector 16 op 0x0:(READ)\n");
+    split.privileged = spawn_privileged(&split.cfg);
+    split.wait_kmsg_source("live (privileged half)");
+    // The status queries above may have taken the warning in already.
+    let until = Instant::now() + 10 * SEC;
+    while !split.gw.warnings_seen("/dev/nvme0n1").iter().any(|w| w["reason"] == "io_errors") {
+        assert!(Instant::now() < until, "no io_errors for nvme0n1 after the restart");
+        split.kmsg_source();
+        thread::sleep(ms(50));
+    }
+    thread::sleep(ms(1500));
+    // A query round trip takes in every message sent before its answer.
+    assert_eq!(split.kmsg_source(), "live (privileged half)");
+    let io_errors = |w: &Vec<Value>| w.iter().filter(|w| w["reason"] == "io_errors").count();
+    let (sda, nvme) = (split.gw.warnings_seen("/dev/sda"), split.gw.warnings_seen("/dev/nvme0n1"));
+    assert_eq!((io_errors(&sda), io_errors(&nvme)), (1, 1), "{sda:?} {nvme:?}");
+    let log = split.stop_both();
+    assert!(log.contains("the privileged half answers again"), "{log}");
+}
+
+#[test]
+fn an_agent_started_before_the_privileged_half_waits_for_it_and_then_reads_the_kernel_log_through_it() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(60 * SEC);
+    // Both units start together: the socket may come after the agent's start.
+    let mut split = Split::start_with(HEALTHY, 0, "", true);
+    split.sda_error_through_the_stream();
+    let log = split.stop_both();
+    assert!(!log.contains("reading the kernel log in this process"), "{log}");
+    assert!(log.contains("kernel log read through the privileged half"), "{log}");
+}
