@@ -1,13 +1,15 @@
 //! What must survive a restart or `kill -9` about actions, in `<state_dir>/actions/`:
 //!
 //! - `run-<run_id>.json`: a `write` run in progress, written durably before its command
-//!   starts and deleted after its result is in the outbox. One found at start is a run the
-//!   agent lost; it is reported as interrupted.
+//!   starts and deleted by the outbox's storage thread once its result is on disk or
+//!   acknowledged, before the result's file is deleted. One found at start whose result is
+//!   not in the outbox is a run the agent lost; it is reported as interrupted.
 //! - `last-<action>`: when the action last started (Unix ms), so that `min_interval` holds
 //!   across restarts: a rig the console rebooted must not be rebooted again as soon as it
 //!   is back.
 //!
-//! All writes happen on the action's own thread, never on the socket thread.
+//! All writes happen on the action's own thread or the outbox's storage thread, never on the
+//! socket thread.
 
 use std::collections::HashMap;
 use std::fs;
