@@ -56,7 +56,13 @@ impl Journal {
         self.write(&format!("run-{}.json", r.run_id), v.to_string().as_bytes())
     }
 
+    /// Removes a run's marker. The outbox's storage thread calls this with the `act_id` of
+    /// any action result in the spool: one that could name a path outside the journal is
+    /// refused.
     pub fn clear_running(&self, run_id: &str) -> io::Result<()> {
+        if run_id.is_empty() || run_id.contains(['/', '\0']) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a run id"));
+        }
         match fs::remove_file(self.dir.join(format!("run-{run_id}.json"))) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => fs::File::open(&self.dir)?.sync_all(),
@@ -145,6 +151,7 @@ mod tests {
         assert_eq!(j.leftovers(), vec![Ok(r)]);
         assert_eq!(j.last_starts().get("reboot"), Some(&1234));
         j.clear_running("ab-1").unwrap();
+        assert!(j.clear_running("../../etc/x").is_err(), "a run id that is a path is refused");
         assert!(j.leftovers().is_empty());
         fs::write(d.path().join("actions/run-zz.json"), "{half").unwrap();
         assert_eq!(j.leftovers(), vec![Err("run-zz.json".to_string())]);
