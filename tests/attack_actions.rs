@@ -87,7 +87,7 @@ fn one_write_run_through_disk_trouble(trouble: impl FnOnce(&StateFs, &mut Gatewa
 }
 
 #[test]
-#[ignore = "defect 1: a write run whose result took over 5 s to reach a slow disk keeps its running marker for ever; the next start reports the acknowledged run again as interrupted (actions::RunCtx::run_to_end, SPOOL_WAIT)"]
+
 fn a_write_result_spooled_slowly_and_acknowledged_is_not_reported_again_after_a_restart() {
     one_write_run_through_disk_trouble(|state, gw| {
         // Stalled for longer than the 5 s the run waits for its result to be durable.
@@ -133,7 +133,7 @@ fn a_start_time_recorded_with_a_clock_that_was_ahead_does_not_lock_the_action_ou
 }
 
 #[test]
-#[ignore = "defect 8: action results are never dropped by the outbox cap and write runs are accepted whatever the outbox holds, so a gateway that never acknowledges grows the spool without bound (actions::Actions::decide does not look at the spool)"]
+
 fn write_runs_are_refused_once_unacknowledged_results_fill_the_outbox() {
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();

@@ -1,13 +1,15 @@
 //! What must survive a restart or `kill -9` about actions, in `<state_dir>/actions/`:
 //!
 //! - `run-<run_id>.json`: a `write` run in progress, written durably before its command
-//!   starts and deleted after its result is in the outbox. One found at start is a run the
-//!   agent lost; it is reported as interrupted.
+//!   starts and deleted by the outbox's storage thread once its result is on disk or
+//!   acknowledged, before the result's file is deleted. One found at start whose result is
+//!   not in the outbox is a run the agent lost; it is reported as interrupted.
 //! - `last-<action>`: when the action last started (Unix ms), so that `min_interval` holds
 //!   across restarts: a rig the console rebooted must not be rebooted again as soon as it
 //!   is back.
 //!
-//! All writes happen on the action's own thread, never on the socket thread.
+//! All writes happen on the action's own thread or the outbox's storage thread, never on the
+//! socket thread.
 
 use std::collections::HashMap;
 use std::fs;
@@ -54,7 +56,13 @@ impl Journal {
         self.write(&format!("run-{}.json", r.run_id), v.to_string().as_bytes())
     }
 
+    /// Removes a run's marker. The outbox's storage thread calls this with the `act_id` of
+    /// any action result in the spool: one that could name a path outside the journal is
+    /// refused.
     pub fn clear_running(&self, run_id: &str) -> io::Result<()> {
+        if run_id.is_empty() || run_id.contains(['/', '\0']) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a run id"));
+        }
         match fs::remove_file(self.dir.join(format!("run-{run_id}.json"))) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => fs::File::open(&self.dir)?.sync_all(),
@@ -143,6 +151,7 @@ mod tests {
         assert_eq!(j.leftovers(), vec![Ok(r)]);
         assert_eq!(j.last_starts().get("reboot"), Some(&1234));
         j.clear_running("ab-1").unwrap();
+        assert!(j.clear_running("../../etc/x").is_err(), "a run id that is a path is refused");
         assert!(j.leftovers().is_empty());
         fs::write(d.path().join("actions/run-zz.json"), "{half").unwrap();
         assert_eq!(j.leftovers(), vec![Err("run-zz.json".to_string())]);

@@ -14,12 +14,13 @@ pub mod journal;
 mod run;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use log::info;
+use log::{info, warn};
 use serde_json::Value;
 
 pub use config::{ActionSpec, ActionsConfig};
@@ -31,10 +32,6 @@ use crate::outbox::spool::Spool;
 use crate::protocol::{self, ActIds, Identity, Query, Refusal};
 pub use run::encode_result;
 use run::*;
-
-/// How long a finished `write` run waits for its result to reach the disk before it lets
-/// go of its running marker.
-const SPOOL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The `act` of the request.
 pub const ACT: &str = "run_action";
@@ -89,6 +86,8 @@ pub struct Actions {
     ids: Arc<ActIds>,
     waker: Waker,
     running: Running,
+    /// `write` runs accepted whose result is not in the outbox yet (see [`InFlight`]).
+    in_flight: Arc<AtomicUsize>,
     /// Unix ms of each action's last start, as the journal keeps it.
     last_start: HashMap<String, u64>,
     tx: Sender<Answer>,
@@ -109,6 +108,18 @@ impl Actions {
         waker: Waker,
     ) -> Actions {
         let journal = Arc::new(Journal::new(state_dir));
+        // A run's marker goes when the storage thread has its result on disk or sees it
+        // acknowledged, before the result's file is deleted: never lost, never doubled,
+        // however slow the disk. Set before `recover` pushes anything.
+        let markers = Arc::clone(&journal);
+        spool.set_on_settled(Arc::new(move |run_id: &str| {
+            if let Err(e) = markers.clear_running(run_id) {
+                warn!(
+                    "cannot remove the running marker of run {} ({e}); a restart reports it again (same act_id)",
+                    escape(run_id, 64)
+                );
+            }
+        }));
         recover(&journal, &spool, &id);
         let (tx, rx) = mpsc::channel();
         Actions {
@@ -120,6 +131,7 @@ impl Actions {
             ids,
             waker,
             running: Running::default(),
+            in_flight: Arc::default(),
             tx,
             rx,
             refusal_log: Throttle::new(Duration::from_secs(60), 20),
@@ -192,6 +204,9 @@ impl Actions {
                 )));
             }
         }
+        if mode == Mode::Write {
+            self.outbox_has_room()?;
+        }
         if running.len() >= self.cfg.max_concurrent {
             return Err(not_now(format!(
                 "{} actions are already running: try again when one ends",
@@ -199,6 +214,24 @@ impl Actions {
             )));
         }
         Ok((name.to_string(), mode, spec.clone()))
+    }
+
+    /// A `write` run's result goes through the outbox, which never drops one: so that a
+    /// gateway that does not acknowledge cannot grow the spool without bound, no new `write`
+    /// run is accepted while the outbox, counting the results of the `write` runs still
+    /// going, is at its cap (of messages or bytes). `post` runs do not use the outbox.
+    fn outbox_has_room(&self) -> Result<(), Refusal> {
+        let u = self.spool.usage();
+        let coming = self.in_flight.load(Ordering::SeqCst);
+        if u.entries + coming < u.limits.max_entries && u.bytes < u.limits.max_bytes {
+            return Ok(());
+        }
+        Err(not_now(format!(
+            "the outbox is full of unacknowledged action results and warnings ({} waiting and {coming} write runs going, {} bytes; its \
+             cap is {} messages or {} bytes): write runs are refused until the gateway acknowledges action results; \
+             post runs are still accepted",
+            u.entries, u.bytes, u.limits.max_entries, u.limits.max_bytes
+        )))
     }
 
     fn refuse(&mut self, query: &Query, r: Refusal) -> String {
@@ -217,13 +250,14 @@ impl Actions {
 
     fn start(&self, run: Run) -> std::io::Result<()> {
         let ctx = RunCtx {
-            run,
             id: self.id.clone(),
             journal: Arc::clone(&self.journal),
             spool: Arc::clone(&self.spool),
             tx: self.tx.clone(),
             waker: self.waker.try_clone()?,
             running: self.running.clone(),
+            in_flight: (run.mode == Mode::Write).then(|| InFlight::take(&self.in_flight)),
+            run,
         };
         thread::Builder::new().name("action".into()).spawn(move || ctx.run_to_end()).map(|_| ())
     }

@@ -36,6 +36,27 @@ pub(super) struct RunCtx {
     pub(super) tx: Sender<Answer>,
     pub(super) waker: Waker,
     pub(super) running: Running,
+    /// `Some` for a `write` run.
+    pub(super) in_flight: Option<InFlight>,
+}
+
+/// `write` runs accepted whose result is not in the outbox yet: [`Actions::decide`] counts
+/// them as if their results were already there, so that the outbox cap holds exactly. A run
+/// holds one (taken when it is accepted) and gives it back when dropped (a panic included).
+#[derive(Debug)]
+pub(super) struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    pub(super) fn take(count: &Arc<std::sync::atomic::AtomicUsize>) -> InFlight {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(Arc::clone(count))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Takes the run out of [`Running`] however its thread ends (a panic included), so the
@@ -63,7 +84,9 @@ impl RunCtx {
         self.waker.wake();
     }
 
-    pub(super) fn run_to_end(self) {
+    pub(super) fn run_to_end(mut self) {
+        // Counted against the outbox's cap until its result is in the outbox.
+        let in_flight = self.in_flight.take();
         let r = &self.run;
         let finished = FinishGuard { name: &r.name, running: &self.running };
         drop_capabilities();
@@ -129,17 +152,12 @@ impl RunCtx {
                 if !self.spool.contains(&r.run_id) {
                     self.spool.push(&msg);
                 }
-                // Only once the result is durably spooled (or acknowledged): a crash before
-                // this finds the marker and reports the run as interrupted, under the same
-                // act_id, instead of losing it.
-                if !self.spool.wait_durable(&r.run_id, SPOOL_WAIT) {
-                    warn!(
-                        "action {} (run {}): its result is not on disk yet; its running marker stays",
-                        r.name, r.run_id
-                    );
-                } else if let Err(e) = self.journal.clear_running(&r.run_id) {
-                    warn!("action {} (run {}): cannot remove its running marker ({e})", r.name, r.run_id);
-                }
+                // The marker stays until the outbox's storage thread says the result is on
+                // disk or acknowledged (Actions::new sets that up), however long the disk
+                // takes: a crash before then finds the marker and reports the run as
+                // interrupted, under the same act_id, instead of losing it; and it is gone
+                // before the result's file is, so an acknowledged run is never reported again.
+                drop(in_flight);
                 self.waker.wake();
             }
         }
@@ -195,12 +213,11 @@ pub(super) fn recover(journal: &Journal, spool: &Spool, id: &Identity) {
         let data = json!({"action": rec.action, "exit_code": null, "timed_out": false, "duration_ms": null,
             "stdout": "", "stderr": "", "truncated": false, "interrupted": true});
         if !spool.contains(&rec.run_id) {
+            // Its marker goes once this is on disk or acknowledged (the outbox's hook).
             spool.push(&encode_result(id, &rec.run_id, &rec.act_code, &rec.client_id, data));
-        }
-        if !spool.wait_durable(&rec.run_id, SPOOL_WAIT) {
-            warn!("the interrupted result of run {} is not on disk yet; its marker stays", rec.run_id);
         } else if let Err(e) = journal.clear_running(&rec.run_id) {
-            warn!("cannot remove the marker of run {} ({e}); it will be reported again", rec.run_id);
+            // Its result is on disk already (a crash before the hook ran).
+            warn!("cannot remove the marker of run {} ({e}); it will be looked at again", escape(&rec.run_id, 64));
         }
     }
 }

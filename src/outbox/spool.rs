@@ -13,7 +13,13 @@
 //!
 //! The outbox is capped ([`Limits`]): past the cap, the newest duplicates of the same disk
 //! and reason are dropped first; the first unacknowledged warning of a disk and reason, and
-//! every action result, are never dropped.
+//! every action result, are never dropped. Action results count towards the cap: remote
+//! actions refuse new `write` runs while [`Spool::usage`] says the outbox is full, which is
+//! what bounds them.
+//!
+//! An action result's sender keeps its own durable record of the run (a running marker) until
+//! the result needs no other: [`Spool::set_on_settled`] tells it, on the storage thread, once
+//! the result is on disk or acknowledged, and always before the result's file is deleted.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
@@ -117,6 +123,19 @@ pub struct Options {
     pub fsync_delay: Duration,
 }
 
+/// How full the outbox is, against its cap; see [`Spool::usage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub entries: usize,
+    pub bytes: usize,
+    pub limits: Limits,
+}
+
+/// Called on the storage thread with the `act_id` of an action result that no longer needs
+/// its sender's own record: it is durably spooled, or acknowledged. It may do disk IO (it is
+/// never on the socket thread); it runs before any delete of that result's file is done.
+pub type OnSettled = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// A message the gateway acknowledged, as [`Spool::ack`] found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Acked {
@@ -135,6 +154,9 @@ enum Job {
     Write(u64),
     Delete(u64),
     CatchUp,
+    /// An action result acknowledged before it was on disk: tell its sender (no file to
+    /// delete, so no other job will).
+    Settled(String),
     /// Answered once every job queued before it is done.
     Barrier(Sender<()>),
 }
@@ -156,6 +178,7 @@ struct View {
     failing: bool,
     catch_up_queued: bool,
     waker: Option<Waker>,
+    on_settled: Option<OnSettled>,
 }
 
 impl View {
@@ -308,6 +331,18 @@ impl Spool {
         self.lock().waker = Some(waker);
     }
 
+    /// Who to tell when an action result is durably spooled or acknowledged (remote
+    /// actions, which then remove the run's running marker). Set it before pushing results.
+    pub fn set_on_settled(&self, f: OnSettled) {
+        self.lock().on_settled = Some(f);
+    }
+
+    /// How many messages and bytes the outbox holds, and its cap. Never blocks on the disk.
+    pub fn usage(&self) -> Usage {
+        let view = self.lock();
+        Usage { entries: view.entries.len(), bytes: view.bytes, limits: view.limits }
+    }
+
     /// Adds a message (the full JSON; its `act_id` and `act` are read from it) and queues
     /// its durable write; returns its creation number. It is offered to the gateway once
     /// the write is done (or failed: then it is held in memory and still sent). Never
@@ -419,6 +454,10 @@ impl Spool {
         // A queued write for it may still be ahead: the delete goes after it.
         if e.durability != Durability::MemoryOnly {
             self.queue(Job::Delete(seq));
+        }
+        // One on disk was settled when its write finished, before this delete.
+        if e.kind == Kind::ActionResult && !e.on_disk() {
+            self.queue(Job::Settled(e.act_id));
         }
         Some(Acked { seq, kind: e.kind })
     }

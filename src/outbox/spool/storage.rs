@@ -32,6 +32,7 @@ impl Storage {
                         self.written(seq, ok);
                     }
                 }
+                Job::Settled(act_id) => self.settled(&act_id),
                 Job::Delete(seq) => {
                     // Acks come in bursts while a backlog drains: one directory fsync for
                     // the deletes already queued, not one each.
@@ -74,6 +75,12 @@ impl Storage {
         let mut view = lock(&self.view);
         if let Some(e) = view.entries.get_mut(&seq) {
             e.durability = if ok { Durability::OnDisk } else { Durability::MemoryOnly };
+            if ok && e.kind == Kind::ActionResult {
+                let act_id = e.act_id.clone();
+                drop(view);
+                self.settled(&act_id);
+                view = lock(&self.view);
+            }
         } else if ok {
             // Acknowledged while held in memory: no delete was queued for it.
             drop(view);
@@ -82,6 +89,15 @@ impl Storage {
         }
         if let Some(w) = &view.waker {
             w.wake();
+        }
+    }
+
+    /// Tells the action result's sender (see [`OnSettled`]); outside the view's lock, as it
+    /// does disk IO.
+    fn settled(&self, act_id: &str) {
+        let hook = lock(&self.view).on_settled.clone();
+        if let Some(f) = hook {
+            f(act_id);
         }
     }
 

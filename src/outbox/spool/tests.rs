@@ -176,3 +176,56 @@ fn the_cap_counts_bytes_too_and_trims_an_old_spool_at_open() {
     assert!(s.settle(SETTLE));
     assert_eq!(fs::read_dir(d.path().join("spool")).unwrap().count(), 3, "their files are deleted");
 }
+
+/// What the settle hook saw: each act_id, and whether the spool then held that message's file.
+fn settle_log(s: &Spool, dir: &Path) -> Arc<Mutex<Vec<(String, bool)>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (log, dir) = (Arc::clone(&seen), dir.join("spool"));
+    s.set_on_settled(Arc::new(move |act_id: &str| {
+        let quoted = format!("\"{act_id}\"");
+        let on_disk = fs::read_dir(&dir)
+            .is_ok_and(|rd| rd.filter_map(|e| fs::read_to_string(e.ok()?.path()).ok()).any(|t| t.contains(&quoted)));
+        log.lock().unwrap().push((act_id.to_string(), on_disk));
+    }));
+    seen
+}
+
+#[test]
+fn an_action_result_settles_once_on_disk_and_before_its_file_is_deleted_and_warnings_never_do() {
+    let d = tempfile::tempdir().unwrap();
+    let slow = Options { fsync_delay: Duration::from_millis(200), ..Options::default() };
+    let (s, _) = Spool::open_with(d.path(), slow).unwrap();
+    let seen = settle_log(&s, d.path());
+    s.push(&warning("w-1"));
+    s.push(&json!({"from":"device","act":"action_result","act_id":"r-1"}));
+    // Acknowledged as soon as it is on disk: its delete is queued behind the settle.
+    while s.durability("r-1") != Some(Durability::OnDisk) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(s.ack("r-1").is_some());
+    assert!(s.settle(SETTLE));
+    assert_eq!(*seen.lock().unwrap(), [("r-1".to_string(), true)]);
+    assert_eq!(ids(&Spool::open(d.path()).unwrap().0), ["w-1"]);
+}
+
+#[test]
+fn an_action_result_held_in_memory_settles_when_acknowledged_or_written_out() {
+    let d = tempfile::tempdir().unwrap();
+    let (s, _) = Spool::open(d.path()).unwrap();
+    let seen = settle_log(&s, d.path());
+    let spool = d.path().join("spool");
+    fs::remove_dir(&spool).unwrap();
+    fs::write(&spool, "").unwrap();
+    for id in ["r-1", "r-2"] {
+        let r = json!({"from":"device","act":"action_result","act_id":id});
+        assert_eq!(pushed(&s, &r), Durability::MemoryOnly);
+    }
+    assert!(seen.lock().unwrap().is_empty(), "not settled while only in memory");
+    assert!(s.ack("r-1").is_some());
+    assert!(s.settle(SETTLE));
+    assert_eq!(seen.lock().unwrap().len(), 1, "acknowledged: settled");
+    fs::remove_file(&spool).unwrap();
+    s.catch_up();
+    assert!(s.settle(SETTLE));
+    assert_eq!(*seen.lock().unwrap(), [("r-1".to_string(), false), ("r-2".to_string(), true)]);
+}
