@@ -39,8 +39,10 @@ mod storage;
 pub use storage::write_durably;
 use storage::*;
 
-/// The largest spool file read back: a warning is a few hundred bytes.
-pub const ENTRY_CAP: u64 = 256 << 10;
+/// The largest spool file read back. A warning is a few hundred bytes, but an action
+/// result carries up to 64 KiB of each output stream, and JSON writes a control byte as
+/// `\u00XX`: six bytes each, so 2 × 64 KiB × 6 plus the envelope must fit.
+pub const ENTRY_CAP: u64 = 1 << 20;
 
 /// What an outbox message is; its `act` on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -49,6 +49,22 @@ fn action_results_are_outbox_messages_too() {
 }
 
 #[test]
+fn an_action_result_with_two_full_streams_of_control_bytes_is_read_back_after_a_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let (s, _) = Spool::open(d.path()).unwrap();
+    // 64 KiB of \x01 per stream (the actions' cap): each byte is six in the JSON text.
+    let out = "\u{1}".repeat(64 << 10);
+    let result = json!({"from":"device","act":"action_result","act_id":"r-big",
+                        "data": {"stdout": out, "stderr": out, "truncated": true}});
+    assert!(result.to_string().len() > 700 << 10);
+    assert_eq!(pushed(&s, &result), Durability::OnDisk);
+    drop(s);
+    let (s, problems) = Spool::open(d.path()).unwrap();
+    assert!(problems.is_empty(), "moved aside: {problems:?}");
+    assert_eq!(ids(&s), ["r-big"]);
+}
+
+#[test]
 fn an_ack_deletes_exactly_that_warning() {
     let d = tempfile::tempdir().unwrap();
     let (s, _) = Spool::open(d.path()).unwrap();
