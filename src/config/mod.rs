@@ -4,7 +4,7 @@
 //! the file, the line, the full key (`gateway.max_message_bytes`) and the fix. Unknown keys are
 //! refused with a "did you mean" hint: a typo in a fleet config must not pass silently.
 
-pub mod duration;
+pub(crate) mod duration;
 pub(crate) mod error;
 mod read;
 mod render;

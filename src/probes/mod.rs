@@ -4,16 +4,16 @@
 //! one field `None` (JSON `null`), never a guess.
 
 mod answers;
-pub mod board;
-pub mod counters;
+pub(crate) mod board;
+pub(crate) mod counters;
 pub mod disks;
-pub mod fans;
+pub(crate) mod fans;
 pub mod gpu;
 pub mod mounts;
 pub mod network;
-pub mod sensors;
+pub(crate) mod sensors;
 pub mod smart;
-pub mod system;
+pub(crate) mod system;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! worker thread; probes that may take seconds (smartctl over many disks) get their own, so
 //! a slow one never delays a fast one, and neither ever delays a heartbeat.
 
-pub mod workers;
+pub(crate) mod workers;
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
