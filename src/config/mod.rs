@@ -21,13 +21,13 @@ use crate::config::duration::format_duration;
 use crate::config::section::{Doc, Section};
 pub use error::ConfigError;
 use read::*;
+pub use resolve::Parsed;
 use resolve::*;
-pub use resolve::{CONFIG_CAP, Parsed, TOKEN_CAP};
 pub use structs::*;
 
 /// The gateway host of the example config (systemd/rig-agent.toml), refused as a
 /// placeholder like its `hardware_id = "CHANGE-ME"`.
-pub const EXAMPLE_HOST: &str = "gateway.example.com";
+pub(crate) const EXAMPLE_HOST: &str = "gateway.example.com";
 
 /// Where `rig-agent` looks when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/rig-agent/rig-agent.toml";

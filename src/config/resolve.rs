@@ -40,10 +40,10 @@ pub(super) enum StateDir {
 
 /// The largest token file read: tokens are short; this only stops a wrong file (a log, an
 /// image) from being held in memory whole.
-pub const TOKEN_CAP: u64 = 64 << 10;
+pub(crate) const TOKEN_CAP: u64 = 64 << 10;
 
 /// The largest config file read.
-pub const CONFIG_CAP: u64 = 1 << 20;
+pub(crate) const CONFIG_CAP: u64 = 1 << 20;
 
 fn read_token_file(s: &Spot, file: &Path) -> Result<Token, ConfigError> {
     let contents = bounded_read::read(file, TOKEN_CAP, Links::Follow).map_err(|e| {

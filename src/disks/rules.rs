@@ -119,7 +119,7 @@ pub fn evaluate(inv: &mut Inventory, seen: &[Seen], ioerr_threshold: u64) -> Vec
 /// Adds `io_errors` for the disks with an open kernel error storm (disk, first kernel
 /// line, lines seen), unless the scan already found `io_errors` for that disk: one
 /// condition per disk and reason.
-pub fn add_kernel_io_errors(conditions: &mut Vec<Condition>, storms: &[(String, String, u64)]) {
+pub(crate) fn add_kernel_io_errors(conditions: &mut Vec<Condition>, storms: &[(String, String, u64)]) {
     for (disk, line, _) in storms {
         if !conditions.iter().any(|c| &c.disk == disk && c.reason == Reason::IoErrors) {
             conditions.push(Condition {
@@ -135,7 +135,7 @@ pub fn add_kernel_io_errors(conditions: &mut Vec<Condition>, storms: &[(String, 
 /// Returns the conditions that open a new episode (each needs a warning) and the episodes
 /// that ended because their condition cleared. Episodes of conditions that still hold are
 /// left as they are, so a failure is reported once, not once per scan.
-pub fn reconcile(episodes: &mut Vec<Episode>, conditions: &[Condition]) -> (Vec<Condition>, Vec<Episode>) {
+pub(crate) fn reconcile(episodes: &mut Vec<Episode>, conditions: &[Condition]) -> (Vec<Condition>, Vec<Episode>) {
     let holds = |e: &Episode| conditions.iter().any(|c| c.disk == e.disk && c.reason == e.reason);
     let (kept, closed): (Vec<Episode>, Vec<Episode>) = episodes.drain(..).partition(|e| holds(e));
     *episodes = kept;

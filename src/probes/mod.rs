@@ -41,20 +41,20 @@ impl Roots {
     }
 
     /// `path` (absolute, as the kernel names it) under `rootfs`.
-    pub fn in_rootfs(&self, path: &str) -> PathBuf {
+    pub(crate) fn in_rootfs(&self, path: &str) -> PathBuf {
         self.rootfs.join(path.trim_start_matches('/'))
     }
 }
 
 /// A sysfs/procfs attribute, trimmed; `None` when missing, unreadable or empty.
-pub fn read_attr(path: &Path) -> Option<String> {
+pub(crate) fn read_attr(path: &Path) -> Option<String> {
     let text = fs::read_to_string(path).ok()?;
     let t = text.trim();
     (!t.is_empty()).then(|| t.to_string())
 }
 
 /// The first of `candidates` (relative to `dir`) that reads as a non-empty attribute.
-pub fn first_attr(dir: &Path, candidates: &[&str]) -> Option<String> {
+pub(crate) fn first_attr(dir: &Path, candidates: &[&str]) -> Option<String> {
     candidates.iter().find_map(|c| read_attr(&dir.join(c)))
 }
 

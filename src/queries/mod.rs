@@ -22,7 +22,7 @@ pub enum Lane {
     Slow = 1,
 }
 
-pub const LANES: [Lane; 2] = [Lane::Fast, Lane::Slow];
+pub(crate) const LANES: [Lane; 2] = [Lane::Fast, Lane::Slow];
 
 /// The acts of [`Catalogue::standard`], sorted, for `--help` (which has no config to build the
 /// catalogue from). A test keeps the two the same.
