@@ -82,39 +82,7 @@ pub(super) fn read_gateway(s: &mut Section) -> Result<ParsedGateway, ConfigError
         "subprotocol",
     ])?;
     let allow_plaintext = s.bool_or("allow_plaintext", false)?;
-    let Some(raw_urls) = s.str_list("urls")? else {
-        return Err(s.err_missing("urls", "no gateway URL", "add urls = [\"wss://gateway.example.com/ws\"]"));
-    };
-    if raw_urls.is_empty() {
-        return Err(s.err_at(
-            "urls",
-            "is empty",
-            "list at least one URL, e.g. urls = [\"wss://gateway.example.com/ws\"]",
-        ));
-    }
-    let mut urls = Vec::new();
-    for raw in &raw_urls {
-        let url = GatewayUrl::parse(raw).map_err(|why| {
-            s.err_at("urls", &format!("\"{raw}\" is not a usable URL: {why}"), "write it as wss://host[:port]/path")
-        })?;
-        // The example config's placeholder: left in place, the agent would retry a host that
-        // does not exist for ever, and `check` would have said the config is fine.
-        if url.host() == EXAMPLE_HOST {
-            return Err(s.err_at(
-                "urls",
-                &format!("\"{raw}\" is still the example's placeholder"),
-                "set the URL of your farm's gateway",
-            ));
-        }
-        if !url.is_tls() && !allow_plaintext {
-            return Err(s.err_at(
-                "urls",
-                &format!("\"{raw}\" is plain-text ws:// and allow_plaintext is not set"),
-                "use wss://, or set gateway.allow_plaintext = true (labs only: the token travels in clear)",
-            ));
-        }
-        urls.push(url);
-    }
+    let urls = read_urls(s, allow_plaintext)?;
     let ca_file = s.path("ca_file")?;
     let client_cert = s.path("client_cert")?;
     let client_key = s.path("client_key")?;
@@ -158,6 +126,45 @@ pub(super) fn read_gateway(s: &mut Section) -> Result<ParsedGateway, ConfigError
         max_message_bytes: max_message_bytes as usize,
         subprotocol: s.str("subprotocol")?,
     })
+}
+
+/// `gateway.urls`: at least one, parsed, not the example's placeholder, `wss://` unless
+/// `allow_plaintext`.
+fn read_urls(s: &Section, allow_plaintext: bool) -> Result<Vec<GatewayUrl>, ConfigError> {
+    let Some(raw_urls) = s.str_list("urls")? else {
+        return Err(s.err_missing("urls", "no gateway URL", "add urls = [\"wss://gateway.example.com/ws\"]"));
+    };
+    if raw_urls.is_empty() {
+        return Err(s.err_at(
+            "urls",
+            "is empty",
+            "list at least one URL, e.g. urls = [\"wss://gateway.example.com/ws\"]",
+        ));
+    }
+    let mut urls = Vec::new();
+    for raw in &raw_urls {
+        let url = GatewayUrl::parse(raw).map_err(|why| {
+            s.err_at("urls", &format!("\"{raw}\" is not a usable URL: {why}"), "write it as wss://host[:port]/path")
+        })?;
+        // The example config's placeholder: left in place, the agent would retry a host that
+        // does not exist for ever, and `check` would have said the config is fine.
+        if url.host() == EXAMPLE_HOST {
+            return Err(s.err_at(
+                "urls",
+                &format!("\"{raw}\" is still the example's placeholder"),
+                "set the URL of your farm's gateway",
+            ));
+        }
+        if !url.is_tls() && !allow_plaintext {
+            return Err(s.err_at(
+                "urls",
+                &format!("\"{raw}\" is plain-text ws:// and allow_plaintext is not set"),
+                "use wss://, or set gateway.allow_plaintext = true (labs only: the token travels in clear)",
+            ));
+        }
+        urls.push(url);
+    }
+    Ok(urls)
 }
 
 pub(super) fn read_heartbeat(s: &mut Section) -> Result<HeartbeatConfig, ConfigError> {
