@@ -88,7 +88,8 @@ fn measure(disks: usize, scans: usize) -> (Duration, Duration, f64) {
         root.join("proc").display().to_string(),
         root.display().to_string()
     );
-    let cfg = Config::parse(&dir.path().join("rig-agent.toml"), &text).unwrap();
+    let cfg =
+        Config::parse(&dir.path().join("rig-agent.toml"), &text).and_then(rig_agent::config::Parsed::resolve).unwrap();
     let (spool, _) = Spool::open(&cfg.paths.state_dir).unwrap();
     let shared = Shared {
         ids: Arc::new(ActIds::new()),

@@ -22,7 +22,8 @@ impl Backoff {
         (self.initial, self.max) = (initial, max);
     }
 
-    /// Consecutive failures since the last reset.
+    /// Consecutive failures since the last reset (the tests' view).
+    #[cfg(test)]
     pub fn failures(&self) -> u32 {
         self.failures
     }

@@ -7,19 +7,19 @@
 
 pub mod actions;
 mod agent;
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod config;
 pub mod disks;
 pub mod events;
 pub mod logging;
-pub mod net;
+pub(crate) mod net;
 pub mod os;
 pub mod outbox;
 pub mod privileged;
 pub mod probes;
 pub mod protocol;
 pub mod queries;
-pub mod runner;
+pub(crate) mod runner;
 pub mod session;
 pub mod status;
 

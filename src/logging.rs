@@ -48,7 +48,7 @@ const KNOWN_TARGETS: &[&str] = &["rig_agent", "tungstenite", "rustls", "sysinfo"
 /// a level env_logger does not know (`rig_agent=loud`), or a bare word that is neither a
 /// level nor a target of the agent (`warning`, `err`, `4`: journalctl's words). Returns the
 /// spec to hand to env_logger and one phrase per directive left out.
-pub fn check_spec(spec: &str) -> (String, Vec<String>) {
+pub(crate) fn check_spec(spec: &str) -> (String, Vec<String>) {
     let (directives, text_filter) = match spec.split_once('/') {
         Some((d, f)) => (d, Some(f)),
         None => (spec, None),
@@ -126,11 +126,11 @@ impl log::Log for Logger {
 /// logged whatever `RUST_LOG` asks: at trace it logs every frame it writes (the login frame
 /// holds the token), and at debug it prints what the gateway sent (`Received close frame:
 /// Some(...)`) unescaped and unbounded. The agent's own debug lines say what happened.
-pub fn from_websocket_internals(target: &str, level: Level) -> bool {
+pub(crate) fn from_websocket_internals(target: &str, level: Level) -> bool {
     level >= Level::Debug && target.starts_with("tungstenite")
 }
 
-pub fn syslog_priority(level: Level) -> u8 {
+pub(crate) fn syslog_priority(level: Level) -> u8 {
     match level {
         Level::Error => 3,
         Level::Warn => 4,
@@ -140,14 +140,14 @@ pub fn syslog_priority(level: Level) -> u8 {
 }
 
 /// `2026-11-25T08:51:56Z`, the timestamp of the log lines.
-pub fn utc_timestamp(t: SystemTime) -> String {
+pub(crate) fn utc_timestamp(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// Lets through the first `burst` events of each `window`, then counts the rest and reports
 /// the count with the next line that is let through.
 #[derive(Debug)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     window: Duration,
     burst: u32,
     window_start: Option<Instant>,
@@ -162,7 +162,7 @@ impl Throttle {
 
     /// `Some(n)` when this event should be logged, `n` being how many were suppressed
     /// before it; `None` when it should be counted silently.
-    pub fn admit(&mut self, now: Instant) -> Option<u64> {
+    pub(crate) fn admit(&mut self, now: Instant) -> Option<u64> {
         let start = *self.window_start.get_or_insert(now);
         if now.duration_since(start) >= self.window {
             self.window_start = Some(now);

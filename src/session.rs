@@ -138,16 +138,16 @@ impl Session {
         }
     }
 
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         matches!(self.phase, Phase::Up { .. })
     }
 
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
     }
 
     /// Any frame (text, binary, ping, pong) proves the connection alive.
-    pub fn on_frame(&mut self, now: Instant) {
+    pub(crate) fn on_frame(&mut self, now: Instant) {
         self.last_frame = self.last_frame.max(now);
     }
 
@@ -259,7 +259,7 @@ impl Session {
     }
 
     /// When `on_tick` next has something to do; the runner sleeps until then at most.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let dead_at = self.last_frame + self.cfg.heartbeat_timeout;
         match &self.phase {
             Phase::Closed => None,

@@ -26,7 +26,7 @@ struct Link {
     actions: Vec<String>,
 }
 
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
@@ -52,27 +52,27 @@ impl AgentStatus {
         self.link.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn logged_in(&self, url: &str) {
+    pub(crate) fn logged_in(&self, url: &str) {
         let mut l = self.link();
         l.connected_at = Some(unix_now());
         l.gateway_url = Some(url.to_string());
         l.logins += 1;
     }
 
-    pub fn disconnected(&self) {
+    pub(crate) fn disconnected(&self) {
         self.link().connected_at = None;
     }
 
-    pub fn set_warnings_pending(&self, n: u64) {
+    pub(crate) fn set_warnings_pending(&self, n: u64) {
         self.link().warnings_pending = n;
     }
 
     /// Where `get_agent_info` reads which event sources are live.
-    pub fn set_event_sources(&self, s: std::sync::Arc<crate::events::SourcesStatus>) {
+    pub(crate) fn set_event_sources(&self, s: std::sync::Arc<crate::events::SourcesStatus>) {
         *self.event_sources.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
     }
 
-    pub fn set_actions(&self, names: Vec<String>) {
+    pub(crate) fn set_actions(&self, names: Vec<String>) {
         self.link().actions = names;
     }
 

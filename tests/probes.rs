@@ -49,7 +49,9 @@ fn config(dir: &Path, root: Option<&Path>, disks_extra: &str) -> Config {
          [disks]\n{disks_extra}\n[paths]\nstate_dir = {:?}\n{paths}",
         dir.join("state").display().to_string()
     );
-    Config::parse(&dir.join("rig-agent.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
+    Config::parse(&dir.join("rig-agent.toml"), &text)
+        .and_then(rig_agent::config::Parsed::resolve)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn fixture_probes(dir: &Path) -> Probes {

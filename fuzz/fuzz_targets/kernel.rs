@@ -7,7 +7,8 @@ use libfuzzer_sys::fuzz_target;
 use rig_agent::events::attribution::disk_of_partition_name;
 use rig_agent::events::kernel_error::{self, Subject};
 use rig_agent::events::kmsg_record::{self, MAX_MESSAGE, Splitter};
-use rig_agent::events::{QUOTE_CHARS, escape_capped, uevent};
+use rig_agent::events::{QUOTE_CHARS, uevent};
+use rig_agent::protocol::escape::escape_to;
 
 fuzz_target!(|data: &[u8]| {
     let mut s = Splitter::default();
@@ -16,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     records.extend(kmsg_record::parse(&String::from_utf8_lossy(data)));
     for r in records {
         assert!(r.message.len() <= MAX_MESSAGE);
-        let quoted = escape_capped(&r.message, QUOTE_CHARS);
+        let quoted = escape_to(&r.message, QUOTE_CHARS);
         assert!(quoted.chars().filter(|c| c.is_control()).count() == 0);
         if let Some(e) = kernel_error::recognise(&r.message) {
             let (Subject::Block(n) | Subject::NvmeController(n) | Subject::AtaPort(n) | Subject::ScsiAddress(n)) =

@@ -1,26 +1,13 @@
-//! One run of an action's command: no shell, a cleared environment, stdin from /dev/null,
-//! its own process group, output tails capped, and a deadline after which the whole group
-//! is killed. Self-contained so that it can later be shared with the smartctl runner.
-//!
-//! The output is read with poll(2) on non-blocking pipes by the calling thread, never by
-//! helper threads: when the command ends but a grandchild it left behind still holds the
-//! pipes, we stop reading after [`DRAIN_GRACE`] and close our ends, and nothing of ours is
-//! left waiting on that grandchild.
+//! One run of an action's command: no shell, the environment cleared but for PATH and LANG,
+//! no capabilities, stdin from /dev/null, its own process group killed at the deadline,
+//! output tails capped. The runner is [`crate::os::child`]'s (shared with smartctl and
+//! nvidia-smi); this adds the action's argv and the exit code / signal split of its result.
 
-use std::io::{ErrorKind, Read};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+use std::time::Duration;
 
-use rustix::event::{PollFd, PollFlags, Timespec, poll};
-use rustix::process::{Pid, Signal, kill_process_group};
-
-/// How long output is still read after the command ended (or was killed), for what is left
-/// in the pipes; a grandchild that keeps them open does not hold us longer than this.
-pub const DRAIN_GRACE: Duration = Duration::from_millis(200);
-
-/// Environment variables passed on from the agent; everything else is cleared.
-const KEPT_ENV: [&str; 2] = ["PATH", "LANG"];
+use crate::os::child::{self, Env, Options};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -49,66 +36,8 @@ pub struct Outcome {
 pub enum SpawnError {
     #[error("empty command")]
     Empty,
-    #[error("cannot start {program}: {source}")]
-    Spawn { program: String, source: std::io::Error },
-}
-
-/// The last `cap` bytes written to it.
-#[derive(Debug, Default)]
-struct Tail {
-    buf: Vec<u8>,
-    cap: usize,
-    dropped: bool,
-}
-
-impl Tail {
-    fn new(cap: usize) -> Tail {
-        Tail { buf: Vec::new(), cap, dropped: false }
-    }
-
-    fn push(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
-        // Trim only when twice over, so a chatty command costs amortised O(1) per byte.
-        if self.buf.len() > self.cap.saturating_mul(2).max(4096) {
-            self.trim();
-        }
-    }
-
-    fn trim(&mut self) {
-        if self.buf.len() > self.cap {
-            let cut = self.buf.len() - self.cap;
-            self.buf.drain(..cut);
-            self.dropped = true;
-        }
-    }
-
-    fn finish(mut self) -> (Vec<u8>, bool) {
-        self.trim();
-        (self.buf, self.dropped)
-    }
-}
-
-/// A pipe we still read from.
-struct Stream<R> {
-    pipe: Option<R>,
-    tail: Tail,
-}
-
-impl<R: Read + std::os::fd::AsFd> Stream<R> {
-    /// Reads what is there without blocking; closes the pipe at EOF or on an error.
-    fn read_available(&mut self) {
-        let Some(pipe) = self.pipe.as_mut() else { return };
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match pipe.read(&mut buf) {
-                Ok(0) => break self.pipe = None,
-                Ok(n) => self.tail.push(&buf[..n]),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => break self.pipe = None,
-            }
-        }
-    }
+    #[error(transparent)]
+    Spawn(#[from] child::SpawnError),
 }
 
 /// Runs `argv` to its end or its timeout. `argv[0]` is executed as given (the config
@@ -116,96 +45,25 @@ impl<R: Read + std::os::fd::AsFd> Stream<R> {
 pub fn run(argv: &[String], limits: &Limits) -> Result<Outcome, SpawnError> {
     let (program, args) = argv.split_first().ok_or(SpawnError::Empty)?;
     let mut cmd = Command::new(program);
-    cmd.args(args).env_clear().stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    for key in KEPT_ENV {
-        if let Some(v) = std::env::var_os(key) {
-            cmd.env(key, v);
-        }
-    }
-    // Its own process group, so that the timeout kills whatever it started too.
-    cmd.process_group(0);
-    let started = Instant::now();
-    let mut child = cmd.spawn().map_err(|source| SpawnError::Spawn { program: program.clone(), source })?;
-    let mut out = Stream { pipe: child.stdout.take(), tail: Tail::new(limits.max_output) };
-    let mut err = Stream { pipe: child.stderr.take(), tail: Tail::new(limits.max_output) };
-    set_nonblocking(&out.pipe, &err.pipe);
-    let deadline = started + limits.timeout;
-    let mut timed_out = false;
-    let status = loop {
-        wait_readable(&out, &err, deadline.min(Instant::now() + Duration::from_millis(50)));
-        out.read_available();
-        err.read_available();
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => {}
-            Err(_) => break kill_and_reap(&mut child),
-        }
-        if Instant::now() >= deadline {
-            timed_out = true;
-            break kill_and_reap(&mut child);
-        }
-    };
-    let duration = started.elapsed();
-    // What is still in the pipes, for a short while only.
-    let grace_end = Instant::now() + DRAIN_GRACE;
-    while (out.pipe.is_some() || err.pipe.is_some()) && Instant::now() < grace_end {
-        wait_readable(&out, &err, grace_end);
-        out.read_available();
-        err.read_available();
-    }
-    let (stdout, t1) = out.tail.finish();
-    let (stderr, t2) = err.tail.finish();
+    cmd.args(args);
+    let options = Options { env: Env::PathAndLang, drop_capabilities: true };
+    let o = child::run_with(cmd, limits.timeout, limits.max_output, options)?;
     Ok(Outcome {
-        exit_code: status.code(),
-        signal: status.signal(),
-        timed_out,
-        duration,
-        stdout,
-        stderr,
-        truncated: t1 || t2,
+        exit_code: o.status.and_then(|s| s.code()),
+        // Not reaped by the deadline (stuck in the kernel): it was sent our SIGKILL.
+        signal: o.status.map_or(o.timed_out.then_some(9), |s| s.signal()),
+        timed_out: o.timed_out,
+        duration: o.duration,
+        stdout: o.stdout,
+        stderr: o.stderr,
+        truncated: o.truncated,
     })
-}
-
-fn set_nonblocking(out: &Option<ChildStdout>, err: &Option<ChildStderr>) {
-    if let Some(p) = out {
-        let _ = rustix::io::ioctl_fionbio(p, true);
-    }
-    if let Some(p) = err {
-        let _ = rustix::io::ioctl_fionbio(p, true);
-    }
-}
-
-/// Sleeps until either open pipe has something (or is closed) or `until` passes.
-fn wait_readable(out: &Stream<ChildStdout>, err: &Stream<ChildStderr>, until: Instant) {
-    let left = until.saturating_duration_since(Instant::now());
-    let ts = Timespec { tv_sec: left.as_secs() as i64, tv_nsec: left.subsec_nanos().into() };
-    let mut fds = Vec::with_capacity(2);
-    if let Some(p) = &out.pipe {
-        fds.push(PollFd::new(p, PollFlags::IN));
-    }
-    if let Some(p) = &err.pipe {
-        fds.push(PollFd::new(p, PollFlags::IN));
-    }
-    if fds.is_empty() {
-        std::thread::sleep(left);
-        return;
-    }
-    let _ = poll(&mut fds, Some(&ts));
-}
-
-/// Kills the command's whole process group, then reaps the command. The group is killed
-/// before the reap, while its id cannot have been reused.
-fn kill_and_reap(child: &mut Child) -> std::process::ExitStatus {
-    if let Some(pid) = Pid::from_raw(child.id() as i32) {
-        let _ = kill_process_group(pid, Signal::KILL);
-    }
-    let _ = child.kill();
-    child.wait().unwrap_or_else(|_| std::process::ExitStatus::from_raw(9))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     fn sh(script: &str) -> Vec<String> {
         vec!["/bin/sh".into(), "-c".into(), script.into()]
@@ -263,6 +121,6 @@ mod tests {
 
     #[test]
     fn a_missing_program_is_a_spawn_error() {
-        assert!(matches!(run(&["/nonexistent/x".into()], &limits(100)), Err(SpawnError::Spawn { .. })));
+        assert!(matches!(run(&["/nonexistent/x".into()], &limits(100)), Err(SpawnError::Spawn(_))));
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::config::duration::format_duration;
 use crate::config::error::ConfigError;
-use crate::config::section::Section;
+use crate::config::section::{Section, Spot};
 
 /// Longest action name; names are `[A-Za-z0-9_-]`, so they are safe in logs and file names.
 pub const MAX_NAME_LEN: usize = 64;
@@ -127,23 +127,8 @@ fn read_action(s: &mut Section) -> Result<ActionSpec, ConfigError> {
             &format!("write the full path, e.g. {example}"),
         ));
     }
-    match fs::metadata(path) {
-        Err(e) => {
-            return Err(s.err_at(
-                "command",
-                &format!("{program} cannot be used ({e})"),
-                "install it or correct the path",
-            ));
-        }
-        Ok(m) if !m.is_file() || m.permissions().mode() & 0o111 == 0 => {
-            return Err(s.err_at(
-                "command",
-                &format!("{program} is not an executable file"),
-                &format!("chmod +x {program}, or point at the program itself"),
-            ));
-        }
-        Ok(_) => {}
-    }
+    // Whether it exists and is executable is checked by the config's resolve step
+    // (`check_command`), so that this reader stays pure.
     let timeout = s.duration_or("timeout", DEFAULT_TIMEOUT, MIN_TIMEOUT, Duration::MAX)?; // capped below, with its own words
     if timeout > MAX_TIMEOUT {
         return Err(s.err_at(
@@ -161,4 +146,17 @@ fn read_action(s: &mut Section) -> Result<ActionSpec, ConfigError> {
         ));
     }
     Ok(ActionSpec { command, timeout, min_interval })
+}
+
+/// The resolve step's check of `command[0]` (an absolute path, per `read_action`): it must
+/// exist and be executable, or the first run would fail where only the log shows it.
+pub(crate) fn check_command(program: &str, at: &Spot) -> Result<(), ConfigError> {
+    match fs::metadata(program) {
+        Err(e) => Err(at.err(&format!("{program} cannot be used ({e})"), "install it or correct the path")),
+        Ok(m) if !m.is_file() || m.permissions().mode() & 0o111 == 0 => Err(at.err(
+            &format!("{program} is not an executable file"),
+            &format!("chmod +x {program}, or point at the program itself"),
+        )),
+        Ok(_) => Ok(()),
+    }
 }

@@ -89,7 +89,7 @@ impl RunCtx {
         let in_flight = self.in_flight.take();
         let r = &self.run;
         let finished = FinishGuard { name: &r.name, running: &self.running };
-        drop_capabilities();
+        crate::os::child::drop_thread_capabilities();
         if let Err(e) = self.journal.record_start(&r.name, r.started_at_ms) {
             warn!("action {}: cannot record its start time ({e}); min_interval will not survive a restart", r.name);
         }
@@ -220,25 +220,6 @@ pub(super) fn recover(journal: &Journal, spool: &Spool, id: &Identity) {
             warn!("cannot remove the marker of run {} ({e}); it will be looked at again", escape(&rec.run_id, 64));
         }
     }
-}
-
-/// The agent's capabilities (CAP_SYS_RAWIO and CAP_SYS_ADMIN, ambient, for smartctl) are
-/// per thread: this run's thread drops them all before starting the command, so an action
-/// runs with the rig-agent user's rights and nothing more.
-pub(super) fn drop_capabilities() {
-    use rustix::thread::{CapabilitySet, CapabilitySets, clear_ambient_capability_set, set_capabilities};
-    let _ = clear_ambient_capability_set();
-    let none = CapabilitySets {
-        effective: CapabilitySet::empty(),
-        permitted: CapabilitySet::empty(),
-        inheritable: CapabilitySet::empty(),
-    };
-    if rustix::process::geteuid().is_root() {
-        // Root gets every capability back at exec anyway; keeping ours lets the state
-        // directory stay writable whatever its owner (tests, containers).
-        return;
-    }
-    let _ = set_capabilities(None, none);
 }
 
 /// Outside text for a log line: the agent's one escaping function, at this cap.

@@ -4,7 +4,7 @@
 //! the file, the line, the full key (`gateway.max_message_bytes`) and the fix. Unknown keys are
 //! refused with a "did you mean" hint: a typo in a fleet config must not pass silently.
 
-pub mod duration;
+pub(crate) mod duration;
 pub(crate) mod error;
 mod read;
 mod render;
@@ -21,13 +21,13 @@ use crate::config::duration::format_duration;
 use crate::config::section::{Doc, Section};
 pub use error::ConfigError;
 use read::*;
+pub use resolve::Parsed;
 use resolve::*;
-pub use resolve::{CONFIG_CAP, TOKEN_CAP};
 pub use structs::*;
 
 /// The gateway host of the example config (systemd/rig-agent.toml), refused as a
 /// placeholder like its `hardware_id = "CHANGE-ME"`.
-pub const EXAMPLE_HOST: &str = "gateway.example.com";
+pub(crate) const EXAMPLE_HOST: &str = "gateway.example.com";
 
 /// Where `rig-agent` looks when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/rig-agent/rig-agent.toml";
@@ -37,7 +37,7 @@ impl Config {
     /// TLS material and the state directory (created if missing).
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
         let src = read_config(file)?;
-        Config::parse_as(file, &src, StateDir::Create)
+        Config::parse(file, &src)?.resolve_as(StateDir::Create)
     }
 
     /// As [`Config::load`], for `rig-agent check`: nothing is created. A missing `state_dir`
@@ -45,23 +45,21 @@ impl Config {
     /// [`Config::render`].
     pub fn load_for_check(file: &Path) -> Result<Config, ConfigError> {
         let src = read_config(file)?;
-        Config::parse_as(file, &src, StateDir::Inspect)
+        Config::parse(file, &src)?.resolve_as(StateDir::Inspect)
     }
 
     /// As [`Config::load`], for `rig-agent privileged`: the state directory is neither
     /// created nor checked (that half never writes it, and its sandbox has it read-only).
     pub fn load_for_privileged(file: &Path) -> Result<Config, ConfigError> {
         let src = read_config(file)?;
-        Config::parse_as(file, &src, StateDir::Ignore)
+        Config::parse(file, &src)?.resolve_as(StateDir::Ignore)
     }
 
-    /// As [`Config::load`], from text already read; `file` is used in messages and to resolve
-    /// relative paths.
-    pub fn parse(file: &Path, src: &str) -> Result<Config, ConfigError> {
-        Config::parse_as(file, src, StateDir::Create)
-    }
-
-    fn parse_as(file: &Path, src: &str, state_dir: StateDir) -> Result<Config, ConfigError> {
+    /// The text `src` of the config file `file`, validated, with nothing read from the file
+    /// system (no token, no PEM file, no state directory): any refusal names `file`, the line,
+    /// the key and the fix. `file` also anchors relative paths. [`Parsed::resolve`] then
+    /// reads what the keys point at.
+    pub fn parse(file: &Path, src: &str) -> Result<Parsed, ConfigError> {
         let doc = Doc { file, src };
         let root = DeTable::parse(src).map_err(|e| doc.syntax_error(&e))?;
         let mut top = Section::root(&doc, root.get_ref());
@@ -77,11 +75,18 @@ impl Config {
             "actions",
         ])?;
 
-        let device = read_device(&mut top.table("device")?)?;
-        let gateway = read_gateway(&mut top.table("gateway")?)?;
+        let mut section = top.table("device")?;
+        let device = read_device(&mut section)?;
+        let (token, token_file) = (section.spot("token"), section.spot("token_file"));
+        let mut section = top.table("gateway")?;
+        let gateway = read_gateway(&mut section)?;
+        let (ca_file, client_cert, client_key) =
+            (section.spot("ca_file"), section.spot("client_cert"), section.spot("client_key"));
         let heartbeat = read_heartbeat(&mut top.table("heartbeat")?)?;
         let reconnect = read_reconnect(&mut top.table("reconnect")?)?;
-        let disks = read_disks(&mut top.table("disks")?)?;
+        let mut section = top.table("disks")?;
+        let disks = read_disks(&mut section)?;
+        let smartctl = section.spot("smartctl");
         let warning = WarningConfig {
             resend_after: top.table("warning")?.deny(&["resend_after"])?.duration_or(
                 "resend_after",
@@ -90,12 +95,17 @@ impl Config {
                 DAY,
             )?,
         };
-        let paths = read_paths(&mut top.table("paths")?, state_dir)?;
+        let mut section = top.table("paths")?;
+        let paths = read_paths(&mut section)?;
+        let state_dir = section.spot("state_dir");
         let probes = read_probes(&mut top.table("probes")?)?;
 
-        let actions = crate::actions::config::read_actions(&mut top.table("actions")?)?;
+        let mut section = top.table("actions")?;
+        let actions = crate::actions::config::read_actions(&mut section)?;
+        let commands =
+            actions.actions.keys().map(|name| Ok(section.table(name)?.spot("command"))).collect::<Result<_, _>>()?;
 
-        Ok(Config {
+        Ok(Parsed {
             file: file.to_path_buf(),
             device,
             gateway,
@@ -106,6 +116,7 @@ impl Config {
             paths,
             probes,
             actions,
+            spots: Spots { token, token_file, ca_file, client_cert, client_key, state_dir, smartctl, commands },
         })
     }
 }

@@ -1,15 +1,12 @@
 //! The pure readers of the config's sections: text already parsed into spanned TOML in,
-//! validated values out. The device section also reads the token (see `resolve`).
+//! validated values out. Nothing here touches the file system: what the keys point at (the
+//! token file, the PEM files, the state directory, the programs) is read by `resolve`.
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::section::Section;
 use crate::config::*;
-use crate::net::tls;
 use crate::net::url::GatewayUrl;
 
 // Largest values of the duration keys: far beyond any sane setting, and small enough that
@@ -18,7 +15,7 @@ pub(super) const TEN_MINUTES: Duration = Duration::from_secs(600);
 pub(super) const HOUR: Duration = Duration::from_secs(3600);
 pub(super) const DAY: Duration = Duration::from_secs(86_400);
 
-pub(super) fn read_device(s: &mut Section) -> Result<DeviceConfig, ConfigError> {
+pub(super) fn read_device(s: &mut Section) -> Result<ParsedDevice, ConfigError> {
     s.deny(&["hardware_id", "name", "token", "token_file"])?;
     let hardware_id = s.required_str("hardware_id", "hardware_id = \"rig-0042\"")?;
     if hardware_id.trim().is_empty() {
@@ -55,24 +52,10 @@ pub(super) fn read_device(s: &mut Section) -> Result<DeviceConfig, ConfigError> 
             if t.trim().is_empty() {
                 return Err(s.err_at("token", "is empty", "set the rig's token"));
             }
-            // The same rule as for token_file: a secret readable by every local user is
-            // refused. (Group-readable is fine here: the package's config is root:rig-agent 0640.)
-            if let Ok(meta) = fs::metadata(s.file()) {
-                let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o007 != 0 {
-                    return Err(s.err_at(
-                        "token",
-                        &format!(
-                            "the token is inline and {} is readable by others (mode {mode:04o})",
-                            s.file().display()
-                        ),
-                        &format!("chmod o-rwx {}, or move the token to a token_file of mode 0600", s.file().display()),
-                    ));
-                }
-            }
-            (Token(t.trim().to_string()), None)
+            // Whether the config file itself is readable by others is `resolve`'s to check.
+            (Some(Token(t.trim().to_string())), None)
         }
-        (None, Some(f)) => (read_token_file(s, &f)?, Some(f)),
+        (None, Some(f)) => (None, Some(f)),
     };
     // The example config ships this placeholder; a fleet of rigs all called CHANGE-ME would
     // overwrite each other at the gateway.
@@ -83,10 +66,10 @@ pub(super) fn read_device(s: &mut Section) -> Result<DeviceConfig, ConfigError> 
             "set it to the rig's id as the gateway knows it",
         ));
     }
-    Ok(DeviceConfig { hardware_id, name, token, token_file })
+    Ok(ParsedDevice { hardware_id, name, token, token_file })
 }
 
-pub(super) fn read_gateway(s: &mut Section) -> Result<GatewayConfig, ConfigError> {
+pub(super) fn read_gateway(s: &mut Section) -> Result<ParsedGateway, ConfigError> {
     s.deny(&[
         "urls",
         "ca_file",
@@ -99,6 +82,55 @@ pub(super) fn read_gateway(s: &mut Section) -> Result<GatewayConfig, ConfigError
         "subprotocol",
     ])?;
     let allow_plaintext = s.bool_or("allow_plaintext", false)?;
+    let urls = read_urls(s, allow_plaintext)?;
+    let ca_file = s.path("ca_file")?;
+    let client_cert = s.path("client_cert")?;
+    let client_key = s.path("client_key")?;
+
+    match (&client_cert, &client_key) {
+        (Some(_), None) => {
+            return Err(s.err_missing(
+                "client_key",
+                "client_cert is set without client_key",
+                "add client_key = \"/etc/rig-agent/client.key\"",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(s.err_missing(
+                "client_cert",
+                "client_key is set without client_cert",
+                "add client_cert = \"/etc/rig-agent/client.pem\"",
+            ));
+        }
+        _ => {}
+    }
+    let max_message_bytes = s.int_or("max_message_bytes", 1 << 20, 1024, 1 << 30)?;
+    Ok(ParsedGateway {
+        urls,
+        ca_file,
+        client_cert,
+        client_key,
+        connect_timeout: s.duration_or(
+            "connect_timeout",
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            TEN_MINUTES,
+        )?,
+        login_timeout: s.duration_or(
+            "login_timeout",
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            TEN_MINUTES,
+        )?,
+        allow_plaintext,
+        max_message_bytes: max_message_bytes as usize,
+        subprotocol: s.str("subprotocol")?,
+    })
+}
+
+/// `gateway.urls`: at least one, parsed, not the example's placeholder, `wss://` unless
+/// `allow_plaintext`.
+fn read_urls(s: &Section, allow_plaintext: bool) -> Result<Vec<GatewayUrl>, ConfigError> {
     let Some(raw_urls) = s.str_list("urls")? else {
         return Err(s.err_missing("urls", "no gateway URL", "add urls = [\"wss://gateway.example.com/ws\"]"));
     };
@@ -132,75 +164,7 @@ pub(super) fn read_gateway(s: &mut Section) -> Result<GatewayConfig, ConfigError
         }
         urls.push(url);
     }
-    let ca_file = s.path("ca_file")?;
-    let client_cert = s.path("client_cert")?;
-    let client_key = s.path("client_key")?;
-
-    let roots = match &ca_file {
-        Some(f) => Some(tls::read_ca_file(f).map_err(|why| {
-            s.err_at("ca_file", &why.to_string(), "point it at a readable PEM file of CA certificates")
-        })?),
-        None => None,
-    };
-    let client_auth = match (&client_cert, &client_key) {
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(s.err_missing(
-                "client_key",
-                "client_cert is set without client_key",
-                "add client_key = \"/etc/rig-agent/client.key\"",
-            ));
-        }
-        (None, Some(_)) => {
-            return Err(s.err_missing(
-                "client_cert",
-                "client_key is set without client_cert",
-                "add client_cert = \"/etc/rig-agent/client.pem\"",
-            ));
-        }
-        (Some(c), Some(k)) => {
-            let chain = tls::read_cert_chain(c).map_err(|why| {
-                s.err_at("client_cert", &why.to_string(), "point it at a readable PEM certificate chain")
-            })?;
-            let key = tls::read_private_key(k).map_err(|why| {
-                s.err_at("client_key", &why.to_string(), "point it at a readable PEM private key (mode 0600)")
-            })?;
-            Some((chain, key))
-        }
-    };
-    let tls = tls::client_config(roots, client_auth).map_err(|why| {
-        s.err_at(
-            if ca_file.is_some() && client_cert.is_none() { "ca_file" } else { "client_key" },
-            &why.to_string(),
-            "check that the certificate and key belong together",
-        )
-    })?;
-
-    let max_message_bytes = s.int_or("max_message_bytes", 1 << 20, 1024, 1 << 30)?;
-    let tls_digest = digest_files(&[&ca_file, &client_cert, &client_key]);
-    Ok(GatewayConfig {
-        tls_digest,
-        urls,
-        ca_file,
-        client_cert,
-        client_key,
-        connect_timeout: s.duration_or(
-            "connect_timeout",
-            Duration::from_secs(10),
-            Duration::from_millis(10),
-            TEN_MINUTES,
-        )?,
-        login_timeout: s.duration_or(
-            "login_timeout",
-            Duration::from_secs(10),
-            Duration::from_millis(10),
-            TEN_MINUTES,
-        )?,
-        allow_plaintext,
-        max_message_bytes: max_message_bytes as usize,
-        subprotocol: s.str("subprotocol")?,
-        tls: Arc::new(tls),
-    })
+    Ok(urls)
 }
 
 pub(super) fn read_heartbeat(s: &mut Section) -> Result<HeartbeatConfig, ConfigError> {
@@ -256,19 +220,7 @@ pub(super) fn read_disks(s: &mut Section) -> Result<DisksConfig, ConfigError> {
         ));
     }
     let smartctl = s.str("smartctl")?.unwrap_or_else(|| "smartctl".into());
-    // A bare name is looked up on PATH when it runs (smartmontools is only recommended, and a
-    // missing one gives smart: null); a path is the operator's explicit choice and must work.
-    if smartctl.contains('/') {
-        let path = Path::new(&smartctl);
-        let executable = fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-        if !executable {
-            return Err(s.err_at(
-                "smartctl",
-                &format!("{smartctl} is not an executable file"),
-                "install smartmontools, correct the path, or set smartctl = \"\" to turn SMART off",
-            ));
-        }
-    }
+    // A path given here is checked to be executable by `resolve`.
     Ok(DisksConfig {
         scan_interval: s.duration_or("scan_interval", Duration::from_secs(60), Duration::from_millis(10), DAY)?,
         include,
@@ -303,5 +255,24 @@ pub(super) fn read_probes(s: &mut Section) -> Result<ProbesConfig, ConfigError> 
             Duration::from_millis(1),
             HOUR,
         )?,
+    })
+}
+
+/// The `[paths]` keys; the state directory is looked at (or created) by `resolve`.
+pub(super) fn read_paths(s: &mut Section) -> Result<PathsConfig, ConfigError> {
+    s.deny(&["state_dir", "sysfs", "procfs", "rootfs", "kmsg", "privileged_socket"])?;
+    Ok(PathsConfig {
+        state_dir: s.path("state_dir")?.unwrap_or_else(|| PathBuf::from("/var/lib/rig-agent")),
+        state_dir_problem: None,
+        state_dir_note: None,
+        sysfs: s.path("sysfs")?.unwrap_or_else(|| "/sys".into()),
+        procfs: s.path("procfs")?.unwrap_or_else(|| "/proc".into()),
+        rootfs: s.path("rootfs")?.unwrap_or_else(|| "/".into()),
+        kmsg: s.path("kmsg")?.unwrap_or_else(|| "/dev/kmsg".into()),
+        privileged_socket: match s.str("privileged_socket")?.as_deref() {
+            Some("") => None,
+            Some(_) => s.path("privileged_socket")?,
+            None => Some(crate::privileged::DEFAULT_SOCKET.into()),
+        },
     })
 }

@@ -6,7 +6,7 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use crate::config::section::Section;
+use crate::config::section::Spot;
 use crate::config::*;
 use crate::net::tls;
 use crate::os::bounded_read::{self, Links};
@@ -40,13 +40,12 @@ pub(super) enum StateDir {
 
 /// The largest token file read: tokens are short; this only stops a wrong file (a log, an
 /// image) from being held in memory whole.
-pub const TOKEN_CAP: u64 = 64 << 10;
+pub(crate) const TOKEN_CAP: u64 = 64 << 10;
 
 /// The largest config file read.
-pub const CONFIG_CAP: u64 = 1 << 20;
+pub(crate) const CONFIG_CAP: u64 = 1 << 20;
 
-pub(super) fn read_token_file(s: &Section, file: &Path) -> Result<Token, ConfigError> {
-    let key = "token_file";
+fn read_token_file(s: &Spot, file: &Path) -> Result<Token, ConfigError> {
     let contents = bounded_read::read(file, TOKEN_CAP, Links::Follow).map_err(|e| {
         let fix = match &e {
             _ if e.is_not_found() => "create the token file, or correct the path",
@@ -55,29 +54,28 @@ pub(super) fn read_token_file(s: &Section, file: &Path) -> Result<Token, ConfigE
             }
             _ => "make it readable by the agent's user",
         };
-        s.err_at(key, &e.to_string(), fix)
+        s.err(&e.to_string(), fix)
     })?;
     let mode = contents.mode & 0o777;
     if mode & 0o077 != 0 {
-        return Err(s.err_at(
-            key,
+        return Err(s.err(
             &format!("{} is readable by group or others (mode {mode:04o})", file.display()),
             &format!("chmod 600 {}", file.display()),
         ));
     }
-    let text = contents
-        .into_string(file)
-        .map_err(|e| s.err_at(key, &e.to_string(), "write the rig's token on its first line"))?;
+    let text =
+        contents.into_string(file).map_err(|e| s.err(&e.to_string(), "write the rig's token on its first line"))?;
     let token = text.lines().next().unwrap_or("").trim();
     if token.is_empty() {
-        return Err(s.err_at(key, &format!("{} is empty", file.display()), "write the rig's token on its first line"));
+        return Err(s.err(&format!("{} is empty", file.display()), "write the rig's token on its first line"));
     }
     Ok(Token(token.to_string()))
 }
 
-pub(super) fn read_paths(s: &mut Section, mode: StateDir) -> Result<PathsConfig, ConfigError> {
-    s.deny(&["state_dir", "sysfs", "procfs", "rootfs", "kmsg", "privileged_socket"])?;
-    let state_dir = s.path("state_dir")?.unwrap_or_else(|| PathBuf::from("/var/lib/rig-agent"));
+/// Looks at (or creates) the state directory `paths` names, and notes in `paths` a storage
+/// fault or that it does not exist yet.
+fn check_state_dir(s: &Spot, paths: &mut PathsConfig, mode: StateDir) -> Result<(), ConfigError> {
+    let state_dir = paths.state_dir.clone();
     // A read-only or full file system is a storage fault (an SD card that ext4 remounted
     // read-only), not a config mistake: refusing to start would lose exactly the disk
     // warnings that matter then. Anything else (permissions, a file in the way) is exit 78.
@@ -109,23 +107,20 @@ pub(super) fn read_paths(s: &mut Section, mode: StateDir) -> Result<PathsConfig,
         Ok(()) => {}
         Err(e) if storage_fault(&e) => state_dir_problem = Some(io_reason(&e)),
         Err(e) if e.kind() == ErrorKind::ReadOnlyFilesystem => {
-            return Err(s.err_at(
-                "state_dir",
+            return Err(s.err(
                 &format!("{} is on a read-only mount of a writable filesystem", state_dir.display()),
                 "under systemd's sandbox only /var/lib/rig-agent is writable: use the default, or add the \
                  directory to ReadWritePaths= (systemctl edit rig-agent)",
             ));
         }
         Err(e) if !state_dir.is_dir() => {
-            return Err(s.err_at(
-                "state_dir",
+            return Err(s.err(
                 &format!("cannot create {} ({})", state_dir.display(), io_reason(&e)),
                 "create it, give the agent's user write access, or point paths.state_dir elsewhere",
             ));
         }
         Err(e) => {
-            return Err(s.err_at(
-                "state_dir",
+            return Err(s.err(
                 &format!("{} is not writable ({})", state_dir.display(), io_reason(&e)),
                 "give the agent's user write access, or point paths.state_dir elsewhere",
             ));
@@ -137,29 +132,17 @@ pub(super) fn read_paths(s: &mut Section, mode: StateDir) -> Result<PathsConfig,
     if let Ok(meta) = fs::metadata(&spool)
         && !meta.is_dir()
     {
-        return Err(s.err_at(
-            "state_dir",
+        return Err(s.err(
             &format!("{} is {}, not the warning spool directory", spool.display(), file_kind(&meta)),
             &format!("move it away (mv {0} {0}.bad) and start again: the agent creates the directory", spool.display()),
         ));
     }
-    Ok(PathsConfig {
-        state_dir,
-        state_dir_problem,
-        state_dir_note,
-        sysfs: s.path("sysfs")?.unwrap_or_else(|| "/sys".into()),
-        procfs: s.path("procfs")?.unwrap_or_else(|| "/proc".into()),
-        rootfs: s.path("rootfs")?.unwrap_or_else(|| "/".into()),
-        kmsg: s.path("kmsg")?.unwrap_or_else(|| "/dev/kmsg".into()),
-        privileged_socket: match s.str("privileged_socket")?.as_deref() {
-            Some("") => None,
-            Some(_) => s.path("privileged_socket")?,
-            None => Some(crate::privileged::DEFAULT_SOCKET.into()),
-        },
-    })
+    paths.state_dir_problem = state_dir_problem;
+    paths.state_dir_note = state_dir_note;
+    Ok(())
 }
 
-pub(super) fn digest_files(files: &[&Option<PathBuf>]) -> u64 {
+fn digest_files(files: &[&Option<PathBuf>]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for f in files.iter().copied().flatten() {
@@ -210,4 +193,181 @@ pub(super) fn io_reason(e: &std::io::Error) -> String {
         ErrorKind::StorageFull => "no space left on the device".into(),
         _ => e.to_string(),
     }
+}
+
+/// `[device]` as written: the token is known only when it is inline.
+#[derive(Debug, Clone)]
+pub(super) struct ParsedDevice {
+    pub(super) hardware_id: String,
+    pub(super) name: String,
+    pub(super) token: Option<Token>,
+    pub(super) token_file: Option<PathBuf>,
+}
+
+/// `[gateway]` as written: [`GatewayConfig`] without the TLS config its PEM files make.
+#[derive(Debug, Clone)]
+pub(super) struct ParsedGateway {
+    pub(super) urls: Vec<crate::net::url::GatewayUrl>,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) client_cert: Option<PathBuf>,
+    pub(super) client_key: Option<PathBuf>,
+    pub(super) connect_timeout: std::time::Duration,
+    pub(super) login_timeout: std::time::Duration,
+    pub(super) allow_plaintext: bool,
+    pub(super) max_message_bytes: usize,
+    pub(super) subprotocol: Option<String>,
+}
+
+/// Where the keys that name files are, for the resolve step's refusals.
+#[derive(Debug, Clone)]
+pub(super) struct Spots {
+    pub(super) token: Spot,
+    pub(super) token_file: Spot,
+    pub(super) ca_file: Spot,
+    pub(super) client_cert: Spot,
+    pub(super) client_key: Spot,
+    pub(super) state_dir: Spot,
+    pub(super) smartctl: Spot,
+    /// `actions.NAME.command`, in the order of `actions.actions`.
+    pub(super) commands: Vec<Spot>,
+}
+
+/// The config as written, validated, with nothing read from the file system: the result of
+/// [`Config::parse`]. [`Parsed::resolve`] reads what its keys point at.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub(super) file: PathBuf,
+    pub(super) device: ParsedDevice,
+    pub(super) gateway: ParsedGateway,
+    pub(super) heartbeat: HeartbeatConfig,
+    pub(super) reconnect: ReconnectConfig,
+    pub(super) disks: DisksConfig,
+    pub(super) warning: WarningConfig,
+    pub(super) paths: PathsConfig,
+    pub(super) probes: ProbesConfig,
+    pub(super) actions: crate::actions::ActionsConfig,
+    pub(super) spots: Spots,
+}
+
+impl Parsed {
+    /// Reads the token and the TLS material, checks the programs named, and creates the
+    /// state directory if missing: what [`Config::load`] does after parsing.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        self.resolve_as(StateDir::Create)
+    }
+
+    pub(super) fn resolve_as(self, mode: StateDir) -> Result<Config, ConfigError> {
+        let Parsed { file, device, gateway, heartbeat, reconnect, disks, warning, mut paths, probes, actions, spots } =
+            self;
+        let token = match (device.token, &device.token_file) {
+            (_, Some(f)) => read_token_file(&spots.token_file, f)?,
+            (Some(t), None) => {
+                inline_token_guarded(&spots.token, &file)?;
+                t
+            }
+            (None, None) => unreachable!("read_device refuses a device without token and token_file"),
+        };
+        let (tls, tls_digest) = tls_material(&spots, &gateway)?;
+        // A bare name is looked up on PATH when it runs (smartmontools is only recommended, and
+        // a missing one gives smart: null); a path is the operator's explicit choice and must work.
+        if disks.smartctl.contains('/') {
+            let executable = fs::metadata(&disks.smartctl)
+                .is_ok_and(|m| m.is_file() && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0);
+            if !executable {
+                return Err(spots.smartctl.err(
+                    &format!("{} is not an executable file", disks.smartctl),
+                    "install smartmontools, correct the path, or set smartctl = \"\" to turn SMART off",
+                ));
+            }
+        }
+        for (spec, at) in actions.actions.values().zip(&spots.commands) {
+            crate::actions::config::check_command(&spec.command[0], at)?;
+        }
+        check_state_dir(&spots.state_dir, &mut paths, mode)?;
+        let ParsedGateway {
+            urls,
+            ca_file,
+            client_cert,
+            client_key,
+            connect_timeout,
+            login_timeout,
+            allow_plaintext,
+            max_message_bytes,
+            subprotocol,
+        } = gateway;
+        Ok(Config {
+            file,
+            device: DeviceConfig {
+                hardware_id: device.hardware_id,
+                name: device.name,
+                token,
+                token_file: device.token_file,
+            },
+            gateway: GatewayConfig {
+                urls,
+                ca_file,
+                client_cert,
+                client_key,
+                connect_timeout,
+                login_timeout,
+                allow_plaintext,
+                max_message_bytes,
+                subprotocol,
+                tls: std::sync::Arc::new(tls),
+                tls_digest,
+            },
+            heartbeat,
+            reconnect,
+            disks,
+            warning,
+            paths,
+            probes,
+            actions,
+        })
+    }
+}
+
+/// The same rule as for token_file: a secret readable by every local user is refused.
+/// (Group-readable is fine here: the package's config is root:rig-agent 0640.)
+fn inline_token_guarded(at: &Spot, file: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = fs::metadata(file) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o007 != 0 {
+            return Err(at.err(
+                &format!("the token is inline and {} is readable by others (mode {mode:04o})", file.display()),
+                &format!("chmod o-rwx {}, or move the token to a token_file of mode 0600", file.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The rustls client config from the PEM files (webpki-roots without `ca_file`), and a
+/// digest of those files.
+fn tls_material(spots: &Spots, g: &ParsedGateway) -> Result<(rustls::ClientConfig, u64), ConfigError> {
+    let roots = match &g.ca_file {
+        Some(f) => Some(tls::read_ca_file(f).map_err(|why| {
+            spots.ca_file.err(&why.to_string(), "point it at a readable PEM file of CA certificates")
+        })?),
+        None => None,
+    };
+    let client_auth = match (&g.client_cert, &g.client_key) {
+        (Some(c), Some(k)) => {
+            let chain = tls::read_cert_chain(c).map_err(|why| {
+                spots.client_cert.err(&why.to_string(), "point it at a readable PEM certificate chain")
+            })?;
+            let key = tls::read_private_key(k).map_err(|why| {
+                spots.client_key.err(&why.to_string(), "point it at a readable PEM private key (mode 0600)")
+            })?;
+            Some((chain, key))
+        }
+        // read_gateway refuses one without the other.
+        _ => None,
+    };
+    let config = tls::client_config(roots, client_auth).map_err(|why| {
+        let at = if g.ca_file.is_some() && g.client_cert.is_none() { &spots.ca_file } else { &spots.client_key };
+        at.err(&why.to_string(), "check that the certificate and key belong together")
+    })?;
+    Ok((config, digest_files(&[&g.ca_file, &g.client_cert, &g.client_key])))
 }

@@ -64,6 +64,28 @@ impl Doc<'_> {
     }
 }
 
+/// Where a key is (file, line, dotted key), kept by the pure parse so that the resolve step,
+/// which reads the files the key names, can still say which line to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Spot {
+    file: PathBuf,
+    line: Option<usize>,
+    key: Option<String>,
+}
+
+impl Spot {
+    /// The refusal of this key, as [`Section::err_at`] would have made it.
+    pub(crate) fn err(&self, problem: &str, fix: &str) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            line: self.line,
+            key: self.key.clone(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
 /// One `[section]` of the file (or the top level), read key by key.
 pub(crate) struct Section<'a, 'd> {
     doc: &'a Doc<'a>,
@@ -79,11 +101,6 @@ type Value<'a, 'd> = &'a Spanned<DeValue<'d>>;
 impl<'a, 'd> Section<'a, 'd> {
     pub(crate) fn root(doc: &'a Doc<'a>, table: &'a DeTable<'d>) -> Self {
         Section { doc, name: String::new(), table: Some(table), header_line: None }
-    }
-
-    /// The config file, for checks that depend on it (its mode).
-    pub(crate) fn file(&self) -> &Path {
-        self.doc.file
     }
 
     fn key_path(&self, key: &str) -> String {
@@ -170,6 +187,12 @@ impl<'a, 'd> Section<'a, 'd> {
             Some((_, v)) => self.err_value(key, v, problem, fix),
             None => self.err_missing(key, problem, fix),
         }
+    }
+
+    /// Where `key` is (its value's line, or the section header when it is absent).
+    pub(crate) fn spot(&self, key: &str) -> Spot {
+        let e = self.err_at(key, "", "");
+        Spot { file: e.file, line: e.line, key: e.key }
     }
 
     /// An error about a key that is absent: points at the section header if there is one.

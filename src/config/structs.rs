@@ -12,11 +12,8 @@ use crate::net::url::GatewayUrl;
 pub struct Token(pub(super) String);
 
 impl Token {
-    pub fn new(value: impl Into<String>) -> Self {
-        Token(value.into())
-    }
     /// The only way to see the secret: used when building the login message.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -159,7 +156,7 @@ pub struct PathsConfig {
 impl Config {
     /// Whether `other` needs a new connection to take effect: identity, token, URLs, TLS
     /// material and anything else the connection was made with.
-    pub fn connection_differs(&self, other: &Config) -> bool {
+    pub(crate) fn connection_differs(&self, other: &Config) -> bool {
         let (a, b) = (&self.gateway, &other.gateway);
         let urls = |g: &GatewayConfig| g.urls.iter().map(|u| u.as_str().to_string()).collect::<Vec<_>>();
         self.device.hardware_id != other.device.hardware_id
@@ -176,7 +173,7 @@ impl Config {
 
     /// Whether `other` moves the state directory or the probe roots, which only a restart
     /// can apply.
-    pub fn paths_differ(&self, other: &Config) -> bool {
+    pub(crate) fn paths_differ(&self, other: &Config) -> bool {
         let (a, b) = (&self.paths, &other.paths);
         (&a.state_dir, &a.sysfs, &a.procfs, &a.rootfs, &a.kmsg, &a.privileged_socket)
             != (&b.state_dir, &b.sysfs, &b.procfs, &b.rootfs, &b.kmsg, &b.privileged_socket)

@@ -9,7 +9,7 @@ pub(crate) fn minimal_config(dir: &Path) -> Config {
     fs::write(&token, "t\n").unwrap();
     fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
     let text = MINIMAL.replace("STATE", &dir.join("state").display().to_string());
-    Config::parse(&dir.join("rig-agent.toml"), &text).unwrap()
+    Config::parse(&dir.join("rig-agent.toml"), &text).and_then(Parsed::resolve).unwrap()
 }
 
 struct Fixture {
@@ -27,7 +27,7 @@ impl Fixture {
     fn parse(&self, body: &str) -> Result<Config, ConfigError> {
         let state = self.dir.path().join("state");
         let text = body.replace("STATE", &state.display().to_string());
-        Config::parse(&self.dir.path().join("rig-agent.toml"), &text)
+        Config::parse(&self.dir.path().join("rig-agent.toml"), &text).and_then(Parsed::resolve)
     }
 }
 
@@ -294,4 +294,19 @@ fn an_action_must_name_an_absolute_existing_executable_with_sane_durations() {
     assert_eq!(bad("max_concurrent = 100\n").key.as_deref(), Some("actions.max_concurrent"));
     let e = bad("[actions.\"a b\"]\ncommand = [\"/bin/true\"]\n");
     assert!(e.problem.contains("not a usable action name"), "{e}");
+}
+
+#[test]
+fn parse_reads_no_file_and_resolve_names_the_line_of_the_key_whose_file_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let text = format!(
+        "[device]\nhardware_id = \"rig-1\"\ntoken_file = \"missing-token\"\n[gateway]\n\
+         urls = [\"wss://gw.example.com/ws\"]\n[paths]\nstate_dir = \"{}\"\n",
+        state.display()
+    );
+    let parsed = Config::parse(&dir.path().join("rig-agent.toml"), &text).unwrap();
+    assert!(!state.exists(), "parse must not create the state directory");
+    let e = parsed.resolve().unwrap_err();
+    assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("device.token_file")), "{e}");
 }

@@ -22,7 +22,7 @@ use crate::outbox::spool::write_durably;
 const FILE: &str = "disks.json";
 
 /// The largest inventory read back: a few hundred bytes per disk.
-pub const FILE_CAP: u64 = 4 << 20;
+pub(crate) const FILE_CAP: u64 = 4 << 20;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Remembered {
@@ -108,11 +108,11 @@ impl Inventory {
     }
 
     /// Writes the inventory durably (temp, fsync, rename).
-    pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
+    pub(crate) fn save(&self, state_dir: &Path) -> std::io::Result<()> {
         write_durably(state_dir, FILE, self.to_json().to_string().as_bytes())
     }
 
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let disks: serde_json::Map<String, Value> = self
             .disks
             .iter()
@@ -137,7 +137,7 @@ impl Inventory {
         json!({"version": 1, "disks": disks, "episodes": episodes})
     }
 
-    pub fn from_json(v: &Value) -> Option<Inventory> {
+    pub(crate) fn from_json(v: &Value) -> Option<Inventory> {
         if v["version"].as_u64()? != 1 {
             return None;
         }

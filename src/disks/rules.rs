@@ -1,7 +1,7 @@
 //! The disk-failure rules of PROTOCOL.md §7, as pure functions over what a scan saw and
 //! what the inventory remembers. No IO: the monitor reads, these decide.
 
-use crate::disks::inventory::{Episode, Inventory};
+use crate::disks::inventory::{Episode, Inventory, Remembered};
 use crate::probes::disks::{Disk, StateVerdict};
 
 pub use crate::disks::reason::Reason;
@@ -93,22 +93,7 @@ pub fn evaluate(inv: &mut Inventory, seen: &[Seen], ioerr_threshold: u64) -> Vec
             }
         }
         // Remember this scan for the next one.
-        let mut r = known.unwrap_or_default();
-        r.serial = d.serial.clone().or(r.serial);
-        r.model = d.model.clone().or(r.model);
-        r.size_bytes = d.size_bytes.or(r.size_bytes);
-        r.ioerr_count = d.ioerr_count;
-        r.unsettled_state = (d.state_verdict() == Some(StateVerdict::Transient)).then(|| state.to_string());
-        let mounted: Vec<&String> = s.mounts.iter().map(|(m, _)| m).collect();
-        // A filesystem unmounted on purpose forgets it was read-write; one still mounted
-        // read-only stays remembered as read-write, so the episode lasts until it is rw again.
-        r.rw_mounts.retain(|m| mounted.contains(&m));
-        for (m, ro) in &s.mounts {
-            if !ro && !r.rw_mounts.contains(m) {
-                r.rw_mounts.push(m.clone());
-            }
-        }
-        r.rw_mounts.sort();
+        let r = remember(known, s, state);
         if r.size_bytes.is_some_and(|b| b > 0) {
             inv.disks.insert(d.name.clone(), r);
         }
@@ -116,10 +101,32 @@ pub fn evaluate(inv: &mut Inventory, seen: &[Seen], ioerr_threshold: u64) -> Vec
     out
 }
 
+/// What the inventory keeps of disk `s` after this scan, from what it knew (`known`) before.
+fn remember(known: Option<Remembered>, s: &Seen, state: &str) -> Remembered {
+    let d = &s.disk;
+    let mut r = known.unwrap_or_default();
+    r.serial = d.serial.clone().or(r.serial);
+    r.model = d.model.clone().or(r.model);
+    r.size_bytes = d.size_bytes.or(r.size_bytes);
+    r.ioerr_count = d.ioerr_count;
+    r.unsettled_state = (d.state_verdict() == Some(StateVerdict::Transient)).then(|| state.to_string());
+    let mounted: Vec<&String> = s.mounts.iter().map(|(m, _)| m).collect();
+    // A filesystem unmounted on purpose forgets it was read-write; one still mounted
+    // read-only stays remembered as read-write, so the episode lasts until it is rw again.
+    r.rw_mounts.retain(|m| mounted.contains(&m));
+    for (m, ro) in &s.mounts {
+        if !ro && !r.rw_mounts.contains(m) {
+            r.rw_mounts.push(m.clone());
+        }
+    }
+    r.rw_mounts.sort();
+    r
+}
+
 /// Adds `io_errors` for the disks with an open kernel error storm (disk, first kernel
 /// line, lines seen), unless the scan already found `io_errors` for that disk: one
 /// condition per disk and reason.
-pub fn add_kernel_io_errors(conditions: &mut Vec<Condition>, storms: &[(String, String, u64)]) {
+pub(crate) fn add_kernel_io_errors(conditions: &mut Vec<Condition>, storms: &[(String, String, u64)]) {
     for (disk, line, _) in storms {
         if !conditions.iter().any(|c| &c.disk == disk && c.reason == Reason::IoErrors) {
             conditions.push(Condition {
@@ -135,7 +142,7 @@ pub fn add_kernel_io_errors(conditions: &mut Vec<Condition>, storms: &[(String, 
 /// Returns the conditions that open a new episode (each needs a warning) and the episodes
 /// that ended because their condition cleared. Episodes of conditions that still hold are
 /// left as they are, so a failure is reported once, not once per scan.
-pub fn reconcile(episodes: &mut Vec<Episode>, conditions: &[Condition]) -> (Vec<Condition>, Vec<Episode>) {
+pub(crate) fn reconcile(episodes: &mut Vec<Episode>, conditions: &[Condition]) -> (Vec<Condition>, Vec<Episode>) {
     let holds = |e: &Episode| conditions.iter().any(|c| c.disk == e.disk && c.reason == e.reason);
     let (kept, closed): (Vec<Episode>, Vec<Episode>) = episodes.drain(..).partition(|e| holds(e));
     *episodes = kept;

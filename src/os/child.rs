@@ -1,4 +1,5 @@
-//! Running an outside program with a hard deadline (smartctl today; remote actions later).
+//! Running an outside program with a hard deadline: smartctl, nvidia-smi, and the remote
+//! actions (through [`run_with`], which adds a cleared environment and a capability drop).
 //!
 //! A plain `kill` + `wait` + read-to-EOF is not bounded: a program that forks keeps its
 //! stdout open in the grandchild after the parent is killed, and a program stuck in
@@ -6,7 +7,9 @@
 //! the child gets its own process group and the whole group is killed at the deadline;
 //! pipes are read and the child reaped on helper threads, and the caller waits for them
 //! only until the deadline. Whatever is still stuck after that is left to those threads,
-//! which end when the pipe closes or the process can be reaped.
+//! which end when the pipe closes or the process can be reaped. Once the program has exited,
+//! its output is read for [`DRAIN_GRACE`] more only: a grandchild that left the group (setsid)
+//! and holds the pipes does not hold the caller.
 
 use std::io::{self, Read};
 use std::os::unix::process::CommandExt;
@@ -51,6 +54,64 @@ pub struct Outcome {
     pub duration: Duration,
 }
 
+/// How long output is still read after the program exited, for what is left in the pipes; a
+/// grandchild that keeps them open does not hold the caller longer than this.
+pub const DRAIN_GRACE: Duration = Duration::from_millis(200);
+
+/// What the program inherits from the agent's environment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Env {
+    /// Everything (smartctl and nvidia-smi need nothing hidden from them).
+    #[default]
+    Inherit,
+    /// Cleared but for `PATH` and `LANG`: a remote action sees none of the agent's settings.
+    PathAndLang,
+}
+
+/// What [`run_with`] does beyond [`run`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    pub env: Env,
+    /// Drop every capability of the calling thread before the spawn, so that the program
+    /// starts with none (see [`drop_thread_capabilities`]). For a thread of its own only:
+    /// the drop is for good.
+    pub drop_capabilities: bool,
+}
+
+/// As [`run`], with the environment and capabilities of `options`.
+pub fn run_with(mut cmd: Command, timeout: Duration, cap: usize, options: Options) -> Result<Outcome, SpawnError> {
+    if options.env == Env::PathAndLang {
+        cmd.env_clear();
+        for key in ["PATH", "LANG"] {
+            if let Some(v) = std::env::var_os(key) {
+                cmd.env(key, v);
+            }
+        }
+    }
+    if options.drop_capabilities {
+        drop_thread_capabilities();
+    }
+    run(cmd, timeout, cap)
+}
+
+/// Drops every capability of the calling thread (capabilities are per thread on Linux), so
+/// that what it spawns starts with none. Under root nothing is dropped: root gets every
+/// capability back at exec anyway, and keeping ours lets the state directory stay writable
+/// whatever its owner (tests, containers).
+pub fn drop_thread_capabilities() {
+    use rustix::thread::{CapabilitySet, CapabilitySets, clear_ambient_capability_set, set_capabilities};
+    let _ = clear_ambient_capability_set();
+    if rustix::process::geteuid().is_root() {
+        return;
+    }
+    let none = CapabilitySets {
+        effective: CapabilitySet::empty(),
+        permitted: CapabilitySet::empty(),
+        inheritable: CapabilitySet::empty(),
+    };
+    let _ = set_capabilities(None, none);
+}
+
 /// Runs `cmd` (stdin from /dev/null, stdout and stderr captured) for at most `timeout`,
 /// keeping the last `cap` bytes of each output. Returns by `timeout` plus a few
 /// milliseconds whatever the program or its children do.
@@ -89,18 +150,21 @@ pub fn run(mut cmd: Command, timeout: Duration, cap: usize) -> Result<Outcome, S
     });
     let mut status = None;
     let mut exited = reaping.is_err();
+    let mut until = deadline;
     while !exited || open > 0 {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
             Ok(Event::Exited(s)) => {
                 exited = true;
                 status = s.ok();
+                until = until.min(Instant::now() + DRAIN_GRACE);
             }
             Ok(Event::Closed) => open -= 1,
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
         }
     }
-    let timed_out = !exited || open > 0;
-    if timed_out {
+    // Exited, but its pipes held past the grace by a grandchild: not a timeout of the program.
+    let timed_out = !exited || (open > 0 && Instant::now() >= deadline);
+    if !exited || open > 0 {
         // The group id is the child's pid, still reserved while the child is unreaped or
         // any member of its group lives; an error means they are all gone already.
         let _ = kill_process_group(group, Signal::KILL);
@@ -206,6 +270,15 @@ mod tests {
             std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
         });
         assert!(gone, "grandchild {pid} survived the group kill");
+    }
+
+    #[test]
+    fn a_program_that_exited_is_not_held_by_a_grandchild_outside_its_group_holding_stdout() {
+        // setsid puts the sleep out of reach of the group kill; it keeps our pipes open.
+        let o = run(sh("setsid sleep 5 & echo bye"), Duration::from_secs(10), 1024).unwrap();
+        assert_eq!((o.status.and_then(|s| s.code()), o.timed_out), (Some(0), false));
+        assert_eq!(o.stdout, b"bye\n");
+        assert!(o.duration < Duration::from_secs(2), "waited on the grandchild's pipe: {:?}", o.duration);
     }
 
     #[test]

@@ -31,7 +31,7 @@ impl Shutdown {
         self.waker.wake();
     }
 
-    pub fn is_requested(&self) -> bool {
+    pub(crate) fn is_requested(&self) -> bool {
         self.flag.load(Ordering::SeqCst)
     }
 
@@ -42,7 +42,7 @@ impl Shutdown {
     }
 
     /// Whether a reload was asked for since the last call.
-    pub fn take_reload(&self) -> bool {
+    pub(crate) fn take_reload(&self) -> bool {
         self.reload.swap(false, Ordering::SeqCst)
     }
 

@@ -30,12 +30,12 @@ impl Waker {
         let _ = (&self.0).write(&[1]);
     }
 
-    pub fn try_clone(&self) -> io::Result<Waker> {
+    pub(crate) fn try_clone(&self) -> io::Result<Waker> {
         self.0.try_clone().map(Waker)
     }
 
     /// The raw stream, for signal-hook's self-pipe registration.
-    pub fn into_stream(self) -> UnixStream {
+    pub(crate) fn into_stream(self) -> UnixStream {
         self.0
     }
 }

@@ -15,10 +15,10 @@
 
 pub mod client;
 pub mod drop;
-pub mod kmsg;
+pub(crate) mod kmsg;
 pub mod server;
-pub mod wire;
+pub(crate) mod wire;
 
 /// Where the privileged half listens unless `paths.privileged_socket` says otherwise; its
 /// unit's `RuntimeDirectory=` creates the folder.
-pub const DEFAULT_SOCKET: &str = "/run/rig-agent-privileged/sock";
+pub(crate) const DEFAULT_SOCKET: &str = "/run/rig-agent-privileged/sock";

@@ -37,24 +37,24 @@ impl Disk {
 
     /// How the disk is attached, which decides what its `device/state` words mean. NVMe
     /// namespaces are always named `nvme<ctrl>n<ns>` by the kernel.
-    pub fn transport(&self) -> Transport {
+    pub(crate) fn transport(&self) -> Transport {
         if self.name.starts_with("nvme") { Transport::Nvme } else { Transport::Scsi }
     }
 
     /// What `device/state` says about the disk; `None` when it has none (virtio, MMC).
-    pub fn state_verdict(&self) -> Option<StateVerdict> {
+    pub(crate) fn state_verdict(&self) -> Option<StateVerdict> {
         self.state.as_deref().map(|s| judge_state(self.transport(), s))
     }
 
     /// `major:minor` numbers of the disk and its partitions.
-    pub fn devs(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn devs(&self) -> impl Iterator<Item = &str> {
         self.dev.iter().chain(self.partitions.iter().filter_map(|p| p.dev.as_ref())).map(String::as_str)
     }
 }
 
 /// The bus a disk is on, as far as `device/state` is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
+pub(crate) enum Transport {
     /// SCSI, SATA through libata, USB storage: `device` is a SCSI device.
     Scsi,
     /// `device` is the NVMe controller.
@@ -63,7 +63,7 @@ pub enum Transport {
 
 /// A disk's `device/state`, judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateVerdict {
+pub(crate) enum StateVerdict {
     /// `running` (SCSI), `live` (NVMe).
     Healthy,
     /// The kernel has given up on the device, or is removing it.
@@ -78,7 +78,7 @@ pub enum StateVerdict {
 /// NVMe (`nvme_ctrl_state`): `live` serves IO; `dead`, `deleting` and `deleting (no IO)`
 /// mean it is gone; `new`, `resetting` and `connecting` pass by themselves on a healthy
 /// controller, and an unknown word is treated the same way (raised only if it stays).
-pub fn judge_state(transport: Transport, state: &str) -> StateVerdict {
+pub(crate) fn judge_state(transport: Transport, state: &str) -> StateVerdict {
     let state = state.trim();
     match transport {
         Transport::Scsi if state == "running" => StateVerdict::Healthy,
@@ -132,11 +132,11 @@ pub fn read(sysfs: &Path, name: &str) -> Option<Disk> {
 }
 
 /// `size` counts 512-byte sectors whatever the disk's own sector size.
-pub fn parse_sectors(text: &str) -> Option<u64> {
+pub(crate) fn parse_sectors(text: &str) -> Option<u64> {
     text.trim().parse::<u64>().ok()?.checked_mul(512)
 }
 
-pub fn parse_flag(text: &str) -> Option<bool> {
+pub(crate) fn parse_flag(text: &str) -> Option<bool> {
     match text.trim() {
         "0" => Some(false),
         "1" => Some(true),
@@ -145,13 +145,13 @@ pub fn parse_flag(text: &str) -> Option<bool> {
 }
 
 /// `ioerr_cnt` is printed as `0x1a`.
-pub fn parse_hex(text: &str) -> Option<u64> {
+pub(crate) fn parse_hex(text: &str) -> Option<u64> {
     let t = text.trim();
     u64::from_str_radix(t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).unwrap_or(t), 16).ok()
 }
 
 /// SCSI VPD page 0x80 (unit serial number): 4-byte header, then the serial, space-padded.
-pub fn parse_vpd_serial(page: &[u8]) -> Option<String> {
+pub(crate) fn parse_vpd_serial(page: &[u8]) -> Option<String> {
     if page.len() < 4 || page[1] != 0x80 {
         return None;
     }

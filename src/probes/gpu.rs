@@ -102,7 +102,7 @@ impl Gpu {
         }
     }
 
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         json!({
             "index": self.index,
             "vendor": self.vendor.as_str(),

@@ -4,16 +4,16 @@
 //! one field `None` (JSON `null`), never a guess.
 
 mod answers;
-pub mod board;
-pub mod counters;
+pub(crate) mod board;
+pub(crate) mod counters;
 pub mod disks;
-pub mod fans;
+pub(crate) mod fans;
 pub mod gpu;
 pub mod mounts;
 pub mod network;
-pub mod sensors;
+pub(crate) mod sensors;
 pub mod smart;
-pub mod system;
+pub(crate) mod system;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -41,20 +41,20 @@ impl Roots {
     }
 
     /// `path` (absolute, as the kernel names it) under `rootfs`.
-    pub fn in_rootfs(&self, path: &str) -> PathBuf {
+    pub(crate) fn in_rootfs(&self, path: &str) -> PathBuf {
         self.rootfs.join(path.trim_start_matches('/'))
     }
 }
 
 /// A sysfs/procfs attribute, trimmed; `None` when missing, unreadable or empty.
-pub fn read_attr(path: &Path) -> Option<String> {
+pub(crate) fn read_attr(path: &Path) -> Option<String> {
     let text = fs::read_to_string(path).ok()?;
     let t = text.trim();
     (!t.is_empty()).then(|| t.to_string())
 }
 
 /// The first of `candidates` (relative to `dir`) that reads as a non-empty attribute.
-pub fn first_attr(dir: &Path, candidates: &[&str]) -> Option<String> {
+pub(crate) fn first_attr(dir: &Path, candidates: &[&str]) -> Option<String> {
     candidates.iter().find_map(|c| read_attr(&dir.join(c)))
 }
 

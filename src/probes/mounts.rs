@@ -28,7 +28,7 @@ pub fn read(procfs: &Path) -> Vec<Mount> {
 
 /// Parses mountinfo(5): `id parent major:minor root mountpoint options [optional…] - fstype
 /// source super-options`. A line that does not have that shape is skipped.
-pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
+pub(crate) fn parse_mountinfo(text: &str) -> Vec<Mount> {
     text.lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(' ').collect();
@@ -53,7 +53,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
 /// Whether the filesystem holding `path` (absolute, symlinks resolved) is read-only at the
 /// superblock, from the longest mountpoint above it; `None` when no mount covers it. A
 /// read-only *mount* of a writable filesystem (systemd's sandbox) gives `Some(false)`.
-pub fn filesystem_readonly(mounts: &[Mount], path: &Path) -> Option<bool> {
+pub(crate) fn filesystem_readonly(mounts: &[Mount], path: &Path) -> Option<bool> {
     mounts.iter().filter(|m| path.starts_with(&m.mountpoint)).max_by_key(|m| m.mountpoint.len()).map(|m| m.readonly)
 }
 

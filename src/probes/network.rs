@@ -23,7 +23,7 @@ pub struct Interface {
 }
 
 impl Interface {
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         json!({
             "name": self.name, "mac": self.mac, "ipv4": self.ipv4, "ipv6": self.ipv6, "up": self.up,
             "speed_mbps": self.speed_mbps, "rx_bytes": self.rx_bytes, "tx_bytes": self.tx_bytes,
@@ -60,7 +60,7 @@ pub fn read(sysfs: &Path, addresses: &Addresses) -> Vec<Interface> {
 
 /// `operstate` says `up` or `down` for real links; loopback and some virtual links say
 /// `unknown`, and then the administrative IFF_UP flag decides.
-pub fn parse_up(operstate: Option<&str>, flags: Option<&str>) -> Option<bool> {
+pub(crate) fn parse_up(operstate: Option<&str>, flags: Option<&str>) -> Option<bool> {
     match operstate {
         Some("up") => Some(true),
         Some("down" | "lowerlayerdown" | "notpresent" | "dormant") => Some(false),
@@ -73,11 +73,11 @@ pub fn parse_up(operstate: Option<&str>, flags: Option<&str>) -> Option<bool> {
 }
 
 /// The interface of the default route (lowest metric), from `/proc/net/route`.
-pub fn default_route(procfs: &Path) -> Option<String> {
+pub(crate) fn default_route(procfs: &Path) -> Option<String> {
     parse_route(&std::fs::read_to_string(procfs.join("net/route")).ok()?)
 }
 
-pub fn parse_route(text: &str) -> Option<String> {
+pub(crate) fn parse_route(text: &str) -> Option<String> {
     text.lines()
         .skip(1)
         .filter_map(|l| {
@@ -92,7 +92,7 @@ pub fn parse_route(text: &str) -> Option<String> {
 }
 
 /// The kernel's addresses of every interface, through getifaddrs (sysinfo).
-pub fn kernel_addresses() -> Addresses {
+pub(crate) fn kernel_addresses() -> Addresses {
     let Ok(networks) = sysinfo::Networks::new_with_refreshed_list() else { return Addresses::new() };
     networks
         .iter()

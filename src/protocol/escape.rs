@@ -15,10 +15,10 @@
 use std::fmt::Write;
 
 /// The default cap, in characters of the escaped text (the ellipsis not counted).
-pub const MAX_CHARS: usize = 200;
+pub(crate) const MAX_CHARS: usize = 200;
 
 /// Marks text that was cut at the cap.
-pub const ELLIPSIS: char = '…';
+pub(crate) const ELLIPSIS: char = '…';
 
 /// `text` with control characters escaped, cut at [`MAX_CHARS`] characters with `…`.
 pub fn escape(text: &str) -> String {
@@ -68,7 +68,7 @@ pub fn escape_to(text: &str, max_chars: usize) -> String {
 
 /// Bytes that may not be UTF-8 (a binary frame, a raw peer error): invalid sequences as
 /// U+FFFD, then [`escape_to`].
-pub fn escape_bytes(bytes: &[u8], max_chars: usize) -> String {
+pub(crate) fn escape_bytes(bytes: &[u8], max_chars: usize) -> String {
     // Only what can show: a megabyte frame is not decoded whole to log 200 characters of it.
     let head = &bytes[..bytes.len().min(max_chars.saturating_mul(4).saturating_add(4))];
     let mut s = escape_to(&String::from_utf8_lossy(head), max_chars);

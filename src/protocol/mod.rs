@@ -7,18 +7,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::{Map, Value, json};
 
 /// `from` on everything the agent sends.
-pub const FROM_DEVICE: &str = "device";
+pub(crate) const FROM_DEVICE: &str = "device";
 
 /// Answer codes of PROTOCOL.md §6.
 pub mod code {
     pub const OK: i64 = 0;
-    pub const UNKNOWN_ACT: i64 = 1;
-    pub const BAD_REQUEST: i64 = 2;
-    pub const PROBE_FAILED: i64 = 3;
+    pub(crate) const UNKNOWN_ACT: i64 = 1;
+    pub(crate) const BAD_REQUEST: i64 = 2;
+    pub(crate) const PROBE_FAILED: i64 = 3;
     /// §8: actions are disabled on this rig, or the action is not in its allow-list.
-    pub const NOT_ALLOWED: i64 = 4;
+    pub(crate) const NOT_ALLOWED: i64 = 4;
     /// §8: the action is running, or its `min_interval` has not passed.
-    pub const NOT_NOW: i64 = 5;
+    pub(crate) const NOT_NOW: i64 = 5;
 }
 
 /// Generates `act_id`s: `<8 hex chars chosen at start-up>-<counter>`, unique for the life of
@@ -66,7 +66,7 @@ pub struct Identity {
 }
 
 /// The login message. It holds the token: never log it.
-pub fn encode_login(id: &Identity, act_id: &str, token: &str) -> String {
+pub(crate) fn encode_login(id: &Identity, act_id: &str, token: &str) -> String {
     json!({
         "from": FROM_DEVICE,
         "act": "start",
@@ -80,7 +80,7 @@ pub fn encode_login(id: &Identity, act_id: &str, token: &str) -> String {
     .to_string()
 }
 
-pub fn encode_heartbeat(id: &Identity, act_id: &str) -> String {
+pub(crate) fn encode_heartbeat(id: &Identity, act_id: &str) -> String {
     json!({
         "from": FROM_DEVICE,
         "act": "heartbeat",
@@ -94,7 +94,7 @@ pub fn encode_heartbeat(id: &Identity, act_id: &str) -> String {
 /// The parts of a spooled warning the disk monitor needs to restore its episodes after a
 /// restart: the inverse of [`encode_warning`] for those fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpooledWarning {
+pub(crate) struct SpooledWarning {
     /// The kernel name (`sda`), without `/dev/`.
     pub disk: String,
     /// The wire reason, as written.
@@ -105,7 +105,7 @@ pub struct SpooledWarning {
 }
 
 /// Decodes a spooled warning; `None` for text that is not a JSON object.
-pub fn decode_warning(text: &str) -> Option<SpooledWarning> {
+pub(crate) fn decode_warning(text: &str) -> Option<SpooledWarning> {
     let w = serde_json::from_str::<Value>(text).ok()?;
     w.is_object().then(|| SpooledWarning {
         disk: w["disk"].as_str().unwrap_or_default().trim_start_matches("/dev/").to_string(),
@@ -117,7 +117,7 @@ pub fn decode_warning(text: &str) -> Option<SpooledWarning> {
 
 /// A disk-failure warning (PROTOCOL.md §7). `message` keeps the seed's exact shape
 /// `Disk[<device>]硬盘损坏` for the consoles that show it.
-pub fn encode_warning(
+pub(crate) fn encode_warning(
     id: &Identity,
     act_id: &str,
     device: &str,
@@ -239,7 +239,7 @@ pub fn decode(text: &str) -> Result<Inbound, Junk> {
 /// The longest field an answer echoes, in bytes. Answers echo `act`, `reqtype`, `act_code`
 /// and `client_id`; a gateway sending megabyte fields would otherwise have every answer
 /// (and every answer held before login) carry them back.
-pub const MAX_ECHO_BYTES: usize = 256;
+pub(crate) const MAX_ECHO_BYTES: usize = 256;
 
 /// An echoed field as the answer may carry it, and why the query is a bad request if it is
 /// one: a string cut to [`MAX_ECHO_BYTES`] (on a character boundary), a value of another
@@ -278,20 +278,20 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    pub fn unknown_act(act: &str) -> Refusal {
+    pub(crate) fn unknown_act(act: &str) -> Refusal {
         Refusal { code: code::UNKNOWN_ACT, description: format!("unknown act \"{act}\"") }
     }
-    pub fn bad_request(why: impl Into<String>) -> Refusal {
+    pub(crate) fn bad_request(why: impl Into<String>) -> Refusal {
         Refusal { code: code::BAD_REQUEST, description: why.into() }
     }
-    pub fn probe_failed(why: impl Into<String>) -> Refusal {
+    pub(crate) fn probe_failed(why: impl Into<String>) -> Refusal {
         Refusal { code: code::PROBE_FAILED, description: why.into() }
     }
 }
 
 /// The answer to a query: `act`, `reqtype`, `act_code`, `client_id` echoed; `data` only on
 /// success.
-pub fn encode_answer(id: &Identity, echo: &QueryEcho, outcome: Result<Value, Refusal>) -> String {
+pub(crate) fn encode_answer(id: &Identity, echo: &QueryEcho, outcome: Result<Value, Refusal>) -> String {
     let mut m = Map::new();
     m.insert("from".into(), FROM_DEVICE.into());
     m.insert("act".into(), echo.act.clone().into());

@@ -4,7 +4,7 @@
 //! worker thread; probes that may take seconds (smartctl over many disks) get their own, so
 //! a slow one never delays a fast one, and neither ever delays a heartbeat.
 
-pub mod workers;
+pub(crate) mod workers;
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -22,7 +22,7 @@ pub enum Lane {
     Slow = 1,
 }
 
-pub const LANES: [Lane; 2] = [Lane::Fast, Lane::Slow];
+pub(crate) const LANES: [Lane; 2] = [Lane::Fast, Lane::Slow];
 
 /// The acts of [`Catalogue::standard`], sorted, for `--help` (which has no config to build the
 /// catalogue from). A test keeps the two the same.

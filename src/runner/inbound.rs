@@ -205,40 +205,52 @@ impl Runner {
                 }
                 Err(e) => return Some(Outcome::Lost(Lost::Read(escape(&e.to_string())))),
             };
-            let now = Instant::now();
-            match msg {
-                Message::Text(text) => pending.extend(session.on_text(text.as_str(), &self.ids, now)),
-                // Text arrives as binary (see `frames`): its UTF-8 is checked here, so that a bad
-                // message is dropped whole, fragmented or not.
-                Message::Binary(b) if conn.ws.get_mut().next_kind() == Kind::Text => match std::str::from_utf8(&b) {
-                    Ok(text) => pending.extend(session.on_text(text, &self.ids, now)),
-                    Err(_) => {
-                        session.on_frame(now);
-                        self.log_junk(&format!(
-                            "dropped a text message that is not UTF-8: {}",
-                            escape_bytes(&b, JUNK_HEAD_CHARS)
-                        ));
-                    }
-                },
-                Message::Binary(b) => {
+            if let Some(end) = self.on_message(conn, session, &mut pending, msg) {
+                return Some(end);
+            }
+        }
+    }
+
+    /// One message read: its actions queued in `pending`, junk logged, a close ended.
+    fn on_message(
+        &mut self,
+        conn: &mut Conn,
+        session: &mut Session,
+        pending: &mut VecDeque<Action>,
+        msg: Message,
+    ) -> Option<Outcome> {
+        let now = Instant::now();
+        match msg {
+            Message::Text(text) => pending.extend(session.on_text(text.as_str(), &self.ids, now)),
+            // Text arrives as binary (see `frames`): its UTF-8 is checked here, so that a bad
+            // message is dropped whole, fragmented or not.
+            Message::Binary(b) if conn.ws.get_mut().next_kind() == Kind::Text => match std::str::from_utf8(&b) {
+                Ok(text) => pending.extend(session.on_text(text, &self.ids, now)),
+                Err(_) => {
                     session.on_frame(now);
                     self.log_junk(&format!(
-                        "dropped a binary frame of {} bytes (the protocol is JSON text): {}",
-                        b.len(),
+                        "dropped a text message that is not UTF-8: {}",
                         escape_bytes(&b, JUNK_HEAD_CHARS)
                     ));
                 }
-                Message::Close(frame) => {
-                    // tungstenite has queued our close reply; send it before going.
-                    let _ = conn.ws.flush();
-                    let why = frame.map_or_else(
-                        || "no code".to_string(),
-                        |f| format!("{} {}", u16::from(f.code), escape(&f.reason)),
-                    );
-                    return Some(Outcome::Lost(Lost::ClosedByGateway(why.trim().to_string())));
-                }
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => session.on_frame(now),
+            },
+            Message::Binary(b) => {
+                session.on_frame(now);
+                self.log_junk(&format!(
+                    "dropped a binary frame of {} bytes (the protocol is JSON text): {}",
+                    b.len(),
+                    escape_bytes(&b, JUNK_HEAD_CHARS)
+                ));
             }
+            Message::Close(frame) => {
+                // tungstenite has queued our close reply; send it before going.
+                let _ = conn.ws.flush();
+                let why = frame
+                    .map_or_else(|| "no code".to_string(), |f| format!("{} {}", u16::from(f.code), escape(&f.reason)));
+                return Some(Outcome::Lost(Lost::ClosedByGateway(why.trim().to_string())));
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => session.on_frame(now),
         }
+        None
     }
 }
