@@ -98,7 +98,6 @@ fn libc_o_nonblock() -> i32 {
 }
 
 #[test]
-#[ignore = "defect 7: the kmsg cursor is saved (every 10 s) as soon as a record is handed to the monitor, before its warning is spooled: a power cut (kill -9) in between loses the warning for good (events::sources::KmsgJob::run)"]
 fn a_kernel_error_read_just_before_a_power_cut_is_warned_after_the_restart() {
     let _g = Guard::new(90 * SEC);
     let mut r = Rig::new();
@@ -120,7 +119,6 @@ fn a_kernel_error_read_just_before_a_power_cut_is_warned_after_the_restart() {
 }
 
 #[test]
-#[ignore = "defect 7: a kernel error queued for the monitor at stop is dropped (Monitor::spawn's loop returns finish() on Disconnected without scanning) while the kmsg cursor saved at stop is already past it: the warning is lost for good"]
 fn a_kernel_error_read_just_before_a_stop_is_warned_after_the_restart() {
     let _g = Guard::new(90 * SEC);
     let mut r = Rig::new();
