@@ -212,8 +212,9 @@ impl Monitor {
                             if scan_now {
                                 self.scan();
                             }
-                            self.save_kmsg_position(true);
-                            return self.finish();
+                            // After the acks are recorded: they may be what makes it durable.
+                            self.finish();
+                            return self.save_kmsg_position(true);
                         }
                     }
                     input = commands.try_recv().map_err(|e| match e {
