@@ -14,6 +14,8 @@ pub use crate::disks::health::DiskHealth;
 use crate::disks::inventory::{Episode, Inventory};
 use crate::disks::reason::Reason;
 use crate::disks::rules::{self, Seen};
+use crate::events::resume::Cursor;
+use crate::events::sources::SAVE_EVERY;
 use crate::events::{DiskEvent, Storms};
 use crate::outbox::spool::{Durability, Kind, Spool};
 use crate::probes::disks::{self, Disk};
@@ -45,6 +47,12 @@ pub struct Monitor {
     save_failing: bool,
     /// Kernel I/O-error storms by disk (issue 13): each is one `io_errors` episode.
     storms: Storms,
+    /// The kernel log position handed over by the sources and not saved yet; saved only
+    /// once what the records before it caused is durably recorded (defect 7).
+    kmsg_read: Option<Cursor>,
+    /// A kernel error came since the last save: save the position at the next chance.
+    kmsg_errors: bool,
+    kmsg_saved: Instant,
 }
 
 /// What the monitor thread is told.
@@ -165,6 +173,9 @@ impl Monitor {
             refresher: None,
             save_failing: false,
             storms,
+            kmsg_read: None,
+            kmsg_errors: false,
+            kmsg_saved: Instant::now(),
         }
     }
 
@@ -182,6 +193,8 @@ impl Monitor {
                     scan_now = false;
                     next_scan = Instant::now() + self.scan_interval;
                 }
+                // Every event taken in has had its scan (scan_now is false here).
+                self.save_kmsg_position(false);
                 let until = self.storms.next_end().map_or(next_scan, |t| t.min(next_scan));
                 let mut input = commands.recv_timeout(until.saturating_duration_since(Instant::now()));
                 // Everything already queued (a burst of uevents) is taken in before one scan.
@@ -193,8 +206,16 @@ impl Monitor {
                             scan_now = true;
                         }
                         Ok(Input::Event(e)) => scan_now |= self.take_event(e),
-                        // Every sender is gone: the agent is stopping.
-                        Err(RecvTimeoutError::Disconnected) => return self.finish(),
+                        // Every sender is gone: the agent is stopping. The events queued
+                        // before have been taken in above; their scan is not skipped.
+                        Err(RecvTimeoutError::Disconnected) => {
+                            if scan_now {
+                                self.scan();
+                            }
+                            // After the acks are recorded: they may be what makes it durable.
+                            self.finish();
+                            return self.save_kmsg_position(true);
+                        }
                     }
                     input = commands.try_recv().map_err(|e| match e {
                         mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
@@ -222,8 +243,35 @@ impl Monitor {
         match e {
             DiskEvent::Changed(_) => true,
             DiskEvent::KernelError { disk, line, .. } => {
+                self.kmsg_errors = true;
                 self.monitored(&disk) && self.storms.note(&disk, &line, Instant::now())
             }
+            DiskEvent::KmsgRead(cursor) => {
+                self.kmsg_read = Some(cursor);
+                false
+            }
+        }
+    }
+
+    /// Saves the kernel log position handed over, once every episode is durably recorded
+    /// (its warning on disk or acknowledged, the inventory saved): a crash before then
+    /// reads those records again, and their open episodes keep them from warning twice.
+    /// Right after kernel errors, at stop, else at most every [`SAVE_EVERY`] (flash wear).
+    fn save_kmsg_position(&mut self, stopping: bool) {
+        let Some(cursor) = &self.kmsg_read else { return };
+        if !(stopping || self.kmsg_errors || self.kmsg_saved.elapsed() >= SAVE_EVERY) {
+            return;
+        }
+        if self.save_failing || self.inv.episodes.iter().any(|e| !e.reported) {
+            return;
+        }
+        match cursor.save(&self.state_dir) {
+            Ok(()) => {
+                self.kmsg_read = None;
+                self.kmsg_errors = false;
+                self.kmsg_saved = Instant::now();
+            }
+            Err(e) => log::debug!("cannot save the kernel log position ({e})"),
         }
     }
 

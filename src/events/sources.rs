@@ -31,6 +31,11 @@ pub enum DiskEvent {
     /// The kernel logged disk errors for `disk` (a `/sys/block` name, not yet checked
     /// against the monitored set): `line` is the first of `lines`, escaped and capped.
     KernelError { disk: String, line: String, lines: u64 },
+    /// The kernel log was read up to this record: every error before it was handed over
+    /// above. The monitor saves it as the resume cursor once it has durably recorded what
+    /// those errors caused (defect 7): the sources never save it themselves, or a crash
+    /// between reading a record and spooling its warning would lose the warning for good.
+    KmsgRead(Cursor),
 }
 
 /// Where the sink is gone (the monitor stopped) it returns false and the source stops.
@@ -253,8 +258,9 @@ impl Drop for Sources {
 pub const PASS_EVERY: Duration = Duration::from_millis(250);
 /// Subjects remembered by the rate limit; beyond this it starts over (bounded memory).
 const MAX_SUBJECTS: usize = 64;
-/// The resume cursor is written at most this often (flash wear), and at stop.
-const SAVE_EVERY: Duration = Duration::from_secs(10);
+/// The read position goes to the monitor at most this often when no error came with it
+/// (the monitor writes it, and flash wears), and at stop.
+pub const SAVE_EVERY: Duration = Duration::from_secs(10);
 /// How often a regular file or writerless FIFO (tests) is looked at again.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 
@@ -392,6 +398,10 @@ impl KmsgJob {
         set(&self.status.kmsg, live);
         let mut limit: HashMap<Subject, (Option<Instant>, u64)> = HashMap::new();
         let mut saved = (self.reader.last_seq(), Instant::now());
+        // Started at the end of the ring (no cursor of this boot): nothing before the first
+        // record read needs the monitor, so that position is saved here at once; a crash
+        // before the monitor saves a later one resumes there, not at the end again.
+        let mut baseline = self.reader.last_seq().is_none();
         let mut records = Vec::new();
         let mut reported_lost = 0;
         while !stop.load(Ordering::SeqCst) {
@@ -402,11 +412,16 @@ impl KmsgJob {
                     let why = escape_to(&e.to_string(), QUOTE_CHARS);
                     log::warn!("kernel log unreadable: {why}; falling back to scans");
                     set(&self.status.kmsg, SourceState::Off(why));
-                    self.save_cursor();
+                    self.hand_position();
                     // A broken stream from the privileged half is asked for again.
                     return self.ended(self.via_privileged);
                 }
             };
+            if baseline && let Some(first) = records.first() {
+                baseline = false;
+                self.save_baseline(first.seq);
+            }
+            let mut passed = false;
             for r in records.iter().filter(|r| r.from_kernel()) {
                 let Some(err) = kernel_error::recognise(&r.message) else { continue };
                 let now = Instant::now();
@@ -422,6 +437,7 @@ impl KmsgJob {
                 entry.0 = Some(now);
                 let line = escape_to(&r.message, QUOTE_CHARS);
                 for disk in self.attribution.disks(&err.subject) {
+                    passed = true;
                     if !(self.sink)(DiskEvent::KernelError { disk, line: line.clone(), lines }) {
                         return self.ended(false);
                     }
@@ -433,8 +449,12 @@ impl KmsgJob {
                 reported_lost = lost;
                 self.status.kmsg_lost.store(self.lost_base + lost, Ordering::Relaxed);
             }
-            if self.reader.last_seq() != saved.0 && saved.1.elapsed() >= SAVE_EVERY {
-                self.save_cursor();
+            // Right after errors, so that the monitor records the position with their
+            // warnings (a record read again after a crash then finds its episode open).
+            if self.reader.last_seq() != saved.0 && (passed || saved.1.elapsed() >= SAVE_EVERY) {
+                if !self.hand_position() {
+                    return self.ended(false);
+                }
                 saved = (self.reader.last_seq(), Instant::now());
             }
             match progress {
@@ -447,13 +467,13 @@ impl KmsgJob {
                 // The privileged half closed its end: it stopped or restarts.
                 Progress::Idle if self.via_privileged => {
                     log::warn!("kernel log: the privileged half went away; asking again");
-                    self.save_cursor();
+                    self.hand_position();
                     return self.ended(true);
                 }
                 Progress::Idle => rx.wait(None, Some(IDLE_POLL)),
             }
         }
-        self.save_cursor();
+        self.hand_position();
         self.ended(false)
     }
 
@@ -462,11 +482,19 @@ impl KmsgJob {
         self.reader.as_fd()
     }
 
-    fn save_cursor(&self) {
-        let (Some(boot_id), Some(seq)) = (&self.boot_id, self.reader.last_seq()) else { return };
+    /// Saves "handled up to the record before `first`" on this thread: see `baseline`.
+    fn save_baseline(&self, first: u64) {
+        let (Some(boot_id), Some(seq)) = (&self.boot_id, first.checked_sub(1)) else { return };
         if let Err(e) = (Cursor { boot_id: boot_id.clone(), seq }).save(&self.state_dir) {
             log::debug!("cannot save the kernel log position ({e})");
         }
+    }
+
+    /// Hands the read position to the monitor, after the errors read before it; false
+    /// when the monitor is gone.
+    fn hand_position(&self) -> bool {
+        let (Some(boot_id), Some(seq)) = (&self.boot_id, self.reader.last_seq()) else { return true };
+        (self.sink)(DiskEvent::KmsgRead(Cursor { boot_id: boot_id.clone(), seq }))
     }
 }
 
@@ -541,7 +569,7 @@ mod tests {
         let got = loop {
             match rx.recv_timeout(Duration::from_secs(10)).expect("an event within 10 s") {
                 DiskEvent::KernelError { disk, line, lines } => break (disk, line, lines),
-                DiskEvent::Changed(_) => {} // the host's own uevents
+                DiskEvent::Changed(_) | DiskEvent::KmsgRead(_) => {} // the host's own uevents
             }
         };
         assert_eq!(got, ("sda".into(), "Buffer I/O error on dev sda1, logical block 0, async page read".into(), 1));

@@ -9,11 +9,16 @@
 //! only until the deadline. Whatever is still stuck after that is left to those threads,
 //! which end when the pipe closes or the process can be reaped. Once the program has exited,
 //! its output is read for [`DRAIN_GRACE`] more only: a grandchild that left the group (setsid)
-//! and holds the pipes does not hold the caller.
+//! and holds the pipes does not hold the caller. [`Outcome::leftover`] tells when those
+//! helpers have ended; a caller that runs the same program every interval keeps it in
+//! [`StuckRuns`] and does not start another while the last one lives (each stuck run
+//! holds three threads and a process).
 
+use std::collections::HashMap;
 use std::io::{self, Read};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -52,6 +57,65 @@ pub struct Outcome {
     /// More than `cap` bytes came on stdout or stderr; the beginning was dropped.
     pub truncated: bool,
     pub duration: Duration,
+    /// The helper threads (reaper, pipe readers) this run left behind.
+    pub leftover: Leftover,
+}
+
+/// The helper threads of one run still alive: the reaper waits for a process that may be
+/// stuck in the kernel, the readers for pipes it or its children hold.
+#[derive(Debug, Clone, Default)]
+pub struct Leftover(Arc<AtomicUsize>);
+
+impl Leftover {
+    /// The process is reaped and its pipes closed: nothing of the run is left.
+    pub fn is_done(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == 0
+    }
+
+    /// Counts one helper thread until the returned guard is dropped (when the thread ends).
+    fn hold(&self) -> Holding {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Holding(Arc::clone(&self.0))
+    }
+}
+
+struct Holding(Arc<AtomicUsize>);
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Runs of one program that timed out and are still stuck (D state: SIGKILL waits for the
+/// kernel call), by key (program + device). A caller asks [`StuckRuns::stuck_for`] before
+/// starting the program again, so at most one stuck run per key exists.
+#[derive(Debug, Default)]
+pub struct StuckRuns(Mutex<HashMap<String, (Instant, Leftover)>>);
+
+impl StuckRuns {
+    /// How long the last run for `key` has been stuck, or `None` when there is none (a
+    /// finished one is forgotten).
+    pub fn stuck_for(&self, key: &str) -> Option<Duration> {
+        let mut runs = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match runs.get(key) {
+            Some((since, left)) if !left.is_done() => Some(since.elapsed()),
+            Some(_) => {
+                runs.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Keeps `outcome`'s leftover under `key` when the run was killed and is not gone yet.
+    pub fn note(&self, key: &str, outcome: &Outcome) {
+        if outcome.timed_out && !outcome.leftover.is_done() {
+            let mut runs = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            runs.retain(|_, (_, left)| !left.is_done());
+            runs.insert(key.to_string(), (Instant::now(), outcome.leftover.clone()));
+        }
+    }
 }
 
 /// How long output is still read after the program exited, for what is left in the pipes; a
@@ -130,6 +194,7 @@ pub fn run(mut cmd: Command, timeout: Duration, cap: usize) -> Result<Outcome, S
     let (tx, rx) = mpsc::channel();
     let stdout = Arc::new(Mutex::new(Tail::new(cap)));
     let stderr = Arc::new(Mutex::new(Tail::new(cap)));
+    let leftover = Leftover::default();
     let mut open = 0;
     let pipes = [
         (child.stdout.take().map(|p| Box::new(p) as Pipe), &stdout),
@@ -137,15 +202,21 @@ pub fn run(mut cmd: Command, timeout: Duration, cap: usize) -> Result<Outcome, S
     ];
     for (pipe, tail) in pipes {
         let Some(pipe) = pipe else { continue };
-        let (tail, tx) = (Arc::clone(tail), tx.clone());
-        if thread::Builder::new().name("child-out".into()).spawn(move || drain(pipe, &tail, &tx)).is_ok() {
+        let (tail, tx, holding) = (Arc::clone(tail), tx.clone(), leftover.hold());
+        let read = move || {
+            let _holding = holding;
+            drain(pipe, &tail, &tx)
+        };
+        if thread::Builder::new().name("child-out".into()).spawn(read).is_ok() {
             open += 1;
         }
     }
     // The reaper: `wait` may block for as long as the process is stuck in the kernel.
     let reaper_tx = tx.clone();
     drop(tx);
+    let holding = leftover.hold();
     let reaping = thread::Builder::new().name("child-wait".into()).spawn(move || {
+        let _holding = holding;
         let _ = reaper_tx.send(Event::Exited(child.wait()));
     });
     let mut status = None;
@@ -171,7 +242,15 @@ pub fn run(mut cmd: Command, timeout: Duration, cap: usize) -> Result<Outcome, S
     }
     let take = |t: &Arc<Mutex<Tail>>| t.lock().unwrap_or_else(|p| p.into_inner()).take();
     let ((stdout, cut_out), (stderr, cut_err)) = (take(&stdout), take(&stderr));
-    Ok(Outcome { status, timed_out, stdout, stderr, truncated: cut_out || cut_err, duration: started.elapsed() })
+    Ok(Outcome {
+        status,
+        timed_out,
+        stdout,
+        stderr,
+        truncated: cut_out || cut_err,
+        duration: started.elapsed(),
+        leftover,
+    })
 }
 
 enum Event {
@@ -279,6 +358,24 @@ mod tests {
         assert_eq!((o.status.and_then(|s| s.code()), o.timed_out), (Some(0), false));
         assert_eq!(o.stdout, b"bye\n");
         assert!(o.duration < Duration::from_secs(2), "waited on the grandchild's pipe: {:?}", o.duration);
+    }
+
+    #[test]
+    fn a_killed_run_is_stuck_until_its_helpers_end_and_then_forgotten() {
+        // A grandchild in its own session escapes the group kill and holds stdout open,
+        // as a process in D state holds its pipes: the pipe reader outlives the deadline.
+        let o = run(sh("setsid sleep 1 & sleep 30"), Duration::from_millis(200), 64).unwrap();
+        assert!(o.timed_out && !o.leftover.is_done());
+        let stuck = StuckRuns::default();
+        stuck.note("sh /dev/sda", &o);
+        assert!(stuck.stuck_for("sh /dev/sda").is_some());
+        assert_eq!(stuck.stuck_for("sh /dev/sdb"), None);
+        let ended = (0..500).any(|_| {
+            thread::sleep(Duration::from_millis(10));
+            o.leftover.is_done()
+        });
+        assert!(ended, "the pipe reader did not end after the grandchild did");
+        assert_eq!(stuck.stuck_for("sh /dev/sda"), None);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use super::wire::{self, MAX_OUTPUT, Refusal, Request, SmartAnswer};
 use crate::config::Config;
+use crate::os::child::StuckRuns;
 use crate::protocol::escape::escape;
 
 /// Connections served at once: one per disk being read, with room to spare; more are
@@ -118,15 +119,31 @@ pub fn check(line: &[u8], cfg: &Config, peer: u32, own_uid: u32) -> Result<Reque
     Ok(request)
 }
 
-/// `smartctl --json -H -A /dev/<name>`, as the agent ran it before the split.
+/// smartctl runs killed at the timeout and not ended yet, by disk: the network half asks
+/// every `smart_interval`, and a disk that hangs one smartctl in D state would hang each.
+static STUCK: std::sync::LazyLock<StuckRuns> = std::sync::LazyLock::new(StuckRuns::default);
+
+/// `smartctl --json -H -A /dev/<name>`, as the agent ran it before the split; not again
+/// while the last one on that disk is still stuck.
 fn run_smartctl(cfg: &Config, name: &str) -> SmartAnswer {
+    run_smartctl_once(cfg, name, &STUCK)
+}
+
+fn run_smartctl_once(cfg: &Config, name: &str, stuck: &StuckRuns) -> SmartAnswer {
     let d = &cfg.disks;
     if d.smartctl.is_empty() {
         return SmartAnswer::Disabled;
     }
+    if let Some(for_) = stuck.stuck_for(name) {
+        return SmartAnswer::StillStuck(for_.as_secs());
+    }
     let mut cmd = Command::new(&d.smartctl);
     cmd.args(["--json", "-H", "-A", &format!("/dev/{name}")]);
-    match crate::os::child::run(cmd, d.smart_timeout, MAX_OUTPUT) {
+    let outcome = crate::os::child::run(cmd, d.smart_timeout, MAX_OUTPUT);
+    if let Ok(out) = &outcome {
+        stuck.note(name, out);
+    }
+    match outcome {
         Err(e) if e.is_not_found() => SmartAnswer::NotInstalled,
         Err(e) => SmartAnswer::Spawn(e.source.to_string()),
         Ok(out) if out.timed_out || out.status.is_none() => SmartAnswer::TimedOut,

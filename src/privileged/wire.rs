@@ -108,6 +108,9 @@ pub enum SmartAnswer {
     Output { exit: Option<i32>, stdout: Vec<u8> },
     /// It ran over `disks.smart_timeout` and its process group was killed.
     TimedOut,
+    /// The last smartctl on this disk was killed but has not ended (D state) these many
+    /// seconds; no other was started.
+    StillStuck(u64),
     /// `disks.smartctl` is "" in the config.
     Disabled,
     /// The smartctl binary is not installed.
@@ -128,6 +131,7 @@ impl SmartAnswer {
                 format!("output {exit} {}\n", stdout.len().min(MAX_OUTPUT)).into_bytes()
             }
             SmartAnswer::TimedOut => b"timeout\n".to_vec(),
+            SmartAnswer::StillStuck(secs) => format!("stuck {secs}\n").into_bytes(),
             SmartAnswer::Disabled => b"disabled\n".to_vec(),
             SmartAnswer::NotInstalled => b"missing\n".to_vec(),
             SmartAnswer::Spawn(why) => format!("spawn {}\n", word(&why.replace(' ', "_"))).into_bytes(),
@@ -162,6 +166,7 @@ impl SmartAnswer {
                 SmartAnswer::Output { exit, stdout }
             }
             ["timeout"] => SmartAnswer::TimedOut,
+            ["stuck", secs] => SmartAnswer::StillStuck(secs.parse().map_err(|_| bad("bad seconds"))?),
             ["disabled"] => SmartAnswer::Disabled,
             ["missing"] => SmartAnswer::NotInstalled,
             ["spawn", why] => SmartAnswer::Spawn(why.replace('_', " ")),
@@ -217,6 +222,7 @@ mod tests {
             SmartAnswer::Output { exit: Some(4), stdout: b"{\"x\":1}".to_vec() },
             SmartAnswer::Output { exit: None, stdout: Vec::new() },
             SmartAnswer::TimedOut,
+            SmartAnswer::StillStuck(42),
             SmartAnswer::Disabled,
             SmartAnswer::NotInstalled,
             SmartAnswer::Spawn("permission denied".into()),

@@ -169,7 +169,11 @@ impl Probes {
             .map(|(d, smart)| {
                 // Issue 12: why `smart` is null when the privileged half could not give it.
                 let why = match &smart {
-                    Err(e @ (SmartError::PrivilegedUnreachable(_) | SmartError::Refused { .. })) => Some(e.to_string()),
+                    Err(
+                        e @ (SmartError::PrivilegedUnreachable(_)
+                        | SmartError::Refused { .. }
+                        | SmartError::StillStuck { .. }),
+                    ) => Some(e.to_string()),
                     _ => None,
                 };
                 let mut disk = self.disk_json(d, smart.ok(), &mounts);
@@ -246,7 +250,7 @@ impl Probes {
         let (status, error) = match &nvidia {
             Ok(_) => ("ok", None),
             Err(e @ (NvidiaError::Disabled | NvidiaError::NotInstalled(_))) => (e.status(), None),
-            Err(e) => (e.status(), Some(e.to_string())),
+            Err(e) => (e.status(), Some(crate::protocol::escape::escape(&e.to_string()))),
         };
         json!({ "gpus": gpus, "nvidia_smi": {"status": status, "error": error} })
     }

@@ -53,6 +53,10 @@ pub enum SmartError {
     Spawn(String),
     #[error("smartctl on {device} ran over {timeout:?} and was killed")]
     TimedOut { device: String, timeout: Duration },
+    /// The last smartctl on this disk was killed at the timeout but has not ended (stuck
+    /// in the kernel on a dying disk); no other is started until it does. Check the disk.
+    #[error("smartctl on {device} still stuck since {secs} s ago (killed, not ended; not started again)")]
+    StillStuck { device: String, secs: u64 },
     #[error("smartctl on {device} gave no usable answer: {why}")]
     Unusable { device: String, why: String },
     /// The privileged half (rig-agent-privileged) did not answer; retried within seconds.
@@ -81,6 +85,8 @@ pub struct SmartReader {
     absent_logged: AtomicBool,
     /// Said once per outage: the privileged half does not answer.
     unreachable_logged: AtomicBool,
+    /// smartctl runs killed at the timeout and not ended yet, by device.
+    stuck: child::StuckRuns,
 }
 
 /// `disks.smartctl`, `disks.smart_timeout`, `disks.smart_interval`; changed by a reload.
@@ -100,6 +106,7 @@ impl SmartReader {
             privileged: None,
             absent_logged: AtomicBool::new(false),
             unreachable_logged: AtomicBool::new(false),
+            stuck: child::StuckRuns::default(),
         }
     }
 
@@ -150,6 +157,8 @@ impl SmartReader {
             // A disk smartctl cannot read (virtio, a USB bridge) fails the same way every
             // smart_interval: warn when its result changes, not each time.
             Err(e) if previous.as_ref() == Some(&result) => log::debug!("{e} (as before)"),
+            // Warned when it timed out; the seconds change each time.
+            Err(e @ SmartError::StillStuck { .. }) => log::debug!("{e}"),
             Err(e) => log::warn!("{e}"),
         }
         self.lock().insert(device.to_string(), (at, result.clone()));
@@ -201,6 +210,10 @@ impl SmartReader {
                 return result;
             }
         }
+        // One stuck run per disk at most: another would hang on the same disk.
+        if let Some(stuck) = self.stuck.stuck_for(device) {
+            return Err(SmartError::StillStuck { device: device.to_string(), secs: stuck.as_secs() });
+        }
         let mut cmd = Command::new(&binary);
         cmd.args(["--json", "-H", "-A", device]);
         // Its own process group, killed whole at the deadline; pipes a forked child keeps
@@ -208,6 +221,7 @@ impl SmartReader {
         let outcome = child::run(cmd, timeout, OUTPUT_CAP).map_err(|e| {
             if e.is_not_found() { SmartError::NotInstalled(binary.clone()) } else { SmartError::Spawn(e.to_string()) }
         })?;
+        self.stuck.note(device, &outcome);
         let status = match outcome.status {
             Some(status) if !outcome.timed_out => status,
             _ => return Err(SmartError::TimedOut { device: device.to_string(), timeout }),
@@ -267,6 +281,7 @@ impl SmartReader {
                 parse(&String::from_utf8_lossy(&stdout), exit).map_err(|why| SmartError::Unusable { device, why })
             }
             SmartAnswer::TimedOut => Err(SmartError::TimedOut { device, timeout }),
+            SmartAnswer::StillStuck(secs) => Err(SmartError::StillStuck { device, secs }),
             SmartAnswer::Disabled => Err(SmartError::Disabled),
             SmartAnswer::NotInstalled => Err(SmartError::NotInstalled(self.settings().binary)),
             SmartAnswer::Spawn(why) => Err(SmartError::Spawn(crate::protocol::escape::escape(&why))),

@@ -32,6 +32,10 @@ pub enum NvidiaError {
     /// `probes.nvidia_smi_interval`.
     #[error("nvidia-smi ran over {0:?} and was killed with its process group")]
     TimedOut(Duration),
+    /// The last nvidia-smi was killed but has not ended (stuck in the driver, D state)
+    /// these many seconds; no other is started until it does. Check the GPUs (Xid in dmesg).
+    #[error("nvidia-smi still stuck since {0} s ago (killed, not ended; not started again)")]
+    StillStuck(u64),
     /// nvidia-smi answered with no GPU line (driver not loaded, say); its words are given.
     #[error("nvidia-smi failed: {0}")]
     Failed(String),
@@ -44,6 +48,7 @@ impl NvidiaError {
             NvidiaError::NotInstalled(_) => "not_installed",
             NvidiaError::Spawn(_) => "spawn_failed",
             NvidiaError::TimedOut(_) => "timed_out",
+            NvidiaError::StillStuck(_) => "stuck",
             NvidiaError::Failed(_) => "failed",
         }
     }
@@ -143,6 +148,8 @@ pub struct NvidiaReader {
     cache: Mutex<Option<Cached>>,
     missing_logged: AtomicBool,
     last_logged: Mutex<Option<String>>,
+    /// nvidia-smi runs killed at the timeout and not ended yet, by binary.
+    stuck: child::StuckRuns,
 }
 
 impl NvidiaReader {
@@ -152,6 +159,7 @@ impl NvidiaReader {
             cache: Mutex::new(None),
             missing_logged: AtomicBool::new(false),
             last_logged: Mutex::new(None),
+            stuck: child::StuckRuns::default(),
         }
     }
 
@@ -180,7 +188,11 @@ impl NvidiaReader {
         {
             return result.clone();
         }
-        let result = run(&settings);
+        // One stuck nvidia-smi at most: another would hang in the same driver call.
+        let result = match self.stuck.stuck_for(&settings.binary) {
+            Some(stuck) => Err(NvidiaError::StillStuck(stuck.as_secs())),
+            None => run_noting(&settings, &self.stuck),
+        };
         let _ = self.log(&result);
         *cache = Some((Instant::now(), settings, result.clone()));
         result
@@ -203,6 +215,8 @@ impl NvidiaReader {
                 }
                 first
             }
+            // Warned when it timed out; the seconds change each time.
+            Err(NvidiaError::StillStuck(_)) => false,
             Err(e) => {
                 let text = e.to_string();
                 let new = last.as_deref() != Some(&text);
@@ -218,6 +232,11 @@ impl NvidiaReader {
 
 /// Runs nvidia-smi now, bypassing the cache.
 pub fn run(s: &NvidiaSettings) -> Result<Vec<Gpu>, NvidiaError> {
+    run_noting(s, &child::StuckRuns::default())
+}
+
+/// [`run`], keeping a run killed but not ended in `stuck` under the binary's name.
+fn run_noting(s: &NvidiaSettings, stuck: &child::StuckRuns) -> Result<Vec<Gpu>, NvidiaError> {
     if s.binary.is_empty() {
         return Err(NvidiaError::Disabled);
     }
@@ -227,7 +246,11 @@ pub fn run(s: &NvidiaSettings) -> Result<Vec<Gpu>, NvidiaError> {
     cmd.args(args);
     // The shared runner: its own process group, killed whole at the timeout, and never a
     // wait on pipes a stuck driver call or a wrapper's children hold.
-    let (out, err) = match child::run(cmd, s.timeout, NVIDIA_OUTPUT_CAP) {
+    let outcome = child::run(cmd, s.timeout, NVIDIA_OUTPUT_CAP);
+    if let Ok(o) = &outcome {
+        stuck.note(&s.binary, o);
+    }
+    let (out, err) = match outcome {
         Ok(o) if o.timed_out => return Err(NvidiaError::TimedOut(s.timeout)),
         Ok(o) => (o.stdout, o.stderr),
         Err(e) if e.is_not_found() => return Err(NvidiaError::NotInstalled(tame(&s.binary))),
