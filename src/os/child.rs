@@ -182,6 +182,12 @@ pub fn drop_thread_capabilities() {
 pub fn run(mut cmd: Command, timeout: Duration, cap: usize) -> Result<Outcome, SpawnError> {
     let started = Instant::now();
     let deadline = started + timeout;
+    let spawn_error =
+        |cmd: &Command, source| SpawnError { program: cmd.get_program().to_string_lossy().into_owned(), source };
+    // Looked up first, not left to spawn's error: posix_spawn in older glibc (and under
+    // qemu-user) reports a program that is not there as a child exiting 127, and "not
+    // installed" must not read as "ran and failed".
+    locate(&cmd).map_err(|source| spawn_error(&cmd, source))?;
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -189,7 +195,7 @@ pub fn run(mut cmd: Command, timeout: Duration, cap: usize) -> Result<Outcome, S
         // Its own group, so that one kill reaches whatever it forked.
         .process_group(0)
         .spawn()
-        .map_err(|source| SpawnError { program: cmd.get_program().to_string_lossy().into_owned(), source })?;
+        .map_err(|source| spawn_error(&cmd, source))?;
     let group = Pid::from_child(&child);
     let (tx, rx) = mpsc::channel();
     let stdout = Arc::new(Mutex::new(Tail::new(cap)));
@@ -251,6 +257,21 @@ pub fn run(mut cmd: Command, timeout: Duration, cap: usize) -> Result<Outcome, S
         duration: started.elapsed(),
         leftover,
     })
+}
+
+/// `NotFound` when `cmd`'s program does not exist: a path is looked at, a bare name is
+/// looked for in the `PATH` the child will get (as spawn itself searches).
+fn locate(cmd: &Command) -> io::Result<()> {
+    let program = std::path::Path::new(cmd.get_program());
+    if program.components().count() > 1 || program.is_absolute() {
+        return std::fs::metadata(program).map(|_| ());
+    }
+    let path = match cmd.get_envs().find(|(k, _)| *k == "PATH") {
+        Some((_, v)) => v.map(std::ffi::OsStr::to_os_string),
+        None => std::env::var_os("PATH"),
+    };
+    let found = path.as_deref().is_some_and(|p| std::env::split_paths(p).any(|dir| dir.join(program).is_file()));
+    if found { Ok(()) } else { Err(io::Error::new(io::ErrorKind::NotFound, "not found on PATH")) }
 }
 
 enum Event {
