@@ -85,7 +85,8 @@ impl Attribution {
 /// returned as it is. Used when sysfs no longer has the device.
 pub fn disk_of_partition_name(name: &str) -> &str {
     let trimmed = name.trim_end_matches(|c: char| c.is_ascii_digit());
-    if trimmed.len() == name.len() {
+    // No digits to strip, or nothing but digits: not a partition name.
+    if trimmed.len() == name.len() || trimmed.is_empty() {
         return name;
     }
     // Disks whose own name ends in a number take "p<N>" for partitions.
@@ -107,6 +108,7 @@ mod tests {
         for (p, d) in [
             ("sda1", "sda"),
             ("sda", "sda"),
+            ("388", "388"),
             ("sdab12", "sdab"),
             ("vda3", "vda"),
             ("xvdb2", "xvdb"),

@@ -63,10 +63,14 @@ fn until<'a>(s: &'a str, ends: &[char]) -> &'a str {
 }
 
 fn block(kind: Kind, s: &str) -> Option<KernelError> {
+    // Block device names start with a letter (sda, nvme0n1, mmcblk0, loop3, dm-0); "388"
+    // in a garbled line is not one (found by the kernel fuzz target).
+    if !s.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return None;
+    }
     Some(KernelError { kind, subject: Subject::Block(name(s)?) })
 }
 
-/// The disk-failure meaning of a kernel message, if it has one.
 /// The status words of `blk_status_to_str` (block/blk-core.c) that precede `error, dev X`.
 const BLOCK_STATUS: [&str; 15] = [
     "I/O",
@@ -86,6 +90,7 @@ const BLOCK_STATUS: [&str; 15] = [
     "invalid",
 ];
 
+/// The disk-failure meaning of a kernel message, if it has one.
 pub fn recognise(message: &str) -> Option<KernelError> {
     let m = message.trim_end();
     // Block layer: "<status> error, dev X, sector N op …", optionally after a function
@@ -196,6 +201,7 @@ mod tests {
     #[test]
     fn a_name_that_cannot_be_a_device_is_refused() {
         assert_eq!(recognise("I/O error, dev ../../etc, sector 0"), None);
+        assert_eq!(recognise("Buffer I/O error on dev 388 (Read) Qpage"), None);
         assert_eq!(recognise(&format!("I/O error, dev {}, sector 0", "a".repeat(40))), None);
     }
 }
