@@ -62,7 +62,12 @@ pub fn drop_all() -> Result<Dropped, DropError> {
         permitted: CapabilitySet::empty(),
         inheritable: CapabilitySet::empty(),
     };
-    set_capabilities(None, none).map_err(DropError::Capset)?;
+    // Only when there is something to clear: the packaged unit starts the agent with no
+    // capability at all and its seccomp filter (~@privileged) refuses capset with EPERM,
+    // which made every start fail. capget is allowed, and the check below proves the result.
+    if capabilities(None).map_err(DropError::Read)? != none {
+        set_capabilities(None, none).map_err(DropError::Capset)?;
+    }
     set_no_new_privs(true).map_err(DropError::NoNewPrivs)?;
     let after = capabilities(None).map_err(DropError::Read)?;
     if after != none {
