@@ -587,3 +587,49 @@ fn a_kernel_error_streamed_by_the_privileged_half_just_before_a_power_cut_is_war
     }
     split.stop_both();
 }
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn the_agent_starts_under_the_units_seccomp_filter_that_refuses_capset() {
+    if !root() || !Path::new("/usr/bin/python3").exists() {
+        eprintln!("skipped: needs root and /usr/bin/python3");
+        return;
+    }
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    let (smartctl, _) = fake_smartctl(dir.path(), HEALTHY, 0);
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let cfg = config(gw.url(), &pki, &rig, &smartctl, "").write(dir.path());
+    // As rig-agent.service runs it: an unprivileged user with no capability at all, and
+    // capset refused with EPERM (SystemCallFilter=~@privileged). It used to exit 1 here.
+    use std::os::unix::fs::chown;
+    for p in [dir.path(), pki.dir.path()] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fs::set_permissions(&pki.ca_file, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::create_dir_all(dir.path().join("state")).unwrap();
+    for p in [dir.path().join("token"), dir.path().join("state")] {
+        chown(p, Some(65534), Some(65534)).unwrap();
+    }
+    let filter = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seccomp/deny_capset.py");
+    let agent = agent_command();
+    let mut agent = Reaped(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+            .args(["--", "/usr/bin/python3"])
+            .arg(&filter)
+            .arg(agent.get_program())
+            .args(agent.get_args())
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    gw.wait_login(10 * SEC);
+    let (code, log) = stop_agent(&mut agent);
+    assert_eq!(code, Some(0), "{log}");
+}
