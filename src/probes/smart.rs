@@ -134,8 +134,11 @@ impl SmartReader {
 
     /// The SMART data of `device` (`/dev/sda`), from the cache when fresh enough.
     pub fn read(&self, device: &str) -> Result<Smart, SmartError> {
+        // The settings first: `reconfigure` (the runner thread, on SIGHUP) takes the settings
+        // lock and then the cache's, so taking them the other way round could deadlock it.
+        let max_age = self.settings().max_age;
         let previous = match self.lock().get(device) {
-            Some((at, result)) if at.elapsed() < self.settings().max_age => return result.clone(),
+            Some((at, result)) if at.elapsed() < max_age => return result.clone(),
             Some((_, result)) => Some(result.clone()),
             None => None,
         };
