@@ -633,3 +633,30 @@ fn the_agent_starts_under_the_units_seccomp_filter_that_refuses_capset() {
     let (code, log) = stop_agent(&mut agent);
     assert_eq!(code, Some(0), "{log}");
 }
+
+#[test]
+fn a_privileged_half_that_cannot_read_the_kernel_log_is_asked_again_rarely_and_says_so_once() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(60 * SEC);
+    let mut split = Split::start(HEALTHY, 0);
+    split.wait_kmsg_source("live (privileged half)");
+    // The log goes away (as under a unit without CAP_SYSLOG): the next stream is refused.
+    fs::remove_file(&split.kmsg).unwrap();
+    split.privileged.kill().unwrap();
+    split.privileged.wait().unwrap();
+    split.privileged = spawn_privileged(&split.cfg);
+    let until = Instant::now() + 15 * SEC;
+    while !split.kmsg_source().starts_with("off: the privileged half cannot read the kernel log") {
+        assert!(Instant::now() < until, "the kernel log source never went off");
+        thread::sleep(ms(50));
+    }
+    // Asked every second before: three more refusals, three more warnings, in this wait.
+    thread::sleep(ms(3500));
+    let (_, privileged_log) = stop_agent(&mut split.privileged);
+    let (code, log) = stop_agent(&mut split.agent);
+    assert_eq!(code, Some(0), "{log}");
+    let said = privileged_log.lines().filter(|l| l.contains("WARN") && l.contains("kernel log unreadable")).count();
+    assert_eq!(said, 1, "{privileged_log}");
+}

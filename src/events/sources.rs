@@ -278,6 +278,9 @@ pub enum KmsgFeed {
 /// costs a syscall, so the wait stays short and the gap in the stream with it.
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(1);
+/// How long to wait before asking again a privileged half that answered it cannot read
+/// the kernel log.
+const UNREADABLE_RETRY: Duration = Duration::from_secs(60);
 
 fn boot_id(cfg: &SourcesConfig) -> Option<String> {
     crate::probes::read_attr(&cfg.procfs.join("sys/kernel/random/boot_id"))
@@ -340,7 +343,13 @@ fn privileged_loop(
                     set(&status.kmsg, SourceState::Off(escape_to(&why, QUOTE_CHARS)));
                     said = Some(why);
                 }
-                rx.wait(None, Some(backoff));
+                // A half that cannot read the log (no CAP_SYSLOG, a container) will not be
+                // able to a second later: ask again once a minute, not every second.
+                let wait = match &e {
+                    crate::privileged::client::ClientError::KmsgUnreadable(_) => UNREADABLE_RETRY,
+                    _ => backoff,
+                };
+                rx.wait(None, Some(wait));
                 backoff = (backoff * 2).min(RECONNECT_MAX);
             }
         }
@@ -404,6 +413,7 @@ impl KmsgJob {
         let mut baseline = self.reader.last_seq().is_none();
         let mut records = Vec::new();
         let mut reported_lost = 0;
+        let mut lost_said: Option<Instant> = None;
         while !stop.load(Ordering::SeqCst) {
             records.clear();
             let progress = match self.reader.read(&mut records) {
@@ -445,9 +455,14 @@ impl KmsgJob {
             }
             let lost = self.reader.lost();
             if lost > reported_lost {
-                log::warn!("kernel log: {} records overwritten before they were read", lost - reported_lost);
-                reported_lost = lost;
+                // The count at once (get_agent_info); the log line at most every SAVE_EVERY,
+                // since a storm can overrun the ring on every read.
                 self.status.kmsg_lost.store(self.lost_base + lost, Ordering::Relaxed);
+                if lost_said.is_none_or(|t: Instant| t.elapsed() >= SAVE_EVERY) {
+                    log::warn!("kernel log: {} records overwritten before they were read", lost - reported_lost);
+                    reported_lost = lost;
+                    lost_said = Some(Instant::now());
+                }
             }
             // Right after errors, so that the monitor records the position with their
             // warnings (a record read again after a crash then finds its episode open).

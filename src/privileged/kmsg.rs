@@ -60,7 +60,16 @@ pub fn serve(mut conn: UnixStream, cfg: &Config, cursor: Option<Cursor>) -> io::
         Ok(r) => r,
         Err(e) => {
             let why = escape(&format!("{}: {e}", cfg.paths.kmsg.display()));
-            log::warn!("privileged: kernel log unreadable: {why}");
+            // Once per reason, not once per request.
+            static SAID: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+            let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
+            if said.as_deref() != Some(why.as_str()) {
+                log::warn!("privileged: kernel log unreadable: {why}");
+                *said = Some(why.clone());
+            } else {
+                log::debug!("privileged: kernel log unreadable: {why} (as before)");
+            }
+            drop(said);
             let word: String = why.chars().map(|c| if c.is_ascii_graphic() { c } else { '_' }).take(200).collect();
             return conn.write_all(format!("unreadable {word}\n").as_bytes());
         }
@@ -69,6 +78,7 @@ pub fn serve(mut conn: UnixStream, cfg: &Config, cursor: Option<Cursor>) -> io::
     conn.set_nonblocking(true)?;
     let mut pending: Vec<u8> = Vec::new();
     let mut dropped = 0u64;
+    let mut last_said: Option<std::time::Instant> = None;
     let mut records = Vec::new();
     loop {
         records.clear();
@@ -83,9 +93,15 @@ pub fn serve(mut conn: UnixStream, cfg: &Config, cursor: Option<Cursor>) -> io::
             }
         }
         flush(&mut conn, &mut pending)?;
-        if dropped > 0 && pending.is_empty() {
+        // Counted, and said at most once per SAVE_EVERY: a storm is when the journal's own
+        // disk may be the one dying.
+        if dropped > 0
+            && pending.is_empty()
+            && last_said.is_none_or(|t| t.elapsed() >= crate::events::sources::SAVE_EVERY)
+        {
             log::warn!("privileged: kernel log: {dropped} records dropped, the agent was not reading");
             dropped = 0;
+            last_said = Some(std::time::Instant::now());
         }
         if progress == Progress::More && !peer_gone(&conn)? {
             continue;
