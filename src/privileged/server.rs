@@ -65,18 +65,30 @@ pub fn serve(listener: UnixListener, config: PathBuf, first: Config) {
             continue;
         }
         busy.fetch_add(1, Ordering::SeqCst);
-        let (busy, current, config) = (Arc::clone(&busy), Arc::clone(&current), config.clone());
+        let (running, current, config) = (Arc::clone(&busy), Arc::clone(&current), config.clone());
         let spawned = thread::Builder::new().name("privileged".into()).spawn(move || {
-            if let Ok(cfg) = Config::load_for_privileged(&config) {
-                *current.lock().unwrap_or_else(|p| p.into_inner()) = cfg;
+            match Config::load_for_privileged(&config) {
+                Ok(cfg) => *current.lock().unwrap_or_else(|p| p.into_inner()) = cfg,
+                // Said once per error, not once per request: the last good config serves.
+                Err(e) => {
+                    static SAID: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+                    let why = crate::protocol::escape::escape(&e.to_string());
+                    let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
+                    if said.as_deref() != Some(why.as_str()) {
+                        log::warn!("privileged: the config no longer loads ({why}); keeping the last good one");
+                        *said = Some(why);
+                    }
+                }
             }
             let cfg = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
             if let Err(e) = handle(conn, &cfg, own_uid) {
                 log::debug!("privileged: answering failed: {e}");
             }
-            busy.fetch_sub(1, Ordering::SeqCst);
+            running.fetch_sub(1, Ordering::SeqCst);
         });
         if spawned.is_err() {
+            // The thread that would have counted it down never ran.
+            busy.fetch_sub(1, Ordering::SeqCst);
             log::warn!("privileged: cannot start a thread for a request");
         }
     }
