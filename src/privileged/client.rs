@@ -35,11 +35,7 @@ pub enum ClientError {
 /// smart timeout plus slack: the privileged half kills smartctl at its own deadline).
 pub fn smart(socket: &Path, name: &str, wait: Duration) -> Result<SmartAnswer, ClientError> {
     let unreachable = |source| ClientError::Unreachable { path: socket.display().to_string(), source };
-    let mut conn = match UnixStream::connect(socket) {
-        Ok(c) => c,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ClientError::Absent(socket.display().to_string())),
-        Err(e) => return Err(unreachable(e)),
-    };
+    let mut conn = connect(socket)?;
     conn.set_read_timeout(Some(wait)).map_err(unreachable)?;
     conn.set_write_timeout(Some(Duration::from_secs(2))).map_err(unreachable)?;
     conn.write_all(format!("smart {name}\n").as_bytes()).map_err(unreachable)?;
@@ -52,11 +48,7 @@ pub fn smart(socket: &Path, name: &str, wait: Duration) -> Result<SmartAnswer, C
 /// [`crate::events::kmsg_reader::KmsgReader`], whose end-of-file then means "reconnect".
 pub fn kmsg(socket: &Path, cursor: Option<&Cursor>) -> Result<std::fs::File, ClientError> {
     let unreachable = |source| ClientError::Unreachable { path: socket.display().to_string(), source };
-    let mut conn = match UnixStream::connect(socket) {
-        Ok(c) => c,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ClientError::Absent(socket.display().to_string())),
-        Err(e) => return Err(unreachable(e)),
-    };
+    let mut conn = connect(socket)?;
     conn.set_read_timeout(Some(Duration::from_secs(5))).map_err(unreachable)?;
     conn.set_write_timeout(Some(Duration::from_secs(2))).map_err(unreachable)?;
     conn.write_all(wire::kmsg_request(cursor).as_bytes()).map_err(unreachable)?;
@@ -109,5 +101,33 @@ pub fn kmsg_feed(cfg: &crate::config::Config) -> crate::events::sources::KmsgFee
             log::info!("paths.privileged_socket is \"\": reading the kernel log in this process");
             KmsgFeed::Opened(open())
         }
+    }
+}
+
+/// Connects to the privileged half. No socket is `Absent` (run without it) only where its
+/// directory is missing too: under the units systemd makes the directory before it starts
+/// the half, so a missing socket there means "not bound yet" (the boot race), retried soon,
+/// not a reason to run smartctl here without the disks for the next hour.
+fn connect(socket: &Path) -> Result<UnixStream, ClientError> {
+    match UnixStream::connect(socket) {
+        Ok(c) => Ok(c),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !socket.parent().is_some_and(Path::is_dir) => {
+            Err(ClientError::Absent(socket.display().to_string()))
+        }
+        Err(source) => Err(ClientError::Unreachable { path: socket.display().to_string(), source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_socket_is_absent_only_where_its_directory_is_missing_too() {
+        let d = tempfile::tempdir().unwrap();
+        // The units' runtime directory exists but the half has not bound yet: retried.
+        assert!(matches!(connect(&d.path().join("sock")), Err(ClientError::Unreachable { .. })));
+        // Nothing there at all (a binary run by hand): run smartctl in this process.
+        assert!(matches!(connect(&d.path().join("none/sock")), Err(ClientError::Absent(_))));
     }
 }
