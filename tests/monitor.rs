@@ -729,3 +729,24 @@ fn heartbeats_keep_their_schedule_while_the_state_disk_takes_3_s_per_fsync() {
     }
     assert!(hbs.len() >= 25, "{} heartbeats in {:?}", hbs.len(), prev - login_at);
 }
+
+#[test]
+fn a_refused_warning_is_logged_even_after_a_flood_of_junk_frames() {
+    let _g = Guard::new(30 * SEC);
+    let Rig { dir, rig, pki, mut gw } = Rig::new(Script { warning_ack: None, ..Script::default() });
+    let mut cfg = config(gw.url(), &pki, &rig);
+    cfg.warning = "resend_after = \"300ms\"\n".into();
+    let _agent = Agent::start(&cfg.write(dir.path()));
+    let (conn, _) = gw.wait_login(5 * SEC);
+    // More junk than the junk throttle lets through in a minute.
+    for i in 0..20 {
+        gw.send(conn, tungstenite::Message::text(format!("junk {i}")));
+    }
+    let w = gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
+    let act_id = w["act_id"].as_str().unwrap().to_string();
+    gw.script().warning_ack = Some(3);
+    gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
+    wait_until(5 * SEC, "the refusal in the log", || {
+        !warnings_with(&format!("the gateway refused warning {act_id}")).is_empty()
+    });
+}

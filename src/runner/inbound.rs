@@ -3,7 +3,7 @@
 
 use super::{CLOSE_WAIT, Outcome, Runner};
 use crate::actions::{self};
-use crate::logging::utc_timestamp;
+use crate::logging::{Throttle, utc_timestamp};
 use crate::net::connection::{Closing, Conn, Lost, Reply};
 use crate::net::frames::Kind;
 use crate::net::url::GatewayUrl;
@@ -95,12 +95,15 @@ impl Runner {
                     if let Some(seq) = self.spool.seq(&act_id) {
                         self.resend.refused(seq, Instant::now());
                     }
-                    self.log_junk(&format!(
+                    // Its own throttle: junk frames or busy refusals must not hide that the
+                    // gateway refuses our disk warnings.
+                    let line = format!(
                         "the gateway refused warning {} (code {}): {}; it stays spooled and is resent",
                         escape(&act_id),
                         code.map_or("missing".into(), |c| c.to_string()),
                         escape(&description)
-                    ));
+                    );
+                    throttled(&mut self.refusal_log, &line);
                 }
                 Action::Close { code, end } => {
                     // A dead peer will not answer a close: do not wait for it.
@@ -143,13 +146,7 @@ impl Runner {
     }
 
     pub(super) fn log_junk(&mut self, line: &str) {
-        if let Some(suppressed) = self.junk_log.admit(Instant::now()) {
-            if suppressed > 0 {
-                warn!("{line} ({suppressed} similar lines suppressed)");
-            } else {
-                warn!("{line}");
-            }
-        }
+        throttled(&mut self.junk_log, line);
     }
 
     /// Reads every frame that is already there; stops at WouldBlock. Each frame's actions are
@@ -252,5 +249,16 @@ impl Runner {
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => session.on_frame(now),
         }
         None
+    }
+}
+
+/// `line` at warn level through `throttle`, with the count of lines it held back.
+fn throttled(throttle: &mut Throttle, line: &str) {
+    if let Some(suppressed) = throttle.admit(Instant::now()) {
+        if suppressed > 0 {
+            warn!("{line} ({suppressed} similar lines suppressed)");
+        } else {
+            warn!("{line}");
+        }
     }
 }

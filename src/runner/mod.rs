@@ -76,6 +76,8 @@ pub struct Runner {
     generation: u64,
     link: LinkLog,
     junk_log: Throttle,
+    /// The gateway refusing our warnings: throttled apart from junk.
+    refusal_log: Throttle,
     /// DNS lookups still running on their helper threads (a hung resolver).
     lookups: Arc<AtomicUsize>,
     notifier: Notifier,
@@ -130,6 +132,7 @@ impl Runner {
             generation: 0,
             link: LinkLog::default(),
             junk_log: Throttle::new(Duration::from_secs(60), 5),
+            refusal_log: Throttle::new(Duration::from_secs(60), 5),
             lookups: Arc::new(AtomicUsize::new(0)),
             notifier: Notifier::from_env(),
             on_reload: Box::new(|_| {}),
