@@ -57,3 +57,78 @@ fn check_and_the_start_agree_about_a_state_dir_that_is_a_dangling_symlink() {
         log.trim()
     );
 }
+
+/// A writable copy of tests/fixtures/rig (its sdb is offline from the start).
+fn rig_copy(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig");
+    let dst = dir.join("rig");
+    assert!(std::process::Command::new("cp").arg("-a").arg(&src).arg(&dst).status().unwrap().success());
+    dst
+}
+
+/// A FIFO at the temp name the inventory is written through (`state/.tmp-disks.json`):
+/// the monitor's save opens it for writing without O_NONBLOCK and blocks for ever. The
+/// agent must go on scanning (a second failure is warned) and stop when asked.
+#[test]
+#[ignore = "defect 6: write_durably opens its .tmp- name with a plain open(2): a FIFO there blocks the monitor thread for ever (no more scans, no stop)"]
+fn a_fifo_at_the_inventorys_temp_name_does_not_stop_the_monitor() {
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    cfg.disks = "smartctl = \"\"\nscan_interval = \"100ms\"\n".into();
+    cfg.paths_extra = format!(
+        "sysfs = {:?}\nprocfs = {:?}\nrootfs = {:?}\n",
+        rig.join("sys").display().to_string(),
+        rig.join("proc").display().to_string(),
+        rig.display().to_string()
+    );
+    let config = cfg.write(dir.path());
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &state.join(".tmp-disks.json"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let mut child = spawn_agent(&config, &[]);
+    gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
+    std::fs::remove_dir_all(rig.join("sys/block/sda")).unwrap();
+    let deadline = std::time::Instant::now() + 10 * SEC;
+    let mut warned = false;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match gw.next_event(left) {
+            Some(Event::Received { msg, .. }) if msg["act"] == "warning" && msg["disk"] == "/dev/sda" => {
+                warned = true;
+                break;
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    signal(&child, Signal::TERM);
+    let (stopped, log) = match start_exit_of(&mut child, 10 * SEC) {
+        Some(log) => (true, log),
+        None => (false, String::new()),
+    };
+    assert!(warned && stopped, "sda's failure warned: {warned}; stopped within 10 s of SIGTERM: {stopped}\n{log}");
+}
+
+/// The log of a child that exits within `limit`; `None` (and killed) otherwise.
+fn start_exit_of(child: &mut std::process::Child, limit: Duration) -> Option<String> {
+    let t = std::time::Instant::now();
+    while t.elapsed() < limit {
+        if child.try_wait().unwrap().is_some() {
+            return Some(wait_exit(child, SEC).2);
+        }
+        std::thread::sleep(ms(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
