@@ -90,7 +90,7 @@ fn a_fifo_at_the_inventorys_temp_name_does_not_stop_the_monitor() {
     std::fs::create_dir_all(&state).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &state.join(".tmp-disks.json"),
+        state.join(".tmp-disks.json"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o600),
         0,
