@@ -132,3 +132,31 @@ fn start_exit_of(child: &mut std::process::Child, limit: Duration) -> Option<Str
     let _ = child.wait();
     None
 }
+
+/// A symbolic link at the inventory's temp name: the save writes through it, replacing
+/// the file it points to (any file the agent's user may write) with the inventory, and then
+/// renames the link into place as `disks.json`.
+#[test]
+#[ignore = "defect 6: write_durably opens its .tmp- name following symlinks: the file a link there points to is overwritten"]
+fn a_symlink_at_the_inventorys_temp_name_is_not_written_through() {
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let config = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let victim = dir.path().join("precious.txt");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, state.join(".tmp-disks.json")).unwrap();
+    let mut child = spawn_agent(&config, &[]);
+    gw.wait_login(10 * SEC);
+    // The first scan saves the inventory at start.
+    let t = std::time::Instant::now();
+    while t.elapsed() < 2 * SEC && !state.join("disks.json").exists() {
+        std::thread::sleep(ms(20));
+    }
+    let (_, log) = stop_agent(&mut child);
+    let after = std::fs::read_to_string(&victim).unwrap();
+    assert_eq!(after, "precious\n", "the file behind the link was overwritten; log:\n{log}");
+}
