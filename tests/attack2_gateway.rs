@@ -107,17 +107,22 @@ fn flood_counting(
     }
     let mut from_agent = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
+    // Once the agent has shut its side, keep writing (a gateway that does not care).
+    let mut agent_done = false;
     while !stop.load(Ordering::SeqCst) {
-        loop {
+        while !agent_done {
             match tls.read_tls(tcp) {
-                Ok(0) => return,
+                Ok(0) => agent_done = true,
                 Ok(_) => {
                     if tls.process_new_packets().is_err() {
                         return;
                     }
                     loop {
                         match tls.reader().read(&mut buf) {
-                            Ok(0) => return,
+                            Ok(0) => {
+                                agent_done = true;
+                                break;
+                            }
                             Ok(n) => {
                                 from_agent.extend_from_slice(&buf[..n]);
                                 count_heartbeats(&mut from_agent, heartbeats);
