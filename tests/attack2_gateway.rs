@@ -171,7 +171,7 @@ fn log_of(child: &mut std::process::Child) -> String {
 /// SIGTERM while the gateway floods empty pings: the agent sends its close 1001 and waits
 /// at most 2 s for the gateway's close reply (PROTOCOL.md §1), then exits.
 #[test]
-#[ignore = "defect 1: Conn::close's wait for the close reply ends only on WouldBlock; a gateway flooding frames keeps a stopping agent from ever exiting"]
+#[ignore = "defect 2: Conn::close's wait for the close reply ends only on WouldBlock; a gateway flooding frames keeps a stopping agent from ever exiting"]
 fn a_gateway_flooding_pings_does_not_keep_a_stopping_agent_from_exiting() {
     let _g = Guard::new(120 * SEC);
     let dir = tempfile::tempdir().unwrap();
@@ -205,7 +205,7 @@ fn a_gateway_flooding_pings_does_not_keep_a_stopping_agent_from_exiting() {
 /// loops over fragments until it has a whole message. Heartbeats must keep their schedule
 /// (PROTOCOL.md §4: "whatever else happens").
 #[test]
-#[ignore = "defect 2: tungstenite's read() loops over fragments until a whole message; endless empty continuation frames keep the socket thread inside one read: no heartbeats, no stop"]
+#[ignore = "defect 1: tungstenite's read() loops over fragments until a whole message; endless empty continuation frames keep the socket thread inside one read: no heartbeats, no stop"]
 fn endless_empty_fragments_of_one_text_message_do_not_stop_heartbeats() {
     let _g = Guard::new(120 * SEC);
     let dir = tempfile::tempdir().unwrap();
