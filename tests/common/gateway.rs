@@ -40,6 +40,11 @@ pub struct Pki {
 }
 
 impl Pki {
+    /// The server side's TLS config, for tests that speak raw WebSocket bytes over it.
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        self.server.clone()
+    }
+
     /// `names`: DNS names or IP literals the server certificate is valid for.
     pub fn new(names: &[&str]) -> Pki {
         Pki::build(names, false)
