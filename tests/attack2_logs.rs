@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use common::*;
 
 #[test]
-#[ignore = "defect 4: Monitor::scan logs a warning's detail (mount point decoded from mountinfo, kernel line) without escape()"]
 fn a_newline_in_a_mount_point_does_not_start_a_new_log_line() {
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();

@@ -70,7 +70,6 @@ fn rig_copy(dir: &std::path::Path) -> std::path::PathBuf {
 /// the monitor's save opens it for writing without O_NONBLOCK and blocks for ever. The
 /// agent must go on scanning (a second failure is warned) and stop when asked.
 #[test]
-#[ignore = "defect 3: write_durably opens its .tmp- name with a plain open(2): a FIFO there blocks the monitor thread for ever (no more scans, no stop)"]
 fn a_fifo_at_the_inventorys_temp_name_does_not_stop_the_monitor() {
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();
@@ -137,7 +136,6 @@ fn start_exit_of(child: &mut std::process::Child, limit: Duration) -> Option<Str
 /// the file it points to (any file the agent's user may write) with the inventory, and then
 /// renames the link into place as `disks.json`.
 #[test]
-#[ignore = "defect 3: write_durably opens its .tmp- name following symlinks: the file a link there points to is overwritten"]
 fn a_symlink_at_the_inventorys_temp_name_is_not_written_through() {
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();

@@ -341,7 +341,12 @@ impl Monitor {
                 &c.detail,
                 now,
             ));
-            log::error!("disk {device} failed ({}): {}; warning {act_id}", c.reason, c.detail);
+            // The detail quotes outside text (a mount point from mountinfo, a kernel line).
+            log::error!(
+                "disk {device} failed ({}): {}; warning {act_id}",
+                c.reason,
+                crate::protocol::escape::escape(&c.detail)
+            );
             self.inv.episodes.push(Episode {
                 disk: c.disk.clone(),
                 reason: c.reason,

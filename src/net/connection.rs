@@ -133,7 +133,10 @@ impl Conn {
             }
             if how.reply == Reply::Await {
                 match self.ws.read() {
-                    Ok(_) => continue,
+                    // A peer that keeps sending (a ping flood) must not hold a stop past the
+                    // deadline: it is checked after every frame, not only when none is left.
+                    Ok(_) if Instant::now() < deadline => continue,
+                    Ok(_) => return,
                     Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(_) => return, // the close handshake is complete, or the peer is gone
                 }
@@ -157,7 +160,8 @@ impl Conn {
         loop {
             match (&mut &*tcp).read(&mut buf) {
                 Ok(0) => return,
-                Ok(_) => continue,
+                Ok(_) if Instant::now() < deadline => continue,
+                Ok(_) => return,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(_) => return,
             }

@@ -50,7 +50,9 @@ pub fn escape_to(text: &str, max_chars: usize) -> String {
             | '\u{200b}'..='\u{200f}'
             | '\u{202a}'..='\u{202e}'
             | '\u{2060}'..='\u{2069}'
-            | '\u{feff}' => {
+            | '\u{061c}'
+            | '\u{feff}'
+            | '\u{e0000}'..='\u{e007f}' => {
                 let _ = write!(piece, "\\u{{{:x}}}", c as u32);
             }
             c => piece.push(c),

@@ -4,6 +4,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::*;
@@ -169,7 +170,17 @@ pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
 pub(super) fn write_durably_with(dir: &Path, name: &str, bytes: &[u8], before_sync: impl Fn()) -> io::Result<()> {
     let tmp = dir.join(format!(".tmp-{name}"));
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        // Whatever is at the temp name (a leftover, a FIFO, a symlink planted there) goes
+        // first; the new file is created fresh, never opened through a link or blocking.
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         before_sync();
         f.sync_all()?;
