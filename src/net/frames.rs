@@ -50,11 +50,24 @@ pub struct FrameWatch {
     head: Vec<u8>,
     close: Vec<u8>,
     kinds: VecDeque<Kind>,
+    /// Frames of the data message being received in fragments (0: none unfinished).
+    fragments: u32,
 }
+
+/// Most frames one data message may come in. tungstenite's `read()` loops over fragments
+/// until a message is whole, so endless (empty) continuations would keep the socket thread
+/// inside one read: no heartbeat, no stop. No gateway needs this many.
+pub const MAX_FRAGMENTS: u32 = 4096;
 
 impl Default for FrameWatch {
     fn default() -> Self {
-        FrameWatch { state: State::Http { matched: 0 }, head: Vec::new(), close: Vec::new(), kinds: VecDeque::new() }
+        FrameWatch {
+            state: State::Http { matched: 0 },
+            head: Vec::new(),
+            close: Vec::new(),
+            kinds: VecDeque::new(),
+            fragments: 0,
+        }
     }
 }
 
@@ -147,6 +160,10 @@ impl FrameWatch {
             }
             return;
         }
+        // Control frames (opcode 8 and above) may come between fragments and count for none.
+        if opcode < 8 {
+            self.fragments = if fin { 0 } else { self.fragments.saturating_add(1) };
+        }
         match opcode {
             OP_TEXT => {
                 head[0] = (head[0] & 0xf0) | OP_BINARY;
@@ -175,6 +192,11 @@ impl FrameWatch {
         }
         out.append(&mut self.close);
         self.state = State::Header;
+    }
+
+    /// A data message has come in more than [`MAX_FRAGMENTS`] frames: the connection must end.
+    pub fn overrun(&self) -> bool {
+        self.fragments > MAX_FRAGMENTS
     }
 
     /// What the oldest data message not yet asked about was; `Binary` if none is known
@@ -263,5 +285,23 @@ mod tests {
         input.extend(frame(0x81, b"x"));
         let (out, _) = run(&input, 2);
         assert_eq!(out, input);
+    }
+
+    #[test]
+    fn a_message_in_more_fragments_than_allowed_is_an_overrun() {
+        let mut w = FrameWatch { state: State::Header, ..FrameWatch::default() };
+        let mut out = Vec::new();
+        w.feed(&frame(0x01, b"{"), &mut out);
+        for _ in 0..MAX_FRAGMENTS - 1 {
+            w.feed(&frame(0x00, b""), &mut out);
+        }
+        w.feed(&frame(0x89, b""), &mut out); // a ping between fragments counts for none
+        assert!(!w.overrun());
+        w.feed(&frame(0x00, b""), &mut out);
+        assert!(w.overrun());
+        let mut w = FrameWatch { state: State::Header, ..FrameWatch::default() };
+        w.feed(&frame(0x01, b"{"), &mut out);
+        w.feed(&frame(0x80, b"}"), &mut out);
+        assert!(!w.overrun(), "a finished message resets the count");
     }
 }

@@ -117,6 +117,12 @@ impl Stream {
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
+            if self.watch.overrun() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the gateway sent a message in more than {} fragments", super::frames::MAX_FRAGMENTS),
+                ));
+            }
             if self.ready_from < self.ready.len() {
                 let n = buf.len().min(self.ready.len() - self.ready_from);
                 buf[..n].copy_from_slice(&self.ready[self.ready_from..self.ready_from + n]);
