@@ -34,7 +34,6 @@ fn start_exit(config: &std::path::Path, limit: Duration) -> (Option<i32>, String
 /// partition not mounted yet, a link left by an image): `check` says "valid", the start
 /// exits 78 with "cannot create … (File exists)".
 #[test]
-#[ignore = "defect 7: check (StateDir::Inspect) passes a dangling symlink at paths.state_dir that the start (create_dir_all) refuses with 78"]
 fn check_and_the_start_agree_about_a_state_dir_that_is_a_dangling_symlink() {
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();

@@ -93,6 +93,18 @@ fn check_state_dir(s: &Spot, paths: &mut PathsConfig, mode: StateDir) -> Result<
     };
     let mut state_dir_problem = None;
     let mut state_dir_note = None;
+    // A link to a directory that is not there (a data partition not mounted yet): create_dir_all
+    // says only "File exists", and `check` would have passed it. Both say what it is.
+    if mode != StateDir::Ignore
+        && fs::symlink_metadata(&state_dir).is_ok_and(|m| m.file_type().is_symlink())
+        && !state_dir.exists()
+    {
+        let target = fs::read_link(&state_dir).map(|t| t.display().to_string()).unwrap_or_default();
+        return Err(s.err(
+            &format!("{} is a symbolic link to {target}, which does not exist", state_dir.display()),
+            "create (or mount) the directory it points to, or point paths.state_dir at an existing one",
+        ));
+    }
     let attempt = match mode {
         StateDir::Create => fs::create_dir_all(&state_dir).and_then(|()| tempfile_probe(&state_dir)),
         StateDir::Inspect => {
