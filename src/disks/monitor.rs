@@ -45,6 +45,9 @@ pub struct Monitor {
     status: Arc<AgentStatus>,
     refresher: Option<JoinHandle<()>>,
     save_failing: bool,
+    /// The inventory differs from what is saved in a way a scan cannot see (episodes found
+    /// acknowledged through the spool's tombstones at start): the next scan saves.
+    unsaved: bool,
     /// Kernel I/O-error storms by disk (issue 13): each is one `io_errors` episode.
     storms: Storms,
     /// The kernel log position handed over by the sources and not saved yet; saved only
@@ -129,6 +132,15 @@ impl Monitor {
             }
         }
         let id = Identity::from(&cfg.device);
+        // As saved: until the next save, acks of these leave a tombstone.
+        shared.spool.purge_tombstones(inv.episodes.iter().filter(|e| !e.reported).map(|e| e.act_id.clone()).collect());
+        // Acknowledged (its tombstone is in the spool) before this episode was saved as
+        // reported: it was delivered, only the record of it is late. Saved at the first scan.
+        let mut unsaved = false;
+        for e in inv.episodes.iter_mut().filter(|e| !e.reported && shared.spool.acked_before(&e.act_id)) {
+            e.reported = true;
+            unsaved = true;
+        }
         for e in inv.episodes.iter().filter(|e| !e.reported && shared.spool.durability(&e.act_id).is_none()) {
             let device = format!("/dev/{}", e.disk);
             let serial = inv.disks.get(&e.disk).and_then(|r| r.serial.clone());
@@ -172,6 +184,7 @@ impl Monitor {
             status: shared.status,
             refresher: None,
             save_failing: false,
+            unsaved,
             storms,
             kmsg_read: None,
             kmsg_errors: false,
@@ -371,11 +384,7 @@ impl Monitor {
             self.spool.settle(SETTLE_WAIT);
         }
         self.record_reported();
-        // A save that failed (full or read-only state disk) is tried again every scan until
-        // it succeeds, not only when the inventory changes again.
-        if self.inv != before || self.save_failing {
-            self.save();
-        }
+        self.save_if_changed(&before);
         self.status.set_warnings_pending(self.spool.len() as u64);
         new.len()
     }
@@ -392,9 +401,22 @@ impl Monitor {
     fn finish(&mut self) {
         let before = self.inv.clone();
         self.record_reported();
-        if self.inv != before || self.save_failing {
+        self.save_if_changed(&before);
+    }
+
+    /// Saves the inventory when it changed, or when the last save failed (a full or
+    /// read-only state disk: tried again every scan until it succeeds). When what is saved
+    /// is already current, the spool's tombstones of reported episodes go.
+    fn save_if_changed(&mut self, before: &Inventory) {
+        if self.inv != *before || self.save_failing || self.unsaved {
             self.save();
+        } else {
+            self.spool.purge_tombstones(self.unreported());
         }
+    }
+
+    fn unreported(&self) -> std::collections::HashSet<String> {
+        self.inv.episodes.iter().filter(|e| !e.reported).map(|e| e.act_id.clone()).collect()
     }
 
     /// The predictive inputs of the present disks: last SMART answer, ext4 error counts.
@@ -417,6 +439,9 @@ impl Monitor {
     fn save(&mut self) {
         match self.inv.save(&self.state_dir) {
             Ok(()) => {
+                self.unsaved = false;
+                // Saved: a tombstone is needed only for episodes still not reported.
+                self.spool.purge_tombstones(self.unreported());
                 if std::mem::take(&mut self.save_failing) {
                     log::info!("disk inventory saved again in {}", self.state_dir.display());
                 }

@@ -21,7 +21,7 @@
 //! the result needs no other: [`Spool::set_on_settled`] tells it, on the storage thread, once
 //! the result is on disk or acknowledged, and always before the result's file is deleted.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -154,7 +154,12 @@ pub struct Spool {
 
 enum Job {
     Write(u64),
-    Delete(u64),
+    /// A message left the outbox (acknowledged, or dropped by the cap): its file goes. An
+    /// acknowledged warning's (`Some(act_id)`) becomes a tombstone (`a-<n>.json`) until the
+    /// monitor has saved its episode as reported (see [`Spool::acked_before`]).
+    Delete(u64, Option<String>),
+    /// Remove the tombstones of every act_id but these (episodes not yet saved as reported).
+    Purge(HashSet<String>),
     CatchUp,
     /// An action result acknowledged before it was on disk: tell its sender (no file to
     /// delete, so no other job will).
@@ -181,6 +186,11 @@ struct View {
     catch_up_queued: bool,
     waker: Option<Waker>,
     on_settled: Option<OnSettled>,
+    /// Tombstones on disk: creation number to act_id.
+    tombstones: BTreeMap<u64, String>,
+    /// The act_ids of episodes the monitor's saved inventory has not marked reported: only
+    /// their acks leave a tombstone; every other ack deletes the file at once.
+    unreported: HashSet<String>,
 }
 
 impl View {
@@ -249,6 +259,7 @@ impl Spool {
         let dir = state_dir.join("spool");
         let mut problems = Vec::new();
         let mut entries = Vec::new();
+        let mut tombstones = BTreeMap::new();
         // On a read-only state file system there may be no spool yet: start empty in memory;
         // writes create the directory once they can.
         let mut names: Vec<String> = match fs::create_dir_all(&dir).and_then(|()| fs::read_dir(&dir)) {
@@ -266,6 +277,24 @@ impl Spool {
                 // Never renamed into place: the warning it held was never reported as spooled
                 // and is re-created by the monitor from the disk's state.
                 let _ = fs::remove_file(&path);
+                continue;
+            }
+            if let Some(seq) =
+                name.strip_prefix("a-").and_then(|n| n.strip_suffix(".json")).and_then(|n| n.parse().ok())
+            {
+                // An acknowledged message whose episode may not be saved as reported yet.
+                let act_id = bounded_read::read(&path, ENTRY_CAP, Links::Refuse)
+                    .ok()
+                    .and_then(|c| serde_json::from_slice::<Value>(&c.bytes).ok())
+                    .and_then(|v| Some(v.get("act_id")?.as_str()?.to_string()));
+                match act_id {
+                    Some(a) => {
+                        tombstones.insert(seq, a);
+                    }
+                    None => {
+                        let _ = fs::remove_file(&path);
+                    }
+                }
                 continue;
             }
             let Some(seq) = name.strip_prefix("w-").and_then(|n| n.strip_suffix(".json")).and_then(|n| n.parse().ok())
@@ -298,8 +327,9 @@ impl Spool {
             }
         }
         entries.sort_by_key(|e| e.seq);
-        let next_seq = entries.last().map_or(1, |e| e.seq + 1);
-        let mut view = View { next_seq, limits: options.limits, ..View::default() };
+        // Past the tombstones too: a new message must not take the number of one.
+        let next_seq = entries.last().map(|e| e.seq).max(tombstones.keys().next_back().copied()).map_or(1, |s| s + 1);
+        let mut view = View { next_seq, limits: options.limits, tombstones, ..View::default() };
         for e in entries {
             view.insert(e);
         }
@@ -310,7 +340,7 @@ impl Spool {
         let view = Arc::new(Mutex::new(view));
         let (jobs, rx) = mpsc::channel();
         for e in &dropped {
-            let _ = jobs.send(Job::Delete(e.seq));
+            let _ = jobs.send(Job::Delete(e.seq, None));
         }
         let storage = Storage { dir: dir.clone(), view: Arc::clone(&view), fsync_delay: options.fsync_delay };
         let storage = thread::Builder::new().name("storage".into()).spawn(move || storage.run(rx))?;
@@ -368,7 +398,7 @@ impl Spool {
         for e in &dropped {
             // Its write may be queued already: delete after it.
             if e.seq != seq {
-                self.queue(Job::Delete(e.seq));
+                self.queue(Job::Delete(e.seq, None));
             }
         }
         if !dropped.iter().any(|e| e.seq == seq) {
@@ -446,16 +476,37 @@ impl Spool {
         self.len() == 0
     }
 
+    /// Whether `act_id` left the outbox (acknowledged, or dropped by the cap) and its
+    /// tombstone is still there: the monitor has not yet saved its episode as reported.
+    pub fn acked_before(&self, act_id: &str) -> bool {
+        self.lock().tombstones.values().any(|a| a == act_id)
+    }
+
+    /// What the monitor's saved inventory has not marked reported (`keep`): acks of these
+    /// leave a tombstone, and the tombstones of every other act_id can go. Never blocks on
+    /// the disk.
+    pub fn purge_tombstones(&self, keep: HashSet<String>) {
+        let mut view = self.lock();
+        view.unreported = keep.clone();
+        let stale = view.tombstones.values().any(|a| !keep.contains(a));
+        drop(view);
+        if stale {
+            self.queue(Job::Purge(keep));
+        }
+    }
+
     /// The gateway acknowledged `act_id`: forget it and queue the deletion of its file.
     /// `None` when no such message is waiting (a duplicate ack). Never blocks on the disk.
     pub fn ack(&self, act_id: &str) -> Option<Acked> {
         let mut view = self.lock();
         let seq = *view.by_act.get(act_id)?;
         let e = view.remove(seq)?;
+        let unreported = view.unreported.contains(act_id);
         drop(view);
         // A queued write for it may still be ahead: the delete goes after it.
         if e.durability != Durability::MemoryOnly {
-            self.queue(Job::Delete(seq));
+            let tombstone = (e.kind == Kind::Warning && unreported).then(|| e.act_id.clone());
+            self.queue(Job::Delete(seq, tombstone));
         }
         // One on disk was settled when its write finished, before this delete.
         if e.kind == Kind::ActionResult && !e.on_disk() {

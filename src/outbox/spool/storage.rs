@@ -2,6 +2,7 @@
 //! the directory), read back at start, deleted in batches. Only the writer thread of
 //! [`super::Spool`] and the inventory's durable write call into here.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -34,13 +35,13 @@ impl Storage {
                     }
                 }
                 Job::Settled(act_id) => self.settled(&act_id),
-                Job::Delete(seq) => {
+                Job::Delete(seq, act_id) => {
                     // Acks come in bursts while a backlog drains: one directory fsync for
                     // the deletes already queued, not one each.
-                    let mut batch = vec![seq];
+                    let mut batch = vec![(seq, act_id)];
                     while batch.len() < MAX_DELETE_BATCH {
                         match jobs.try_recv() {
-                            Ok(Job::Delete(seq)) => batch.push(seq),
+                            Ok(Job::Delete(seq, act_id)) => batch.push((seq, act_id)),
                             Ok(other) => {
                                 next = Some(other);
                                 break;
@@ -50,6 +51,7 @@ impl Storage {
                     }
                     self.delete(&batch);
                 }
+                Job::Purge(keep) => self.purge(&keep),
                 Job::CatchUp => {
                     let pending: Vec<(u64, Arc<str>)> = {
                         let mut view = lock(&self.view);
@@ -83,9 +85,13 @@ impl Storage {
                 view = lock(&self.view);
             }
         } else if ok {
-            // Acknowledged while held in memory: no delete was queued for it.
+            // Acknowledged while its write was under way: no delete was queued for it. (No
+            // tombstone: its act_id is gone with the entry, and the rare restart before the
+            // next inventory save would resend it once, under the same act_id.)
             drop(view);
-            self.delete(&[seq]);
+            if fs::remove_file(self.dir.join(file_name(seq))).is_ok() {
+                self.sync();
+            }
             return;
         }
         if let Some(w) = &view.waker {
@@ -127,11 +133,24 @@ impl Storage {
         }
     }
 
-    pub(super) fn delete(&self, seqs: &[u64]) {
-        let mut removed = false;
-        for seq in seqs {
-            match fs::remove_file(self.dir.join(file_name(*seq))) {
-                Ok(()) => removed = true,
+    /// Deletes each file, or turns an acknowledged warning's into its tombstone (one rename,
+    /// the same fsync), so that a restart before the monitor saved the episode as reported
+    /// knows it was delivered.
+    pub(super) fn delete(&self, batch: &[(u64, Option<String>)]) {
+        let mut changed = false;
+        for (seq, tombstone) in batch {
+            let file = self.dir.join(file_name(*seq));
+            let done = match tombstone {
+                Some(_) => fs::rename(&file, self.dir.join(tombstone_name(*seq))),
+                None => fs::remove_file(&file),
+            };
+            match done {
+                Ok(()) => {
+                    changed = true;
+                    if let Some(act_id) = tombstone {
+                        lock(&self.view).tombstones.insert(*seq, act_id.clone());
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 // The gateway drops duplicates by act_id: a resend after a restart is harmless.
                 Err(e) => log::warn!(
@@ -140,13 +159,43 @@ impl Storage {
                 ),
             }
         }
-        if removed {
-            thread::sleep(self.fsync_delay);
-            if let Err(e) = sync_dir(&self.dir) {
-                log::warn!("the spool directory {} could not be synced after deletes ({e})", self.dir.display());
-            }
+        if changed {
+            self.sync();
         }
     }
+
+    /// Removes the tombstones whose act_id is not in `keep`.
+    pub(super) fn purge(&self, keep: &HashSet<String>) {
+        let gone: Vec<u64> =
+            lock(&self.view).tombstones.iter().filter(|(_, a)| !keep.contains(*a)).map(|(s, _)| *s).collect();
+        let mut changed = false;
+        for seq in gone {
+            match fs::remove_file(self.dir.join(tombstone_name(seq))) {
+                Ok(()) => changed = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    log::warn!("tombstone {} could not be removed from the spool ({e})", tombstone_name(seq));
+                    continue;
+                }
+            }
+            lock(&self.view).tombstones.remove(&seq);
+        }
+        if changed {
+            self.sync();
+        }
+    }
+
+    fn sync(&self) {
+        thread::sleep(self.fsync_delay);
+        if let Err(e) = sync_dir(&self.dir) {
+            log::warn!("the spool directory {} could not be synced after deletes ({e})", self.dir.display());
+        }
+    }
+}
+
+/// The tombstone of message `seq`: acknowledged, kept until the monitor recorded it.
+pub(super) fn tombstone_name(seq: u64) -> String {
+    format!("a-{seq:012}.json")
 }
 
 pub(super) fn file_name(seq: u64) -> String {

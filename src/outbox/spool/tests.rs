@@ -245,3 +245,28 @@ fn an_action_result_held_in_memory_settles_when_acknowledged_or_written_out() {
     assert!(s.settle(SETTLE));
     assert_eq!(*seen.lock().unwrap(), [("r-1".to_string(), false), ("r-2".to_string(), true)]);
 }
+
+#[test]
+fn an_ack_of_a_warning_not_yet_saved_as_reported_leaves_a_tombstone_until_the_monitor_has_saved() {
+    let d = tempfile::tempdir().unwrap();
+    let (s, _) = Spool::open(d.path()).unwrap();
+    s.purge_tombstones(HashSet::from(["t-1".to_string()]));
+    pushed(&s, &warning("t-1"));
+    pushed(&s, &warning("t-2"));
+    s.ack("t-1");
+    s.ack("t-2");
+    assert!(s.settle(SETTLE));
+    assert!(s.acked_before("t-1"));
+    assert!(!s.acked_before("t-2"), "a reported episode's warning is deleted at once");
+    drop(s);
+    // A kill -9 here: the restart still knows t-1 was delivered.
+    let (s, problems) = Spool::open(d.path()).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    assert!(s.unacked().is_empty());
+    assert!(s.acked_before("t-1"));
+    // The monitor saved t-1's episode as reported: its tombstone goes.
+    s.purge_tombstones(HashSet::new());
+    assert!(s.settle(SETTLE));
+    assert!(!s.acked_before("t-1"));
+    assert_eq!(fs::read_dir(d.path().join("spool")).unwrap().count(), 0);
+}
