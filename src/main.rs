@@ -105,7 +105,10 @@ fn main() {
     match command {
         Command::Privileged => {
             logging::init();
-            let cfg = load(&path, Config::load_for_privileged);
+            let cfg = Config::load_for_privileged(&path).unwrap_or_else(|e| {
+                eprintln!("rig-agent: {e}");
+                exit(code::CONFIG)
+            });
             let Some(socket) = cfg.paths.privileged_socket.clone() else {
                 log::error!("paths.privileged_socket is \"\": nothing to serve");
                 exit(code::CONFIG)

@@ -660,3 +660,28 @@ fn a_privileged_half_that_cannot_read_the_kernel_log_is_asked_again_rarely_and_s
     let said = privileged_log.lines().filter(|l| l.contains("WARN") && l.contains("kernel log unreadable")).count();
     assert_eq!(said, 1, "{privileged_log}");
 }
+
+/// That half never needs the token or the TLS keys, so it never reads them: with both gone
+/// (or, as under its unit, out of its reach) it still serves.
+#[test]
+fn the_privileged_half_serves_without_reading_the_token_or_the_ca_file() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    let (smartctl, calls) = fake_smartctl(dir.path(), HEALTHY, 0);
+    let socket = dir.path().join("priv.sock");
+    let pki = Pki::new(&["localhost"]);
+    let cfg = config("wss://localhost:1/".into(), &pki, &rig, &smartctl, socket.to_str().unwrap()).write(dir.path());
+    fs::remove_file(dir.path().join("token")).unwrap();
+    let ca = pki.ca_file.clone();
+    fs::rename(&ca, dir.path().join("ca.moved")).unwrap();
+    let mut privileged = spawn_privileged(&cfg);
+    wait_until(10 * SEC, "the socket", || socket.exists() || privileged.try_wait().unwrap().is_some());
+    assert!(ask_raw(&socket, b"smart sda\n").starts_with("output 0 "));
+    assert_eq!(fs::read_to_string(&calls).unwrap(), "/dev/sda\n");
+    let (_, log) = stop_agent(&mut privileged);
+    assert!(!log.contains("token"), "{log}");
+}

@@ -48,11 +48,13 @@ impl Config {
         Config::parse(file, &src)?.resolve_as(StateDir::Inspect)
     }
 
-    /// As [`Config::load`], for `rig-agent privileged`: the state directory is neither
-    /// created nor checked (that half never writes it, and its sandbox has it read-only).
-    pub fn load_for_privileged(file: &Path) -> Result<Config, ConfigError> {
+    /// What `rig-agent privileged` needs of the config: `[disks]` and `[paths]`, parsed and
+    /// checked like the rest of the file but with nothing read on their behalf. That half
+    /// never holds the token or the TLS keys, and never touches the state directory.
+    pub fn load_for_privileged(file: &Path) -> Result<PrivilegedConfig, ConfigError> {
         let src = read_config(file)?;
-        Config::parse(file, &src)?.resolve_as(StateDir::Ignore)
+        let parsed = Config::parse(file, &src)?;
+        Ok(PrivilegedConfig { disks: parsed.disks, paths: parsed.paths })
     }
 
     /// The text `src` of the config file `file`, validated, with nothing read from the file

@@ -34,8 +34,6 @@ pub(super) fn read_config(file: &Path) -> Result<String, ConfigError> {
 pub(super) enum StateDir {
     Create,
     Inspect,
-    /// `rig-agent privileged`: never written there, and read-only in its sandbox.
-    Ignore,
 }
 
 /// The largest token file read: tokens are short; this only stops a wrong file (a log, an
@@ -95,10 +93,7 @@ fn check_state_dir(s: &Spot, paths: &mut PathsConfig, mode: StateDir) -> Result<
     let mut state_dir_note = None;
     // A link to a directory that is not there (a data partition not mounted yet): create_dir_all
     // says only "File exists", and `check` would have passed it. Both say what it is.
-    if mode != StateDir::Ignore
-        && fs::symlink_metadata(&state_dir).is_ok_and(|m| m.file_type().is_symlink())
-        && !state_dir.exists()
-    {
+    if fs::symlink_metadata(&state_dir).is_ok_and(|m| m.file_type().is_symlink()) && !state_dir.exists() {
         let target = fs::read_link(&state_dir).map(|t| t.display().to_string()).unwrap_or_default();
         return Err(s.err(
             &format!("{} is a symbolic link to {target}, which does not exist", state_dir.display()),
@@ -113,7 +108,6 @@ fn check_state_dir(s: &Spot, paths: &mut PathsConfig, mode: StateDir) -> Result<
             }
             writable_dir_or_parent(&state_dir)
         }
-        StateDir::Ignore => Ok(()),
     };
     match attempt {
         Ok(()) => {}

@@ -94,6 +94,19 @@ pub struct ReconnectConfig {
     pub max: Duration,
 }
 
+/// The part of the config the privileged half reads ([`Config::load_for_privileged`]).
+#[derive(Debug, Clone)]
+pub struct PrivilegedConfig {
+    pub disks: DisksConfig,
+    pub paths: PathsConfig,
+}
+
+impl From<Config> for PrivilegedConfig {
+    fn from(c: Config) -> PrivilegedConfig {
+        PrivilegedConfig { disks: c.disks, paths: c.paths }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DisksConfig {
     /// Time between disk-health scans. Default 60 s.

@@ -21,7 +21,7 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::PrivilegedConfig;
 use crate::events::kmsg_reader::{self, KmsgReader, Progress};
 use crate::events::kmsg_record::{MAX_RECORD, Record};
 use crate::events::resume::{self, Cursor, Start};
@@ -46,7 +46,7 @@ pub fn encode(r: &Record) -> Vec<u8> {
 /// Where to start: after the cursor when it names this boot. Where this process cannot
 /// read the boot id (`ProcSubset=pid`), the cursor is taken as the asker's own check: a
 /// wrong one only costs the asker its own records.
-fn start(cfg: &Config, cursor: Option<&Cursor>) -> Start {
+fn start(cfg: &PrivilegedConfig, cursor: Option<&Cursor>) -> Start {
     match crate::probes::read_attr(&cfg.paths.procfs.join("sys/kernel/random/boot_id")) {
         Some(boot) => resume::start(cursor, Some(&boot)),
         None => cursor.map_or(Start::End, |c| Start::After(c.seq)),
@@ -54,7 +54,7 @@ fn start(cfg: &Config, cursor: Option<&Cursor>) -> Start {
 }
 
 /// Serves one `kmsg` request on `conn` until the peer goes away or the log fails.
-pub fn serve(mut conn: UnixStream, cfg: &Config, cursor: Option<Cursor>) -> io::Result<()> {
+pub fn serve(mut conn: UnixStream, cfg: &PrivilegedConfig, cursor: Option<Cursor>) -> io::Result<()> {
     let opened = kmsg_reader::open(&cfg.paths.kmsg);
     let mut reader = match opened.and_then(|f| KmsgReader::new(f, start(cfg, cursor.as_ref()))) {
         Ok(r) => r,
@@ -159,7 +159,7 @@ mod tests {
     #[test]
     fn the_records_are_served_after_the_cursor_and_end_when_the_peer_leaves() {
         let d = tempfile::tempdir().unwrap();
-        let mut cfg = crate::config::tests::minimal_config(d.path());
+        let mut cfg = PrivilegedConfig::from(crate::config::tests::minimal_config(d.path()));
         cfg.paths.kmsg = d.path().join("kmsg");
         cfg.paths.procfs = d.path().join("proc");
         std::fs::write(&cfg.paths.kmsg, "6,1,1,-;a\n6,2,2,-;b\n6,3,3,-;c\n").unwrap();
@@ -178,7 +178,7 @@ mod tests {
     #[test]
     fn an_agent_that_does_not_read_loses_whole_records_and_the_privileged_half_buffers_one_at_most() {
         let d = tempfile::tempdir().unwrap();
-        let mut cfg = crate::config::tests::minimal_config(d.path());
+        let mut cfg = PrivilegedConfig::from(crate::config::tests::minimal_config(d.path()));
         cfg.paths.kmsg = d.path().join("kmsg");
         cfg.paths.procfs = d.path().join("proc");
         let total = 4000;

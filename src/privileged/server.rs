@@ -15,7 +15,7 @@ use std::thread;
 use std::time::Duration;
 
 use super::wire::{self, MAX_OUTPUT, Refusal, Request, SmartAnswer};
-use crate::config::Config;
+use crate::config::PrivilegedConfig;
 use crate::os::child::StuckRuns;
 use crate::protocol::escape::escape;
 
@@ -54,7 +54,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, ListenError> {
 /// Serves until the process is killed. `config` is read again for each request, so a
 /// changed `disks.include` applies without a restart; a config that no longer loads
 /// keeps the last good one.
-pub fn serve(listener: UnixListener, config: PathBuf, first: Config) {
+pub fn serve(listener: UnixListener, config: PathBuf, first: PrivilegedConfig) {
     let own_uid = rustix::process::getuid().as_raw();
     let current = Arc::new(std::sync::Mutex::new(first));
     let busy = Arc::new(AtomicUsize::new(0));
@@ -67,7 +67,7 @@ pub fn serve(listener: UnixListener, config: PathBuf, first: Config) {
         busy.fetch_add(1, Ordering::SeqCst);
         let (running, current, config) = (Arc::clone(&busy), Arc::clone(&current), config.clone());
         let spawned = thread::Builder::new().name("privileged".into()).spawn(move || {
-            match Config::load_for_privileged(&config) {
+            match crate::config::Config::load_for_privileged(&config) {
                 Ok(cfg) => *current.lock().unwrap_or_else(|p| p.into_inner()) = cfg,
                 // Said once per error, not once per request: the last good config serves.
                 Err(e) => {
@@ -95,7 +95,7 @@ pub fn serve(listener: UnixListener, config: PathBuf, first: Config) {
 }
 
 /// One connection: peer check, one request, one answer.
-fn handle(mut conn: UnixStream, cfg: &Config, own_uid: u32) -> io::Result<()> {
+fn handle(mut conn: UnixStream, cfg: &PrivilegedConfig, own_uid: u32) -> io::Result<()> {
     conn.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     conn.set_write_timeout(Some(ANSWER_TIMEOUT))?;
     let peer = rustix::net::sockopt::socket_peercred(&conn)?.uid.as_raw();
@@ -118,7 +118,7 @@ fn handle(mut conn: UnixStream, cfg: &Config, own_uid: u32) -> io::Result<()> {
 }
 
 /// The request, if the peer may ask it and it names a monitored disk present now.
-pub fn check(line: &[u8], cfg: &Config, peer: u32, own_uid: u32) -> Result<Request, Refusal> {
+pub fn check(line: &[u8], cfg: &PrivilegedConfig, peer: u32, own_uid: u32) -> Result<Request, Refusal> {
     if peer != own_uid && peer != 0 {
         return Err(Refusal::Peer(peer));
     }
@@ -137,11 +137,11 @@ static STUCK: std::sync::LazyLock<StuckRuns> = std::sync::LazyLock::new(StuckRun
 
 /// `smartctl --json -H -A /dev/<name>`, as the agent ran it before the split; not again
 /// while the last one on that disk is still stuck.
-fn run_smartctl(cfg: &Config, name: &str) -> SmartAnswer {
+fn run_smartctl(cfg: &PrivilegedConfig, name: &str) -> SmartAnswer {
     run_smartctl_once(cfg, name, &STUCK)
 }
 
-fn run_smartctl_once(cfg: &Config, name: &str, stuck: &StuckRuns) -> SmartAnswer {
+fn run_smartctl_once(cfg: &PrivilegedConfig, name: &str, stuck: &StuckRuns) -> SmartAnswer {
     let d = &cfg.disks;
     if d.smartctl.is_empty() {
         return SmartAnswer::Disabled;
@@ -170,8 +170,8 @@ fn run_smartctl_once(cfg: &Config, name: &str, stuck: &StuckRuns) -> SmartAnswer
 mod tests {
     use super::*;
 
-    fn config(dir: &Path) -> Config {
-        let mut cfg = crate::config::tests::minimal_config(dir);
+    fn config(dir: &Path) -> PrivilegedConfig {
+        let mut cfg = PrivilegedConfig::from(crate::config::tests::minimal_config(dir));
         cfg.paths.sysfs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig/sys");
         cfg.disks.exclude = vec!["sdb".into()];
         cfg
