@@ -388,6 +388,11 @@ impl Spool {
         let mut view = self.lock();
         let seq = view.next_seq;
         view.next_seq += 1;
+        if kind == Kind::Warning {
+            // Not saved as reported yet, by definition: its ack must leave a tombstone even
+            // when it comes before the monitor's next save (which sets the whole list).
+            view.unreported.insert(act_id.clone());
+        }
         view.insert(Entry { seq, act_id, kind, text, durability: Durability::Writing, key });
         let dropped = view.enforce_cap();
         let message = (!dropped.is_empty()).then(|| cap_message(&self.dir, &view, dropped.len()));
