@@ -163,9 +163,7 @@ fn exits_within(child: &mut std::process::Child, limit: Duration) -> Option<Dura
 }
 
 fn log_of(child: &mut std::process::Child) -> String {
-    let mut err = String::new();
-    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-    err
+    take_log(child)
 }
 
 /// SIGTERM while the gateway floods empty pings: the agent sends its close 1001 and waits

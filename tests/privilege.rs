@@ -207,17 +207,9 @@ impl Drop for Reaped {
 }
 
 fn spawn_privileged(config: &Path) -> Reaped {
-    Reaped(
-        agent_command()
-            .arg("--config")
-            .arg(config)
-            .arg("privileged")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .env_remove("JOURNAL_STREAM")
-            .spawn()
-            .expect("spawn rig-agent privileged"),
-    )
+    let mut cmd = agent_command();
+    cmd.arg("--config").arg(config).arg("privileged").stdout(Stdio::null()).env_remove("JOURNAL_STREAM");
+    Reaped(spawn_logged(&mut cmd))
 }
 
 fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {

@@ -166,11 +166,44 @@ pub fn agent_command() -> Command {
 
 pub fn spawn_agent(config: &Path, envs: &[(&str, &str)]) -> Child {
     let mut cmd = agent_command();
-    cmd.arg("--config").arg(config).stdout(Stdio::piped()).stderr(Stdio::piped()).env_remove("JOURNAL_STREAM");
+    cmd.arg("--config").arg(config).stdout(Stdio::null()).env_remove("JOURNAL_STREAM");
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    cmd.spawn().expect("spawn rig-agent")
+    spawn_logged(&mut cmd)
+}
+
+/// The logs of the children spawned by [`spawn_logged`], by pid.
+static LOGS: std::sync::Mutex<Vec<(u32, std::fs::File)>> = std::sync::Mutex::new(Vec::new());
+
+/// Spawns `cmd` with its stderr going to an unnamed temporary file, read by [`take_log`].
+/// Not a pipe: nobody reads a pipe until the child exits, and a child that logged more
+/// than the pipe holds (64 KiB) would block on its next log line.
+pub fn spawn_logged(cmd: &mut Command) -> Child {
+    let file = tempfile::tempfile().expect("a temporary file for the child's log");
+    cmd.stderr(file.try_clone().expect("dup the log file"));
+    let child = cmd.spawn().expect("spawn rig-agent");
+    LOGS.lock().unwrap().push((child.id(), file));
+    child
+}
+
+/// What the child has logged so far: its stderr file (see [`spawn_logged`]), or its stderr
+/// pipe read to the end (call that only once it has exited).
+pub fn take_log(child: &mut Child) -> String {
+    use std::io::{Seek, SeekFrom};
+    let mut err = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut err);
+        return err;
+    }
+    let mut logs = LOGS.lock().unwrap();
+    if let Some((_, file)) = logs.iter_mut().find(|(pid, _)| *pid == child.id()) {
+        let _ = file.seek(SeekFrom::Start(0));
+        let mut bytes = Vec::new();
+        let _ = file.read_to_end(&mut bytes);
+        err = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    err
 }
 
 pub fn signal(child: &Child, sig: Signal) {
@@ -184,8 +217,8 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> (Option<i32>, Duration, 
     let t = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            let err = take_log(child);
+            LOGS.lock().unwrap().retain(|(pid, _)| *pid != child.id());
             return (status.code(), t.elapsed(), err);
         }
         if t.elapsed() > limit {
