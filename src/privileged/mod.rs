@@ -10,6 +10,7 @@
 //! - [`drop`]: what the network half gives up at the start of `main`.
 //! - [`wire`]: the closed request set and the answers, strictly parsed and size-capped.
 //! - [`server`]: the privileged half's loop.
+//! - [`smartctl`]: running smartctl, for either half.
 //! - [`kmsg`]: the kernel log, streamed to the network half (issue 13 point 4).
 //! - [`client`]: the network half's side, used by [`crate::probes::smart::SmartReader`].
 
@@ -17,6 +18,7 @@ pub mod client;
 pub mod drop;
 pub(crate) mod kmsg;
 pub mod server;
+pub(crate) mod smartctl;
 pub(crate) mod wire;
 
 /// Where the privileged half listens unless `paths.privileged_socket` says otherwise; its

@@ -8,13 +8,12 @@ use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use super::wire::{self, MAX_OUTPUT, Refusal, Request, SmartAnswer};
+use super::wire::{self, Refusal, Request, SmartAnswer};
 use crate::config::PrivilegedConfig;
 use crate::os::child::StuckRuns;
 use crate::protocol::escape::escape;
@@ -138,32 +137,7 @@ static STUCK: std::sync::LazyLock<StuckRuns> = std::sync::LazyLock::new(StuckRun
 /// `smartctl --json -H -A /dev/<name>`, as the agent ran it before the split; not again
 /// while the last one on that disk is still stuck.
 fn run_smartctl(cfg: &PrivilegedConfig, name: &str) -> SmartAnswer {
-    run_smartctl_once(cfg, name, &STUCK)
-}
-
-fn run_smartctl_once(cfg: &PrivilegedConfig, name: &str, stuck: &StuckRuns) -> SmartAnswer {
-    let d = &cfg.disks;
-    if d.smartctl.is_empty() {
-        return SmartAnswer::Disabled;
-    }
-    if let Some(for_) = stuck.stuck_for(name) {
-        return SmartAnswer::StillStuck(for_.as_secs());
-    }
-    let mut cmd = Command::new(&d.smartctl);
-    cmd.args(["--json", "-H", "-A", &format!("/dev/{name}")]);
-    let outcome = crate::os::child::run(cmd, d.smart_timeout, MAX_OUTPUT);
-    if let Ok(out) = &outcome {
-        stuck.note(name, out);
-    }
-    match outcome {
-        Err(e) if e.is_not_found() => SmartAnswer::NotInstalled,
-        Err(e) => SmartAnswer::Spawn(e.source.to_string()),
-        Ok(out) if out.timed_out || out.status.is_none() => SmartAnswer::TimedOut,
-        // The network half reports output over the cap as unusable; sending the tail
-        // would only look like broken JSON.
-        Ok(out) if out.truncated => SmartAnswer::Output { exit: Some(-1), stdout: Vec::new() },
-        Ok(out) => SmartAnswer::Output { exit: out.status.and_then(|s| s.code()), stdout: out.stdout },
-    }
+    super::smartctl::run(&cfg.disks.smartctl, name, cfg.disks.smart_timeout, &STUCK)
 }
 
 #[cfg(test)]

@@ -106,6 +106,9 @@ pub fn read_request(r: &mut impl Read) -> io::Result<Vec<u8>> {
 pub enum SmartAnswer {
     /// smartctl exited (`None`: by a signal) and printed this (at most [`MAX_OUTPUT`]).
     Output { exit: Option<i32>, stdout: Vec<u8> },
+    /// It printed more than [`MAX_OUTPUT`] bytes: not an answer (smartctl's JSON for one
+    /// disk is tens of kilobytes).
+    Oversized,
     /// It ran over `disks.smart_timeout` and its process group was killed.
     TimedOut,
     /// The last smartctl on this disk was killed but has not ended (D state) these many
@@ -130,6 +133,7 @@ impl SmartAnswer {
                 let exit = exit.map_or_else(|| "-".to_string(), |c| c.to_string());
                 format!("output {exit} {}\n", stdout.len().min(MAX_OUTPUT)).into_bytes()
             }
+            SmartAnswer::Oversized => b"oversized\n".to_vec(),
             SmartAnswer::TimedOut => b"timeout\n".to_vec(),
             SmartAnswer::StillStuck(secs) => format!("stuck {secs}\n").into_bytes(),
             SmartAnswer::Disabled => b"disabled\n".to_vec(),
@@ -165,6 +169,7 @@ impl SmartAnswer {
                 r.read_exact(&mut stdout)?;
                 SmartAnswer::Output { exit, stdout }
             }
+            ["oversized"] => SmartAnswer::Oversized,
             ["timeout"] => SmartAnswer::TimedOut,
             ["stuck", secs] => SmartAnswer::StillStuck(secs.parse().map_err(|_| bad("bad seconds"))?),
             ["disabled"] => SmartAnswer::Disabled,
@@ -221,6 +226,7 @@ mod tests {
         for a in [
             SmartAnswer::Output { exit: Some(4), stdout: b"{\"x\":1}".to_vec() },
             SmartAnswer::Output { exit: None, stdout: Vec::new() },
+            SmartAnswer::Oversized,
             SmartAnswer::TimedOut,
             SmartAnswer::StillStuck(42),
             SmartAnswer::Disabled,

@@ -3,7 +3,6 @@
 //! `disks.smart_interval` so that neither queries nor scans wake the disks more often.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -12,9 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::os::child;
-
-/// smartctl's JSON for one disk is tens of kilobytes; more is not an answer.
-const OUTPUT_CAP: usize = 1 << 20;
+use crate::privileged::wire::{MAX_OUTPUT, SmartAnswer};
 
 /// What the agent reports of a disk's SMART data; fields smartctl did not give are `None`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,31 +210,9 @@ impl SmartReader {
                 return result;
             }
         }
-        // One stuck run per disk at most: another would hang on the same disk.
-        if let Some(stuck) = self.stuck.stuck_for(device) {
-            return Err(SmartError::StillStuck { device: device.to_string(), secs: stuck.as_secs() });
-        }
-        let mut cmd = Command::new(&binary);
-        cmd.args(["--json", "-H", "-A", device]);
-        // Its own process group, killed whole at the deadline; pipes a forked child keeps
-        // open or a process stuck on a dying disk are never waited for past it.
-        let outcome = child::run(cmd, timeout, OUTPUT_CAP).map_err(|e| {
-            if e.is_not_found() { SmartError::NotInstalled(binary.clone()) } else { SmartError::Spawn(e.to_string()) }
-        })?;
-        self.stuck.note(device, &outcome);
-        let status = match outcome.status {
-            Some(status) if !outcome.timed_out => status,
-            _ => return Err(SmartError::TimedOut { device: device.to_string(), timeout }),
-        };
-        if outcome.truncated {
-            return Err(SmartError::Unusable {
-                device: device.to_string(),
-                why: format!("more than {OUTPUT_CAP} bytes of output"),
-            });
-        }
-        let out = outcome.stdout;
-        parse(&String::from_utf8_lossy(&out), status.code())
-            .map_err(|why| SmartError::Unusable { device: device.to_string(), why })
+        let name = device.strip_prefix("/dev/").unwrap_or(device);
+        let answer = crate::privileged::smartctl::run(&binary, name, timeout, &self.stuck);
+        self.interpret(answer, device, timeout)
     }
 
     /// smartctl's answer through the privileged half; `None` when there is none at
@@ -249,7 +224,6 @@ impl SmartReader {
         timeout: Duration,
     ) -> Option<Result<Smart, SmartError>> {
         use crate::privileged::client::{self, ClientError};
-        use crate::privileged::wire::SmartAnswer;
         let name = device.strip_prefix("/dev/").unwrap_or(device);
         // The privileged half kills smartctl at the same timeout; the slack covers the hop.
         let answer = match client::smart(socket, name, timeout + Duration::from_secs(2)) {
@@ -275,10 +249,15 @@ impl SmartReader {
         if self.unreachable_logged.swap(false, Ordering::Relaxed) {
             log::info!("privileged half answers again; SMART data is back");
         }
+        Some(self.interpret(answer, device, timeout))
+    }
+
+    /// What smartctl's answer (run here or by the privileged half) says of `device`.
+    fn interpret(&self, answer: SmartAnswer, device: &str, timeout: Duration) -> Result<Smart, SmartError> {
         let device = device.to_string();
-        Some(match answer {
-            SmartAnswer::Output { exit: Some(-1), stdout } if stdout.is_empty() => {
-                Err(SmartError::Unusable { device, why: format!("more than {OUTPUT_CAP} bytes of output") })
+        match answer {
+            SmartAnswer::Oversized => {
+                Err(SmartError::Unusable { device, why: format!("more than {MAX_OUTPUT} bytes of output") })
             }
             SmartAnswer::Output { exit, stdout } => {
                 parse(&String::from_utf8_lossy(&stdout), exit).map_err(|why| SmartError::Unusable { device, why })
@@ -291,7 +270,7 @@ impl SmartReader {
             SmartAnswer::Refused(word) => {
                 Err(SmartError::Refused { device, word: crate::protocol::escape::escape(&word) })
             }
-        })
+        }
     }
 }
 
@@ -395,5 +374,26 @@ mod tests {
         assert!(e.unwrap_err().contains("No such device"));
         assert!(parse("Segmentation fault", Some(139)).unwrap_err().contains("not JSON"));
         assert!(parse("{}", Some(0)).is_err());
+    }
+
+    /// The same rule whether smartctl runs here or in the privileged half: an answer over
+    /// the cap is unusable, said as such, and not parsed from its tail.
+    #[test]
+    fn a_smartctl_printing_more_than_the_cap_is_unusable_not_parsed() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("smartctl");
+        let tail = r#"{"smart_status":{"passed":true}}"#;
+        std::fs::write(&bin, format!("#!/bin/sh\nhead -c {} /dev/zero | tr '\\0' ' '\necho '{tail}'\n", MAX_OUTPUT))
+            .unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let reader = SmartReader::new(bin.to_str().unwrap(), Duration::from_secs(10), Duration::from_secs(60));
+        match reader.run("/dev/sda") {
+            Err(SmartError::Unusable { why, .. }) => assert!(why.contains("bytes of output"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // Under the cap the same script's answer parses.
+        std::fs::write(&bin, format!("#!/bin/sh\necho '{tail}'\n")).unwrap();
+        assert_eq!(reader.run("/dev/sda").unwrap().passed, Some(true));
     }
 }

@@ -1,0 +1,37 @@
+//! The one place smartctl is run: by the privileged half for the network half, and by the
+//! agent itself where no privileged half is installed. Both therefore kill it at the same
+//! deadline, cap its output the same way, and never start a second run on a disk whose
+//! last one is stuck in the kernel.
+
+use std::process::Command;
+use std::time::Duration;
+
+use super::wire::{MAX_OUTPUT, SmartAnswer};
+use crate::os::child::{self, StuckRuns};
+
+/// `binary --json -H -A /dev/<name>` in its own process group, killed whole at `timeout`
+/// (pipes a forked child keeps open, or a process stuck on a dying disk, are never waited
+/// for past it); not started while the last run on `name` is still stuck. `binary` is
+/// `disks.smartctl`: "" means SMART is off.
+pub(crate) fn run(binary: &str, name: &str, timeout: Duration, stuck: &StuckRuns) -> SmartAnswer {
+    if binary.is_empty() {
+        return SmartAnswer::Disabled;
+    }
+    if let Some(for_) = stuck.stuck_for(name) {
+        return SmartAnswer::StillStuck(for_.as_secs());
+    }
+    let mut cmd = Command::new(binary);
+    cmd.args(["--json", "-H", "-A", &format!("/dev/{name}")]);
+    let outcome = child::run(cmd, timeout, MAX_OUTPUT);
+    if let Ok(out) = &outcome {
+        stuck.note(name, out);
+    }
+    match outcome {
+        Err(e) if e.is_not_found() => SmartAnswer::NotInstalled,
+        Err(e) => SmartAnswer::Spawn(e.source.to_string()),
+        Ok(out) if out.timed_out || out.status.is_none() => SmartAnswer::TimedOut,
+        // Only the tail of the output is kept: it would read as broken JSON.
+        Ok(out) if out.truncated => SmartAnswer::Oversized,
+        Ok(out) => SmartAnswer::Output { exit: out.status.and_then(|s| s.code()), stdout: out.stdout },
+    }
+}
