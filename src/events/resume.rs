@@ -49,6 +49,18 @@ pub fn parse(text: &str) -> Option<Cursor> {
     ok.then_some(Cursor { boot_id: boot_id.to_string(), seq: seq.parse().ok()? })
 }
 
+/// This boot's id, under `procfs` (`/proc`): `None` where it cannot be read (the privileged
+/// half's unit has `ProcSubset=pid`).
+pub fn boot_id(procfs: &Path) -> Option<String> {
+    crate::probes::read_attr(&procfs.join("sys/kernel/random/boot_id"))
+}
+
+/// The cursor saved in `state_dir`, when it names this boot (`boot`): where the last run
+/// stopped reading. `None` after a reboot, or with no usable cursor.
+pub fn remembered(state_dir: &Path, boot: Option<&str>) -> Option<Cursor> {
+    Cursor::load(state_dir).filter(|c| Some(c.boot_id.as_str()) == boot)
+}
+
 /// Where to start given the remembered cursor and this boot's id.
 pub fn start(remembered: Option<&Cursor>, boot_id: Option<&str>) -> Start {
     match (remembered, boot_id) {

@@ -178,8 +178,9 @@ impl Sources {
         let s = self;
         match kmsg {
             Ok(file) => {
-                let boot_id = boot_id(cfg);
-                let start = resume::start(Cursor::load(&cfg.state_dir).as_ref(), boot_id.as_deref());
+                let boot_id = resume::boot_id(&cfg.procfs);
+                let start =
+                    resume::start(resume::remembered(&cfg.state_dir, boot_id.as_deref()).as_ref(), boot_id.as_deref());
                 match KmsgReader::new(file, start) {
                     Ok(reader) => {
                         let job = KmsgJob::new(cfg, reader, boot_id, sink, &s.status);
@@ -282,10 +283,6 @@ const RECONNECT_MAX: Duration = Duration::from_secs(1);
 /// the kernel log.
 const UNREADABLE_RETRY: Duration = Duration::from_secs(60);
 
-fn boot_id(cfg: &SourcesConfig) -> Option<String> {
-    crate::probes::read_attr(&cfg.procfs.join("sys/kernel/random/boot_id"))
-}
-
 /// The kernel log through the privileged half: connect, read until the stream ends,
 /// connect again after the last record read (in memory, saved as the cursor), so a restart
 /// of the privileged half loses and doubles nothing the ring still holds.
@@ -297,8 +294,8 @@ fn privileged_loop(
     stop: &AtomicBool,
     rx: &WakeReceiver,
 ) {
-    let boot = boot_id(cfg);
-    let mut last = Cursor::load(&cfg.state_dir).filter(|c| Some(&c.boot_id) == boot.as_ref()).map(|c| c.seq);
+    let boot = resume::boot_id(&cfg.procfs);
+    let mut last = resume::remembered(&cfg.state_dir, boot.as_deref()).map(|c| c.seq);
     let mut lost_base = 0;
     let mut backoff = RECONNECT_FIRST;
     let mut said: Option<String> = None;

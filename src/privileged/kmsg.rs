@@ -47,7 +47,7 @@ pub fn encode(r: &Record) -> Vec<u8> {
 /// read the boot id (`ProcSubset=pid`), the cursor is taken as the asker's own check: a
 /// wrong one only costs the asker its own records.
 fn start(cfg: &PrivilegedConfig, cursor: Option<&Cursor>) -> Start {
-    match crate::probes::read_attr(&cfg.paths.procfs.join("sys/kernel/random/boot_id")) {
+    match resume::boot_id(&cfg.paths.procfs) {
         Some(boot) => resume::start(cursor, Some(&boot)),
         None => cursor.map_or(Start::End, |c| Start::After(c.seq)),
     }
