@@ -45,8 +45,21 @@ pub fn bind(path: &Path) -> Result<UnixListener, ListenError> {
         }
         fs::remove_file(path).map_err(err)?;
     }
-    let listener = UnixListener::bind(path).map_err(err)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(err)?;
+    // Bound and listening under a temporary name, then renamed into place: a client that
+    // sees the path can connect (bind and listen are two calls, and between them a connect
+    // is refused, which the agent would take for a privileged half that is down).
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    // A socket's path has at most 107 bytes: where the temporary name would not fit, the
+    // path itself is bound (the agent retries a refused connect within seconds).
+    let tmp = if tmp.len() < 108 { PathBuf::from(tmp) } else { path.to_path_buf() };
+    let _ = fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp).map_err(err)?;
+    let placed = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).and_then(|()| fs::rename(&tmp, path));
+    if let Err(e) = placed {
+        let _ = fs::remove_file(&tmp);
+        return Err(err(e));
+    }
     Ok(listener)
 }
 
@@ -168,5 +181,27 @@ mod tests {
         assert_eq!(check(b"smart sdb\n", &cfg, 0, 0), Err(Refusal::NotMonitored("sdb".into())));
         assert_eq!(check(b"smart loop0\n", &cfg, 0, 0), Err(Refusal::NotMonitored("loop0".into())));
         assert_eq!(check(b"smart sdq\n", &cfg, 0, 0), Err(Refusal::NotMonitored("sdq".into())));
+    }
+
+    /// The socket appears at its path already listening (renamed into place), with no
+    /// temporary name left; a path too long for a temporary name is bound as it is.
+    #[test]
+    fn the_socket_is_in_place_listening_and_mode_0600_with_short_and_long_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = dir.path().join("d".repeat(100 - dir.path().as_os_str().len().min(90)));
+        fs::create_dir(&long).unwrap();
+        for path in [dir.path().join("sock"), long.join("s")] {
+            assert!(path.as_os_str().len() < 108, "{}", path.display());
+            let listener = bind(&path).unwrap_or_else(|e| panic!("{e}"));
+            UnixStream::connect(&path).unwrap();
+            assert!(listener.accept().is_ok());
+            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            // Bound again over the old socket, as after a restart.
+            drop(listener);
+            let _again = bind(&path).unwrap_or_else(|e| panic!("{e}"));
+            UnixStream::connect(&path).unwrap();
+        }
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
     }
 }
