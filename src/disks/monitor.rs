@@ -295,80 +295,17 @@ impl Monitor {
     /// One scan; returns how many new warnings it raised.
     pub fn scan(&mut self) -> usize {
         let before = self.inv.clone();
-        // Disks the config no longer covers are forgotten, not reported missing.
-        let dropped: Vec<String> = self.inv.disks.keys().filter(|n| !self.monitored(n)).cloned().collect();
-        for n in &dropped {
-            self.inv.disks.remove(n);
-            self.inv.episodes.retain(|e| &e.disk != n);
-        }
+        self.forget_unmonitored();
         let names = disks::monitored(&self.roots.sysfs, &self.include, &self.exclude);
         let present: Vec<Disk> = names.iter().filter_map(|n| disks::read(&self.roots.sysfs, n)).collect();
-        let all_mounts = mounts::read(&self.roots.procfs);
-        let seen: Vec<Seen> = present
-            .iter()
-            .map(|d| {
-                let devs: Vec<&str> = d.devs().collect();
-                Seen {
-                    smart_passed: self.smart.peek(&d.device()).and_then(Result::ok).and_then(|s| s.passed),
-                    mounts: all_mounts
-                        .iter()
-                        .filter(|m| devs.contains(&m.dev.as_str()))
-                        .map(|m| (m.mountpoint.clone(), m.readonly))
-                        .collect(),
-                    disk: d.clone(),
-                }
-            })
-            .collect();
+        let seen = self.look_at(&present);
         self.refresh_smart(&present);
-
-        let mut conditions = rules::evaluate(&mut self.inv, &seen, self.ioerr_threshold);
-        rules::add_kernel_io_errors(&mut conditions, &self.storms.open(Instant::now()));
-        let observed = self.observe(&present);
-        // Arrays over monitored disks (or monitored themselves); not every md on the host.
-        let arrays: Vec<_> = counters::md_arrays(&self.roots.sysfs)
-            .into_iter()
-            .filter(|a| {
-                self.monitored(&a.name)
-                    || a.members
-                        .iter()
-                        .any(|m| present.iter().any(|d| &d.name == m || d.partitions.iter().any(|p| &p.name == m)))
-            })
-            .collect();
-        conditions.extend(crate::disks::predictive::evaluate(&mut self.inv, &observed, &arrays));
+        let conditions = self.conditions(&present, &seen);
         let (new, closed) = rules::reconcile(&mut self.inv.episodes, &conditions);
         for e in &closed {
             log::info!("disk /dev/{}: {} cleared", e.disk, e.reason);
         }
-        let mut warnings = Vec::new();
-        for c in &new {
-            let act_id = self.ids.next();
-            let device = format!("/dev/{}", c.disk);
-            let serial = self.inv.disks.get(&c.disk).and_then(|r| r.serial.clone());
-            let now = unix_now();
-            warnings.push(protocol::encode_warning(
-                &self.id,
-                &act_id,
-                &device,
-                serial.as_deref(),
-                c.reason.as_str(),
-                &c.detail,
-                now,
-            ));
-            // The detail quotes outside text (a mount point from mountinfo, a kernel line).
-            log::error!(
-                "disk {device} failed ({}): {}; warning {act_id}",
-                c.reason,
-                crate::protocol::escape::escape(&c.detail)
-            );
-            self.inv.episodes.push(Episode {
-                disk: c.disk.clone(),
-                reason: c.reason,
-                act_id,
-                since: now,
-                detail: c.detail.clone(),
-                reported: false,
-            });
-        }
+        let warnings: Vec<serde_json::Value> = new.iter().map(|c| self.open_episode(c)).collect();
         // The verdicts first: whoever hears of a warning finds them in get_disk_info.
         let present_names: Vec<String> = present.iter().map(|d| d.name.clone()).collect();
         self.health.publish(&self.inv, &present_names);
@@ -387,6 +324,82 @@ impl Monitor {
         self.save_if_changed(&before);
         self.status.set_warnings_pending(self.spool.len() as u64);
         new.len()
+    }
+
+    /// Disks the config no longer covers are forgotten, not reported missing.
+    fn forget_unmonitored(&mut self) {
+        let dropped: Vec<String> = self.inv.disks.keys().filter(|n| !self.monitored(n)).cloned().collect();
+        for n in &dropped {
+            self.inv.disks.remove(n);
+            self.inv.episodes.retain(|e| &e.disk != n);
+        }
+    }
+
+    /// What the rules look at for each present disk: its last SMART verdict (never waited
+    /// for) and its mounts.
+    fn look_at(&self, present: &[Disk]) -> Vec<Seen> {
+        let all_mounts = mounts::read(&self.roots.procfs);
+        present
+            .iter()
+            .map(|d| {
+                let devs: Vec<&str> = d.devs().collect();
+                Seen {
+                    smart_passed: self.smart.peek(&d.device()).and_then(Result::ok).and_then(|s| s.passed),
+                    mounts: all_mounts
+                        .iter()
+                        .filter(|m| devs.contains(&m.dev.as_str()))
+                        .map(|m| (m.mountpoint.clone(), m.readonly))
+                        .collect(),
+                    disk: d.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Every failure condition standing now: the rules over sysfs and mounts, the kernel's
+    /// I/O-error storms, and the predictive ones (SMART indicators, ext4 counters, arrays).
+    fn conditions(&mut self, present: &[Disk], seen: &[Seen]) -> Vec<rules::Condition> {
+        let mut conditions = rules::evaluate(&mut self.inv, seen, self.ioerr_threshold);
+        rules::add_kernel_io_errors(&mut conditions, &self.storms.open(Instant::now()));
+        let observed = self.observe(present);
+        // Arrays over monitored disks (or monitored themselves); not every md on the host.
+        let arrays: Vec<_> = counters::md_arrays(&self.roots.sysfs)
+            .into_iter()
+            .filter(|a| {
+                self.monitored(&a.name)
+                    || a.members
+                        .iter()
+                        .any(|m| present.iter().any(|d| &d.name == m || d.partitions.iter().any(|p| &p.name == m)))
+            })
+            .collect();
+        conditions.extend(crate::disks::predictive::evaluate(&mut self.inv, &observed, &arrays));
+        conditions
+    }
+
+    /// A new failure: logged, recorded as an episode not yet reported, and its warning
+    /// returned for the spool.
+    fn open_episode(&mut self, c: &rules::Condition) -> serde_json::Value {
+        let act_id = self.ids.next();
+        let device = format!("/dev/{}", c.disk);
+        let serial = self.inv.disks.get(&c.disk).and_then(|r| r.serial.clone());
+        let now = unix_now();
+        let warning =
+            protocol::encode_warning(&self.id, &act_id, &device, serial.as_deref(), c.reason.as_str(), &c.detail, now);
+        // The detail quotes outside text (a mount point from mountinfo, a kernel line).
+        log::error!(
+            "disk {device} failed ({}): {}; warning {act_id}",
+            c.reason,
+            crate::protocol::escape::escape(&c.detail)
+        );
+        self.inv.episodes.push(Episode {
+            disk: c.disk.clone(),
+            reason: c.reason,
+            act_id,
+            since: now,
+            detail: c.detail.clone(),
+            reported: false,
+        });
+        warning
     }
 
     /// Marks the episodes whose warning is on disk, or no longer in the outbox
