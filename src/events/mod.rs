@@ -4,11 +4,16 @@
 //! can move into a privileged process (issue 12) and hand over records or an open fd.
 
 pub mod attribution;
+pub mod disk_event;
 pub mod kernel_error;
+pub mod kmsg_feed;
+pub(crate) mod kmsg_job;
 pub mod kmsg_reader;
 pub mod kmsg_record;
 pub mod resume;
+pub mod source_status;
 pub mod sources;
+pub mod sources_config;
 pub mod storm;
 pub mod uevent;
 pub mod uevent_listener;

@@ -79,8 +79,8 @@ pub fn kmsg(socket: &Path, cursor: Option<&Cursor>) -> Result<std::fs::File, Cli
 /// kernel log opened here (a tarball run as root, or `paths.privileged_socket = ""`),
 /// which is said once. A missing socket with a kernel log this process may not open is a
 /// privileged half not up yet (both units start together): it is waited for, not given up.
-pub fn kmsg_feed(cfg: &crate::config::Config) -> crate::events::sources::KmsgFeed {
-    use crate::events::sources::KmsgFeed;
+pub fn kmsg_feed(cfg: &crate::config::Config) -> crate::events::kmsg_feed::KmsgFeed {
+    use crate::events::kmsg_feed::KmsgFeed;
     use crate::protocol::escape::escape;
     let open = || crate::events::kmsg_reader::open(&cfg.paths.kmsg);
     match &cfg.paths.privileged_socket {

@@ -1,0 +1,270 @@
+//! The kernel log reader's thread: reads records (from `/dev/kmsg`, a handed-over fd, or
+//! the privileged half's stream, reconnected when that half restarts), rate-limits each
+//! subject's error lines, attributes them to disks, and hands them to the monitor with the
+//! read position to save.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::QUOTE_CHARS;
+use super::attribution::Attribution;
+use super::disk_event::{DiskEvent, Sink};
+use super::kernel_error::{self, Subject};
+use super::kmsg_reader::{KmsgReader, Progress};
+use super::resume::{self, Cursor};
+use super::source_status::{SourceState, SourcesStatus, set};
+use super::sources_config::SourcesConfig;
+use crate::os::wake::{Interest, WakeReceiver};
+use crate::protocol::escape::escape_to;
+
+/// A subject's error lines are passed on at most this often; the rest are counted. A storm
+/// of thousands of lines a second costs the monitor a few events a second. Shorter than the
+/// least `disks.io_error_quiet` (1 s), so the first line after a storm ended is never held
+/// back as part of the old one.
+pub const PASS_EVERY: Duration = Duration::from_millis(250);
+/// Subjects remembered by the rate limit; beyond this it starts over (bounded memory).
+const MAX_SUBJECTS: usize = 64;
+/// The read position goes to the monitor at most this often when no error came with it
+/// (the monitor writes it, and flash wears), and at stop.
+pub const SAVE_EVERY: Duration = Duration::from_secs(10);
+/// How often a regular file or writerless FIFO (tests) is looked at again.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+/// First wait before asking a privileged half that went away again; doubled to
+/// [`RECONNECT_MAX`]. systemd restarts it after 1 s (`RestartSec=`); a refused connect
+/// costs a syscall, so the wait stays short and the gap in the stream with it.
+const RECONNECT_FIRST: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(1);
+/// How long to wait before asking again a privileged half that answered it cannot read
+/// the kernel log.
+const UNREADABLE_RETRY: Duration = Duration::from_secs(60);
+
+/// The kernel log through the privileged half: connect, read until the stream ends,
+/// connect again after the last record read (in memory, saved as the cursor), so a restart
+/// of the privileged half loses and doubles nothing the ring still holds.
+pub(super) fn privileged_loop(
+    cfg: &SourcesConfig,
+    socket: &Path,
+    sink: &Sink,
+    status: &Arc<SourcesStatus>,
+    stop: &AtomicBool,
+    rx: &WakeReceiver,
+) {
+    let boot = resume::boot_id(&cfg.procfs);
+    let mut last = resume::remembered(&cfg.state_dir, boot.as_deref()).map(|c| c.seq);
+    let mut lost_base = 0;
+    let mut backoff = RECONNECT_FIRST;
+    let mut said: Option<String> = None;
+    let mut connected_before = false;
+    while !stop.load(Ordering::SeqCst) {
+        let cursor = boot.as_ref().zip(last).map(|(b, seq)| Cursor { boot_id: b.clone(), seq });
+        let start = cursor.as_ref().map_or(resume::Start::End, |c| resume::Start::After(c.seq));
+        let opened = crate::privileged::client::kmsg(socket, cursor.as_ref());
+        match opened.and_then(|f| {
+            KmsgReader::new(f, start).map_err(|source| crate::privileged::client::ClientError::Unreachable {
+                path: socket.display().to_string(),
+                source,
+            })
+        }) {
+            Ok(reader) => {
+                said = None;
+                if std::mem::replace(&mut connected_before, true) {
+                    let from = last.map_or_else(|| "from now on".to_string(), |s| format!("after record {s}"));
+                    log::info!("kernel log: the privileged half answers again; resuming {from}");
+                } else {
+                    log::info!("kernel log read through the privileged half at {}", socket.display());
+                }
+                backoff = RECONNECT_FIRST;
+                let mut job = KmsgJob::new(cfg, reader, boot.clone(), sink, status);
+                job.lost_base = lost_base;
+                job.via_privileged = true;
+                let ended = job.run(stop, rx);
+                last = ended.last_seq.or(last);
+                lost_base = ended.lost;
+                if !ended.stream_ended {
+                    return;
+                }
+            }
+            Err(e) => {
+                let why = match &e {
+                    crate::privileged::client::ClientError::KmsgUnreadable(_) => e.to_string(),
+                    _ => "privileged half unreachable".to_string(),
+                };
+                if said.as_deref() != Some(why.as_str()) {
+                    let detail = escape_to(&e.to_string(), QUOTE_CHARS);
+                    log::warn!("kernel log unreadable: {detail}; falling back to scans (asking again)");
+                    set(&status.kmsg, SourceState::Off(escape_to(&why, QUOTE_CHARS)));
+                    said = Some(why);
+                }
+                // A half that cannot read the log (no CAP_SYSLOG, a container) will not be
+                // able to a second later: ask again once a minute, not every second.
+                let wait = match &e {
+                    crate::privileged::client::ClientError::KmsgUnreadable(_) => UNREADABLE_RETRY,
+                    _ => backoff,
+                };
+                rx.wait(None, Some(wait));
+                backoff = (backoff * 2).min(RECONNECT_MAX);
+            }
+        }
+    }
+}
+
+/// How a [`KmsgJob`] ended.
+pub(super) struct Ended {
+    last_seq: Option<u64>,
+    /// Records lost so far, this job's included.
+    lost: u64,
+    /// The privileged half's stream closed (it stopped): connect again.
+    stream_ended: bool,
+}
+
+pub(super) struct KmsgJob {
+    reader: KmsgReader,
+    /// Lost records counted by earlier connections to the privileged half.
+    lost_base: u64,
+    /// The reader is the privileged half's stream: its end means "reconnect".
+    via_privileged: bool,
+    boot_id: Option<String>,
+    attribution: Attribution,
+    state_dir: PathBuf,
+    sink: Sink,
+    status: Arc<SourcesStatus>,
+}
+
+impl KmsgJob {
+    pub(super) fn new(
+        cfg: &SourcesConfig,
+        reader: KmsgReader,
+        boot_id: Option<String>,
+        sink: &Sink,
+        status: &Arc<SourcesStatus>,
+    ) -> KmsgJob {
+        KmsgJob {
+            reader,
+            lost_base: 0,
+            via_privileged: false,
+            boot_id,
+            attribution: Attribution::new(&cfg.sysfs),
+            state_dir: cfg.state_dir.clone(),
+            sink: Arc::clone(sink),
+            status: Arc::clone(status),
+        }
+    }
+
+    fn ended(&self, stream_ended: bool) -> Ended {
+        Ended { last_seq: self.reader.last_seq(), lost: self.lost_base + self.reader.lost(), stream_ended }
+    }
+
+    pub(super) fn run(mut self, stop: &AtomicBool, rx: &WakeReceiver) -> Ended {
+        let live = if self.via_privileged { SourceState::LivePrivileged } else { SourceState::Live };
+        set(&self.status.kmsg, live);
+        let mut limit: HashMap<Subject, (Option<Instant>, u64)> = HashMap::new();
+        let mut saved = (self.reader.last_seq(), Instant::now());
+        // Started at the end of the ring (no cursor of this boot): nothing before the first
+        // record read needs the monitor, so that position is saved here at once; a crash
+        // before the monitor saves a later one resumes there, not at the end again.
+        let mut baseline = self.reader.last_seq().is_none();
+        let mut records = Vec::new();
+        let mut reported_lost = 0;
+        let mut lost_said: Option<Instant> = None;
+        while !stop.load(Ordering::SeqCst) {
+            records.clear();
+            let progress = match self.reader.read(&mut records) {
+                Ok(p) => p,
+                Err(e) => {
+                    let why = escape_to(&e.to_string(), QUOTE_CHARS);
+                    log::warn!("kernel log unreadable: {why}; falling back to scans");
+                    set(&self.status.kmsg, SourceState::Off(why));
+                    self.hand_position();
+                    // A broken stream from the privileged half is asked for again.
+                    return self.ended(self.via_privileged);
+                }
+            };
+            if baseline && let Some(first) = records.first() {
+                baseline = false;
+                self.save_baseline(first.seq);
+            }
+            let mut passed = false;
+            for r in records.iter().filter(|r| r.from_kernel()) {
+                let Some(err) = kernel_error::recognise(&r.message) else { continue };
+                let now = Instant::now();
+                if limit.len() >= MAX_SUBJECTS && !limit.contains_key(&err.subject) {
+                    limit.clear();
+                }
+                let entry = limit.entry(err.subject.clone()).or_insert((None, 0));
+                entry.1 += 1;
+                if entry.0.is_some_and(|t: Instant| now.duration_since(t) < PASS_EVERY) {
+                    continue;
+                }
+                let lines = std::mem::take(&mut entry.1);
+                entry.0 = Some(now);
+                let line = escape_to(&r.message, QUOTE_CHARS);
+                for disk in self.attribution.disks(&err.subject) {
+                    passed = true;
+                    if !(self.sink)(DiskEvent::KernelError { disk, line: line.clone(), lines }) {
+                        return self.ended(false);
+                    }
+                }
+            }
+            let lost = self.reader.lost();
+            if lost > reported_lost {
+                // The count at once (get_agent_info); the log line at most every SAVE_EVERY,
+                // since a storm can overrun the ring on every read.
+                self.status.kmsg_lost.store(self.lost_base + lost, Ordering::Relaxed);
+                if lost_said.is_none_or(|t: Instant| t.elapsed() >= SAVE_EVERY) {
+                    log::warn!("kernel log: {} records overwritten before they were read", lost - reported_lost);
+                    reported_lost = lost;
+                    lost_said = Some(Instant::now());
+                }
+            }
+            // Right after errors, so that the monitor records the position with their
+            // warnings (a record read again after a crash then finds its episode open).
+            if self.reader.last_seq() != saved.0 && (passed || saved.1.elapsed() >= SAVE_EVERY) {
+                if !self.hand_position() {
+                    return self.ended(false);
+                }
+                saved = (self.reader.last_seq(), Instant::now());
+            }
+            match progress {
+                Progress::More => {}
+                // Asleep until a record comes, unless a cursor is still to be written.
+                Progress::Wait => {
+                    let dirty = self.reader.last_seq() != saved.0;
+                    rx.wait(Some((self.reader_fd(), Interest::Readable)), dirty.then_some(SAVE_EVERY))
+                }
+                // The privileged half closed its end: it stopped or restarts.
+                Progress::Idle if self.via_privileged => {
+                    log::warn!("kernel log: the privileged half went away; asking again");
+                    self.hand_position();
+                    return self.ended(true);
+                }
+                Progress::Idle => rx.wait(None, Some(IDLE_POLL)),
+            }
+        }
+        self.hand_position();
+        self.ended(false)
+    }
+
+    fn reader_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.reader.as_fd()
+    }
+
+    /// Saves "handled up to the record before `first`" on this thread: see `baseline`.
+    fn save_baseline(&self, first: u64) {
+        let (Some(boot_id), Some(seq)) = (&self.boot_id, first.checked_sub(1)) else { return };
+        if let Err(e) = (Cursor { boot_id: boot_id.clone(), seq }).save(&self.state_dir) {
+            log::debug!("cannot save the kernel log position ({e})");
+        }
+    }
+
+    /// Hands the read position to the monitor, after the errors read before it; false
+    /// when the monitor is gone.
+    fn hand_position(&self) -> bool {
+        let (Some(boot_id), Some(seq)) = (&self.boot_id, self.reader.last_seq()) else { return true };
+        (self.sink)(DiskEvent::KmsgRead(Cursor { boot_id: boot_id.clone(), seq }))
+    }
+}
