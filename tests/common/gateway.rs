@@ -308,6 +308,13 @@ impl Gateway {
         }
     }
 
+    /// Whether connection `conn` was closed or lost so far. Only that connection: attempts
+    /// before the login (a handshake that ran over the agent's deadline on a loaded machine
+    /// or under qemu) are not the connection a test watches.
+    pub fn dropped(&self, conn: usize) -> bool {
+        self.seen.iter().any(|e| matches!(e, Event::Closed { .. } | Event::Gone { .. }) && e.conn() == conn)
+    }
+
     /// Waits for the agent's login on a new connection and returns (conn, login message).
     pub fn wait_login(&mut self, timeout: Duration) -> (usize, Value) {
         match self.wait_for(timeout, "login", |e| e.act() == Some("start")) {
