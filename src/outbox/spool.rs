@@ -188,6 +188,9 @@ struct View {
     on_settled: Option<OnSettled>,
     /// Tombstones on disk: creation number to act_id.
     tombstones: BTreeMap<u64, String>,
+    /// The act_id and text of each tombstone found at open, until the monitor takes them
+    /// ([`Spool::take_acked_at_open`]).
+    acked_at_open: Vec<(String, String)>,
     /// The act_ids of episodes the monitor's saved inventory has not marked reported: only
     /// their acks leave a tombstone; every other ack deletes the file at once.
     unreported: HashSet<String>,
@@ -260,6 +263,7 @@ impl Spool {
         let mut problems = Vec::new();
         let mut entries = Vec::new();
         let mut tombstones = BTreeMap::new();
+        let mut acked_at_open = Vec::new();
         // On a read-only state file system there may be no spool yet: start empty in memory;
         // writes create the directory once they can.
         let mut names: Vec<String> = match fs::create_dir_all(&dir).and_then(|()| fs::read_dir(&dir)) {
@@ -283,15 +287,18 @@ impl Spool {
                 name.strip_prefix("a-").and_then(|n| n.strip_suffix(".json")).and_then(|n| n.parse().ok())
             {
                 // An acknowledged message whose episode may not be saved as reported yet.
-                let act_id = bounded_read::read(&path, ENTRY_CAP, Links::Refuse)
-                    .ok()
-                    .and_then(|c| serde_json::from_slice::<Value>(&c.bytes).ok())
+                let read = bounded_read::read(&path, ENTRY_CAP, Links::Refuse).ok();
+                let text = read.and_then(|c| String::from_utf8(c.bytes).ok());
+                let act_id = text
+                    .as_deref()
+                    .and_then(|t| serde_json::from_str::<Value>(t).ok())
                     .and_then(|v| Some(v.get("act_id")?.as_str()?.to_string()));
-                match act_id {
-                    Some(a) => {
-                        tombstones.insert(seq, a);
+                match (act_id, text) {
+                    (Some(a), Some(text)) => {
+                        tombstones.insert(seq, a.clone());
+                        acked_at_open.push((a, text));
                     }
-                    None => {
+                    _ => {
                         let _ = fs::remove_file(&path);
                     }
                 }
@@ -329,7 +336,7 @@ impl Spool {
         entries.sort_by_key(|e| e.seq);
         // Past the tombstones too: a new message must not take the number of one.
         let next_seq = entries.last().map(|e| e.seq).max(tombstones.keys().next_back().copied()).map_or(1, |s| s + 1);
-        let mut view = View { next_seq, limits: options.limits, tombstones, ..View::default() };
+        let mut view = View { next_seq, limits: options.limits, tombstones, acked_at_open, ..View::default() };
         for e in entries {
             view.insert(e);
         }
@@ -485,6 +492,13 @@ impl Spool {
     /// tombstone is still there: the monitor has not yet saved its episode as reported.
     pub fn acked_before(&self, act_id: &str) -> bool {
         self.lock().tombstones.values().any(|a| a == act_id)
+    }
+
+    /// The act_id and text of each tombstone found when the spool was opened, once: the
+    /// warnings acknowledged before the last stop whose episodes may be missing from the
+    /// saved inventory altogether (a kill -9 during the first save after their detection).
+    pub fn take_acked_at_open(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.lock().acked_at_open)
     }
 
     /// What the monitor's saved inventory has not marked reported (`keep`): acks of these
