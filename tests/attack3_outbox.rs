@@ -106,3 +106,29 @@ fn a_warning_acknowledged_before_its_first_inventory_save_is_not_raised_again_un
     assert!(saved.contains(act_id), "the episode keeps the acknowledged warning's act_id: {saved}");
     assert!(!state.join("spool/a-000000000001.json").exists(), "the tombstone goes once the episode is saved");
 }
+
+/// A spool file whose number is the largest u64 (a name the agent never writes: a damaged
+/// directory entry, a file copied in by hand) made the next number overflow: a panic at
+/// start in a debug build ("attempt to add with overflow" in Spool::open), and in a release
+/// build a wrap to 0, the next warnings numbered before it (creation order lost). Such a
+/// file is not the agent's and is left alone, as any other name it does not write.
+#[test]
+fn a_spool_file_numbered_at_the_top_of_u64_neither_stops_the_agent_nor_keeps_new_warnings_from_being_sent() {
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    fs::write(rig.join("sys/block/sdb/device/state"), "running\n").unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let cfg = config(&gw, &pki, &rig).write(dir.path());
+    let state = dir.path().join("state");
+    fs::create_dir_all(state.join("spool")).unwrap();
+    let planted = sdb_offline_warning("5eedf00d-9").to_string();
+    fs::write(state.join(format!("spool/w-{}.json", u64::MAX)), &planted).unwrap();
+    fs::write(state.join(format!("spool/a-{}.json", u64::MAX - 1)), &planted).unwrap();
+
+    let _agent = Agent::start(&cfg);
+    gw.wait_login(10 * SEC);
+    fs::remove_dir_all(rig.join("sys/block/sda")).unwrap();
+    gw.wait_warning(10 * SEC, "/dev/sda", "missing");
+}

@@ -283,9 +283,7 @@ impl Spool {
                 let _ = fs::remove_file(&path);
                 continue;
             }
-            if let Some(seq) =
-                name.strip_prefix("a-").and_then(|n| n.strip_suffix(".json")).and_then(|n| n.parse().ok())
-            {
+            if let Some(seq) = seq_of(&name, "a-") {
                 // An acknowledged message whose episode may not be saved as reported yet.
                 let read = bounded_read::read(&path, ENTRY_CAP, Links::Refuse).ok();
                 let text = read.and_then(|c| String::from_utf8(c.bytes).ok());
@@ -304,8 +302,7 @@ impl Spool {
                 }
                 continue;
             }
-            let Some(seq) = name.strip_prefix("w-").and_then(|n| n.strip_suffix(".json")).and_then(|n| n.parse().ok())
-            else {
+            let Some(seq) = seq_of(&name, "w-") else {
                 continue; // *.corrupt and anything else that is not ours
             };
             // A FIFO, a device or a link here must not hang or flood the start-up: it is
@@ -555,6 +552,18 @@ impl Drop for Spool {
         }
         let _ = t.join();
     }
+}
+
+/// The largest creation number in a spool file's name: its 12 digits. The agent never
+/// comes near it (a warning a second for 30 000 years); a larger one was not written by it
+/// (a damaged directory entry, a file copied in by hand), and counting on from it would
+/// overflow `u64` (a panic, or in a release build a wrap to 0 that breaks creation order).
+const MAX_SEQ: u64 = 999_999_999_999;
+
+/// The creation number of a spool file name `<prefix><n>.json`, when in range.
+fn seq_of(name: &str, prefix: &str) -> Option<u64> {
+    let seq: u64 = name.strip_prefix(prefix)?.strip_suffix(".json")?.parse().ok()?;
+    (seq <= MAX_SEQ).then_some(seq)
 }
 
 fn lock(view: &Mutex<View>) -> MutexGuard<'_, View> {
