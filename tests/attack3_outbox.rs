@@ -132,3 +132,54 @@ fn a_spool_file_numbered_at_the_top_of_u64_neither_stops_the_agent_nor_keeps_new
     fs::remove_dir_all(rig.join("sys/block/sda")).unwrap();
     gw.wait_warning(10 * SEC, "/dev/sda", "missing");
 }
+
+/// The state filesystem read-only (remounted so by the kernel after an error) while a
+/// tombstone waits to be purged: its episode is saved as reported, so every scan asks for
+/// the purge again, and each failed removal was logged at warning level, once per scan
+/// (22 lines in 2 s here; 1440 a day at the default 60 s interval), where every other
+/// failing write in the state directory is said once.
+#[test]
+fn a_tombstone_that_cannot_be_removed_from_a_read_only_state_filesystem_is_warned_about_once_not_every_scan() {
+    let _g = Guard::new(60 * SEC);
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to mount a tmpfs");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let cfg = config(&gw, &pki, &rig).write(dir.path());
+    let state = dir.path().join("state");
+    fs::create_dir_all(&state).unwrap();
+    let mount = |args: &[&str]| assert!(Command::new("mount").args(args).status().unwrap().success());
+    mount(&["-t", "tmpfs", "-o", "size=4m", "tmpfs", state.to_str().unwrap()]);
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(state.clone());
+    // A first run: sdb's failure warned about, acknowledged and saved as reported.
+    let agent = Agent::start(&cfg);
+    gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
+    wait_until(10 * SEC, "the episode saved as reported and the spool empty", || {
+        fs::read_to_string(state.join("disks.json")).is_ok_and(|t| t.contains("\"reported\":true"))
+            && fs::read_dir(state.join("spool")).is_ok_and(|d| d.count() == 0)
+    });
+    agent.stop();
+    let saved: Value = serde_json::from_str(&fs::read_to_string(state.join("disks.json")).unwrap()).unwrap();
+    let act_id = saved["episodes"][0]["act_id"].as_str().unwrap().to_string();
+    // The tombstone of its acknowledged warning left behind (the stop came between the
+    // save and the purge).
+    fs::write(state.join("spool/a-000000000004.json"), sdb_offline_warning(&act_id).to_string()).unwrap();
+    mount(&["-o", "remount,ro", state.to_str().unwrap()]);
+
+    let agent = Agent::start(&cfg);
+    gw.wait_login(10 * SEC);
+    soak(&mut gw, 2 * SEC); // twenty scans
+    agent.stop();
+    let said = warnings_with("a-000000000004.json");
+    assert!(said.len() <= 1, "said {} times: {said:?}", said.len());
+}

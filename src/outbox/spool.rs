@@ -183,6 +183,8 @@ struct View {
     limits: Limits,
     /// A write or delete failed and has not succeeded since: log only the first.
     failing: bool,
+    /// The same for removing tombstones, which every scan asks for again.
+    purge_failing: bool,
     catch_up_queued: bool,
     waker: Option<Waker>,
     on_settled: Option<OnSettled>,
