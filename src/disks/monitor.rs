@@ -131,12 +131,29 @@ impl Monitor {
                 });
             }
         }
+        // Acknowledged before any save recorded its episode at all: the warning is written,
+        // sent and acknowledged while the scan's save of disks.json is still in its fsync,
+        // and a kill -9 then leaves only the tombstone. Without this episode the next scan
+        // would take the failure for a new one and warn again under a new act_id.
+        let mut unsaved = false;
+        let mut keep: HashSet<String> = HashSet::new();
+        for (act_id, text) in shared.spool.take_acked_at_open() {
+            let Some(w) = protocol::decode_warning(&text) else { continue };
+            let Ok(reason) = w.reason.parse::<Reason>() else { continue };
+            if known.insert((w.disk.clone(), reason)) {
+                let since = w.time.unwrap_or_else(unix_now);
+                keep.insert(act_id.clone());
+                inv.episodes.push(Episode { disk: w.disk, reason, act_id, since, detail: w.detail, reported: true });
+                unsaved = true;
+            }
+        }
         let id = Identity::from(&cfg.device);
-        // As saved: until the next save, acks of these leave a tombstone.
-        shared.spool.purge_tombstones(inv.episodes.iter().filter(|e| !e.reported).map(|e| e.act_id.clone()).collect());
+        // As saved: until the next save, acks of these leave a tombstone (and the tombstones
+        // just turned into episodes stay until that save records them).
+        keep.extend(inv.episodes.iter().filter(|e| !e.reported).map(|e| e.act_id.clone()));
+        shared.spool.purge_tombstones(keep);
         // Acknowledged (its tombstone is in the spool) before this episode was saved as
         // reported: it was delivered, only the record of it is late. Saved at the first scan.
-        let mut unsaved = false;
         for e in inv.episodes.iter_mut().filter(|e| !e.reported && shared.spool.acked_before(&e.act_id)) {
             e.reported = true;
             unsaved = true;

@@ -183,11 +183,16 @@ struct View {
     limits: Limits,
     /// A write or delete failed and has not succeeded since: log only the first.
     failing: bool,
+    /// The same for removing tombstones, which every scan asks for again.
+    purge_failing: bool,
     catch_up_queued: bool,
     waker: Option<Waker>,
     on_settled: Option<OnSettled>,
     /// Tombstones on disk: creation number to act_id.
     tombstones: BTreeMap<u64, String>,
+    /// The act_id and text of each tombstone found at open, until the monitor takes them
+    /// ([`Spool::take_acked_at_open`]).
+    acked_at_open: Vec<(String, String)>,
     /// The act_ids of episodes the monitor's saved inventory has not marked reported: only
     /// their acks leave a tombstone; every other ack deletes the file at once.
     unreported: HashSet<String>,
@@ -260,6 +265,7 @@ impl Spool {
         let mut problems = Vec::new();
         let mut entries = Vec::new();
         let mut tombstones = BTreeMap::new();
+        let mut acked_at_open = Vec::new();
         // On a read-only state file system there may be no spool yet: start empty in memory;
         // writes create the directory once they can.
         let mut names: Vec<String> = match fs::create_dir_all(&dir).and_then(|()| fs::read_dir(&dir)) {
@@ -279,26 +285,26 @@ impl Spool {
                 let _ = fs::remove_file(&path);
                 continue;
             }
-            if let Some(seq) =
-                name.strip_prefix("a-").and_then(|n| n.strip_suffix(".json")).and_then(|n| n.parse().ok())
-            {
+            if let Some(seq) = seq_of(&name, "a-") {
                 // An acknowledged message whose episode may not be saved as reported yet.
-                let act_id = bounded_read::read(&path, ENTRY_CAP, Links::Refuse)
-                    .ok()
-                    .and_then(|c| serde_json::from_slice::<Value>(&c.bytes).ok())
+                let read = bounded_read::read(&path, ENTRY_CAP, Links::Refuse).ok();
+                let text = read.and_then(|c| String::from_utf8(c.bytes).ok());
+                let act_id = text
+                    .as_deref()
+                    .and_then(|t| serde_json::from_str::<Value>(t).ok())
                     .and_then(|v| Some(v.get("act_id")?.as_str()?.to_string()));
-                match act_id {
-                    Some(a) => {
-                        tombstones.insert(seq, a);
+                match (act_id, text) {
+                    (Some(a), Some(text)) => {
+                        tombstones.insert(seq, a.clone());
+                        acked_at_open.push((a, text));
                     }
-                    None => {
+                    _ => {
                         let _ = fs::remove_file(&path);
                     }
                 }
                 continue;
             }
-            let Some(seq) = name.strip_prefix("w-").and_then(|n| n.strip_suffix(".json")).and_then(|n| n.parse().ok())
-            else {
+            let Some(seq) = seq_of(&name, "w-") else {
                 continue; // *.corrupt and anything else that is not ours
             };
             // A FIFO, a device or a link here must not hang or flood the start-up: it is
@@ -329,7 +335,7 @@ impl Spool {
         entries.sort_by_key(|e| e.seq);
         // Past the tombstones too: a new message must not take the number of one.
         let next_seq = entries.last().map(|e| e.seq).max(tombstones.keys().next_back().copied()).map_or(1, |s| s + 1);
-        let mut view = View { next_seq, limits: options.limits, tombstones, ..View::default() };
+        let mut view = View { next_seq, limits: options.limits, tombstones, acked_at_open, ..View::default() };
         for e in entries {
             view.insert(e);
         }
@@ -487,6 +493,13 @@ impl Spool {
         self.lock().tombstones.values().any(|a| a == act_id)
     }
 
+    /// The act_id and text of each tombstone found when the spool was opened, once: the
+    /// warnings acknowledged before the last stop whose episodes may be missing from the
+    /// saved inventory altogether (a kill -9 during the first save after their detection).
+    pub fn take_acked_at_open(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.lock().acked_at_open)
+    }
+
     /// What the monitor's saved inventory has not marked reported (`keep`): acks of these
     /// leave a tombstone, and the tombstones of every other act_id can go. Never blocks on
     /// the disk.
@@ -541,6 +554,18 @@ impl Drop for Spool {
         }
         let _ = t.join();
     }
+}
+
+/// The largest creation number in a spool file's name: its 12 digits. The agent never
+/// comes near it (a warning a second for 30 000 years); a larger one was not written by it
+/// (a damaged directory entry, a file copied in by hand), and counting on from it would
+/// overflow `u64` (a panic, or in a release build a wrap to 0 that breaks creation order).
+const MAX_SEQ: u64 = 999_999_999_999;
+
+/// The creation number of a spool file name `<prefix><n>.json`, when in range.
+fn seq_of(name: &str, prefix: &str) -> Option<u64> {
+    let seq: u64 = name.strip_prefix(prefix)?.strip_suffix(".json")?.parse().ok()?;
+    (seq <= MAX_SEQ).then_some(seq)
 }
 
 fn lock(view: &Mutex<View>) -> MutexGuard<'_, View> {

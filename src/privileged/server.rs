@@ -4,14 +4,14 @@
 //! with smartctl's exit status and stdout. It parses no JSON and talks to no network.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::wire::{self, Refusal, Request, SmartAnswer};
 use crate::config::PrivilegedConfig;
@@ -21,7 +21,8 @@ use crate::protocol::escape::escape;
 /// Connections served at once: one per disk being read, with room to spare; more are
 /// closed at once (the network half reads a few disks at a time).
 const MAX_CONCURRENT: usize = 16;
-/// How long a peer may take to send its request line.
+/// How long a peer may take to send its request line, in all (not per read: see
+/// [`UntilDeadline`]).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long writing the answer may take before the peer is given up.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -108,10 +109,14 @@ pub fn serve(listener: UnixListener, config: PathBuf, first: PrivilegedConfig) {
 
 /// One connection: peer check, one request, one answer.
 fn handle(mut conn: UnixStream, cfg: &PrivilegedConfig, own_uid: u32) -> io::Result<()> {
-    conn.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     conn.set_write_timeout(Some(ANSWER_TIMEOUT))?;
     let peer = rustix::net::sockopt::socket_peercred(&conn)?.uid.as_raw();
-    let line = if peer == own_uid || peer == 0 { wire::read_request(&mut conn)? } else { Vec::new() };
+    let line = if peer == own_uid || peer == 0 {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        wire::read_request(&mut UntilDeadline { conn: &conn, deadline })?
+    } else {
+        Vec::new()
+    };
     let answer = match check(&line, cfg, peer, own_uid) {
         Ok(Request::Smart(name)) => run_smartctl(cfg, &name),
         Ok(Request::Kmsg(cursor)) => {
@@ -127,6 +132,25 @@ fn handle(mut conn: UnixStream, cfg: &PrivilegedConfig, own_uid: u32) -> io::Res
         }
     };
     conn.write_all(&answer.encode())
+}
+
+/// Reads from the connection until a deadline: `SO_RCVTIMEO` armed with what is left before
+/// each read. Armed once, it bounded each read only, and a peer sending a byte a second
+/// held its thread and one of the [`MAX_CONCURRENT`] slots for its whole 128-byte line.
+struct UntilDeadline<'a> {
+    conn: &'a UnixStream,
+    deadline: Instant,
+}
+
+impl Read for UntilDeadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "the request line took too long"));
+        }
+        self.conn.set_read_timeout(Some(left))?;
+        (&*self.conn).read(buf)
+    }
 }
 
 /// The request, if the peer may ask it and it names a monitored disk present now.

@@ -174,11 +174,19 @@ impl Storage {
                 Ok(()) => changed = true,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    log::warn!("tombstone {} could not be removed from the spool ({e})", tombstone_name(seq));
+                    // Asked again at every scan while it stays (a read-only state file
+                    // system): said once until a removal succeeds, not once per scan.
+                    if !std::mem::replace(&mut lock(&self.view).purge_failing, true) {
+                        log::warn!("tombstone {} could not be removed from the spool ({e})", tombstone_name(seq));
+                    } else {
+                        log::debug!("tombstone {} could not be removed from the spool ({e})", tombstone_name(seq));
+                    }
                     continue;
                 }
             }
-            lock(&self.view).tombstones.remove(&seq);
+            let mut view = lock(&self.view);
+            view.tombstones.remove(&seq);
+            view.purge_failing = false;
         }
         if changed {
             self.sync();
