@@ -145,7 +145,7 @@ pub struct WarningConfig {
     pub resend_after: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathsConfig {
     /// Spool and disk inventory; created if missing. Default /var/lib/rig-agent.
     pub state_dir: PathBuf,

@@ -80,20 +80,7 @@ pub fn serve(listener: UnixListener, config: PathBuf, first: PrivilegedConfig) {
         busy.fetch_add(1, Ordering::SeqCst);
         let (running, current, config) = (Arc::clone(&busy), Arc::clone(&current), config.clone());
         let spawned = thread::Builder::new().name("privileged".into()).spawn(move || {
-            match crate::config::Config::load_for_privileged(&config) {
-                Ok(cfg) => *current.lock().unwrap_or_else(|p| p.into_inner()) = cfg,
-                // Said once per error, not once per request: the last good config serves.
-                Err(e) => {
-                    static SAID: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
-                    let why = crate::protocol::escape::escape(&e.to_string());
-                    let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
-                    if said.as_deref() != Some(why.as_str()) {
-                        log::warn!("privileged: the config no longer loads ({why}); keeping the last good one");
-                        *said = Some(why);
-                    }
-                }
-            }
-            let cfg = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let cfg = reload(&current, &config);
             if let Err(e) = handle(conn, &cfg, own_uid) {
                 log::debug!("privileged: answering failed: {e}");
             }
@@ -105,6 +92,33 @@ pub fn serve(listener: UnixListener, config: PathBuf, first: PrivilegedConfig) {
             log::warn!("privileged: cannot start a thread for a request");
         }
     }
+}
+
+/// The config for one request: `[disks]` read again (a changed `disks.include` applies
+/// without a restart), `[paths]` kept from the start, as in the agent, where `paths.*` need
+/// a restart too: the socket is bound and the roots chosen once. A config that no longer
+/// loads keeps the last good one. Each is said once, not once per request.
+fn reload(current: &std::sync::Mutex<PrivilegedConfig>, config: &Path) -> PrivilegedConfig {
+    static SAID: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    let mut cur = current.lock().unwrap_or_else(|p| p.into_inner());
+    let news = match crate::config::Config::load_for_privileged(config) {
+        Ok(new) => {
+            let news = (new.paths != cur.paths)
+                .then(|| "privileged: [paths] changed in the config; it applies at the next restart".to_string());
+            cur.disks = new.disks;
+            news
+        }
+        Err(e) => Some(format!(
+            "privileged: the config no longer loads ({}); keeping the last good one",
+            crate::protocol::escape::escape(&e.to_string())
+        )),
+    };
+    let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
+    if news.is_some() && *said != news {
+        log::warn!("{}", news.as_deref().unwrap_or_default());
+    }
+    *said = news;
+    cur.clone()
 }
 
 /// One connection: peer check, one request, one answer.
@@ -227,5 +241,29 @@ mod tests {
         }
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    /// `[disks]` applies at the next request; `[paths]` at the next restart, as in the
+    /// agent; a broken config keeps the last good one.
+    #[test]
+    fn a_reload_takes_disks_keeps_paths_and_survives_a_broken_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rig-agent.toml");
+        let write = |sysfs: &str, exclude: &str| {
+            let text = format!(
+                "[device]\nhardware_id = \"rig-1\"\ntoken_file = \"token\"\n[gateway]\nurls = [\"wss://gw.example.com/ws\"]\n\
+                 [disks]\nexclude = [\"{exclude}\"]\n[paths]\nsysfs = \"{sysfs}\"\n"
+            );
+            fs::write(&file, text).unwrap();
+        };
+        let first = config(dir.path());
+        let current = std::sync::Mutex::new(first.clone());
+        write("/elsewhere/sys", "sda");
+        let cfg = reload(&current, &file);
+        assert_eq!(cfg.disks.exclude, ["sda"]);
+        assert_eq!(cfg.paths, first.paths, "paths.* wait for a restart");
+        fs::write(&file, "[disks\n").unwrap();
+        let cfg = reload(&current, &file);
+        assert_eq!(cfg.disks.exclude, ["sda"], "the last good config serves");
     }
 }
