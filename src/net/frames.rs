@@ -153,7 +153,9 @@ impl FrameWatch {
             return;
         }
         if opcode == OP_CLOSE && fin && len <= 125 {
-            self.close = head;
+            // Kept with the minimal 2-byte header whatever length encoding the gateway used,
+            // so that the reason starts at byte 4 and its length fits byte 1.
+            self.close = vec![head[0], len as u8];
             self.state = State::Close { total: self.close.len() + len as usize };
             if len == 0 {
                 self.finish_close(out);
@@ -260,6 +262,20 @@ mod tests {
             assert!(out == want, "step {step}");
             let kinds: Vec<Kind> = (0..4).map(|_| w.next_kind()).collect();
             assert_eq!(kinds, [Kind::Text, Kind::Binary, Kind::Text, Kind::Text], "step {step}");
+        }
+    }
+
+    /// A close frame whose length (at most 125) comes in the 16-bit form: a hostile or
+    /// sloppy gateway. Its reason was cut at the wrong offset and its length byte written
+    /// over the extended length, so tungstenite saw a protocol error, not a close.
+    #[test]
+    fn a_close_frame_with_a_non_minimal_length_is_passed_on_as_the_same_close() {
+        let mut input = HTTP.to_vec();
+        input.extend([0x88, 126, 0, 7]);
+        input.extend(b"\x03\xe8bye\xff\xfe");
+        for step in [1, 3, input.len()] {
+            let (out, _) = run(&input, step);
+            assert_eq!(&out[HTTP.len()..], frame(0x88, b"\x03\xe8bye"), "step {step}");
         }
     }
 
