@@ -21,8 +21,7 @@
 //! the result needs no other: [`Spool::set_on_settled`] tells it, on the storage thread, once
 //! the result is on disk or acknowledged, and always before the result's file is deleted.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fs;
+use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -32,12 +31,15 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::os::bounded_read::{self, Links};
 use crate::os::wake::Waker;
 
+mod recovery;
 mod storage;
+mod view;
+use recovery::{Recovered, read_back};
 pub use storage::write_durably;
 use storage::*;
+use view::{View, cap_message, lock};
 
 /// The largest spool file read back. A warning is a few hundred bytes, but an action
 /// result carries up to 64 KiB of each output stream, and JSON writes a control byte as
@@ -168,89 +170,6 @@ enum Job {
     Barrier(Sender<()>),
 }
 
-/// The in-memory outbox. Every operation on it is O(log n).
-#[derive(Default)]
-struct View {
-    /// By creation number: creation order.
-    entries: BTreeMap<u64, Entry>,
-    by_act: HashMap<String, u64>,
-    /// Entries per duplicate key, so the first of each is known.
-    by_key: HashMap<String, BTreeSet<u64>>,
-    /// Entries that are not the first of their key: the ones the cap may drop.
-    dups: BTreeSet<u64>,
-    bytes: usize,
-    next_seq: u64,
-    limits: Limits,
-    /// A write or delete failed and has not succeeded since: log only the first.
-    failing: bool,
-    /// The same for removing tombstones, which every scan asks for again.
-    purge_failing: bool,
-    catch_up_queued: bool,
-    waker: Option<Waker>,
-    on_settled: Option<OnSettled>,
-    /// Tombstones on disk: creation number to act_id.
-    tombstones: BTreeMap<u64, String>,
-    /// The act_id and text of each tombstone found at open, until the monitor takes them
-    /// ([`Spool::take_acked_at_open`]).
-    acked_at_open: Vec<(String, String)>,
-    /// The act_ids of episodes the monitor's saved inventory has not marked reported: only
-    /// their acks leave a tombstone; every other ack deletes the file at once.
-    unreported: HashSet<String>,
-}
-
-impl View {
-    fn insert(&mut self, e: Entry) {
-        self.bytes += e.text.len();
-        self.by_act.insert(e.act_id.clone(), e.seq);
-        if let Some(k) = &e.key {
-            let set = self.by_key.entry(k.clone()).or_default();
-            set.insert(e.seq);
-            if set.first() != Some(&e.seq) {
-                self.dups.insert(e.seq);
-            }
-        }
-        self.entries.insert(e.seq, e);
-    }
-
-    fn remove(&mut self, seq: u64) -> Option<Entry> {
-        let e = self.entries.remove(&seq)?;
-        self.bytes -= e.text.len();
-        if self.by_act.get(&e.act_id) == Some(&seq) {
-            self.by_act.remove(&e.act_id);
-        }
-        self.dups.remove(&seq);
-        if let Some(k) = &e.key
-            && let Some(set) = self.by_key.get_mut(k)
-        {
-            set.remove(&seq);
-            match set.first() {
-                None => {
-                    self.by_key.remove(k);
-                }
-                // The next one is the first of its key now, and no longer droppable.
-                Some(first) => {
-                    self.dups.remove(first);
-                }
-            }
-        }
-        Some(e)
-    }
-
-    fn over_cap(&self) -> bool {
-        self.entries.len() > self.limits.max_entries || self.bytes > self.limits.max_bytes
-    }
-
-    /// Drops the newest duplicates until within the cap; returns what it dropped.
-    fn enforce_cap(&mut self) -> Vec<Entry> {
-        let mut dropped = Vec::new();
-        while self.over_cap() {
-            let Some(&seq) = self.dups.last() else { break };
-            dropped.extend(self.remove(seq));
-        }
-        dropped
-    }
-}
-
 impl Spool {
     /// Opens (creating) `<state_dir>/spool` with the default cap.
     pub fn open(state_dir: &Path) -> io::Result<(Spool, Vec<Problem>)> {
@@ -262,77 +181,7 @@ impl Spool {
     /// interrupted write are removed; a spool over the cap is trimmed (and said so).
     pub fn open_with(state_dir: &Path, options: Options) -> io::Result<(Spool, Vec<Problem>)> {
         let dir = state_dir.join("spool");
-        let mut problems = Vec::new();
-        let mut entries = Vec::new();
-        let mut tombstones = BTreeMap::new();
-        let mut acked_at_open = Vec::new();
-        // On a read-only state file system there may be no spool yet: start empty in memory;
-        // writes create the directory once they can.
-        let mut names: Vec<String> = match fs::create_dir_all(&dir).and_then(|()| fs::read_dir(&dir)) {
-            Ok(rd) => rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect(),
-            Err(e) if !dir.exists() => {
-                problems.push(Problem(format!("cannot create the warning spool {} ({e})", dir.display())));
-                Vec::new()
-            }
-            Err(e) => return Err(e),
-        };
-        names.sort();
-        for name in names {
-            let path = dir.join(&name);
-            if name.starts_with(".tmp-") {
-                // Never renamed into place: the warning it held was never reported as spooled
-                // and is re-created by the monitor from the disk's state.
-                let _ = fs::remove_file(&path);
-                continue;
-            }
-            if let Some(seq) = seq_of(&name, "a-") {
-                // An acknowledged message whose episode may not be saved as reported yet.
-                let read = bounded_read::read(&path, ENTRY_CAP, Links::Refuse).ok();
-                let text = read.and_then(|c| String::from_utf8(c.bytes).ok());
-                let act_id = text
-                    .as_deref()
-                    .and_then(|t| serde_json::from_str::<Value>(t).ok())
-                    .and_then(|v| Some(v.get("act_id")?.as_str()?.to_string()));
-                match (act_id, text) {
-                    (Some(a), Some(text)) => {
-                        tombstones.insert(seq, a.clone());
-                        acked_at_open.push((a, text));
-                    }
-                    _ => {
-                        let _ = fs::remove_file(&path);
-                    }
-                }
-                continue;
-            }
-            let Some(seq) = seq_of(&name, "w-") else {
-                continue; // *.corrupt and anything else that is not ours
-            };
-            // A FIFO, a device or a link here must not hang or flood the start-up: it is
-            // moved aside like any other file that is not a warning.
-            let (entry, unreadable) = match bounded_read::read(&path, ENTRY_CAP, Links::Refuse) {
-                Ok(c) => (String::from_utf8(c.bytes).ok().and_then(|t| parse_entry(seq, t)), None),
-                Err(e) => (None, Some(e)),
-            };
-            match entry {
-                Some(e) => entries.push(e),
-                None => {
-                    let aside = dir.join(format!("{name}.corrupt"));
-                    let moved = fs::rename(&path, &aside);
-                    let what = match unreadable {
-                        Some(e) => e.to_string(),
-                        None => format!("spool file {} is not a warning", path.display()),
-                    };
-                    problems.push(Problem(format!(
-                        "{what}; {}",
-                        match moved {
-                            Ok(()) => format!("moved aside to {}", aside.display()),
-                            Err(e) => format!("and could not be moved aside ({e})"),
-                        }
-                    )));
-                }
-            }
-        }
-        entries.sort_by_key(|e| e.seq);
+        let Recovered { entries, tombstones, acked_at_open, mut problems } = read_back(&dir)?;
         // Past the tombstones too: a new message must not take the number of one.
         let next_seq = entries.last().map(|e| e.seq).max(tombstones.keys().next_back().copied()).map_or(1, |s| s + 1);
         let mut view = View { next_seq, limits: options.limits, tombstones, acked_at_open, ..View::default() };
@@ -554,34 +403,6 @@ impl Drop for Spool {
         }
         let _ = t.join();
     }
-}
-
-/// The largest creation number in a spool file's name: its 12 digits. The agent never
-/// comes near it (a warning a second for 30 000 years); a larger one was not written by it
-/// (a damaged directory entry, a file copied in by hand), and counting on from it would
-/// overflow `u64` (a panic, or in a release build a wrap to 0 that breaks creation order).
-const MAX_SEQ: u64 = 999_999_999_999;
-
-/// The creation number of a spool file name `<prefix><n>.json`, when in range.
-fn seq_of(name: &str, prefix: &str) -> Option<u64> {
-    let seq: u64 = name.strip_prefix(prefix)?.strip_suffix(".json")?.parse().ok()?;
-    (seq <= MAX_SEQ).then_some(seq)
-}
-
-fn lock(view: &Mutex<View>) -> MutexGuard<'_, View> {
-    view.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn cap_message(dir: &Path, view: &View, dropped: usize) -> String {
-    format!(
-        "the outbox in {} is over its cap ({} messages, {} bytes; at most {} and {}): dropped the {dropped} newest \
-         duplicate warnings of a disk and reason already waiting; the first warning of each is kept",
-        dir.display(),
-        view.entries.len(),
-        view.bytes,
-        view.limits.max_entries,
-        view.limits.max_bytes
-    )
 }
 
 /// Disk and reason of a warning; action results have none and are never dropped.

@@ -1,4 +1,6 @@
 use super::*;
+use std::collections::HashSet;
+use std::fs;
 use serde_json::json;
 
 const SETTLE: Duration = Duration::from_secs(10);
