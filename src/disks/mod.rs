@@ -1,9 +1,11 @@
 //! Disk failures: the monitor thread, the pure rules that turn what it sees into warnings,
-//! the predictive (SMART trend) rules and the inventory of known disks.
+//! the predictive (SMART trend) rules, the inventory of known disks, and what a restarted
+//! monitor takes over from the spool.
 
 pub(crate) mod health;
 pub mod inventory;
 pub mod monitor;
 pub(crate) mod predictive;
 pub(crate) mod reason;
+pub(crate) mod restart;
 pub mod rules;

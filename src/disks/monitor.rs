@@ -2,7 +2,6 @@
 //! `disks.scan_interval`, applies the rules, and for every new failure episode writes a
 //! warning to the spool (durably) before it wakes the runner to send it.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -12,12 +11,11 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 pub use crate::disks::health::DiskHealth;
 use crate::disks::inventory::{Episode, Inventory};
-use crate::disks::reason::Reason;
 use crate::disks::rules::{self, Seen};
 use crate::events::resume::Cursor;
 use crate::events::sources::SAVE_EVERY;
 use crate::events::{DiskEvent, Storms};
-use crate::outbox::spool::{Durability, Kind, Spool};
+use crate::outbox::spool::{Durability, Spool};
 use crate::probes::disks::{self, Disk};
 use crate::probes::smart::SmartReader;
 use crate::probes::{Roots, counters, glob_match, mounts};
@@ -110,74 +108,8 @@ impl Monitor {
         if let Some(p) = problem {
             log::error!("{p}");
         }
-        // A set, not a scan of the episodes per entry: the spool may hold thousands.
-        let mut known: HashSet<(String, Reason)> = inv.episodes.iter().map(|e| (e.disk.clone(), e.reason)).collect();
-        for entry in shared.spool.unacked() {
-            if entry.kind != Kind::Warning {
-                continue;
-            }
-            let Some(w) = protocol::decode_warning(&entry.text) else { continue };
-            // Only this agent writes the spool: a reason it does not know is not its warning.
-            let Ok(reason) = w.reason.parse::<Reason>() else { continue };
-            if known.insert((w.disk.clone(), reason)) {
-                let since = w.time.unwrap_or_else(unix_now);
-                inv.episodes.push(Episode {
-                    disk: w.disk,
-                    reason,
-                    act_id: entry.act_id,
-                    since,
-                    detail: w.detail,
-                    reported: true,
-                });
-            }
-        }
-        // Acknowledged before any save recorded its episode at all: the warning is written,
-        // sent and acknowledged while the scan's save of disks.json is still in its fsync,
-        // and a kill -9 then leaves only the tombstone. Without this episode the next scan
-        // would take the failure for a new one and warn again under a new act_id.
-        let mut unsaved = false;
-        let mut keep: HashSet<String> = HashSet::new();
-        for (act_id, text) in shared.spool.take_acked_at_open() {
-            let Some(w) = protocol::decode_warning(&text) else { continue };
-            let Ok(reason) = w.reason.parse::<Reason>() else { continue };
-            if known.insert((w.disk.clone(), reason)) {
-                let since = w.time.unwrap_or_else(unix_now);
-                keep.insert(act_id.clone());
-                inv.episodes.push(Episode { disk: w.disk, reason, act_id, since, detail: w.detail, reported: true });
-                unsaved = true;
-            }
-        }
         let id = Identity::from(&cfg.device);
-        // As saved: until the next save, acks of these leave a tombstone (and the tombstones
-        // just turned into episodes stay until that save records them).
-        keep.extend(inv.episodes.iter().filter(|e| !e.reported).map(|e| e.act_id.clone()));
-        shared.spool.purge_tombstones(keep);
-        // Acknowledged (its tombstone is in the spool) before this episode was saved as
-        // reported: it was delivered, only the record of it is late. Saved at the first scan.
-        for e in inv.episodes.iter_mut().filter(|e| !e.reported && shared.spool.acked_before(&e.act_id)) {
-            e.reported = true;
-            unsaved = true;
-        }
-        for e in inv.episodes.iter().filter(|e| !e.reported && shared.spool.durability(&e.act_id).is_none()) {
-            let device = format!("/dev/{}", e.disk);
-            let serial = inv.disks.get(&e.disk).and_then(|r| r.serial.clone());
-            log::error!(
-                "disk {device} failed ({}) before the last stop and its warning {} was neither spooled nor \
-                 acknowledged; raising it again",
-                e.reason,
-                e.act_id
-            );
-            let warning = protocol::encode_warning(
-                &id,
-                &e.act_id,
-                &device,
-                serial.as_deref(),
-                e.reason.as_str(),
-                &e.detail,
-                e.since,
-            );
-            shared.spool.push(&warning);
-        }
+        let unsaved = crate::disks::restart::take_over(&mut inv, &shared.spool, &id);
         let mut storms = Storms::new(cfg.disks.io_error_quiet);
         let now = Instant::now();
         // An io_errors episode open before a restart stays open a quiet period more: the
