@@ -1,7 +1,7 @@
 use super::*;
+use serde_json::json;
 use std::collections::HashSet;
 use std::fs;
-use serde_json::json;
 
 const SETTLE: Duration = Duration::from_secs(10);
 
