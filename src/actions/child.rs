@@ -43,11 +43,17 @@ pub enum SpawnError {
 /// Runs `argv` to its end or its timeout. `argv[0]` is executed as given (the config
 /// requires an absolute path), never through a shell.
 pub fn run(argv: &[String], limits: &Limits) -> Result<Outcome, SpawnError> {
+    run_in(argv, limits, &child::Groups::default())
+}
+
+/// As [`run`], its process group in `groups` while it runs (for [`child::Groups::kill_all`]
+/// when the agent stops).
+pub fn run_in(argv: &[String], limits: &Limits, groups: &child::Groups) -> Result<Outcome, SpawnError> {
     let (program, args) = argv.split_first().ok_or(SpawnError::Empty)?;
     let mut cmd = Command::new(program);
     cmd.args(args);
     let options = Options { env: Env::PathAndLang, drop_capabilities: true };
-    let o = child::run_with(cmd, limits.timeout, limits.max_output, options)?;
+    let o = child::run_with(cmd, limits.timeout, limits.max_output, options, groups)?;
     Ok(Outcome {
         exit_code: o.status.and_then(|s| s.code()),
         // Not reaped by the deadline (stuck in the kernel): it was sent our SIGKILL.

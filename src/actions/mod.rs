@@ -93,6 +93,8 @@ pub struct Actions {
     tx: Sender<Answer>,
     rx: Receiver<Answer>,
     refusal_log: Throttle,
+    /// The process groups of the commands running now (see [`Actions::kill_running`]).
+    groups: crate::os::child::Groups,
 }
 
 impl Actions {
@@ -135,6 +137,7 @@ impl Actions {
             tx,
             rx,
             refusal_log: Throttle::new(Duration::from_secs(60), 20),
+            groups: Default::default(),
         }
     }
 
@@ -257,9 +260,21 @@ impl Actions {
             waker: self.waker.try_clone()?,
             running: self.running.clone(),
             in_flight: (run.mode == Mode::Write).then(|| InFlight::take(&self.in_flight)),
+            groups: self.groups.clone(),
             run,
         };
         thread::Builder::new().name("action".into()).spawn(move || ctx.run_to_end()).map(|_| ())
+    }
+
+    /// Kills the commands still running, when the agent stops. Each has its own process
+    /// group, which the agent's exit does not reach: outside systemd's cgroup kill they ran
+    /// on, orphaned, past their timeout. A `write` run's marker stays, so a result that is
+    /// not on disk by the exit is reported as interrupted at the next start.
+    pub fn kill_running(&self) {
+        let n = self.groups.kill_all();
+        if n > 0 {
+            info!("stopping: killed {n} running action command(s)");
+        }
     }
 
     /// The next answer to send, if any; never blocks.

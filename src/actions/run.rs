@@ -38,6 +38,8 @@ pub(super) struct RunCtx {
     pub(super) running: Running,
     /// `Some` for a `write` run.
     pub(super) in_flight: Option<InFlight>,
+    /// The process groups of all runs, killed when the agent stops.
+    pub(super) groups: crate::os::child::Groups,
 }
 
 /// `write` runs accepted whose result is not in the outbox yet: [`Actions::decide`] counts
@@ -111,7 +113,7 @@ impl RunCtx {
             self.send(protocol::encode_answer(&self.id, &r.echo, Ok(json!({"action": r.name, "run_id": r.run_id}))));
         }
         let limits = child::Limits { timeout: r.spec.timeout, max_output: MAX_OUTPUT };
-        let result = child::run(&r.spec.command, &limits);
+        let result = child::run_in(&r.spec.command, &limits, &self.groups);
         let took = r.received.elapsed();
         let outcome = match &result {
             Ok(o) if o.timed_out => format!("timed out after {}ms, killed", o.duration.as_millis()),

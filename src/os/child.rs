@@ -14,7 +14,7 @@
 //! [`StuckRuns`] and does not start another while the last one lives (each stuck run
 //! holds three threads and a process).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
@@ -142,8 +142,38 @@ pub struct Options {
     pub drop_capabilities: bool,
 }
 
-/// As [`run`], with the environment and capabilities of `options`.
-pub fn run_with(mut cmd: Command, timeout: Duration, cap: usize, options: Options) -> Result<Outcome, SpawnError> {
+/// The process groups of the runs going on now, for a caller that must end them when it
+/// stops: each run has its own group (so that the timeout reaches whatever it forked), so
+/// the agent's exit alone leaves them running, orphaned, past their timeout.
+#[derive(Debug, Default, Clone)]
+pub struct Groups(Arc<Mutex<HashSet<i32>>>);
+
+impl Groups {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<i32>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Kills every group still running (SIGKILL, as at a timeout); returns how many.
+    pub fn kill_all(&self) -> usize {
+        let groups = self.lock();
+        for g in groups.iter() {
+            if let Some(pid) = Pid::from_raw(*g) {
+                let _ = kill_process_group(pid, Signal::KILL);
+            }
+        }
+        groups.len()
+    }
+}
+
+/// As [`run`], with the environment and capabilities of `options`; the run's process group
+/// is in `groups` while it runs.
+pub fn run_with(
+    mut cmd: Command,
+    timeout: Duration,
+    cap: usize,
+    options: Options,
+    groups: &Groups,
+) -> Result<Outcome, SpawnError> {
     if options.env == Env::PathAndLang {
         cmd.env_clear();
         for key in ["PATH", "LANG"] {
@@ -155,7 +185,7 @@ pub fn run_with(mut cmd: Command, timeout: Duration, cap: usize, options: Option
     if options.drop_capabilities {
         drop_thread_capabilities();
     }
-    run(cmd, timeout, cap)
+    run_in(cmd, timeout, cap, Some(groups))
 }
 
 /// Drops every capability of the calling thread (capabilities are per thread on Linux), so
@@ -179,7 +209,11 @@ pub fn drop_thread_capabilities() {
 /// Runs `cmd` (stdin from /dev/null, stdout and stderr captured) for at most `timeout`,
 /// keeping the last `cap` bytes of each output. Returns by `timeout` plus a few
 /// milliseconds whatever the program or its children do.
-pub fn run(mut cmd: Command, timeout: Duration, cap: usize) -> Result<Outcome, SpawnError> {
+pub fn run(cmd: Command, timeout: Duration, cap: usize) -> Result<Outcome, SpawnError> {
+    run_in(cmd, timeout, cap, None)
+}
+
+fn run_in(mut cmd: Command, timeout: Duration, cap: usize, groups: Option<&Groups>) -> Result<Outcome, SpawnError> {
     let started = Instant::now();
     let deadline = started + timeout;
     let spawn_error =
@@ -197,6 +231,9 @@ pub fn run(mut cmd: Command, timeout: Duration, cap: usize) -> Result<Outcome, S
         .spawn()
         .map_err(|source| spawn_error(&cmd, source))?;
     let group = Pid::from_child(&child);
+    if let Some(g) = groups {
+        g.lock().insert(group.as_raw_nonzero().get());
+    }
     let (tx, rx) = mpsc::channel();
     let stdout = Arc::new(Mutex::new(Tail::new(cap)));
     let stderr = Arc::new(Mutex::new(Tail::new(cap)));
@@ -245,6 +282,9 @@ pub fn run(mut cmd: Command, timeout: Duration, cap: usize) -> Result<Outcome, S
         // The group id is the child's pid, still reserved while the child is unreaped or
         // any member of its group lives; an error means they are all gone already.
         let _ = kill_process_group(group, Signal::KILL);
+    }
+    if let Some(g) = groups {
+        g.lock().remove(&group.as_raw_nonzero().get());
     }
     let take = |t: &Arc<Mutex<Tail>>| t.lock().unwrap_or_else(|p| p.into_inner()).take();
     let ((stdout, cut_out), (stderr, cut_err)) = (take(&stdout), take(&stderr));

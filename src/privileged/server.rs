@@ -36,13 +36,24 @@ pub struct ListenError {
     pub source: io::Error,
 }
 
+/// How often the serving half looks whether its socket is still at its path.
+const SOCKET_CHECK: Duration = Duration::from_secs(2);
+
 /// Binds `path` with mode 0600, replacing a socket left by an earlier run (anything else
-/// there is an error, not removed).
+/// there is an error, not removed). A socket that accepts a connection is another
+/// privileged half serving: refused, not replaced. Replacing it left that half alive and
+/// unreachable, and nothing answered once this one stopped.
 pub fn bind(path: &Path) -> Result<UnixListener, ListenError> {
     let err = |source| ListenError { path: path.to_path_buf(), source };
     if let Ok(meta) = fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             return Err(err(io::Error::new(io::ErrorKind::AlreadyExists, "a file that is not a socket is there")));
+        }
+        if UnixStream::connect(path).is_ok() {
+            return Err(err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "another privileged half is already serving there (stop it first)",
+            )));
         }
         fs::remove_file(path).map_err(err)?;
     }
@@ -67,12 +78,19 @@ pub fn bind(path: &Path) -> Result<UnixListener, ListenError> {
 /// Serves until the process is killed. `config` is read again for each request, so a
 /// changed `disks.include` applies without a restart; a config that no longer loads
 /// keeps the last good one.
-pub fn serve(listener: UnixListener, config: PathBuf, first: PrivilegedConfig) {
+pub fn serve(mut listener: UnixListener, config: PathBuf, first: PrivilegedConfig) {
     let own_uid = rustix::process::getuid().as_raw();
+    let mut watch = first.paths.privileged_socket.clone().map(SocketWatch::new);
     let current = Arc::new(std::sync::Mutex::new(first));
     let busy = Arc::new(AtomicUsize::new(0));
-    for conn in listener.incoming() {
-        let Ok(conn) = conn else { continue };
+    loop {
+        if !readable_within(&listener, SOCKET_CHECK) {
+            if let Some(new) = watch.as_mut().and_then(SocketWatch::rebind_if_gone) {
+                listener = new;
+            }
+            continue;
+        }
+        let Ok((conn, _)) = listener.accept() else { continue };
         if busy.load(Ordering::SeqCst) >= MAX_CONCURRENT {
             log::warn!("privileged: {MAX_CONCURRENT} requests already running; closing a new connection");
             continue;
@@ -92,6 +110,71 @@ pub fn serve(listener: UnixListener, config: PathBuf, first: PrivilegedConfig) {
             log::warn!("privileged: cannot start a thread for a request");
         }
     }
+}
+
+/// Whether a connection waits on `listener` within `timeout` (an interrupted poll is
+/// "no", and the caller looks again).
+fn readable_within(listener: &UnixListener, timeout: Duration) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let ts = Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: timeout.subsec_nanos().into() };
+    let mut fds = [PollFd::new(listener, PollFlags::IN)];
+    poll(&mut fds, Some(&ts)).is_ok_and(|n| n > 0)
+}
+
+/// The socket's path and the identity of the socket bound there. Someone removing it
+/// (`rm` in the runtime directory, a clean-up job) left this half listening on a name
+/// that no longer existed: alive for systemd, unreachable for the agent, SMART null until
+/// a restart. A path found empty is bound again; a path taken by something else (an
+/// operator's file, another half) is said once and left alone.
+struct SocketWatch {
+    path: PathBuf,
+    bound: Option<(u64, u64)>,
+    said_taken: bool,
+}
+
+impl SocketWatch {
+    fn new(path: PathBuf) -> SocketWatch {
+        let bound = identity(&path);
+        SocketWatch { path, bound, said_taken: false }
+    }
+
+    /// A new listener when the socket had gone from its path and was bound again.
+    fn rebind_if_gone(&mut self) -> Option<UnixListener> {
+        let now = match fs::symlink_metadata(&self.path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(_) => return None,
+            Ok(_) => identity(&self.path),
+        };
+        if now.is_some() {
+            if now != self.bound && !std::mem::replace(&mut self.said_taken, true) {
+                log::warn!(
+                    "privileged: {} is no longer this process's socket; not taking it back",
+                    escape(&self.path.display().to_string())
+                );
+            }
+            return None;
+        }
+        match bind(&self.path) {
+            Ok(listener) => {
+                log::warn!(
+                    "privileged: the socket {} had been removed; bound it again",
+                    escape(&self.path.display().to_string())
+                );
+                (self.bound, self.said_taken) = (identity(&self.path), false);
+                Some(listener)
+            }
+            Err(e) => {
+                log::debug!("privileged: {}", escape(&e.to_string()));
+                None
+            }
+        }
+    }
+}
+
+/// Device and inode of what is at `path`, not following a link.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// The config for one request: `[disks]` read again (a changed `disks.include` applies
@@ -131,6 +214,11 @@ fn handle(mut conn: UnixStream, cfg: &PrivilegedConfig, own_uid: u32) -> io::Res
     } else {
         Vec::new()
     };
+    if line.is_empty() && (peer == own_uid || peer == 0) {
+        // Closed without a word: another privileged half checking whether this one is
+        // alive (see `bind`). Nothing was asked, nothing is refused.
+        return Ok(());
+    }
     let answer = match check(&line, cfg, peer, own_uid) {
         Ok(Request::Smart(name)) => run_smartctl(cfg, &name),
         Ok(Request::Kmsg(cursor)) => {

@@ -54,6 +54,7 @@ pub enum SmartError {
     /// in the kernel on a dying disk); no other is started until it does. Check the disk.
     #[error("smartctl on {device} still stuck since {secs} s ago (killed, not ended; not started again)")]
     StillStuck { device: String, secs: u64 },
+    /// `why` is escaped: it may quote smartctl's messages.
     #[error("smartctl on {device} gave no usable answer: {why}")]
     Unusable { device: String, why: String },
     /// The privileged half (rig-agent-privileged) did not answer; retried within seconds.
@@ -259,9 +260,11 @@ impl SmartReader {
             SmartAnswer::Oversized => {
                 Err(SmartError::Unusable { device, why: format!("more than {MAX_OUTPUT} bytes of output") })
             }
-            SmartAnswer::Output { exit, stdout } => {
-                parse(&String::from_utf8_lossy(&stdout), exit).map_err(|why| SmartError::Unusable { device, why })
-            }
+            // The reason may be smartctl's `messages`, which quote the disk or its bridge
+            // and may hold any character: escaped here, as all outside text, since it is
+            // logged (a newline in it started a journal entry of its own).
+            SmartAnswer::Output { exit, stdout } => parse(&String::from_utf8_lossy(&stdout), exit)
+                .map_err(|why| SmartError::Unusable { device, why: crate::protocol::escape::escape(&why) }),
             SmartAnswer::TimedOut => Err(SmartError::TimedOut { device, timeout }),
             SmartAnswer::StillStuck(secs) => Err(SmartError::StillStuck { device, secs }),
             SmartAnswer::Disabled => Err(SmartError::Disabled),

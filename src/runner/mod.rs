@@ -189,6 +189,7 @@ impl Runner {
                 break;
             }
         }
+        self.actions.kill_running();
         info!("stopped");
     }
 
