@@ -42,7 +42,19 @@ fn a_newline_in_a_mount_point_does_not_start_a_new_log_line() {
     let config = cfg.write(dir.path());
     let mut child = spawn_agent(&config, &[]);
     gw.wait_login(10 * SEC);
-    std::thread::sleep(Duration::from_millis(500));
+    // `readonly` is a mount seen read-write before: remount only once a scan has saved it
+    // so (a fixed 500 ms after the login was sometimes before the first scan).
+    let inventory = dir.path().join("state/disks.json");
+    let until = Instant::now() + 10 * SEC;
+    let seen_rw = || {
+        let saved = fs::read_to_string(&inventory).ok();
+        let v: serde_json::Value = saved.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+        v["disks"]["nvme0n1"]["rw_mounts"].as_array().is_some_and(|m| !m.is_empty())
+    };
+    while !seen_rw() {
+        assert!(Instant::now() < until, "no scan saw nvme0n1's mount read-write");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     fs::write(&mountinfo, line("ro")).unwrap();
     let w = gw.wait_warning(10 * SEC, "/dev/nvme0n1", "readonly");
     let t = Instant::now();
