@@ -44,8 +44,22 @@ impl StateFs {
 }
 
 impl Drop for StateFs {
+    /// Unmounted (and its loop device freed) even while a killed child that was stuck on it
+    /// is still ending after the thaw: `umount` is busy until then. A single try left the
+    /// mount and its loop device behind after every run of a hung-child test.
     fn drop(&mut self) {
         self.thaw();
-        let _ = Command::new("umount").arg(&self.mnt).output();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            if Command::new("umount").arg(&self.mnt).output().is_ok_and(|o| o.status.success()) {
+                return;
+            }
+            if std::time::Instant::now() >= until {
+                // Detached now, freed by the kernel once the last user is gone.
+                let _ = Command::new("umount").arg("-l").arg(&self.mnt).output();
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 }
