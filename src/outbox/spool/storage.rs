@@ -31,7 +31,7 @@ impl Storage {
                     let text = lock(&self.view).entries.get(&seq).map(|e| Arc::clone(&e.text));
                     if let Some(text) = text {
                         let ok = self.write(seq, &text);
-                        self.written(seq, ok);
+                        self.written(seq, &text, ok);
                     }
                 }
                 Job::Settled(act_id) => self.settled(&act_id),
@@ -61,7 +61,7 @@ impl Storage {
                     };
                     for (seq, text) in pending {
                         let ok = self.write(seq, &text);
-                        self.written(seq, ok);
+                        self.written(seq, &text, ok);
                         if !ok {
                             break;
                         }
@@ -74,7 +74,7 @@ impl Storage {
         }
     }
 
-    pub(super) fn written(&self, seq: u64, ok: bool) {
+    pub(super) fn written(&self, seq: u64, text: &str, ok: bool) {
         let mut view = lock(&self.view);
         if let Some(e) = view.entries.get_mut(&seq) {
             e.durability = if ok { Durability::OnDisk } else { Durability::MemoryOnly };
@@ -85,13 +85,12 @@ impl Storage {
                 view = lock(&self.view);
             }
         } else if ok {
-            // Acknowledged while its write was under way: no delete was queued for it. (No
-            // tombstone: its act_id is gone with the entry, and the rare restart before the
-            // next inventory save would resend it once, under the same act_id.)
+            // Acknowledged while its write was under way (a catch-up of one held in memory):
+            // no delete was queued for it. It goes now, as a tombstone when it is a warning
+            // whose episode is not saved as reported yet, as every other such ack.
+            let tombstone = tombstone_for(text, &view);
             drop(view);
-            if fs::remove_file(self.dir.join(file_name(seq))).is_ok() {
-                self.sync();
-            }
+            self.delete(&[(seq, tombstone)]);
             return;
         }
         if let Some(w) = &view.waker {
@@ -199,6 +198,14 @@ impl Storage {
             log::warn!("the spool directory {} could not be synced after deletes ({e})", self.dir.display());
         }
     }
+}
+
+/// The act_id of `text` when it is a warning whose episode the monitor has not saved as
+/// reported: its ack must leave a tombstone.
+fn tombstone_for(text: &str, view: &View) -> Option<String> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    let act_id = v["act_id"].as_str()?;
+    (v["act"] == "warning" && view.unreported.contains(act_id)).then(|| act_id.to_string())
 }
 
 /// The tombstone of message `seq`: acknowledged, kept until the monitor recorded it.

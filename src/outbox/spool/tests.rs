@@ -289,3 +289,33 @@ fn a_warning_acknowledged_before_the_monitor_saved_at_all_leaves_a_tombstone() {
     let (s, _) = Spool::open(d.path()).unwrap();
     assert!(s.acked_before("t-3"), "a kill -9 before the save must not resend t-3");
 }
+
+/// A warning held in memory (its first write failed) is acknowledged while the catch-up
+/// writes it: the write's file must become a tombstone like any other such ack, or a
+/// kill -9 before the monitor's next save raises it again.
+#[test]
+fn a_warning_acknowledged_during_its_catch_up_write_leaves_a_tombstone() {
+    let d = tempfile::tempdir().unwrap();
+    let slow = Options { fsync_delay: Duration::from_millis(500), ..Options::default() };
+    let (s, _) = Spool::open_with(d.path(), slow).unwrap();
+    let spool = d.path().join("spool");
+    // A file in the spool directory's place: the first write fails, the warning is kept
+    // in memory and still sent.
+    fs::remove_dir(&spool).unwrap();
+    fs::write(&spool, "in the way").unwrap();
+    assert_eq!(pushed(&s, &warning("c-1")), Durability::MemoryOnly);
+    fs::remove_file(&spool).unwrap();
+    s.catch_up();
+    let until = std::time::Instant::now() + SETTLE;
+    while !fs::read_dir(&spool).is_ok_and(|mut rd| rd.next().is_some()) {
+        assert!(std::time::Instant::now() < until, "the catch-up write never started");
+        thread::sleep(Duration::from_millis(5));
+    }
+    // The write is in its (slowed) fsync: the gateway's ack comes now.
+    assert!(s.ack("c-1").is_some());
+    assert!(s.settle(SETTLE));
+    drop(s);
+    let (s, _) = Spool::open(d.path()).unwrap();
+    assert!(s.unacked().is_empty());
+    assert!(s.acked_before("c-1"), "a kill -9 now would raise c-1 again");
+}
