@@ -14,6 +14,7 @@ use super::attribution::Attribution;
 use super::disk_event::{DiskEvent, Sink};
 use super::kernel_error::{self, Subject};
 use super::kmsg_reader::{KmsgReader, Progress};
+use super::kmsg_record::Record;
 use super::resume::{self, Cursor};
 use super::source_status::{SourceState, SourcesStatus, set};
 use super::sources_config::SourcesConfig;
@@ -187,28 +188,7 @@ impl KmsgJob {
                 baseline = false;
                 self.save_baseline(first.seq);
             }
-            let mut passed = false;
-            for r in records.iter().filter(|r| r.from_kernel()) {
-                let Some(err) = kernel_error::recognise(&r.message) else { continue };
-                let now = Instant::now();
-                if limit.len() >= MAX_SUBJECTS && !limit.contains_key(&err.subject) {
-                    limit.clear();
-                }
-                let entry = limit.entry(err.subject.clone()).or_insert((None, 0));
-                entry.1 += 1;
-                if entry.0.is_some_and(|t: Instant| now.duration_since(t) < PASS_EVERY) {
-                    continue;
-                }
-                let lines = std::mem::take(&mut entry.1);
-                entry.0 = Some(now);
-                let line = escape_to(&r.message, QUOTE_CHARS);
-                for disk in self.attribution.disks(&err.subject) {
-                    passed = true;
-                    if !(self.sink)(DiskEvent::KernelError { disk, line: line.clone(), lines }) {
-                        return self.ended(false);
-                    }
-                }
-            }
+            let Some(passed) = self.pass_errors(&records, &mut limit) else { return self.ended(false) };
             let lost = self.reader.lost();
             if lost > reported_lost {
                 // The count at once (get_agent_info); the log line at most every SAVE_EVERY,
@@ -246,6 +226,35 @@ impl KmsgJob {
         }
         self.hand_position();
         self.ended(false)
+    }
+
+    /// Hands the monitor the disk errors among `records`, each subject's at most every
+    /// [`PASS_EVERY`] (the lines between are counted); whether any went. `None`: the
+    /// monitor is gone.
+    fn pass_errors(&self, records: &[Record], limit: &mut HashMap<Subject, (Option<Instant>, u64)>) -> Option<bool> {
+        let mut passed = false;
+        for r in records.iter().filter(|r| r.from_kernel()) {
+            let Some(err) = kernel_error::recognise(&r.message) else { continue };
+            let now = Instant::now();
+            if limit.len() >= MAX_SUBJECTS && !limit.contains_key(&err.subject) {
+                limit.clear();
+            }
+            let entry = limit.entry(err.subject.clone()).or_insert((None, 0));
+            entry.1 += 1;
+            if entry.0.is_some_and(|t: Instant| now.duration_since(t) < PASS_EVERY) {
+                continue;
+            }
+            let lines = std::mem::take(&mut entry.1);
+            entry.0 = Some(now);
+            let line = escape_to(&r.message, QUOTE_CHARS);
+            for disk in self.attribution.disks(&err.subject) {
+                passed = true;
+                if !(self.sink)(DiskEvent::KernelError { disk, line: line.clone(), lines }) {
+                    return None;
+                }
+            }
+        }
+        Some(passed)
     }
 
     fn reader_fd(&self) -> std::os::fd::BorrowedFd<'_> {
