@@ -1,0 +1,105 @@
+//! Attack review 5: SIGTERM at moments the earlier rounds did not reach. An action whose
+//! command is not started yet when the agent kills its running commands at stop, and each
+//! separate phase of a connect attempt.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+#[path = "common/frozen_fs.rs"]
+mod frozen_fs;
+use frozen_fs::StateFs;
+
+fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        thread::sleep(ms(20));
+    }
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// A writable copy of tests/fixtures/rig (its sdb is offline from the start).
+fn rig_copy(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig");
+    let dst = dir.join("rig");
+    assert!(Command::new("cp").arg("-a").arg(&src).arg(&dst).status().unwrap().success());
+    dst
+}
+
+fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+}
+
+/// An action is accepted while the state filesystem is frozen: its thread waits in the
+/// kernel to record the start time, before it starts the command. SIGTERM now: the stop
+/// kills the commands running (none yet) and then waits for the outbox and the monitor,
+/// which wait on the same frozen disk. The disk comes back before that wait ends: the
+/// action's thread goes on and starts its command, which must not outlive the agent as an
+/// orphan nobody kills or reports.
+#[test]
+fn an_action_whose_command_starts_after_the_stop_killed_the_running_ones_does_not_outlive_the_agent() {
+    let _g = Guard::new(120 * SEC);
+    if !is_root() {
+        eprintln!("skipped: needs root for a loop filesystem and fsfreeze");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    fs::write(rig.join("sys/block/sdb/device/state"), "running\n").unwrap();
+    let statefs = StateFs::new(dir.path());
+    let state = statefs.mnt.clone();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script { warning_ack: None, ..Script::default() });
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    cfg.disks = "smartctl = \"\"\nscan_interval = \"200ms\"\n".into();
+    cfg.paths_extra = format!(
+        "sysfs = {:?}\nprocfs = {:?}\nrootfs = {:?}\n",
+        rig.join("sys").display().to_string(),
+        rig.join("proc").display().to_string(),
+        rig.display().to_string()
+    );
+    let pidfile = dir.path().join("action.pid");
+    let script = dir.path().join("long.sh");
+    fs::write(&script, format!("#!/bin/sh\necho $$ > {}\nexec sleep 30\n", pidfile.display())).unwrap();
+    fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    cfg.sections = format!("[actions]\nenabled = true\n[actions.long]\ncommand = [{:?}]\ntimeout = \"60s\"\n", script);
+    let mut child = spawn_agent(&cfg.write(dir.path()), &[]);
+    let (conn, _) = gw.wait_login(10 * SEC);
+    wait_until(10 * SEC, "the first inventory", || state.join("disks.json").exists());
+
+    statefs.freeze();
+    // A warning waits for the frozen spool, so the stop waits for the disk too.
+    fs::write(rig.join("sys/block/sdb/device/state"), "offline\n").unwrap();
+    gw.send_json(
+        conn,
+        json!({"from":"html","act":"run_action","reqtype":"post","act_code":"c1","client_id":"c-1","action":"long"}),
+    );
+    thread::sleep(SEC);
+    assert!(!pidfile.exists(), "the command started on a frozen state disk");
+    signal(&child, Signal::TERM);
+    gw.wait_for(5 * SEC, "close 1001", |e| matches!(e, Event::Closed { conn: c, .. } if *c == conn));
+    thread::sleep(ms(300));
+    statefs.thaw();
+    let (code, _, log) = wait_exit(&mut child, 20 * SEC);
+    // Give a command started in the last moment time to write its pid.
+    thread::sleep(ms(500));
+    let action_pid: Option<i32> = fs::read_to_string(&pidfile).ok().and_then(|t| t.trim().parse().ok());
+    let orphan = action_pid.filter(|p| alive(*p));
+    if let Some(p) = orphan {
+        let _ = Command::new("kill").arg("-9").arg(p.to_string()).status();
+    }
+    drop(statefs);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(orphan.is_none(), "the action's command (pid {orphan:?}) outlived the agent\n{log}");
+}
