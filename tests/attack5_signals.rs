@@ -103,3 +103,86 @@ fn an_action_whose_command_starts_after_the_stop_killed_the_running_ones_does_no
     assert_eq!(code, Some(0), "{log}");
     assert!(orphan.is_none(), "the action's command (pid {orphan:?}) outlived the agent\n{log}");
 }
+
+fn threads(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// The agent, with 30 s connect and login timeouts, is held in one connect phase by
+/// `url`'s server (`reached` says when it is there). A SIGHUP with the config unchanged
+/// leaves the attempt alone and starts no thread that stays; SIGTERM then ends the agent
+/// with exit 0 within the close wait (2 s; 3 s allowed), not at the phase's 30 s timeout.
+fn sighup_then_sigterm_in_a_connect_phase(url: String, ca: &Path, reached: impl FnOnce()) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = AgentConfig::new(url, ca);
+    (cfg.connect_timeout, cfg.login_timeout) = ("30s", "30s");
+    let config = cfg.write(dir.path());
+    let mut child = spawn_agent(&config, &[]);
+    reached();
+    thread::sleep(ms(300));
+    let before = threads(child.id());
+    signal(&child, Signal::HUP);
+    thread::sleep(SEC);
+    let after = threads(child.id());
+    signal(&child, Signal::TERM);
+    let (code, took, log) = wait_exit(&mut child, 35 * SEC);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(took < 3 * SEC, "exit took {took:?} after SIGTERM\n{log}");
+    assert!(after <= before, "SIGHUP left threads: {before} before, {after} after\n{log}");
+    assert!(log.contains("configuration reloaded from"), "the SIGHUP was taken in\n{log}");
+    assert!(!log.contains("connecting again"), "an unchanged config made it reconnect\n{log}");
+}
+
+#[test]
+fn sighup_then_sigterm_during_a_tcp_connect_to_a_full_backlog_exit_0_at_once() {
+    let _g = Guard::new(60 * SEC);
+    let pki = Pki::new(&["localhost"]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // Backlog 0 (the kernel keeps one), filled: further SYNs are dropped, connect hangs.
+    rustix::net::listen(&listener, 0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fillers: Vec<_> = (0..4).filter_map(|_| std::net::TcpStream::connect_timeout(&addr, ms(300)).ok()).collect();
+    let stuck = std::net::TcpStream::connect_timeout(&addr, ms(500));
+    if stuck.is_ok() {
+        eprintln!("skipped: this kernel did not drop SYNs on a full backlog");
+        return;
+    }
+    sighup_then_sigterm_in_a_connect_phase(format!("wss://localhost:{}/ws", addr.port()), &pki.ca_file, || {
+        thread::sleep(SEC)
+    });
+    drop(fillers);
+}
+
+#[test]
+fn sighup_then_sigterm_during_a_trickling_tls_handshake_exit_0_at_once() {
+    let _g = Guard::new(60 * SEC);
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script { trickle_tls: Some(ms(300)), ..Script::default() });
+    let url = gw.url();
+    sighup_then_sigterm_in_a_connect_phase(url, &pki.ca_file, || {
+        gw.wait_for(10 * SEC, "the TCP accept", |e| matches!(e, Event::Accepted { .. }));
+    });
+}
+
+#[test]
+fn sighup_then_sigterm_during_an_upgrade_answer_that_never_ends_its_headers_exit_0_at_once() {
+    let _g = Guard::new(60 * SEC);
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script { trickle_upgrade: Some(ms(300)), ..Script::default() });
+    let url = gw.url();
+    sighup_then_sigterm_in_a_connect_phase(url, &pki.ca_file, || {
+        gw.wait_for(10 * SEC, "the TCP accept", |e| matches!(e, Event::Accepted { .. }));
+        thread::sleep(SEC);
+    });
+}
+
+#[test]
+fn sighup_then_sigterm_during_a_login_never_answered_exit_0_at_once() {
+    let _g = Guard::new(60 * SEC);
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script { login_delay: 60 * SEC, ..Script::default() });
+    let url = gw.url();
+    sighup_then_sigterm_in_a_connect_phase(url, &pki.ca_file, || {
+        gw.wait_login(10 * SEC);
+    });
+}
