@@ -62,7 +62,7 @@ impl Config {
     /// the key and the fix. `file` also anchors relative paths. [`Parsed::resolve`] then
     /// reads what the keys point at.
     pub fn parse(file: &Path, src: &str) -> Result<Parsed, ConfigError> {
-        let doc = Doc { file, src };
+        let doc = Doc::new(file, src);
         let root = DeTable::parse(src).map_err(|e| doc.syntax_error(&e))?;
         let mut top = Section::root(&doc, root.get_ref());
         top.deny_unknown(&[

@@ -146,22 +146,37 @@ pub struct Options {
 /// stops: each run has its own group (so that the timeout reaches whatever it forked), so
 /// the agent's exit alone leaves them running, orphaned, past their timeout.
 #[derive(Debug, Default, Clone)]
-pub struct Groups(Arc<Mutex<HashSet<i32>>>);
+pub struct Groups(Arc<Mutex<GroupSet>>);
+
+#[derive(Debug, Default)]
+struct GroupSet {
+    running: HashSet<i32>,
+    /// [`Groups::kill_all`] was called: a run whose thread reaches its spawn only now (it
+    /// waited on a stalled state disk to record its start) must not run on, orphaned,
+    /// after the agent's exit.
+    killed: bool,
+}
 
 impl Groups {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<i32>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GroupSet> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Kills every group still running (SIGKILL, as at a timeout); returns how many.
+    /// Kills every group still running (SIGKILL, as at a timeout), and every one started
+    /// from now on; returns how many were running.
     pub fn kill_all(&self) -> usize {
-        let groups = self.lock();
-        for g in groups.iter() {
+        let mut groups = self.lock();
+        groups.killed = true;
+        for g in groups.running.iter() {
             if let Some(pid) = Pid::from_raw(*g) {
                 let _ = kill_process_group(pid, Signal::KILL);
             }
         }
-        groups.len()
+        groups.running.len()
+    }
+
+    fn is_killed(&self) -> bool {
+        self.lock().killed
     }
 }
 
@@ -222,6 +237,9 @@ fn run_in(mut cmd: Command, timeout: Duration, cap: usize, groups: Option<&Group
     // qemu-user) reports a program that is not there as a child exiting 127, and "not
     // installed" must not read as "ran and failed".
     locate(&cmd).map_err(|source| spawn_error(&cmd, source))?;
+    if groups.is_some_and(Groups::is_killed) {
+        return Err(spawn_error(&cmd, io::Error::other("not started: the agent is stopping")));
+    }
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -232,7 +250,14 @@ fn run_in(mut cmd: Command, timeout: Duration, cap: usize, groups: Option<&Group
         .map_err(|source| spawn_error(&cmd, source))?;
     let group = Pid::from_child(&child);
     if let Some(g) = groups {
-        g.lock().insert(group.as_raw_nonzero().get());
+        let mut set = g.lock();
+        if set.killed {
+            // kill_all ran between the check above and the spawn: it cannot have seen
+            // this group, so it is killed here (the run ends as killed by SIGKILL).
+            let _ = kill_process_group(group, Signal::KILL);
+        } else {
+            set.running.insert(group.as_raw_nonzero().get());
+        }
     }
     let (tx, rx) = mpsc::channel();
     let stdout = Arc::new(Mutex::new(Tail::new(cap)));
@@ -284,7 +309,7 @@ fn run_in(mut cmd: Command, timeout: Duration, cap: usize, groups: Option<&Group
         let _ = kill_process_group(group, Signal::KILL);
     }
     if let Some(g) = groups {
-        g.lock().remove(&group.as_raw_nonzero().get());
+        g.lock().running.remove(&group.as_raw_nonzero().get());
     }
     let take = |t: &Arc<Mutex<Tail>>| t.lock().unwrap_or_else(|p| p.into_inner()).take();
     let ((stdout, cut_out), (stderr, cut_err)) = (take(&stdout), take(&stderr));
