@@ -33,12 +33,7 @@ fn a_newline_in_a_mount_point_does_not_start_a_new_log_line() {
     let mut gw = Gateway::start(&pki, Script::default());
     let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
     cfg.disks = "smartctl = \"\"\nscan_interval = \"100ms\"\n".into();
-    cfg.paths_extra = format!(
-        "sysfs = {:?}\nprocfs = {:?}\nrootfs = {:?}\n",
-        rig.join("sys").display().to_string(),
-        rig.join("proc").display().to_string(),
-        rig.display().to_string()
-    );
+    cfg.paths_extra = rig_paths(&rig);
     let config = cfg.write(dir.path());
     let mut child = spawn_agent(&config, &[]);
     gw.wait_login(10 * SEC);

@@ -7,29 +7,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 use serde_json::Value;
 #[path = "common/frozen_fs.rs"]
 mod frozen_fs;
 use frozen_fs::StateFs;
-
-/// A writable copy of tests/fixtures/rig (its sdb is offline from the start).
-fn rig_copy(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig");
-    let dst = dir.join("rig");
-    assert!(Command::new("cp").arg("-a").arg(&src).arg(&dst).status().unwrap().success());
-    dst
-}
-
-fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        thread::sleep(ms(10));
-    }
-}
 
 fn spool_files(state: &Path) -> Vec<PathBuf> {
     fs::read_dir(state.join("spool"))
@@ -64,12 +48,7 @@ fn a_warning_acknowledged_after_a_stall_at_detection_is_not_sent_again_after_kil
     let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
     // Scans 3 s apart: room to act between two of them.
     cfg.disks = "smartctl = \"\"\nscan_interval = \"3s\"\n".into();
-    cfg.paths_extra = format!(
-        "sysfs = {:?}\nprocfs = {:?}\nrootfs = {:?}\n",
-        rig.join("sys").display().to_string(),
-        rig.join("proc").display().to_string(),
-        rig.display().to_string()
-    );
+    cfg.paths_extra = rig_paths(&rig);
     let config = cfg.write(dir.path());
     let mut child = spawn_agent(&config, &[]);
     gw.wait_login(10 * SEC);

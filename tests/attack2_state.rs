@@ -57,14 +57,6 @@ fn check_and_the_start_agree_about_a_state_dir_that_is_a_dangling_symlink() {
     );
 }
 
-/// A writable copy of tests/fixtures/rig (its sdb is offline from the start).
-fn rig_copy(dir: &std::path::Path) -> std::path::PathBuf {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig");
-    let dst = dir.join("rig");
-    assert!(std::process::Command::new("cp").arg("-a").arg(&src).arg(&dst).status().unwrap().success());
-    dst
-}
-
 /// A FIFO at the temp name the inventory is written through (`state/.tmp-disks.json`):
 /// the monitor's save opens it for writing without O_NONBLOCK and blocks for ever. The
 /// agent must go on scanning (a second failure is warned) and stop when asked.
@@ -77,12 +69,7 @@ fn a_fifo_at_the_inventorys_temp_name_does_not_stop_the_monitor() {
     let mut gw = Gateway::start(&pki, Script::default());
     let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
     cfg.disks = "smartctl = \"\"\nscan_interval = \"100ms\"\n".into();
-    cfg.paths_extra = format!(
-        "sysfs = {:?}\nprocfs = {:?}\nrootfs = {:?}\n",
-        rig.join("sys").display().to_string(),
-        rig.join("proc").display().to_string(),
-        rig.display().to_string()
-    );
+    cfg.paths_extra = rig_paths(&rig);
     let config = cfg.write(dir.path());
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();

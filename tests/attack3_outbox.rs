@@ -7,39 +7,17 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
 
-/// A writable copy of tests/fixtures/rig (its sdb is offline from the start).
-fn rig_copy(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig");
-    let dst = dir.join("rig");
-    assert!(Command::new("cp").arg("-a").arg(&src).arg(&dst).status().unwrap().success());
-    dst
-}
-
 /// Config with the monitor looking at `rig` every 100 ms.
 fn config(gw: &Gateway, pki: &Pki, rig: &Path) -> AgentConfig {
     let mut c = AgentConfig::new(gw.url(), &pki.ca_file);
     c.disks = "smartctl = \"\"\nscan_interval = \"100ms\"\n".into();
-    c.paths_extra = format!(
-        "sysfs = {:?}\nprocfs = {:?}\nrootfs = {:?}\n",
-        rig.join("sys").display().to_string(),
-        rig.join("proc").display().to_string(),
-        rig.display().to_string()
-    );
+    c.paths_extra = rig_paths(rig);
     c
-}
-
-fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        thread::sleep(ms(20));
-    }
 }
 
 /// Lets events arrive for `d`, recording them in `gw.seen`.

@@ -7,27 +7,11 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::thread;
 use std::time::Instant;
 
 use common::*;
-
-fn root() -> bool {
-    let yes = rustix::process::geteuid().is_root();
-    if !yes {
-        eprintln!("skipped: needs root (as the privilege tests)");
-    }
-    yes
-}
-
-/// A writable copy of tests/fixtures/rig (sda, sdb, nvme0n1 and an unmonitored loop0).
-fn rig_copy(dir: &Path) -> PathBuf {
-    let dst = dir.join("rig");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig");
-    assert!(Command::new("cp").arg("-a").arg(&src).arg(&dst).status().unwrap().success());
-    dst
-}
 
 /// A child killed and reaped when the test ends, also by a failed assertion.
 struct Reaped(Child);

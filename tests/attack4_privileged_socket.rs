@@ -15,14 +15,6 @@ use std::time::Instant;
 
 use common::*;
 
-fn root() -> bool {
-    let yes = rustix::process::geteuid().is_root();
-    if !yes {
-        eprintln!("skipped: needs root (as the privilege tests)");
-    }
-    yes
-}
-
 /// A child killed and reaped when the test ends, also by a failed assertion.
 struct Reaped(Child);
 

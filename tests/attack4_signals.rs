@@ -5,10 +5,10 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 use serde_json::json;
@@ -22,14 +22,6 @@ fn count_entries(dir: &str) -> usize {
 
 fn threads_and_fds(pid: u32) -> (usize, usize) {
     (count_entries(&format!("/proc/{pid}/task")), count_entries(&format!("/proc/{pid}/fd")))
-}
-
-fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        thread::sleep(ms(20));
-    }
 }
 
 fn is_root() -> bool {
@@ -138,14 +130,6 @@ fn sigterm_during_a_post_action_exits_0_and_leaves_no_orphaned_command() {
     assert!(!alive, "the action's command (pid {action_pid}) outlived the agent\n{log}");
 }
 
-/// A writable copy of tests/fixtures/rig (its sdb is offline from the start).
-fn rig_copy(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig");
-    let dst = dir.join("rig");
-    assert!(Command::new("cp").arg("-a").arg(&src).arg(&dst).status().unwrap().success());
-    dst
-}
-
 /// The state filesystem freezes (a stalled SD card) and a disk fails: the warning waits in
 /// memory for the spool's write. SIGTERM now: the gateway still gets close 1001 within the
 /// close wait (the socket thread never waits on the disk), the process exits 0 once the
@@ -167,12 +151,7 @@ fn sigterm_with_the_state_filesystem_frozen_closes_at_once_and_loses_no_warning(
     let mut gw = Gateway::start(&pki, Script { warning_ack: None, ..Script::default() });
     let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
     cfg.disks = "smartctl = \"\"\nscan_interval = \"200ms\"\n".into();
-    cfg.paths_extra = format!(
-        "sysfs = {:?}\nprocfs = {:?}\nrootfs = {:?}\n",
-        rig.join("sys").display().to_string(),
-        rig.join("proc").display().to_string(),
-        rig.display().to_string()
-    );
+    cfg.paths_extra = rig_paths(&rig);
     let config = cfg.write(dir.path());
     let mut child = spawn_agent(&config, &[]);
     let (conn, _) = gw.wait_login(10 * SEC);

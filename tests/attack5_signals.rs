@@ -5,10 +5,9 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
@@ -16,24 +15,8 @@ use serde_json::json;
 mod frozen_fs;
 use frozen_fs::StateFs;
 
-fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        thread::sleep(ms(20));
-    }
-}
-
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
-}
-
-/// A writable copy of tests/fixtures/rig (its sdb is offline from the start).
-fn rig_copy(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig");
-    let dst = dir.join("rig");
-    assert!(Command::new("cp").arg("-a").arg(&src).arg(&dst).status().unwrap().success());
-    dst
 }
 
 fn alive(pid: i32) -> bool {
@@ -63,12 +46,7 @@ fn an_action_whose_command_starts_after_the_stop_killed_the_running_ones_does_no
     let mut gw = Gateway::start(&pki, Script { warning_ack: None, ..Script::default() });
     let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
     cfg.disks = "smartctl = \"\"\nscan_interval = \"200ms\"\n".into();
-    cfg.paths_extra = format!(
-        "sysfs = {:?}\nprocfs = {:?}\nrootfs = {:?}\n",
-        rig.join("sys").display().to_string(),
-        rig.join("proc").display().to_string(),
-        rig.display().to_string()
-    );
+    cfg.paths_extra = rig_paths(&rig);
     let pidfile = dir.path().join("action.pid");
     let script = dir.path().join("long.sh");
     fs::write(&script, format!("#!/bin/sh\necho $$ > {}\nexec sleep 30\n", pidfile.display())).unwrap();

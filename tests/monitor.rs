@@ -14,15 +14,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{Value, json};
 
-/// A writable copy of tests/fixtures/rig.
-fn rig_copy(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig");
-    let dst = dir.join("rig");
-    let ok = Command::new("cp").arg("-a").arg(&src).arg(&dst).status().unwrap().success();
-    assert!(ok, "copy fixture tree");
-    dst
-}
-
 /// A test rig: a temp dir with a copy of the fixture tree, a PKI and a gateway.
 struct Rig {
     dir: tempfile::TempDir,
@@ -45,12 +36,7 @@ impl Rig {
 fn config(gw_url: String, pki: &Pki, rig: &Path) -> AgentConfig {
     let mut c = AgentConfig::new(gw_url, &pki.ca_file);
     c.disks = "smartctl = \"\"\nscan_interval = \"100ms\"\n".into();
-    c.paths_extra = format!(
-        "sysfs = {:?}\nprocfs = {:?}\nrootfs = {:?}\n",
-        rig.join("sys").display().to_string(),
-        rig.join("proc").display().to_string(),
-        rig.display().to_string()
-    );
+    c.paths_extra = rig_paths(rig);
     c
 }
 
@@ -59,14 +45,6 @@ fn soak(gw: &mut Gateway, d: Duration) {
     let until = Instant::now() + d;
     while let Some(left) = until.checked_duration_since(Instant::now()) {
         gw.next_event(left);
-    }
-}
-
-fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        thread::sleep(ms(20));
     }
 }
 

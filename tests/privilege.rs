@@ -12,26 +12,10 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 use serde_json::{Value, json};
-
-fn root() -> bool {
-    let yes = rustix::process::geteuid().is_root();
-    if !yes {
-        eprintln!("skipped: needs root (capabilities, setpriv, loop devices)");
-    }
-    yes
-}
-
-/// A writable copy of tests/fixtures/rig (sda, sdb, nvme0n1 and an unmonitored loop0).
-fn rig_copy(dir: &Path) -> PathBuf {
-    let dst = dir.join("rig");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig");
-    assert!(Command::new("cp").arg("-a").arg(&src).arg(&dst).status().unwrap().success());
-    dst
-}
 
 /// A fake smartctl that appends its device argument to `calls`, answers `sda` for
 /// /dev/sda (with exit status `sda_exit`) and a healthy 33 °C for any other disk.
@@ -210,14 +194,6 @@ fn spawn_privileged(config: &Path) -> Reaped {
     let mut cmd = agent_command();
     cmd.arg("--config").arg(config).arg("privileged").stdout(Stdio::null()).env_remove("JOURNAL_STREAM");
     Reaped(spawn_logged(&mut cmd))
-}
-
-fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        thread::sleep(ms(20));
-    }
 }
 
 fn status_line(pid: u32, key: &str) -> String {

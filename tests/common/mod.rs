@@ -236,3 +236,39 @@ pub fn stop_agent(child: &mut Child) -> (Option<i32>, String) {
     let (code, _, log) = wait_exit(child, 10 * SEC);
     (code, log)
 }
+
+/// A writable copy of `tests/fixtures/rig` (a sysfs/procfs tree) at `dir/rig`.
+pub fn rig_copy(dir: &Path) -> std::path::PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig");
+    let dst = dir.join("rig");
+    assert!(Command::new("cp").arg("-a").arg(&src).arg(&dst).status().unwrap().success(), "copy the fixture rig");
+    dst
+}
+
+/// The `[paths]` lines that point the agent's probes at the fixture tree `rig`.
+pub fn rig_paths(rig: &Path) -> String {
+    format!(
+        "sysfs = {:?}\nprocfs = {:?}\nrootfs = {:?}\n",
+        rig.join("sys").display().to_string(),
+        rig.join("proc").display().to_string(),
+        rig.display().to_string()
+    )
+}
+
+/// Polls `cond` until it holds; fails the test after `timeout` (a guard, not a timing).
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        thread::sleep(ms(10));
+    }
+}
+
+/// Whether the tests run as root (loop devices, capabilities, setpriv); says so when not.
+pub fn root() -> bool {
+    let yes = rustix::process::geteuid().is_root();
+    if !yes {
+        eprintln!("skipped: needs root (loop devices, capabilities, setpriv)");
+    }
+    yes
+}
