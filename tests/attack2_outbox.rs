@@ -4,7 +4,6 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 use std::time::Instant;
@@ -14,14 +13,6 @@ use serde_json::Value;
 #[path = "common/frozen_fs.rs"]
 mod frozen_fs;
 use frozen_fs::StateFs;
-
-fn spool_files(state: &Path) -> Vec<PathBuf> {
-    fs::read_dir(state.join("spool"))
-        .map(|rd| {
-            rd.filter_map(|e| Some(e.ok()?.path())).filter(|p| p.extension().is_some_and(|x| x == "json")).collect()
-        })
-        .unwrap_or_default()
-}
 
 /// The state filesystem stalls (frozen, as a dying SD card) when sdb's failure is
 /// detected: the scan waits its 5 s for the spool write, then saves the inventory with the

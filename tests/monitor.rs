@@ -48,16 +48,6 @@ fn soak(gw: &mut Gateway, d: Duration) {
     }
 }
 
-fn spool_files(state: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(state.join("spool"))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "json")).collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 #[test]
 fn a_disk_that_disappears_is_reported_once_with_every_protocol_field() {
     let _g = Guard::new(30 * SEC);

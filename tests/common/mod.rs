@@ -272,3 +272,19 @@ pub fn root() -> bool {
     }
     yes
 }
+
+/// The messages waiting in the spool of `state` (`spool/w-<n>.json`), in creation order: not
+/// a write under way (`.tmp-…`, which a kill leaves half-written), not a tombstone.
+pub fn spool_files(state: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(state.join("spool"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("w-") && n.ends_with(".json"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
