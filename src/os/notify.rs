@@ -33,7 +33,13 @@ impl Notifier {
                 Some(name) => Target::Abstract(name.as_bytes().to_vec()),
                 None => Target::Path(path.into()),
             };
-            UnixDatagram::unbound().ok().map(|s| (s, target))
+            // Non-blocking: a supervisor that does not read (PID 1 busy or stuck) fills the
+            // socket's queue (`net.unix.max_dgram_qlen`, 10 datagrams), and a blocking send
+            // would then hold up the main loop, its heartbeats and the stop. A datagram that
+            // does not fit is dropped (logged at debug level).
+            let s = UnixDatagram::unbound().ok()?;
+            s.set_nonblocking(true).ok()?;
+            Some((s, target))
         });
         let ours = var("WATCHDOG_PID").is_none_or(|p| p.parse::<u32>().ok() == Some(std::process::id()));
         let watchdog_every = var("WATCHDOG_USEC")
