@@ -158,7 +158,7 @@ fn junk_frames_are_dropped_and_the_connection_survives() {
     gw.send_json(conn, json!({"act":"get_agent_info","act_code":"badtype","client_id":7,"reqtype":"post"}));
     let (a, _) = wait_answer(&mut gw, 5 * SEC, "badtype");
     assert_eq!(a["code"], 2);
-    assert_eq!(a["client_id"], 7);
+    assert_eq!(a["client_id"], "7", "echoed as a string, as §2 types it");
     // Still the first connection, and it keeps heartbeating.
     let (c, _, _) = gw.wait_act(5 * SEC, "heartbeat");
     assert_eq!(c, conn);

@@ -242,7 +242,7 @@ impl Actions {
             let more = if suppressed > 0 { format!(" ({suppressed} similar lines suppressed)") } else { String::new() };
             info!(
                 "action request: client_id={} action={} outcome=refused (code {}: {}) duration=0ms{more}",
-                escape_value(&query.echo.client_id),
+                escape_echo(&query.echo.client_id),
                 escape_value(query.body.get("action").unwrap_or(&Value::Null)),
                 r.code,
                 escape(&r.description, 200)
@@ -287,8 +287,8 @@ impl Actions {
 /// (code 2). Nothing here decides whether the action may run.
 pub fn decode_request(query: &Query) -> Result<(Mode, &str), Refusal> {
     let mode = match query.echo.reqtype.as_str() {
-        Some("post") => Mode::Post,
-        Some("write") => Mode::Write,
+        "post" => Mode::Post,
+        "write" => Mode::Write,
         _ => return Err(Refusal::bad_request("`reqtype` must be \"post\" or \"write\" for run_action")),
     };
     match query.body.get("action") {
