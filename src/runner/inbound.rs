@@ -76,7 +76,7 @@ impl Runner {
                 }
                 Action::LoggedIn => {
                     self.status.logged_in(url.as_str());
-                    self.link.logged_in(url);
+                    super::link_log::Line::say(self.link.logged_in(url));
                     let since = utc_timestamp(std::time::SystemTime::now());
                     self.notifier.status(&format!("connected to {url} since {since}"));
                 }
