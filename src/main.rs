@@ -174,11 +174,12 @@ fn drop_privileges() {
     if d.had != 0 {
         log::info!("dropped capabilities {:#x}; this process holds none", d.had);
     }
-    if !d.groups_kept.is_empty() {
-        log::warn!(
-            "supplementary groups {:?} kept (no CAP_SETGID to clear them); the unit should grant none",
-            d.groups_kept
-        );
+    // The user's own primary group is no grant: `runuser -u rig-agent` (initgroups) lists
+    // it as supplementary too, and it is the group the process has anyway.
+    let (gid, egid) = (rustix::process::getgid().as_raw(), rustix::process::getegid().as_raw());
+    let extra: Vec<u32> = d.groups_kept.into_iter().filter(|g| *g != gid && *g != egid).collect();
+    if !extra.is_empty() {
+        log::warn!("supplementary groups {extra:?} kept (no CAP_SETGID to clear them); the unit should grant none");
     }
 }
 

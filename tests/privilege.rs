@@ -653,3 +653,43 @@ fn the_privileged_half_serves_without_reading_the_token_or_the_ca_file() {
     let (_, log) = stop_agent(&mut privileged);
     assert!(!log.contains("token"), "{log}");
 }
+
+#[test]
+fn run_by_hand_as_its_user_the_agent_does_not_call_the_users_own_group_a_grant() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    let (smartctl, _) = fake_smartctl(dir.path(), HEALTHY, 0);
+    let pki = Pki::new(&["localhost"]);
+    let cfg = config("wss://localhost:9/ws".into(), &pki, &rig, &smartctl, "").write(dir.path());
+    use std::os::unix::fs::chown;
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir_all(dir.path().join("state")).unwrap();
+    for p in [dir.path().join("token"), dir.path().join("state")] {
+        chown(p, Some(65534), Some(65534)).unwrap();
+    }
+    // `runuser -u USER` sets the user's groups by initgroups: its primary group is listed
+    // as supplementary too. setpriv does the same here without needing a named user.
+    let probe_as = |groups: &str| {
+        let agent = agent_command();
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--groups", groups, "--"])
+            .arg(agent.get_program())
+            .args(agent.get_args())
+            .arg("--config")
+            .arg(&cfg)
+            .args(["probe", "get_agent_info"])
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let own = probe_as("65534");
+    assert!(!own.contains("supplementary groups"), "{own}");
+    let more = probe_as("65534,100");
+    assert!(more.contains("supplementary groups [100] kept"), "a real extra group is still named: {more}");
+}
