@@ -30,11 +30,15 @@ pub enum ConnectError {
     DnsTimeout { host: String, timeout: Duration },
     #[error("TCP connect to {addr} failed: {source}")]
     Tcp { addr: String, source: io::Error },
-    #[error("TCP connect to {addr} took longer than {timeout:?}")]
+    #[error(
+        "TCP connect to {addr} did not finish within gateway.connect_timeout ({timeout:?}, one deadline for DNS, TCP, TLS and the upgrade together)"
+    )]
     TcpTimeout { addr: String, timeout: Duration },
     #[error("TLS handshake with {host} failed: {reason}")]
     Tls { host: String, reason: String },
-    #[error("TLS handshake + WebSocket upgrade with {host} took longer than {timeout:?}")]
+    #[error(
+        "TLS handshake + WebSocket upgrade with {host} did not finish within gateway.connect_timeout ({timeout:?}, one deadline for DNS, TCP, TLS and the upgrade together)"
+    )]
     HandshakeTimeout { host: String, timeout: Duration },
     #[error("WebSocket upgrade refused: {0}")]
     Upgrade(String),
