@@ -15,7 +15,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::actions::Actions;
 use crate::backoff::{self, Backoff};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigErrors};
 use crate::logging::Throttle;
 use crate::net::connection::{Closing, Conn, Lost, Reply};
 use crate::net::transport::{self, ConnectError, Connected, WebSocket};
@@ -85,7 +85,7 @@ pub struct Runner {
     on_reload: Box<dyn FnMut(&Config) + Send>,
     /// A config being read on the `reload` thread: loading reads the config, the token and
     /// the PEM files and probes the state directory, none of which may block the socket.
-    reloading: Option<mpsc::Receiver<Result<Config, ConfigError>>>,
+    reloading: Option<mpsc::Receiver<Result<Config, ConfigErrors>>>,
     /// Another SIGHUP came while `reloading`: read the file again once that one is done,
     /// so the last edit is what runs.
     reload_again: bool,
