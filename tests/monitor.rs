@@ -718,3 +718,59 @@ fn a_refused_warning_is_logged_even_after_a_flood_of_junk_frames() {
         !warnings_with(&format!("the gateway refused warning {act_id}")).is_empty()
     });
 }
+
+#[test]
+fn one_low_smart_reading_from_a_flaky_bridge_raises_no_smart_degrading_and_a_new_serial_is_a_new_baseline() {
+    let _g = Guard::new(60 * SEC);
+    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    // sda's attribute 5 is what `realloc` says; each answer is logged to `asked`.
+    let (realloc, asked, smartctl) =
+        (dir.path().join("realloc"), dir.path().join("asked"), dir.path().join("smartctl"));
+    fs::write(&realloc, "8").unwrap();
+    fs::write(
+        &smartctl,
+        format!(
+            "#!/bin/sh\ncase \"$4\" in\n  /dev/sda) v=$(cat {realloc:?}); echo \"$v\" >> {asked:?}\n    \
+             echo \"{{\\\"smart_status\\\":{{\\\"passed\\\":true}},\\\"ata_smart_attributes\\\":{{\\\"table\\\":\
+             [{{\\\"id\\\":5,\\\"raw\\\":{{\\\"value\\\":$v}}}}]}}}}\" ;;\n  \
+             *) echo '{{\"smart_status\":{{\"passed\":true}}}}' ;;\nesac\n"
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&smartctl, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cfg = config(gw.url(), &pki, &rig);
+    cfg.disks = format!(
+        "smartctl = {:?}\nscan_interval = \"100ms\"\nsmart_interval = \"1s\"\ninclude = [\"sda\"]\n",
+        smartctl.display().to_string()
+    );
+    let mut child = spawn_agent(&cfg.write(dir.path()), &[]);
+    gw.wait_login(10 * SEC);
+    let inventory = dir.path().join("state/disks.json");
+    wait_until(10 * SEC, "the SMART baseline", || {
+        fs::read_to_string(&inventory).is_ok_and(|t| t.contains("\"counters\":{\"5\":8}"))
+    });
+    // Answered with 0 twice (scans every 100 ms look at each answer), then 8 again.
+    let answers = |v: &str| fs::read_to_string(&asked).unwrap_or_default().lines().filter(|l| *l == v).count();
+    fs::write(&realloc, "0").unwrap();
+    wait_until(10 * SEC, "two answers of 0", || answers("0") >= 2);
+    let eights = answers("8");
+    fs::write(&realloc, "8").unwrap();
+    wait_until(10 * SEC, "two answers of 8 again", || answers("8") >= eights + 2);
+    soak(&mut gw, ms(500));
+    assert!(gw.warnings_seen("/dev/sda").is_empty(), "a disk that never changed: {:?}", gw.warnings_seen("/dev/sda"));
+    assert!(fs::read_to_string(&inventory).unwrap().contains("\"counters\":{\"5\":8}"), "the baseline was lowered");
+
+    // The disk is replaced under the same name: another serial, 3 reallocated sectors. That
+    // is its own baseline, and only its rise to 4 is a warning.
+    fs::write(rig.join("sys/block/sda/device/serial"), "REPLACED-2\n").unwrap();
+    fs::write(&realloc, "3").unwrap();
+    wait_until(10 * SEC, "the new disk's baseline", || {
+        fs::read_to_string(&inventory).is_ok_and(|t| t.contains("REPLACED-2") && t.contains("\"counters\":{\"5\":3}"))
+    });
+    assert!(gw.warnings_seen("/dev/sda").is_empty(), "{:?}", gw.warnings_seen("/dev/sda"));
+    fs::write(&realloc, "4").unwrap();
+    let w = gw.wait_warning(10 * SEC, "/dev/sda", "smart_degrading");
+    assert_eq!(w["detail"], "SMART 5 (reallocated sectors) rose from 3 to 4");
+    let (code, log) = stop_agent(&mut child);
+    assert_eq!(code, Some(0), "{log}");
+}

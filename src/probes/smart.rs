@@ -189,6 +189,12 @@ impl SmartReader {
         self.lock().get(device).map(|(_, r)| r.clone())
     }
 
+    /// Drops the cached result of `device` (the disk at that name was replaced: the answer
+    /// is the old disk's), so that the next read asks smartctl again.
+    pub fn forget(&self, device: &str) {
+        self.lock().remove(device);
+    }
+
     /// Whether `device` has a result younger than `smart_interval`.
     pub fn is_fresh(&self, device: &str) -> bool {
         let s = self.settings();
