@@ -485,3 +485,80 @@ fn an_action_asked_again_as_soon_as_its_answer_arrives_runs_again() {
         assert_eq!(a["code"], 0, "run {i}: {a}");
     }
 }
+
+#[path = "common/frozen_fs.rs"]
+mod frozen_fs;
+
+/// `mount -o remount,ro|rw`, tried again while a write of the agent's is under way ("mount
+/// point is busy" until that file is closed).
+fn mount(args: &[&str]) {
+    let until = Instant::now() + 5 * SEC;
+    loop {
+        let out = std::process::Command::new("mount").args(args).output().unwrap();
+        if out.status.success() {
+            return;
+        }
+        assert!(Instant::now() < until, "mount {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(ms(20));
+    }
+}
+
+#[test]
+fn with_the_state_filesystem_read_only_an_action_with_a_min_interval_is_refused_not_run_even_after_kill_9() {
+    let _g = Guard::new(60 * SEC);
+    if !root() {
+        return;
+    }
+    // `reboot` appends a line to `ran` (outside the state directory) each time it runs.
+    let mut rig = Rig::configure(|d| {
+        let ran = d.join("ran").display().to_string();
+        let reboot = script(d, "reboot", &format!("echo run >> {ran:?}"));
+        let hello = script(d, "hello", "echo hello");
+        enabled(&format!(
+            "[actions.reboot]\ncommand = [{reboot:?}]\nmin_interval = \"10m\"\n[actions.hello]\ncommand = [{hello:?}]\n"
+        ))
+    });
+    let state = frozen_fs::StateFs::new(rig.dir.path());
+    let ran = rig.dir.path().join("ran");
+    let runs = || fs::read_to_string(&ran).map(|t| t.lines().count()).unwrap_or(0);
+    rig.spawn();
+    // The SD card fails: ext4 remounts it read-only (errors=remount-ro).
+    mount(&["-o", "remount,ro", state.mnt.to_str().unwrap()]);
+    for (mode, code) in [("post", "r1"), ("write", "r2")] {
+        rig.ask(mode, code, json!("reboot"));
+        let (a, _) = rig.answer(code, 10 * SEC);
+        assert_eq!(a["code"], 5, "{a}");
+        let why = a["description"].as_str().unwrap();
+        assert!(why.contains("state directory is not writable") && why.contains("min_interval of 10m"), "{why}");
+    }
+    assert_eq!(runs(), 0, "the reboot ran although its start could not be recorded");
+    // An action without a min_interval needs no record: it runs.
+    rig.ask("post", "h1", json!("hello"));
+    assert_eq!(rig.answer("h1", 10 * SEC).0["data"]["stdout"], "hello\n");
+    // A restart (kill -9, as a crash or the reboot itself) changes nothing.
+    let child = rig.child.as_mut().unwrap();
+    signal(child, Signal::KILL);
+    child.wait().unwrap();
+    rig.spawn();
+    rig.ask("post", "r3", json!("reboot"));
+    assert_eq!(rig.answer("r3", 10 * SEC).0["code"], 5);
+    assert_eq!(runs(), 0);
+
+    // Writable again: it runs once, and its start holds across kill -9 and a restart.
+    mount(&["-o", "remount,rw", state.mnt.to_str().unwrap()]);
+    rig.ask("post", "r4", json!("reboot"));
+    assert_eq!(rig.answer("r4", 10 * SEC).0["code"], 0);
+    assert_eq!(runs(), 1);
+    let child = rig.child.as_mut().unwrap();
+    signal(child, Signal::KILL);
+    child.wait().unwrap();
+    rig.spawn();
+    rig.ask("post", "r5", json!("reboot"));
+    let (a, _) = rig.answer("r5", 10 * SEC);
+    assert_eq!(a["code"], 5, "{a}");
+    assert!(a["description"].as_str().unwrap().contains("try again in"), "{a}");
+    assert_eq!(runs(), 1, "ran again at once after the restart");
+    let log = rig.stop();
+    drop(state);
+    assert!(log.lines().filter(|l| l.contains("outcome=refused")).count() >= 1, "{log}");
+}
