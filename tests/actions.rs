@@ -562,3 +562,99 @@ fn with_the_state_filesystem_read_only_an_action_with_a_min_interval_is_refused_
     drop(state);
     assert!(log.lines().filter(|l| l.contains("outcome=refused")).count() >= 1, "{log}");
 }
+
+/// `Threads:` of `/proc/<pid>/status`.
+fn threads(pid: u32) -> usize {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse().unwrap()
+}
+
+fn pids_in(file: &Path) -> Vec<i32> {
+    fs::read_to_string(file).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+#[test]
+fn forty_runs_of_a_command_that_leaves_a_detached_grandchild_on_stdout_leave_the_thread_count_flat_and_no_grandchild() {
+    let _g = Guard::new(60 * SEC);
+    // setsid takes the sleep out of the command's process group; it inherits stdout and
+    // would hold the pipe for 30 s.
+    let mut rig = Rig::start(with_script("detach", "setsid sleep 30 & echo $! >> PIDFILE; echo started", ""));
+    let agent = rig.child.as_ref().unwrap().id();
+    let run = |rig: &mut Rig, code: &str| {
+        rig.ask("post", code, json!("detach"));
+        let (a, _) = rig.answer(code, 10 * SEC);
+        assert_eq!((a["code"].as_i64(), a["data"]["stdout"].as_str()), (Some(0), Some("started\n")), "{a}");
+    };
+    run(&mut rig, "warm");
+    let before = threads(agent);
+    for i in 0..40 {
+        run(&mut rig, &format!("d{i}"));
+    }
+    // The last run's own thread may still be ending.
+    let mut after = threads(agent);
+    let until = Instant::now() + 2 * SEC;
+    while after > before && Instant::now() < until {
+        std::thread::sleep(ms(20));
+        after = threads(agent);
+    }
+    assert!(after <= before, "{before} threads before 40 runs, {after} after");
+    let pids = pids_in(&rig.dir.path().join("pid"));
+    assert_eq!(pids.len(), 41);
+    wait_until(5 * SEC, "the detached grandchildren to be gone", || pids.iter().all(|p| !alive(*p)));
+}
+
+#[test]
+fn a_detached_grandchild_is_gone_after_the_timeout() {
+    let _g = Guard::new(60 * SEC);
+    let mut rig = Rig::start(with_script(
+        "hang",
+        "setsid sleep 30 & echo $! > PIDFILE; echo started; sleep 30",
+        "timeout = \"300ms\"\n",
+    ));
+    rig.ask("post", "t1", json!("hang"));
+    let (a, _) = rig.answer("t1", 10 * SEC);
+    assert_eq!(a["data"]["timed_out"], true, "{a}");
+    let grandchild = pids_in(&rig.dir.path().join("pid"))[0];
+    wait_until(5 * SEC, "the grandchild to be gone after the timeout", || !alive(grandchild));
+}
+
+#[test]
+fn a_detached_grandchild_is_gone_after_the_agents_stop() {
+    let _g = Guard::new(60 * SEC);
+    let mut rig = Rig::start(with_script("long", "setsid sleep 30 & echo $! > PIDFILE; sleep 30", ""));
+    rig.ask("write", "t2", json!("long"));
+    assert_eq!(rig.answer("t2", 10 * SEC).0["code"], 0);
+    let pidfile = rig.dir.path().join("pid");
+    wait_until(5 * SEC, "the command to start", || !pids_in(&pidfile).is_empty());
+    let grandchild = pids_in(&pidfile)[0];
+    assert!(alive(grandchild));
+    let log = rig.stop();
+    assert!(!alive(grandchild), "the grandchild {grandchild} outlived the agent's stop:\n{log}");
+}
+
+#[test]
+fn what_a_running_command_left_outside_its_group_lives_until_that_command_ends_not_another() {
+    let _g = Guard::new(60 * SEC);
+    let mut rig = Rig::start(|d| {
+        let pidfile = d.join("pid").display().to_string();
+        // The subshell exits at once: its detached sleep is handed to the agent while the
+        // command itself still runs.
+        let keeper = script(d, "keeper", &format!("(setsid sleep 30 & echo $! > {pidfile:?}); sleep 30"));
+        enabled(&format!(
+            "[actions.keeper]\ncommand = [{keeper:?}]\ntimeout = \"2s\"\n[actions.quick]\ncommand = [\"/bin/true\"]\n"
+        ))
+    });
+    rig.ask("write", "k1", json!("keeper"));
+    assert_eq!(rig.answer("k1", 10 * SEC).0["code"], 0);
+    let pidfile = rig.dir.path().join("pid");
+    wait_until(5 * SEC, "the keeper to start", || !pids_in(&pidfile).is_empty());
+    let orphan = pids_in(&pidfile)[0];
+    // Another command ends meanwhile: what it left (nothing) goes, the keeper's stays.
+    rig.ask("post", "q1", json!("quick"));
+    assert_eq!(rig.answer("q1", 10 * SEC).0["code"], 0);
+    std::thread::sleep(ms(300));
+    assert!(alive(orphan), "killed at the end of a run it does not belong to");
+    // The keeper's timeout ends it, and what it left with it.
+    assert_eq!(rig.result(10 * SEC)["data"]["timed_out"], true);
+    wait_until(5 * SEC, "the keeper's orphan to be gone", || !alive(orphan));
+}

@@ -318,6 +318,12 @@ impl Actions {
         if n > 0 {
             info!("stopping: killed {n} running action command(s)");
         }
+        // What they (or earlier commands) left running outside their groups, handed to
+        // the agent as their parents died: it must not outlive the agent either.
+        let orphans = crate::os::orphans::end_all(Duration::from_secs(1));
+        if orphans > 0 {
+            info!("stopping: killed {orphans} process(es) left behind by commands");
+        }
     }
 
     /// The next answer to send, if any; never blocks.
