@@ -6,7 +6,6 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -18,7 +17,7 @@ struct Rig {
     _pki: Pki,
     gw: Gateway,
     config: PathBuf,
-    child: Option<Child>,
+    child: Option<Reaped>,
     conn: usize,
 }
 
@@ -57,28 +56,15 @@ impl Rig {
         self.conn = self.gw.wait_login(10 * SEC).0;
     }
 
-    /// Starts the agent as systemd does: user nobody with CAP_SYS_RAWIO and CAP_SYS_ADMIN
-    /// ambient (the unit's `AmbientCapabilities=`).
-    fn spawn_unprivileged(&mut self) {
-        use std::os::unix::fs::chown;
-        let nobody = Some(65534);
-        for p in [self.dir.path(), self._pki.dir.path()] {
-            fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
-        }
+    /// Starts the agent as the old single unit did: user nobody with CAP_SYS_RAWIO and
+    /// CAP_SYS_ADMIN ambient (its `AmbientCapabilities=`).
+    fn spawn_unprivileged(&mut self, nobody: &nobody::Nobody) {
         fs::set_permissions(&self._pki.ca_file, fs::Permissions::from_mode(0o644)).unwrap();
-        chown(self.dir.path().join("token"), nobody, nobody).unwrap();
-        chown(self.dir.path().join("state"), nobody, nobody).unwrap();
-        let agent = agent_command();
-        let mut cmd = std::process::Command::new("setpriv");
-        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .args(["--inh-caps=+sys_rawio,+sys_admin", "--ambient-caps=+sys_rawio,+sys_admin", "--"])
-            .arg(agent.get_program())
-            .args(agent.get_args())
-            .arg("--config")
-            .arg(&self.config)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        self.child = Some(cmd.spawn().expect("setpriv"));
+        let (token, state) = (self.dir.path().join("token"), self.dir.path().join("state"));
+        nobody::Nobody::give(&[self.dir.path(), self._pki.dir.path()], &[&token, &state]);
+        let mut cmd = nobody.command(&["--inh-caps=+sys_rawio,+sys_admin", "--ambient-caps=+sys_rawio,+sys_admin"]);
+        cmd.arg("--config").arg(&self.config).stdout(std::process::Stdio::null());
+        self.child = Some(spawn_logged(&mut cmd));
         self.conn = self.gw.wait_login(10 * SEC).0;
     }
 
@@ -116,15 +102,6 @@ impl Rig {
         self.child = None;
         assert_eq!(code, Some(0), "{log}");
         log
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -449,12 +426,9 @@ fn caps(status: &str) -> Vec<(String, String)> {
 #[test]
 fn an_action_runs_without_the_capabilities_the_agent_was_started_with() {
     let _g = Guard::new(30 * SEC);
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: starting the agent as another user with ambient capabilities needs root");
-        return;
-    }
+    let Some(nobody) = nobody::Nobody::new() else { return };
     let mut rig = Rig::configure(|_| enabled("[actions.caps]\ncommand = [\"/bin/cat\", \"/proc/self/status\"]\n"));
-    rig.spawn_unprivileged();
+    rig.spawn_unprivileged(&nobody);
     // Started with CAP_SYS_RAWIO and CAP_SYS_ADMIN ambient (as the old single unit ran it):
     // the agent drops them at start (issue 12), and what it runs must not have them either.
     let pid = rig.child.as_ref().unwrap().id();

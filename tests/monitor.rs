@@ -543,40 +543,16 @@ fn a_reload_while_the_state_filesystem_is_frozen_does_not_stop_heartbeats() {
     drop(lfs);
 }
 
-/// `nobody`: the agent's own unprivileged user in these tests (`rig-agent` on a rig).
-const AGENT_UID: &str = "65534";
-
-/// The real binary as [`AGENT_UID`] (setpriv execs it: the child's pid is the agent's).
-fn agent_as_nobody() -> Command {
-    let agent = agent_command();
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid", AGENT_UID, "--regid", AGENT_UID, "--clear-groups", "--"])
-        .arg(agent.get_program())
-        .args(agent.get_args());
-    cmd
-}
-
-fn spawn_agent_as_nobody(config: &Path) -> std::process::Child {
-    let mut cmd = agent_as_nobody();
-    cmd.arg("--config")
-        .arg(config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .env_remove("JOURNAL_STREAM");
-    cmd.spawn().expect("spawn rig-agent through setpriv")
+fn spawn_agent_as_nobody(nobody: &nobody::Nobody, config: &Path) -> Reaped {
+    let mut cmd = nobody.command(&[]);
+    cmd.arg("--config").arg(config).stdout(std::process::Stdio::null()).env_remove("JOURNAL_STREAM");
+    spawn_logged(&mut cmd)
 }
 
 #[test]
 fn a_warning_the_spool_could_not_take_is_raised_again_with_the_same_act_id_after_a_restart_before_the_ack() {
     let _g = Guard::new(60 * SEC);
-    if run("id", &["-u"]) != "0" {
-        eprintln!("skipped: needs root to run the agent as another user (CI runs as root)");
-        return;
-    }
-    if !agent_as_nobody().arg("--version").output().is_ok_and(|o| o.status.success()) {
-        eprintln!("skipped: uid {AGENT_UID} cannot run the agent binary (a directory on its path is not 0755)");
-        return;
-    }
+    let Some(nobody) = nobody::Nobody::new() else { return };
     let Rig { dir, rig, pki, mut gw } = Rig::new(Script { warning_ack: None, ..Script::default() });
     let mut cfg = config(gw.url(), &pki, &rig);
     cfg.warning = "resend_after = \"300ms\"\n".into();
@@ -585,16 +561,10 @@ fn a_warning_the_spool_could_not_take_is_raised_again_with_the_same_act_id_after
     // root's: an operator once ran the agent as root. Its user can read the spool, not write.
     let state = dir.path().join("state");
     fs::create_dir_all(state.join("spool")).unwrap();
-    for p in [dir.path(), pki.dir.path()] {
-        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    run(
-        "chown",
-        &[&format!("{AGENT_UID}:{AGENT_UID}"), state.to_str().unwrap(), dir.path().join("token").to_str().unwrap()],
-    );
+    nobody::Nobody::give(&[dir.path(), pki.dir.path()], &[&state, &dir.path().join("token")]);
     fs::set_permissions(state.join("spool"), fs::Permissions::from_mode(0o755)).unwrap();
 
-    let mut child = spawn_agent_as_nobody(&cfg);
+    let mut child = spawn_agent_as_nobody(&nobody, &cfg);
     let w = gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
     let act_id = w["act_id"].as_str().unwrap().to_string();
     wait_until(10 * SEC, "the episode to be saved", || {
@@ -607,7 +577,7 @@ fn a_warning_the_spool_could_not_take_is_raised_again_with_the_same_act_id_after
 
     // Restarted before the gateway acknowledged it: the warning comes again, same act_id.
     gw.seen.clear();
-    let mut child = spawn_agent_as_nobody(&cfg);
+    let mut child = spawn_agent_as_nobody(&nobody, &cfg);
     let again = gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
     assert_eq!(again, w, "the same warning, same act_id and time");
     // Acknowledged now: after a restart it is not raised again.
@@ -617,7 +587,7 @@ fn a_warning_the_spool_could_not_take_is_raised_again_with_the_same_act_id_after
     });
     let (code, log) = stop_agent(&mut child);
     assert_eq!(code, Some(0), "{log}");
-    let mut child = spawn_agent_as_nobody(&cfg);
+    let mut child = spawn_agent_as_nobody(&nobody, &cfg);
     let (conn, _) = gw.wait_login(10 * SEC);
     soak(&mut gw, ms(1000)); // ten scans
     let (code, log) = stop_agent(&mut child);
