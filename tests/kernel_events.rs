@@ -8,7 +8,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 
 use common::*;
 use serde_json::{Value, json};
@@ -68,7 +68,7 @@ impl Rig {
 
     /// Starts the binary and waits for its login and first scan (sdb is offline in the
     /// fixture: that warning says the scan is done).
-    fn start(&mut self, disks_extra: &str) -> Child {
+    fn start(&mut self, disks_extra: &str) -> Reaped {
         let child = spawn_agent(&self.config(disks_extra), &[]);
         self.conn = self.gw.wait_login(10 * SEC).0;
         self.gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
