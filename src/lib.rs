@@ -24,7 +24,7 @@ pub mod session;
 pub mod status;
 
 pub use agent::Agent;
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, ConfigErrors};
 pub use runner::Runner;
 
 /// The agent's version, as `--version`, the login and `get_agent_info` report it.

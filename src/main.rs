@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::exit;
 use std::sync::Arc;
 
-use rig_agent::config::{ConfigError, DEFAULT_PATH};
+use rig_agent::config::{ConfigErrors, DEFAULT_PATH};
 use rig_agent::probes::Probes;
 use rig_agent::protocol::{Inbound, decode};
 use rig_agent::queries::{Catalogue, STANDARD_ACTS};
@@ -78,12 +78,17 @@ fn parse_args(mut args: impl Iterator<Item = OsString>) -> Result<Cli, String> {
     Ok(Cli::Do(config, command))
 }
 
-/// The config by `how` (running or checking), or exit 78 with the message.
-fn load(path: &Path, how: fn(&Path) -> Result<Config, ConfigError>) -> Config {
-    how(path).unwrap_or_else(|e| {
+/// The config by `how` (running or checking), or exit 78 with every refusal.
+fn load(path: &Path, how: fn(&Path) -> Result<Config, ConfigErrors>) -> Config {
+    how(path).unwrap_or_else(|e| config_exit(&e))
+}
+
+/// Prints every refusal of the config, one line each, and exits 78 (EX_CONFIG).
+fn config_exit(errors: &ConfigErrors) -> ! {
+    for e in errors.iter() {
         eprintln!("rig-agent: {e}");
-        exit(code::CONFIG)
-    })
+    }
+    exit(code::CONFIG)
 }
 
 fn main() {
@@ -105,10 +110,7 @@ fn main() {
     match command {
         Command::Privileged => {
             logging::init();
-            let cfg = Config::load_for_privileged(&path).unwrap_or_else(|e| {
-                eprintln!("rig-agent: {e}");
-                exit(code::CONFIG)
-            });
+            let cfg = Config::load_for_privileged(&path).unwrap_or_else(|e| config_exit(&e));
             let Some(socket) = cfg.paths.privileged_socket.clone() else {
                 log::error!("paths.privileged_socket is \"\": nothing to serve");
                 exit(code::CONFIG)
@@ -182,11 +184,12 @@ fn drop_privileges() {
     if d.had != 0 {
         log::info!("dropped capabilities {:#x}; this process holds none", d.had);
     }
-    if !d.groups_kept.is_empty() {
-        log::warn!(
-            "supplementary groups {:?} kept (no CAP_SETGID to clear them); the unit should grant none",
-            d.groups_kept
-        );
+    // The user's own primary group is no grant: `runuser -u rig-agent` (initgroups) lists
+    // it as supplementary too, and it is the group the process has anyway.
+    let (gid, egid) = (rustix::process::getgid().as_raw(), rustix::process::getegid().as_raw());
+    let extra: Vec<u32> = d.groups_kept.into_iter().filter(|g| *g != gid && *g != egid).collect();
+    if !extra.is_empty() {
+        log::warn!("supplementary groups {extra:?} kept (no CAP_SETGID to clear them); the unit should grant none");
     }
 }
 

@@ -36,6 +36,10 @@ pub enum End {
     LoginTimeout,
     /// No frame of any kind for `heartbeat.timeout`: half-open or dead gateway.
     Dead { silent_for: Duration },
+    /// Frames still arrive (pings), but no heartbeat has been answered for
+    /// `heartbeat.timeout`: the gateway's WebSocket layer is alive, its application is not
+    /// (PROTOCOL.md §4).
+    HeartbeatsUnanswered { unanswered_for: Duration, sent: u32 },
     /// The gateway refused a heartbeat: it no longer knows this session; log in again.
     HeartbeatRejected { code: Option<i64>, description: String },
 }
@@ -47,6 +51,7 @@ impl End {
             End::LoginRejected { .. } => "login-rejected",
             End::LoginTimeout => "login-timeout",
             End::Dead { .. } => "dead",
+            End::HeartbeatsUnanswered { .. } => "heartbeats-unanswered",
             End::HeartbeatRejected { .. } => "heartbeat-rejected",
         }
     }
@@ -60,6 +65,12 @@ impl std::fmt::Display for End {
             }
             End::LoginTimeout => f.write_str("no answer to the login in time"),
             End::Dead { silent_for } => write!(f, "no frame from the gateway for {:.1}s", silent_for.as_secs_f64()),
+            End::HeartbeatsUnanswered { unanswered_for, sent } => write!(
+                f,
+                "no heartbeat answered for {:.1}s ({sent} sent) although the connection is alive: the gateway's \
+                 application is gone; reconnecting",
+                unanswered_for.as_secs_f64()
+            ),
             End::HeartbeatRejected { code, description } => {
                 write!(
                     f,
@@ -102,8 +113,17 @@ pub enum Action {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
-    LoggingIn { act_id: String, deadline: Instant },
-    Up { next_heartbeat: Instant, first_heartbeat: Option<String> },
+    LoggingIn {
+        act_id: String,
+        deadline: Instant,
+    },
+    Up {
+        next_heartbeat: Instant,
+        first_heartbeat: Option<String>,
+        /// The oldest heartbeat sent since the gateway last answered one, and how many
+        /// have been sent since: unanswered for `heartbeat.timeout`, the session is over.
+        unanswered: Option<(Instant, u32)>,
+    },
     Closed,
 }
 
@@ -170,7 +190,11 @@ impl Session {
                     return self.close(1000, End::LoginRejected { code: r.code, description: r.description });
                 }
                 log::debug!("login {act_id} accepted");
-                self.phase = Phase::Up { next_heartbeat: now + self.cfg.heartbeat_interval, first_heartbeat: None };
+                self.phase = Phase::Up {
+                    next_heartbeat: now + self.cfg.heartbeat_interval,
+                    first_heartbeat: None,
+                    unanswered: None,
+                };
                 let mut actions = vec![Action::LoggedIn];
                 self.held_bytes = 0;
                 actions.extend(self.held.drain(..).map(Action::Send));
@@ -178,10 +202,12 @@ impl Session {
                 actions.extend(self.on_tick(ids, now));
                 actions
             }
-            (Phase::Up { first_heartbeat, .. }, "heartbeat") => {
+            (Phase::Up { first_heartbeat, unanswered, .. }, "heartbeat") => {
                 if !r.is_ok() {
                     return self.close(1000, End::HeartbeatRejected { code: r.code, description: r.description });
                 }
+                // Any heartbeat answered, even a late one, shows the application alive.
+                *unanswered = None;
                 log::debug!("heartbeat {} answered", crate::logging::escape(&r.act_id));
                 if first_heartbeat.as_deref() == Some(r.act_id.as_str()) {
                     *first_heartbeat = Some(String::new());
@@ -216,14 +242,23 @@ impl Session {
                     Vec::new()
                 }
             }
-            Phase::Up { next_heartbeat, first_heartbeat } => {
+            Phase::Up { next_heartbeat, first_heartbeat, unanswered } => {
                 if silent_for >= self.cfg.heartbeat_timeout {
                     return self.close(1000, End::Dead { silent_for });
+                }
+                // Pings keep `last_frame` fresh; only answers show the application alive.
+                if let Some((since, sent)) = *unanswered {
+                    let unanswered_for = now.saturating_duration_since(since);
+                    if unanswered_for >= self.cfg.heartbeat_timeout {
+                        return self.close(1000, End::HeartbeatsUnanswered { unanswered_for, sent });
+                    }
                 }
                 if now < *next_heartbeat {
                     return Vec::new();
                 }
                 let act_id = ids.next();
+                let (since, sent) = unanswered.unwrap_or((now, 0));
+                *unanswered = Some((since, sent + 1));
                 if first_heartbeat.is_none() {
                     *first_heartbeat = Some(act_id.clone());
                 }
@@ -264,7 +299,10 @@ impl Session {
         match &self.phase {
             Phase::Closed => None,
             Phase::LoggingIn { deadline, .. } => Some(*deadline),
-            Phase::Up { next_heartbeat, .. } => Some((*next_heartbeat).min(dead_at)),
+            Phase::Up { next_heartbeat, unanswered, .. } => {
+                let given_up_at = unanswered.map(|(since, _)| since + self.cfg.heartbeat_timeout);
+                Some([Some(*next_heartbeat), Some(dead_at), given_up_at].into_iter().flatten().min().unwrap_or(dead_at))
+            }
         }
     }
 

@@ -350,6 +350,33 @@ fn a_missing_config_file_exits_78_and_says_where_it_looked() {
 }
 
 #[test]
+fn check_names_every_mistake_of_the_config_in_one_run_and_start_up_says_the_same() {
+    let b = Broken::new();
+    b.edit(|s| {
+        let s = s
+            .replace("[device]\n", "[device]\nca_file = \"ca.pem\"\n")
+            .replace("[gateway]\n", "[gateway]\nbogus = 1\n")
+            .replace("interval = \"200ms\"", "interval = \"200\"");
+        format!("hardware_id = \"x\"\n{s}")
+    });
+    let (code, err) = b.check();
+    assert_eq!(code, Some(78), "{err}");
+    let lines: Vec<&str> = err.trim().lines().collect();
+    assert_eq!(lines.len(), 4, "one line per mistake: {err}");
+    for (line, key) in lines.iter().zip(["hardware_id", "device.ca_file", "gateway.bogus", "heartbeat.interval"]) {
+        assert!(
+            line.contains(&format!("`{key}`")) && line.contains(", line ") && line.contains("Fix:"),
+            "{key}: {line}"
+        );
+    }
+    assert!(lines[0].ends_with("Fix: move it to [device]"), "{}", lines[0]);
+    assert!(lines[1].ends_with("Fix: move it to [gateway]"), "{}", lines[1]);
+    let out = agent_command().args(["--config", b.path().to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), err, "start-up refuses with check's very lines");
+}
+
+#[test]
 fn running_with_a_bad_config_exits_78_before_connecting() {
     let b = Broken::new();
     b.edit(|s| s.replace("[gateway]", "[gateway]\nbogus = 1"));

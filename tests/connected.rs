@@ -158,7 +158,7 @@ fn junk_frames_are_dropped_and_the_connection_survives() {
     gw.send_json(conn, json!({"act":"get_agent_info","act_code":"badtype","client_id":7,"reqtype":"post"}));
     let (a, _) = wait_answer(&mut gw, 5 * SEC, "badtype");
     assert_eq!(a["code"], 2);
-    assert_eq!(a["client_id"], 7);
+    assert_eq!(a["client_id"], "7", "echoed as a string, as §2 types it");
     // Still the first connection, and it keeps heartbeating.
     let (c, _, _) = gw.wait_act(5 * SEC, "heartbeat");
     assert_eq!(c, conn);
@@ -182,21 +182,25 @@ fn a_message_over_max_message_bytes_closes_with_1009_and_the_agent_reconnects() 
 }
 
 #[test]
-fn gateway_pings_are_answered_and_count_as_life() {
+fn pings_alone_do_not_keep_a_connection_whose_heartbeats_go_unanswered() {
     let _g = Guard::new(20 * SEC);
     let (dir, pki, mut gw) = setup();
-    // Heartbeats go unanswered; only pings show the gateway is there.
+    // Heartbeats go unanswered; pings every 100 ms keep frames coming (timeout 600 ms).
     gw.script().answer_heartbeats = false;
     let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
     let _agent = Agent::start(&cfg);
     let (conn, _) = gw.wait_login(5 * SEC);
-    let until = Instant::now() + ms(1500);
-    while Instant::now() < until {
+    let until = Instant::now() + 5 * SEC;
+    while Instant::now() < until && !gw.dropped(conn) {
         gw.send(conn, Message::Ping(vec![1, 2, 3].into()));
-        thread::sleep(ms(100));
+        while gw.next_event(ms(100)).is_some() {}
     }
-    while gw.next_event(ms(10)).is_some() {}
-    assert!(!gw.dropped(conn), "the agent dropped a connection that was answering pings");
+    let closed = gw.seen.iter().find_map(|e| match e {
+        Event::Closed { conn: c, code, .. } if *c == conn => Some(*code),
+        _ => None,
+    });
+    assert_eq!(closed, Some(Some(1000)), "the gateway's application is gone: closed with 1000");
+    gw.wait_login(5 * SEC);
 }
 
 #[test]

@@ -74,7 +74,9 @@ fn leave_a_deaf_gateway(queries: usize, gateway_extra: &str) -> (Duration, Strin
     let pki = Pki::new(&["localhost"]);
     let mut gw = Gateway::start(&pki, Script { deaf_after_login: true, ..Script::default() });
     let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
-    (cfg.heartbeat_interval, cfg.heartbeat_timeout) = ("200ms", "800ms");
+    // No heartbeat goes out before the stall is judged: heartbeats unanswered for
+    // heartbeat.timeout end a connection too (PROTOCOL.md §4), and this is about the stall.
+    (cfg.heartbeat_interval, cfg.heartbeat_timeout) = ("5s", "6s");
     cfg.gateway_extra = gateway_extra.into();
     let _agent = Agent::with_catalogue(&cfg.write(dir.path()), |c| {
         c.add("test_big_answer", Lane::Fast, |_| Ok(json!({"blob": "x".repeat(256 << 10)})))
@@ -113,11 +115,12 @@ fn a_gateway_that_stops_reading_is_left_after_heartbeat_timeout_without_progress
     // With max_message_bytes = 64 MiB the output buffer may hold 256 MiB, so the 50 MiB of
     // answers never fill it. They do fill the kernel's socket buffers (at most 4 MiB send
     // + 32 MiB receive here), after which no byte moves: the stall timer
-    // (heartbeat.timeout, 800 ms) is the only way out. Without it the agent would stay.
+    // (heartbeat.timeout, 6 s) ends it, 5 s before the first heartbeat could be judged
+    // unanswered. Without the stall timer the agent would stay that long.
     let (took, why) = leave_a_deaf_gateway(200, "max_message_bytes = 67108864");
     assert!(why.contains("took no data for"), "{why}");
-    // The stall began after the queries were sent, so it lasted the full 800 ms.
-    assert!(took >= ms(800) && took < 8 * SEC, "left after {took:?}");
+    // The stall began after the queries were sent, so it lasted the full 6 s.
+    assert!(took >= 6 * SEC && took < 11 * SEC, "left after {took:?}");
 }
 
 #[test]

@@ -96,6 +96,31 @@ fn get_disk_info_shows_the_monitors_verdicts_and_lists_disks_that_are_gone() {
 }
 
 #[test]
+fn a_disk_whose_size_dropped_to_zero_is_listed_with_health_missing_as_its_warning_says() {
+    // A detached loop device or a pulled disk whose node lingers: still in /sys/block, size 0.
+    let _g = Guard::new(30 * SEC);
+    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
+    let (conn, _) = gw.wait_login(5 * SEC);
+    gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
+    fs::write(rig.join("sys/block/sda/size"), "0\n").unwrap();
+    gw.wait_warning(5 * SEC, "/dev/sda", "missing");
+    gw.send_json(conn, json!({"act":"get_disk_info","act_code":"di0","client_id":"c","reqtype":"post"}));
+    let a = match gw.wait_for(
+        5 * SEC,
+        "disk info",
+        |e| matches!(e, Event::Received { msg, .. } if msg["act_code"] == "di0"),
+    ) {
+        Event::Received { msg, .. } => msg,
+        _ => unreachable!(),
+    };
+    let sda: Vec<&Value> = a["data"]["disks"].as_array().unwrap().iter().filter(|d| d["name"] == "sda").collect();
+    assert_eq!(sda.len(), 1, "listed once: {a}");
+    assert_eq!((sda[0]["health"].as_str(), sda[0]["reason"].as_str()), (Some("missing"), Some("missing")));
+    assert_eq!(sda[0]["size_bytes"], 0);
+}
+
+#[test]
 fn a_live_nvme_disk_is_not_reported_and_a_dead_one_is_reported_offline() {
     let _g = Guard::new(30 * SEC);
     let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());

@@ -636,3 +636,40 @@ fn the_tests_run_the_agent_as_another_user_even_from_a_private_checkout() {
     assert!(!runs(&words), "control: uid {} reached a binary in a 0700 directory", nobody::UID);
     assert!(runs(&nobody::Nobody::for_agent(&in_private).agent()));
 }
+
+#[test]
+fn run_by_hand_as_its_user_the_agent_does_not_call_the_users_own_group_a_grant() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    let (smartctl, _) = fake_smartctl(dir.path(), HEALTHY, 0);
+    let pki = Pki::new(&["localhost"]);
+    let cfg = config("wss://localhost:9/ws".into(), &pki, &rig, &smartctl, "").write(dir.path());
+    let (token, state) = (dir.path().join("token"), dir.path().join("state"));
+    fs::create_dir_all(&state).unwrap();
+    nobody::Nobody::give(&[dir.path()], &[&token, &state]);
+    // `runuser -u USER` sets the user's groups by initgroups: its primary group is listed
+    // as supplementary too. setpriv does the same here without needing a named user.
+    let nobody = nobody::Nobody::for_agent(&agent_command());
+    let uid = nobody::UID;
+    let probe_as = |groups: String| {
+        let out = Command::new("setpriv")
+            .args([format!("--reuid={uid}"), format!("--regid={uid}"), "--groups".into(), groups, "--".into()])
+            .args(nobody.agent())
+            .arg("--config")
+            .arg(&cfg)
+            .args(["probe", "get_agent_info"])
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let own = probe_as(uid.to_string());
+    assert!(!own.contains("supplementary groups"), "{own}");
+    let more = probe_as(format!("{uid},100"));
+    assert!(more.contains("supplementary groups [100] kept"), "a real extra group is still named: {more}");
+}

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::duration::format_duration;
-use crate::config::error::ConfigError;
+use crate::config::error::{ConfigError, Found};
+use crate::config::keys;
 use crate::config::section::{Section, Spot};
 
 /// Longest action name; names are `[A-Za-z0-9_-]`, so they are safe in logs and file names.
@@ -82,70 +83,107 @@ pub fn valid_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-pub(crate) fn read_actions(s: &mut Section) -> Result<ActionsConfig, ConfigError> {
-    let enabled = s.bool_or("enabled", false)?;
-    let max_concurrent = s.int_or("max_concurrent", DEFAULT_MAX_CONCURRENT as i64, 1, MAX_MAX_CONCURRENT)? as usize;
-    let mut actions = BTreeMap::new();
+pub(crate) fn read_actions(s: &Section, f: &mut Found) -> Option<ActionsConfig> {
+    let enabled = f.ok(s.bool_or("enabled", false));
+    let max_concurrent = f.ok(s.int_or("max_concurrent", DEFAULT_MAX_CONCURRENT as i64, 1, MAX_MAX_CONCURRENT));
+    let mut actions = Some(BTreeMap::new());
     for key in s.keys() {
-        if key == "enabled" || key == "max_concurrent" {
+        if keys::ACTIONS.contains(&key.as_str()) {
             continue;
         }
         if !s.is_table(&key) {
-            return Err(s.err_at(
-                &key,
-                "unknown key",
-                &format!("actions are sections: write [actions.{key}] with command = [\"/absolute/path\", ...]"),
-            ));
+            let elsewhere = keys::elsewhere(&key, "actions");
+            let fix = if elsewhere.is_empty() {
+                format!("actions are sections: write [actions.{key}] with command = [\"/absolute/path\", ...]")
+            } else {
+                format!("move it to {}", elsewhere.join(" or "))
+            };
+            f.push(s.err_at(&key, "unknown key", &fix));
+            actions = None;
+            continue;
         }
         if !valid_name(&key) {
-            return Err(s.err_at(
+            f.push(s.err_at(
                 &key,
                 "is not a usable action name",
                 &format!("use 1 to {MAX_NAME_LEN} letters, digits, '_' or '-'"),
             ));
+            actions = None;
+            continue;
         }
-        let spec = read_action(&mut s.table(&key)?)?;
-        actions.insert(key, spec);
+        let spec = f.ok(s.table(&key)).and_then(|t| read_action(&t, f));
+        match (spec, actions.as_mut()) {
+            (Some(spec), Some(a)) => {
+                a.insert(key, spec);
+            }
+            _ => actions = None,
+        }
     }
-    Ok(ActionsConfig { enabled, max_concurrent, actions })
+    Some(ActionsConfig { enabled: enabled?, max_concurrent: max_concurrent? as usize, actions: actions? })
 }
 
-fn read_action(s: &mut Section) -> Result<ActionSpec, ConfigError> {
-    s.deny(&["command", "timeout", "min_interval"])?;
+fn read_action(s: &Section, f: &mut Found) -> Option<ActionSpec> {
+    s.deny(keys::ACTION, f);
     let example = "command = [\"/usr/bin/systemctl\", \"restart\", \"miner.service\"]";
-    let Some(command) = s.str_list("command")? else {
-        return Err(s.err_missing("command", "is required and missing", &format!("add `{example}`")));
-    };
-    let Some(program) = command.first() else {
-        return Err(s.err_at("command", "is empty", &format!("write it as {example}")));
-    };
-    let path = Path::new(program);
-    if !path.is_absolute() {
-        return Err(s.err_at(
-            "command",
-            &format!("\"{program}\" is not an absolute path (no PATH lookup, no shell)"),
-            &format!("write the full path, e.g. {example}"),
-        ));
+    let command = f.ok(s.str_list("command")).and_then(|command| {
+        let Some(command) = command else {
+            f.push(s.err_missing("command", "is required and missing", &format!("add `{example}`")));
+            return None;
+        };
+        let Some(program) = command.first() else {
+            f.push(s.err_at("command", "is empty", &format!("write it as {example}")));
+            return None;
+        };
+        if !Path::new(program).is_absolute() {
+            f.push(s.err_at(
+                "command",
+                &format!("\"{program}\" is not an absolute path (no PATH lookup, no shell)"),
+                &format!("write the full path, e.g. {example}"),
+            ));
+            return None;
+        }
+        // Whether it exists and is executable is checked by the config's resolve step
+        // (`check_command`), so that this reader stays pure.
+        Some(command)
+    });
+    // Capped here rather than by duration_or, with their own words.
+    let timeout = f.ok(s.duration_or("timeout", DEFAULT_TIMEOUT, MIN_TIMEOUT, Duration::MAX));
+    let timeout = at_most(
+        s,
+        f,
+        "timeout",
+        timeout,
+        MAX_TIMEOUT,
+        ("an hour", "use at most \"1h\"; a longer job is not a remote action"),
+    );
+    let min_interval = f.ok(s.duration_or("min_interval", Duration::ZERO, Duration::ZERO, Duration::MAX));
+    let min_interval = at_most(
+        s,
+        f,
+        "min_interval",
+        min_interval,
+        MAX_MIN_INTERVAL,
+        ("a week", "use at most \"7d\" (did you mean minutes, \"10m\"?)"),
+    );
+    Some(ActionSpec { command: command?, timeout: timeout?, min_interval: min_interval? })
+}
+
+/// `d` when it is at most `max`; else refused at `key` as longer than `words.0`, with the
+/// fix `words.1`.
+fn at_most(
+    s: &Section,
+    f: &mut Found,
+    key: &str,
+    d: Option<Duration>,
+    max: Duration,
+    words: (&str, &str),
+) -> Option<Duration> {
+    let d = d?;
+    if d > max {
+        f.push(s.err_at(key, &format!("{} is longer than {}", format_duration(d), words.0), words.1));
+        return None;
     }
-    // Whether it exists and is executable is checked by the config's resolve step
-    // (`check_command`), so that this reader stays pure.
-    let timeout = s.duration_or("timeout", DEFAULT_TIMEOUT, MIN_TIMEOUT, Duration::MAX)?; // capped below, with its own words
-    if timeout > MAX_TIMEOUT {
-        return Err(s.err_at(
-            "timeout",
-            &format!("{} is longer than an hour", format_duration(timeout)),
-            "use at most \"1h\"; a longer job is not a remote action",
-        ));
-    }
-    let min_interval = s.duration_or("min_interval", Duration::ZERO, Duration::ZERO, Duration::MAX)?; // capped below
-    if min_interval > MAX_MIN_INTERVAL {
-        return Err(s.err_at(
-            "min_interval",
-            &format!("{} is longer than a week", format_duration(min_interval)),
-            "use at most \"7d\" (did you mean minutes, \"10m\"?)",
-        ));
-    }
-    Ok(ActionSpec { command, timeout, min_interval })
+    Some(d)
 }
 
 /// The resolve step's check of `command[0]` (an absolute path, per `read_action`): it must

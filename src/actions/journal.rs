@@ -25,9 +25,9 @@ use crate::outbox::spool::write_durably;
 pub struct RunRecord {
     pub run_id: String,
     pub action: String,
-    /// Echoed from the request (any JSON string).
-    pub act_code: Value,
-    pub client_id: Value,
+    /// Echoed from the request, as its answer echoes them (strings, PROTOCOL.md §2).
+    pub act_code: String,
+    pub client_id: String,
     pub started_at_ms: u64,
 }
 
@@ -125,8 +125,10 @@ fn parse_record(text: &str) -> Option<RunRecord> {
     Some(RunRecord {
         run_id: v.get("run_id")?.as_str()?.to_string(),
         action: v.get("action")?.as_str()?.to_string(),
-        act_code: v.get("act_code")?.clone(),
-        client_id: v.get("client_id")?.clone(),
+        // Always strings since they are echoed as strings; a marker of an older agent that
+        // kept another JSON type is read the way a query's field would be echoed.
+        act_code: crate::protocol::echo_text("act_code", Some(v.get("act_code")?)).0,
+        client_id: crate::protocol::echo_text("client_id", Some(v.get("client_id")?)).0,
         started_at_ms: v.get("started_at_ms")?.as_u64()?,
     })
 }

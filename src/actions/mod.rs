@@ -111,13 +111,13 @@ impl RefusalLog {
         RefusalLog(Arc::new(Mutex::new(Throttle::new(Duration::from_secs(60), 20))))
     }
 
-    fn log(&self, client_id: &Value, action: &Value, r: &Refusal) {
+    fn log(&self, client_id: &str, action: &Value, r: &Refusal) {
         let admitted = self.0.lock().unwrap_or_else(|p| p.into_inner()).admit(Instant::now());
         if let Some(suppressed) = admitted {
             let more = if suppressed > 0 { format!(" ({suppressed} similar lines suppressed)") } else { String::new() };
             info!(
                 "action request: client_id={} action={} outcome=refused (code {}: {}) duration=0ms{more}",
-                escape_value(client_id),
+                escape_echo(client_id),
                 escape_value(action),
                 r.code,
                 escape(&r.description, 200)
@@ -336,8 +336,8 @@ impl Actions {
 /// (code 2). Nothing here decides whether the action may run.
 pub fn decode_request(query: &Query) -> Result<(Mode, &str), Refusal> {
     let mode = match query.echo.reqtype.as_str() {
-        Some("post") => Mode::Post,
-        Some("write") => Mode::Write,
+        "post" => Mode::Post,
+        "write" => Mode::Write,
         _ => return Err(Refusal::bad_request("`reqtype` must be \"post\" or \"write\" for run_action")),
     };
     match query.body.get("action") {

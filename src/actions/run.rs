@@ -143,7 +143,7 @@ impl RunCtx {
         };
         info!(
             "action request: client_id={} action={} mode={} run_id={} outcome={} duration={}ms",
-            escape_value(&r.echo.client_id),
+            escape_echo(&r.echo.client_id),
             r.name,
             r.mode.as_str(),
             r.run_id,
@@ -212,7 +212,7 @@ pub(super) fn result_data(name: &str, o: &child::Outcome) -> Value {
 
 /// The `action_result` message. Its `act_id` is the `run_id`: a result spooled twice (a
 /// crash between spooling and clearing the marker) is the same message to the gateway.
-pub fn encode_result(id: &Identity, run_id: &str, act_code: &Value, client_id: &Value, data: Value) -> Value {
+pub fn encode_result(id: &Identity, run_id: &str, act_code: &str, client_id: &str, data: Value) -> Value {
     json!({
         "from": FROM_DEVICE,
         "act": RESULT_ACT,
@@ -259,10 +259,15 @@ pub(super) fn escape(s: &str, max: usize) -> String {
     crate::protocol::escape::escape_to(s, max)
 }
 
+/// An echoed field (`client_id`), quoted and escaped for a log line.
+pub(super) fn escape_echo(s: &str) -> String {
+    format!("\"{}\"", escape(s, 200))
+}
+
 /// The `action` field as the request carried it, for a log line.
 pub(super) fn escape_value(v: &Value) -> String {
     match v {
-        Value::String(s) => format!("\"{}\"", escape(s, 200)),
+        Value::String(s) => escape_echo(s),
         Value::Null => "none".into(),
         Value::Array(_) | Value::Object(_) => "(not a string)".into(),
         other => escape(&other.to_string(), 40),

@@ -10,18 +10,18 @@ fn id() -> Identity {
 fn a_spooled_result_survives_a_reopen_and_a_lost_run_is_reported_once() {
     let d = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(d.path()).unwrap();
-    spool.push(&encode_result(&id(), "ab-7", &json!("c"), &json!("u"), json!({"exit_code": 0})));
+    spool.push(&encode_result(&id(), "ab-7", "c", "u", json!({"exit_code": 0})));
     let j = Journal::new(d.path());
     let rec = RunRecord {
         run_id: "ab-9".into(),
         action: "reboot".into(),
-        act_code: json!("c9"),
-        client_id: json!("u"),
+        act_code: "c9".into(),
+        client_id: "u".into(),
         started_at_ms: 1,
     };
     j.mark_running(&rec).unwrap();
     // As if the agent died after spooling ab-9's result but before clearing its marker.
-    spool.push(&encode_result(&id(), "ab-9", &json!("c9"), &json!("u"), json!({"exit_code": 0})));
+    spool.push(&encode_result(&id(), "ab-9", "c9", "u", json!({"exit_code": 0})));
     drop(spool);
     let (spool, problems) = Spool::open(d.path()).unwrap();
     assert!(problems.is_empty(), "{problems:?}");

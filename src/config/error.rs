@@ -29,3 +29,70 @@ impl ConfigError {
         format!("{s}: {}. Fix: {}", self.problem, self.fix)
     }
 }
+
+/// Every refusal found in one reading of the config (at least one), in the order the file
+/// is read: an operator fixing a fleet's config sees all its mistakes in one `check`, each
+/// on its own line naming the file, line, key and fix. The caller should print them and
+/// exit 78 (EX_CONFIG), or, on a reload, log them and keep the running config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(Vec<ConfigError>);
+
+impl ConfigErrors {
+    /// The first refusal (the one nearest the top of the file's reading).
+    pub fn first(&self) -> &ConfigError {
+        &self.0[0]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ConfigError> {
+        self.0.iter()
+    }
+
+    #[allow(clippy::len_without_is_empty)] // never empty
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
+
+/// Collects refusals while a config is read, so reading goes on past the first one.
+#[derive(Debug, Default)]
+pub(crate) struct Found(Vec<ConfigError>);
+
+impl Found {
+    /// The value, or `None` with its refusals kept.
+    pub(crate) fn ok<T, E: Into<ConfigErrors>>(&mut self, r: Result<T, E>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.0.extend(e.into().0);
+                None
+            }
+        }
+    }
+
+    pub(crate) fn push(&mut self, e: ConfigError) {
+        self.0.push(e);
+    }
+
+    /// `value` when nothing was refused; every refusal otherwise.
+    pub(crate) fn finish<T>(self, value: Option<T>, file: &std::path::Path) -> Result<T, ConfigErrors> {
+        match (self.0.is_empty(), value) {
+            (true, Some(v)) => Ok(v),
+            (false, _) => Err(ConfigErrors(self.0)),
+            // A reader gave neither a value nor a refusal: a bug, but still a refusal.
+            (true, None) => Err(ConfigErrors(vec![ConfigError {
+                file: file.to_path_buf(),
+                line: None,
+                key: None,
+                problem: "the config could not be read (internal error)".into(),
+                fix: "report this with the config file".into(),
+            }])),
+        }
+    }
+}

@@ -6,6 +6,7 @@
 
 pub(crate) mod duration;
 pub(crate) mod error;
+pub(crate) mod keys;
 mod read;
 mod render;
 mod resolve;
@@ -13,13 +14,13 @@ pub(crate) mod section;
 mod structs;
 
 use std::path::Path;
-use std::time::Duration;
 
 use toml::de::DeTable;
 
 use crate::config::duration::format_duration;
 use crate::config::section::{Doc, Section};
-pub use error::ConfigError;
+use error::Found;
+pub use error::{ConfigError, ConfigErrors};
 use read::*;
 pub use resolve::Parsed;
 use resolve::*;
@@ -35,7 +36,7 @@ pub const DEFAULT_PATH: &str = "/etc/rig-agent/rig-agent.toml";
 impl Config {
     /// Reads, validates and prepares everything the agent needs from `file`: the token, the
     /// TLS material and the state directory (created if missing).
-    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+    pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
         let src = read_config(file)?;
         Config::parse(file, &src)?.resolve_as(StateDir::Create)
     }
@@ -43,7 +44,7 @@ impl Config {
     /// As [`Config::load`], for `rig-agent check`: nothing is created. A missing `state_dir`
     /// is judged by whether its nearest existing parent is writable, and noted in
     /// [`Config::render`].
-    pub fn load_for_check(file: &Path) -> Result<Config, ConfigError> {
+    pub fn load_for_check(file: &Path) -> Result<Config, ConfigErrors> {
         let src = read_config(file)?;
         Config::parse(file, &src)?.resolve_as(StateDir::Inspect)
     }
@@ -51,7 +52,7 @@ impl Config {
     /// What `rig-agent privileged` needs of the config: `[disks]` and `[paths]`, parsed and
     /// checked like the rest of the file but with nothing read on their behalf. That half
     /// never holds the token or the TLS keys, and never touches the state directory.
-    pub fn load_for_privileged(file: &Path) -> Result<PrivilegedConfig, ConfigError> {
+    pub fn load_for_privileged(file: &Path) -> Result<PrivilegedConfig, ConfigErrors> {
         let src = read_config(file)?;
         let parsed = Config::parse(file, &src)?;
         Ok(PrivilegedConfig { disks: parsed.disks, paths: parsed.paths })
@@ -61,65 +62,62 @@ impl Config {
     /// system (no token, no PEM file, no state directory): any refusal names `file`, the line,
     /// the key and the fix. `file` also anchors relative paths. [`Parsed::resolve`] then
     /// reads what the keys point at.
-    pub fn parse(file: &Path, src: &str) -> Result<Parsed, ConfigError> {
+    pub fn parse(file: &Path, src: &str) -> Result<Parsed, ConfigErrors> {
         let doc = Doc::new(file, src);
         let root = DeTable::parse(src).map_err(|e| doc.syntax_error(&e))?;
-        let mut top = Section::root(&doc, root.get_ref());
-        top.deny_unknown(&[
-            "device",
-            "gateway",
-            "heartbeat",
-            "reconnect",
-            "disks",
-            "warning",
-            "paths",
-            "probes",
-            "actions",
-        ])?;
+        let top = Section::root(&doc, root.get_ref());
+        // Every section is read, whatever the ones before it held, so that one run names
+        // every mistake.
+        let mut f = Found::default();
+        top.deny(keys::TOP, &mut f);
+        let device_s = f.ok(top.table("device"));
+        let device = device_s.as_ref().and_then(|s| read_device(s, &mut f));
+        let gateway_s = f.ok(top.table("gateway"));
+        let gateway = gateway_s.as_ref().and_then(|s| read_gateway(s, &mut f));
+        let heartbeat = f.ok(top.table("heartbeat")).and_then(|s| read_heartbeat(&s, &mut f));
+        let reconnect = f.ok(top.table("reconnect")).and_then(|s| read_reconnect(&s, &mut f));
+        let disks_s = f.ok(top.table("disks"));
+        let disks = disks_s.as_ref().and_then(|s| read_disks(s, &mut f));
+        let warning = f.ok(top.table("warning")).and_then(|s| read_warning(&s, &mut f));
+        let paths_s = f.ok(top.table("paths"));
+        let paths = paths_s.as_ref().and_then(|s| read_paths(s, &mut f));
+        let probes = f.ok(top.table("probes")).and_then(|s| read_probes(&s, &mut f));
+        let actions_s = f.ok(top.table("actions"));
+        let actions = actions_s.as_ref().and_then(|s| crate::actions::config::read_actions(s, &mut f));
 
-        let mut section = top.table("device")?;
-        let device = read_device(&mut section)?;
-        let (token, token_file) = (section.spot("token"), section.spot("token_file"));
-        let mut section = top.table("gateway")?;
-        let gateway = read_gateway(&mut section)?;
-        let (ca_file, client_cert, client_key) =
-            (section.spot("ca_file"), section.spot("client_cert"), section.spot("client_key"));
-        let heartbeat = read_heartbeat(&mut top.table("heartbeat")?)?;
-        let reconnect = read_reconnect(&mut top.table("reconnect")?)?;
-        let mut section = top.table("disks")?;
-        let disks = read_disks(&mut section)?;
-        let smartctl = section.spot("smartctl");
-        let warning = WarningConfig {
-            resend_after: top.table("warning")?.deny(&["resend_after"])?.duration_or(
-                "resend_after",
-                Duration::from_secs(60),
-                Duration::from_millis(10),
-                DAY,
-            )?,
-        };
-        let mut section = top.table("paths")?;
-        let paths = read_paths(&mut section)?;
-        let state_dir = section.spot("state_dir");
-        let probes = read_probes(&mut top.table("probes")?)?;
-
-        let mut section = top.table("actions")?;
-        let actions = crate::actions::config::read_actions(&mut section)?;
-        let commands =
-            actions.actions.keys().map(|name| Ok(section.table(name)?.spot("command"))).collect::<Result<_, _>>()?;
-
-        Ok(Parsed {
-            file: file.to_path_buf(),
-            device,
-            gateway,
-            heartbeat,
-            reconnect,
-            disks,
-            warning,
-            paths,
-            probes,
-            actions,
-            spots: Spots { token, token_file, ca_file, client_cert, client_key, state_dir, smartctl, commands },
-        })
+        let parsed = (|| {
+            let (device_s, gateway_s, disks_s, paths_s, actions_s) =
+                (device_s?, gateway_s?, disks_s?, paths_s?, actions_s?);
+            let actions = actions?;
+            let commands = actions
+                .actions
+                .keys()
+                .map(|name| actions_s.table(name).ok().map(|t| t.spot("command")))
+                .collect::<Option<Vec<_>>>()?;
+            Some(Parsed {
+                file: file.to_path_buf(),
+                device: device?,
+                gateway: gateway?,
+                heartbeat: heartbeat?,
+                reconnect: reconnect?,
+                disks: disks?,
+                warning: warning?,
+                paths: paths?,
+                probes: probes?,
+                actions,
+                spots: Spots {
+                    token: device_s.spot("token"),
+                    token_file: device_s.spot("token_file"),
+                    ca_file: gateway_s.spot("ca_file"),
+                    client_cert: gateway_s.spot("client_cert"),
+                    client_key: gateway_s.spot("client_key"),
+                    state_dir: paths_s.spot("state_dir"),
+                    smartctl: disks_s.spot("smartctl"),
+                    commands,
+                },
+            })
+        })();
+        f.finish(parsed, file)
     }
 }
 

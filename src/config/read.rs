@@ -1,10 +1,15 @@
 //! The pure readers of the config's sections: text already parsed into spanned TOML in,
 //! validated values out. Nothing here touches the file system: what the keys point at (the
 //! token file, the PEM files, the state directory, the programs) is read by `resolve`.
+//!
+//! Each reader goes on past a refusal, keeping it in [`Found`], so `check` names every
+//! mistake at once; a check that compares keys runs only when those keys were read.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::config::error::Found;
+use crate::config::keys;
 use crate::config::section::Section;
 use crate::config::*;
 use crate::net::url::GatewayUrl;
@@ -15,116 +20,107 @@ pub(super) const TEN_MINUTES: Duration = Duration::from_secs(600);
 pub(super) const HOUR: Duration = Duration::from_secs(3600);
 pub(super) const DAY: Duration = Duration::from_secs(86_400);
 
-pub(super) fn read_device(s: &mut Section) -> Result<ParsedDevice, ConfigError> {
-    s.deny(&["hardware_id", "name", "token", "token_file"])?;
-    let hardware_id = s.required_str("hardware_id", "hardware_id = \"rig-0042\"")?;
-    if hardware_id.trim().is_empty() {
-        return Err(s.err_at("hardware_id", "is empty", "set it to the rig's id as the gateway knows it"));
-    }
-    // It is the rig's key at the gateway and goes into every message: a stray space would
-    // make a second, unknown rig.
-    if hardware_id.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(s.err_at(
-            "hardware_id",
-            &format!("{hardware_id:?} contains white space or control characters"),
-            "write the rig's id exactly as the gateway knows it, without spaces",
-        ));
-    }
-    let name = s.str("name")?.unwrap_or_else(|| hardware_id.clone());
-    let token = s.str("token")?;
-    let token_file = s.path("token_file")?;
-    let (token, token_file) = match (token, token_file) {
+pub(super) fn read_device(s: &Section, f: &mut Found) -> Option<ParsedDevice> {
+    s.deny(keys::DEVICE, f);
+    let hardware_id = f.ok(s.required_str("hardware_id", "hardware_id = \"rig-0042\"")).and_then(|id| {
+        if id.trim().is_empty() {
+            f.push(s.err_at("hardware_id", "is empty", "set it to the rig's id as the gateway knows it"));
+            return None;
+        }
+        // It is the rig's key at the gateway and goes into every message: a stray space would
+        // make a second, unknown rig.
+        if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            f.push(s.err_at(
+                "hardware_id",
+                &format!("{id:?} contains white space or control characters"),
+                "write the rig's id exactly as the gateway knows it, without spaces",
+            ));
+            return None;
+        }
+        // The example config ships this placeholder; a fleet of rigs all called CHANGE-ME
+        // would overwrite each other at the gateway.
+        if id == "CHANGE-ME" {
+            f.push(s.err_at(
+                "hardware_id",
+                "is still the example's placeholder",
+                "set it to the rig's id as the gateway knows it",
+            ));
+            return None;
+        }
+        Some(id)
+    });
+    let name = f.ok(s.str("name"));
+    let token = f.ok(s.str("token"));
+    let token_file = f.ok(s.path("token_file"));
+    let (token, token_file) = match (token?, token_file?) {
         (Some(_), Some(_)) => {
-            return Err(s.err_at(
+            f.push(s.err_at(
                 "token",
                 "both `token` and `token_file` are set",
                 "keep one of them (token_file is better: the config can then be world-readable)",
             ));
+            return None;
         }
         (None, None) => {
-            return Err(s.err_missing(
+            f.push(s.err_missing(
                 "token_file",
                 "neither `token_file` nor `token` is set",
                 "add token_file = \"/etc/rig-agent/token\" (a file of mode 0600 holding the token)",
             ));
+            return None;
         }
         (Some(t), None) => {
             if t.trim().is_empty() {
-                return Err(s.err_at("token", "is empty", "set the rig's token"));
+                f.push(s.err_at("token", "is empty", "set the rig's token"));
+                return None;
             }
             // Whether the config file itself is readable by others is `resolve`'s to check.
             (Some(Token(t.trim().to_string())), None)
         }
-        (None, Some(f)) => (None, Some(f)),
+        (None, Some(file)) => (None, Some(file)),
     };
-    // The example config ships this placeholder; a fleet of rigs all called CHANGE-ME would
-    // overwrite each other at the gateway.
-    if hardware_id == "CHANGE-ME" {
-        return Err(s.err_at(
-            "hardware_id",
-            "is still the example's placeholder",
-            "set it to the rig's id as the gateway knows it",
-        ));
-    }
-    Ok(ParsedDevice { hardware_id, name, token, token_file })
+    let hardware_id = hardware_id?;
+    Some(ParsedDevice { name: name?.unwrap_or_else(|| hardware_id.clone()), hardware_id, token, token_file })
 }
 
-pub(super) fn read_gateway(s: &mut Section) -> Result<ParsedGateway, ConfigError> {
-    s.deny(&[
-        "urls",
-        "ca_file",
-        "client_cert",
-        "client_key",
-        "connect_timeout",
-        "login_timeout",
-        "allow_plaintext",
-        "max_message_bytes",
-        "subprotocol",
-    ])?;
-    let allow_plaintext = s.bool_or("allow_plaintext", false)?;
-    let urls = read_urls(s, allow_plaintext)?;
-    let ca_file = s.path("ca_file")?;
-    let client_cert = s.path("client_cert")?;
-    let client_key = s.path("client_key")?;
-
+pub(super) fn read_gateway(s: &Section, f: &mut Found) -> Option<ParsedGateway> {
+    s.deny(keys::GATEWAY, f);
+    let allow_plaintext = f.ok(s.bool_or("allow_plaintext", false));
+    // Whether a ws:// URL is allowed depends on allow_plaintext: not judged when that is
+    // itself refused (the URLs' other mistakes still are).
+    let urls = f.ok(read_urls(s, allow_plaintext.unwrap_or(true)));
+    let ca_file = f.ok(s.path("ca_file"));
+    let client_cert = f.ok(s.path("client_cert"));
+    let client_key = f.ok(s.path("client_key"));
     match (&client_cert, &client_key) {
-        (Some(_), None) => {
-            return Err(s.err_missing(
-                "client_key",
-                "client_cert is set without client_key",
-                "add client_key = \"/etc/rig-agent/client.key\"",
-            ));
-        }
-        (None, Some(_)) => {
-            return Err(s.err_missing(
-                "client_cert",
-                "client_key is set without client_cert",
-                "add client_cert = \"/etc/rig-agent/client.pem\"",
-            ));
-        }
+        (Some(Some(_)), Some(None)) => f.push(s.err_missing(
+            "client_key",
+            "client_cert is set without client_key",
+            "add client_key = \"/etc/rig-agent/client.key\"",
+        )),
+        (Some(None), Some(Some(_))) => f.push(s.err_missing(
+            "client_cert",
+            "client_key is set without client_cert",
+            "add client_cert = \"/etc/rig-agent/client.pem\"",
+        )),
         _ => {}
     }
-    let max_message_bytes = s.int_or("max_message_bytes", 1 << 20, 1024, 1 << 30)?;
-    Ok(ParsedGateway {
-        urls,
-        ca_file,
-        client_cert,
-        client_key,
-        connect_timeout: s.duration_or(
-            "connect_timeout",
-            Duration::from_secs(10),
-            Duration::from_millis(10),
-            TEN_MINUTES,
-        )?,
-        login_timeout: s.duration_or(
-            "login_timeout",
-            Duration::from_secs(10),
-            Duration::from_millis(10),
-            TEN_MINUTES,
-        )?,
-        allow_plaintext,
-        max_message_bytes: max_message_bytes as usize,
-        subprotocol: s.str("subprotocol")?,
+    let max_message_bytes = f.ok(s.int_or("max_message_bytes", 1 << 20, 1024, 1 << 30));
+    let connect_timeout =
+        f.ok(s.duration_or("connect_timeout", Duration::from_secs(10), Duration::from_millis(10), TEN_MINUTES));
+    let login_timeout =
+        f.ok(s.duration_or("login_timeout", Duration::from_secs(10), Duration::from_millis(10), TEN_MINUTES));
+    let subprotocol = f.ok(s.str("subprotocol"));
+    Some(ParsedGateway {
+        urls: urls?,
+        ca_file: ca_file?,
+        client_cert: client_cert?,
+        client_key: client_key?,
+        connect_timeout: connect_timeout?,
+        login_timeout: login_timeout?,
+        allow_plaintext: allow_plaintext?,
+        max_message_bytes: max_message_bytes? as usize,
+        subprotocol: subprotocol?,
     })
 }
 
@@ -167,12 +163,13 @@ fn read_urls(s: &Section, allow_plaintext: bool) -> Result<Vec<GatewayUrl>, Conf
     Ok(urls)
 }
 
-pub(super) fn read_heartbeat(s: &mut Section) -> Result<HeartbeatConfig, ConfigError> {
-    s.deny(&["interval", "timeout"])?;
-    let interval = s.duration_or("interval", Duration::from_secs(30), Duration::from_millis(10), HOUR)?;
-    let timeout = s.duration_or("timeout", Duration::from_secs(90), Duration::from_millis(10), 3 * HOUR)?;
+pub(super) fn read_heartbeat(s: &Section, f: &mut Found) -> Option<HeartbeatConfig> {
+    s.deny(keys::HEARTBEAT, f);
+    let interval = f.ok(s.duration_or("interval", Duration::from_secs(30), Duration::from_millis(10), HOUR));
+    let timeout = f.ok(s.duration_or("timeout", Duration::from_secs(90), Duration::from_millis(10), 3 * HOUR));
+    let (interval, timeout) = (interval?, timeout?);
     if timeout <= interval {
-        return Err(s.err_at(
+        f.push(s.err_at(
             "timeout",
             &format!(
                 "timeout ({}) must be longer than interval ({}), or every connection is declared dead",
@@ -181,98 +178,106 @@ pub(super) fn read_heartbeat(s: &mut Section) -> Result<HeartbeatConfig, ConfigE
             ),
             "make heartbeat.timeout about three times heartbeat.interval",
         ));
+        return None;
     }
-    Ok(HeartbeatConfig { interval, timeout })
+    Some(HeartbeatConfig { interval, timeout })
 }
 
-pub(super) fn read_reconnect(s: &mut Section) -> Result<ReconnectConfig, ConfigError> {
-    s.deny(&["initial", "max"])?;
-    let initial = s.duration_or("initial", Duration::from_secs(1), Duration::from_millis(1), HOUR)?;
-    let max = s.duration_or("max", Duration::from_secs(60), Duration::from_millis(1), DAY)?;
+pub(super) fn read_reconnect(s: &Section, f: &mut Found) -> Option<ReconnectConfig> {
+    s.deny(keys::RECONNECT, f);
+    let initial = f.ok(s.duration_or("initial", Duration::from_secs(1), Duration::from_millis(1), HOUR));
+    let max = f.ok(s.duration_or("max", Duration::from_secs(60), Duration::from_millis(1), DAY));
+    let (initial, max) = (initial?, max?);
     if max < initial {
-        return Err(s.err_at(
+        f.push(s.err_at(
             "max",
             &format!("max ({}) is shorter than initial ({})", format_duration(max), format_duration(initial)),
             "make reconnect.max at least reconnect.initial",
         ));
+        return None;
     }
-    Ok(ReconnectConfig { initial, max })
+    Some(ReconnectConfig { initial, max })
 }
 
-pub(super) fn read_disks(s: &mut Section) -> Result<DisksConfig, ConfigError> {
-    s.deny(&[
-        "scan_interval",
-        "include",
-        "exclude",
-        "ioerr_threshold",
-        "smartctl",
-        "smart_interval",
-        "smart_timeout",
-        "io_error_quiet",
-    ])?;
+pub(super) fn read_disks(s: &Section, f: &mut Found) -> Option<DisksConfig> {
+    s.deny(keys::DISKS, f);
     let default_include = ["sd*", "hd*", "vd*", "xvd*", "nvme*", "mmcblk*"];
-    let include = s.str_list("include")?.unwrap_or_else(|| default_include.iter().map(|g| g.to_string()).collect());
-    if include.is_empty() {
-        return Err(s.err_at(
-            "include",
-            "is empty, so no disk is reported or monitored",
-            "remove the line for the default globs, or list the disks, e.g. include = [\"sd*\"]",
-        ));
-    }
-    let smartctl = s.str("smartctl")?.unwrap_or_else(|| "smartctl".into());
+    let include = f.ok(s.str_list("include")).and_then(|include| {
+        let include = include.unwrap_or_else(|| default_include.iter().map(|g| g.to_string()).collect());
+        if include.is_empty() {
+            f.push(s.err_at(
+                "include",
+                "is empty, so no disk is reported or monitored",
+                "remove the line for the default globs, or list the disks, e.g. include = [\"sd*\"]",
+            ));
+            return None;
+        }
+        Some(include)
+    });
     // A path given here is checked to be executable by `resolve`.
-    Ok(DisksConfig {
-        scan_interval: s.duration_or("scan_interval", Duration::from_secs(60), Duration::from_millis(10), DAY)?,
-        include,
-        exclude: s.str_list("exclude")?.unwrap_or_default(),
-        ioerr_threshold: s.int_or("ioerr_threshold", 1, 1, u32::MAX as i64)? as u64,
-        smartctl,
-        smart_interval: s.duration_or("smart_interval", Duration::from_secs(3600), Duration::from_secs(1), 7 * DAY)?,
-        smart_timeout: s.duration_or(
-            "smart_timeout",
-            Duration::from_secs(30),
-            Duration::from_millis(10),
-            TEN_MINUTES,
-        )?,
-        // At least the kmsg reader's rate-limit window (events::sources::PASS_EVERY) times 4.
-        io_error_quiet: s.duration_or("io_error_quiet", Duration::from_secs(600), Duration::from_secs(1), DAY)?,
+    let smartctl = f.ok(s.str("smartctl"));
+    let scan_interval = f.ok(s.duration_or("scan_interval", Duration::from_secs(60), Duration::from_millis(10), DAY));
+    let exclude = f.ok(s.str_list("exclude"));
+    let ioerr_threshold = f.ok(s.int_or("ioerr_threshold", 1, 1, u32::MAX as i64));
+    let smart_interval =
+        f.ok(s.duration_or("smart_interval", Duration::from_secs(3600), Duration::from_secs(1), 7 * DAY));
+    let smart_timeout =
+        f.ok(s.duration_or("smart_timeout", Duration::from_secs(30), Duration::from_millis(10), TEN_MINUTES));
+    // At least the kmsg reader's rate-limit window (events::sources::PASS_EVERY) times 4.
+    let io_error_quiet = f.ok(s.duration_or("io_error_quiet", Duration::from_secs(600), Duration::from_secs(1), DAY));
+    Some(DisksConfig {
+        scan_interval: scan_interval?,
+        include: include?,
+        exclude: exclude?.unwrap_or_default(),
+        ioerr_threshold: ioerr_threshold? as u64,
+        smartctl: smartctl?.unwrap_or_else(|| "smartctl".into()),
+        smart_interval: smart_interval?,
+        smart_timeout: smart_timeout?,
+        io_error_quiet: io_error_quiet?,
     })
 }
 
-pub(super) fn read_probes(s: &mut Section) -> Result<ProbesConfig, ConfigError> {
-    s.deny(&["nvidia_smi", "nvidia_smi_timeout", "nvidia_smi_interval"])?;
-    Ok(ProbesConfig {
-        nvidia_smi: s.str("nvidia_smi")?.unwrap_or_else(|| "nvidia-smi".into()),
-        nvidia_smi_timeout: s.duration_or(
-            "nvidia_smi_timeout",
-            Duration::from_secs(10),
-            Duration::from_millis(10),
-            TEN_MINUTES,
-        )?,
-        nvidia_smi_interval: s.duration_or(
-            "nvidia_smi_interval",
-            Duration::from_secs(2),
-            Duration::from_millis(1),
-            HOUR,
-        )?,
+pub(super) fn read_probes(s: &Section, f: &mut Found) -> Option<ProbesConfig> {
+    s.deny(keys::PROBES, f);
+    let nvidia_smi = f.ok(s.str("nvidia_smi"));
+    let nvidia_smi_timeout =
+        f.ok(s.duration_or("nvidia_smi_timeout", Duration::from_secs(10), Duration::from_millis(10), TEN_MINUTES));
+    let nvidia_smi_interval =
+        f.ok(s.duration_or("nvidia_smi_interval", Duration::from_secs(2), Duration::from_millis(1), HOUR));
+    Some(ProbesConfig {
+        nvidia_smi: nvidia_smi?.unwrap_or_else(|| "nvidia-smi".into()),
+        nvidia_smi_timeout: nvidia_smi_timeout?,
+        nvidia_smi_interval: nvidia_smi_interval?,
     })
+}
+
+pub(super) fn read_warning(s: &Section, f: &mut Found) -> Option<WarningConfig> {
+    s.deny(keys::WARNING, f);
+    let resend_after = f.ok(s.duration_or("resend_after", Duration::from_secs(60), Duration::from_millis(10), DAY))?;
+    Some(WarningConfig { resend_after })
 }
 
 /// The `[paths]` keys; the state directory is looked at (or created) by `resolve`.
-pub(super) fn read_paths(s: &mut Section) -> Result<PathsConfig, ConfigError> {
-    s.deny(&["state_dir", "sysfs", "procfs", "rootfs", "kmsg", "privileged_socket"])?;
-    Ok(PathsConfig {
-        state_dir: s.path("state_dir")?.unwrap_or_else(|| PathBuf::from("/var/lib/rig-agent")),
+pub(super) fn read_paths(s: &Section, f: &mut Found) -> Option<PathsConfig> {
+    s.deny(keys::PATHS, f);
+    let state_dir = f.ok(s.path("state_dir"));
+    let sysfs = f.ok(s.path("sysfs"));
+    let procfs = f.ok(s.path("procfs"));
+    let rootfs = f.ok(s.path("rootfs"));
+    let kmsg = f.ok(s.path("kmsg"));
+    let privileged_socket = match f.ok(s.str("privileged_socket"))?.as_deref() {
+        Some("") => None,
+        Some(_) => f.ok(s.path("privileged_socket"))?,
+        None => Some(crate::privileged::DEFAULT_SOCKET.into()),
+    };
+    Some(PathsConfig {
+        state_dir: state_dir?.unwrap_or_else(|| PathBuf::from("/var/lib/rig-agent")),
         state_dir_problem: None,
         state_dir_note: None,
-        sysfs: s.path("sysfs")?.unwrap_or_else(|| "/sys".into()),
-        procfs: s.path("procfs")?.unwrap_or_else(|| "/proc".into()),
-        rootfs: s.path("rootfs")?.unwrap_or_else(|| "/".into()),
-        kmsg: s.path("kmsg")?.unwrap_or_else(|| "/dev/kmsg".into()),
-        privileged_socket: match s.str("privileged_socket")?.as_deref() {
-            Some("") => None,
-            Some(_) => s.path("privileged_socket")?,
-            None => Some(crate::privileged::DEFAULT_SOCKET.into()),
-        },
+        sysfs: sysfs?.unwrap_or_else(|| "/sys".into()),
+        procfs: procfs?.unwrap_or_else(|| "/proc".into()),
+        rootfs: rootfs?.unwrap_or_else(|| "/".into()),
+        kmsg: kmsg?.unwrap_or_else(|| "/dev/kmsg".into()),
+        privileged_socket,
     })
 }

@@ -6,6 +6,7 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
+use crate::config::error::{ConfigErrors, Found};
 use crate::config::section::Spot;
 use crate::config::*;
 use crate::net::tls;
@@ -258,38 +259,38 @@ pub struct Parsed {
 impl Parsed {
     /// Reads the token and the TLS material, checks the programs named, and creates the
     /// state directory if missing: what [`Config::load`] does after parsing.
-    pub fn resolve(self) -> Result<Config, ConfigError> {
+    pub fn resolve(self) -> Result<Config, ConfigErrors> {
         self.resolve_as(StateDir::Create)
     }
 
-    pub(super) fn resolve_as(self, mode: StateDir) -> Result<Config, ConfigError> {
+    pub(super) fn resolve_as(self, mode: StateDir) -> Result<Config, ConfigErrors> {
         let Parsed { file, device, gateway, heartbeat, reconnect, disks, warning, mut paths, probes, actions, spots } =
             self;
+        // Each file a key names is looked at, whatever the others gave: every refusal at once.
+        let mut f = Found::default();
         let token = match (device.token, &device.token_file) {
-            (_, Some(f)) => read_token_file(&spots.token_file, f)?,
-            (Some(t), None) => {
-                inline_token_guarded(&spots.token, &file)?;
-                t
-            }
+            (_, Some(file)) => f.ok(read_token_file(&spots.token_file, file)),
+            (Some(t), None) => f.ok(inline_token_guarded(&spots.token, &file)).map(|()| t),
             (None, None) => unreachable!("read_device refuses a device without token and token_file"),
         };
-        let (tls, tls_digest) = tls_material(&spots, &gateway)?;
+        let tls = f.ok(tls_material(&spots, &gateway));
         // A bare name is looked up on PATH when it runs (smartmontools is only recommended, and
         // a missing one gives smart: null); a path is the operator's explicit choice and must work.
         if disks.smartctl.contains('/') {
             let executable = fs::metadata(&disks.smartctl)
                 .is_ok_and(|m| m.is_file() && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0);
             if !executable {
-                return Err(spots.smartctl.err(
+                f.push(spots.smartctl.err(
                     &format!("{} is not an executable file", disks.smartctl),
                     "install smartmontools, correct the path, or set smartctl = \"\" to turn SMART off",
                 ));
             }
         }
         for (spec, at) in actions.actions.values().zip(&spots.commands) {
-            crate::actions::config::check_command(&spec.command[0], at)?;
+            f.ok(crate::actions::config::check_command(&spec.command[0], at));
         }
-        check_state_dir(&spots.state_dir, &mut paths, mode)?;
+        f.ok(check_state_dir(&spots.state_dir, &mut paths, mode));
+        let (token, (tls, tls_digest)) = f.finish(token.zip(tls), &file)?;
         let ParsedGateway {
             urls,
             ca_file,

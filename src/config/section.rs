@@ -9,7 +9,8 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::config::duration::{format_duration, parse_duration};
-use crate::config::error::ConfigError;
+use crate::config::error::{ConfigError, Found};
+use crate::config::keys;
 
 pub(crate) struct Doc<'a> {
     pub(crate) file: &'a Path,
@@ -156,30 +157,34 @@ impl<'a, 'd> Section<'a, 'd> {
         matches!(self.entry(key), Some((_, v)) if matches!(v.get_ref(), DeValue::Table(_)))
     }
 
-    pub(crate) fn deny(&mut self, known: &[&str]) -> Result<&mut Self, ConfigError> {
-        self.deny_unknown(known)?;
-        Ok(self)
-    }
-
-    pub(crate) fn deny_unknown(&mut self, known: &[&str]) -> Result<(), ConfigError> {
-        let Some(table) = self.table else { return Ok(()) };
+    /// Refuses every key here that is not in `known`, each with its fix: the section it
+    /// belongs to when it is another section's key (`ca_file` under `[device]`: "move it to
+    /// [gateway]"), a close known key ("did you mean"), or removal.
+    pub(crate) fn deny(&self, known: &[&str], f: &mut Found) {
+        let Some(table) = self.table else { return };
+        let here = if self.name.is_empty() { "at the top level".to_string() } else { format!("in [{}]", self.name) };
         for (k, _) in table.iter() {
             let key = k.get_ref().as_ref();
-            if !known.contains(&key) {
-                let fix = match closest(key, known) {
+            if known.contains(&key) {
+                continue;
+            }
+            let elsewhere = keys::elsewhere(key, &self.name);
+            let fix = if !elsewhere.is_empty() {
+                format!("move it to {}", elsewhere.join(" or "))
+            } else {
+                match closest(key, known) {
                     Some(m) => format!("did you mean `{}`? Known keys here: {}", self.key_path(m), known.join(", ")),
                     None => format!("remove it; known keys here: {}", known.join(", ")),
-                };
-                return Err(ConfigError {
-                    file: self.doc.file.to_path_buf(),
-                    line: Some(self.doc.line_of(&k.span())),
-                    key: Some(self.key_path(key)),
-                    problem: "unknown key".into(),
-                    fix,
-                });
-            }
+                }
+            };
+            f.push(ConfigError {
+                file: self.doc.file.to_path_buf(),
+                line: Some(self.doc.line_of(&k.span())),
+                key: Some(self.key_path(key)),
+                problem: if elsewhere.is_empty() { "unknown key".into() } else { format!("is not a key {here}") },
+                fix,
+            });
         }
-        Ok(())
     }
 
     fn err_value(&self, key: &str, v: Value, problem: &str, fix: &str) -> ConfigError {

@@ -2,6 +2,7 @@ use super::*;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// A valid config in `dir` (token file, state dir), for other modules' tests.
 pub(crate) fn minimal_config(dir: &Path) -> Config {
@@ -24,7 +25,11 @@ impl Fixture {
         fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
         Fixture { dir }
     }
+    /// The config, or its first refusal.
     fn parse(&self, body: &str) -> Result<Config, ConfigError> {
+        self.parse_all(body).map_err(|e| e.first().clone())
+    }
+    fn parse_all(&self, body: &str) -> Result<Config, ConfigErrors> {
         let state = self.dir.path().join("state");
         let text = body.replace("STATE", &state.display().to_string());
         Config::parse(&self.dir.path().join("rig-agent.toml"), &text).and_then(Parsed::resolve)
@@ -308,5 +313,79 @@ fn parse_reads_no_file_and_resolve_names_the_line_of_the_key_whose_file_is_wrong
     let parsed = Config::parse(&dir.path().join("rig-agent.toml"), &text).unwrap();
     assert!(!state.exists(), "parse must not create the state directory");
     let e = parsed.resolve().unwrap_err();
+    let e = e.first();
     assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("device.token_file")), "{e}");
+}
+
+#[test]
+fn a_key_in_the_wrong_section_is_told_where_it_belongs() {
+    let f = Fixture::new();
+    let e = f.parse(&MINIMAL.replace("[gateway]\n", "ca_file = \"ca.pem\"\n[gateway]\n")).unwrap_err();
+    assert_eq!((e.key.as_deref(), e.line), (Some("device.ca_file"), Some(4)), "{e}");
+    assert_eq!(e.problem, "is not a key in [device]");
+    assert_eq!(e.fix, "move it to [gateway]");
+    let e = f.parse(&format!("hardware_id = \"rig-2\"\n{MINIMAL}")).unwrap_err();
+    assert_eq!((e.key.as_deref(), e.fix.as_str()), (Some("hardware_id"), "move it to [device]"), "{e}");
+    assert_eq!(e.problem, "is not a key at the top level");
+    let e = f.parse(&format!("{MINIMAL}[gateway.x]\n")).unwrap_err();
+    assert!(e.fix.contains("remove it"), "a key no section has is still told to go: {e}");
+    let e = f.parse(&format!("{MINIMAL}[actions]\ninterval = \"1s\"\n")).unwrap_err();
+    assert_eq!(e.fix, "move it to [heartbeat]", "{e}");
+}
+
+#[test]
+fn every_mistake_of_a_config_is_named_in_one_reading() {
+    let f = Fixture::new();
+    let text = "ca_file = \"x.pem\"\n\
+        [device]\nhardware_id = \"rig 1\"\ntoken_file = \"token\"\n\
+        [gateway]\nurls = [\"wss://gw.example.com/ws\"]\nconnect_timeout = \"10\"\nintervall = 3\n\
+        [heartbeat]\ninterval = \"5x\"\ntimeout = 7\n\
+        [paths]\nstate_dir = \"STATE\"\n\
+        [actions]\n[actions.reboot]\ncommand = [\"reboot\"]\n";
+    let errors = f.parse_all(text).unwrap_err();
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_deref().unwrap_or("")).collect();
+    assert_eq!(
+        keys,
+        [
+            "ca_file",
+            "device.hardware_id",
+            "gateway.intervall",
+            "gateway.connect_timeout",
+            "heartbeat.interval",
+            "heartbeat.timeout",
+            "actions.reboot.command"
+        ],
+        "{errors}"
+    );
+    // Each names the file, its line and a fix, on its own line.
+    let text = errors.to_string();
+    assert_eq!(text.lines().count(), errors.len());
+    for line in text.lines() {
+        assert!(
+            line.starts_with("config error in ") && line.contains("rig-agent.toml, line ") && line.contains(". Fix: ")
+        );
+    }
+}
+
+#[test]
+fn a_refusal_judged_from_another_key_is_not_made_up_when_that_key_is_wrong() {
+    // interval cannot be read: the "timeout must be longer than interval" check is skipped
+    // rather than run against a default the operator never wrote.
+    let f = Fixture::new();
+    let errors =
+        f.parse_all(&format!("{MINIMAL}[heartbeat]\ninterval = \"5 minutes\"\ntimeout = \"10s\"\n")).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_eq!(errors.first().key.as_deref(), Some("heartbeat.interval"));
+}
+
+#[test]
+fn files_named_by_several_keys_are_all_judged_in_one_reading() {
+    let f = Fixture::new();
+    let text = MINIMAL
+        .replace("token_file = \"token\"", "token_file = \"no-token\"")
+        .replace("[gateway]\n", "[gateway]\nca_file = \"no-ca.pem\"\n")
+        + "[disks]\nsmartctl = \"/nonexistent/smartctl\"\n";
+    let errors = f.parse_all(&text).unwrap_err();
+    let keys: Vec<&str> = errors.iter().filter_map(|e| e.key.as_deref()).collect();
+    assert_eq!(keys, ["device.token_file", "gateway.ca_file", "disks.smartctl"], "{errors}");
 }

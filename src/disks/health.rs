@@ -8,6 +8,36 @@ use std::sync::Mutex;
 use crate::disks::inventory::{Inventory, Remembered};
 use crate::disks::reason::Reason;
 
+/// A disk's `health` in `get_disk_info` (PROTOCOL.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Ok,
+    /// A failure other than the disk being gone.
+    Failed,
+    /// Gone: known from earlier scans and no longer in `/sys/block`, or still there with
+    /// size 0 (a detached loop device, a pulled disk whose node lingers). Its `reason` is
+    /// `missing` too, as the warning's.
+    Missing,
+    /// Neither its state nor SMART says (a virtio disk).
+    Unknown,
+}
+
+impl Health {
+    /// The health a failure of this reason gives.
+    pub fn of_failure(reason: Reason) -> Health {
+        if reason == Reason::Missing { Health::Missing } else { Health::Failed }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Ok => "ok",
+            Health::Failed => "failed",
+            Health::Missing => "missing",
+            Health::Unknown => "unknown",
+        }
+    }
+}
+
 /// The monitor's verdicts, for `get_disk_info`: which disks are in an open failure episode
 /// and which known disks are gone.
 #[derive(Debug, Default)]

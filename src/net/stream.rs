@@ -174,3 +174,8 @@ impl Write for Stream {
 }
 
 pub type WebSocket = tungstenite::WebSocket<Stream>;
+
+/// IO errors that mean the deadline passed (`SO_RCVTIMEO` expiring reads as WouldBlock).
+pub(crate) fn timed_out(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}

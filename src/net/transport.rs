@@ -10,14 +10,13 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use rustls::{CertificateError, ClientConnection, StreamOwned};
-use tungstenite::client::IntoClientRequest;
-use tungstenite::handshake::HandshakeError;
-use tungstenite::http::HeaderValue;
-use tungstenite::protocol::WebSocketConfig;
 
 use crate::config::GatewayConfig;
+use crate::net::stream::timed_out;
 use crate::net::stream::{Inner, Sock};
 pub use crate::net::stream::{Stream, WebSocket};
+pub use crate::net::upgrade::{Connected, Subprotocol};
+use crate::net::upgrade::{UpgradeError, upgrade};
 use crate::net::url::GatewayUrl;
 use crate::protocol::escape::escape;
 
@@ -31,11 +30,15 @@ pub enum ConnectError {
     DnsTimeout { host: String, timeout: Duration },
     #[error("TCP connect to {addr} failed: {source}")]
     Tcp { addr: String, source: io::Error },
-    #[error("TCP connect to {addr} took longer than {timeout:?}")]
+    #[error(
+        "TCP connect to {addr} did not finish within gateway.connect_timeout ({timeout:?}, one deadline for DNS, TCP, TLS and the upgrade together)"
+    )]
     TcpTimeout { addr: String, timeout: Duration },
     #[error("TLS handshake with {host} failed: {reason}")]
     Tls { host: String, reason: String },
-    #[error("TLS handshake + WebSocket upgrade with {host} took longer than {timeout:?}")]
+    #[error(
+        "TLS handshake + WebSocket upgrade with {host} did not finish within gateway.connect_timeout ({timeout:?}, one deadline for DNS, TCP, TLS and the upgrade together)"
+    )]
     HandshakeTimeout { host: String, timeout: Duration },
     #[error("WebSocket upgrade refused: {0}")]
     Upgrade(String),
@@ -110,7 +113,7 @@ pub fn connect(
     cfg: &GatewayConfig,
     lookups: &Arc<AtomicUsize>,
     abort: &Abort,
-) -> Result<WebSocket, ConnectError> {
+) -> Result<Connected, ConnectError> {
     let timeout = cfg.connect_timeout;
     let deadline = Instant::now() + timeout;
     let addrs = resolve(url.host(), url.port(), timeout, lookups)?;
@@ -123,13 +126,17 @@ pub fn connect(
 }
 
 /// TLS (for `wss`) and the upgrade, on a socket whose deadline is set.
-fn handshake(url: &GatewayUrl, cfg: &GatewayConfig, sock: Sock, timeout: Duration) -> Result<WebSocket, ConnectError> {
+fn handshake(url: &GatewayUrl, cfg: &GatewayConfig, sock: Sock, timeout: Duration) -> Result<Connected, ConnectError> {
     let inner =
         if url.is_tls() { Inner::Tls(Box::new(tls_handshake(url, cfg, sock, timeout)?)) } else { Inner::Plain(sock) };
     let stream = Stream::new(inner);
-    let mut ws = upgrade(url, cfg, stream, timeout)?;
-    ws.get_mut().end_deadline().map_err(|e| ConnectError::Upgrade(format!("cannot reset socket timeouts: {e}")))?;
-    Ok(ws)
+    let mut c = upgrade(url, cfg, stream).map_err(|e| match e {
+        UpgradeError::Refused(why) => ConnectError::Upgrade(why),
+        UpgradeError::Eof => ConnectError::Eof,
+        UpgradeError::TimedOut => ConnectError::HandshakeTimeout { host: url.host().to_string(), timeout },
+    })?;
+    c.ws.get_mut().end_deadline().map_err(|e| ConnectError::Upgrade(format!("cannot reset socket timeouts: {e}")))?;
+    Ok(c)
 }
 
 /// How many lookup threads of one agent may run at once. Each ends on the resolver's own
@@ -192,11 +199,6 @@ fn connect_tcp(addrs: &[SocketAddr], deadline: Instant, timeout: Duration) -> Re
     Err(last.unwrap_or_else(|| ConnectError::TcpTimeout { addr: addrs[0].to_string(), timeout }))
 }
 
-/// IO errors that mean the deadline passed (`SO_RCVTIMEO` expiring reads as WouldBlock).
-fn timed_out(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
-}
-
 fn tls_handshake(
     url: &GatewayUrl,
     cfg: &GatewayConfig,
@@ -248,44 +250,5 @@ fn explain_tls(e: &io::Error) -> String {
         }
         // rustls' own words, but alerts and decode errors may quote what the peer sent.
         other => escape(&other.to_string()),
-    }
-}
-
-fn upgrade(
-    url: &GatewayUrl,
-    cfg: &GatewayConfig,
-    stream: Stream,
-    timeout: Duration,
-) -> Result<WebSocket, ConnectError> {
-    let mut request =
-        url.as_str().into_client_request().map_err(|e| ConnectError::Upgrade(format!("bad request for {url}: {e}")))?;
-    let headers = request.headers_mut();
-    headers.insert("User-Agent", HeaderValue::from_static(concat!("rig-agent/", env!("CARGO_PKG_VERSION"))));
-    if let Some(p) = &cfg.subprotocol {
-        let v = HeaderValue::from_str(p).map_err(|_| ConnectError::Upgrade(format!("bad subprotocol {p:?}")))?;
-        headers.insert("Sec-WebSocket-Protocol", v);
-    }
-    let ws_config = WebSocketConfig::default()
-        .max_message_size(Some(cfg.max_message_bytes))
-        .max_frame_size(Some(cfg.max_message_bytes))
-        // Bounded output: a gateway that stops reading fills this and the connection is
-        // dropped rather than buffering without limit.
-        .max_write_buffer_size(4 * cfg.max_message_bytes.max(1 << 20));
-    let too_late = || ConnectError::HandshakeTimeout { host: url.host().to_string(), timeout };
-    // The socket is blocking: WouldBlock only comes from its deadline (armed per read).
-    match tungstenite::client::client_with_config(request, stream, Some(ws_config)) {
-        Ok((ws, _response)) => Ok(ws),
-        Err(HandshakeError::Interrupted(_)) => Err(too_late()),
-        Err(HandshakeError::Failure(e)) => {
-            Err(match e {
-                tungstenite::Error::Http(resp) => {
-                    ConnectError::Upgrade(format!("the gateway answered HTTP {}", resp.status()))
-                }
-                tungstenite::Error::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => ConnectError::Eof,
-                tungstenite::Error::Io(io) if timed_out(&io) => too_late(),
-                // tungstenite's text quotes the peer's HTTP (status line, headers).
-                other => ConnectError::Upgrade(escape(&other.to_string())),
-            })
-        }
     }
 }

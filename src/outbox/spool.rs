@@ -56,6 +56,14 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The message's `act` on the wire, which is also how the log names it.
+    pub fn act(self) -> &'static str {
+        match self {
+            Kind::Warning => "warning",
+            Kind::ActionResult => "action_result",
+        }
+    }
+
     fn from_act(act: &str) -> Option<Kind> {
         match act {
             "warning" => Some(Kind::Warning),
@@ -323,9 +331,11 @@ impl Spool {
         self.settle(limit) && self.durability(act_id).is_none_or(|d| d == Durability::OnDisk)
     }
 
-    /// The creation number of the message with this `act_id`, if it is waiting.
-    pub fn seq(&self, act_id: &str) -> Option<u64> {
-        self.lock().by_act.get(act_id).copied()
+    /// The creation number and kind of the message with this `act_id`, if it is waiting.
+    pub fn find(&self, act_id: &str) -> Option<(u64, Kind)> {
+        let view = self.lock();
+        let seq = *view.by_act.get(act_id)?;
+        view.entries.get(&seq).map(|e| (seq, e.kind))
     }
 
     pub fn len(&self) -> usize {

@@ -17,7 +17,7 @@ use super::smart::{Smart, SmartError, SmartReader};
 use super::system::{self, SystemProbe};
 use super::{Roots, entries, read_attr, units};
 use crate::config::Config;
-use crate::disks::health::DiskHealth;
+use crate::disks::health::{DiskHealth, Health};
 use crate::disks::reason::Reason;
 use crate::protocol::Refusal;
 
@@ -188,7 +188,7 @@ impl Probes {
             list.push(json!({
                 "name": name, "device": format!("/dev/{name}"), "model": r.model, "serial": r.serial,
                 "size_bytes": r.size_bytes, "rotational": null, "state": null, "ioerr_count": null,
-                "health": "missing", "reason": Reason::Missing.as_str(), "smart": null, "mounts": [],
+                "health": Health::Missing.as_str(), "reason": Reason::Missing.as_str(), "smart": null, "mounts": [],
             }));
         }
         Ok(json!({ "disks": list }))
@@ -197,7 +197,7 @@ impl Probes {
     fn disk_json(&self, d: &Disk, smart: Option<Smart>, mounts: &[Mount]) -> Value {
         // The monitor's open episode decides; without one, what one look shows.
         let (health, reason) = match self.health.failing(&d.name) {
-            Some(reason) => ("failed", Some(reason)),
+            Some(reason) => (Health::of_failure(reason), Some(reason)),
             None => assess(d, smart.as_ref().and_then(|s| s.passed)),
         };
         let devs: Vec<&str> = d.devs().collect();
@@ -216,7 +216,7 @@ impl Probes {
         json!({
             "name": d.name, "device": d.device(), "model": d.model, "serial": d.serial,
             "size_bytes": d.size_bytes, "rotational": d.rotational, "state": d.state,
-            "ioerr_count": d.ioerr_count, "health": health, "reason": reason.map(Reason::as_str),
+            "ioerr_count": d.ioerr_count, "health": health.as_str(), "reason": reason.map(Reason::as_str),
             "smart": smart.map(|s| s.to_json()), "mounts": mounts,
         })
     }
@@ -292,21 +292,23 @@ fn nvidia_settings(cfg: &Config) -> NvidiaSettings {
     NvidiaSettings { binary: p.nvidia_smi.clone(), timeout: p.nvidia_smi_timeout, max_age: p.nvidia_smi_interval }
 }
 
-/// Health from what can be seen in one look: a disk that reports size 0, whose device
-/// state is offline for its transport, or fails SMART is `failed`; one with a healthy
-/// state or a passed SMART check is `ok`; with neither (a virtio disk, an NVMe controller
-/// in the middle of a reset) it is `unknown`. The disk monitor adds what needs
-/// history (disappeared disks, rising error counts, filesystems turned read-only).
-pub fn assess(d: &Disk, smart_passed: Option<bool>) -> (&'static str, Option<Reason>) {
+/// Health from what can be seen in one look: a disk that reports size 0 is `missing` (gone,
+/// its node lingering); one whose device state is offline for its transport, or fails
+/// SMART, is `failed`; one with a healthy state or a passed SMART check is `ok`; with
+/// neither (a virtio disk, an NVMe controller in the middle of a reset) it is `unknown`.
+/// The disk monitor adds what needs history (disappeared disks, rising error counts,
+/// filesystems turned read-only).
+pub fn assess(d: &Disk, smart_passed: Option<bool>) -> (Health, Option<Reason>) {
+    let failed = |reason| (Health::of_failure(reason), Some(reason));
     if d.size_bytes == Some(0) {
-        ("failed", Some(Reason::Missing))
+        failed(Reason::Missing)
     } else if d.state_verdict() == Some(StateVerdict::Offline) {
-        ("failed", Some(Reason::Offline))
+        failed(Reason::Offline)
     } else if smart_passed == Some(false) {
-        ("failed", Some(Reason::SmartFailed))
+        failed(Reason::SmartFailed)
     } else if d.state_verdict() == Some(StateVerdict::Healthy) || smart_passed == Some(true) {
-        ("ok", None)
+        (Health::Ok, None)
     } else {
-        ("unknown", None)
+        (Health::Unknown, None)
     }
 }

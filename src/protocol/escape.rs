@@ -33,51 +33,81 @@ pub fn escape_to(text: &str, max_chars: usize) -> String {
     let mut used = 0;
     let mut piece = String::new();
     for c in text.chars() {
-        piece.clear();
-        match c {
-            '\n' => piece.push_str("\\n"),
-            '\r' => piece.push_str("\\r"),
-            '\t' => piece.push_str("\\t"),
-            '\0'..='\x1f' | '\x7f' => {
-                let _ = write!(piece, "\\x{:02x}", c as u32);
-            }
-            // C1, the line and paragraph separators, and the invisible characters that
-            // reorder or hide what a log viewer shows ("Trojan Source"): bidi embeddings,
-            // overrides and isolates, zero-width characters, the BOM.
-            '\u{80}'..='\u{9f}'
-            | '\u{2028}'
-            | '\u{2029}'
-            | '\u{200b}'..='\u{200f}'
-            | '\u{202a}'..='\u{202e}'
-            | '\u{2060}'..='\u{2069}'
-            | '\u{061c}'
-            | '\u{feff}'
-            | '\u{e0000}'..='\u{e007f}' => {
-                let _ = write!(piece, "\\u{{{:x}}}", c as u32);
-            }
-            c => piece.push(c),
+        escaped_char(c, &mut piece);
+        if !push_piece(&mut out, &mut used, max_chars, &piece) {
+            break;
         }
-        let n = piece.chars().count();
-        if used + n > max_chars {
-            out.push(ELLIPSIS);
-            return out;
-        }
-        used += n;
-        out.push_str(&piece);
     }
     out
 }
 
-/// Bytes that may not be UTF-8 (a binary frame, a raw peer error): invalid sequences as
-/// U+FFFD, then [`escape_to`].
-pub(crate) fn escape_bytes(bytes: &[u8], max_chars: usize) -> String {
-    // Only what can show: a megabyte frame is not decoded whole to log 200 characters of it.
-    let head = &bytes[..bytes.len().min(max_chars.saturating_mul(4).saturating_add(4))];
-    let mut s = escape_to(&String::from_utf8_lossy(head), max_chars);
-    if head.len() < bytes.len() && !s.ends_with(ELLIPSIS) {
-        s.push(ELLIPSIS);
+/// `c` as it may appear in a log line, into `piece` (cleared first).
+fn escaped_char(c: char, piece: &mut String) {
+    piece.clear();
+    match c {
+        '\n' => piece.push_str("\\n"),
+        '\r' => piece.push_str("\\r"),
+        '\t' => piece.push_str("\\t"),
+        '\0'..='\x1f' | '\x7f' => {
+            let _ = write!(piece, "\\x{:02x}", c as u32);
+        }
+        // C1, the line and paragraph separators, and the invisible characters that
+        // reorder or hide what a log viewer shows ("Trojan Source"): bidi embeddings,
+        // overrides and isolates, zero-width characters, the BOM.
+        '\u{80}'..='\u{9f}'
+        | '\u{2028}'
+        | '\u{2029}'
+        | '\u{200b}'..='\u{200f}'
+        | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{2069}'
+        | '\u{061c}'
+        | '\u{feff}'
+        | '\u{e0000}'..='\u{e007f}' => {
+            let _ = write!(piece, "\\u{{{:x}}}", c as u32);
+        }
+        c => piece.push(c),
     }
-    s
+}
+
+/// Appends `piece` whole if it fits in `max` characters (counting `used`), else the ellipsis;
+/// `false` once cut. An escape is never cut in half.
+fn push_piece(out: &mut String, used: &mut usize, max: usize, piece: &str) -> bool {
+    let n = piece.chars().count();
+    if *used + n > max {
+        out.push(ELLIPSIS);
+        return false;
+    }
+    *used += n;
+    out.push_str(piece);
+    true
+}
+
+/// Bytes that may not be UTF-8 (a binary frame, a raw peer error): the UTF-8 parts as
+/// [`escape_to`] writes text, every byte that is not part of valid UTF-8 as `\xNN`, so
+/// the log shows which bytes came, not replacement characters.
+pub(crate) fn escape_bytes(bytes: &[u8], max_chars: usize) -> String {
+    // Only what can show: a megabyte frame is not looked at whole to log 200 characters.
+    let head = &bytes[..bytes.len().min(max_chars.saturating_mul(4).saturating_add(4))];
+    let (mut out, mut used, mut piece) = (String::with_capacity(head.len().min(max_chars) + 4), 0, String::new());
+    for chunk in head.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            escaped_char(c, &mut piece);
+            if !push_piece(&mut out, &mut used, max_chars, &piece) {
+                return out;
+            }
+        }
+        for b in chunk.invalid() {
+            piece.clear();
+            let _ = write!(piece, "\\x{b:02x}");
+            if !push_piece(&mut out, &mut used, max_chars, &piece) {
+                return out;
+            }
+        }
+    }
+    if head.len() < bytes.len() {
+        out.push(ELLIPSIS);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -113,8 +143,11 @@ mod tests {
     }
 
     #[test]
-    fn bytes_that_are_not_utf8_are_shown_lossily_and_only_their_head_is_decoded() {
-        assert_eq!(escape_bytes(b"ok\xff\n", 20), "ok\u{fffd}\\n");
+    fn bytes_that_are_not_utf8_are_shown_as_hex_escapes_and_only_their_head_is_decoded() {
+        assert_eq!(escape_bytes(b"ok\xff\n", 20), "ok\\xff\\n");
+        // A binary frame: control bytes and bytes that are not UTF-8 alike, as \xNN; the
+        // valid UTF-8 in between (é) as itself.
+        assert_eq!(escape_bytes(b"\x00\x01\x80\xc3\xa9\xfe\x7f", 40), "\\x00\\x01\\x80é\\xfe\\x7f");
         let big = vec![b'a'; 1 << 20];
         let s = escape_bytes(&big, 10);
         assert_eq!(s, format!("{}…", "a".repeat(10)));

@@ -72,6 +72,10 @@ pub(crate) fn encode_login(id: &Identity, act_id: &str, token: &str) -> String {
         "act": "start",
         "reqtype": "post",
         "act_id": act_id,
+        // §2: `act_code` and `client_id` are strings on every agent message, "" on the ones
+        // the agent originates; a typed gateway decodes every message with one struct.
+        "act_code": "",
+        "client_id": "",
         "hardware_id": id.hardware_id,
         "name": id.name,
         "token": token,
@@ -86,6 +90,8 @@ pub(crate) fn encode_heartbeat(id: &Identity, act_id: &str) -> String {
         "act": "heartbeat",
         "reqtype": "post",
         "act_id": act_id,
+        "act_code": "",
+        "client_id": "",
         "hardware_id": id.hardware_id,
     })
     .to_string()
@@ -162,13 +168,15 @@ impl Return {
     }
 }
 
-/// What a query's answer must echo, taken verbatim from the query.
-#[derive(Debug, Clone, PartialEq)]
+/// What a query's answer echoes. Always strings, as §2 types them, whatever the query
+/// carried: a gateway decoding answers into typed structs (`ActCode string`) must never
+/// lose one because its query had a number there (see [`echo_text`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryEcho {
     pub act: String,
-    pub reqtype: Value,
-    pub act_code: Value,
-    pub client_id: Value,
+    pub reqtype: String,
+    pub act_code: String,
+    pub client_id: String,
 }
 
 /// A query from the gateway (any `act` other than `return`).
@@ -222,12 +230,12 @@ pub fn decode(text: &str) -> Result<Inbound, Junk> {
     }
     let mut problems = Vec::new();
     let mut field = |name: &'static str| {
-        let (value, problem) = bounded(name, body.get(name).cloned().unwrap_or_else(|| Value::String(String::new())));
+        let (text, problem) = echo_text(name, body.get(name));
         problems.extend(problem);
-        value
+        text
     };
     let echo = QueryEcho {
-        act: field("act").as_str().unwrap_or_default().to_string(),
+        act: field("act"),
         reqtype: field("reqtype"),
         act_code: field("act_code"),
         client_id: field("client_id"),
@@ -241,26 +249,23 @@ pub fn decode(text: &str) -> Result<Inbound, Junk> {
 /// (and every answer held before login) carry them back.
 pub(crate) const MAX_ECHO_BYTES: usize = 256;
 
-/// An echoed field as the answer may carry it, and why the query is a bad request if it is
-/// one: a string cut to [`MAX_ECHO_BYTES`] (on a character boundary), a value of another
-/// type echoed only when it is that small.
-fn bounded(name: &str, value: Value) -> (Value, Option<String>) {
-    match value {
-        Value::String(mut s) if s.len() > MAX_ECHO_BYTES => {
-            let cut = (0..=MAX_ECHO_BYTES).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
-            s.truncate(cut);
-            (Value::String(s), Some(format!("`{name}` is longer than {MAX_ECHO_BYTES} bytes")))
-        }
-        Value::String(s) => (Value::String(s), None),
-        other => {
-            let problem = Some(format!("`{name}` must be a string"));
-            if other.to_string().len() > MAX_ECHO_BYTES {
-                (Value::String(String::new()), problem)
-            } else {
-                (other, problem)
-            }
-        }
+/// An echoed field as the answer carries it, always a string, and why the query is a bad
+/// request if it is one. A string is echoed as sent; a value of another type (a number
+/// `42`) as its JSON text (`"42"`), so the gateway can still match the answer; a missing
+/// field or `null` as `""`. Either is cut to [`MAX_ECHO_BYTES`] on a character boundary.
+pub(crate) fn echo_text(name: &str, value: Option<&Value>) -> (String, Option<String>) {
+    let (mut text, mut problem) = match value {
+        None => (String::new(), None),
+        Some(Value::String(s)) => (s.clone(), None),
+        Some(Value::Null) => (String::new(), Some(format!("`{name}` must be a string"))),
+        Some(other) => (other.to_string(), Some(format!("`{name}` must be a string"))),
+    };
+    if text.len() > MAX_ECHO_BYTES {
+        let cut = (0..=MAX_ECHO_BYTES).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+        text.truncate(cut);
+        problem.get_or_insert_with(|| format!("`{name}` is longer than {MAX_ECHO_BYTES} bytes"));
     }
+    (text, problem)
 }
 
 fn string_field(body: &Map<String, Value>, name: &str) -> String {
@@ -295,9 +300,9 @@ pub(crate) fn encode_answer(id: &Identity, echo: &QueryEcho, outcome: Result<Val
     let mut m = Map::new();
     m.insert("from".into(), FROM_DEVICE.into());
     m.insert("act".into(), echo.act.clone().into());
-    m.insert("reqtype".into(), echo.reqtype.clone());
-    m.insert("act_code".into(), echo.act_code.clone());
-    m.insert("client_id".into(), echo.client_id.clone());
+    m.insert("reqtype".into(), echo.reqtype.clone().into());
+    m.insert("act_code".into(), echo.act_code.clone().into());
+    m.insert("client_id".into(), echo.client_id.clone().into());
     m.insert("hardware_id".into(), id.hardware_id.clone().into());
     match outcome {
         Ok(data) => {

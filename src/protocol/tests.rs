@@ -100,6 +100,28 @@ fn an_envelope_field_of_the_wrong_type_is_a_bad_request() {
 }
 
 #[test]
+fn an_answer_echoes_act_code_client_id_and_reqtype_as_strings_whatever_the_query_carried() {
+    let Inbound::Query(q) =
+        decode(r#"{"act":"get_agent_info","act_code":42,"client_id":null,"reqtype":{"a":[1]}}"#).unwrap()
+    else {
+        panic!()
+    };
+    let v = parse(&encode_answer(&id(), &q.echo, Err(Refusal::bad_request(q.bad_request.clone().unwrap()))));
+    assert_eq!(v["code"], 2);
+    assert_eq!(v["act_code"], json!("42"), "a number is echoed as its text, so the gateway can still match it");
+    assert_eq!(v["client_id"], json!(""), "null is echoed as empty");
+    assert_eq!(v["reqtype"], json!(r#"{"a":[1]}"#));
+}
+
+#[test]
+fn login_and_heartbeat_carry_empty_act_code_and_client_id_as_every_agent_message() {
+    for v in [parse(&encode_login(&id(), "9f3a61c2-1", "tok")), parse(&encode_heartbeat(&id(), "9f3a61c2-2"))] {
+        assert_eq!(v["act_code"], json!(""), "{v}");
+        assert_eq!(v["client_id"], json!(""), "{v}");
+    }
+}
+
+#[test]
 fn an_oversized_echoed_field_is_a_bad_request_echoed_cut() {
     let big = "é".repeat(1000);
     let Inbound::Query(q) = decode(&json!({"act": big, "act_code": "a"}).to_string()).unwrap() else { panic!() };
@@ -111,13 +133,13 @@ fn an_oversized_echoed_field_is_a_bad_request_echoed_cut() {
         panic!()
     };
     assert_eq!(q.bad_request.as_deref(), Some("`client_id` is longer than 256 bytes"));
-    assert_eq!(q.echo.client_id.as_str().unwrap().len(), MAX_ECHO_BYTES);
+    assert_eq!(q.echo.client_id.len(), MAX_ECHO_BYTES);
     let Inbound::Query(q) = decode(&json!({"act": "get_agent_info", "act_code": vec![1; 1000]}).to_string()).unwrap()
     else {
         panic!()
     };
     assert_eq!(q.bad_request.as_deref(), Some("`act_code` must be a string"));
-    assert_eq!(q.echo.act_code, "", "a large value of the wrong type is not echoed");
+    assert_eq!(q.echo.act_code.len(), MAX_ECHO_BYTES, "a large value of the wrong type is echoed cut");
     let v = parse(&encode_answer(&id(), &q.echo, Err(Refusal::bad_request(q.bad_request.clone().unwrap()))));
     assert_eq!(v["code"], 2);
 }

@@ -51,10 +51,7 @@ impl Workers {
                     log::debug!(
                         "answered {} (client_id {}) with code {} in {:.2} ms",
                         escape(&echo.act),
-                        match &echo.client_id {
-                            serde_json::Value::String(s) => escape(s),
-                            other => escape(&other.to_string()),
-                        },
+                        escape(&echo.client_id),
                         result.as_ref().map_or_else(|r| r.code, |_| 0),
                         started.elapsed().as_secs_f64() * 1e3
                     );

@@ -76,7 +76,7 @@ impl Runner {
                 }
                 Action::LoggedIn => {
                     self.status.logged_in(url.as_str());
-                    self.link.logged_in(url);
+                    super::link_log::Line::say(self.link.logged_in(url));
                     let since = utc_timestamp(std::time::SystemTime::now());
                     self.notifier.status(&format!("connected to {url} since {since}"));
                 }
@@ -87,18 +87,21 @@ impl Runner {
                 Action::WarningAcked(act_id) => {
                     if let Some(acked) = self.spool.ack(&act_id) {
                         self.resend.acked(acked.seq);
-                        info!("warning {act_id} acknowledged by the gateway");
+                        // Named by what the outbox holds, not by the gateway's `action`.
+                        info!("{} {} acknowledged by the gateway", acked.kind.act(), escape(&act_id));
                     }
                     self.status.set_warnings_pending(self.spool.len() as u64);
                 }
                 Action::WarningRefused { act_id, code, description } => {
-                    if let Some(seq) = self.spool.seq(&act_id) {
+                    let found = self.spool.find(&act_id);
+                    if let Some((seq, _)) = found {
                         self.resend.refused(seq, Instant::now());
                     }
                     // Its own throttle: junk frames or busy refusals must not hide that the
                     // gateway refuses our disk warnings.
                     let line = format!(
-                        "the gateway refused warning {} (code {}): {}; it stays spooled and is resent",
+                        "the gateway refused {} {} (code {}): {}; it stays spooled and is resent",
+                        found.map_or("outbox message", |(_, kind)| kind.act()),
                         escape(&act_id),
                         code.map_or("missing".into(), |c| c.to_string()),
                         escape(&description)

@@ -15,10 +15,10 @@ use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::actions::Actions;
 use crate::backoff::{self, Backoff};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigErrors};
 use crate::logging::Throttle;
 use crate::net::connection::{Closing, Conn, Lost, Reply};
-use crate::net::transport::{self, ConnectError, WebSocket};
+use crate::net::transport::{self, ConnectError, Connected, WebSocket};
 use crate::net::url::GatewayUrl;
 use crate::os::notify::Notifier;
 use crate::os::signals::Shutdown;
@@ -35,7 +35,7 @@ use crate::status::AgentStatus;
 mod inbound;
 mod link_log;
 mod reload;
-use link_log::LinkLog;
+use link_log::{Line, LinkLog};
 use reload::Reload;
 
 /// How long the close handshake may take when the agent stops (PROTOCOL.md §5).
@@ -85,7 +85,7 @@ pub struct Runner {
     on_reload: Box<dyn FnMut(&Config) + Send>,
     /// A config being read on the `reload` thread: loading reads the config, the token and
     /// the PEM files and probes the state directory, none of which may block the socket.
-    reloading: Option<mpsc::Receiver<Result<Config, ConfigError>>>,
+    reloading: Option<mpsc::Receiver<Result<Config, ConfigErrors>>>,
     /// Another SIGHUP came while `reloading`: read the file again once that one is done,
     /// so the last edit is what runs.
     reload_again: bool,
@@ -170,7 +170,10 @@ impl Runner {
             next += 1;
             self.notifier.status(&format!("connecting to {url}"));
             let ended = match self.connect(&url) {
-                Ok(ws) => self.run_connection(ws, &url),
+                Ok(c) => {
+                    Line::say(self.link.upgraded(&url, &c.subprotocol));
+                    self.run_connection(c.ws, &url)
+                }
                 Err(e) => e,
             };
             self.status.disconnected();
@@ -183,7 +186,8 @@ impl Runner {
                 Outcome::Session(End::LoginRejected { .. }) => self.backoff.after_rejection(),
                 _ => self.backoff.after_failure(),
             };
-            let status = self.link.ended(&url, &ended, wait);
+            let (line, status) = self.link.ended(&url, &ended, wait, Instant::now(), std::time::SystemTime::now());
+            Line::say(line);
             self.notifier.status(&status);
             if !self.sleep(wait) {
                 break;
@@ -216,7 +220,7 @@ impl Runner {
     /// DNS, TCP or TLS is stuck. An abandoned attempt is aborted: its socket is shut down,
     /// so its thread ends now, not at its deadline (a reload storm would otherwise leave
     /// one thread and socket per reload behind).
-    fn connect(&mut self, url: &GatewayUrl) -> Result<WebSocket, Outcome> {
+    fn connect(&mut self, url: &GatewayUrl) -> Result<Connected, Outcome> {
         let (tx, rx) = mpsc::channel();
         let abort = transport::Abort::default();
         let (url2, cfg, lookups, abort2, waker) = (

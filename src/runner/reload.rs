@@ -53,7 +53,12 @@ impl Runner {
             Ok(c) => c,
             Err(e) => {
                 match e {
-                    Some(e) => error!("reload refused, still running with the previous config: {e}"),
+                    // One line per refusal, each naming file, line, key and fix as `check`.
+                    Some(errors) => {
+                        for e in errors.iter() {
+                            error!("reload refused, still running with the previous config: {e}");
+                        }
+                    }
                     None => error!(
                         "reload refused: reading the config failed unexpectedly; still running with the previous config"
                     ),

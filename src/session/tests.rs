@@ -177,14 +177,55 @@ fn silence_for_heartbeat_timeout_means_dead() {
 }
 
 #[test]
-fn any_frame_keeps_the_connection_alive() {
+fn pings_and_answered_heartbeats_keep_the_connection_alive() {
     let c = Clock::new();
     let mut s = c.logged_in();
     for t in (0..300_000).step_by(1_000) {
         s.on_frame(c.at(t)); // pings, say
         let a = s.on_tick(&c.ids, c.at(t));
         assert!(!a.iter().any(|a| matches!(a, Action::Close { .. })), "closed at {t}");
+        for hb in sent(&a) {
+            s.on_text(&ret("heartbeat", hb["act_id"].as_str().unwrap(), 0), &c.ids, c.at(t + 500));
+        }
     }
+}
+
+#[test]
+fn heartbeats_unanswered_for_heartbeat_timeout_end_the_session_though_pings_arrive() {
+    let c = Clock::new();
+    let mut s = c.logged_in();
+    // A gateway whose WebSocket layer pings every 2 s while its application never answers.
+    let mut t = 5;
+    let end = loop {
+        t += 2_000;
+        s.on_frame(c.at(t));
+        if let Some(Action::Close { code, end }) =
+            s.on_tick(&c.ids, c.at(t)).into_iter().find(|a| matches!(a, Action::Close { .. }))
+        {
+            assert_eq!(code, 1000);
+            break end;
+        }
+        assert!(t < 200_000, "never closed");
+    };
+    // The first heartbeat went out at 30 005 ms; it and the two after it were never answered.
+    let End::HeartbeatsUnanswered { unanswered_for, sent } = end else { panic!("{end:?}") };
+    assert_eq!(t, 120_005, "given up heartbeat.timeout after the first unanswered heartbeat");
+    assert!(unanswered_for >= Duration::from_secs(90));
+    assert_eq!(sent, 3);
+    assert!(end.to_string().contains("the gateway's application is gone"), "{end}");
+}
+
+#[test]
+fn the_session_wakes_to_give_up_on_unanswered_heartbeats_in_time() {
+    let c = Clock::new();
+    let mut s = c.logged_in();
+    s.on_frame(c.at(30_005));
+    assert_eq!(sent(&s.on_tick(&c.ids, c.at(30_005))).len(), 1);
+    // Frames keep arriving; a late heartbeat (after a stall) puts the next one at 130 000 ms,
+    // after the first one's answer is overdue: the loop must wake for that, not sleep past it.
+    s.on_frame(c.at(100_000));
+    assert_eq!(sent(&s.on_tick(&c.ids, c.at(100_000))).len(), 1);
+    assert_eq!(s.next_deadline(), Some(c.at(120_005)));
 }
 
 #[test]

@@ -120,6 +120,9 @@ pub struct Script {
     /// Complete TLS, then answer the upgrade with `101` and one header line per this
     /// interval, never ending the headers.
     pub trickle_upgrade: Option<Duration>,
+    /// The `Sec-WebSocket-Protocol` the 101 selects. `None`, the default, selects none
+    /// whatever the agent offers, as gorilla/websocket's default `Upgrader` does.
+    pub select_subprotocol: Option<String>,
 }
 
 impl Default for Script {
@@ -139,6 +142,7 @@ impl Default for Script {
             reject_token: None,
             trickle_tls: None,
             trickle_upgrade: None,
+            select_subprotocol: None,
         }
     }
 }
@@ -170,6 +174,12 @@ pub enum Event {
         conn: usize,
         at: Instant,
     },
+    /// The login `return` the gateway sent, as sent.
+    Sent {
+        conn: usize,
+        msg: Value,
+        at: Instant,
+    },
     /// A close frame from the agent.
     Closed {
         conn: usize,
@@ -191,6 +201,7 @@ impl Event {
             | Event::Upgraded { conn, .. }
             | Event::Received { conn, .. }
             | Event::Binary { conn, .. }
+            | Event::Sent { conn, .. }
             | Event::Closed { conn, .. }
             | Event::Gone { conn, .. } => *conn,
         }
@@ -203,6 +214,7 @@ impl Event {
             | Event::Upgraded { at, .. }
             | Event::Received { at, .. }
             | Event::Binary { at, .. }
+            | Event::Sent { at, .. }
             | Event::Closed { at, .. }
             | Event::Gone { at, .. } => *at,
         }
@@ -424,10 +436,13 @@ fn serve(
         return;
     }
     let (mut user_agent, mut protocol) = (None, None);
-    let callback = |req: &Request, resp: Response| {
+    let callback = |req: &Request, mut resp: Response| {
         let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         user_agent = h("user-agent");
         protocol = h("sec-websocket-protocol");
+        if let Some(p) = &s.select_subprotocol {
+            resp.headers_mut().insert("Sec-WebSocket-Protocol", p.parse().unwrap());
+        }
         Ok(resp)
     };
     let config = WebSocketConfig::default().max_message_size(None).max_frame_size(None);
@@ -519,6 +534,7 @@ fn converse(
             if Instant::now() < due {
                 login_due = Some((due, answer, s));
             } else {
+                let _ = events.send(Event::Sent { conn, msg: answer.clone(), at: Instant::now() });
                 if !send(ws, Message::text(answer.to_string())) {
                     return Outcome::Over;
                 }

@@ -67,6 +67,9 @@ impl log::Log for TestLog {
             if r.level() <= log::Level::Warn {
                 WARNINGS.lock().unwrap().push(r.args().to_string());
             }
+            if r.level() <= log::Level::Info {
+                LOGGED.lock().unwrap().push(r.args().to_string());
+            }
         }
     }
     fn flush(&self) {}
@@ -76,6 +79,15 @@ impl log::Log for TestLog {
 /// why something happened. Tests share the process: filter on something of your own (the
 /// gateway's port).
 static WARNINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Lines at info level or above of every in-process agent of this test binary (filter on
+/// something of your own, as for [`warnings_with`]).
+static LOGGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// The lines at info level or above logged so far that contain `needle`.
+pub fn logged_with(needle: &str) -> Vec<String> {
+    LOGGED.lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect()
+}
 
 /// The warnings logged so far that contain `needle`.
 pub fn warnings_with(needle: &str) -> Vec<String> {

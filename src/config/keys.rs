@@ -1,0 +1,71 @@
+//! Every key of the config, by section: what each reader accepts, and where a key given in
+//! the wrong section belongs ("move it to [gateway]").
+
+pub(crate) const TOP: &[&str] =
+    &["device", "gateway", "heartbeat", "reconnect", "disks", "warning", "paths", "probes", "actions"];
+pub(crate) const DEVICE: &[&str] = &["hardware_id", "name", "token", "token_file"];
+pub(crate) const GATEWAY: &[&str] = &[
+    "urls",
+    "ca_file",
+    "client_cert",
+    "client_key",
+    "connect_timeout",
+    "login_timeout",
+    "allow_plaintext",
+    "max_message_bytes",
+    "subprotocol",
+];
+pub(crate) const HEARTBEAT: &[&str] = &["interval", "timeout"];
+pub(crate) const RECONNECT: &[&str] = &["initial", "max"];
+pub(crate) const DISKS: &[&str] = &[
+    "scan_interval",
+    "include",
+    "exclude",
+    "ioerr_threshold",
+    "smartctl",
+    "smart_interval",
+    "smart_timeout",
+    "io_error_quiet",
+];
+pub(crate) const WARNING: &[&str] = &["resend_after"];
+pub(crate) const PATHS: &[&str] = &["state_dir", "sysfs", "procfs", "rootfs", "kmsg", "privileged_socket"];
+pub(crate) const PROBES: &[&str] = &["nvidia_smi", "nvidia_smi_timeout", "nvidia_smi_interval"];
+/// `[actions]` itself; its other keys are `[actions.<name>]` sections.
+pub(crate) const ACTIONS: &[&str] = &["enabled", "max_concurrent"];
+/// `[actions.<name>]`.
+pub(crate) const ACTION: &[&str] = &["command", "timeout", "min_interval"];
+
+/// Each section, as an operator writes its header, with its keys.
+const SECTIONS: &[(&str, &[&str])] = &[
+    ("device", DEVICE),
+    ("gateway", GATEWAY),
+    ("heartbeat", HEARTBEAT),
+    ("reconnect", RECONNECT),
+    ("disks", DISKS),
+    ("warning", WARNING),
+    ("paths", PATHS),
+    ("probes", PROBES),
+    ("actions", ACTIONS),
+    ("actions.<name>", ACTION),
+];
+
+/// The sections other than `here` (`""` for the top level, `actions.reboot` for an action)
+/// that have `key`, as headers: `["[gateway]"]`.
+pub(crate) fn elsewhere(key: &str, here: &str) -> Vec<String> {
+    let here = if here.starts_with("actions.") { "actions.<name>" } else { here };
+    SECTIONS.iter().filter(|(name, keys)| *name != here && keys.contains(&key)).map(|(n, _)| format!("[{n}]")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_of_another_section_names_that_section() {
+        assert_eq!(elsewhere("ca_file", "device"), ["[gateway]"]);
+        assert_eq!(elsewhere("hardware_id", ""), ["[device]"]);
+        assert_eq!(elsewhere("timeout", "gateway"), ["[heartbeat]", "[actions.<name>]"]);
+        assert_eq!(elsewhere("timeout", "actions.reboot"), ["[heartbeat]"]);
+        assert!(elsewhere("bogus", "device").is_empty());
+    }
+}
