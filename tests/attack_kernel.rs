@@ -2,7 +2,7 @@
 //! filesystem. The kernel logs them itself (facility 0), so the userspace filter does not
 //! help; the recogniser must not match its pattern in the middle of such text.
 
-use rig_agent::events::kernel_error::recognise;
+use rig_agent::kernel_log::disk_error::recognise;
 
 #[test]
 fn a_btrfs_label_in_a_kernel_line_does_not_blame_a_disk() {

@@ -5,9 +5,10 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use rig_agent::events::kernel_error::{self, Kind};
-use rig_agent::events::kmsg_record::Splitter;
-use rig_agent::events::{Attribution, Record};
+use rig_agent::events::Attribution;
+use rig_agent::kernel_log::Record;
+use rig_agent::kernel_log::disk_error::{self, Kind};
+use rig_agent::kernel_log::record::Splitter;
 
 fn records(file: &str) -> Vec<Record> {
     let text = fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kmsg").join(file)).unwrap();
@@ -53,7 +54,7 @@ fn errors(file: &str, attribution: &Attribution) -> Vec<(u64, Kind, Vec<String>)
     records(file)
         .iter()
         .filter(|r| r.from_kernel())
-        .filter_map(|r| kernel_error::recognise(&r.message).map(|e| (r.seq, e.kind, attribution.disks(&e.subject))))
+        .filter_map(|r| disk_error::recognise(&r.message).map(|e| (r.seq, e.kind, attribution.disks(&e.subject))))
         .collect()
 }
 

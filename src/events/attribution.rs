@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::kernel_error::Subject;
+use crate::kernel_log::disk_error::Subject;
 use crate::probes::entries;
 
 /// How deep stacked devices are followed (dm over md over partitions).

@@ -1,11 +1,11 @@
-//! The kernel log through the privileged half (issue 13 point 4): `/dev/kmsg` needs
+//! The kernel log through the privileged half: `/dev/kmsg` needs
 //! CAP_SYSLOG where `kernel.dmesg_restrict=1` and is blocked by `ProtectKernelLogs=`, so it
 //! is opened here and never in the process that talks to the gateway.
 //!
 //! After the `kmsg\n` header the records go out in `/dev/kmsg`'s own text form
 //! (`prio,seq,usec,flags;message\n DEVICE=…\n`), re-encoded from the parsed [`Record`]:
 //! the kernel escapes control bytes in messages, so each record is self-delimiting, and
-//! the network half's [`crate::events::kmsg_record::Splitter`] already caps each one at
+//! the network half's [`crate::kernel_log::record::Splitter`] already caps each one at
 //! `MAX_RECORD` bytes. A length prefix would add a second parser and no bound.
 //!
 //! Every record is forwarded, userspace ones too: the network half counts sequence gaps
@@ -22,14 +22,17 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use crate::config::PrivilegedConfig;
-use crate::events::kmsg_reader::{self, KmsgReader, Progress};
-use crate::events::kmsg_record::{MAX_RECORD, Record};
-use crate::events::resume::{self, Cursor, Start};
+use crate::kernel_log::cursor::{self, Cursor, Start};
+use crate::kernel_log::reader::{self, KmsgReader, Progress};
+use crate::kernel_log::record::{MAX_RECORD, Record};
 use crate::protocol::escape::escape;
 
 /// How often a regular file or a writerless FIFO (tests) is looked at again, and how
 /// often a quiet stream checks that its peer is still there.
 const IDLE_POLL: Duration = Duration::from_millis(100);
+/// Dropped records are said at most this often: a storm is when the journal's own disk
+/// may be the one dying.
+const SAID_EVERY: Duration = Duration::from_secs(10);
 
 /// `/dev/kmsg` text for one record, at most [`MAX_RECORD`] bytes.
 pub fn encode(r: &Record) -> Vec<u8> {
@@ -46,17 +49,17 @@ pub fn encode(r: &Record) -> Vec<u8> {
 /// Where to start: after the cursor when it names this boot. Where this process cannot
 /// read the boot id (`ProcSubset=pid`), the cursor is taken as the asker's own check: a
 /// wrong one only costs the asker its own records.
-fn start(cfg: &PrivilegedConfig, cursor: Option<&Cursor>) -> Start {
-    match resume::boot_id(&cfg.paths.procfs) {
-        Some(boot) => resume::start(cursor, Some(&boot)),
-        None => cursor.map_or(Start::End, |c| Start::After(c.seq)),
+fn start(cfg: &PrivilegedConfig, after: Option<&Cursor>) -> Start {
+    match cursor::boot_id(&cfg.paths.procfs) {
+        Some(boot) => cursor::start(after, Some(&boot)),
+        None => after.map_or(Start::End, |c| Start::After(c.seq)),
     }
 }
 
 /// Serves one `kmsg` request on `conn` until the peer goes away or the log fails.
-pub fn serve(mut conn: UnixStream, cfg: &PrivilegedConfig, cursor: Option<Cursor>) -> io::Result<()> {
-    let opened = kmsg_reader::open(&cfg.paths.kmsg);
-    let mut reader = match opened.and_then(|f| KmsgReader::new(f, start(cfg, cursor.as_ref()))) {
+pub fn serve(mut conn: UnixStream, cfg: &PrivilegedConfig, after: Option<Cursor>) -> io::Result<()> {
+    let opened = reader::open(&cfg.paths.kmsg);
+    let mut reader = match opened.and_then(|f| KmsgReader::new(f, start(cfg, after.as_ref()))) {
         Ok(r) => r,
         Err(e) => {
             let why = escape(&format!("{}: {e}", cfg.paths.kmsg.display()));
@@ -93,12 +96,8 @@ pub fn serve(mut conn: UnixStream, cfg: &PrivilegedConfig, cursor: Option<Cursor
             }
         }
         flush(&mut conn, &mut pending)?;
-        // Counted, and said at most once per SAVE_EVERY: a storm is when the journal's own
-        // disk may be the one dying.
-        if dropped > 0
-            && pending.is_empty()
-            && last_said.is_none_or(|t| t.elapsed() >= crate::events::sources::SAVE_EVERY)
-        {
+        // Counted, and said at most once per SAID_EVERY.
+        if dropped > 0 && pending.is_empty() && last_said.is_none_or(|t| t.elapsed() >= SAID_EVERY) {
             log::warn!("privileged: kernel log: {dropped} records dropped, the agent was not reading");
             dropped = 0;
             last_said = Some(std::time::Instant::now());
@@ -146,7 +145,7 @@ fn peer_gone(conn: &UnixStream) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::kmsg_record::parse;
+    use crate::kernel_log::record::parse;
 
     #[test]
     fn a_record_re_encoded_parses_back_the_same() {
@@ -193,7 +192,7 @@ mod tests {
         while let Ok(n @ 1..) = agent.read(&mut buf) {
             bytes.extend_from_slice(&buf[..n]);
         }
-        let mut splitter = crate::events::kmsg_record::Splitter::default();
+        let mut splitter = crate::kernel_log::record::Splitter::default();
         let mut records = splitter.feed(bytes.strip_prefix(b"kmsg\n").unwrap());
         records.extend(splitter.flush());
         assert!(!records.is_empty() && records.len() < total, "{} of {total} records came", records.len());

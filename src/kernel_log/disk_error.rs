@@ -1,5 +1,5 @@
 //! Recognises the kernel log lines that mean a disk is failing, and what they name.
-//! Pure: a message in, a [`KernelError`] out; [`super::attribution`] finds the disk.
+//! Pure: a message in, a [`KernelError`] out; `events::attribution` finds the disk.
 
 /// What a kernel line names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
