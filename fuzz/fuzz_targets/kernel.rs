@@ -19,10 +19,13 @@ fuzz_target!(|data: &[u8]| {
         assert!(r.message.len() <= MAX_MESSAGE);
         let quoted = escape_to(&r.message, QUOTE_CHARS);
         assert!(quoted.chars().filter(|c| c.is_control()).count() == 0);
-        if let Some(e) = disk_error::recognise(&r.message) {
-            let (Subject::Block(n) | Subject::NvmeController(n) | Subject::AtaPort(n) | Subject::ScsiAddress(n)) =
-                e.subject;
-            assert!(!n.is_empty() && !n.contains('/'));
+        if let Some(e) = disk_error::recognise(&r) {
+            let n = match e.subject {
+                Subject::Block(n) | Subject::NvmeController(n) | Subject::Scsi { disk: Some(n), .. } => n,
+                Subject::AtaDevice { port, .. } => port,
+                Subject::Scsi { address, disk: None } => address,
+            };
+            assert!(!n.is_empty() && !n.contains('/') && !n.contains(".."));
             assert!(!disk_of_partition_name(&n).is_empty());
         }
     }

@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::kernel_log::disk_error::Subject;
+use crate::kernel_log::disk_error::{DiskError, Subject};
 use crate::probes::entries;
 
 /// How deep stacked devices are followed (dm over md over partitions).
@@ -26,10 +26,10 @@ impl Attribution {
         self.sysfs.join("block")
     }
 
-    /// The `/sys/block` names of the disks `subject` is about, sorted, without repeats.
+    /// The `/sys/block` names of the disks `error` is about, sorted, without repeats.
     /// Empty when nothing matches (a port with no disk behind it).
-    pub fn disks(&self, subject: &Subject) -> Vec<String> {
-        let mut out = match subject {
+    pub fn disks(&self, error: &DiskError) -> Vec<String> {
+        let mut out = match &error.subject {
             Subject::Block(name) => self.of_block(name, 0),
             Subject::NvmeController(ctrl) => {
                 let prefix = format!("{ctrl}n");
@@ -42,8 +42,9 @@ impl Attribution {
                 );
                 v
             }
-            Subject::AtaPort(port) => self.under_component(port),
-            Subject::ScsiAddress(addr) => self.under_component(addr),
+            Subject::AtaDevice { port, .. } => self.under_component(port),
+            Subject::Scsi { disk: Some(disk), .. } => self.of_block(disk, 0),
+            Subject::Scsi { address, disk: None } => self.under_component(address),
         };
         out.sort();
         out.dedup();

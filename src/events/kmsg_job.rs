@@ -233,8 +233,8 @@ impl KmsgJob {
     /// monitor is gone.
     fn pass_errors(&self, records: &[Record], limit: &mut HashMap<Subject, (Option<Instant>, u64)>) -> Option<bool> {
         let mut passed = false;
-        for r in records.iter().filter(|r| r.from_kernel()) {
-            let Some(err) = disk_error::recognise(&r.message) else { continue };
+        for r in records {
+            let Some(err) = disk_error::recognise(r) else { continue };
             let now = Instant::now();
             if limit.len() >= MAX_SUBJECTS && !limit.contains_key(&err.subject) {
                 limit.clear();
@@ -247,7 +247,7 @@ impl KmsgJob {
             let lines = std::mem::take(&mut entry.1);
             entry.0 = Some(now);
             let line = escape_to(&r.message, QUOTE_CHARS);
-            for disk in self.attribution.disks(&err.subject) {
+            for disk in self.attribution.disks(&err) {
                 passed = true;
                 if !(self.sink)(DiskEvent::KernelError { disk, line: line.clone(), lines }) {
                     return None;

@@ -11,5 +11,5 @@ pub mod feed;
 pub mod reader;
 pub mod record;
 
-pub use disk_error::{KernelError, Subject};
+pub use disk_error::{DiskError, Subject};
 pub use record::Record;

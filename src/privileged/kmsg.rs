@@ -24,7 +24,7 @@ use std::time::Duration;
 use crate::config::PrivilegedConfig;
 use crate::kernel_log::cursor::{self, Cursor, Start};
 use crate::kernel_log::reader::{self, KmsgReader, Progress};
-use crate::kernel_log::record::{MAX_RECORD, Record};
+
 use crate::protocol::escape::escape;
 
 /// How often a regular file or a writerless FIFO (tests) is looked at again, and how
@@ -33,18 +33,6 @@ const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Dropped records are said at most this often: a storm is when the journal's own disk
 /// may be the one dying.
 const SAID_EVERY: Duration = Duration::from_secs(10);
-
-/// `/dev/kmsg` text for one record, at most [`MAX_RECORD`] bytes.
-pub fn encode(r: &Record) -> Vec<u8> {
-    let prio = (r.facility << 3) | u32::from(r.level);
-    let flags = if r.continuation { "c" } else { "-" };
-    let mut out = format!("{prio},{},{},{flags};{}\n", r.seq, r.usec, r.message).into_bytes();
-    if let Some(d) = &r.device {
-        out.extend_from_slice(format!(" DEVICE={d}\n").as_bytes());
-    }
-    out.truncate(MAX_RECORD);
-    out
-}
 
 /// Where to start: after the cursor when it names this boot. Where this process cannot
 /// read the boot id (`ProcSubset=pid`), the cursor is taken as the asker's own check: a
@@ -89,7 +77,7 @@ pub fn serve(mut conn: UnixStream, cfg: &PrivilegedConfig, after: Option<Cursor>
         for r in &records {
             // One record half-written at most: while it waits, newer ones are dropped.
             if pending.is_empty() {
-                pending = encode(r);
+                pending = r.encode();
                 flush(&mut conn, &mut pending)?;
             } else {
                 dropped += 1;
@@ -145,15 +133,6 @@ fn peer_gone(conn: &UnixStream) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel_log::record::parse;
-
-    #[test]
-    fn a_record_re_encoded_parses_back_the_same() {
-        for text in ["3,812,99,-;I/O error, dev sda, sector 0\n DEVICE=+block:sda\n", "12,5,6,c;hello\n"] {
-            let r = parse(text).unwrap();
-            assert_eq!(parse(&String::from_utf8(encode(&r)).unwrap()), Some(r));
-        }
-    }
 
     #[test]
     fn the_records_are_served_after_the_cursor_and_end_when_the_peer_leaves() {

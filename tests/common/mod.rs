@@ -230,6 +230,36 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> (Option<i32>, Duration, 
     }
 }
 
+/// A child killed and reaped when the test ends, also by a failed assertion.
+pub struct Reaped(pub Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `rig-agent privileged` on `config`, as its unit runs it (not under journald).
+pub fn spawn_privileged(config: &Path) -> Reaped {
+    let mut cmd = agent_command();
+    cmd.arg("--config").arg(config).arg("privileged").stdout(Stdio::null()).env_remove("JOURNAL_STREAM");
+    Reaped(spawn_logged(&mut cmd))
+}
+
 /// SIGTERM, as systemd stops it; its exit code and its log.
 pub fn stop_agent(child: &mut Child) -> (Option<i32>, String) {
     signal(child, Signal::TERM);
