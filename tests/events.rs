@@ -18,23 +18,26 @@ fn records(file: &str) -> Vec<Record> {
     out
 }
 
+/// Disk `name` at sysfs device path `dev` (under `devices/`) with partitions `parts`,
+/// linked from `block/` as the kernel does; its directory.
+fn add_disk(r: &Path, dev: &str, name: &str, parts: &[&str]) -> std::path::PathBuf {
+    let dir = r.join("devices").join(dev).join("block").join(name);
+    fs::create_dir_all(&dir).unwrap();
+    for p in parts {
+        fs::create_dir_all(dir.join(p)).unwrap();
+        fs::write(dir.join(p).join("partition"), "1\n").unwrap();
+    }
+    fs::create_dir_all(r.join("block")).unwrap();
+    symlink(Path::new("..").join("devices").join(dev).join("block").join(name), r.join("block").join(name)).unwrap();
+    dir
+}
+
 /// A sysfs with the disks the fixtures name: SATA disks behind ata3/ata4, two NVMe
 /// controllers, an SD card, a virtio disk, a loop device and a dm device over sdd1.
 fn sysfs() -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
-    let disk = |dev: &str, name: &str, parts: &[&str]| {
-        let dir = r.join("devices").join(dev).join("block").join(name);
-        fs::create_dir_all(&dir).unwrap();
-        for p in parts {
-            fs::create_dir_all(dir.join(p)).unwrap();
-            fs::write(dir.join(p).join("partition"), "1\n").unwrap();
-        }
-        fs::create_dir_all(r.join("block")).unwrap();
-        symlink(Path::new("..").join("devices").join(dev).join("block").join(name), r.join("block").join(name))
-            .unwrap();
-        dir
-    };
+    let disk = |dev: &str, name: &str, parts: &[&str]| add_disk(r, dev, name, parts);
     disk("pci0000:00/0000:00:17.0/ata3/host2/target2:0:0/2:0:0:0", "sdb", &[]);
     disk("pci0000:00/0000:00:17.0/ata4/host3/target3:0:0/3:0:0:0", "sdc", &["sdc1"]);
     disk("pci0000:00/0000:00:17.0/ata5/host4/target4:0:0/4:0:0:0", "sdd", &["sdd1"]);
@@ -145,4 +148,35 @@ fn a_device_sysfs_no_longer_has_is_named_by_the_kernels_partition_rules() {
     assert_eq!(errors("nvme.log", &a)[5].2, v(&["nvme0n1"]), "nvme0n1p2 gone from sysfs");
     assert_eq!(errors("filesystems.log", &a)[0].2, v(&["mmcblk0"]));
     assert!(errors("sata-medium.log", &a)[0].2.is_empty(), "a port with no disk behind it blames nothing");
+}
+
+/// The disks the kernel record `message` (with its dictionary) is attributed to.
+fn blamed(a: &Attribution, message: &str, dictionary: &[&str]) -> Vec<String> {
+    let mut text = format!("3,1,1,-;{message}\n");
+    for entry in dictionary {
+        text += &format!(" {entry}\n");
+    }
+    let r = rig_agent::kernel_log::record::parse(&text).unwrap();
+    let e = disk_error::recognise(&r).unwrap_or_else(|| panic!("not recognised: {message}"));
+    a.disks(&e)
+}
+
+/// A port multiplier on ata5 with three disks (links 0 to 2 are SCSI channels 0 to 2).
+/// An error of device ata5.02 is that disk's, not its neighbours'.
+#[test]
+fn an_ata_device_behind_a_port_multiplier_blames_only_its_own_disk() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    for (channel, name) in ["sde", "sdf", "sdg"].iter().enumerate() {
+        add_disk(r, &format!("pci0000:00/0000:00:17.0/ata5/host4/target4:{channel}:0/4:{channel}:0:0"), name, &[]);
+    }
+    // And a PATA pair on ata1: master (target 0) and slave (target 1).
+    add_disk(r, "pci0000:00/0000:00:1f.1/ata1/host0/target0:0:0/0:0:0:0", "sda", &[]);
+    add_disk(r, "pci0000:00/0000:00:1f.1/ata1/host0/target0:0:1/0:0:1:0", "sdb", &[]);
+    let a = Attribution::new(r);
+    assert_eq!(blamed(&a, "ata5.02: error: { UNC }", &[]), v(&["sdg"]));
+    let media = "cmd 60/08:a0:00:e4:2e/00:00:3a:00:00/40 tag 20 ncq dma 4096 in\\x0a         res 41/40:00:00:e4:2e/00:00:3a:00:00/40 Emask 0x409 (media error) <F>";
+    assert_eq!(blamed(&a, &format!("ata5.00: {media}"), &[]), v(&["sde"]));
+    assert_eq!(blamed(&a, "ata1.01: error: { UNC }", &[]), v(&["sdb"]));
+    assert_eq!(blamed(&a, "ata1.00: error: { UNC }", &[]), v(&["sda"]));
 }

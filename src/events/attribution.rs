@@ -1,6 +1,7 @@
 //! Which monitored disk a kernel line is about: partitions to their disk, stacked devices
 //! (`dm-0`, `md0`) to the disks under them, an NVMe controller to its namespaces, an ATA
-//! port or SCSI address to the disk behind it. Through sysfs under a root path, so tests
+//! device to the disk at its SCSI address under its port, a SCSI address to the disk
+//! behind it. Through sysfs under a root path, so tests
 //! build the tree; by name alone when sysfs no longer knows the device (it is gone).
 
 use std::fs;
@@ -42,9 +43,22 @@ impl Attribution {
                 );
                 v
             }
-            Subject::AtaDevice { port, .. } => self.under_component(port),
-            Subject::Scsi { disk: Some(disk), .. } => self.of_block(disk, 0),
-            Subject::Scsi { address, disk: None } => self.under_component(address),
+            Subject::AtaDevice { port, device } => {
+                // ataN.MM is the SCSI device (channel, target) = (0, MM) on the port's own
+                // link, or (MM, 0) behind a port multiplier: not every disk on the port.
+                let own = |d: &String| {
+                    self.scsi_address(d).is_some_and(|(c, t)| (c, t) == (0, *device) || (c, t) == (*device, 0))
+                };
+                self.under_component(port).into_iter().filter(own).collect()
+            }
+            // The address the dictionary vouched for; the name when sysfs has lost it.
+            Subject::Scsi { address, disk } => {
+                let v = self.under_component(address);
+                match disk {
+                    Some(disk) if v.is_empty() => self.of_block(disk, 0),
+                    _ => v,
+                }
+            }
         };
         out.sort();
         out.dedup();
@@ -78,6 +92,18 @@ impl Attribution {
                 fs::canonicalize(self.block().join(d)).is_ok_and(|p| p.components().any(|c| c.as_os_str() == component))
             })
             .collect()
+    }
+
+    /// (channel, target) of the SCSI device `disk` is on: the `H:C:T:L` in its sysfs path.
+    fn scsi_address(&self, disk: &str) -> Option<(u32, u32)> {
+        let path = fs::canonicalize(self.block().join(disk)).ok()?;
+        path.components().rev().find_map(|c| {
+            let parts: Vec<u32> = c.as_os_str().to_str()?.split(':').map(|n| n.parse().ok()).collect::<Option<_>>()?;
+            match parts[..] {
+                [_, channel, target, _] => Some((channel, target)),
+                _ => None,
+            }
+        })
     }
 }
 
