@@ -180,3 +180,40 @@ fn an_ata_device_behind_a_port_multiplier_blames_only_its_own_disk() {
     assert_eq!(blamed(&a, "ata1.01: error: { UNC }", &[]), v(&["sdb"]));
     assert_eq!(blamed(&a, "ata1.00: error: { UNC }", &[]), v(&["sda"]));
 }
+
+/// NVMe multipath names a namespace by its subsystem's number, not its controller's:
+/// after hot swaps, controller nvme2 is in subsystem 1 (namespace nvme1n1) and controller
+/// nvme1 in subsystem 2 (namespace nvme2n1). A timeout on nvme2 is nvme1n1's.
+#[test]
+fn an_nvme_controller_blames_the_namespaces_of_its_own_subsystem_whatever_their_numbers() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    for (subsystem, ctrl) in [(0, 0), (1, 2), (2, 1)] {
+        let subsys = r.join(format!("devices/virtual/nvme-subsystem/nvme-subsys{subsystem}"));
+        let ctrl_dir = r.join(format!("devices/pci0000:00/0000:00:1d.{ctrl}/0000:3{ctrl}:00.0/nvme/nvme{ctrl}"));
+        fs::create_dir_all(&ctrl_dir).unwrap();
+        fs::write(ctrl_dir.join("dev"), format!("241:{ctrl}\n")).unwrap();
+        add_disk(r, &format!("virtual/nvme-subsystem/nvme-subsys{subsystem}"), &format!("nvme{subsystem}n1"), &[]);
+        // The namespace head sits in the subsystem's directory, beside a link to the controller.
+        let head = subsys.join("block").join(format!("nvme{subsystem}n1"));
+        fs::rename(&head, subsys.join(format!("nvme{subsystem}n1"))).unwrap();
+        fs::remove_file(r.join("block").join(format!("nvme{subsystem}n1"))).unwrap();
+        symlink(
+            format!("../devices/virtual/nvme-subsystem/nvme-subsys{subsystem}/nvme{subsystem}n1"),
+            r.join("block").join(format!("nvme{subsystem}n1")),
+        )
+        .unwrap();
+        symlink(&ctrl_dir, subsys.join(format!("nvme{ctrl}"))).unwrap();
+        fs::create_dir_all(r.join("class/nvme-subsystem")).unwrap();
+        symlink(&subsys, r.join(format!("class/nvme-subsystem/nvme-subsys{subsystem}"))).unwrap();
+        fs::create_dir_all(r.join("class/nvme")).unwrap();
+        symlink(&ctrl_dir, r.join(format!("class/nvme/nvme{ctrl}"))).unwrap();
+    }
+    let a = Attribution::new(r);
+    let timeout = |ctrl: u32| format!("nvme nvme{ctrl}: I/O 12 QID 3 timeout, reset controller");
+    let dictionary = |ctrl: u32| ["SUBSYSTEM=nvme".to_string(), format!("DEVICE=c241:{ctrl}")];
+    for (ctrl, namespace) in [(0, "nvme0n1"), (2, "nvme1n1"), (1, "nvme2n1")] {
+        let d = dictionary(ctrl);
+        assert_eq!(blamed(&a, &timeout(ctrl), &[&d[0], &d[1]]), v(&[namespace]), "nvme{ctrl}");
+    }
+}

@@ -33,14 +33,16 @@ impl Attribution {
         let mut out = match &error.subject {
             Subject::Block(name) => self.of_block(name, 0),
             Subject::NvmeController(ctrl) => {
-                let prefix = format!("{ctrl}n");
                 let mut v = self.under_component(ctrl);
-                // Multipath namespaces hang off the subsystem, not the controller.
-                v.extend(
-                    entries(&self.block())
-                        .into_iter()
-                        .filter(|d| d.strip_prefix(&prefix).is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))),
-                );
+                // With NVMe multipath a namespace hangs off its subsystem and is named by
+                // the subsystem's number, which need not be the controller's (nvme2's
+                // namespace can be nvme1n1): the subsystem that links this controller.
+                let subsystems = self.sysfs.join("class/nvme-subsystem");
+                for subsystem in entries(&subsystems) {
+                    if subsystems.join(&subsystem).join(ctrl).exists() {
+                        v.extend(self.under_component(&subsystem));
+                    }
+                }
                 v
             }
             Subject::AtaDevice { port, device } => {
