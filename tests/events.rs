@@ -217,3 +217,35 @@ fn an_nvme_controller_blames_the_namespaces_of_its_own_subsystem_whatever_their_
         assert_eq!(blamed(&a, &timeout(ctrl), &[&d[0], &d[1]]), v(&[namespace]), "nvme{ctrl}");
     }
 }
+
+/// An md array (or a volume) over two disks: an error on the array cannot say which disk
+/// failed, and the failing member logs its own errors under its own name. A dm device
+/// over one disk is that disk.
+#[test]
+fn an_error_on_an_array_over_several_disks_blames_none_of_them() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    add_disk(r, "pci0000:00/0000:00:17.0/ata3/host2/target2:0:0/2:0:0:0", "sda", &["sda1"]);
+    add_disk(r, "pci0000:00/0000:00:17.0/ata4/host3/target3:0:0/3:0:0:0", "sdb", &["sdb1"]);
+    let md = add_disk(r, "virtual", "md0", &[]);
+    fs::create_dir_all(md.join("slaves")).unwrap();
+    fs::create_dir_all(md.join("slaves/sda1")).unwrap();
+    fs::create_dir_all(md.join("slaves/sdb1")).unwrap();
+    let dm = add_disk(r, "virtual", "dm-0", &[]);
+    fs::create_dir_all(dm.join("slaves/sdb1")).unwrap();
+    let a = Attribution::new(r);
+    assert!(blamed(&a, "Buffer I/O error on dev md0, logical block 0, async page read", &[]).is_empty());
+    assert!(
+        blamed(
+            &a,
+            "EXT4-fs error (device md0): ext4_find_entry:1683: inode #2: comm ls: reading directory lblock 0",
+            &[]
+        )
+        .is_empty()
+    );
+    assert_eq!(blamed(&a, "XFS (dm-0): Corruption detected. Unmount and run xfs_repair", &[]), v(&["sdb"]));
+    assert_eq!(
+        blamed(&a, "I/O error, dev sda, sector 8 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 2", &[]),
+        v(&["sda"])
+    );
+}

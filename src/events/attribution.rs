@@ -64,6 +64,9 @@ impl Attribution {
         };
         out.sort();
         out.dedup();
+        if matches!(error.subject, Subject::Block(_)) && out.len() > 1 {
+            return Vec::new();
+        }
         out
     }
 
