@@ -216,6 +216,8 @@ fn an_nvme_controller_blames_the_namespaces_of_its_own_subsystem_whatever_their_
         let d = dictionary(ctrl);
         assert_eq!(blamed(&a, &timeout(ctrl), &[&d[0], &d[1]]), v(&[namespace]), "nvme{ctrl}");
     }
+    // The dictionary's number is the controller's own, as sysfs has it; another's is not believed.
+    assert!(blamed(&a, &timeout(2), &["SUBSYSTEM=nvme", "DEVICE=c241:1"]).is_empty());
 }
 
 /// An md array (or a volume) over two disks: an error on the array cannot say which disk
@@ -248,4 +250,21 @@ fn an_error_on_an_array_over_several_disks_blames_none_of_them() {
         blamed(&a, "I/O error, dev sda, sector 8 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 2", &[]),
         v(&["sda"])
     );
+}
+
+/// A dictionary's device number must be the named device's, as sysfs has it.
+#[test]
+fn a_record_whose_device_number_is_another_devices_blames_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let sdc = add_disk(r, "pci0000:00/0000:00:17.0/ata4/host3/target3:0:0/3:0:0:0", "sdc", &["sdc1"]);
+    fs::write(sdc.join("dev"), "8:32\n").unwrap();
+    fs::write(sdc.join("sdc1/dev"), "8:33\n").unwrap();
+    let a = Attribution::new(r);
+    let line = "Buffer I/O error on dev sdc1, logical block 0, async page read";
+    assert_eq!(blamed(&a, line, &["SUBSYSTEM=block", "DEVICE=b8:33"]), v(&["sdc"]));
+    assert!(blamed(&a, line, &["SUBSYSTEM=block", "DEVICE=b8:0"]).is_empty());
+    let io = "I/O error, dev sdc, sector 0 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 2";
+    assert_eq!(blamed(&a, io, &["DEVICE=b8:32"]), v(&["sdc"]));
+    assert!(blamed(&a, io, &["DEVICE=b8:33"]).is_empty());
 }

@@ -1,14 +1,19 @@
-//! Which monitored disk a kernel line is about: partitions to their disk, stacked devices
-//! (`dm-0`, `md0`) to the disks under them, an NVMe controller to its namespaces, an ATA
-//! device to the disk at its SCSI address under its port, a SCSI address to the disk
-//! behind it. Through sysfs under a root path, so tests
-//! build the tree; by name alone when sysfs no longer knows the device (it is gone).
+//! Which monitored disk a kernel record is about, through sysfs under a root path (tests
+//! build the tree): a partition to its disk, a stacked device (`dm-0`) to the one disk
+//! under it, an NVMe controller to the namespaces of its subsystem, an ATA device to the
+//! disk at its SCSI address under its port, a SCSI address to the disk behind it; by name
+//! alone when sysfs no longer knows the device (it is gone).
+//!
+//! A warning sends a technician to a disk, so when the record cannot say which disk, none
+//! is blamed rather than several: an array or volume over several disks (the failing
+//! member logs its own errors under its own name), a record whose dictionary's device
+//! number is another device's.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::kernel_log::disk_error::{DiskError, Subject};
-use crate::probes::entries;
+use crate::probes::{entries, read_attr};
 
 /// How deep stacked devices are followed (dm over md over partitions).
 const MAX_DEPTH: usize = 4;
@@ -28,8 +33,12 @@ impl Attribution {
     }
 
     /// The `/sys/block` names of the disks `error` is about, sorted, without repeats.
-    /// Empty when nothing matches (a port with no disk behind it).
+    /// Empty when nothing matches (a port with no disk behind it), or when the record
+    /// cannot say which one disk it is about.
     pub fn disks(&self, error: &DiskError) -> Vec<String> {
+        if !self.number_agrees(error) {
+            return Vec::new();
+        }
         let mut out = match &error.subject {
             Subject::Block(name) => self.of_block(name, 0),
             Subject::NvmeController(ctrl) => {
@@ -70,6 +79,30 @@ impl Attribution {
         out
     }
 
+    /// Whether the device number of the record's dictionary, if any, is the named
+    /// device's in sysfs (when sysfs still has it).
+    fn number_agrees(&self, error: &DiskError) -> bool {
+        let Some(number) = error.number else { return true };
+        let dev = match (&error.subject, number.block) {
+            (Subject::Block(name), true) => self.block_dir(name).map(|d| d.join("dev")),
+            (Subject::NvmeController(ctrl), false) => Some(self.sysfs.join("class/nvme").join(ctrl).join("dev")),
+            _ => return false,
+        };
+        dev.and_then(|d| read_attr(&d)).is_none_or(|d| d == number.sysfs())
+    }
+
+    /// `/sys/block/<name>`, or `/sys/block/<disk>/<name>` for a partition.
+    fn block_dir(&self, name: &str) -> Option<PathBuf> {
+        let dir = self.block().join(name);
+        if dir.is_dir() {
+            return Some(dir);
+        }
+        entries(&self.block())
+            .into_iter()
+            .map(|d| self.block().join(d).join(name))
+            .find(|p| p.join("partition").is_file())
+    }
+
     fn of_block(&self, name: &str, depth: usize) -> Vec<String> {
         let dir = self.block().join(name);
         if dir.is_dir() {
@@ -89,7 +122,7 @@ impl Attribution {
     }
 
     /// Disks whose sysfs device path passes through a directory called `component`
-    /// (`ata3`, `2:0:0:0`, `nvme0`).
+    /// (`ata3`, `2:0:0:0`, `nvme0`, `nvme-subsys1`).
     fn under_component(&self, component: &str) -> Vec<String> {
         entries(&self.block())
             .into_iter()
