@@ -625,3 +625,102 @@ fn the_privileged_half_serves_without_reading_the_token_or_the_ca_file() {
     let (_, log) = stop_agent(&mut privileged);
     assert!(!log.contains("token"), "{log}");
 }
+
+/// The privileged half alone on the fixture rig, its kernel log `kmsg` (a recorded file, or
+/// the real `/dev/kmsg`); the test dir, the half, its socket.
+fn privileged_alone(kmsg: Option<&str>) -> (tempfile::TempDir, Reaped, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    let (smartctl, _) = fake_smartctl(dir.path(), HEALTHY, 0);
+    let socket = dir.path().join("priv.sock");
+    let pki = Pki::new(&["localhost"]);
+    let mut c = config("wss://localhost:1/".into(), &pki, &rig, &smartctl, socket.to_str().unwrap());
+    let kmsg = kmsg.map_or_else(|| dir.path().join("kmsg.log").display().to_string(), str::to_string);
+    c.paths_extra += &format!("kmsg = {kmsg:?}\n");
+    let cfg = c.write(dir.path());
+    let privileged = spawn_privileged(&cfg);
+    wait_until(10 * SEC, "the socket", || socket.exists());
+    (dir, privileged, socket)
+}
+
+/// Asks for the kernel log as any local process of the service's uid could (`request`),
+/// and reads the records that come within `for_`.
+fn read_kmsg_stream(socket: &Path, request: &str, for_: std::time::Duration) -> Vec<rig_agent::kernel_log::Record> {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    s.set_read_timeout(Some(ms(200))).unwrap();
+    let mut bytes = Vec::new();
+    let mut splitter = rig_agent::kernel_log::record::Splitter::default();
+    let mut records = Vec::new();
+    let until = Instant::now() + for_;
+    let mut buf = [0u8; 65536];
+    while Instant::now() < until {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if let Some(body) = bytes.strip_prefix(b"kmsg\n") {
+            records.extend(splitter.feed(body));
+            bytes = b"kmsg\n".to_vec();
+        }
+    }
+    records.extend(splitter.flush());
+    records
+}
+
+/// Any process of the service's uid (an action's command among them) may ask the privileged
+/// half for the kernel log; it gets only what the agent acts on, a disk's failure, whole.
+/// Everything else comes as its header alone: the sequence stays continuous.
+#[test]
+fn the_kernel_log_stream_carries_only_the_records_the_agent_needs() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(30 * SEC);
+    let (dir, mut privileged, socket) = privileged_alone(None);
+    let io_error = "I/O error, dev sda, sector 8 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 2";
+    fs::write(
+        dir.path().join("kmsg.log"),
+        format!(
+            "6,1,100,-;Command line: BOOT_IMAGE=/vmlinuz root=UUID=9a3e ro luks.key=/dev/disk/by-id/usb-K3Y\n\
+             6,2,200,-;usb 1-1: SerialNumber: 4C530001090911117253\n SUBSYSTEM=usb\n DEVICE=c189:1\n\
+             3,3,300,-;{io_error}\n\
+             14,4,400,-;sshd[812]: Accepted password for root from 10.0.0.9\n\
+             6,5,500,-;XFS (sda): [4000]: segfault at 0 ip 0 sp 0 error 6 in timeout[1180,0+1000]\n"
+        ),
+    )
+    .unwrap();
+    let records = read_kmsg_stream(&socket, "kmsg 4f9c2d1e-7a3b-4c5d-9e8f-0a1b2c3d4e5f 0\n", 2 * SEC);
+    let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5], "every record, in order, none left out");
+    for r in &records {
+        if r.seq == 3 {
+            assert_eq!(r.message, io_error);
+        } else {
+            assert!(r.message.is_empty() && r.device.is_none() && r.subsystem.is_none(), "{r:?}");
+        }
+    }
+    let _ = stop_agent(&mut privileged);
+}
+
+/// The same on this machine's real kernel log, from its oldest record: whatever the ring
+/// holds (boot lines, other tests' devices), no message goes out that no disk rule needs,
+/// and no record is left out.
+#[test]
+fn the_real_kernel_log_streamed_to_any_asker_carries_no_record_the_agent_does_not_need() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(30 * SEC);
+    let (_dir, mut privileged, socket) = privileged_alone(Some("/dev/kmsg"));
+    // The half reads the boot id under the fixture's procfs: the fixture's, from record 0.
+    let records = read_kmsg_stream(&socket, "kmsg 4f9c2d1e-7a3b-4c5d-9e8f-0a1b2c3d4e5f 0\n", 3 * SEC);
+    assert!(records.len() > 10, "the ring holds records: {}", records.len());
+    assert!(records.windows(2).all(|w| w[1].seq == w[0].seq + 1), "a record was left out");
+    let whole: Vec<_> = records.iter().filter(|r| !r.message.is_empty()).collect();
+    for r in &whole {
+        assert!(rig_agent::kernel_log::needed(r), "forwarded whole: {r:?}");
+    }
+    let _ = stop_agent(&mut privileged);
+}

@@ -1,17 +1,21 @@
-//! The kernel log through the privileged half: `/dev/kmsg` needs
-//! CAP_SYSLOG where `kernel.dmesg_restrict=1` and is blocked by `ProtectKernelLogs=`, so it
-//! is opened here and never in the process that talks to the gateway.
+//! The kernel log through the privileged half: `/dev/kmsg` needs CAP_SYSLOG where
+//! `kernel.dmesg_restrict=1` and is blocked by `ProtectKernelLogs=`, so it is opened here
+//! and never in the process that talks to the gateway.
 //!
 //! After the `kmsg\n` header the records go out in `/dev/kmsg`'s own text form
-//! (`prio,seq,usec,flags;message\n DEVICE=…\n`), re-encoded from the parsed [`Record`]:
-//! the kernel escapes control bytes in messages, so each record is self-delimiting, and
-//! the network half's [`crate::kernel_log::record::Splitter`] already caps each one at
-//! `MAX_RECORD` bytes. A length prefix would add a second parser and no bound.
+//! (`prio,seq,usec,flags;message\n SUBSYSTEM=…\n DEVICE=…\n`), re-encoded from the parsed
+//! record: the kernel escapes control bytes in messages, so each record is
+//! self-delimiting, and the network half's [`crate::kernel_log::record::Splitter`] already
+//! caps each one at `MAX_RECORD` bytes. A length prefix would add a second parser and no
+//! bound.
 //!
-//! Every record is forwarded, userspace ones too: the network half counts sequence gaps
-//! as lost records and keeps its cursor by sequence number, so filtering here would read
-//! as loss there. Userspace records in `/dev/kmsg` are what `dmesg` shows any user where
-//! `dmesg_restrict=0`; the network half discards them before looking at a message.
+//! Only what the agent needs goes out whole ([`crate::kernel_log::needed`]: the records a
+//! disk rule recognises). Every other record goes out as its header alone, message and
+//! dictionary removed: the network half counts sequence gaps as lost records and keeps its
+//! cursor by sequence number, so a record left out would read as loss there, while a
+//! process of this service's uid that asks for the stream (an action's command, say, where
+//! `dmesg` is refused to that uid by `dmesg_restrict=1`) reads nothing the agent does not
+//! act on.
 //!
 //! Bounded: the socket is written without blocking; a record that does not fit in the
 //! socket's buffer (the network half is not reading) is dropped, which the network half
@@ -23,6 +27,7 @@ use std::time::Duration;
 
 use crate::config::PrivilegedConfig;
 use crate::kernel_log::cursor::{self, Cursor, Start};
+use crate::kernel_log::needed;
 use crate::kernel_log::reader::{self, KmsgReader, Progress};
 
 use crate::protocol::escape::escape;
@@ -77,7 +82,7 @@ pub fn serve(mut conn: UnixStream, cfg: &PrivilegedConfig, after: Option<Cursor>
         for r in &records {
             // One record half-written at most: while it waits, newer ones are dropped.
             if pending.is_empty() {
-                pending = r.encode();
+                pending = if needed(r) { r.encode() } else { r.without_message().encode() };
                 flush(&mut conn, &mut pending)?;
             } else {
                 dropped += 1;
@@ -134,18 +139,27 @@ fn peer_gone(conn: &UnixStream) -> io::Result<bool> {
 mod tests {
     use super::*;
 
+    /// A disk's error goes out whole with its dictionary; anything else, the kernel's or a
+    /// process's, as its header alone, so the sequence stays continuous.
     #[test]
-    fn the_records_are_served_after_the_cursor_and_end_when_the_peer_leaves() {
+    fn the_records_are_served_after_the_cursor_whole_only_when_the_agent_needs_them() {
         let d = tempfile::tempdir().unwrap();
         let mut cfg = PrivilegedConfig::from(crate::config::tests::minimal_config(d.path()));
         cfg.paths.kmsg = d.path().join("kmsg");
         cfg.paths.procfs = d.path().join("proc");
-        std::fs::write(&cfg.paths.kmsg, "6,1,1,-;a\n6,2,2,-;b\n6,3,3,-;c\n").unwrap();
+        let io_error = "3,3,3,-;I/O error, dev sda, sector 8 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 2\n \
+                        SUBSYSTEM=block\n DEVICE=b8:0\n";
+        let log = format!(
+            "6,1,1,-;a\n6,2,2,-;usb 1-1: new device, SerialNumber: K3Y\n SUBSYSTEM=usb\n DEVICE=c189:1\n{io_error}\
+             14,4,4,-;sshd[812]: Accepted password for root\n"
+        );
+        std::fs::write(&cfg.paths.kmsg, log).unwrap();
         let (mut agent, privileged) = UnixStream::pair().unwrap();
         let cursor = Cursor { boot_id: "ab".into(), seq: 1 };
         let t = std::thread::spawn(move || serve(privileged, &cfg, Some(cursor)));
         agent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let want = b"kmsg\n6,2,2,-;b\n6,3,3,-;c\n";
+        let want = format!("kmsg\n6,2,2,-;\n{io_error}14,4,4,-;\n");
+        let want = want.as_bytes();
         let mut got = vec![0; want.len()];
         agent.read_exact(&mut got).unwrap();
         assert_eq!(got, want);
@@ -159,8 +173,9 @@ mod tests {
         let mut cfg = PrivilegedConfig::from(crate::config::tests::minimal_config(d.path()));
         cfg.paths.kmsg = d.path().join("kmsg");
         cfg.paths.procfs = d.path().join("proc");
-        let total = 4000;
-        let text: String = (1..=total).map(|i| format!("6,{i},{i},-;{}\n", "x".repeat(900))).collect();
+        let total: u64 = 4000;
+        let line = |i: u64| format!("I/O error, dev sda, sector {i} op 0x0:(READ) {:0>850}", i);
+        let text: String = (1..=total).map(|i| format!("3,{i},{i},-;{}\n", line(i))).collect();
         std::fs::write(&cfg.paths.kmsg, text).unwrap();
         let (mut agent, privileged) = UnixStream::pair().unwrap();
         let t = std::thread::spawn(move || serve(privileged, &cfg, Some(Cursor { boot_id: "ab".into(), seq: 0 })));
@@ -174,9 +189,9 @@ mod tests {
         let mut splitter = crate::kernel_log::record::Splitter::default();
         let mut records = splitter.feed(bytes.strip_prefix(b"kmsg\n").unwrap());
         records.extend(splitter.flush());
-        assert!(!records.is_empty() && records.len() < total, "{} of {total} records came", records.len());
+        assert!(!records.is_empty() && (records.len() as u64) < total, "{} of {total} records came", records.len());
         assert!(records.windows(2).all(|w| w[0].seq < w[1].seq));
-        assert!(records.iter().all(|r| r.message.len() == 900), "only whole records");
+        assert!(records.iter().all(|r| r.message == line(r.seq)), "only whole records");
         drop(agent);
         t.join().unwrap().unwrap();
     }
