@@ -3,24 +3,39 @@
 //! through [`crate::os::child::run`] (own process group, `disks.smart_timeout`), and answers
 //! with smartctl's exit status and stdout. It parses no JSON and talks to no network.
 
+use std::collections::VecDeque;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::wire::{self, Refusal, Request, SmartAnswer};
 use crate::config::PrivilegedConfig;
+use crate::logging::Throttle;
 use crate::os::child::StuckRuns;
 use crate::protocol::escape::escape;
 
-/// Connections served at once: one per disk being read, with room to spare; more are
-/// closed at once (the network half reads a few disks at a time).
-const MAX_CONCURRENT: usize = 16;
+/// Requests served at once, from the connection's accept to its answer: one per disk being
+/// read, with room to spare; more are closed at once (the network half reads a few disks at
+/// a time). A kernel log stream gives its slot back once its request is read: streams live
+/// as long as their reader and have their own budget, [`MAX_STREAMS`].
+const MAX_REQUESTS: usize = 16;
+/// Kernel log streams open at once: the agent's, and one more (an operator's tool, or the
+/// agent's next one while the last is going away). A new stream past this replaces the
+/// oldest, whose reader sees its stream end: the agent asks again within a second and
+/// resumes after the last record it read, losing nothing the ring still holds. Refusing the
+/// new one instead would let two streams opened first by any process of this uid keep the
+/// agent deaf to the kernel log.
+const MAX_STREAMS: usize = 2;
+/// Refusals (a full house, a malformed request, another uid) are logged at most this many
+/// times a minute, then counted: a local process looping on the socket must not flood the
+/// journal, least of all while a disk is failing.
+const REFUSALS_PER_MINUTE: u32 = 5;
 /// How long a peer may take to send its request line, in all (not per read: see
 /// [`UntilDeadline`]).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -82,7 +97,8 @@ pub fn serve(mut listener: UnixListener, config: PathBuf, first: PrivilegedConfi
     let own_uid = rustix::process::getuid().as_raw();
     let mut watch = first.paths.privileged_socket.clone().map(SocketWatch::new);
     let current = Arc::new(std::sync::Mutex::new(first));
-    let busy = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let streams = Arc::new(Streams::default());
     loop {
         if !readable_within(&listener, SOCKET_CHECK) {
             if let Some(new) = watch.as_mut().and_then(SocketWatch::rebind_if_gone) {
@@ -91,24 +107,82 @@ pub fn serve(mut listener: UnixListener, config: PathBuf, first: PrivilegedConfi
             continue;
         }
         let Ok((conn, _)) = listener.accept() else { continue };
-        if busy.load(Ordering::SeqCst) >= MAX_CONCURRENT {
-            log::warn!("privileged: {MAX_CONCURRENT} requests already running; closing a new connection");
+        let Some(slot) = Slot::take(&requests) else {
+            refused(&format!("privileged: {MAX_REQUESTS} requests already running; closing a new connection"));
             continue;
-        }
-        busy.fetch_add(1, Ordering::SeqCst);
-        let (running, current, config) = (Arc::clone(&busy), Arc::clone(&current), config.clone());
+        };
+        let (current, config, streams) = (Arc::clone(&current), config.clone(), Arc::clone(&streams));
         let spawned = thread::Builder::new().name("privileged".into()).spawn(move || {
             let cfg = reload(&current, &config);
-            if let Err(e) = handle(conn, &cfg, own_uid) {
+            if let Err(e) = handle(conn, &cfg, own_uid, slot, &streams) {
                 log::debug!("privileged: answering failed: {e}");
             }
-            running.fetch_sub(1, Ordering::SeqCst);
         });
         if spawned.is_err() {
-            // The thread that would have counted it down never ran.
-            busy.fetch_sub(1, Ordering::SeqCst);
-            log::warn!("privileged: cannot start a thread for a request");
+            refused("privileged: cannot start a thread for a request");
         }
+    }
+}
+
+/// Logs a refusal through the refusals' throttle.
+fn refused(line: &str) {
+    static LOG: LazyLock<Mutex<Throttle>> =
+        LazyLock::new(|| Mutex::new(Throttle::new(Duration::from_secs(60), REFUSALS_PER_MINUTE)));
+    LOG.lock().unwrap_or_else(|p| p.into_inner()).warn(line);
+}
+
+/// One of the [`MAX_REQUESTS`] request slots, given back when dropped (the request
+/// answered, its thread gone, or never started).
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(taken: &Arc<AtomicUsize>) -> Option<Slot> {
+        taken.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_REQUESTS).then_some(n + 1)).ok()?;
+        Some(Slot(Arc::clone(taken)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The kernel log streams open now, oldest first, each with a handle to end it.
+#[derive(Default)]
+struct Streams {
+    open: Mutex<VecDeque<(u64, UnixStream)>>,
+    next: AtomicU64,
+}
+
+impl Streams {
+    /// Counts `conn` among the open streams, ending the oldest when [`MAX_STREAMS`] are
+    /// open; the stream leaves the count when the returned guard is dropped.
+    fn admit<'a>(&'a self, conn: &UnixStream) -> io::Result<OpenStream<'a>> {
+        let handle = conn.try_clone()?;
+        let id = self.next.fetch_add(1, Ordering::SeqCst);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        while open.len() >= MAX_STREAMS {
+            if let Some((_, oldest)) = open.pop_front() {
+                // Its thread sees the end at its next read or write and returns.
+                let _ = oldest.shutdown(std::net::Shutdown::Both);
+                refused(&format!("privileged: {MAX_STREAMS} kernel log streams open; ended the oldest for a new one"));
+            }
+        }
+        open.push_back((id, handle));
+        Ok(OpenStream { streams: self, id })
+    }
+}
+
+/// A stream counted in [`Streams`] while it lives.
+struct OpenStream<'a> {
+    streams: &'a Streams,
+    id: u64,
+}
+
+impl Drop for OpenStream<'_> {
+    fn drop(&mut self) {
+        self.streams.open.lock().unwrap_or_else(|p| p.into_inner()).retain(|(id, _)| *id != self.id);
     }
 }
 
@@ -204,8 +278,9 @@ fn reload(current: &std::sync::Mutex<PrivilegedConfig>, config: &Path) -> Privil
     cur.clone()
 }
 
-/// One connection: peer check, one request, one answer.
-fn handle(mut conn: UnixStream, cfg: &PrivilegedConfig, own_uid: u32) -> io::Result<()> {
+/// One connection: peer check, one request, one answer (or the kernel log stream, which
+/// gives `slot` back and counts among the streams instead).
+fn handle(mut conn: UnixStream, cfg: &PrivilegedConfig, own_uid: u32, slot: Slot, streams: &Streams) -> io::Result<()> {
     conn.set_write_timeout(Some(ANSWER_TIMEOUT))?;
     let peer = rustix::net::sockopt::socket_peercred(&conn)?.uid.as_raw();
     let line = if peer == own_uid || peer == 0 {
@@ -222,14 +297,16 @@ fn handle(mut conn: UnixStream, cfg: &PrivilegedConfig, own_uid: u32) -> io::Res
     let answer = match check(&line, cfg, peer, own_uid) {
         Ok(Request::Smart(name)) => run_smartctl(cfg, &name),
         Ok(Request::Kmsg(cursor)) => {
+            drop(slot);
             conn.set_write_timeout(None)?;
+            let _open = streams.admit(&conn)?;
             return super::kmsg::serve(conn, cfg, cursor);
         }
         Err(refusal) => {
-            log::warn!(
+            refused(&format!(
                 "privileged: refused \"{}\" from uid {peer}: {refusal}; nothing run",
                 escape(&String::from_utf8_lossy(&line))
-            );
+            ));
             SmartAnswer::Refused(refusal.word().into())
         }
     };
@@ -238,7 +315,7 @@ fn handle(mut conn: UnixStream, cfg: &PrivilegedConfig, own_uid: u32) -> io::Res
 
 /// Reads from the connection until a deadline: `SO_RCVTIMEO` armed with what is left before
 /// each read. Armed once, it bounded each read only, and a peer sending a byte a second
-/// held its thread and one of the [`MAX_CONCURRENT`] slots for its whole 128-byte line.
+/// held its thread and one of the [`MAX_REQUESTS`] slots for its whole 128-byte line.
 struct UntilDeadline<'a> {
     conn: &'a UnixStream,
     deadline: Instant,
