@@ -172,6 +172,11 @@ impl Throttle {
         }
     }
 
+    /// The events counted silently since the last one let through, and none from now.
+    pub(crate) fn take_suppressed(&mut self) -> u64 {
+        std::mem::take(&mut self.suppressed)
+    }
+
     /// `Some(n)` when this event should be logged, `n` being how many were suppressed
     /// before it; `None` when it should be counted silently.
     pub(crate) fn admit(&mut self, now: Instant) -> Option<u64> {

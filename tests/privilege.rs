@@ -365,6 +365,7 @@ fn requests_for_unmonitored_path_like_oversized_or_malformed_names_are_refused_l
     let (_, log) = stop_agent(&mut privileged);
     // Each logged, escaped, up to five a minute; the rest are counted, not logged.
     assert_eq!(log.matches("refused ").count(), 5, "{log}");
+    assert!(log.contains("; 8 refusals were not logged"), "{log}");
     assert!(log.contains("refused \"smart ../sda\\n\""), "escaped in the log: {log}");
 }
 
@@ -787,4 +788,77 @@ fn two_hundred_refused_connections_log_a_bounded_number_of_lines() {
     let (_, log) = stop_agent(&mut privileged);
     let lines = log.lines().filter(|l| l.contains("refused") || l.contains("requests already running")).count();
     assert!(lines <= 5, "{lines} lines for 400 refusals: {log}");
+    assert!(log.contains(&format!("; {} refusals were not logged", 400 - lines)), "the rest counted: {log}");
+}
+
+/// The pid of the only child of `pid` (what `unshare --fork` runs).
+fn only_child(pid: u32) -> u32 {
+    let mut child = None;
+    wait_until(10 * SEC, "the child", || {
+        child = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .ok()
+            .and_then(|c| c.split_whitespace().next().and_then(|p| p.parse().ok()));
+        child.is_some()
+    });
+    child.unwrap()
+}
+
+/// SIGTERM, as systemd stops the unit: the half stops at once, with a line saying so,
+/// exit 0, its socket removed, a smartctl still running killed (its own process group,
+/// which would run on orphaned), also with a kernel log stream open. And as PID 1 of a
+/// PID namespace (a container), where a signal without a handler is ignored.
+#[test]
+fn sigterm_stops_the_privileged_half_at_once_and_it_says_so() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let rig = rig_copy(dir.path());
+    // A smartctl that hangs: its pid in `calls`, then 60 s of sleep.
+    let smartctl = dir.path().join("smartctl");
+    let calls = dir.path().join("calls");
+    fs::write(&smartctl, format!("#!/bin/sh\necho $$ >> {}\nexec sleep 60\n", calls.display())).unwrap();
+    fs::set_permissions(&smartctl, fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.path().join("priv.sock");
+    let pki = Pki::new(&["localhost"]);
+    let mut c = config("wss://localhost:1/".into(), &pki, &rig, &smartctl, socket.to_str().unwrap());
+    fs::write(dir.path().join("kmsg.log"), "").unwrap();
+    c.paths_extra += &format!("kmsg = {:?}\n", dir.path().join("kmsg.log").display().to_string());
+    let cfg = c.write(dir.path());
+
+    let mut privileged = spawn_privileged(&cfg);
+    wait_until(10 * SEC, "the socket", || socket.exists());
+    let _stream = open_kmsg_stream(&socket);
+    let asker = thread::spawn({
+        let socket = socket.clone();
+        move || ask_raw(&socket, b"smart sda\n")
+    });
+    wait_until(10 * SEC, "smartctl running", || fs::read_to_string(&calls).is_ok_and(|c| c.ends_with('\n')));
+    let smartctl_pid: i32 = fs::read_to_string(&calls).unwrap().trim().parse().unwrap();
+    signal(&privileged, Signal::TERM);
+    let (code, _, log) = wait_exit(&mut privileged, 10 * SEC);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.lines().last().is_some_and(|l| l.contains("privileged half stopped; killed 1 smartctl")), "{log}");
+    assert!(!socket.exists(), "its socket was left behind");
+    wait_until(5 * SEC, "smartctl's end", || !Path::new(&format!("/proc/{smartctl_pid}")).exists());
+    let _ = asker.join();
+
+    // PID 1 of its own PID namespace, as in a container.
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--"])
+        .arg(agent_command().get_program())
+        .args(agent_command().get_args())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("privileged")
+        .stdout(Stdio::null())
+        .env_remove("JOURNAL_STREAM");
+    let mut unshare = Reaped(spawn_logged(&mut cmd));
+    wait_until(10 * SEC, "the socket", || socket.exists());
+    let pid1 = only_child(unshare.id());
+    rustix::process::kill_process(rustix::process::Pid::from_raw(pid1 as i32).unwrap(), Signal::TERM).unwrap();
+    let (code, _, log) = wait_exit(&mut unshare, 10 * SEC);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("privileged half stopped"), "{log}");
 }

@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::fs;
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -17,7 +18,9 @@ use std::time::{Duration, Instant};
 use super::wire::{self, Refusal, Request, SmartAnswer};
 use crate::config::PrivilegedConfig;
 use crate::logging::Throttle;
-use crate::os::child::StuckRuns;
+use crate::os::child::{Groups, StuckRuns};
+use crate::os::signals::Shutdown;
+use crate::os::wake::{Interest, WakeReceiver};
 use crate::protocol::escape::escape;
 
 /// Requests served at once, from the connection's accept to its answer: one per disk being
@@ -93,14 +96,28 @@ pub fn bind(path: &Path) -> Result<UnixListener, ListenError> {
 /// Serves until the process is killed. `config` is read again for each request, so a
 /// changed `disks.include` applies without a restart; a config that no longer loads
 /// keeps the last good one.
-pub fn serve(mut listener: UnixListener, config: PathBuf, first: PrivilegedConfig) {
+pub fn serve(
+    mut listener: UnixListener,
+    config: PathBuf,
+    first: PrivilegedConfig,
+    shutdown: &Shutdown,
+    wake: &WakeReceiver,
+) {
     let own_uid = rustix::process::getuid().as_raw();
     let mut watch = first.paths.privileged_socket.clone().map(SocketWatch::new);
     let current = Arc::new(std::sync::Mutex::new(first));
     let requests = Arc::new(AtomicUsize::new(0));
     let streams = Arc::new(Streams::default());
     loop {
-        if !readable_within(&listener, SOCKET_CHECK) {
+        // SIGTERM, SIGINT: the signal handler sets the flag and wakes this wait.
+        wake.wait(Some((listener.as_fd(), Interest::Readable)), Some(SOCKET_CHECK));
+        if shutdown.is_requested() {
+            stop(watch.as_ref());
+            return;
+        }
+        // SIGHUP: every request rereads the config anyway.
+        shutdown.take_reload();
+        if !readable_now(&listener) {
             if let Some(new) = watch.as_mut().and_then(SocketWatch::rebind_if_gone) {
                 listener = new;
             }
@@ -124,11 +141,35 @@ pub fn serve(mut listener: UnixListener, config: PathBuf, first: PrivilegedConfi
     }
 }
 
+/// What a stop does besides returning: the smartctl runs still going are killed (their
+/// own process groups, which the process's exit would leave running, orphaned, when it
+/// was started by hand), the socket this process bound is removed (a socket nobody
+/// answers reads as a half that died), and the refusals not logged yet are counted.
+fn stop(watch: Option<&SocketWatch>) {
+    let killed = SMARTCTL_RUNS.kill_all();
+    if let Some(w) = watch
+        && identity(&w.path) == w.bound
+    {
+        let _ = fs::remove_file(&w.path);
+    }
+    let unlogged = REFUSALS.lock().unwrap_or_else(|p| p.into_inner()).take_suppressed();
+    let mut also = String::new();
+    if killed > 0 {
+        also += &format!("; killed {killed} smartctl still running");
+    }
+    if unlogged > 0 {
+        also += &format!("; {unlogged} refusals were not logged");
+    }
+    log::info!("privileged half stopped{also}");
+}
+
+/// The refusals' throttle.
+static REFUSALS: LazyLock<Mutex<Throttle>> =
+    LazyLock::new(|| Mutex::new(Throttle::new(Duration::from_secs(60), REFUSALS_PER_MINUTE)));
+
 /// Logs a refusal through the refusals' throttle.
 fn refused(line: &str) {
-    static LOG: LazyLock<Mutex<Throttle>> =
-        LazyLock::new(|| Mutex::new(Throttle::new(Duration::from_secs(60), REFUSALS_PER_MINUTE)));
-    LOG.lock().unwrap_or_else(|p| p.into_inner()).warn(line);
+    REFUSALS.lock().unwrap_or_else(|p| p.into_inner()).warn(line);
 }
 
 /// One of the [`MAX_REQUESTS`] request slots, given back when dropped (the request
@@ -186,13 +227,11 @@ impl Drop for OpenStream<'_> {
     }
 }
 
-/// Whether a connection waits on `listener` within `timeout` (an interrupted poll is
-/// "no", and the caller looks again).
-fn readable_within(listener: &UnixListener, timeout: Duration) -> bool {
+/// Whether a connection waits on `listener` now.
+fn readable_now(listener: &UnixListener) -> bool {
     use rustix::event::{PollFd, PollFlags, Timespec, poll};
-    let ts = Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: timeout.subsec_nanos().into() };
     let mut fds = [PollFd::new(listener, PollFlags::IN)];
-    poll(&mut fds, Some(&ts)).is_ok_and(|n| n > 0)
+    poll(&mut fds, Some(&Timespec { tv_sec: 0, tv_nsec: 0 })).is_ok_and(|n| n > 0)
 }
 
 /// The socket's path and the identity of the socket bound there. Someone removing it
@@ -348,12 +387,14 @@ pub fn check(line: &[u8], cfg: &PrivilegedConfig, peer: u32, own_uid: u32) -> Re
 
 /// smartctl runs killed at the timeout and not ended yet, by disk: the network half asks
 /// every `smart_interval`, and a disk that hangs one smartctl in D state would hang each.
-static STUCK: std::sync::LazyLock<StuckRuns> = std::sync::LazyLock::new(StuckRuns::default);
+static STUCK: LazyLock<StuckRuns> = LazyLock::new(StuckRuns::default);
+/// The process groups of the smartctl runs going on, killed at stop.
+static SMARTCTL_RUNS: LazyLock<Groups> = LazyLock::new(Groups::default);
 
 /// `smartctl --json -H -A /dev/<name>`, as the agent ran it before the split; not again
 /// while the last one on that disk is still stuck.
 fn run_smartctl(cfg: &PrivilegedConfig, name: &str) -> SmartAnswer {
-    super::smartctl::run(&cfg.disks.smartctl, name, cfg.disks.smart_timeout, &STUCK)
+    super::smartctl::run_in(&cfg.disks.smartctl, name, cfg.disks.smart_timeout, &STUCK, &SMARTCTL_RUNS)
 }
 
 #[cfg(test)]
