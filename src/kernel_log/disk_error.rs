@@ -13,6 +13,8 @@
 //!   its driver's whole prefix *and* the driver's own words right after the device, past
 //!   the first 15 bytes, and a record shaped like a task's report (`name[pid]`,
 //!   `name (pid)` at its start, `… invoked oom-killer`) is never a disk's.
+//! - The printk-format rules also need their driver's severity (warning or worse): the
+//!   reports that begin with a task's name are informational.
 //! - Where the driver logs through `dev_printk` (SCSI disks, NVMe controllers), the kernel
 //!   attaches a dictionary (`SUBSYSTEM=`, `DEVICE=`) that no process can add to a record:
 //!   a record in that format without it, or whose `DEVICE` names another device, is not
@@ -110,6 +112,12 @@ pub struct DiskError {
 const MAX_NAME: usize = 32;
 /// A task name is at most this many bytes (`TASK_COMM_LEN` less its NUL).
 const TASK_NAME: usize = 15;
+/// The mildest level the printk-format rules' drivers log their failures at: KERN_WARNING.
+/// They use KERN_ERR (block layer, buffer heads, NVMe command errors, libata), KERN_CRIT
+/// (ext4) or KERN_ALERT (XFS); the reports about a task that begin with its name (a
+/// segfault, a trap, a fault on ARM) are KERN_INFO, so a name shaped like a driver's line
+/// gets nowhere there either. (SCSI sense lines are KERN_INFO, but carry the dictionary.)
+const MILDEST_PRINTK_LEVEL: u8 = 4;
 
 fn decimal(s: &str) -> Option<u32> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
@@ -227,7 +235,11 @@ pub fn recognise(r: &Record) -> Option<DiskError> {
         let agrees = r.subsystem.as_deref() == Some("nvme") && number.is_some_and(|n| !n.block);
         return agrees.then_some(DiskError { kind, subject, number });
     }
-    // printk formats: no dictionary, or one naming this block device.
+    // printk formats: at their drivers' severity, with no dictionary or one naming this
+    // block device.
+    if r.level > MILDEST_PRINTK_LEVEL {
+        return None;
+    }
     let (kind, subject) = block_request(m)
         .or_else(|| buffer_io(m))
         .or_else(|| ext4(m))

@@ -214,6 +214,32 @@ fn a_forged_segfault_record_never_blames_a_disk() {
     assert_eq!(seen(reported, &[]), None);
 }
 
+/// A kernel message of the form "<task name>: <text the task chose>" at KERN_INFO, as
+/// some reports about a task are, must not pass for a driver's error even where its text
+/// has the driver's whole shape: the drivers without a dictionary log failures at warning
+/// level or worse.
+#[test]
+fn a_printk_rule_needs_its_drivers_severity() {
+    let lines = [
+        "nvme0n1: Read(0x2) @ LBA 0, 8 blocks, Unrecovered Read Error (sct 0x2 / sc 0x81) DNR ",
+        "ata1.00: error: { UNC }",
+        "I/O error, dev sda, sector 8 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 2",
+        "XFS (sda): metadata I/O error in \"x\" at daddr 0x1 len 1 error 5",
+    ];
+    for line in lines {
+        for (prio, believed) in [(1, true), (2, true), (3, true), (4, true), (5, false), (6, false), (7, false)] {
+            let r = parse(&format!("{prio},7,8,-;{line}\n")).unwrap();
+            assert_eq!(recognise(&r).is_some(), believed, "level {prio}: {line}");
+        }
+    }
+    // SCSI sense lines are informational, and believed for their dictionary.
+    assert!(seen("sd 2:0:0:0: [sdb] tag#1 Sense Key : Medium Error [current] ", &SCSI_2000).is_some());
+    let info = parse(
+        "6,7,8,-;sd 2:0:0:0: [sdb] tag#1 Sense Key : Medium Error [current] \n SUBSYSTEM=scsi\n DEVICE=+scsi:2:0:0:0\n",
+    );
+    assert!(recognise(&info.unwrap()).is_some());
+}
+
 #[test]
 fn a_record_written_by_a_process_is_never_the_kernels() {
     // `echo "I/O error, dev sda, …" > /dev/kmsg` by root: facility user.
