@@ -19,7 +19,8 @@
 //!
 //! Bounded: the socket is written without blocking; a record that does not fit in the
 //! socket's buffer (the network half is not reading) is dropped, which the network half
-//! sees as a sequence gap and counts in `kmsg_lost_records`, like an EPIPE overrun.
+//! sees as a sequence gap and counts in `kmsg_lost_records`, like an EPIPE overrun. Up to
+//! 64 records the agent needs wait for room instead, while the others are dropped.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -27,8 +28,8 @@ use std::time::Duration;
 
 use crate::config::PrivilegedConfig;
 use crate::kernel_log::cursor::{self, Cursor, Start};
-use crate::kernel_log::needed;
 use crate::kernel_log::reader::{self, KmsgReader, Progress};
+use crate::kernel_log::{Record, needed};
 
 use crate::protocol::escape::escape;
 
@@ -72,7 +73,7 @@ pub fn serve(mut conn: UnixStream, cfg: &PrivilegedConfig, after: Option<Cursor>
     };
     conn.write_all(b"kmsg\n")?;
     conn.set_nonblocking(true)?;
-    let mut pending: Vec<u8> = Vec::new();
+    let mut out = Outgoing::default();
     let mut dropped = 0u64;
     let mut last_said: Option<std::time::Instant> = None;
     let mut records = Vec::new();
@@ -80,17 +81,14 @@ pub fn serve(mut conn: UnixStream, cfg: &PrivilegedConfig, after: Option<Cursor>
         records.clear();
         let progress = reader.read(&mut records)?;
         for r in &records {
-            // One record half-written at most: while it waits, newer ones are dropped.
-            if pending.is_empty() {
-                pending = if needed(r) { r.encode() } else { r.without_message().encode() };
-                flush(&mut conn, &mut pending)?;
-            } else {
+            if !out.offer(r) {
                 dropped += 1;
             }
+            out.flush(&mut conn)?;
         }
-        flush(&mut conn, &mut pending)?;
+        out.flush(&mut conn)?;
         // Counted, and said at most once per SAID_EVERY.
-        if dropped > 0 && pending.is_empty() && last_said.is_none_or(|t| t.elapsed() >= SAID_EVERY) {
+        if dropped > 0 && out.is_empty() && last_said.is_none_or(|t| t.elapsed() >= SAID_EVERY) {
             log::warn!("privileged: kernel log: {dropped} records dropped, the agent was not reading");
             dropped = 0;
             last_said = Some(std::time::Instant::now());
@@ -99,7 +97,11 @@ pub fn serve(mut conn: UnixStream, cfg: &PrivilegedConfig, after: Option<Cursor>
             continue;
         }
         let waiting_on_log = progress == Progress::Wait;
-        let mut fds = vec![rustix::event::PollFd::new(&conn, rustix::event::PollFlags::IN)];
+        let mut wanted = rustix::event::PollFlags::IN;
+        if !out.is_empty() {
+            wanted |= rustix::event::PollFlags::OUT;
+        }
+        let mut fds = vec![rustix::event::PollFd::new(&conn, wanted)];
         if waiting_on_log {
             fds.push(rustix::event::PollFd::new(&reader, rustix::event::PollFlags::IN));
         }
@@ -111,17 +113,57 @@ pub fn serve(mut conn: UnixStream, cfg: &PrivilegedConfig, after: Option<Cursor>
     }
 }
 
-/// Writes what the socket takes now of `pending`.
-fn flush(conn: &mut UnixStream, pending: &mut Vec<u8>) -> io::Result<()> {
-    while !pending.is_empty() {
-        match conn.write(pending) {
-            Ok(n) => drop(pending.drain(..n)),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// Disk records that may wait for a reader that is behind, besides the record being
+/// written: a flood of other records (which any user can cause, e.g. by creating network
+/// interfaces in a namespace of its own) must not push out the one the agent needs.
+const MAX_WAITING: usize = 64;
+
+/// What is on its way to the reader: at most one record half-written, and up to
+/// [`MAX_WAITING`] records the agent needs behind it. Bounded: a record that finds no room
+/// is dropped (the reader sees the gap); while records the agent needs wait, the others
+/// are dropped first.
+#[derive(Default)]
+struct Outgoing {
+    writing: Vec<u8>,
+    waiting: std::collections::VecDeque<Vec<u8>>,
+}
+
+impl Outgoing {
+    fn is_empty(&self) -> bool {
+        self.writing.is_empty() && self.waiting.is_empty()
+    }
+
+    /// Takes `r` on its way, whole when the agent needs it and as its header alone
+    /// otherwise; false when it is dropped for want of room.
+    fn offer(&mut self, r: &Record) -> bool {
+        let need = needed(r);
+        if self.is_empty() {
+            self.writing = if need { r.encode() } else { r.without_message().encode() };
+        } else if need && self.waiting.len() < MAX_WAITING {
+            self.waiting.push_back(r.encode());
+        } else {
+            return false;
+        }
+        true
+    }
+
+    /// Writes what the socket takes now.
+    fn flush(&mut self, conn: &mut UnixStream) -> io::Result<()> {
+        loop {
+            while !self.writing.is_empty() {
+                match conn.write(&self.writing) {
+                    Ok(n) => drop(self.writing.drain(..n)),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            match self.waiting.pop_front() {
+                Some(next) => self.writing = next,
+                None => return Ok(()),
+            }
         }
     }
-    Ok(())
 }
 
 /// Whether the peer closed its end (it sends nothing after its request).
@@ -167,32 +209,57 @@ mod tests {
         t.join().unwrap().unwrap();
     }
 
-    #[test]
-    fn an_agent_that_does_not_read_loses_whole_records_and_the_privileged_half_buffers_one_at_most() {
+    /// `log` served from its first record to an agent that reads nothing for 500 ms (the
+    /// socket's buffer fills), then everything: the records it gets.
+    fn served_to_a_slow_agent(log: String) -> Vec<Record> {
         let d = tempfile::tempdir().unwrap();
         let mut cfg = PrivilegedConfig::from(crate::config::tests::minimal_config(d.path()));
         cfg.paths.kmsg = d.path().join("kmsg");
         cfg.paths.procfs = d.path().join("proc");
-        let total: u64 = 4000;
-        let line = |i: u64| format!("I/O error, dev sda, sector {i} op 0x0:(READ) {:0>850}", i);
-        let text: String = (1..=total).map(|i| format!("3,{i},{i},-;{}\n", line(i))).collect();
-        std::fs::write(&cfg.paths.kmsg, text).unwrap();
+        std::fs::write(&cfg.paths.kmsg, log).unwrap();
         let (mut agent, privileged) = UnixStream::pair().unwrap();
         let t = std::thread::spawn(move || serve(privileged, &cfg, Some(Cursor { boot_id: "ab".into(), seq: 0 })));
-        std::thread::sleep(Duration::from_millis(500)); // not reading: the socket's buffer fills
-        agent.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        agent.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
         let mut bytes = Vec::new();
         let mut buf = [0u8; 65536];
         while let Ok(n @ 1..) = agent.read(&mut buf) {
             bytes.extend_from_slice(&buf[..n]);
         }
+        drop(agent);
+        t.join().unwrap().unwrap();
         let mut splitter = crate::kernel_log::record::Splitter::default();
         let mut records = splitter.feed(bytes.strip_prefix(b"kmsg\n").unwrap());
         records.extend(splitter.flush());
+        records
+    }
+
+    /// A flood of records the agent does not need (any user can make the kernel log lines
+    /// quickly) while the agent is behind: headers are dropped, the disk's errors are not.
+    #[test]
+    fn a_flood_of_other_records_does_not_push_out_the_records_the_agent_needs() {
+        let total: u64 = 20_000;
+        let disk = |i: u64| i % 500 == 0;
+        let records = served_to_a_slow_agent(
+            (1..=total)
+                .map(|i| match disk(i) {
+                    true => format!("3,{i},{i},-;I/O error, dev sda, sector {i} op 0x0:(READ)\n"),
+                    false => format!("6,{i},{i},-;br0: port 1(veth{i}) entered blocking state\n"),
+                })
+                .collect(),
+        );
+        assert!((records.len() as u64) < total, "nothing was dropped: the test did not flood");
+        let errors: Vec<u64> = records.iter().filter(|r| !r.message.is_empty()).map(|r| r.seq).collect();
+        assert_eq!(errors, (1..=total).filter(|i| disk(*i)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_agent_that_does_not_read_loses_whole_records_and_what_waits_for_it_is_bounded() {
+        let total: u64 = 4000;
+        let line = |i: u64| format!("I/O error, dev sda, sector {i} op 0x0:(READ) {:0>850}", i);
+        let records = served_to_a_slow_agent((1..=total).map(|i| format!("3,{i},{i},-;{}\n", line(i))).collect());
         assert!(!records.is_empty() && (records.len() as u64) < total, "{} of {total} records came", records.len());
         assert!(records.windows(2).all(|w| w[0].seq < w[1].seq));
         assert!(records.iter().all(|r| r.message == line(r.seq)), "only whole records");
-        drop(agent);
-        t.join().unwrap().unwrap();
     }
 }
