@@ -220,6 +220,24 @@ fn an_nvme_controller_blames_the_namespaces_of_its_own_subsystem_whatever_their_
     assert!(blamed(&a, &timeout(2), &["SUBSYSTEM=nvme", "DEVICE=c241:1"]).is_empty());
 }
 
+/// With NVMe multipath the kernel logs a failed command under the path device's name
+/// (`nvme0c0n1`, hidden, no device node): the failure is the namespace's, `nvme0n1`.
+#[test]
+fn an_error_of_an_nvme_multipath_path_device_is_its_namespaces() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    add_disk(r, "virtual/nvme-subsystem/nvme-subsys0", "nvme0n1", &[]);
+    add_disk(r, "pci0000:00/0000:00:1d.0/0000:3d:00.0/nvme/nvme0", "nvme0c0n1", &[]);
+    add_disk(r, "pci0000:00/0000:00:1d.1/0000:3e:00.0/nvme/nvme1", "nvme0c1n1", &[]);
+    let a = Attribution::new(r);
+    for line in [
+        "nvme0c1n1: Read(0x2) @ LBA 8, 8 blocks, Unrecovered Read Error (sct 0x2 / sc 0x81) DNR ",
+        "I/O error, dev nvme0c0n1, sector 8 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 2",
+    ] {
+        assert_eq!(blamed(&a, line, &[]), v(&["nvme0n1"]), "{line}");
+    }
+}
+
 /// An md array (or a volume) over two disks: an error on the array cannot say which disk
 /// failed, and the failing member logs its own errors under its own name. A dm device
 /// over one disk is that disk.

@@ -40,7 +40,7 @@ impl Attribution {
             return Vec::new();
         }
         let mut out = match &error.subject {
-            Subject::Block(name) => self.of_block(name, 0),
+            Subject::Block(name) => self.of_block(&self.multipath_head(name), 0),
             Subject::NvmeController(ctrl) => {
                 let mut v = self.under_component(ctrl);
                 // With NVMe multipath a namespace hangs off its subsystem and is named by
@@ -89,6 +89,25 @@ impl Attribution {
             _ => return false,
         };
         dev.and_then(|d| read_attr(&d)).is_none_or(|d| d == number.sysfs())
+    }
+
+    /// The namespace an NVMe multipath path device (`nvme0c1n1`: subsystem 0, controller
+    /// 1, namespace 1) carries, `nvme0n1`, when sysfs has it; else `name`. The kernel logs a
+    /// failed command under the path's name, a hidden disk with no device node; the disk
+    /// the operator knows, and monitors, is the namespace.
+    fn multipath_head(&self, name: &str) -> String {
+        let path = name.strip_prefix("nvme").and_then(|rest| {
+            let (subsystem, rest) = rest.split_once('c')?;
+            let (_controller, namespace) = rest.split_once('n')?;
+            [subsystem, _controller, namespace]
+                .iter()
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| format!("nvme{subsystem}n{namespace}"))
+        });
+        match path {
+            Some(head) if self.block().join(&head).is_dir() => head,
+            _ => name.to_string(),
+        }
     }
 
     /// `/sys/block/<name>`, or `/sys/block/<disk>/<name>` for a partition.
