@@ -127,10 +127,12 @@ fn decimal(s: &str) -> Option<u32> {
 }
 
 /// A block device name as the kernel makes them: a letter, then letters, digits and
-/// `-_.!` (`sda1`, `nvme0n1p2`, `dm-0`, `cciss!c0d0`); never `/`, `:` or a space.
+/// `-_.!` (`sda1`, `nvme0n1p2`, `dm-0`, `cciss!c0d0`); never `/`, `:`, `..` or a space,
+/// so it names one entry of `/sys/block` and nothing beside it.
 fn block_name(s: &str) -> Option<String> {
     let ok = s.len() <= MAX_NAME
         && s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && !s.contains("..")
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'!'));
     ok.then(|| s.to_string())
 }

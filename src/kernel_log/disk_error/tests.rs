@@ -276,6 +276,7 @@ fn a_name_that_cannot_be_a_device_is_refused() {
         "Buffer I/O error on dev 388 (Read) Qpage",
         "Buffer I/O error on dev 388, logical block 1",
         "I/O error, dev a:b, sector 0",
+        "I/O error, dev nvme0..n1, sector 0",
     ] {
         assert_eq!(seen(m, &[]), None, "{m}");
     }
