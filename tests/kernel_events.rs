@@ -136,7 +136,8 @@ fn a_storm_of_ten_thousand_lines_is_one_warning_and_a_quiet_period_ends_it() {
 fn forged_records_do_not_hold_an_episode_open_and_hide_the_next_failure() {
     let _g = Guard::new(60 * SEC);
     let mut r = Rig::new();
-    let mut child = r.start("io_error_quiet = \"1500ms\"\n");
+    // Reaped: killed, not left running, when an assertion fails.
+    let mut child = Reaped(r.start("io_error_quiet = \"1500ms\"\n"));
     r.log("3,2,200,-;I/O error, dev sda, sector 8 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 2\n");
     let first = r.gw.wait_warning(10 * SEC, "/dev/sda", "io_errors");
     for i in 0..8u64 {
