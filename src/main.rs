@@ -160,6 +160,14 @@ fn main() {
             let kmsg = rig_agent::privileged::client::kmsg_feed(&cfg);
             // After the start line, which says who is starting.
             drop_privileges();
+            // What a command leaves running outside its process group comes back to the
+            // agent when its parent exits, so that it ends with the run (os/orphans.rs).
+            if let Err(e) = rig_agent::os::orphans::adopt() {
+                log::warn!(
+                    "cannot become the subreaper of the commands it runs ({e}): what a command leaves running \
+                     outside its process group may outlive it"
+                );
+            }
             let mut agent = Agent::build_with_kmsg(cfg, kmsg).unwrap_or_else(|e| {
                 log::error!("cannot start: {e}");
                 exit(code::FAILURE)

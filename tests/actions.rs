@@ -6,7 +6,6 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -18,7 +17,7 @@ struct Rig {
     _pki: Pki,
     gw: Gateway,
     config: PathBuf,
-    child: Option<Child>,
+    child: Option<Reaped>,
     conn: usize,
 }
 
@@ -57,28 +56,15 @@ impl Rig {
         self.conn = self.gw.wait_login(10 * SEC).0;
     }
 
-    /// Starts the agent as systemd does: user nobody with CAP_SYS_RAWIO and CAP_SYS_ADMIN
-    /// ambient (the unit's `AmbientCapabilities=`).
-    fn spawn_unprivileged(&mut self) {
-        use std::os::unix::fs::chown;
-        let nobody = Some(65534);
-        for p in [self.dir.path(), self._pki.dir.path()] {
-            fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
-        }
+    /// Starts the agent as the old single unit did: user nobody with CAP_SYS_RAWIO and
+    /// CAP_SYS_ADMIN ambient (its `AmbientCapabilities=`).
+    fn spawn_unprivileged(&mut self, nobody: &nobody::Nobody) {
         fs::set_permissions(&self._pki.ca_file, fs::Permissions::from_mode(0o644)).unwrap();
-        chown(self.dir.path().join("token"), nobody, nobody).unwrap();
-        chown(self.dir.path().join("state"), nobody, nobody).unwrap();
-        let agent = agent_command();
-        let mut cmd = std::process::Command::new("setpriv");
-        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .args(["--inh-caps=+sys_rawio,+sys_admin", "--ambient-caps=+sys_rawio,+sys_admin", "--"])
-            .arg(agent.get_program())
-            .args(agent.get_args())
-            .arg("--config")
-            .arg(&self.config)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        self.child = Some(cmd.spawn().expect("setpriv"));
+        let (token, state) = (self.dir.path().join("token"), self.dir.path().join("state"));
+        nobody::Nobody::give(&[self.dir.path(), self._pki.dir.path()], &[&token, &state]);
+        let mut cmd = nobody.command(&["--inh-caps=+sys_rawio,+sys_admin", "--ambient-caps=+sys_rawio,+sys_admin"]);
+        cmd.arg("--config").arg(&self.config).stdout(std::process::Stdio::null());
+        self.child = Some(spawn_logged(&mut cmd));
         self.conn = self.gw.wait_login(10 * SEC).0;
     }
 
@@ -116,15 +102,6 @@ impl Rig {
         self.child = None;
         assert_eq!(code, Some(0), "{log}");
         log
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -449,12 +426,9 @@ fn caps(status: &str) -> Vec<(String, String)> {
 #[test]
 fn an_action_runs_without_the_capabilities_the_agent_was_started_with() {
     let _g = Guard::new(30 * SEC);
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: starting the agent as another user with ambient capabilities needs root");
-        return;
-    }
+    let Some(nobody) = nobody::Nobody::new() else { return };
     let mut rig = Rig::configure(|_| enabled("[actions.caps]\ncommand = [\"/bin/cat\", \"/proc/self/status\"]\n"));
-    rig.spawn_unprivileged();
+    rig.spawn_unprivileged(&nobody);
     // Started with CAP_SYS_RAWIO and CAP_SYS_ADMIN ambient (as the old single unit ran it):
     // the agent drops them at start (issue 12), and what it runs must not have them either.
     let pid = rig.child.as_ref().unwrap().id();
@@ -484,4 +458,177 @@ fn an_action_asked_again_as_soon_as_its_answer_arrives_runs_again() {
         let (a, _) = rig.answer(&code, 10 * SEC);
         assert_eq!(a["code"], 0, "run {i}: {a}");
     }
+}
+
+#[path = "common/frozen_fs.rs"]
+mod frozen_fs;
+
+/// `mount -o remount,ro|rw`, tried again while a write of the agent's is under way ("mount
+/// point is busy" until that file is closed).
+fn mount(args: &[&str]) {
+    let until = Instant::now() + 5 * SEC;
+    loop {
+        let out = std::process::Command::new("mount").args(args).output().unwrap();
+        if out.status.success() {
+            return;
+        }
+        assert!(Instant::now() < until, "mount {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(ms(20));
+    }
+}
+
+#[test]
+fn with_the_state_filesystem_read_only_an_action_with_a_min_interval_is_refused_not_run_even_after_kill_9() {
+    let _g = Guard::new(60 * SEC);
+    if !root() {
+        return;
+    }
+    // `reboot` appends a line to `ran` (outside the state directory) each time it runs.
+    let mut rig = Rig::configure(|d| {
+        let ran = d.join("ran").display().to_string();
+        let reboot = script(d, "reboot", &format!("echo run >> {ran:?}"));
+        let hello = script(d, "hello", "echo hello");
+        enabled(&format!(
+            "[actions.reboot]\ncommand = [{reboot:?}]\nmin_interval = \"10m\"\n[actions.hello]\ncommand = [{hello:?}]\n"
+        ))
+    });
+    let state = frozen_fs::StateFs::new(rig.dir.path());
+    let ran = rig.dir.path().join("ran");
+    let runs = || fs::read_to_string(&ran).map(|t| t.lines().count()).unwrap_or(0);
+    rig.spawn();
+    // The SD card fails: ext4 remounts it read-only (errors=remount-ro).
+    mount(&["-o", "remount,ro", state.mnt.to_str().unwrap()]);
+    for (mode, code) in [("post", "r1"), ("write", "r2")] {
+        rig.ask(mode, code, json!("reboot"));
+        let (a, _) = rig.answer(code, 10 * SEC);
+        assert_eq!(a["code"], 5, "{a}");
+        let why = a["description"].as_str().unwrap();
+        assert!(why.contains("state directory is not writable") && why.contains("min_interval of 10m"), "{why}");
+    }
+    assert_eq!(runs(), 0, "the reboot ran although its start could not be recorded");
+    // An action without a min_interval needs no record: it runs.
+    rig.ask("post", "h1", json!("hello"));
+    assert_eq!(rig.answer("h1", 10 * SEC).0["data"]["stdout"], "hello\n");
+    // A restart (kill -9, as a crash or the reboot itself) changes nothing.
+    let child = rig.child.as_mut().unwrap();
+    signal(child, Signal::KILL);
+    child.wait().unwrap();
+    rig.spawn();
+    rig.ask("post", "r3", json!("reboot"));
+    assert_eq!(rig.answer("r3", 10 * SEC).0["code"], 5);
+    assert_eq!(runs(), 0);
+
+    // Writable again: it runs once, and its start holds across kill -9 and a restart.
+    mount(&["-o", "remount,rw", state.mnt.to_str().unwrap()]);
+    rig.ask("post", "r4", json!("reboot"));
+    assert_eq!(rig.answer("r4", 10 * SEC).0["code"], 0);
+    assert_eq!(runs(), 1);
+    let child = rig.child.as_mut().unwrap();
+    signal(child, Signal::KILL);
+    child.wait().unwrap();
+    rig.spawn();
+    rig.ask("post", "r5", json!("reboot"));
+    let (a, _) = rig.answer("r5", 10 * SEC);
+    assert_eq!(a["code"], 5, "{a}");
+    assert!(a["description"].as_str().unwrap().contains("try again in"), "{a}");
+    assert_eq!(runs(), 1, "ran again at once after the restart");
+    let log = rig.stop();
+    drop(state);
+    assert!(log.lines().filter(|l| l.contains("outcome=refused")).count() >= 1, "{log}");
+}
+
+/// `Threads:` of `/proc/<pid>/status`.
+fn threads(pid: u32) -> usize {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse().unwrap()
+}
+
+fn pids_in(file: &Path) -> Vec<i32> {
+    fs::read_to_string(file).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+#[test]
+fn forty_runs_of_a_command_that_leaves_a_detached_grandchild_on_stdout_leave_the_thread_count_flat_and_no_grandchild() {
+    let _g = Guard::new(60 * SEC);
+    // setsid takes the sleep out of the command's process group; it inherits stdout and
+    // would hold the pipe for 30 s.
+    let mut rig = Rig::start(with_script("detach", "setsid sleep 30 & echo $! >> PIDFILE; echo started", ""));
+    let agent = rig.child.as_ref().unwrap().id();
+    let run = |rig: &mut Rig, code: &str| {
+        rig.ask("post", code, json!("detach"));
+        let (a, _) = rig.answer(code, 10 * SEC);
+        assert_eq!((a["code"].as_i64(), a["data"]["stdout"].as_str()), (Some(0), Some("started\n")), "{a}");
+    };
+    run(&mut rig, "warm");
+    let before = threads(agent);
+    for i in 0..40 {
+        run(&mut rig, &format!("d{i}"));
+    }
+    // The last run's own thread may still be ending.
+    let mut after = threads(agent);
+    let until = Instant::now() + 2 * SEC;
+    while after > before && Instant::now() < until {
+        std::thread::sleep(ms(20));
+        after = threads(agent);
+    }
+    assert!(after <= before, "{before} threads before 40 runs, {after} after");
+    let pids = pids_in(&rig.dir.path().join("pid"));
+    assert_eq!(pids.len(), 41);
+    wait_until(5 * SEC, "the detached grandchildren to be gone", || pids.iter().all(|p| !alive(*p)));
+}
+
+#[test]
+fn a_detached_grandchild_is_gone_after_the_timeout() {
+    let _g = Guard::new(60 * SEC);
+    let mut rig = Rig::start(with_script(
+        "hang",
+        "setsid sleep 30 & echo $! > PIDFILE; echo started; sleep 30",
+        "timeout = \"300ms\"\n",
+    ));
+    rig.ask("post", "t1", json!("hang"));
+    let (a, _) = rig.answer("t1", 10 * SEC);
+    assert_eq!(a["data"]["timed_out"], true, "{a}");
+    let grandchild = pids_in(&rig.dir.path().join("pid"))[0];
+    wait_until(5 * SEC, "the grandchild to be gone after the timeout", || !alive(grandchild));
+}
+
+#[test]
+fn a_detached_grandchild_is_gone_after_the_agents_stop() {
+    let _g = Guard::new(60 * SEC);
+    let mut rig = Rig::start(with_script("long", "setsid sleep 30 & echo $! > PIDFILE; sleep 30", ""));
+    rig.ask("write", "t2", json!("long"));
+    assert_eq!(rig.answer("t2", 10 * SEC).0["code"], 0);
+    let pidfile = rig.dir.path().join("pid");
+    wait_until(5 * SEC, "the command to start", || !pids_in(&pidfile).is_empty());
+    let grandchild = pids_in(&pidfile)[0];
+    assert!(alive(grandchild));
+    let log = rig.stop();
+    assert!(!alive(grandchild), "the grandchild {grandchild} outlived the agent's stop:\n{log}");
+}
+
+#[test]
+fn what_a_running_command_left_outside_its_group_lives_until_that_command_ends_not_another() {
+    let _g = Guard::new(60 * SEC);
+    let mut rig = Rig::start(|d| {
+        let pidfile = d.join("pid").display().to_string();
+        // The subshell exits at once: its detached sleep is handed to the agent while the
+        // command itself still runs.
+        let keeper = script(d, "keeper", &format!("(setsid sleep 30 & echo $! > {pidfile:?}); sleep 30"));
+        enabled(&format!(
+            "[actions.keeper]\ncommand = [{keeper:?}]\ntimeout = \"2s\"\n[actions.quick]\ncommand = [\"/bin/true\"]\n"
+        ))
+    });
+    rig.ask("write", "k1", json!("keeper"));
+    assert_eq!(rig.answer("k1", 10 * SEC).0["code"], 0);
+    let pidfile = rig.dir.path().join("pid");
+    wait_until(5 * SEC, "the keeper to start", || !pids_in(&pidfile).is_empty());
+    let orphan = pids_in(&pidfile)[0];
+    // Another command ends meanwhile: what it left (nothing) goes, the keeper's stays.
+    rig.ask("post", "q1", json!("quick"));
+    assert_eq!(rig.answer("q1", 10 * SEC).0["code"], 0);
+    std::thread::sleep(ms(300));
+    assert!(alive(orphan), "killed at the end of a run it does not belong to");
+    // The keeper's timeout ends it, and what it left with it.
+    assert_eq!(rig.result(10 * SEC)["data"]["timed_out"], true);
+    wait_until(5 * SEC, "the keeper's orphan to be gone", || !alive(orphan));
 }

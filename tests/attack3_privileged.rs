@@ -7,21 +7,11 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::thread;
 use std::time::Instant;
 
 use common::*;
-
-/// A child killed and reaped when the test ends, also by a failed assertion.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The privileged half on a fixture rig, with a fake smartctl that answers healthy.
 fn start_privileged(dir: &Path) -> (Reaped, PathBuf) {

@@ -9,21 +9,11 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Instant;
 
 use common::*;
-
-/// A child killed and reaped when the test ends, also by a failed assertion.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A config for the privileged half on a fixture rig, with a fake smartctl that answers
 /// healthy; the socket at `dir/priv.sock`.
@@ -48,7 +38,7 @@ fn privileged_config(dir: &Path) -> (PathBuf, PathBuf) {
     (c.write(dir), socket)
 }
 
-fn spawn_privileged(cfg: &Path) -> Child {
+fn spawn_privileged(cfg: &Path) -> Reaped {
     let mut cmd = agent_command();
     cmd.arg("--config").arg(cfg).arg("privileged").stdout(Stdio::null()).env_remove("JOURNAL_STREAM");
     spawn_logged(&mut cmd)
@@ -88,7 +78,7 @@ fn a_privileged_socket_deleted_while_the_half_runs_comes_back() {
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();
     let (cfg, socket) = privileged_config(dir.path());
-    let mut child = Reaped(spawn_privileged(&cfg));
+    let mut child = spawn_privileged(&cfg);
     assert!(wait_serving(&socket, 10 * SEC), "serves before the deletion");
     fs::remove_file(&socket).unwrap();
     let back = wait_serving(&socket, 15 * SEC);
@@ -110,7 +100,7 @@ fn a_second_privileged_half_on_the_same_path_does_not_take_the_socket_of_a_live_
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();
     let (cfg, socket) = privileged_config(dir.path());
-    let first = Reaped(spawn_privileged(&cfg));
+    let first = spawn_privileged(&cfg);
     assert!(wait_serving(&socket, 10 * SEC), "the first half serves");
     let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::symlink_metadata(p).unwrap());
     let before = inode(&socket);
@@ -168,7 +158,7 @@ fn a_symlink_or_a_directory_at_the_socket_path_is_refused_and_left_alone() {
     fs::remove_dir(&socket).unwrap();
 
     // With the path free again, it binds and serves.
-    let child = Reaped(spawn_privileged(&cfg));
+    let child = spawn_privileged(&cfg);
     assert!(wait_serving(&socket, 10 * SEC), "serves once the path is free");
     drop(child);
     assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me");

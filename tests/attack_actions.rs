@@ -7,7 +7,6 @@ mod frozen_fs;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -53,7 +52,7 @@ fn one_write_run_through_disk_trouble(trouble: impl FnOnce(&StateFs, &mut Gatewa
     cfg.sections = format!("[actions]\nenabled = true\n[actions.slow]\ncommand = [{cmd:?}]\n");
     let config = cfg.write(dir.path());
     let state = StateFs::new(dir.path());
-    let mut child: Child = spawn_agent(&config, &[]);
+    let mut child = spawn_agent(&config, &[]);
     let (conn, _) = gw.wait_login(10 * SEC);
     gw.send_json(
         conn,

@@ -56,7 +56,7 @@ impl Rig {
     }
 
     /// Starts the agent; returns once its first scan is done, with the slow scan armed.
-    fn start_then_slow_scans(&mut self) -> std::process::Child {
+    fn start_then_slow_scans(&mut self) -> Reaped {
         let child = spawn_agent(&self.config, &[]);
         self.gw.wait_login(10 * SEC);
         self.gw.wait_warning(10 * SEC, "/dev/sdb", "offline");

@@ -7,7 +7,6 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::Child;
 
 use common::*;
 
@@ -37,7 +36,7 @@ fn start_with_fifo_at(rel: &str) -> (bool, String) {
     let cfg = AgentConfig::new(gw.url(), &pki.ca_file);
     let config = cfg.write(dir.path());
     mkfifo(&dir.path().join("state").join(rel));
-    let mut child: Child = spawn_agent(&config, &[]);
+    let mut child = spawn_agent(&config, &[]);
     let ok = logs_in(&mut gw, 10 * SEC);
     // SIGKILL: a wedged agent does not answer SIGTERM's shutdown either.
     let _ = child.kill();

@@ -84,7 +84,7 @@ struct LoggedIn {
     _dir: tempfile::TempDir,
     _pki: Pki,
     gw: Gateway,
-    child: std::process::Child,
+    child: Reaped,
     conn: usize,
 }
 

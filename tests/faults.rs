@@ -381,7 +381,7 @@ fn a_dns_server_that_never_answers_costs_one_warning_a_bounded_number_of_threads
         .env_remove("JOURNAL_STREAM")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().expect("unshare");
+    let mut child = Reaped::spawn(&mut cmd);
     let (mut queries, until) = (0, Instant::now() + 3 * SEC);
     let mut buf = [0u8; 512];
     while Instant::now() < until {
@@ -437,14 +437,14 @@ fn a_backlog_of_2000_warnings_drains_in_windows_without_losing_the_connection_or
     spool_backlog(dir.path(), 2_000, 7_500);
     // Its log (a line per ack) goes to a file: a pipe nobody reads would fill and stall it.
     let log_path = dir.path().join("agent.log");
-    let mut child = agent_command()
-        .arg("--config")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(fs::File::create(&log_path).unwrap())
-        .env_remove("JOURNAL_STREAM")
-        .spawn()
-        .unwrap();
+    let mut child = Reaped::spawn(
+        agent_command()
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(fs::File::create(&log_path).unwrap())
+            .env_remove("JOURNAL_STREAM"),
+    );
     let (conn, _) = gw.wait_login(10 * SEC);
     let login_at = gw.seen.last().unwrap().at();
     let mut got = std::collections::HashSet::new();

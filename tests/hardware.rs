@@ -327,3 +327,26 @@ fn a_reload_never_waits_for_a_running_nvidia_smi_and_the_next_query_uses_the_new
     let now = probes.gpu_info();
     assert_eq!(now["gpus"].as_array().unwrap().len(), 4, "the answer of the old binary is not reused: {now}");
 }
+
+#[test]
+fn get_gpu_info_of_the_real_binary_gives_null_for_values_that_overflow_or_no_gpu_reports() {
+    let _g = Guard::new(30 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    // 2^44 MiB used (2^64 bytes: 0 in a release build that multiplies blindly), 2^64-1 MiB
+    // total, a fan at -5 %, 101 % busy: none of it a reading a GPU gives.
+    let line = "0, NVIDIA GeForce RTX 3080, 00000000:0A:00.0, 64, -5, 219.53, 320.00, 101, 18446744073709551615, \
+                17592186044416, 1710, 9501";
+    let bin = fake_nvidia_smi(dir.path(), &format!("echo '{line}'"));
+    let config = write_config(dir.path(), empty.path(), &format!("nvidia_smi = {:?}", bin.display().to_string()));
+    let out = agent_command().arg("--config").arg(&config).args(["probe", "get_gpu_info"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let g = &v["gpus"][0];
+    for key in ["memory_total_bytes", "memory_used_bytes", "fan_percent", "utilization_percent"] {
+        assert_eq!(g[key], Value::Null, "{key}: {}", pretty(&v));
+    }
+    // What nvidia-smi did give is kept.
+    assert_eq!((g["temperature_celsius"].as_f64(), g["power_watts"].as_f64()), (Some(64.0), Some(219.53)));
+    assert_eq!(g["clocks_mhz"], json!({"core": 1710, "memory": 9501}));
+}

@@ -8,7 +8,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 
 use common::*;
 use serde_json::{Value, json};
@@ -68,7 +68,7 @@ impl Rig {
 
     /// Starts the binary and waits for its login and first scan (sdb is offline in the
     /// fixture: that warning says the scan is done).
-    fn start(&mut self, disks_extra: &str) -> Child {
+    fn start(&mut self, disks_extra: &str) -> Reaped {
         let child = spawn_agent(&self.config(disks_extra), &[]);
         self.conn = self.gw.wait_login(10 * SEC).0;
         self.gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
@@ -136,8 +136,7 @@ fn a_storm_of_ten_thousand_lines_is_one_warning_and_a_quiet_period_ends_it() {
 fn forged_records_do_not_hold_an_episode_open_and_hide_the_next_failure() {
     let _g = Guard::new(60 * SEC);
     let mut r = Rig::new();
-    // Reaped: killed, not left running, when an assertion fails.
-    let mut child = Reaped(r.start("io_error_quiet = \"1500ms\"\n"));
+    let mut child = r.start("io_error_quiet = \"1500ms\"\n");
     r.log("3,2,200,-;I/O error, dev sda, sector 8 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 2\n");
     let first = r.gw.wait_warning(10 * SEC, "/dev/sda", "io_errors");
     for i in 0..8u64 {
@@ -444,7 +443,7 @@ fn a_forged_segfault_record_never_blames_a_disk_and_a_real_failure_still_warns()
     let cfg = c.write(dir.path());
     let mut privileged = spawn_privileged(&cfg);
     wait_until(10 * SEC, "the privileged socket", || socket.exists());
-    let mut agent = Reaped(spawn_agent(&cfg, &[]));
+    let mut agent = spawn_agent(&cfg, &[]);
     let conn = gw.wait_login(10 * SEC).0;
     let until = std::time::Instant::now() + 15 * SEC;
     while agent_info(&mut gw, conn)["data"]["event_sources"]["kmsg"] != "live (privileged half)" {

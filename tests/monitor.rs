@@ -543,40 +543,16 @@ fn a_reload_while_the_state_filesystem_is_frozen_does_not_stop_heartbeats() {
     drop(lfs);
 }
 
-/// `nobody`: the agent's own unprivileged user in these tests (`rig-agent` on a rig).
-const AGENT_UID: &str = "65534";
-
-/// The real binary as [`AGENT_UID`] (setpriv execs it: the child's pid is the agent's).
-fn agent_as_nobody() -> Command {
-    let agent = agent_command();
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid", AGENT_UID, "--regid", AGENT_UID, "--clear-groups", "--"])
-        .arg(agent.get_program())
-        .args(agent.get_args());
-    cmd
-}
-
-fn spawn_agent_as_nobody(config: &Path) -> std::process::Child {
-    let mut cmd = agent_as_nobody();
-    cmd.arg("--config")
-        .arg(config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .env_remove("JOURNAL_STREAM");
-    cmd.spawn().expect("spawn rig-agent through setpriv")
+fn spawn_agent_as_nobody(nobody: &nobody::Nobody, config: &Path) -> Reaped {
+    let mut cmd = nobody.command(&[]);
+    cmd.arg("--config").arg(config).stdout(std::process::Stdio::null()).env_remove("JOURNAL_STREAM");
+    spawn_logged(&mut cmd)
 }
 
 #[test]
 fn a_warning_the_spool_could_not_take_is_raised_again_with_the_same_act_id_after_a_restart_before_the_ack() {
     let _g = Guard::new(60 * SEC);
-    if run("id", &["-u"]) != "0" {
-        eprintln!("skipped: needs root to run the agent as another user (CI runs as root)");
-        return;
-    }
-    if !agent_as_nobody().arg("--version").output().is_ok_and(|o| o.status.success()) {
-        eprintln!("skipped: uid {AGENT_UID} cannot run the agent binary (a directory on its path is not 0755)");
-        return;
-    }
+    let Some(nobody) = nobody::Nobody::new() else { return };
     let Rig { dir, rig, pki, mut gw } = Rig::new(Script { warning_ack: None, ..Script::default() });
     let mut cfg = config(gw.url(), &pki, &rig);
     cfg.warning = "resend_after = \"300ms\"\n".into();
@@ -585,16 +561,10 @@ fn a_warning_the_spool_could_not_take_is_raised_again_with_the_same_act_id_after
     // root's: an operator once ran the agent as root. Its user can read the spool, not write.
     let state = dir.path().join("state");
     fs::create_dir_all(state.join("spool")).unwrap();
-    for p in [dir.path(), pki.dir.path()] {
-        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    run(
-        "chown",
-        &[&format!("{AGENT_UID}:{AGENT_UID}"), state.to_str().unwrap(), dir.path().join("token").to_str().unwrap()],
-    );
+    nobody::Nobody::give(&[dir.path(), pki.dir.path()], &[&state, &dir.path().join("token")]);
     fs::set_permissions(state.join("spool"), fs::Permissions::from_mode(0o755)).unwrap();
 
-    let mut child = spawn_agent_as_nobody(&cfg);
+    let mut child = spawn_agent_as_nobody(&nobody, &cfg);
     let w = gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
     let act_id = w["act_id"].as_str().unwrap().to_string();
     wait_until(10 * SEC, "the episode to be saved", || {
@@ -607,7 +577,7 @@ fn a_warning_the_spool_could_not_take_is_raised_again_with_the_same_act_id_after
 
     // Restarted before the gateway acknowledged it: the warning comes again, same act_id.
     gw.seen.clear();
-    let mut child = spawn_agent_as_nobody(&cfg);
+    let mut child = spawn_agent_as_nobody(&nobody, &cfg);
     let again = gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
     assert_eq!(again, w, "the same warning, same act_id and time");
     // Acknowledged now: after a restart it is not raised again.
@@ -617,7 +587,7 @@ fn a_warning_the_spool_could_not_take_is_raised_again_with_the_same_act_id_after
     });
     let (code, log) = stop_agent(&mut child);
     assert_eq!(code, Some(0), "{log}");
-    let mut child = spawn_agent_as_nobody(&cfg);
+    let mut child = spawn_agent_as_nobody(&nobody, &cfg);
     let (conn, _) = gw.wait_login(10 * SEC);
     soak(&mut gw, ms(1000)); // ten scans
     let (code, log) = stop_agent(&mut child);
@@ -717,4 +687,60 @@ fn a_refused_warning_is_logged_even_after_a_flood_of_junk_frames() {
     wait_until(5 * SEC, "the refusal in the log", || {
         !warnings_with(&format!("the gateway refused warning {act_id}")).is_empty()
     });
+}
+
+#[test]
+fn one_low_smart_reading_from_a_flaky_bridge_raises_no_smart_degrading_and_a_new_serial_is_a_new_baseline() {
+    let _g = Guard::new(60 * SEC);
+    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    // sda's attribute 5 is what `realloc` says; each answer is logged to `asked`.
+    let (realloc, asked, smartctl) =
+        (dir.path().join("realloc"), dir.path().join("asked"), dir.path().join("smartctl"));
+    fs::write(&realloc, "8").unwrap();
+    fs::write(
+        &smartctl,
+        format!(
+            "#!/bin/sh\ncase \"$4\" in\n  /dev/sda) v=$(cat {realloc:?}); echo \"$v\" >> {asked:?}\n    \
+             echo \"{{\\\"smart_status\\\":{{\\\"passed\\\":true}},\\\"ata_smart_attributes\\\":{{\\\"table\\\":\
+             [{{\\\"id\\\":5,\\\"raw\\\":{{\\\"value\\\":$v}}}}]}}}}\" ;;\n  \
+             *) echo '{{\"smart_status\":{{\"passed\":true}}}}' ;;\nesac\n"
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&smartctl, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cfg = config(gw.url(), &pki, &rig);
+    cfg.disks = format!(
+        "smartctl = {:?}\nscan_interval = \"100ms\"\nsmart_interval = \"1s\"\ninclude = [\"sda\"]\n",
+        smartctl.display().to_string()
+    );
+    let mut child = spawn_agent(&cfg.write(dir.path()), &[]);
+    gw.wait_login(10 * SEC);
+    let inventory = dir.path().join("state/disks.json");
+    wait_until(10 * SEC, "the SMART baseline", || {
+        fs::read_to_string(&inventory).is_ok_and(|t| t.contains("\"counters\":{\"5\":8}"))
+    });
+    // Answered with 0 twice (scans every 100 ms look at each answer), then 8 again.
+    let answers = |v: &str| fs::read_to_string(&asked).unwrap_or_default().lines().filter(|l| *l == v).count();
+    fs::write(&realloc, "0").unwrap();
+    wait_until(10 * SEC, "two answers of 0", || answers("0") >= 2);
+    let eights = answers("8");
+    fs::write(&realloc, "8").unwrap();
+    wait_until(10 * SEC, "two answers of 8 again", || answers("8") >= eights + 2);
+    soak(&mut gw, ms(500));
+    assert!(gw.warnings_seen("/dev/sda").is_empty(), "a disk that never changed: {:?}", gw.warnings_seen("/dev/sda"));
+    assert!(fs::read_to_string(&inventory).unwrap().contains("\"counters\":{\"5\":8}"), "the baseline was lowered");
+
+    // The disk is replaced under the same name: another serial, 3 reallocated sectors. That
+    // is its own baseline, and only its rise to 4 is a warning.
+    fs::write(rig.join("sys/block/sda/device/serial"), "REPLACED-2\n").unwrap();
+    fs::write(&realloc, "3").unwrap();
+    wait_until(10 * SEC, "the new disk's baseline", || {
+        fs::read_to_string(&inventory).is_ok_and(|t| t.contains("REPLACED-2") && t.contains("\"counters\":{\"5\":3}"))
+    });
+    assert!(gw.warnings_seen("/dev/sda").is_empty(), "{:?}", gw.warnings_seen("/dev/sda"));
+    fs::write(&realloc, "4").unwrap();
+    let w = gw.wait_warning(10 * SEC, "/dev/sda", "smart_degrading");
+    assert_eq!(w["detail"], "SMART 5 (reallocated sectors) rose from 3 to 4");
+    let (code, log) = stop_agent(&mut child);
+    assert_eq!(code, Some(0), "{log}");
 }

@@ -97,7 +97,7 @@ impl Split {
         } else {
             let privileged = spawn_privileged(&cfg);
             wait_until(10 * SEC, "the socket", || socket.exists());
-            let agent = Reaped(spawn_agent(&cfg, &[]));
+            let agent = spawn_agent(&cfg, &[]);
             (privileged, agent, gw.wait_login(10 * SEC).0)
         };
         Split { dir, _pki: pki, gw, conn, cfg, privileged, agent, calls, kmsg }
@@ -260,22 +260,22 @@ fn the_network_half_holds_no_capability_no_disk_group_and_cannot_regain_them() {
 
 #[test]
 fn the_network_half_and_its_children_cannot_open_a_block_device_node() {
-    if !root() {
-        return;
-    }
     let _g = Guard::new(30 * SEC);
+    let Some(nobody) = nobody::Nobody::new() else { return };
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("disk.img");
     fs::write(&image, vec![0u8; 1 << 20]).unwrap();
-    let Ok(out) = Command::new("losetup").args(["-f", "--show"]).arg(&image).output() else {
-        eprintln!("skipped: no losetup");
-        return;
-    };
+    let out = Command::new("losetup").args(["-f", "--show"]).arg(&image).output().expect("losetup (util-linux)");
     let node = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !out.status.success() || node.is_empty() {
-        eprintln!("skipped: cannot attach a loop device: {}", String::from_utf8_lossy(&out.stderr));
-        return;
+    assert!(out.status.success() && !node.is_empty(), "losetup: {}", String::from_utf8_lossy(&out.stderr));
+    /// Detaches the loop device however the test ends.
+    struct Detach(String);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+        }
     }
+    let _detach = Detach(node.clone());
     let rig = rig_copy(dir.path());
     // The "smartctl" the agent runs in-process (no privileged socket) tries the node: a
     // child inherits exactly the agent's credentials.
@@ -298,27 +298,12 @@ fn the_network_half_and_its_children_cannot_open_a_block_device_node() {
     assert!(Command::new("chown").args(["-R", "nobody"]).arg(dir.path()).status().unwrap().success());
     // The old unit's credentials: an unprivileged user with capabilities in the ambient set
     // (DAC_OVERRIDE stands in for the disk group, which only the unit can withhold).
-    let setpriv = |cmd: &mut Command| {
-        cmd.args(["--reuid", "nobody", "--regid", "nogroup", "--clear-groups"])
-            .args(["--inh-caps", "+dac_override,+sys_rawio,+sys_admin"])
-            .args(["--ambient-caps", "+dac_override,+sys_rawio,+sys_admin", "--"]);
-    };
+    let caps = ["--inh-caps=+dac_override,+sys_rawio,+sys_admin", "--ambient-caps=+dac_override,+sys_rawio,+sys_admin"];
     // Control: with those credentials, the node opens.
-    let mut control = Command::new("setpriv");
-    setpriv(&mut control);
+    let mut control = nobody::as_nobody(&caps);
     control.arg(&smartctl).args(["--json", "-H", "-A", "/dev/sda"]).stdout(Stdio::null());
     assert!(control.status().unwrap().success());
-    let mut probe = Command::new("setpriv");
-    setpriv(&mut probe);
-    let out = probe
-        .arg(agent_command().get_program())
-        .args(agent_command().get_args())
-        .arg("--config")
-        .arg(&cfg)
-        .args(["probe", "get_disk_info"])
-        .output()
-        .unwrap();
-    let _ = Command::new("losetup").arg("-d").arg(&node).status();
+    let out = nobody.command(&caps).arg("--config").arg(&cfg).args(["probe", "get_disk_info"]).output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert_eq!(fs::read_to_string(&tries).unwrap(), "opened\ndenied\n", "control, then under the agent: {log}");
@@ -519,7 +504,7 @@ fn a_kernel_error_streamed_by_the_privileged_half_just_before_a_power_cut_is_war
     fs::remove_file(&size).unwrap();
     fs::write(&size, "7814037168\n").unwrap();
     assert!(split.gw.warnings_seen("/dev/sda").is_empty(), "the first run never took the error in");
-    split.agent = Reaped(spawn_agent(&split.cfg, &[]));
+    split.agent = spawn_agent(&split.cfg, &[]);
     split.conn = split.gw.wait_login(10 * SEC).0;
     let until = Instant::now() + 10 * SEC;
     while !split.gw.warnings_seen("/dev/sda").iter().any(|w| w["reason"] == "io_errors") {
@@ -533,11 +518,11 @@ fn a_kernel_error_streamed_by_the_privileged_half_just_before_a_power_cut_is_war
 #[test]
 #[cfg(target_arch = "x86_64")]
 fn the_agent_starts_under_the_units_seccomp_filter_that_refuses_capset() {
-    if !root() || !Path::new("/usr/bin/python3").exists() {
-        eprintln!("skipped: needs root and /usr/bin/python3");
-        return;
-    }
     let _g = Guard::new(30 * SEC);
+    let Some(nobody) = nobody::Nobody::new() else { return };
+    // Installs the filter and execs the agent; python3 is a test dependency (.ci/run).
+    let python = Path::new("/usr/bin/python3");
+    assert!(python.exists(), "this test needs /usr/bin/python3 (apt-get install python3)");
     let dir = tempfile::tempdir().unwrap();
     let rig = rig_copy(dir.path());
     let (smartctl, _) = fake_smartctl(dir.path(), HEALTHY, 0);
@@ -546,31 +531,14 @@ fn the_agent_starts_under_the_units_seccomp_filter_that_refuses_capset() {
     let cfg = config(gw.url(), &pki, &rig, &smartctl, "").write(dir.path());
     // As rig-agent.service runs it: an unprivileged user with no capability at all, and
     // capset refused with EPERM (SystemCallFilter=~@privileged). It used to exit 1 here.
-    use std::os::unix::fs::chown;
-    for p in [dir.path(), pki.dir.path()] {
-        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
-    }
     fs::set_permissions(&pki.ca_file, fs::Permissions::from_mode(0o644)).unwrap();
     fs::create_dir_all(dir.path().join("state")).unwrap();
-    for p in [dir.path().join("token"), dir.path().join("state")] {
-        chown(p, Some(65534), Some(65534)).unwrap();
-    }
-    let filter = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seccomp/deny_capset.py");
-    let agent = agent_command();
-    let mut agent = Reaped(
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
-            .args(["--", "/usr/bin/python3"])
-            .arg(&filter)
-            .arg(agent.get_program())
-            .args(agent.get_args())
-            .arg("--config")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let (token, state) = (dir.path().join("token"), dir.path().join("state"));
+    nobody::Nobody::give(&[dir.path(), pki.dir.path()], &[&token, &state]);
+    let filter = nobody.reachable(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seccomp/deny_capset.py"));
+    let mut cmd = nobody::as_nobody(&["--inh-caps=-all", "--bounding-set=-all"]);
+    cmd.arg(python).arg(&filter).args(nobody.agent()).arg("--config").arg(&cfg).stdout(Stdio::null());
+    let mut agent = spawn_logged(&mut cmd);
     gw.wait_login(10 * SEC);
     let (code, log) = stop_agent(&mut agent);
     assert_eq!(code, Some(0), "{log}");
@@ -626,6 +594,44 @@ fn the_privileged_half_serves_without_reading_the_token_or_the_ca_file() {
     assert_eq!(fs::read_to_string(&calls).unwrap(), "/dev/sda\n");
     let (_, log) = stop_agent(&mut privileged);
     assert!(!log.contains("token"), "{log}");
+}
+
+/// A clone in a private directory (under /root, 0700) as CI and developers make it: the
+/// user the agent runs as cannot reach the binary there, and the tests that run it as that
+/// user must still run it, not fail or skip.
+#[test]
+fn the_tests_run_the_agent_as_another_user_even_from_a_private_checkout() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(30 * SEC);
+    let private = tempfile::tempdir().unwrap();
+    fs::set_permissions(private.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    // The agent's command line with its binary (under qemu: the emulated one) moved in.
+    let agent = agent_command();
+    let words: Vec<std::ffi::OsString> = std::iter::once(agent.get_program())
+        .chain(agent.get_args())
+        .map(|w| match Path::new(w) {
+            p if p.is_file() => {
+                let inside = private.path().join(p.file_name().unwrap());
+                fs::copy(p, &inside).unwrap();
+                inside.into_os_string()
+            }
+            _ => w.to_os_string(),
+        })
+        .collect();
+    let mut in_private = Command::new(&words[0]);
+    in_private.args(&words[1..]);
+    // Started by a program that runs as that user (a shell here, python with the seccomp
+    // filter in the unit test): setpriv itself execs with root's capabilities still in
+    // effect, which would hide the problem.
+    let runs = |agent: &[std::ffi::OsString]| {
+        let mut cmd = nobody::as_nobody(&[]);
+        cmd.args(["/bin/sh", "-c", "exec \"$@\" --version", "sh"]).args(agent);
+        cmd.output().unwrap().status.success()
+    };
+    assert!(!runs(&words), "control: uid {} reached a binary in a 0700 directory", nobody::UID);
+    assert!(runs(&nobody::Nobody::for_agent(&in_private).agent()));
 }
 
 /// The privileged half alone on the fixture rig, its kernel log `kmsg` (a recorded file, or
@@ -854,7 +860,7 @@ fn sigterm_stops_the_privileged_half_at_once_and_it_says_so() {
         .arg("privileged")
         .stdout(Stdio::null())
         .env_remove("JOURNAL_STREAM");
-    let mut unshare = Reaped(spawn_logged(&mut cmd));
+    let mut unshare = spawn_logged(&mut cmd);
     wait_until(10 * SEC, "the socket", || socket.exists());
     let pid1 = only_child(unshare.id());
     rustix::process::kill_process(rustix::process::Pid::from_raw(pid1 as i32).unwrap(), Signal::TERM).unwrap();

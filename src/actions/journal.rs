@@ -41,8 +41,15 @@ impl Journal {
         Journal { dir: state_dir.join("actions") }
     }
 
+    /// Writes `name` durably: the file and its directory are fsynced, and the directory's
+    /// own entry too when this creates it, so a power cut cannot lose a start time.
     fn write(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
-        fs::create_dir_all(&self.dir)?;
+        if !self.dir.is_dir() {
+            fs::create_dir_all(&self.dir)?;
+            if let Some(state_dir) = self.dir.parent() {
+                fs::File::open(state_dir)?.sync_all()?;
+            }
+        }
         write_durably(&self.dir, name, bytes)
     }
 

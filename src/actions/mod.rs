@@ -77,6 +77,55 @@ impl Running {
     }
 }
 
+/// Unix ms of each action's last start, as the journal keeps it. Shared with the runs'
+/// threads: a run refused because its start could not be recorded puts back the time it
+/// replaced, so that nothing claims it started.
+#[derive(Debug, Default, Clone)]
+struct StartTimes(Arc<Mutex<HashMap<String, u64>>>);
+
+impl StartTimes {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, u64>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Undoes the start taken at `at` (a run that did not start): the time before it, or
+    /// none, is the last start again.
+    fn put_back(&self, name: &str, at: u64, previous: Option<u64>) {
+        let mut times = self.lock();
+        if times.get(name) == Some(&at) {
+            match previous {
+                Some(p) => times.insert(name.to_string(), p),
+                None => times.remove(name),
+            };
+        }
+    }
+}
+
+/// The log of refused requests, rate-limited (20 lines a minute, then a count). Shared with
+/// the runs' threads, which refuse a run whose start cannot be recorded.
+#[derive(Clone)]
+struct RefusalLog(Arc<Mutex<Throttle>>);
+
+impl RefusalLog {
+    fn new() -> RefusalLog {
+        RefusalLog(Arc::new(Mutex::new(Throttle::new(Duration::from_secs(60), 20))))
+    }
+
+    fn log(&self, client_id: &Value, action: &Value, r: &Refusal) {
+        let admitted = self.0.lock().unwrap_or_else(|p| p.into_inner()).admit(Instant::now());
+        if let Some(suppressed) = admitted {
+            let more = if suppressed > 0 { format!(" ({suppressed} similar lines suppressed)") } else { String::new() };
+            info!(
+                "action request: client_id={} action={} outcome=refused (code {}: {}) duration=0ms{more}",
+                escape_value(client_id),
+                escape_value(action),
+                r.code,
+                escape(&r.description, 200)
+            );
+        }
+    }
+}
+
 /// The runner's side of actions.
 pub struct Actions {
     cfg: Arc<ActionsConfig>,
@@ -88,11 +137,10 @@ pub struct Actions {
     running: Running,
     /// `write` runs accepted whose result is not in the outbox yet (see [`InFlight`]).
     in_flight: Arc<AtomicUsize>,
-    /// Unix ms of each action's last start, as the journal keeps it.
-    last_start: HashMap<String, u64>,
+    last_start: StartTimes,
     tx: Sender<Answer>,
     rx: Receiver<Answer>,
-    refusal_log: Throttle,
+    refusal_log: RefusalLog,
     /// The process groups of the commands running now (see [`Actions::kill_running`]).
     groups: crate::os::child::Groups,
 }
@@ -125,7 +173,7 @@ impl Actions {
         recover(&journal, &spool, &id);
         let (tx, rx) = mpsc::channel();
         Actions {
-            last_start: journal.last_starts(),
+            last_start: StartTimes(Arc::new(Mutex::new(journal.last_starts()))),
             cfg,
             id,
             journal,
@@ -136,7 +184,7 @@ impl Actions {
             in_flight: Arc::default(),
             tx,
             rx,
-            refusal_log: Throttle::new(Duration::from_secs(60), 20),
+            refusal_log: RefusalLog::new(),
             groups: Default::default(),
         }
     }
@@ -154,6 +202,9 @@ impl Actions {
         match self.decide(query, now_ms) {
             Ok((name, mode, spec)) => {
                 let run_id = self.ids.next();
+                // Taken now, so that a second request is refused at once; the run puts the
+                // previous time back if it is refused for want of a durable record.
+                let previous_start = self.last_start.lock().insert(name.clone(), now_ms);
                 let run = Run {
                     name: name.clone(),
                     mode,
@@ -163,14 +214,13 @@ impl Actions {
                     generation,
                     received: Instant::now(),
                     started_at_ms: now_ms,
+                    previous_start,
                 };
                 self.running.lock().insert(name.clone());
                 match self.start(run) {
-                    Ok(()) => {
-                        self.last_start.insert(name, now_ms);
-                        None
-                    }
+                    Ok(()) => None,
                     Err(e) => {
+                        self.last_start.put_back(&name, now_ms, previous_start);
                         self.running.lock().remove(&name);
                         Some(self.refuse(query, Refusal::probe_failed(format!("cannot start the action: {e}"))))
                     }
@@ -195,7 +245,7 @@ impl Actions {
         if running.contains(name) {
             return Err(not_now(format!("action \"{name}\" is already running")));
         }
-        if let Some(last) = self.last_start.get(name) {
+        if let Some(last) = self.last_start.lock().get(name) {
             let since = Duration::from_millis(now_ms.saturating_sub(*last));
             if since < spec.min_interval {
                 let wait = spec.min_interval - since;
@@ -238,16 +288,7 @@ impl Actions {
     }
 
     fn refuse(&mut self, query: &Query, r: Refusal) -> String {
-        if let Some(suppressed) = self.refusal_log.admit(Instant::now()) {
-            let more = if suppressed > 0 { format!(" ({suppressed} similar lines suppressed)") } else { String::new() };
-            info!(
-                "action request: client_id={} action={} outcome=refused (code {}: {}) duration=0ms{more}",
-                escape_value(&query.echo.client_id),
-                escape_value(query.body.get("action").unwrap_or(&Value::Null)),
-                r.code,
-                escape(&r.description, 200)
-            );
-        }
+        self.refusal_log.log(&query.echo.client_id, query.body.get("action").unwrap_or(&Value::Null), &r);
         protocol::encode_answer(&self.id, &query.echo, Err(r))
     }
 
@@ -259,6 +300,8 @@ impl Actions {
             tx: self.tx.clone(),
             waker: self.waker.try_clone()?,
             running: self.running.clone(),
+            last_start: self.last_start.clone(),
+            refusal_log: self.refusal_log.clone(),
             in_flight: (run.mode == Mode::Write).then(|| InFlight::take(&self.in_flight)),
             groups: self.groups.clone(),
             run,
@@ -274,6 +317,12 @@ impl Actions {
         let n = self.groups.kill_all();
         if n > 0 {
             info!("stopping: killed {n} running action command(s)");
+        }
+        // What they (or earlier commands) left running outside their groups, handed to
+        // the agent as their parents died: it must not outlive the agent either.
+        let orphans = crate::os::orphans::end_all(Duration::from_secs(1));
+        if orphans > 0 {
+            info!("stopping: killed {orphans} process(es) left behind by commands");
         }
     }
 

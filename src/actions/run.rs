@@ -26,6 +26,8 @@ pub(super) struct Run {
     pub(super) generation: u64,
     pub(super) received: Instant,
     pub(super) started_at_ms: u64,
+    /// The action's last start before this one (see [`StartTimes::put_back`]).
+    pub(super) previous_start: Option<u64>,
 }
 
 pub(super) struct RunCtx {
@@ -36,6 +38,8 @@ pub(super) struct RunCtx {
     pub(super) tx: Sender<Answer>,
     pub(super) waker: Waker,
     pub(super) running: Running,
+    pub(super) last_start: StartTimes,
+    pub(super) refusal_log: RefusalLog,
     /// `Some` for a `write` run.
     pub(super) in_flight: Option<InFlight>,
     /// The process groups of all runs, killed when the agent stops.
@@ -93,7 +97,20 @@ impl RunCtx {
         let finished = FinishGuard { name: &r.name, running: &self.running };
         crate::os::child::drop_thread_capabilities();
         if let Err(e) = self.journal.record_start(&r.name, r.started_at_ms) {
-            warn!("action {}: cannot record its start time ({e}); min_interval will not survive a restart", r.name);
+            if !r.spec.min_interval.is_zero() {
+                // Fail closed: run now, and a restart (kill -9, a crash, the reboot this
+                // action asks for) would forget the start and let it run again at once,
+                // which min_interval is there to prevent (a console bug reboot-looping a
+                // rig whose state card went read-only).
+                self.last_start.put_back(&r.name, r.started_at_ms, r.previous_start);
+                finished.finish();
+                let refusal = unrecorded(&r.name, r.spec.min_interval, &e);
+                self.refusal_log.log(&r.echo.client_id, &Value::String(r.name.clone()), &refusal);
+                self.send(protocol::encode_answer(&self.id, &r.echo, Err(refusal)));
+                return;
+            }
+            // Nothing depends on it: no min_interval to keep.
+            log::debug!("action {}: cannot record its start time ({e})", r.name);
         }
         if r.mode == Mode::Write {
             let rec = RunRecord {
@@ -163,6 +180,19 @@ impl RunCtx {
                 self.waker.wake();
             }
         }
+    }
+}
+
+/// The refusal of a run with a `min_interval` whose start could not be recorded durably.
+pub(super) fn unrecorded(name: &str, min_interval: std::time::Duration, e: &std::io::Error) -> Refusal {
+    Refusal {
+        code: protocol::code::NOT_NOW,
+        description: format!(
+            "action \"{name}\" was not run: the state directory is not writable ({e}), so its start cannot be \
+             recorded durably and its min_interval of {} would not hold across a restart; try again once the \
+             state directory is writable",
+            crate::config::duration::format_duration(min_interval)
+        ),
     }
 }
 

@@ -248,6 +248,7 @@ impl Monitor {
         self.forget_unmonitored();
         let names = disks::monitored(&self.roots.sysfs, &self.include, &self.exclude);
         let present: Vec<Disk> = names.iter().filter_map(|n| disks::read(&self.roots.sysfs, n)).collect();
+        self.forget_replaced_smart(&present);
         let seen = self.look_at(&present);
         self.refresh_smart(&present);
         let conditions = self.conditions(&present, &seen);
@@ -282,6 +283,26 @@ impl Monitor {
         for n in &dropped {
             self.inv.disks.remove(n);
             self.inv.episodes.retain(|e| &e.disk != n);
+        }
+    }
+
+    /// A disk replaced under the same name (another serial) must not be judged, or given
+    /// a SMART baseline, by the old disk's cached SMART answer: it is dropped, and the new
+    /// disk's comes with the next refresh.
+    fn forget_replaced_smart(&self, present: &[Disk]) {
+        for d in present {
+            let known = self.inv.disks.get(&d.name).and_then(|r| r.serial.as_deref());
+            if let (Some(was), Some(now)) = (known, d.serial.as_deref())
+                && was != now
+            {
+                log::info!(
+                    "disk {}: serial {} where {} was: another disk, its SMART is read afresh",
+                    d.device(),
+                    crate::protocol::escape::escape(now),
+                    crate::protocol::escape::escape(was)
+                );
+                self.smart.forget(&d.device());
+            }
         }
     }
 

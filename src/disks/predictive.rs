@@ -84,6 +84,15 @@ impl Indicators {
     }
 }
 
+/// Whether a baseline taken from the disk with serial `baseline` holds for a disk now
+/// showing `now`: only two known, different serials are two disks.
+fn same_disk(baseline: Option<&str>, now: Option<&str>) -> bool {
+    match (baseline, now) {
+        (Some(b), Some(n)) => b == n,
+        _ => true,
+    }
+}
+
 fn counter_label(name: &str) -> String {
     match ATA_WATCHED.iter().find(|(id, _)| id.to_string() == name) {
         Some((id, what)) => format!("SMART {id} ({what})"),
@@ -102,11 +111,17 @@ pub struct Observed {
     pub fs_errors: Vec<(String, u64)>,
 }
 
-/// Applies the predictive rules. A first sight (or a new serial at that name) records the
-/// baseline and warns about nothing: a disk that came with 8 reallocated sectors is not
-/// failing for that; one that goes to 9 is, until its counters are back at the baseline
-/// (they are not, in practice: one warning per disk). A counter that went down (a reset,
-/// `fsck` clearing the ext4 count) lowers the baseline.
+/// Applies the predictive rules. A first sight (or another serial at that name: the disk
+/// was replaced) records the baseline and warns about nothing: a disk that came with 8
+/// reallocated sectors is not failing for that; one that goes to 9 is, until its counters
+/// are back at the baseline (they are not, in practice: one warning per disk).
+///
+/// A SMART counter that reads lower than its baseline never lowers it: these counters do
+/// not heal, so a lower reading is a bad read (a flaky USB bridge answering 0 once), and
+/// taking it as the new baseline would turn the next good reading into a false "rose from
+/// 0 to 8". Only a different serial starts over; a reading without a serial (or a baseline
+/// taken without one) cannot tell a replaced disk, so it keeps the baseline. ext4's count,
+/// which `fsck` does clear, is the exception: there a lower value lowers the baseline.
 pub fn evaluate(inv: &mut Inventory, observed: &[Observed], arrays: &[MdArray]) -> Vec<Condition> {
     let mut out = Vec::new();
     for o in observed {
@@ -116,15 +131,16 @@ pub fn evaluate(inv: &mut Inventory, observed: &[Observed], arrays: &[MdArray]) 
             let mut reasons = Vec::new();
             let now = ind.counters();
             match &mut r.smart_baseline {
-                Some(b) if b.serial == o.serial => {
+                Some(b) if same_disk(b.serial.as_deref(), o.serial.as_deref()) => {
+                    if b.serial.is_none() {
+                        b.serial.clone_from(&o.serial);
+                    }
                     for (k, v) in &now {
                         match b.counters.get(k).copied() {
                             Some(base) if *v > base => {
                                 reasons.push(format!("{} rose from {base} to {v}", counter_label(k)))
                             }
-                            Some(base) if *v < base => {
-                                b.counters.insert(k.clone(), *v);
-                            }
+                            // Lower: a bad read, not a healed disk (see above).
                             Some(_) => {}
                             None => {
                                 b.counters.insert(k.clone(), *v);
@@ -255,6 +271,44 @@ mod tests {
         let mut swapped = ata(&[(5, 40)]);
         swapped.serial = Some("S2".into());
         assert!(evaluate(&mut inv, &[swapped], &[]).is_empty(), "another disk, first sight");
+        // And a lower count on a newer disk is its own baseline, not a bad read.
+        let mut newer = ata(&[(5, 2)]);
+        newer.serial = Some("S3".into());
+        assert!(evaluate(&mut inv, &[newer.clone()], &[]).is_empty());
+        newer.smart = Some(Indicators { ata: BTreeMap::from([(5, 3)]), nvme: None });
+        assert_eq!(evaluate(&mut inv, &[newer], &[])[0].detail, "SMART 5 (reallocated sectors) rose from 2 to 3");
+    }
+
+    #[test]
+    fn one_low_reading_of_a_counter_never_lowers_its_baseline() {
+        // Scan by scan, as the monitor sees a disk behind a flaky USB bridge: 8, then a
+        // bad read of 0, then 8 again. Nothing changed on the disk.
+        let mut inv = inv_with("sda");
+        for (scan, reading) in [8, 0, 8, 0, 0, 8, 8].into_iter().enumerate() {
+            let c = evaluate(&mut inv, &[ata(&[(5, reading), (197, 0)])], &[]);
+            assert!(c.is_empty(), "scan {scan}, reading {reading}: {c:?}");
+        }
+        assert_eq!(inv.disks["sda"].smart_baseline.as_ref().unwrap().counters["5"], 8);
+        // A real rise is still one.
+        let c = evaluate(&mut inv, &[ata(&[(5, 9), (197, 0)])], &[]);
+        assert_eq!(c[0].detail, "SMART 5 (reallocated sectors) rose from 8 to 9");
+    }
+
+    #[test]
+    fn a_reading_without_a_serial_keeps_the_baseline_of_the_disk_at_that_name() {
+        let mut inv = inv_with("sda");
+        evaluate(&mut inv, &[ata(&[(5, 8)])], &[]);
+        let mut unknown = ata(&[(5, 0)]);
+        unknown.serial = None;
+        assert!(evaluate(&mut inv, &[unknown], &[]).is_empty());
+        assert!(evaluate(&mut inv, &[ata(&[(5, 8)])], &[]).is_empty(), "still the first baseline");
+        // A baseline taken without a serial learns it once one is read.
+        let mut inv = inv_with("sda");
+        let mut first = ata(&[(5, 8)]);
+        first.serial = None;
+        evaluate(&mut inv, &[first], &[]);
+        assert!(evaluate(&mut inv, &[ata(&[(5, 8)])], &[]).is_empty());
+        assert_eq!(inv.disks["sda"].smart_baseline.as_ref().unwrap().serial.as_deref(), Some("S1"));
     }
 
     #[test]

@@ -4,27 +4,34 @@
 //! A plain `kill` + `wait` + read-to-EOF is not bounded: a program that forks keeps its
 //! stdout open in the grandchild after the parent is killed, and a program stuck in
 //! uninterruptible IO (D state, a dying disk) cannot be reaped until the IO ends. So:
-//! the child gets its own process group and the whole group is killed at the deadline;
-//! pipes are read and the child reaped on helper threads, and the caller waits for them
-//! only until the deadline. Whatever is still stuck after that is left to those threads,
-//! which end when the pipe closes or the process can be reaped. Once the program has exited,
-//! its output is read for [`DRAIN_GRACE`] more only: a grandchild that left the group (setsid)
-//! and holds the pipes does not hold the caller. [`Outcome::leftover`] tells when those
-//! helpers have ended; a caller that runs the same program every interval keeps it in
-//! [`StuckRuns`] and does not start another while the last one lives (each stuck run
-//! holds three threads and a process).
+//! the child gets its own process group and the whole group is killed at the deadline, and
+//! at its exit too (what it left in its group ends with it). Its pipes are read on the
+//! caller's own thread with poll(2), never on a thread of their own, and closed when the run
+//! is over, whoever still holds their other ends: once the program has exited its output is
+//! read for [`DRAIN_GRACE`] more only, and at the deadline not at all. The child is reaped on
+//! a helper thread, which the caller waits for only until the deadline; that thread (one per
+//! run) ends when the process can be reaped. What left the group (setsid) and outlives the
+//! program is handed to the agent by the kernel, which ends it ([`super::orphans`]).
+//! [`Outcome::leftover`] tells when the reaper has ended; a caller that runs the same
+//! program every interval keeps it in [`StuckRuns`] and does not start another while the
+//! last one lives (each stuck run holds a thread and a process).
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rustix::process::{Pid, Signal, kill_process_group};
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, kill_process_group};
+
+use super::orphans;
 
 /// The program could not be started. `is_not_found` tells a missing binary (say which
 /// package or setting provides it) from anything else (log it; retrying may work).
@@ -57,17 +64,17 @@ pub struct Outcome {
     /// More than `cap` bytes came on stdout or stderr; the beginning was dropped.
     pub truncated: bool,
     pub duration: Duration,
-    /// The helper threads (reaper, pipe readers) this run left behind.
+    /// The helper thread (the reaper) this run left behind.
     pub leftover: Leftover,
 }
 
-/// The helper threads of one run still alive: the reaper waits for a process that may be
-/// stuck in the kernel, the readers for pipes it or its children hold.
+/// The helper thread of one run while it lives: the reaper, which waits for a process that
+/// may be stuck in the kernel (and then ends what the process left behind).
 #[derive(Debug, Clone, Default)]
 pub struct Leftover(Arc<AtomicUsize>);
 
 impl Leftover {
-    /// The process is reaped and its pipes closed: nothing of the run is left.
+    /// The process is reaped: nothing of the run is left.
     pub fn is_done(&self) -> bool {
         self.0.load(Ordering::SeqCst) == 0
     }
@@ -240,6 +247,9 @@ fn run_in(mut cmd: Command, timeout: Duration, cap: usize, groups: Option<&Group
     if groups.is_some_and(Groups::is_killed) {
         return Err(spawn_error(&cmd, io::Error::other("not started: the agent is stopping")));
     }
+    // The reaper's word that the child is over wakes the pipe reading below.
+    let (wake_tx, wake_rx) = UnixStream::pair().map_err(|source| spawn_error(&cmd, source))?;
+    let spawning = orphans::Spawning::begin();
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -249,6 +259,7 @@ fn run_in(mut cmd: Command, timeout: Duration, cap: usize, groups: Option<&Group
         .spawn()
         .map_err(|source| spawn_error(&cmd, source))?;
     let group = Pid::from_child(&child);
+    spawning.started(group);
     if let Some(g) = groups {
         let mut set = g.lock();
         if set.killed {
@@ -259,60 +270,57 @@ fn run_in(mut cmd: Command, timeout: Duration, cap: usize, groups: Option<&Group
             set.running.insert(group.as_raw_nonzero().get());
         }
     }
+    let mut output = Output([
+        Stream::new(child.stdout.take().map(OwnedFd::from), cap),
+        Stream::new(child.stderr.take().map(OwnedFd::from), cap),
+    ]);
     let (tx, rx) = mpsc::channel();
-    let stdout = Arc::new(Mutex::new(Tail::new(cap)));
-    let stderr = Arc::new(Mutex::new(Tail::new(cap)));
     let leftover = Leftover::default();
-    let mut open = 0;
-    let pipes = [
-        (child.stdout.take().map(|p| Box::new(p) as Pipe), &stdout),
-        (child.stderr.take().map(|p| Box::new(p) as Pipe), &stderr),
-    ];
-    for (pipe, tail) in pipes {
-        let Some(pipe) = pipe else { continue };
-        let (tail, tx, holding) = (Arc::clone(tail), tx.clone(), leftover.hold());
-        let read = move || {
-            let _holding = holding;
-            drain(pipe, &tail, &tx)
-        };
-        if thread::Builder::new().name("child-out".into()).spawn(read).is_ok() {
-            open += 1;
-        }
-    }
-    // The reaper: `wait` may block for as long as the process is stuck in the kernel.
-    let reaper_tx = tx.clone();
-    drop(tx);
+    // The group id is the child's pid, reserved only until the child is reaped: whoever
+    // kills the group checks, under this lock, that the reaper has not reaped it yet.
+    let reaped = Arc::new(Mutex::new(false));
+    let reaper = Reaper { group, groups: groups.cloned(), reaped: Arc::clone(&reaped), tx, wake: wake_tx };
     let holding = leftover.hold();
+    // `wait` may block for as long as the process is stuck in the kernel: its own thread.
     let reaping = thread::Builder::new().name("child-wait".into()).spawn(move || {
         let _holding = holding;
-        let _ = reaper_tx.send(Event::Exited(child.wait()));
+        reaper.reap(child)
     });
+    if reaping.is_err() {
+        // No thread: nothing would ever reap it. Killed now, reaped by the kernel once this
+        // process exits; its output is what came before.
+        let _ = kill_process_group(group, Signal::KILL);
+    }
     let mut status = None;
     let mut exited = reaping.is_err();
     let mut until = deadline;
-    while !exited || open > 0 {
-        match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-            Ok(Event::Exited(s)) => {
-                exited = true;
-                status = s.ok();
-                until = until.min(Instant::now() + DRAIN_GRACE);
+    while !(exited && output.is_closed()) {
+        let Some(left) = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else { break };
+        if output.read_for(&wake_rx, left) {
+            drain_wake(&wake_rx);
+            match rx.try_recv() {
+                Ok(s) => {
+                    exited = true;
+                    status = s;
+                    until = until.min(Instant::now() + DRAIN_GRACE);
+                }
+                // The reaper ended without a word (it panicked): nothing more will come.
+                Err(mpsc::TryRecvError::Disconnected) => break,
+                Err(mpsc::TryRecvError::Empty) => {}
             }
-            Ok(Event::Closed) => open -= 1,
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
         }
     }
-    // Exited, but its pipes held past the grace by a grandchild: not a timeout of the program.
-    let timed_out = !exited || (open > 0 && Instant::now() >= deadline);
-    if !exited || open > 0 {
-        // The group id is the child's pid, still reserved while the child is unreaped or
-        // any member of its group lives; an error means they are all gone already.
-        let _ = kill_process_group(group, Signal::KILL);
+    // Exited, but its pipes held past the grace by what it left outside its group: not a
+    // timeout of the program.
+    let timed_out = !exited || (!output.is_closed() && Instant::now() >= deadline);
+    if !exited {
+        let reaped = reaped.lock().unwrap_or_else(|p| p.into_inner());
+        if !*reaped {
+            let _ = kill_process_group(group, Signal::KILL);
+        }
     }
-    if let Some(g) = groups {
-        g.lock().running.remove(&group.as_raw_nonzero().get());
-    }
-    let take = |t: &Arc<Mutex<Tail>>| t.lock().unwrap_or_else(|p| p.into_inner()).take();
-    let ((stdout, cut_out), (stderr, cut_err)) = (take(&stdout), take(&stderr));
+    // The pipes close here, whoever still holds their other ends: no thread waits on them.
+    let ((stdout, cut_out), (stderr, cut_err)) = output.take();
     Ok(Outcome {
         status,
         timed_out,
@@ -322,6 +330,126 @@ fn run_in(mut cmd: Command, timeout: Duration, cap: usize, groups: Option<&Group
         duration: started.elapsed(),
         leftover,
     })
+}
+
+/// The reaper of one run, on its own thread: it waits for the child to exit, kills what is
+/// left of its group, reaps it, ends the orphans it left (when the agent adopts them), and
+/// only then says so to the run, so that what held the pipes is gone by then.
+struct Reaper {
+    group: Pid,
+    groups: Option<Groups>,
+    reaped: Arc<Mutex<bool>>,
+    tx: mpsc::Sender<Option<ExitStatus>>,
+    wake: UnixStream,
+}
+
+impl Reaper {
+    fn reap(self, mut child: std::process::Child) {
+        // Exited but not reaped (WNOWAIT): its pid, the group's id, is still reserved.
+        let pid = self.group;
+        loop {
+            match rustix::process::waitid(WaitId::Pid(pid), WaitIdOptions::EXITED | WaitIdOptions::NOWAIT) {
+                Err(e) if e == rustix::io::Errno::INTR => continue,
+                _ => break,
+            }
+        }
+        let status = {
+            let mut reaped = self.reaped.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(g) = &self.groups {
+                g.lock().running.remove(&pid.as_raw_nonzero().get());
+            }
+            // What it left in its group ends with it; outside the group, the orphans below.
+            let _ = kill_process_group(pid, Signal::KILL);
+            let status = child.wait().ok();
+            *reaped = true;
+            status
+        };
+        orphans::run_ended(pid);
+        let _ = self.tx.send(status);
+        let _ = (&self.wake).write(&[1]);
+    }
+}
+
+fn drain_wake(rx: &UnixStream) {
+    let mut buf = [0u8; 16];
+    while matches!((&*rx).read(&mut buf), Ok(n) if n > 0) {}
+}
+
+/// One output pipe of a run (closed once it ended) and the tail of what came through it.
+struct Stream {
+    pipe: Option<File>,
+    tail: Tail,
+}
+
+impl Stream {
+    fn new(pipe: Option<OwnedFd>, cap: usize) -> Stream {
+        let pipe = pipe.map(File::from);
+        if let Some(f) = &pipe {
+            // Read only when poll says so; non-blocking all the same, so a read never waits.
+            let _ = rustix::io::ioctl_fionbio(f, true);
+        }
+        Stream { pipe, tail: Tail::new(cap) }
+    }
+
+    /// Reads until the pipe is empty (at most 128 KiB, so that a program writing without
+    /// pause cannot hold the caller past its deadline: the rest waits for the next round);
+    /// closes it at its end.
+    fn read(&mut self) {
+        let Some(file) = &mut self.pipe else { return };
+        let mut buf = [0u8; 8192];
+        let mut ended = false;
+        for _ in 0..16 {
+            match file.read(&mut buf) {
+                Ok(n) if n > 0 => self.tail.push(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // The end, or an error: nothing more will come.
+                Ok(_) | Err(_) => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if ended {
+            self.pipe = None;
+        }
+    }
+}
+
+/// A run's stdout and stderr, read on the caller's thread: no thread of ours ever waits on
+/// a pipe, so a descendant that keeps one open costs nothing once the run is over.
+struct Output([Stream; 2]);
+
+impl Output {
+    fn is_closed(&self) -> bool {
+        self.0.iter().all(|s| s.pipe.is_none())
+    }
+
+    /// Waits up to `left` for output or for the wake pipe, and reads what came. Returns
+    /// whether the wake pipe is readable.
+    fn read_for(&mut self, wake: &UnixStream, left: Duration) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let ts = Timespec { tv_sec: left.as_secs().min(i64::MAX as u64) as i64, tv_nsec: left.subsec_nanos().into() };
+        let mut fds = vec![PollFd::new(wake, PollFlags::IN)];
+        let open: Vec<usize> = (0..2).filter(|i| self.0[*i].pipe.is_some()).collect();
+        fds.extend(self.0.iter().filter_map(|s| s.pipe.as_ref()).map(|f| PollFd::new(f, PollFlags::IN)));
+        // EINTR is a wake-up like any other: the caller's loop looks again.
+        let _ = poll(&mut fds, Some(&ts));
+        let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
+        drop(fds);
+        for (n, i) in open.into_iter().enumerate() {
+            if ready[n + 1] {
+                self.0[i].read();
+            }
+        }
+        ready[0]
+    }
+
+    /// The tails of stdout and stderr, each with whether it was cut.
+    fn take(self) -> ((Vec<u8>, bool), (Vec<u8>, bool)) {
+        let [mut out, mut err] = self.0;
+        (out.tail.take(), err.tail.take())
+    }
 }
 
 /// `NotFound` when `cmd`'s program does not exist: a path is looked at, a bare name is
@@ -337,27 +465,6 @@ fn locate(cmd: &Command) -> io::Result<()> {
     };
     let found = path.as_deref().is_some_and(|p| std::env::split_paths(p).any(|dir| dir.join(program).is_file()));
     if found { Ok(()) } else { Err(io::Error::new(io::ErrorKind::NotFound, "not found on PATH")) }
-}
-
-enum Event {
-    Exited(io::Result<ExitStatus>),
-    /// One output pipe reached its end.
-    Closed,
-}
-
-type Pipe = Box<dyn Read + Send>;
-
-fn drain(mut pipe: Pipe, tail: &Mutex<Tail>, tx: &mpsc::Sender<Event>) {
-    let mut buf = [0u8; 8192];
-    loop {
-        match pipe.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => tail.lock().unwrap_or_else(|p| p.into_inner()).push(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    let _ = tx.send(Event::Closed);
 }
 
 /// The last `cap` bytes of a stream, in memory bounded by twice `cap`.
@@ -403,6 +510,14 @@ mod tests {
         c
     }
 
+    /// Whether process `pid` is gone (or a zombie nobody reaped yet) within 2 s.
+    fn ends_soon(pid: i32) -> bool {
+        (0..200).any(|_| {
+            thread::sleep(Duration::from_millis(10));
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+        })
+    }
+
     #[test]
     fn output_and_status_of_a_quick_program_are_returned() {
         let o = run(sh("echo out; echo err >&2; exit 3"), Duration::from_secs(10), 1024).unwrap();
@@ -430,10 +545,7 @@ mod tests {
         assert!(o.duration < Duration::from_secs(5), "{:?}", o.duration);
         // The whole group was killed: the grandchild is gone (reaped by init) soon after.
         let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-        let gone = (0..200).any(|_| {
-            thread::sleep(Duration::from_millis(10));
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
-        });
+        let gone = ends_soon(pid);
         assert!(gone, "grandchild {pid} survived the group kill");
     }
 
@@ -447,21 +559,62 @@ mod tests {
     }
 
     #[test]
-    fn a_killed_run_is_stuck_until_its_helpers_end_and_then_forgotten() {
-        // A grandchild in its own session escapes the group kill and holds stdout open,
-        // as a process in D state holds its pipes: the pipe reader outlives the deadline.
-        let o = run(sh("setsid sleep 1 & sleep 30"), Duration::from_millis(200), 64).unwrap();
-        assert!(o.timed_out && !o.leftover.is_done());
+    fn a_killed_run_is_stuck_until_its_reaper_ends_and_then_forgotten() {
+        // A process in D state cannot be reaped until its kernel call returns; its reaper
+        // thread is held meanwhile. Played here by the reaper's count itself.
+        let o = run(sh("sleep 30"), Duration::from_millis(100), 64).unwrap();
+        assert!(o.timed_out);
+        let held = o.leftover.hold();
         let stuck = StuckRuns::default();
         stuck.note("sh /dev/sda", &o);
         assert!(stuck.stuck_for("sh /dev/sda").is_some());
         assert_eq!(stuck.stuck_for("sh /dev/sdb"), None);
+        drop(held);
         let ended = (0..500).any(|_| {
             thread::sleep(Duration::from_millis(10));
             o.leftover.is_done()
         });
-        assert!(ended, "the pipe reader did not end after the grandchild did");
+        assert!(ended, "the reaper did not end after the kill");
         assert_eq!(stuck.stuck_for("sh /dev/sda"), None);
+    }
+
+    /// Whether the run's helper thread is gone within a second.
+    fn helpers_end(o: &Outcome) -> bool {
+        (0..100).any(|_| {
+            thread::sleep(Duration::from_millis(10));
+            o.leftover.is_done()
+        })
+    }
+
+    #[test]
+    fn a_grandchild_outside_the_group_holding_the_pipes_leaves_no_thread_behind_after_an_exit() {
+        // setsid puts the sleep out of reach of the group kill; it keeps our pipes open for
+        // 5 s. Nothing of ours may wait on them once the program has exited.
+        let o = run(sh("setsid sleep 5 & echo bye"), Duration::from_secs(10), 1024).unwrap();
+        assert_eq!((o.status.and_then(|s| s.code()), o.stdout.as_slice()), (Some(0), &b"bye\n"[..]));
+        assert!(helpers_end(&o), "a thread still waits on the grandchild's pipe");
+    }
+
+    #[test]
+    fn a_grandchild_outside_the_group_holding_the_pipes_leaves_no_thread_behind_after_a_timeout() {
+        let o = run(sh("setsid sleep 5 & echo started; sleep 30"), Duration::from_millis(300), 1024).unwrap();
+        assert!(o.timed_out);
+        assert_eq!(o.stdout, b"started\n");
+        assert!(helpers_end(&o), "a thread still waits on the grandchild's pipe");
+    }
+
+    #[test]
+    fn a_member_of_the_group_left_running_ends_with_the_program() {
+        // Backgrounded in the group, its output sent elsewhere: it holds no pipe of ours,
+        // and it is killed with the group once the program exits.
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("member");
+        let script = format!("sleep 30 >/dev/null 2>&1 & echo $! > {}", pidfile.display());
+        let o = run(sh(&script), Duration::from_secs(10), 1024).unwrap();
+        assert_eq!(o.status.and_then(|s| s.code()), Some(0));
+        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let gone = ends_soon(pid);
+        assert!(gone, "{pid} of the program's group outlived it");
     }
 
     #[test]

@@ -4,5 +4,6 @@
 pub(crate) mod bounded_read;
 pub mod child;
 pub(crate) mod notify;
+pub mod orphans;
 pub mod signals;
 pub mod wake;

@@ -15,7 +15,7 @@ use super::network::{self, Addresses};
 use super::sensors;
 use super::smart::{Smart, SmartError, SmartReader};
 use super::system::{self, SystemProbe};
-use super::{Roots, entries, read_attr};
+use super::{Roots, entries, read_attr, units};
 use crate::config::Config;
 use crate::disks::health::DiskHealth;
 use crate::disks::reason::Reason;
@@ -120,7 +120,7 @@ impl Probes {
             "cpu": {"model": cpu.model, "logical_cores": cpu.logical_cores, "physical_cores": cpu.physical_cores},
             "memory": {"total_bytes": mem.map(|m| m.total_bytes), "available_bytes": mem.map(|m| m.available_bytes)},
             "swap": {"total_bytes": mem.map(|m| m.swap_total_bytes), "free_bytes": mem.map(|m| m.swap_free_bytes)},
-            "disks": {"count": disks.len(), "total_bytes": disks.iter().filter_map(|d| d.size_bytes).sum::<u64>()},
+            "disks": {"count": disks.len(), "total_bytes": units::sum(disks.iter().filter_map(|d| d.size_bytes))},
             "network": {
                 "primary_interface": primary,
                 "primary_ipv4": primary_ipv4,
@@ -142,12 +142,12 @@ impl Probes {
             "load_avg": {"one": load.map(|l| l.0), "five": load.map(|l| l.1), "fifteen": load.map(|l| l.2)},
             "memory": {
                 "total_bytes": mem.map(|m| m.total_bytes),
-                "used_bytes": mem.map(|m| m.total_bytes.saturating_sub(m.available_bytes)),
+                "used_bytes": mem.and_then(|m| units::difference(m.total_bytes, m.available_bytes)),
                 "available_bytes": mem.map(|m| m.available_bytes),
             },
             "swap": {
                 "total_bytes": mem.map(|m| m.swap_total_bytes),
-                "used_bytes": mem.map(|m| m.swap_total_bytes.saturating_sub(m.swap_free_bytes)),
+                "used_bytes": mem.and_then(|m| units::difference(m.swap_total_bytes, m.swap_free_bytes)),
             },
             "processes": sys.processes(),
             "uptime_secs": system::uptime_secs(),
@@ -208,8 +208,8 @@ impl Probes {
                 let u = mounts::usage(&self.roots, &m.mountpoint);
                 json!({
                     "mountpoint": m.mountpoint, "fstype": m.fstype, "readonly": m.readonly,
-                    "total_bytes": u.map(|u| u.total_bytes), "used_bytes": u.map(|u| u.used_bytes),
-                    "available_bytes": u.map(|u| u.available_bytes),
+                    "total_bytes": u.and_then(|u| u.total_bytes), "used_bytes": u.and_then(|u| u.used_bytes),
+                    "available_bytes": u.and_then(|u| u.available_bytes),
                 })
             })
             .collect();
@@ -276,9 +276,9 @@ impl Probes {
             "root_fs": {
                 "fstype": root_mount.map(|m| m.fstype.clone()),
                 "readonly": mounts::filesystem_readonly(&mounts, root),
-                "total_bytes": usage.map(|u| u.total_bytes),
-                "used_bytes": usage.map(|u| u.used_bytes),
-                "available_bytes": usage.map(|u| u.available_bytes),
+                "total_bytes": usage.and_then(|u| u.total_bytes),
+                "used_bytes": usage.and_then(|u| u.used_bytes),
+                "available_bytes": usage.and_then(|u| u.available_bytes),
             },
             "throttled": throttled.map(board::Throttled::to_json),
             "under_voltage_alarm": board::rpi_under_voltage(sysfs),

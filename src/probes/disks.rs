@@ -133,7 +133,7 @@ pub fn read(sysfs: &Path, name: &str) -> Option<Disk> {
 
 /// `size` counts 512-byte sectors whatever the disk's own sector size.
 pub(crate) fn parse_sectors(text: &str) -> Option<u64> {
-    text.trim().parse::<u64>().ok()?.checked_mul(512)
+    super::units::bytes(text.trim().parse::<u64>().ok()?, super::units::SECTOR)
 }
 
 pub(crate) fn parse_flag(text: &str) -> Option<bool> {

@@ -74,9 +74,10 @@ pub fn read(sysfs: &Path) -> Vec<Fan> {
     out
 }
 
-/// hwmon gives revolutions per minute as an unsigned integer.
+/// hwmon gives revolutions per minute as an unsigned integer; a speed no fan turns at is a
+/// count the chip could not take, not a reading.
 pub fn parse_rpm(text: &str) -> Option<u64> {
-    text.trim().parse().ok()
+    text.trim().parse().ok().and_then(|r| super::units::within_u64(r, &super::units::RPM))
 }
 
 #[cfg(test)]
@@ -89,5 +90,7 @@ mod tests {
         assert_eq!(parse_rpm("0"), Some(0));
         assert_eq!(parse_rpm("-1"), None);
         assert_eq!(parse_rpm(""), None);
+        assert_eq!(parse_rpm("65535"), None, "a count the chip could not take");
+        assert_eq!(parse_rpm("99999999999999999999"), None);
     }
 }

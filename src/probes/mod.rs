@@ -14,6 +14,7 @@ pub mod network;
 pub(crate) mod sensors;
 pub mod smart;
 pub(crate) mod system;
+pub mod units;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -44,9 +44,10 @@ pub fn read(sysfs: &Path) -> Vec<Sensor> {
     out
 }
 
-/// hwmon reports millidegrees Celsius as an integer.
+/// hwmon reports millidegrees Celsius as an integer; one outside what a sensor can read is
+/// a fault, not a temperature.
 pub fn parse_millidegrees(text: &str) -> Option<f64> {
-    text.trim().parse::<i64>().ok().map(|m| m as f64 / 1000.0)
+    text.trim().parse::<i64>().ok().and_then(super::units::millidegrees)
 }
 
 #[cfg(test)]
@@ -58,5 +59,7 @@ mod tests {
         assert_eq!(parse_millidegrees("45500\n"), Some(45.5));
         assert_eq!(parse_millidegrees("-2000"), Some(-2.0));
         assert_eq!(parse_millidegrees("N/A"), None);
+        assert_eq!(parse_millidegrees("9223372036854775807"), None);
+        assert_eq!(parse_millidegrees("255000"), None, "a driver's no-reading marker");
     }
 }

@@ -189,6 +189,12 @@ impl SmartReader {
         self.lock().get(device).map(|(_, r)| r.clone())
     }
 
+    /// Drops the cached result of `device` (the disk at that name was replaced: the answer
+    /// is the old disk's), so that the next read asks smartctl again.
+    pub fn forget(&self, device: &str) {
+        self.lock().remove(device);
+    }
+
     /// Whether `device` has a result younger than `smart_interval`.
     pub fn is_fresh(&self, device: &str) -> bool {
         let s = self.settings();
@@ -301,7 +307,11 @@ pub fn parse(text: &str, exit: Option<i32>) -> Result<Smart, String> {
     };
     let smart = Smart {
         passed: v["smart_status"]["passed"].as_bool(),
-        temperature_celsius: v["temperature"]["current"].as_i64().or_else(|| nvme["temperature"].as_i64()),
+        // A drive's firmware can say anything: one no sensor reads is not passed on.
+        temperature_celsius: v["temperature"]["current"]
+            .as_i64()
+            .or_else(|| nvme["temperature"].as_i64())
+            .filter(|t| super::units::celsius(*t as f64).is_some()),
         power_on_hours: v["power_on_time"]["hours"].as_u64().or_else(|| nvme["power_on_hours"].as_u64()),
         reallocated_sectors: attr(5),
         pending_sectors: attr(197),
@@ -360,6 +370,14 @@ mod tests {
         assert_eq!(s.temperature_celsius, Some(51));
         assert_eq!(s.power_on_hours, Some(999));
         assert_eq!(s.reallocated_sectors, None);
+    }
+
+    #[test]
+    fn a_temperature_no_sensor_reads_is_none() {
+        let s = parse(r#"{"smart_status":{"passed":true},"temperature":{"current":9223372036854775807}}"#, Some(0));
+        assert_eq!(s.unwrap().temperature_celsius, None);
+        let s = parse(r#"{"smart_status":{"passed":true},"temperature":{"current":-273}}"#, Some(0));
+        assert_eq!(s.unwrap().temperature_celsius, None);
     }
 
     #[test]

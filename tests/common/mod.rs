@@ -5,6 +5,7 @@
 
 pub mod agent_config;
 pub mod gateway;
+pub mod nobody;
 
 use std::io::Read;
 use std::path::Path;
@@ -164,7 +165,7 @@ pub fn agent_command() -> Command {
     }
 }
 
-pub fn spawn_agent(config: &Path, envs: &[(&str, &str)]) -> Child {
+pub fn spawn_agent(config: &Path, envs: &[(&str, &str)]) -> Reaped {
     let mut cmd = agent_command();
     cmd.arg("--config").arg(config).stdout(Stdio::null()).env_remove("JOURNAL_STREAM");
     for (k, v) in envs {
@@ -179,12 +180,47 @@ static LOGS: std::sync::Mutex<Vec<(u32, std::fs::File)>> = std::sync::Mutex::new
 /// Spawns `cmd` with its stderr going to an unnamed temporary file, read by [`take_log`].
 /// Not a pipe: nobody reads a pipe until the child exits, and a child that logged more
 /// than the pipe holds (64 KiB) would block on its next log line.
-pub fn spawn_logged(cmd: &mut Command) -> Child {
+pub fn spawn_logged(cmd: &mut Command) -> Reaped {
     let file = tempfile::tempfile().expect("a temporary file for the child's log");
     cmd.stderr(file.try_clone().expect("dup the log file"));
     let child = cmd.spawn().expect("spawn rig-agent");
     LOGS.lock().unwrap().push((child.id(), file));
-    child
+    Reaped(child)
+}
+
+/// A child process (an agent, its privileged half) killed and reaped when dropped, so that a
+/// failing test, which unwinds past its stop, leaves no process behind.
+#[derive(Debug)]
+pub struct Reaped(pub Child);
+
+impl Reaped {
+    /// Spawns `cmd`; the process is the guard's from then on.
+    pub fn spawn(cmd: &mut Command) -> Reaped {
+        Reaped(cmd.spawn().unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program())))
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        // Already reaped (stopped by the test): try_wait says so, nothing is killed.
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 /// What the child has logged so far: its stderr file (see [`spawn_logged`]), or its stderr
@@ -230,34 +266,11 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> (Option<i32>, Duration, 
     }
 }
 
-/// A child killed and reaped when the test ends, also by a failed assertion.
-pub struct Reaped(pub Child);
-
-impl std::ops::Deref for Reaped {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Reaped {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `rig-agent privileged` on `config`, as its unit runs it (not under journald).
 pub fn spawn_privileged(config: &Path) -> Reaped {
     let mut cmd = agent_command();
     cmd.arg("--config").arg(config).arg("privileged").stdout(Stdio::null()).env_remove("JOURNAL_STREAM");
-    Reaped(spawn_logged(&mut cmd))
+    spawn_logged(&mut cmd)
 }
 
 /// SIGTERM, as systemd stops it; its exit code and its log.

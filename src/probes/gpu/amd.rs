@@ -2,7 +2,7 @@
 //! without any tool.
 
 use super::{Gpu, GpuState, Vendor};
-use crate::probes::{entries, read_attr};
+use crate::probes::{entries, read_attr, units};
 use std::path::Path;
 
 /// Every AMD GPU (PCI vendor 0x1002) under `sysfs/class/drm/card<N>/device`. Connectors
@@ -49,18 +49,24 @@ pub fn read_amd(sysfs: &Path) -> Vec<Gpu> {
                     .find(|f| read_attr(&h.join(f)).as_deref() == Some(label))
                     .and_then(|f| read_attr(&h.join(f.replace("_label", "_input"))))
                     .and_then(|v| v.parse::<u64>().ok())
-                    .map(|hz| hz / 1_000_000)
+                    .and_then(units::hz_to_mhz)
             })
-            .or_else(|| std::fs::read_to_string(dev.join(dpm)).ok().and_then(|t| parse_dpm_current(&t)))
+            .or_else(|| {
+                std::fs::read_to_string(dev.join(dpm))
+                    .ok()
+                    .and_then(|t| parse_dpm_current(&t))
+                    .and_then(|m| units::within_u64(m, &units::MHZ))
+            })
         };
         let fan_percent = match (hw("pwm1").and_then(|v| v.parse::<f64>().ok()), hw("pwm1_max")) {
             (Some(pwm), max) => {
                 let max = max.and_then(|m| m.parse::<f64>().ok()).unwrap_or(255.0);
-                (max > 0.0).then(|| (pwm / max * 1000.0).round() / 10.0)
+                // A duty above the maximum (or below 0) is no percentage.
+                (max > 0.0).then(|| (pwm / max * 1000.0).round() / 10.0).and_then(units::percent)
             }
             (None, _) => None,
         };
-        let microwatts = |f: &str| hw(f).and_then(|v| v.parse::<u64>().ok()).map(|uw| uw as f64 / 1e6);
+        let microwatts = |f: &str| hw(f).and_then(|v| v.parse::<u64>().ok()).and_then(units::microwatts);
         out.push(Gpu {
             index: Some(n),
             name: read_attr(&dev.join("product_name")),
@@ -71,11 +77,13 @@ pub fn read_amd(sysfs: &Path) -> Vec<Gpu> {
             junction_celsius: temp("junction"),
             memory_temperature_celsius: temp("mem"),
             fan_percent,
-            fan_rpm: hw("fan1_input").and_then(|v| v.parse().ok()),
+            fan_rpm: hw("fan1_input").and_then(|v| crate::probes::fans::parse_rpm(&v)),
             // Older kernels give the average, newer ones (RDNA3) only the current draw.
             power_watts: microwatts("power1_average").or_else(|| microwatts("power1_input")),
             power_limit_watts: microwatts("power1_cap"),
-            utilization_percent: read_attr(&dev.join("gpu_busy_percent")).and_then(|v| v.parse().ok()),
+            utilization_percent: read_attr(&dev.join("gpu_busy_percent"))
+                .and_then(|v| v.parse().ok())
+                .and_then(units::percent),
             memory_total_bytes: read_attr(&dev.join("mem_info_vram_total")).and_then(|v| v.parse().ok()),
             memory_used_bytes: read_attr(&dev.join("mem_info_vram_used")).and_then(|v| v.parse().ok()),
             core_clock_mhz: freq_mhz("sclk", "pp_dpm_sclk"),

@@ -3,6 +3,7 @@
 
 use super::{Gpu, GpuState, Vendor, tame};
 use crate::os::child;
+use crate::probes::units;
 use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -107,20 +108,24 @@ pub fn parse_nvidia(text: &str) -> Result<Vec<Gpu>, String> {
         // A name with a comma in it would shift the fields: the last ten are fixed.
         let tail = &f[f.len() - 10..];
         let name = f[1..f.len() - 10].join(",");
-        let mib = |s: &str| field::<u64>(s).map(|m| m * (1 << 20));
+        // Each value is checked against what a GPU can report: a wrapped product or an
+        // impossible reading is null, never passed on.
+        let mib = |s: &str| field::<u64>(s).and_then(|m| units::bytes(m, units::MIB));
+        let real = |s: &str, check: fn(f64) -> Option<f64>| field::<f64>(s).and_then(check);
+        let mhz = |s: &str| field::<u64>(s).and_then(|m| units::within_u64(m, &units::MHZ));
         gpus.push(Gpu {
             index: Some(index),
             name: (!name.is_empty()).then_some(name),
             bus_id: Some(normalize_bus_id(tail[0])),
-            temperature_celsius: field(tail[1]),
-            fan_percent: field(tail[2]),
-            power_watts: field(tail[3]),
-            power_limit_watts: field(tail[4]),
-            utilization_percent: field(tail[5]),
+            temperature_celsius: real(tail[1], units::celsius),
+            fan_percent: real(tail[2], units::percent),
+            power_watts: real(tail[3], units::watts),
+            power_limit_watts: real(tail[4], units::watts),
+            utilization_percent: real(tail[5], units::percent),
             memory_total_bytes: mib(tail[6]),
             memory_used_bytes: mib(tail[7]),
-            core_clock_mhz: field(tail[8]),
-            memory_clock_mhz: field(tail[9]),
+            core_clock_mhz: mhz(tail[8]),
+            memory_clock_mhz: mhz(tail[9]),
             ..Gpu::empty(Vendor::Nvidia, GpuState::Ok)
         });
     }

@@ -101,3 +101,43 @@ fn uevent_values_are_found_by_exact_key() {
     assert_eq!(uevent_value(u, "PCI_SLOT_NAME").as_deref(), Some("0000:03:00.0"));
     assert_eq!(uevent_value(u, "PCI"), None);
 }
+
+#[test]
+fn values_that_overflow_or_no_gpu_reports_are_null_in_every_build() {
+    // 2^44 MiB is 2^64 bytes (a plain product wraps to 0 in a release build); 2^64-1 MiB
+    // overflows too; a fan at -5 % and 101 % busy are not readings.
+    let g = parse_nvidia(
+        "0, RTX, 00000000:01:00.0, 300, -5, -1.00, inf, 101, 18446744073709551615, 17592186044416, 999999999, NaN\n",
+    )
+    .unwrap();
+    let g = &g[0];
+    assert_eq!((g.memory_total_bytes, g.memory_used_bytes), (None, None));
+    assert_eq!((g.fan_percent, g.utilization_percent), (None, None));
+    assert_eq!((g.temperature_celsius, g.power_watts, g.power_limit_watts), (None, None, None));
+    assert_eq!((g.core_clock_mhz, g.memory_clock_mhz), (None, None));
+    // The largest that fits is kept.
+    let g = parse_nvidia("0, RTX, 00000000:01:00.0, 40, 0, 0.00, 0.00, 0, 17592186044415, 0, 0, 0\n").unwrap();
+    assert_eq!(g[0].memory_total_bytes, Some(17_592_186_044_415 << 20));
+    assert_eq!((g[0].fan_percent, g[0].utilization_percent), (Some(0.0), Some(0.0)));
+}
+
+#[test]
+fn amd_readings_out_of_range_are_null() {
+    let d = tempfile::tempdir().unwrap();
+    let dev = d.path().join("class/drm/card0/device");
+    let hw = dev.join("hwmon/hwmon3");
+    std::fs::create_dir_all(&hw).unwrap();
+    let put = |p: std::path::PathBuf, v: &str| std::fs::write(p, v).unwrap();
+    put(dev.join("uevent"), "PCI_ID=1002:73BF\nPCI_SLOT_NAME=0000:03:00.0\n");
+    put(dev.join("gpu_busy_percent"), "101\n");
+    put(dev.join("mem_info_vram_used"), "1024\n");
+    put(hw.join("pwm1"), "300\n");
+    put(hw.join("pwm1_max"), "255\n");
+    put(hw.join("fan1_input"), "4294967295\n");
+    put(hw.join("power1_average"), "18446744073709551615\n");
+    put(hw.join("temp1_input"), "9223372036854775807\n");
+    let g = &read_amd(d.path())[0];
+    assert_eq!((g.utilization_percent, g.fan_percent, g.fan_rpm), (None, None, None));
+    assert_eq!((g.power_watts, g.temperature_celsius), (None, None));
+    assert_eq!(g.memory_used_bytes, Some(1024));
+}
