@@ -27,6 +27,7 @@
 //! The sources of each format are named in the table of real lines in the tests below.
 
 use super::record::Record;
+use super::scan::Scan;
 
 /// What a kernel record names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -135,64 +136,6 @@ fn block_name(s: &str) -> Option<String> {
         && !s.contains("..")
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'!'));
     ok.then(|| s.to_string())
-}
-
-/// A cursor over a message: each step consumes what it matched or fails the rule.
-struct Scan<'a>(&'a str);
-
-impl<'a> Scan<'a> {
-    fn lit(&mut self, s: &str) -> Option<()> {
-        self.0 = self.0.strip_prefix(s)?;
-        Some(())
-    }
-
-    /// Consumes `s` when it is next; whether it was.
-    fn opt(&mut self, s: &str) -> bool {
-        self.lit(s).is_some()
-    }
-
-    /// The text up to the first of `ends` (not consumed), or to the end.
-    fn until(&mut self, ends: &[char]) -> &'a str {
-        let i = self.0.find(ends).unwrap_or(self.0.len());
-        let (head, tail) = self.0.split_at(i);
-        self.0 = tail;
-        head
-    }
-
-    /// One or more decimal digits.
-    fn number(&mut self) -> Option<u64> {
-        let digits = self.0.bytes().take_while(u8::is_ascii_digit).count();
-        let (head, tail) = self.0.split_at(digits);
-        let n = head.parse().ok()?;
-        self.0 = tail;
-        Some(n)
-    }
-
-    /// `0x` and one or more hexadecimal digits.
-    fn hex(&mut self) -> Option<u64> {
-        self.lit("0x")?;
-        let digits = self.0.bytes().take_while(u8::is_ascii_hexdigit).count();
-        let (head, tail) = self.0.split_at(digits);
-        let n = u64::from_str_radix(head, 16).ok()?;
-        self.0 = tail;
-        Some(n)
-    }
-
-    /// `host:channel:target:lun`.
-    fn scsi_address(&mut self) -> Option<String> {
-        let start = self.0;
-        for i in 0..4 {
-            if i > 0 {
-                self.lit(":")?;
-            }
-            self.number()?;
-        }
-        Some(start[..start.len() - self.0.len()].to_string())
-    }
-
-    fn rest(&self) -> &'a str {
-        self.0
-    }
 }
 
 /// Whether the record has the shape of a report about a task, whose name (and sometimes

@@ -10,6 +10,7 @@ pub mod disk_error;
 pub mod feed;
 pub mod reader;
 pub mod record;
+mod scan;
 
 pub use disk_error::{DiskError, Subject};
 pub use record::Record;

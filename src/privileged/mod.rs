@@ -9,13 +9,15 @@
 //!
 //! - [`drop`]: what the network half gives up at the start of `main`.
 //! - [`wire`]: the closed request set and the answers, strictly parsed and size-capped.
-//! - [`server`]: the privileged half's loop.
+//! - [`server`]: the privileged half's loop; [`budget`], its request slots, kernel log
+//!   streams and throttled refusals.
 //! - [`smartctl`]: running smartctl, for either half.
 //! - [`kmsg`]: the kernel log, streamed to the network half: whole only the records it
 //!   acts on (`crate::kernel_log::needed`), which `/dev/kmsg` under
 //!   `kernel.dmesg_restrict=1` keeps from its user.
 //! - [`client`]: the network half's side, used by [`crate::probes::smart::SmartReader`].
 
+mod budget;
 pub mod client;
 pub mod drop;
 pub(crate) mod kmsg;
