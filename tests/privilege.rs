@@ -714,8 +714,7 @@ fn the_kernel_log_stream_carries_only_the_records_the_agent_needs() {
 }
 
 /// The same on this machine's real kernel log, from its oldest record: whatever the ring
-/// holds (boot lines, other tests' devices), no message goes out that no disk rule needs,
-/// and no record is left out.
+/// holds (boot lines, other tests' devices), no message goes out that no disk rule needs.
 #[test]
 fn the_real_kernel_log_streamed_to_any_asker_carries_no_record_the_agent_does_not_need() {
     if !root() {
@@ -726,7 +725,9 @@ fn the_real_kernel_log_streamed_to_any_asker_carries_no_record_the_agent_does_no
     // The half reads the boot id under the fixture's procfs: the fixture's, from record 0.
     let records = read_kmsg_stream(&socket, "kmsg 4f9c2d1e-7a3b-4c5d-9e8f-0a1b2c3d4e5f 0\n", 3 * SEC);
     assert!(records.len() > 10, "the ring holds records: {}", records.len());
-    assert!(records.windows(2).all(|w| w[1].seq == w[0].seq + 1), "a record was left out");
+    // In order. (Continuity is the recorded-log test's: here other tests' kernel lines may
+    // overrun the ring or the socket while this one reads.)
+    assert!(records.windows(2).all(|w| w[1].seq > w[0].seq), "out of order");
     let whole: Vec<_> = records.iter().filter(|r| !r.message.is_empty()).collect();
     for r in &whole {
         assert!(rig_agent::kernel_log::needed(r), "forwarded whole: {r:?}");
