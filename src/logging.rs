@@ -160,6 +160,23 @@ impl Throttle {
         Throttle { window, burst, window_start: None, in_window: 0, suppressed: 0 }
     }
 
+    /// Logs `line` at warn level when this event is let through, with the count of the
+    /// lines held back before it.
+    pub(crate) fn warn(&mut self, line: &str) {
+        if let Some(suppressed) = self.admit(Instant::now()) {
+            if suppressed > 0 {
+                log::warn!("{line} ({suppressed} similar lines suppressed)");
+            } else {
+                log::warn!("{line}");
+            }
+        }
+    }
+
+    /// The events counted silently since the last one let through, and none from now.
+    pub(crate) fn take_suppressed(&mut self) -> u64 {
+        std::mem::take(&mut self.suppressed)
+    }
+
     /// `Some(n)` when this event should be logged, `n` being how many were suppressed
     /// before it; `None` when it should be counted silently.
     pub(crate) fn admit(&mut self, now: Instant) -> Option<u64> {

@@ -8,6 +8,7 @@ use std::process::exit;
 use std::sync::Arc;
 
 use rig_agent::config::{ConfigErrors, DEFAULT_PATH};
+use rig_agent::os::signals::Shutdown;
 use rig_agent::probes::Probes;
 use rig_agent::protocol::{Inbound, decode};
 use rig_agent::queries::{Catalogue, STANDARD_ACTS};
@@ -115,12 +116,23 @@ fn main() {
                 log::error!("paths.privileged_socket is \"\": nothing to serve");
                 exit(code::CONFIG)
             };
+            // SIGTERM (systemd's stop) and SIGINT end the serving loop at once, which says
+            // so; SIGHUP no longer kills it (every request rereads the config anyway).
+            let (waker, wake) = rig_agent::os::wake::pair().unwrap_or_else(|e| {
+                log::error!("cannot create the wake pipe: {e}");
+                exit(code::FAILURE)
+            });
+            let shutdown = Shutdown::new(waker);
+            if let Err(e) = shutdown.install_signal_handlers() {
+                log::error!("cannot install signal handlers: {e}");
+                exit(code::FAILURE);
+            }
             let listener = rig_agent::privileged::server::bind(&socket).unwrap_or_else(|e| {
                 log::error!("{}", rig_agent::protocol::escape::escape(&e.to_string()));
                 exit(code::FAILURE)
             });
             log::info!("rig-agent {VERSION} privileged half listening on {}", socket.display());
-            rig_agent::privileged::server::serve(listener, path, cfg);
+            rig_agent::privileged::server::serve(listener, path, cfg, &shutdown, &wake);
         }
         Command::Check => {
             let cfg = load(&path, Config::load_for_check);
@@ -171,9 +183,9 @@ fn main() {
     }
 }
 
-/// Issue 12: everything but the privileged half gives up every capability, the
-/// supplementary groups and the right to regain them, while it is still the only thread
-/// and before any network or probe. Not before the config is loaded: the token and the
+/// Everything but the privileged half gives up every capability, the supplementary groups
+/// and the right to regain them, while it is still the only thread and before any network
+/// or probe: a bug in the code that parses what the gateway sends must not reach the disks. Not before the config is loaded: the token and the
 /// state directory belong to the `rig-agent` user, which root (`sudo rig-agent probe …`)
 /// reaches only through CAP_DAC_OVERRIDE; the config is a local file root trusts anyway.
 fn drop_privileges() {

@@ -128,6 +128,39 @@ fn a_storm_of_ten_thousand_lines_is_one_warning_and_a_quiet_period_ends_it() {
     assert_eq!(stop_agent(&mut child).0, Some(0));
 }
 
+/// A disk's episode ends after `io_error_quiet` without an error line. Kernel records a
+/// process shapes like one (its name `XFS (sda): `, then a segfault every 400 ms) must not
+/// count as lines: they would hold the episode open for ever, and sda's next real failure
+/// would be part of the old episode, never warned.
+#[test]
+fn forged_records_do_not_hold_an_episode_open_and_hide_the_next_failure() {
+    let _g = Guard::new(60 * SEC);
+    let mut r = Rig::new();
+    let mut child = r.start("io_error_quiet = \"1500ms\"\n");
+    r.log("3,2,200,-;I/O error, dev sda, sector 8 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 2\n");
+    let first = r.gw.wait_warning(10 * SEC, "/dev/sda", "io_errors");
+    for i in 0..8u64 {
+        r.log(&format!(
+            "6,{},{},-;XFS (sda): [{}]: segfault at 0 ip 000055bc57f79180 sp 00007ffe74b3c5e0 error 6 in \
+             segfault[1180,55bc57f79000+1000] likely on CPU 0 (core 0, socket 0)\n",
+            3 + i,
+            300 + i,
+            4000 + i
+        ));
+        std::thread::sleep(ms(400));
+    }
+    r.log("3,20,2000,-;I/O error, dev sda, sector 99 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 2\n");
+    let again = r.gw.wait_for(10 * SEC, "a new io_errors warning for sda", |e| match e {
+        Event::Received { msg, .. } => {
+            msg["act"] == "warning" && msg["disk"] == "/dev/sda" && msg["act_id"] != first["act_id"]
+        }
+        _ => false,
+    });
+    let Event::Received { msg, .. } = again else { unreachable!() };
+    assert_eq!(msg["detail"], "kernel: I/O error, dev sda, sector 99 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 2");
+    assert_eq!(stop_agent(&mut child).0, Some(0));
+}
+
 #[test]
 fn after_a_restart_in_the_same_boot_records_logged_while_stopped_are_read_once() {
     let _g = Guard::new(60 * SEC);
@@ -261,4 +294,210 @@ fn a_real_kernel_io_error_on_a_loop_device_raises_io_errors_and_its_detach_raise
     assert_eq!(w["detail"], format!("size of {} dropped to 0", disk.name));
     let (code, log) = stop_agent(&mut child);
     assert_eq!(code, Some(0), "{log}");
+}
+
+/// A program that names itself (`prctl(PR_SET_NAME)`, as any process may) and then really
+/// faults, in its own code: the kernel logs `<name>[<pid>]: segfault at 0 ip … in
+/// <this file's name>[…]` as a kernel record (x86, `debug.exception-trace = 1`). Built with
+/// the C compiler `ring` needs anyway.
+const SEGFAULT_C: &str = "#include <sys/prctl.h>\n\
+    int main(int argc, char **argv) {\n\
+      if (argc > 1) prctl(PR_SET_NAME, argv[1], 0, 0, 0);\n\
+      *(volatile int *)0 = 1;\n\
+      return 0;\n\
+    }\n";
+
+/// The kernel log as root reads it, from now on: to see that each forged record was
+/// really logged (a test whose forgery never reached the log would prove nothing).
+struct KernelLog(fs::File);
+
+impl KernelLog {
+    fn from_now() -> KernelLog {
+        use std::io::{Seek, SeekFrom};
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open("/dev/kmsg")
+            .unwrap();
+        f.seek(SeekFrom::End(0)).unwrap();
+        KernelLog(f)
+    }
+
+    /// Waits up to `limit` for a record whose message contains `needle`; its message.
+    fn find(&mut self, needle: &str, limit: std::time::Duration) -> Option<String> {
+        use std::io::Read;
+        let until = std::time::Instant::now() + limit;
+        let mut buf = vec![0u8; 8192];
+        while std::time::Instant::now() < until {
+            match self.0.read(&mut buf) {
+                Ok(n) => {
+                    let text = String::from_utf8_lossy(&buf[..n]);
+                    if let Some((_, message)) = text.lines().next().and_then(|l| l.split_once(';'))
+                        && message.contains(needle)
+                    {
+                        return Some(message.to_string());
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(ms(20)),
+                Err(_) => {} // EPIPE: the ring wrapped; read on
+            }
+        }
+        None
+    }
+}
+
+/// `debug.exception-trace` on for the test (x86 logs user segfaults only then), and back
+/// as it was after.
+struct ExceptionTrace(Option<String>);
+
+impl ExceptionTrace {
+    fn on() -> ExceptionTrace {
+        let path = "/proc/sys/debug/exception-trace";
+        let was = fs::read_to_string(path).ok();
+        if was.as_deref().map(str::trim) != Some("1") {
+            fs::write(path, "1\n").expect("set debug.exception-trace");
+        }
+        ExceptionTrace(was)
+    }
+}
+
+impl Drop for ExceptionTrace {
+    fn drop(&mut self) {
+        if let Some(was) = &self.0 {
+            let _ = fs::write("/proc/sys/debug/exception-trace", was);
+        }
+    }
+}
+
+/// `get_agent_info`'s answer.
+fn agent_info(gw: &mut Gateway, conn: usize) -> Value {
+    gw.send_json(conn, json!({"act":"get_agent_info","act_code":"i","client_id":"c","reqtype":"post"}));
+    match gw.wait_for(5 * SEC, "agent info", |e| matches!(e, Event::Received { msg, .. } if msg["act_code"] == "i")) {
+        Event::Received { msg, .. } => msg,
+        _ => unreachable!(),
+    }
+}
+
+/// A sysfs built like a real one around the agent: a SATA disk `sdz` behind port `ata1`
+/// at SCSI address 0:0:0:0, an NVMe namespace `nvme0n1` of controller `nvme0`, and the
+/// host's own loop device `loop` (a link into the real /sys).
+fn forgery_sysfs(root: &Path, loop_name: &str) {
+    use std::os::unix::fs::symlink;
+    let disk = |dev: &str, name: &str, number: &str, state: &str| {
+        let dir = root.join("devices").join(dev).join("block").join(name);
+        fs::create_dir_all(dir.join("queue")).unwrap();
+        fs::write(dir.join("size"), "2097152\n").unwrap();
+        fs::write(dir.join("dev"), format!("{number}\n")).unwrap();
+        fs::write(dir.join("queue/rotational"), "0\n").unwrap();
+        let device = root.join("devices").join(dev);
+        fs::write(device.join("state"), format!("{state}\n")).unwrap();
+        fs::write(device.join("model"), "FORGERY TARGET\n").unwrap();
+        symlink(&device, dir.join("device")).unwrap();
+        fs::create_dir_all(root.join("block")).unwrap();
+        symlink(&dir, root.join("block").join(name)).unwrap();
+    };
+    fs::create_dir_all(root.join("devices/pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0")).unwrap();
+    disk("pci0000:00/0000:00:17.0/ata1/host0/target0:0:0/0:0:0:0", "sdz", "259:200", "running");
+    fs::create_dir_all(root.join("devices/pci0000:00/0000:00:1d.0/0000:3d:00.0/nvme/nvme0")).unwrap();
+    disk("pci0000:00/0000:00:1d.0/0000:3d:00.0/nvme/nvme0", "nvme0n1", "259:201", "live");
+    symlink(Path::new("/sys/devices/virtual/block").join(loop_name), root.join("block").join(loop_name)).unwrap();
+}
+
+/// The reported forgery and its relatives, end to end on the real kernel: processes name
+/// themselves like a disk driver's line (`XFS (loopN): `, `nvme nvme0: `, `sd 0:0:0:0: `,
+/// `ata1: error: {`, `nvme0n1: `) and really segfault, some in a file whose name carries
+/// the rest of a driver's words (`timeout`, `Medium Error`, ` @ LBA … (sct `). The real
+/// privileged half reads /dev/kmsg and streams it to the real agent; no disk is blamed.
+/// Then a real I/O error on the monitored loop device is warned, once, with its own line:
+/// the pipeline was live all along, and the forgeries held no episode open for it.
+#[test]
+fn a_forged_segfault_record_never_blames_a_disk_and_a_real_failure_still_warns() {
+    let _g = Guard::new(180 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = faulty_disk::FaultyDisk::new(dir.path(), 64 << 20, BAD_AT..BAD_AT + (64 << 10)) else {
+        panic!("root, FUSE and loop devices are needed (CI runs as root)");
+    };
+    let _trace = ExceptionTrace::on();
+    let bin = dir.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::write(bin.join("segfault.c"), SEGFAULT_C).unwrap();
+    let cc = Command::new("cc").arg("-O0").arg("-o").arg(bin.join("segfault")).arg(bin.join("segfault.c")).status();
+    assert!(cc.is_ok_and(|s| s.success()), "cc could not build the segfaulting program");
+    let sys = dir.path().join("sys");
+    forgery_sysfs(&sys, &disk.name);
+
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let socket = dir.path().join("priv.sock");
+    let mut c = AgentConfig::new(gw.url(), &pki.ca_file);
+    c.disks = format!(
+        "smartctl = \"\"\nscan_interval = \"60s\"\nio_error_quiet = \"1h\"\ninclude = [\"sdz\", \"nvme0n1\", {:?}]\n",
+        disk.name
+    );
+    c.paths_extra = format!(
+        "sysfs = {:?}\nkmsg = \"/dev/kmsg\"\nprivileged_socket = {:?}\n",
+        sys.display().to_string(),
+        socket.display().to_string()
+    );
+    let cfg = c.write(dir.path());
+    let mut privileged = spawn_privileged(&cfg);
+    wait_until(10 * SEC, "the privileged socket", || socket.exists());
+    let mut agent = spawn_agent(&cfg, &[]);
+    let conn = gw.wait_login(10 * SEC).0;
+    let until = std::time::Instant::now() + 15 * SEC;
+    while agent_info(&mut gw, conn)["data"]["event_sources"]["kmsg"] != "live (privileged half)" {
+        assert!(std::time::Instant::now() < until, "the kernel log never went live");
+        std::thread::sleep(ms(50));
+    }
+    let inventory = dir.path().join("state/disks.json");
+    wait_until(10 * SEC, "the first scan", || {
+        fs::read_to_string(&inventory).is_ok_and(|t| ["sdz", "nvme0n1", &disk.name].iter().all(|d| t.contains(d)))
+    });
+
+    let mut klog = KernelLog::from_now();
+    let xfs = format!("XFS ({}): ", disk.name);
+    // (the name the process gives itself, the name of the file it faults in)
+    let forgeries = [
+        (xfs.as_str(), "segfault"),
+        ("nvme nvme0: ", "timeout"),
+        ("sd 0:0:0:0: x", "Medium Error"),
+        ("ata1: error: {", "segfault"),
+        ("nvme0n1: ", "x @ LBA 0, 8 blocks, (sct 0x2"),
+    ];
+    for (comm, file) in forgeries {
+        assert!(comm.len() <= 15, "{comm:?} is longer than a task name");
+        if file != "segfault" {
+            fs::copy(bin.join("segfault"), bin.join(file)).unwrap();
+        }
+        // printk_ratelimit() may hold a report back when other tests fault too: try again.
+        let mut logged = None;
+        for _ in 0..4 {
+            let child = Command::new(bin.join(file)).arg(comm).status().unwrap();
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(child.signal(), Some(11), "{file} did not segfault");
+            logged = klog.find(&format!("{comm}["), 6 * SEC);
+            if logged.is_some() {
+                break;
+            }
+        }
+        let logged = logged.unwrap_or_else(|| panic!("the kernel never logged {comm:?}'s segfault"));
+        assert!(logged.contains("segfault at 0") && logged.contains(&format!(" in {file}[")), "{logged}");
+    }
+
+    // Read in order: once the real error's warning is here, every forgery was read first.
+    assert!(!disk.read(BAD_AT / 4096, 1), "the bad range fails");
+    let w = gw.wait_warning(10 * SEC, &disk.device(), "io_errors");
+    // A query's answer comes after every warning raised before it.
+    agent_info(&mut gw, conn);
+    let real = format!("kernel: I/O error, dev {}, sector ", disk.name);
+    assert!(w["detail"].as_str().unwrap().starts_with(&real), "{w}");
+    for d in ["/dev/sdz", "/dev/nvme0n1"] {
+        assert!(gw.warnings_seen(d).is_empty(), "{d} blamed: {:?}", gw.warnings_seen(d));
+    }
+    let loop_warnings = gw.warnings_seen(&disk.device());
+    assert!(loop_warnings.iter().all(|x| x["act_id"] == w["act_id"]), "{loop_warnings:?}");
+    let (code, log) = stop_agent(&mut agent);
+    assert_eq!(code, Some(0), "{log}");
+    let _ = stop_agent(&mut privileged);
 }

@@ -12,9 +12,9 @@ use crate::config::Config;
 pub use crate::disks::health::DiskHealth;
 use crate::disks::inventory::{Episode, Inventory};
 use crate::disks::rules::{self, Seen};
-use crate::events::resume::Cursor;
 use crate::events::sources::SAVE_EVERY;
 use crate::events::{DiskEvent, Storms};
+use crate::kernel_log::cursor::Cursor;
 use crate::outbox::spool::{Durability, Spool};
 use crate::probes::disks::{self, Disk};
 use crate::probes::smart::SmartReader;
@@ -46,10 +46,11 @@ pub struct Monitor {
     /// The inventory differs from what is saved in a way a scan cannot see (episodes found
     /// acknowledged through the spool's tombstones at start): the next scan saves.
     unsaved: bool,
-    /// Kernel I/O-error storms by disk (issue 13): each is one `io_errors` episode.
+    /// Kernel I/O-error storms by disk: each is one `io_errors` episode.
     storms: Storms,
     /// The kernel log position handed over by the sources and not saved yet; saved only
-    /// once what the records before it caused is durably recorded (defect 7).
+    /// once what the records before it caused is durably recorded, so a crash never
+    /// skips an error whose warning was not yet on disk.
     kmsg_read: Option<Cursor>,
     /// A kernel error came since the last save: save the position at the next chance.
     kmsg_errors: bool,

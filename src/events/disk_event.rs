@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::resume::Cursor;
+use crate::kernel_log::cursor::Cursor;
 
 /// What the monitor hears from the sources.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,7 +15,7 @@ pub enum DiskEvent {
     KernelError { disk: String, line: String, lines: u64 },
     /// The kernel log was read up to this record: every error before it was handed over
     /// above. The monitor saves it as the resume cursor once it has durably recorded what
-    /// those errors caused (defect 7): the sources never save it themselves, or a crash
+    /// those errors caused: the sources never save it themselves, or a crash
     /// between reading a record and spooling its warning would lose the warning for good.
     KmsgRead(Cursor),
 }

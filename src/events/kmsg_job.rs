@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use super::QUOTE_CHARS;
 use super::attribution::Attribution;
 use super::disk_event::{DiskEvent, Sink};
-use super::kernel_error::{self, Subject};
-use super::kmsg_reader::{KmsgReader, Progress};
-use super::kmsg_record::Record;
-use super::resume::{self, Cursor};
 use super::source_status::{SourceState, SourcesStatus, set};
 use super::sources_config::SourcesConfig;
+use crate::kernel_log::cursor::{self, Cursor};
+use crate::kernel_log::disk_error::{self, Subject};
+use crate::kernel_log::reader::{KmsgReader, Progress};
+use crate::kernel_log::record::Record;
 use crate::os::wake::{Interest, WakeReceiver};
 use crate::protocol::escape::escape_to;
 
@@ -54,16 +54,16 @@ pub(super) fn privileged_loop(
     stop: &AtomicBool,
     rx: &WakeReceiver,
 ) {
-    let boot = resume::boot_id(&cfg.procfs);
-    let mut last = resume::remembered(&cfg.state_dir, boot.as_deref()).map(|c| c.seq);
+    let boot = cursor::boot_id(&cfg.procfs);
+    let mut last = cursor::remembered(&cfg.state_dir, boot.as_deref()).map(|c| c.seq);
     let mut lost_base = 0;
     let mut backoff = RECONNECT_FIRST;
     let mut said: Option<String> = None;
     let mut connected_before = false;
     while !stop.load(Ordering::SeqCst) {
-        let cursor = boot.as_ref().zip(last).map(|(b, seq)| Cursor { boot_id: b.clone(), seq });
-        let start = cursor.as_ref().map_or(resume::Start::End, |c| resume::Start::After(c.seq));
-        let opened = crate::privileged::client::kmsg(socket, cursor.as_ref());
+        let after = boot.as_ref().zip(last).map(|(b, seq)| Cursor { boot_id: b.clone(), seq });
+        let start = after.as_ref().map_or(cursor::Start::End, |c| cursor::Start::After(c.seq));
+        let opened = crate::privileged::client::kmsg(socket, after.as_ref());
         match opened.and_then(|f| {
             KmsgReader::new(f, start).map_err(|source| crate::privileged::client::ClientError::Unreachable {
                 path: socket.display().to_string(),
@@ -233,8 +233,8 @@ impl KmsgJob {
     /// monitor is gone.
     fn pass_errors(&self, records: &[Record], limit: &mut HashMap<Subject, (Option<Instant>, u64)>) -> Option<bool> {
         let mut passed = false;
-        for r in records.iter().filter(|r| r.from_kernel()) {
-            let Some(err) = kernel_error::recognise(&r.message) else { continue };
+        for r in records {
+            let Some(err) = disk_error::recognise(r) else { continue };
             let now = Instant::now();
             if limit.len() >= MAX_SUBJECTS && !limit.contains_key(&err.subject) {
                 limit.clear();
@@ -247,7 +247,7 @@ impl KmsgJob {
             let lines = std::mem::take(&mut entry.1);
             entry.0 = Some(now);
             let line = escape_to(&r.message, QUOTE_CHARS);
-            for disk in self.attribution.disks(&err.subject) {
+            for disk in self.attribution.disks(&err) {
                 passed = true;
                 if !(self.sink)(DiskEvent::KernelError { disk, line: line.clone(), lines }) {
                     return None;

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 pub enum SourceState {
     Starting,
     Live,
-    /// Live, the records coming from the privileged half (issue 13 point 4).
+    /// Live, the records coming from the privileged half (the agent's unit may not read
+    /// the kernel log itself).
     LivePrivileged,
     /// Not running; the reason (escaped) says why. Scans still run.
     Off(String),

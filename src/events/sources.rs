@@ -9,16 +9,16 @@ use std::thread::{self, JoinHandle};
 
 use super::QUOTE_CHARS;
 pub use super::disk_event::{DiskEvent, Sink};
-pub use super::kmsg_feed::KmsgFeed;
 use super::kmsg_job::{KmsgJob, privileged_loop};
 pub use super::kmsg_job::{PASS_EVERY, SAVE_EVERY};
-use super::kmsg_reader::{self, KmsgReader};
-use super::resume::{self};
 use super::source_status::set;
 pub use super::source_status::{SourceState, SourcesStatus};
 pub use super::sources_config::SourcesConfig;
 use super::uevent::Action;
 use super::uevent_listener::UeventListener;
+use crate::kernel_log::cursor;
+pub use crate::kernel_log::feed::KmsgFeed;
+use crate::kernel_log::reader::{self, KmsgReader};
 use crate::os::wake::{self, Interest, WakeReceiver, Waker};
 use crate::protocol::escape::escape_to;
 
@@ -34,7 +34,7 @@ pub struct Sources {
 impl Sources {
     /// Opens `cfg.kmsg` itself and starts both sources.
     pub fn start(cfg: SourcesConfig, sink: Sink) -> Sources {
-        let kmsg = kmsg_reader::open(&cfg.kmsg);
+        let kmsg = reader::open(&cfg.kmsg);
         Sources::start_with_kmsg(cfg, kmsg, sink)
     }
 
@@ -56,7 +56,7 @@ impl Sources {
     }
 
     /// As [`Sources::start`], with the kernel log already opened elsewhere: the hook for
-    /// the privileged half of issue 12, which opens `/dev/kmsg` (or a pipe it writes the
+    /// a privileged process, which opens `/dev/kmsg` (or a pipe it writes the
     /// records to, read in stream mode) and hands the fd over. `Err` is reported like an
     /// open that failed here.
     pub fn start_with_kmsg(cfg: SourcesConfig, kmsg: std::io::Result<std::fs::File>, sink: Sink) -> Sources {
@@ -67,9 +67,9 @@ impl Sources {
         let s = self;
         match kmsg {
             Ok(file) => {
-                let boot_id = resume::boot_id(&cfg.procfs);
+                let boot_id = cursor::boot_id(&cfg.procfs);
                 let start =
-                    resume::start(resume::remembered(&cfg.state_dir, boot_id.as_deref()).as_ref(), boot_id.as_deref());
+                    cursor::start(cursor::remembered(&cfg.state_dir, boot_id.as_deref()).as_ref(), boot_id.as_deref());
                 match KmsgReader::new(file, start) {
                     Ok(reader) => {
                         let job = KmsgJob::new(cfg, reader, boot_id, sink, &s.status);

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::wire::{self, MAX_HEADER, SmartAnswer};
-use crate::events::resume::Cursor;
+use crate::kernel_log::cursor::Cursor;
 
 /// Why no answer came from the privileged half.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +45,7 @@ pub fn smart(socket: &Path, name: &str, wait: Duration) -> Result<SmartAnswer, C
 /// Asks for the kernel log from after `cursor` (a record of this boot), or from now on.
 /// The stream that comes back is non-blocking and carries records in `/dev/kmsg`'s text
 /// form until the privileged half stops; read it with
-/// [`crate::events::kmsg_reader::KmsgReader`], whose end-of-file then means "reconnect".
+/// [`crate::kernel_log::reader::KmsgReader`], whose end-of-file then means "reconnect".
 pub fn kmsg(socket: &Path, cursor: Option<&Cursor>) -> Result<std::fs::File, ClientError> {
     let unreachable = |source| ClientError::Unreachable { path: socket.display().to_string(), source };
     let mut conn = connect(socket)?;
@@ -79,10 +79,10 @@ pub fn kmsg(socket: &Path, cursor: Option<&Cursor>) -> Result<std::fs::File, Cli
 /// kernel log opened here (a tarball run as root, or `paths.privileged_socket = ""`),
 /// which is said once. A missing socket with a kernel log this process may not open is a
 /// privileged half not up yet (both units start together): it is waited for, not given up.
-pub fn kmsg_feed(cfg: &crate::config::Config) -> crate::events::kmsg_feed::KmsgFeed {
-    use crate::events::kmsg_feed::KmsgFeed;
+pub fn kmsg_feed(cfg: &crate::config::Config) -> crate::kernel_log::feed::KmsgFeed {
+    use crate::kernel_log::feed::KmsgFeed;
     use crate::protocol::escape::escape;
-    let open = || crate::events::kmsg_reader::open(&cfg.paths.kmsg);
+    let open = || crate::kernel_log::reader::open(&cfg.paths.kmsg);
     match &cfg.paths.privileged_socket {
         Some(socket) if std::fs::symlink_metadata(socket).is_ok() => KmsgFeed::Privileged(socket.clone()),
         Some(socket) => match open() {

@@ -1,62 +1,59 @@
-//! The kernel log through the privileged half (issue 13 point 4): `/dev/kmsg` needs
-//! CAP_SYSLOG where `kernel.dmesg_restrict=1` and is blocked by `ProtectKernelLogs=`, so it
-//! is opened here and never in the process that talks to the gateway.
+//! The kernel log through the privileged half: `/dev/kmsg` needs CAP_SYSLOG where
+//! `kernel.dmesg_restrict=1` and is blocked by `ProtectKernelLogs=`, so it is opened here
+//! and never in the process that talks to the gateway.
 //!
 //! After the `kmsg\n` header the records go out in `/dev/kmsg`'s own text form
-//! (`prio,seq,usec,flags;message\n DEVICE=…\n`), re-encoded from the parsed [`Record`]:
-//! the kernel escapes control bytes in messages, so each record is self-delimiting, and
-//! the network half's [`crate::events::kmsg_record::Splitter`] already caps each one at
-//! `MAX_RECORD` bytes. A length prefix would add a second parser and no bound.
+//! (`prio,seq,usec,flags;message\n SUBSYSTEM=…\n DEVICE=…\n`), re-encoded from the parsed
+//! record: the kernel escapes control bytes in messages, so each record is
+//! self-delimiting, and the network half's [`crate::kernel_log::record::Splitter`] already
+//! caps each one at `MAX_RECORD` bytes. A length prefix would add a second parser and no
+//! bound.
 //!
-//! Every record is forwarded, userspace ones too: the network half counts sequence gaps
-//! as lost records and keeps its cursor by sequence number, so filtering here would read
-//! as loss there. Userspace records in `/dev/kmsg` are what `dmesg` shows any user where
-//! `dmesg_restrict=0`; the network half discards them before looking at a message.
+//! Only what the agent needs goes out whole ([`crate::kernel_log::needed`]: the records a
+//! disk rule recognises). Every other record goes out as its header alone, message and
+//! dictionary removed: the network half counts sequence gaps as lost records and keeps its
+//! cursor by sequence number, so a record left out would read as loss there, while a
+//! process of this service's uid that asks for the stream (an action's command, say, where
+//! `dmesg` is refused to that uid by `dmesg_restrict=1`) reads nothing the agent does not
+//! act on.
 //!
 //! Bounded: the socket is written without blocking; a record that does not fit in the
 //! socket's buffer (the network half is not reading) is dropped, which the network half
-//! sees as a sequence gap and counts in `kmsg_lost_records`, like an EPIPE overrun.
+//! sees as a sequence gap and counts in `kmsg_lost_records`, like an EPIPE overrun. Up to
+//! 64 records the agent needs wait for room instead, while the others are dropped.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use crate::config::PrivilegedConfig;
-use crate::events::kmsg_reader::{self, KmsgReader, Progress};
-use crate::events::kmsg_record::{MAX_RECORD, Record};
-use crate::events::resume::{self, Cursor, Start};
+use crate::kernel_log::cursor::{self, Cursor, Start};
+use crate::kernel_log::reader::{self, KmsgReader, Progress};
+use crate::kernel_log::{Record, needed};
+
 use crate::protocol::escape::escape;
 
 /// How often a regular file or a writerless FIFO (tests) is looked at again, and how
 /// often a quiet stream checks that its peer is still there.
 const IDLE_POLL: Duration = Duration::from_millis(100);
-
-/// `/dev/kmsg` text for one record, at most [`MAX_RECORD`] bytes.
-pub fn encode(r: &Record) -> Vec<u8> {
-    let prio = (r.facility << 3) | u32::from(r.level);
-    let flags = if r.continuation { "c" } else { "-" };
-    let mut out = format!("{prio},{},{},{flags};{}\n", r.seq, r.usec, r.message).into_bytes();
-    if let Some(d) = &r.device {
-        out.extend_from_slice(format!(" DEVICE={d}\n").as_bytes());
-    }
-    out.truncate(MAX_RECORD);
-    out
-}
+/// Dropped records are said at most this often: a storm is when the journal's own disk
+/// may be the one dying.
+const SAID_EVERY: Duration = Duration::from_secs(10);
 
 /// Where to start: after the cursor when it names this boot. Where this process cannot
 /// read the boot id (`ProcSubset=pid`), the cursor is taken as the asker's own check: a
 /// wrong one only costs the asker its own records.
-fn start(cfg: &PrivilegedConfig, cursor: Option<&Cursor>) -> Start {
-    match resume::boot_id(&cfg.paths.procfs) {
-        Some(boot) => resume::start(cursor, Some(&boot)),
-        None => cursor.map_or(Start::End, |c| Start::After(c.seq)),
+fn start(cfg: &PrivilegedConfig, after: Option<&Cursor>) -> Start {
+    match cursor::boot_id(&cfg.paths.procfs) {
+        Some(boot) => cursor::start(after, Some(&boot)),
+        None => after.map_or(Start::End, |c| Start::After(c.seq)),
     }
 }
 
 /// Serves one `kmsg` request on `conn` until the peer goes away or the log fails.
-pub fn serve(mut conn: UnixStream, cfg: &PrivilegedConfig, cursor: Option<Cursor>) -> io::Result<()> {
-    let opened = kmsg_reader::open(&cfg.paths.kmsg);
-    let mut reader = match opened.and_then(|f| KmsgReader::new(f, start(cfg, cursor.as_ref()))) {
+pub fn serve(mut conn: UnixStream, cfg: &PrivilegedConfig, after: Option<Cursor>) -> io::Result<()> {
+    let opened = reader::open(&cfg.paths.kmsg);
+    let mut reader = match opened.and_then(|f| KmsgReader::new(f, start(cfg, after.as_ref()))) {
         Ok(r) => r,
         Err(e) => {
             let why = escape(&format!("{}: {e}", cfg.paths.kmsg.display()));
@@ -76,7 +73,7 @@ pub fn serve(mut conn: UnixStream, cfg: &PrivilegedConfig, cursor: Option<Cursor
     };
     conn.write_all(b"kmsg\n")?;
     conn.set_nonblocking(true)?;
-    let mut pending: Vec<u8> = Vec::new();
+    let mut out = Outgoing::default();
     let mut dropped = 0u64;
     let mut last_said: Option<std::time::Instant> = None;
     let mut records = Vec::new();
@@ -84,21 +81,14 @@ pub fn serve(mut conn: UnixStream, cfg: &PrivilegedConfig, cursor: Option<Cursor
         records.clear();
         let progress = reader.read(&mut records)?;
         for r in &records {
-            // One record half-written at most: while it waits, newer ones are dropped.
-            if pending.is_empty() {
-                pending = encode(r);
-                flush(&mut conn, &mut pending)?;
-            } else {
+            if !out.offer(r) {
                 dropped += 1;
             }
+            out.flush(&mut conn)?;
         }
-        flush(&mut conn, &mut pending)?;
-        // Counted, and said at most once per SAVE_EVERY: a storm is when the journal's own
-        // disk may be the one dying.
-        if dropped > 0
-            && pending.is_empty()
-            && last_said.is_none_or(|t| t.elapsed() >= crate::events::sources::SAVE_EVERY)
-        {
+        out.flush(&mut conn)?;
+        // Counted, and said at most once per SAID_EVERY.
+        if dropped > 0 && out.is_empty() && last_said.is_none_or(|t| t.elapsed() >= SAID_EVERY) {
             log::warn!("privileged: kernel log: {dropped} records dropped, the agent was not reading");
             dropped = 0;
             last_said = Some(std::time::Instant::now());
@@ -107,7 +97,11 @@ pub fn serve(mut conn: UnixStream, cfg: &PrivilegedConfig, cursor: Option<Cursor
             continue;
         }
         let waiting_on_log = progress == Progress::Wait;
-        let mut fds = vec![rustix::event::PollFd::new(&conn, rustix::event::PollFlags::IN)];
+        let mut wanted = rustix::event::PollFlags::IN;
+        if !out.is_empty() {
+            wanted |= rustix::event::PollFlags::OUT;
+        }
+        let mut fds = vec![rustix::event::PollFd::new(&conn, wanted)];
         if waiting_on_log {
             fds.push(rustix::event::PollFd::new(&reader, rustix::event::PollFlags::IN));
         }
@@ -119,17 +113,57 @@ pub fn serve(mut conn: UnixStream, cfg: &PrivilegedConfig, cursor: Option<Cursor
     }
 }
 
-/// Writes what the socket takes now of `pending`.
-fn flush(conn: &mut UnixStream, pending: &mut Vec<u8>) -> io::Result<()> {
-    while !pending.is_empty() {
-        match conn.write(pending) {
-            Ok(n) => drop(pending.drain(..n)),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// Disk records that may wait for a reader that is behind, besides the record being
+/// written: a flood of other records (which any user can cause, e.g. by creating network
+/// interfaces in a namespace of its own) must not push out the one the agent needs.
+const MAX_WAITING: usize = 64;
+
+/// What is on its way to the reader: at most one record half-written, and up to
+/// [`MAX_WAITING`] records the agent needs behind it. Bounded: a record that finds no room
+/// is dropped (the reader sees the gap); while records the agent needs wait, the others
+/// are dropped first.
+#[derive(Default)]
+struct Outgoing {
+    writing: Vec<u8>,
+    waiting: std::collections::VecDeque<Vec<u8>>,
+}
+
+impl Outgoing {
+    fn is_empty(&self) -> bool {
+        self.writing.is_empty() && self.waiting.is_empty()
+    }
+
+    /// Takes `r` on its way, whole when the agent needs it and as its header alone
+    /// otherwise; false when it is dropped for want of room.
+    fn offer(&mut self, r: &Record) -> bool {
+        let need = needed(r);
+        if self.is_empty() {
+            self.writing = if need { r.encode() } else { r.without_message().encode() };
+        } else if need && self.waiting.len() < MAX_WAITING {
+            self.waiting.push_back(r.encode());
+        } else {
+            return false;
+        }
+        true
+    }
+
+    /// Writes what the socket takes now.
+    fn flush(&mut self, conn: &mut UnixStream) -> io::Result<()> {
+        loop {
+            while !self.writing.is_empty() {
+                match conn.write(&self.writing) {
+                    Ok(n) => drop(self.writing.drain(..n)),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            match self.waiting.pop_front() {
+                Some(next) => self.writing = next,
+                None => return Ok(()),
+            }
         }
     }
-    Ok(())
 }
 
 /// Whether the peer closed its end (it sends nothing after its request).
@@ -146,28 +180,28 @@ fn peer_gone(conn: &UnixStream) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::kmsg_record::parse;
 
+    /// A disk's error goes out whole with its dictionary; anything else, the kernel's or a
+    /// process's, as its header alone, so the sequence stays continuous.
     #[test]
-    fn a_record_re_encoded_parses_back_the_same() {
-        for text in ["3,812,99,-;I/O error, dev sda, sector 0\n DEVICE=+block:sda\n", "12,5,6,c;hello\n"] {
-            let r = parse(text).unwrap();
-            assert_eq!(parse(&String::from_utf8(encode(&r)).unwrap()), Some(r));
-        }
-    }
-
-    #[test]
-    fn the_records_are_served_after_the_cursor_and_end_when_the_peer_leaves() {
+    fn the_records_are_served_after_the_cursor_whole_only_when_the_agent_needs_them() {
         let d = tempfile::tempdir().unwrap();
         let mut cfg = PrivilegedConfig::from(crate::config::tests::minimal_config(d.path()));
         cfg.paths.kmsg = d.path().join("kmsg");
         cfg.paths.procfs = d.path().join("proc");
-        std::fs::write(&cfg.paths.kmsg, "6,1,1,-;a\n6,2,2,-;b\n6,3,3,-;c\n").unwrap();
+        let io_error = "3,3,3,-;I/O error, dev sda, sector 8 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 2\n \
+                        SUBSYSTEM=block\n DEVICE=b8:0\n";
+        let log = format!(
+            "6,1,1,-;a\n6,2,2,-;usb 1-1: new device, SerialNumber: K3Y\n SUBSYSTEM=usb\n DEVICE=c189:1\n{io_error}\
+             14,4,4,-;sshd[812]: Accepted password for root\n"
+        );
+        std::fs::write(&cfg.paths.kmsg, log).unwrap();
         let (mut agent, privileged) = UnixStream::pair().unwrap();
         let cursor = Cursor { boot_id: "ab".into(), seq: 1 };
         let t = std::thread::spawn(move || serve(privileged, &cfg, Some(cursor)));
         agent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let want = b"kmsg\n6,2,2,-;b\n6,3,3,-;c\n";
+        let want = format!("kmsg\n6,2,2,-;\n{io_error}14,4,4,-;\n");
+        let want = want.as_bytes();
         let mut got = vec![0; want.len()];
         agent.read_exact(&mut got).unwrap();
         assert_eq!(got, want);
@@ -175,31 +209,57 @@ mod tests {
         t.join().unwrap().unwrap();
     }
 
-    #[test]
-    fn an_agent_that_does_not_read_loses_whole_records_and_the_privileged_half_buffers_one_at_most() {
+    /// `log` served from its first record to an agent that reads nothing for 500 ms (the
+    /// socket's buffer fills), then everything: the records it gets.
+    fn served_to_a_slow_agent(log: String) -> Vec<Record> {
         let d = tempfile::tempdir().unwrap();
         let mut cfg = PrivilegedConfig::from(crate::config::tests::minimal_config(d.path()));
         cfg.paths.kmsg = d.path().join("kmsg");
         cfg.paths.procfs = d.path().join("proc");
-        let total = 4000;
-        let text: String = (1..=total).map(|i| format!("6,{i},{i},-;{}\n", "x".repeat(900))).collect();
-        std::fs::write(&cfg.paths.kmsg, text).unwrap();
+        std::fs::write(&cfg.paths.kmsg, log).unwrap();
         let (mut agent, privileged) = UnixStream::pair().unwrap();
         let t = std::thread::spawn(move || serve(privileged, &cfg, Some(Cursor { boot_id: "ab".into(), seq: 0 })));
-        std::thread::sleep(Duration::from_millis(500)); // not reading: the socket's buffer fills
-        agent.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        agent.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
         let mut bytes = Vec::new();
         let mut buf = [0u8; 65536];
         while let Ok(n @ 1..) = agent.read(&mut buf) {
             bytes.extend_from_slice(&buf[..n]);
         }
-        let mut splitter = crate::events::kmsg_record::Splitter::default();
-        let mut records = splitter.feed(bytes.strip_prefix(b"kmsg\n").unwrap());
-        records.extend(splitter.flush());
-        assert!(!records.is_empty() && records.len() < total, "{} of {total} records came", records.len());
-        assert!(records.windows(2).all(|w| w[0].seq < w[1].seq));
-        assert!(records.iter().all(|r| r.message.len() == 900), "only whole records");
         drop(agent);
         t.join().unwrap().unwrap();
+        let mut splitter = crate::kernel_log::record::Splitter::default();
+        let mut records = splitter.feed(bytes.strip_prefix(b"kmsg\n").unwrap());
+        records.extend(splitter.flush());
+        records
+    }
+
+    /// A flood of records the agent does not need (any user can make the kernel log lines
+    /// quickly) while the agent is behind: headers are dropped, the disk's errors are not.
+    #[test]
+    fn a_flood_of_other_records_does_not_push_out_the_records_the_agent_needs() {
+        let total: u64 = 20_000;
+        let disk = |i: u64| i % 500 == 0;
+        let records = served_to_a_slow_agent(
+            (1..=total)
+                .map(|i| match disk(i) {
+                    true => format!("3,{i},{i},-;I/O error, dev sda, sector {i} op 0x0:(READ)\n"),
+                    false => format!("6,{i},{i},-;br0: port 1(veth{i}) entered blocking state\n"),
+                })
+                .collect(),
+        );
+        assert!((records.len() as u64) < total, "nothing was dropped: the test did not flood");
+        let errors: Vec<u64> = records.iter().filter(|r| !r.message.is_empty()).map(|r| r.seq).collect();
+        assert_eq!(errors, (1..=total).filter(|i| disk(*i)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_agent_that_does_not_read_loses_whole_records_and_what_waits_for_it_is_bounded() {
+        let total: u64 = 4000;
+        let line = |i: u64| format!("I/O error, dev sda, sector {i} op 0x0:(READ) {:0>850}", i);
+        let records = served_to_a_slow_agent((1..=total).map(|i| format!("3,{i},{i},-;{}\n", line(i))).collect());
+        assert!(!records.is_empty() && (records.len() as u64) < total, "{} of {total} records came", records.len());
+        assert!(records.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert!(records.iter().all(|r| r.message == line(r.seq)), "only whole records");
     }
 }

@@ -1,7 +1,7 @@
-//! Privilege separation (issue 12), as OpenSSH does it: the process that talks to the
-//! gateway holds no capability, and a tiny privileged half, a separate systemd service
-//! (`rig-agent privileged`), runs smartctl for the disks the config monitors and nothing
-//! else, answering over a Unix socket.
+//! Privilege separation, as OpenSSH does it: the process that talks to the gateway holds
+//! no capability, and a tiny privileged half, a separate systemd service (`rig-agent
+//! privileged`), runs smartctl for the disks the config monitors and reads the kernel log,
+//! and nothing else, answering over a Unix socket.
 //!
 //! Two units rather than a fork at start: a network process without capabilities could
 //! not start the privileged half again after it died, and a privileged parent's death
@@ -9,11 +9,15 @@
 //!
 //! - [`drop`]: what the network half gives up at the start of `main`.
 //! - [`wire`]: the closed request set and the answers, strictly parsed and size-capped.
-//! - [`server`]: the privileged half's loop.
+//! - [`server`]: the privileged half's loop; [`budget`], its request slots, kernel log
+//!   streams and throttled refusals.
 //! - [`smartctl`]: running smartctl, for either half.
-//! - [`kmsg`]: the kernel log, streamed to the network half (issue 13 point 4).
+//! - [`kmsg`]: the kernel log, streamed to the network half: whole only the records it
+//!   acts on (`crate::kernel_log::needed`), which `/dev/kmsg` under
+//!   `kernel.dmesg_restrict=1` keeps from its user.
 //! - [`client`]: the network half's side, used by [`crate::probes::smart::SmartReader`].
 
+mod budget;
 pub mod client;
 pub mod drop;
 pub(crate) mod kmsg;

@@ -5,22 +5,23 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, LazyLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::budget::{MAX_REQUESTS, REFUSALS, Slot, Streams, refused};
 use super::wire::{self, Refusal, Request, SmartAnswer};
 use crate::config::PrivilegedConfig;
-use crate::os::child::StuckRuns;
+use crate::os::child::{Groups, StuckRuns};
+use crate::os::signals::Shutdown;
+use crate::os::wake::{Interest, WakeReceiver};
 use crate::protocol::escape::escape;
 
-/// Connections served at once: one per disk being read, with room to spare; more are
-/// closed at once (the network half reads a few disks at a time).
-const MAX_CONCURRENT: usize = 16;
 /// How long a peer may take to send its request line, in all (not per read: see
 /// [`UntilDeadline`]).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -78,47 +79,78 @@ pub fn bind(path: &Path) -> Result<UnixListener, ListenError> {
 /// Serves until the process is killed. `config` is read again for each request, so a
 /// changed `disks.include` applies without a restart; a config that no longer loads
 /// keeps the last good one.
-pub fn serve(mut listener: UnixListener, config: PathBuf, first: PrivilegedConfig) {
+pub fn serve(
+    mut listener: UnixListener,
+    config: PathBuf,
+    first: PrivilegedConfig,
+    shutdown: &Shutdown,
+    wake: &WakeReceiver,
+) {
     let own_uid = rustix::process::getuid().as_raw();
     let mut watch = first.paths.privileged_socket.clone().map(SocketWatch::new);
     let current = Arc::new(std::sync::Mutex::new(first));
-    let busy = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let streams = Arc::new(Streams::default());
     loop {
-        if !readable_within(&listener, SOCKET_CHECK) {
+        // SIGTERM, SIGINT: the signal handler sets the flag and wakes this wait.
+        wake.wait(Some((listener.as_fd(), Interest::Readable)), Some(SOCKET_CHECK));
+        if shutdown.is_requested() {
+            stop(watch.as_ref());
+            return;
+        }
+        // SIGHUP: every request rereads the config anyway.
+        shutdown.take_reload();
+        if !readable_now(&listener) {
             if let Some(new) = watch.as_mut().and_then(SocketWatch::rebind_if_gone) {
                 listener = new;
             }
             continue;
         }
         let Ok((conn, _)) = listener.accept() else { continue };
-        if busy.load(Ordering::SeqCst) >= MAX_CONCURRENT {
-            log::warn!("privileged: {MAX_CONCURRENT} requests already running; closing a new connection");
+        let Some(slot) = Slot::take(&requests) else {
+            refused(&format!("privileged: {MAX_REQUESTS} requests already running; closing a new connection"));
             continue;
-        }
-        busy.fetch_add(1, Ordering::SeqCst);
-        let (running, current, config) = (Arc::clone(&busy), Arc::clone(&current), config.clone());
+        };
+        let (current, config, streams) = (Arc::clone(&current), config.clone(), Arc::clone(&streams));
         let spawned = thread::Builder::new().name("privileged".into()).spawn(move || {
             let cfg = reload(&current, &config);
-            if let Err(e) = handle(conn, &cfg, own_uid) {
+            if let Err(e) = handle(conn, &cfg, own_uid, slot, &streams) {
                 log::debug!("privileged: answering failed: {e}");
             }
-            running.fetch_sub(1, Ordering::SeqCst);
         });
         if spawned.is_err() {
-            // The thread that would have counted it down never ran.
-            busy.fetch_sub(1, Ordering::SeqCst);
-            log::warn!("privileged: cannot start a thread for a request");
+            refused("privileged: cannot start a thread for a request");
         }
     }
 }
 
-/// Whether a connection waits on `listener` within `timeout` (an interrupted poll is
-/// "no", and the caller looks again).
-fn readable_within(listener: &UnixListener, timeout: Duration) -> bool {
+/// What a stop does besides returning: the smartctl runs still going are killed (their
+/// own process groups, which the process's exit would leave running, orphaned, when it
+/// was started by hand), the socket this process bound is removed (a socket nobody
+/// answers reads as a half that died), and the refusals not logged yet are counted.
+fn stop(watch: Option<&SocketWatch>) {
+    let killed = SMARTCTL_RUNS.kill_all();
+    if let Some(w) = watch
+        && identity(&w.path) == w.bound
+    {
+        let _ = fs::remove_file(&w.path);
+    }
+    let unlogged = REFUSALS.lock().unwrap_or_else(|p| p.into_inner()).take_suppressed();
+    let mut also = String::new();
+    if killed > 0 {
+        also += &format!("; killed {killed} smartctl still running");
+    }
+    if unlogged > 0 {
+        also += &format!("; {unlogged} refusals were not logged");
+    }
+    log::info!("privileged half stopped{also}");
+}
+
+/// Whether a connection waits on `listener` now.
+fn readable_now(listener: &UnixListener) -> bool {
     use rustix::event::{PollFd, PollFlags, Timespec, poll};
-    let ts = Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: timeout.subsec_nanos().into() };
     let mut fds = [PollFd::new(listener, PollFlags::IN)];
-    poll(&mut fds, Some(&ts)).is_ok_and(|n| n > 0)
+    poll(&mut fds, Some(&Timespec { tv_sec: 0, tv_nsec: 0 })).is_ok_and(|n| n > 0)
 }
 
 /// The socket's path and the identity of the socket bound there. Someone removing it
@@ -204,8 +236,9 @@ fn reload(current: &std::sync::Mutex<PrivilegedConfig>, config: &Path) -> Privil
     cur.clone()
 }
 
-/// One connection: peer check, one request, one answer.
-fn handle(mut conn: UnixStream, cfg: &PrivilegedConfig, own_uid: u32) -> io::Result<()> {
+/// One connection: peer check, one request, one answer (or the kernel log stream, which
+/// gives `slot` back and counts among the streams instead).
+fn handle(mut conn: UnixStream, cfg: &PrivilegedConfig, own_uid: u32, slot: Slot, streams: &Streams) -> io::Result<()> {
     conn.set_write_timeout(Some(ANSWER_TIMEOUT))?;
     let peer = rustix::net::sockopt::socket_peercred(&conn)?.uid.as_raw();
     let line = if peer == own_uid || peer == 0 {
@@ -222,14 +255,16 @@ fn handle(mut conn: UnixStream, cfg: &PrivilegedConfig, own_uid: u32) -> io::Res
     let answer = match check(&line, cfg, peer, own_uid) {
         Ok(Request::Smart(name)) => run_smartctl(cfg, &name),
         Ok(Request::Kmsg(cursor)) => {
+            drop(slot);
             conn.set_write_timeout(None)?;
+            let _open = streams.admit(&conn)?;
             return super::kmsg::serve(conn, cfg, cursor);
         }
         Err(refusal) => {
-            log::warn!(
+            refused(&format!(
                 "privileged: refused \"{}\" from uid {peer}: {refusal}; nothing run",
                 escape(&String::from_utf8_lossy(&line))
-            );
+            ));
             SmartAnswer::Refused(refusal.word().into())
         }
     };
@@ -238,7 +273,7 @@ fn handle(mut conn: UnixStream, cfg: &PrivilegedConfig, own_uid: u32) -> io::Res
 
 /// Reads from the connection until a deadline: `SO_RCVTIMEO` armed with what is left before
 /// each read. Armed once, it bounded each read only, and a peer sending a byte a second
-/// held its thread and one of the [`MAX_CONCURRENT`] slots for its whole 128-byte line.
+/// held its thread and one of the [`MAX_REQUESTS`] slots for its whole 128-byte line.
 struct UntilDeadline<'a> {
     conn: &'a UnixStream,
     deadline: Instant,
@@ -271,12 +306,14 @@ pub fn check(line: &[u8], cfg: &PrivilegedConfig, peer: u32, own_uid: u32) -> Re
 
 /// smartctl runs killed at the timeout and not ended yet, by disk: the network half asks
 /// every `smart_interval`, and a disk that hangs one smartctl in D state would hang each.
-static STUCK: std::sync::LazyLock<StuckRuns> = std::sync::LazyLock::new(StuckRuns::default);
+static STUCK: LazyLock<StuckRuns> = LazyLock::new(StuckRuns::default);
+/// The process groups of the smartctl runs going on, killed at stop.
+static SMARTCTL_RUNS: LazyLock<Groups> = LazyLock::new(Groups::default);
 
 /// `smartctl --json -H -A /dev/<name>`, as the agent ran it before the split; not again
 /// while the last one on that disk is still stuck.
 fn run_smartctl(cfg: &PrivilegedConfig, name: &str) -> SmartAnswer {
-    super::smartctl::run(&cfg.disks.smartctl, name, cfg.disks.smart_timeout, &STUCK)
+    super::smartctl::run_in(&cfg.disks.smartctl, name, cfg.disks.smart_timeout, &STUCK, &SMARTCTL_RUNS)
 }
 
 #[cfg(test)]

@@ -7,13 +7,19 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::wire::{MAX_OUTPUT, SmartAnswer};
-use crate::os::child::{self, StuckRuns};
+use crate::os::child::{self, Groups, StuckRuns};
 
 /// `binary --json -H -A /dev/<name>` in its own process group, killed whole at `timeout`
 /// (pipes a forked child keeps open, or a process stuck on a dying disk, are never waited
 /// for past it); not started while the last run on `name` is still stuck. `binary` is
 /// `disks.smartctl`: "" means SMART is off.
 pub(crate) fn run(binary: &str, name: &str, timeout: Duration, stuck: &StuckRuns) -> SmartAnswer {
+    run_in(binary, name, timeout, stuck, &Groups::default())
+}
+
+/// As [`run`], its process group in `groups` while it runs, for a caller that kills what
+/// is still running when it stops ([`Groups::kill_all`]).
+pub(crate) fn run_in(binary: &str, name: &str, timeout: Duration, stuck: &StuckRuns, groups: &Groups) -> SmartAnswer {
     if binary.is_empty() {
         return SmartAnswer::Disabled;
     }
@@ -22,7 +28,7 @@ pub(crate) fn run(binary: &str, name: &str, timeout: Duration, stuck: &StuckRuns
     }
     let mut cmd = Command::new(binary);
     cmd.args(["--json", "-H", "-A", &format!("/dev/{name}")]);
-    let outcome = child::run(cmd, timeout, MAX_OUTPUT);
+    let outcome = child::run_with(cmd, timeout, MAX_OUTPUT, child::Options::default(), groups);
     if let Ok(out) = &outcome {
         stuck.note(name, out);
     }

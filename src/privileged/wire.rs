@@ -10,7 +10,7 @@
 
 use std::io::{self, BufRead, Read};
 
-use crate::events::resume::{self, Cursor};
+use crate::kernel_log::cursor::{self, Cursor};
 
 /// The longest request line, newline included.
 pub const MAX_REQUEST: usize = 128;
@@ -80,7 +80,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Refusal> {
         ["kmsg", "end"] => Ok(Request::Kmsg(None)),
         // The same strict check as the cursor file: hex and '-' boot id, decimal seq.
         ["kmsg", boot, seq] if !seq.starts_with('+') => {
-            resume::parse(&format!("{boot} {seq}")).map(|c| Request::Kmsg(Some(c))).ok_or(Refusal::Malformed)
+            cursor::parse(&format!("{boot} {seq}")).map(|c| Request::Kmsg(Some(c))).ok_or(Refusal::Malformed)
         }
         _ => Err(Refusal::Malformed),
     }

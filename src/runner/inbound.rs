@@ -3,7 +3,7 @@
 
 use super::{CLOSE_WAIT, Outcome, Runner};
 use crate::actions::{self};
-use crate::logging::{Throttle, utc_timestamp};
+use crate::logging::utc_timestamp;
 use crate::net::connection::{Closing, Conn, Lost, Reply};
 use crate::net::frames::Kind;
 use crate::net::url::GatewayUrl;
@@ -11,7 +11,7 @@ use crate::protocol::escape::{escape, escape_bytes};
 use crate::protocol::{self, Query, Refusal};
 use crate::queries::workers::MAX_IN_FLIGHT;
 use crate::session::{Action, End, Session};
-use log::{debug, info, warn};
+use log::{debug, info};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tungstenite::Message;
@@ -106,7 +106,7 @@ impl Runner {
                         code.map_or("missing".into(), |c| c.to_string()),
                         escape(&description)
                     );
-                    throttled(&mut self.refusal_log, &line);
+                    self.refusal_log.warn(&line);
                 }
                 Action::Close { code, end } => {
                     // A dead peer will not answer a close: do not wait for it.
@@ -149,7 +149,7 @@ impl Runner {
     }
 
     pub(super) fn log_junk(&mut self, line: &str) {
-        throttled(&mut self.junk_log, line);
+        self.junk_log.warn(line);
     }
 
     /// Reads every frame that is already there; stops at WouldBlock. Each frame's actions are
@@ -252,16 +252,5 @@ impl Runner {
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => session.on_frame(now),
         }
         None
-    }
-}
-
-/// `line` at warn level through `throttle`, with the count of lines it held back.
-fn throttled(throttle: &mut Throttle, line: &str) {
-    if let Some(suppressed) = throttle.admit(Instant::now()) {
-        if suppressed > 0 {
-            warn!("{line} ({suppressed} similar lines suppressed)");
-        } else {
-            warn!("{line}");
-        }
     }
 }

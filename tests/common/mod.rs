@@ -278,6 +278,13 @@ pub fn wait_exit(child: &mut Child, limit: Duration) -> (Option<i32>, Duration, 
     }
 }
 
+/// `rig-agent privileged` on `config`, as its unit runs it (not under journald).
+pub fn spawn_privileged(config: &Path) -> Reaped {
+    let mut cmd = agent_command();
+    cmd.arg("--config").arg(config).arg("privileged").stdout(Stdio::null()).env_remove("JOURNAL_STREAM");
+    spawn_logged(&mut cmd)
+}
+
 /// SIGTERM, as systemd stops it; its exit code and its log.
 pub fn stop_agent(child: &mut Child) -> (Option<i32>, String) {
     signal(child, Signal::TERM);

@@ -1,15 +1,15 @@
 //! Reading `/dev/kmsg` (or, for tests, a regular file or FIFO of recorded kernel log), apart
 //! from parsing: [`KmsgReader`] turns an open file into [`Record`]s and knows where to
 //! start and what was lost. It takes an already-open file, so the read can move into a
-//! privileged process (issue 12) that hands over the fd or the records.
+//! privileged process that hands over the fd or the records.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
-use super::kmsg_record::{self, MAX_RECORD, Record, Splitter};
-use super::resume::Start;
+use super::cursor::Start;
+use super::record::{self, MAX_RECORD, Record, Splitter};
 
 /// Opens the kernel log read-only and non-blocking (a FIFO opens without a writer).
 pub fn open(path: &Path) -> io::Result<File> {
@@ -88,7 +88,7 @@ impl KmsgReader {
             }
             Ok(n) if self.device => {
                 // One read, one record: parse it whole.
-                got.extend(kmsg_record::parse(&String::from_utf8_lossy(&self.buf[..n])));
+                got.extend(record::parse(&String::from_utf8_lossy(&self.buf[..n])));
                 Progress::More
             }
             Ok(n) => {

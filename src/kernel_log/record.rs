@@ -23,7 +23,11 @@ pub struct Record {
     /// `c`: a continuation fragment of the previous record (printk without a newline).
     pub continuation: bool,
     pub message: String,
-    /// `DEVICE=` from the dictionary (`b8:0`, `+block:sda`, `+scsi:2:0:0:0`), when given.
+    /// `SUBSYSTEM=` from the dictionary (`scsi`, `nvme`, `block`), when given. The kernel
+    /// attaches a dictionary to what drivers log through `dev_printk`; no process can.
+    pub subsystem: Option<String>,
+    /// `DEVICE=` from the dictionary (`b8:0`, `c241:0`, `+block:sda`, `+scsi:2:0:0:0`),
+    /// when given.
     pub device: Option<String>,
 }
 
@@ -31,6 +35,27 @@ impl Record {
     /// Whether the kernel itself logged this: only those count as evidence.
     pub fn from_kernel(&self) -> bool {
         self.facility == 0
+    }
+
+    /// `/dev/kmsg` text for this record, dictionary included, at most [`MAX_RECORD`] bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let prio = (self.facility << 3) | u32::from(self.level);
+        let flags = if self.continuation { "c" } else { "-" };
+        let mut out = format!("{prio},{},{},{flags};{}\n", self.seq, self.usec, self.message).into_bytes();
+        for (key, value) in [("SUBSYSTEM", &self.subsystem), ("DEVICE", &self.device)] {
+            if let Some(v) = value {
+                out.extend_from_slice(format!(" {key}={v}\n").as_bytes());
+            }
+        }
+        out.truncate(MAX_RECORD);
+        out
+    }
+
+    /// The record with its message and dictionary removed: its header alone (facility,
+    /// level, sequence number, time), which keeps the sequence continuous for the reader
+    /// (a gap means lost records) and tells nothing of what the kernel said.
+    pub fn without_message(&self) -> Record {
+        Record { message: String::new(), subsystem: None, device: None, ..self.clone() }
     }
 }
 
@@ -45,10 +70,14 @@ pub fn parse(text: &str) -> Option<Record> {
     let seq: u64 = f.next()?.parse().ok()?;
     let usec: u64 = f.next()?.parse().ok()?;
     let flags = f.next().unwrap_or("-");
-    let device = lines
-        .filter_map(|l| l.strip_prefix(' '))
-        .find_map(|l| l.strip_prefix("DEVICE="))
-        .map(|d| cap(d, 64).to_string());
+    let (mut subsystem, mut device) = (None, None);
+    for entry in lines.filter_map(|l| l.strip_prefix(' ')) {
+        if let Some(v) = entry.strip_prefix("SUBSYSTEM=") {
+            subsystem.get_or_insert_with(|| cap(v, 64).to_string());
+        } else if let Some(v) = entry.strip_prefix("DEVICE=") {
+            device.get_or_insert_with(|| cap(v, 64).to_string());
+        }
+    }
     Some(Record {
         facility: prio >> 3,
         level: (prio & 7) as u8,
@@ -56,6 +85,7 @@ pub fn parse(text: &str) -> Option<Record> {
         usec,
         continuation: flags.contains('c'),
         message: cap(message, MAX_MESSAGE).to_string(),
+        subsystem,
         device,
     })
 }
@@ -141,7 +171,23 @@ mod tests {
         assert!(r.from_kernel());
         assert!(!r.continuation);
         assert_eq!(r.message, "I/O error, dev sda, sector 8 op 0x0:(READ)");
+        assert_eq!(r.subsystem.as_deref(), Some("block"));
         assert_eq!(r.device.as_deref(), Some("b8:0"));
+    }
+
+    #[test]
+    fn a_record_re_encoded_parses_back_the_same_and_without_its_message_keeps_its_header() {
+        for text in [
+            "6,812,99,-;sd 2:0:0:0: [sdb] tag#1 Sense Key : Medium Error\n SUBSYSTEM=scsi\n DEVICE=+scsi:2:0:0:0\n",
+            "12,5,6,c;hello\n",
+        ] {
+            let r = parse(text).unwrap();
+            assert_eq!(String::from_utf8(r.encode()).unwrap(), text);
+            assert_eq!(parse(&String::from_utf8(r.encode()).unwrap()), Some(r.clone()));
+            let bare = r.without_message();
+            assert_eq!((bare.facility, bare.level, bare.seq, bare.usec), (r.facility, r.level, r.seq, r.usec));
+            assert!(bare.message.is_empty() && bare.subsystem.is_none() && bare.device.is_none());
+        }
     }
 
     #[test]

@@ -1,0 +1,25 @@
+//! The kernel log (`/dev/kmsg`) as both halves read it: its records ([`record`]), reading
+//! them from an open file or stream ([`reader`]), where a reader resumes ([`cursor`]), where
+//! the records come from ([`feed`]), and which records mean a failing disk
+//! ([`disk_error`]). The privileged half opens the log and forwards whole only the
+//! records [`needed`] names; the agent attributes those to disks (`events`). Both import
+//! this folder, and neither half's folder imports the other's for it.
+
+pub mod cursor;
+pub mod disk_error;
+pub mod feed;
+pub mod reader;
+pub mod record;
+mod scan;
+
+pub use disk_error::{DiskError, Subject};
+pub use record::Record;
+
+/// Whether the agent needs this record: the one question the privileged half asks before
+/// forwarding a record whole. Every other record goes out as its header alone
+/// ([`Record::without_message`]), so any process that may ask the privileged half for the
+/// kernel log (its own uid's, an action's command among them) learns no more of it than
+/// what the agent acts on. A new kind of record the agent reads (a GPU's) is added here.
+pub fn needed(r: &Record) -> bool {
+    disk_error::recognise(r).is_some()
+}
