@@ -17,14 +17,14 @@
 #
 # Without these flags (RIG_AGENT_PLAIN_STD=1, or plain `cargo build --release --target T`, or
 # `cross build --release --target T`) the binaries are the same code with rustup's prebuilt
-# std: static too, supported, and about 0.3 MB larger (docs/design.md, "Binary size"). armv7 is built as Thumb-2
-# (.cargo/config.toml), a fifth smaller than ARM code. The native path links with the
+# std: static too, supported, and about 0.3 MB larger (docs/architecture.md, "Binary size").
+# armv7 is built as Thumb-2 (.cargo/config.toml), a fifth smaller than ARM code. The native path links with the
 # toolchain's lld, which (unlike GNU ld) does not pad the file to align RELRO to 64 KiB
 # pages, and folds identical functions (--icf=all).
 #
 #   RIG_AGENT_PANIC=abort cross/build.sh   # smallest: about 0.2 MB less, but a panicking
 #                                         # probe then restarts the agent instead of
-#                                         # answering code 3 (docs/design.md, "Binary size")
+#                                         # answering code 3 (docs/architecture.md)
 #
 # With `cross` and a working container engine it uses cross (CROSS_CONFIG=cross/Cross.toml).
 # Otherwise it builds natively: rustup's target std plus Debian's cross gcc, installed here
