@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Release tarballs rig-agent-<version>-<target>.tar.gz (binary, systemd unit, example
-# config, README) in $CARGO_TARGET_DIR/dist/ (target/dist/ by default), and the binary sizes.
+# Release tarballs rig-agent-<version>-<target>.tar.gz (binary, systemd units, example
+# config, README and the operator's docs/) in $CARGO_TARGET_DIR/dist/ (target/dist/ by default), and the binary sizes.
 #
 #   cross/build.sh                       # the three release targets
 #   cross/build.sh aarch64-unknown-linux-musl
@@ -94,6 +94,10 @@ for t in "${targets[@]}"; do
   stage=$(mktemp -d)
   mkdir "$stage/$name"
   cp "$target_dir/$t/release/rig-agent" systemd/rig-agent.service systemd/rig-agent-privileged.service systemd/rig-agent.toml README.md "$stage/$name/"
+  # The documents the README sends an operator to (the same list as the .deb's assets in
+  # Cargo.toml), so that its links work in the unpacked tarball.
+  mkdir "$stage/$name/docs"
+  cp docs/operations.md docs/configuration.md docs/behaviour.md docs/security.md docs/PROTOCOL.md "$stage/$name/docs/"
   tar -C "$stage" -czf "$dist/$name.tar.gz" "$name"
   rm -rf "$stage"
   bytes=$(stat -c %s "$target_dir/$t/release/rig-agent")
