@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Release tarballs rig-agent-<version>-<target>.tar.gz (binary, systemd unit, example
-# config, README) in $CARGO_TARGET_DIR/dist/ (target/dist/ by default), and the binary sizes.
+# Release tarballs rig-agent-<version>-<target>.tar.gz (binary, systemd units, example
+# config, README and the operator's docs/) in $CARGO_TARGET_DIR/dist/ (target/dist/ by default), and the binary sizes.
 #
 #   cross/build.sh                       # the three release targets
 #   cross/build.sh aarch64-unknown-linux-musl
@@ -17,14 +17,14 @@
 #
 # Without these flags (RIG_AGENT_PLAIN_STD=1, or plain `cargo build --release --target T`, or
 # `cross build --release --target T`) the binaries are the same code with rustup's prebuilt
-# std: static too, supported, and about 0.3 MB larger (README, "Binary size"). armv7 is built as Thumb-2
-# (.cargo/config.toml), a fifth smaller than ARM code. The native path links with the
+# std: static too, supported, and about 0.3 MB larger (docs/architecture.md, "Binary size").
+# armv7 is built as Thumb-2 (.cargo/config.toml), a fifth smaller than ARM code. The native path links with the
 # toolchain's lld, which (unlike GNU ld) does not pad the file to align RELRO to 64 KiB
 # pages, and folds identical functions (--icf=all).
 #
 #   RIG_AGENT_PANIC=abort cross/build.sh   # smallest: about 0.2 MB less, but a panicking
 #                                         # probe then restarts the agent instead of
-#                                         # answering code 3 (README, "Binary size")
+#                                         # answering code 3 (docs/architecture.md)
 #
 # With `cross` and a working container engine it uses cross (CROSS_CONFIG=cross/Cross.toml).
 # Otherwise it builds natively: rustup's target std plus Debian's cross gcc, installed here
@@ -94,6 +94,10 @@ for t in "${targets[@]}"; do
   stage=$(mktemp -d)
   mkdir "$stage/$name"
   cp "$target_dir/$t/release/rig-agent" systemd/rig-agent.service systemd/rig-agent-privileged.service systemd/rig-agent.toml README.md "$stage/$name/"
+  # The documents the README sends an operator to (the same list as the .deb's assets in
+  # Cargo.toml), so that its links work in the unpacked tarball.
+  mkdir "$stage/$name/docs"
+  cp docs/operations.md docs/configuration.md docs/behaviour.md docs/security.md docs/PROTOCOL.md "$stage/$name/docs/"
   tar -C "$stage" -czf "$dist/$name.tar.gz" "$name"
   rm -rf "$stage"
   bytes=$(stat -c %s "$target_dir/$t/release/rig-agent")

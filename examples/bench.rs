@@ -9,7 +9,7 @@
 //! on every query, its cache set to 1 ms, next to that script's own run time. Every figure is the median of BENCH_RUNS runs (default 3), each with a fresh agent.
 //! BENCH_AGENT=PATH measures another build (the static musl one, say); BENCH_SMAPS=1 prints
 //! where the RSS is. BENCH_MALLOC_ARENA_MAX=1 runs the agent with one glibc malloc arena
-//! (about 0.1 MB less RSS). Figures, not pass/fail: the targets live in README.md.
+//! (about 0.1 MB less RSS). Figures, not pass/fail: the targets live in BENCHMARKS.md.
 
 #[path = "../tests/common/agent_config.rs"]
 mod agent_config;

@@ -1,8 +1,9 @@
 //! `cargo build --release && cargo run --release --example kmsg_hop [TRIALS]` (as root)
 //!
-//! What the privileged half's hop costs a kernel event (issue 13 point 4): a kernel error
-//! line written to a FIFO that stands for `/dev/kmsg` (held open, so both readers sleep in
-//! poll(2) as on the device) → `io_errors` received by the test gateway over loopback wss.
+//! What the privileged half's hop costs a kernel event (the kernel log read there and
+//! streamed to the agent): a kernel error line written to a FIFO that stands for
+//! `/dev/kmsg` (held open, so both readers sleep in poll(2) as on the device) → `io_errors`
+//! received by the test gateway over loopback wss.
 //! p50 and p99 over TRIALS (default 30) lines, first with the agent reading the FIFO
 //! itself (`paths.privileged_socket = ""`), then through `rig-agent privileged`.
 //! `io_error_quiet` is 1 s and lines come 1.5 s apart, so each one is a new warning.

@@ -1,7 +1,7 @@
 //! rig-agent: the agent on every mining rig's controller board. One wss connection to the
 //! farm's operations gateway; login, heartbeats, hardware queries, disk-failure warnings.
 //! The wire contract, as a gateway author needs it, is `docs/PROTOCOL.md`; the decisions
-//! taken beyond it are in README.md ("Design notes").
+//! taken beyond it, and the map of the parts, are in `docs/architecture.md`.
 
 #![forbid(unsafe_code)]
 
