@@ -21,14 +21,6 @@ struct Rig {
     conn: usize,
 }
 
-/// Writes an executable shell script `name` into `dir`; returns its absolute path.
-fn script(dir: &Path, name: &str, body: &str) -> String {
-    let path = dir.join(name);
-    fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
-    path.display().to_string()
-}
-
 impl Rig {
     /// `actions(dir)` returns the `[actions]` section (it may write scripts into `dir`).
     fn start(actions: impl FnOnce(&Path) -> String) -> Rig {
@@ -219,13 +211,6 @@ fn a_write_action_cut_short_by_kill_9_is_reported_interrupted_after_the_restart(
     assert_eq!(r["data"]["action"], "long");
     let log = rig.stop();
     assert!(log.contains("was cut short by an agent restart"), "{log}");
-}
-
-fn alive(pid: i32) -> bool {
-    // Gone, or a zombie nobody has reaped yet (the test process is not its parent).
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
-        .unwrap_or(false)
 }
 
 #[test]
@@ -462,23 +447,6 @@ fn an_action_asked_again_as_soon_as_its_answer_arrives_runs_again() {
     }
 }
 
-#[path = "common/frozen_fs.rs"]
-mod frozen_fs;
-
-/// `mount -o remount,ro|rw`, tried again while a write of the agent's is under way ("mount
-/// point is busy" until that file is closed).
-fn mount(args: &[&str]) {
-    let until = Instant::now() + 5 * SEC;
-    loop {
-        let out = std::process::Command::new("mount").args(args).output().unwrap();
-        if out.status.success() {
-            return;
-        }
-        assert!(Instant::now() < until, "mount {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        std::thread::sleep(ms(20));
-    }
-}
-
 #[test]
 fn with_the_state_filesystem_read_only_an_action_with_a_min_interval_is_refused_not_run_even_after_kill_9() {
     let _g = Guard::new(60 * SEC);
@@ -494,12 +462,12 @@ fn with_the_state_filesystem_read_only_an_action_with_a_min_interval_is_refused_
             "[actions.reboot]\ncommand = [{reboot:?}]\nmin_interval = \"10m\"\n[actions.hello]\ncommand = [{hello:?}]\n"
         ))
     });
-    let state = frozen_fs::StateFs::new(rig.dir.path());
+    let state = storage::LoopFs::state(rig.dir.path());
     let ran = rig.dir.path().join("ran");
     let runs = || fs::read_to_string(&ran).map(|t| t.lines().count()).unwrap_or(0);
     rig.spawn();
     // The SD card fails: ext4 remounts it read-only (errors=remount-ro).
-    mount(&["-o", "remount,ro", state.mnt.to_str().unwrap()]);
+    state.remount("ro");
     for (mode, code) in [("post", "r1"), ("write", "r2")] {
         rig.ask(mode, code, json!("reboot"));
         let (a, _) = rig.answer(code, 10 * SEC);
@@ -521,7 +489,7 @@ fn with_the_state_filesystem_read_only_an_action_with_a_min_interval_is_refused_
     assert_eq!(runs(), 0);
 
     // Writable again: it runs once, and its start holds across kill -9 and a restart.
-    mount(&["-o", "remount,rw", state.mnt.to_str().unwrap()]);
+    state.remount("rw");
     rig.ask("post", "r4", json!("reboot"));
     assert_eq!(rig.answer("r4", 10 * SEC).0["code"], 0);
     assert_eq!(runs(), 1);
@@ -537,12 +505,6 @@ fn with_the_state_filesystem_read_only_an_action_with_a_min_interval_is_refused_
     let log = rig.stop();
     drop(state);
     assert!(log.lines().filter(|l| l.contains("outcome=refused")).count() >= 1, "{log}");
-}
-
-/// `Threads:` of `/proc/<pid>/status`.
-fn threads(pid: u32) -> usize {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse().unwrap()
 }
 
 fn pids_in(file: &Path) -> Vec<i32> {
@@ -562,16 +524,16 @@ fn forty_runs_of_a_command_that_leaves_a_detached_grandchild_on_stdout_leave_the
         assert_eq!((a["code"].as_i64(), a["data"]["stdout"].as_str()), (Some(0), Some("started\n")), "{a}");
     };
     run(&mut rig, "warm");
-    let before = threads(agent);
+    let before = threads_and_fds(agent).0;
     for i in 0..40 {
         run(&mut rig, &format!("d{i}"));
     }
     // The last run's own thread may still be ending.
-    let mut after = threads(agent);
+    let mut after = threads_and_fds(agent).0;
     let until = Instant::now() + 2 * SEC;
     while after > before && Instant::now() < until {
         std::thread::sleep(ms(20));
-        after = threads(agent);
+        after = threads_and_fds(agent).0;
     }
     assert!(after <= before, "{before} threads before 40 runs, {after} after");
     let pids = pids_in(&rig.dir.path().join("pid"));

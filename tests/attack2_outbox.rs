@@ -8,11 +8,9 @@ use std::process::Command;
 use std::thread;
 use std::time::Instant;
 
+use common::storage::LoopFs;
 use common::*;
 use serde_json::Value;
-#[path = "common/frozen_fs.rs"]
-mod frozen_fs;
-use frozen_fs::StateFs;
 
 /// The state filesystem stalls (frozen, as a dying SD card) when sdb's failure is
 /// detected: the scan waits its 5 s for the spool write, then saves the inventory with the
@@ -31,7 +29,7 @@ fn a_warning_acknowledged_after_a_stall_at_detection_is_not_sent_again_after_kil
     let dir = tempfile::tempdir().unwrap();
     let rig = rig_copy(dir.path());
     fs::write(rig.join("sys/block/sdb/device/state"), "running\n").unwrap();
-    let statefs = StateFs::new(dir.path());
+    let statefs = LoopFs::state(dir.path());
     let state = statefs.mnt.clone();
 
     let pki = Pki::new(&["localhost"]);

@@ -10,11 +10,9 @@ use std::process::Command;
 use std::thread;
 use std::time::Instant;
 
+use common::storage::LoopFs;
 use common::*;
 use serde_json::json;
-#[path = "common/frozen_fs.rs"]
-mod frozen_fs;
-use frozen_fs::StateFs;
 
 fn count_entries(dir: &str) -> usize {
     fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
@@ -145,7 +143,7 @@ fn sigterm_with_the_state_filesystem_frozen_closes_at_once_and_loses_no_warning(
     let dir = tempfile::tempdir().unwrap();
     let rig = rig_copy(dir.path());
     fs::write(rig.join("sys/block/sdb/device/state"), "running\n").unwrap();
-    let statefs = StateFs::new(dir.path());
+    let statefs = LoopFs::state(dir.path());
     let state = statefs.mnt.clone();
     let pki = Pki::new(&["localhost"]);
     let mut gw = Gateway::start(&pki, Script { warning_ack: None, ..Script::default() });

@@ -9,11 +9,9 @@ use std::path::Path;
 use std::process::Command;
 use std::thread;
 
+use common::storage::LoopFs;
 use common::*;
 use serde_json::json;
-#[path = "common/frozen_fs.rs"]
-mod frozen_fs;
-use frozen_fs::StateFs;
 
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
@@ -40,7 +38,7 @@ fn an_action_whose_command_starts_after_the_stop_killed_the_running_ones_does_no
     let dir = tempfile::tempdir().unwrap();
     let rig = rig_copy(dir.path());
     fs::write(rig.join("sys/block/sdb/device/state"), "running\n").unwrap();
-    let statefs = StateFs::new(dir.path());
+    let statefs = LoopFs::state(dir.path());
     let state = statefs.mnt.clone();
     let pki = Pki::new(&["localhost"]);
     let mut gw = Gateway::start(&pki, Script { warning_ack: None, ..Script::default() });

@@ -1,16 +1,14 @@
 //! Attack review: remote actions against a slow state disk and a hostile gateway.
 
 mod common;
-#[path = "common/frozen_fs.rs"]
-mod frozen_fs;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::storage::LoopFs;
 use common::*;
-use frozen_fs::StateFs;
 use serde_json::{Value, json};
 
 fn script(dir: &Path, name: &str, body: &str) -> String {
@@ -42,7 +40,7 @@ fn drain(gw: &mut Gateway, d: Duration) {
 
 /// One write run while the state disk has `trouble` (which returns once the disk is well
 /// again), then a restart: the run must be reported exactly once.
-fn one_write_run_through_disk_trouble(trouble: impl FnOnce(&StateFs, &mut Gateway)) {
+fn one_write_run_through_disk_trouble(trouble: impl FnOnce(&LoopFs, &mut Gateway)) {
     let _g = Guard::new(120 * SEC);
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&["localhost"]);
@@ -51,7 +49,7 @@ fn one_write_run_through_disk_trouble(trouble: impl FnOnce(&StateFs, &mut Gatewa
     let cmd = script(dir.path(), "slow", "sleep 1; echo done");
     cfg.sections = format!("[actions]\nenabled = true\n[actions.slow]\ncommand = [{cmd:?}]\n");
     let config = cfg.write(dir.path());
-    let state = StateFs::new(dir.path());
+    let state = LoopFs::state(dir.path());
     let mut child = spawn_agent(&config, &[]);
     let (conn, _) = gw.wait_login(10 * SEC);
     gw.send_json(

@@ -1,14 +1,13 @@
 //! Attack review: outside programs that cannot be killed. nvidia-smi hangs in D state when
 //! a GPU falls off the bus (Xid 79); SIGKILL does not end it until the driver call returns.
 
-#[path = "common/frozen_fs.rs"]
-mod frozen_fs;
+mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use frozen_fs::StateFs;
+use common::storage::LoopFs;
 use rig_agent::probes::gpu::{NvidiaReader, NvidiaSettings};
 
 /// The thread count is the whole test process's: the two tests must not run at once.
@@ -22,7 +21,7 @@ fn threads() -> usize {
 fn a_hung_nvidia_smi_is_not_started_again_while_the_last_one_is_still_stuck() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let hang = StateFs::at(dir.path(), "gpu");
+    let hang = LoopFs::new(dir.path(), "gpu", 32 << 20, &[]);
     let fake = dir.path().join("nvidia-smi");
     // Blocks uninterruptibly (D state) on the frozen filesystem, as a hung driver call does.
     fs::write(&fake, format!("#!/bin/sh\necho x >> {:?}\n", hang.mnt.join("f").display().to_string())).unwrap();
@@ -48,7 +47,7 @@ fn a_hung_nvidia_smi_is_not_started_again_while_the_last_one_is_still_stuck() {
 fn a_hung_smartctl_is_not_started_again_while_the_last_one_is_still_stuck() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let hang = StateFs::at(dir.path(), "disk");
+    let hang = LoopFs::new(dir.path(), "disk", 32 << 20, &[]);
     let fake = dir.path().join("smartctl");
     fs::write(&fake, format!("#!/bin/sh\necho x >> {:?}\n", hang.mnt.join("f").display().to_string())).unwrap();
     fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();

@@ -229,8 +229,7 @@ impl Broken {
     }
     /// Runs `check`; returns (exit code, stderr).
     fn check(&self) -> (Option<i32>, String) {
-        let out = run(&["--config", self.path().to_str().unwrap(), "check"]);
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        check(&self.path())
     }
 }
 
@@ -578,22 +577,15 @@ fn a_certificate_not_valid_yet_is_logged_as_a_clock_problem() {
 
 #[test]
 fn a_state_dir_on_a_read_only_mount_of_a_writable_filesystem_is_a_config_error() {
-    if rustix::process::getuid().as_raw() != 0 {
-        eprintln!("skipped: needs root for a bind mount (CI runs as root)");
+    if !root() {
         return;
     }
     // What systemd's ProtectSystem=strict does to a state_dir outside ReadWritePaths=: the
     // mount is read-only, the filesystem is not. That is configuration, so exit 78.
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
+    use common::storage::{Unmount, mount};
     let b = Broken::new();
     let state = b.dir.path().join("state");
     fs::create_dir_all(&state).unwrap();
-    let mount = |args: &[&str]| assert!(std::process::Command::new("mount").args(args).status().unwrap().success());
     mount(&["--bind", state.to_str().unwrap(), state.to_str().unwrap()]);
     let _unmount = Unmount(state.clone());
     mount(&["-o", "remount,bind,ro", state.to_str().unwrap()]);

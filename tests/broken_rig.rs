@@ -10,11 +10,6 @@ use std::path::Path;
 
 use common::*;
 
-fn mkfifo(path: &Path) {
-    use rustix::fs::{CWD, FileType, Mode, mknodat};
-    mknodat(CWD, path, FileType::Fifo, Mode::from_raw_mode(0o600), 0).expect("mkfifo");
-}
-
 /// A config whose gateway never answers: enough for start-up and `check`.
 fn offline_config(dir: &Path) -> std::path::PathBuf {
     let pki = Pki::new(&["localhost"]);
@@ -27,11 +22,6 @@ fn start_and_wait(cfg: &Path) -> (Option<i32>, String) {
     let mut child = spawn_agent(cfg, &[]);
     let (code, _, log) = wait_exit(&mut child, 10 * SEC);
     (code, log)
-}
-
-fn check(cfg: &Path) -> (Option<i32>, String) {
-    let out = agent_command().args(["--config", cfg.to_str().unwrap(), "check"]).output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]

@@ -18,10 +18,6 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn count_entries(dir: &str) -> usize {
-    fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
-}
-
 /// VmRSS of a process (`self`, or a pid) in KiB; 0 once it is gone.
 fn rss_kib(pid: &str) -> u64 {
     status_kib(pid, "VmRSS:")
@@ -52,12 +48,13 @@ fn five_hundred_dropped_sessions_leave_no_growth_in_fds_threads_or_memory() {
         logins += 1;
         if logins == 50 {
             std::thread::sleep(ms(200)); // let the first sessions' threads finish
-            sample = Some((count_entries("/proc/self/fd"), count_entries("/proc/self/task"), rss_kib("self")));
+            let (threads, fds) = threads_and_fds("self");
+            sample = Some((fds, threads, rss_kib("self")));
         }
     }
     std::thread::sleep(ms(200));
     let (fds0, threads0, rss0) = sample.unwrap();
-    let (fds, threads, rss) = (count_entries("/proc/self/fd"), count_entries("/proc/self/task"), rss_kib("self"));
+    let ((threads, fds), rss) = (threads_and_fds("self"), rss_kib("self"));
     // Agent and gateway share this process: a few in-flight connections of either side
     // are allowed for, a leak per session (450 more) is not.
     assert!(fds <= fds0 + 8, "open fds grew from {fds0} to {fds} over 450 sessions");
@@ -175,11 +172,6 @@ fn a_gateway_trickling_its_upgrade_headers_is_left_at_connect_timeout_for_the_ne
     let took =
         leave_a_trickling_handshake_for_the_next_url(Script { trickle_upgrade: Some(ms(300)), ..Script::default() });
     assert!(took < SEC + ms(400) + SEC, "took {took:?}");
-}
-
-/// Threads and open fds of a process.
-fn threads_and_fds(pid: u32) -> (usize, usize) {
-    (count_entries(&format!("/proc/{pid}/task")), count_entries(&format!("/proc/{pid}/fd")))
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::faulty_disk::FaultyDisk;
 use common::*;
 use serde_json::{Value, json};
 
@@ -26,9 +27,7 @@ struct Rig {
 impl Rig {
     fn new() -> Rig {
         let dir = tempfile::tempdir().unwrap();
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig");
-        let rig = dir.path().join("rig");
-        assert!(Command::new("cp").arg("-a").arg(&src).arg(&rig).status().unwrap().success());
+        let rig = rig_copy(dir.path());
         let kmsg = dir.path().join("kmsg.log");
         // Old records: read from the end, these are never reported.
         fs::write(&kmsg, "3,1,100,-;I/O error, dev nvme0n1, sector 0 op 0x0:(READ)\n").unwrap();
@@ -43,13 +42,7 @@ impl Rig {
         let scan = if disks_extra.contains("scan_interval") { "" } else { "scan_interval = \"60s\"\n" };
         let smart = if disks_extra.contains("smartctl") { "" } else { "smartctl = \"\"\n" };
         c.disks = format!("{smart}{scan}{disks_extra}");
-        c.paths_extra = format!(
-            "sysfs = {:?}\nprocfs = {:?}\nrootfs = {:?}\nkmsg = {:?}\n",
-            self.rig.join("sys").display().to_string(),
-            self.rig.join("proc").display().to_string(),
-            self.rig.display().to_string(),
-            self.kmsg.display().to_string()
-        );
+        c.paths_extra = format!("{}kmsg = {:?}\n", rig_paths(&self.rig), self.kmsg.display().to_string());
         c.write(self.dir.path())
     }
 
@@ -257,9 +250,6 @@ fn predictive_counters_rising_raise_smart_degrading_fs_errors_and_raid_degraded(
     assert_eq!(stop_agent(&mut child).0, Some(0));
 }
 
-#[path = "common/faulty_disk.rs"]
-mod faulty_disk;
-
 /// 64 MiB whose 64 KiB at 32 MiB (sectors 65536..65664) fail.
 const BAD_AT: u64 = 32 << 20;
 
@@ -267,7 +257,8 @@ const BAD_AT: u64 = 32 << 20;
 fn a_real_kernel_io_error_on_a_loop_device_raises_io_errors_and_its_detach_raises_missing() {
     let _g = Guard::new(120 * SEC);
     let dir = tempfile::tempdir().unwrap();
-    let Some(mut disk) = faulty_disk::FaultyDisk::new(dir.path(), 64 << 20, BAD_AT..BAD_AT + (64 << 10)) else {
+    let Some(mut disk) = FaultyDisk::new(dir.path(), 64 << 20, BAD_AT..BAD_AT + (64 << 10)) else {
+        assert!(!root(), "root, FUSE and loop devices are needed (CI runs as root)");
         return;
     };
     assert!(disk.read(0, 16), "the good range reads");
@@ -415,7 +406,7 @@ fn forgery_sysfs(root: &Path, loop_name: &str) {
 fn a_forged_segfault_record_never_blames_a_disk_and_a_real_failure_still_warns() {
     let _g = Guard::new(180 * SEC);
     let dir = tempfile::tempdir().unwrap();
-    let Some(disk) = faulty_disk::FaultyDisk::new(dir.path(), 64 << 20, BAD_AT..BAD_AT + (64 << 10)) else {
+    let Some(disk) = FaultyDisk::new(dir.path(), 64 << 20, BAD_AT..BAD_AT + (64 << 10)) else {
         panic!("root, FUSE and loop devices are needed (CI runs as root)");
     };
     let _trace = ExceptionTrace::on();

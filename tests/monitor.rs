@@ -7,10 +7,10 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use common::storage::LoopFs;
 use common::*;
 use serde_json::{Value, json};
 
@@ -40,14 +40,6 @@ fn config(gw_url: String, pki: &Pki, rig: &Path) -> AgentConfig {
     c
 }
 
-/// Lets events arrive for `d`, recording them in `gw.seen`.
-fn soak(gw: &mut Gateway, d: Duration) {
-    let until = Instant::now() + d;
-    while let Some(left) = until.checked_duration_since(Instant::now()) {
-        gw.next_event(left);
-    }
-}
-
 #[test]
 fn a_disk_that_disappears_is_reported_once_with_every_protocol_field() {
     let _g = Guard::new(30 * SEC);
@@ -65,7 +57,7 @@ fn a_disk_that_disappears_is_reported_once_with_every_protocol_field() {
     assert_eq!(w, want);
     assert!(w["time"].as_u64().unwrap() > 1_700_000_000);
     // Ten more scans: still one warning for this episode.
-    soak(&mut gw, ms(1000));
+    gw.soak(ms(1000));
     assert_eq!(gw.warnings_seen("/dev/sda").len(), 1, "{:?}", gw.warnings_seen("/dev/sda"));
 }
 
@@ -129,7 +121,7 @@ fn a_live_nvme_disk_is_not_reported_and_a_dead_one_is_reported_offline() {
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
     gw.wait_login(5 * SEC);
     gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
-    soak(&mut gw, ms(1000)); // ten scans
+    gw.soak(ms(1000)); // ten scans
     assert_eq!(gw.warnings_seen("/dev/nvme0n1"), Vec::<Value>::new(), "a healthy NVMe disk was reported");
     fs::write(&state, "dead\n").unwrap();
     let w = gw.wait_warning(5 * SEC, "/dev/nvme0n1", "offline");
@@ -180,7 +172,7 @@ fn an_unacknowledged_warning_is_resent_with_the_same_act_id() {
     gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
     wait_until(5 * SEC, "the spool to empty", || spool_files(&dir.path().join("state")).is_empty());
     let n = gw.warnings_seen("/dev/sdb").len();
-    soak(&mut gw, ms(900));
+    gw.soak(ms(900));
     assert_eq!(gw.warnings_seen("/dev/sdb").len(), n, "resent after the ack");
 }
 
@@ -215,7 +207,7 @@ fn an_acknowledged_episode_is_not_reported_again_after_a_restart() {
     gw.seen.clear();
     let _agent = Agent::start(&cfg);
     gw.wait_login(5 * SEC);
-    soak(&mut gw, ms(1000)); // ten scans
+    gw.soak(ms(1000)); // ten scans
     let warnings: Vec<&Value> = gw
         .seen
         .iter()
@@ -234,7 +226,7 @@ fn a_cleared_failure_that_comes_back_is_a_new_episode_with_a_new_warning() {
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
     let first = gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
     fs::write(rig.join("sys/block/sdb/device/state"), "running\n").unwrap();
-    soak(&mut gw, ms(400));
+    gw.soak(ms(400));
     fs::write(rig.join("sys/block/sdb/device/state"), "offline\n").unwrap();
     let second = gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
     assert_ne!(first["act_id"], second["act_id"]);
@@ -271,7 +263,7 @@ fn a_warning_survives_kill_9_right_after_detection_and_is_delivered_after_restar
         let got = gw.wait_warning(10 * SEC, w["disk"].as_str().unwrap(), w["reason"].as_str().unwrap());
         assert_eq!(&got, w, "delivered exactly as spooled, original act_id included");
     }
-    soak(&mut gw, ms(600));
+    gw.soak(ms(600));
     assert_eq!(gw.warnings_seen("/dev/sda").len(), 1, "no second episode after the restart");
     assert_eq!(stop_agent(&mut child).0, Some(0));
 }
@@ -299,51 +291,14 @@ fn corrupt_state_files_are_moved_aside_reported_and_the_agent_goes_on() {
     );
 }
 
-/// Runs a command; panics with its output when it fails.
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A loop device with an ext4 filesystem mounted read-write; cleaned up on drop.
-struct LoopFs {
-    dev: String,
-    mnt: PathBuf,
-}
-
-impl LoopFs {
-    /// `size` bytes of ext4 in `dir`, mounted on `dir/mount_on`. `None` when not root
-    /// (losetup and mount need it; CI runs as root), after saying the test is skipped.
-    fn new(dir: &Path, size: u64, mount_on: &str, mkfs_options: &[&str]) -> Option<LoopFs> {
-        if run("id", &["-u"]) != "0" {
-            eprintln!("skipped: needs root for losetup and mount (CI runs as root)");
-            return None;
-        }
-        let img = dir.join(format!("{mount_on}.img"));
-        fs::File::create(&img).unwrap().set_len(size).unwrap();
-        let dev = run("losetup", &["--find", "--show", img.to_str().unwrap()]);
-        let mnt = dir.join(mount_on);
-        fs::create_dir(&mnt).unwrap();
-        let lfs = LoopFs { dev, mnt };
-        run("mkfs.ext4", &[&["-q", "-F"], mkfs_options, &[lfs.dev.as_str()]].concat());
-        run("mount", &[&lfs.dev, lfs.mnt.to_str().unwrap()]);
-        Some(lfs)
-    }
-}
-
-impl Drop for LoopFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mnt).status();
-        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
-    }
-}
-
 #[test]
 fn a_real_filesystem_remounted_read_only_raises_readonly() {
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();
-    let Some(lfs) = LoopFs::new(dir.path(), 16 << 20, "mnt", &[]) else { return };
+    if !root() {
+        return;
+    }
+    let lfs = LoopFs::new(dir.path(), "mnt", 16 << 20, &[]);
     let (dev, mnt) = (lfs.dev.clone(), lfs.mnt.clone());
     let name = dev.trim_start_matches("/dev/").to_string();
 
@@ -356,7 +311,7 @@ fn a_real_filesystem_remounted_read_only_raises_readonly() {
     wait_until(5 * SEC, "the monitor to see the filesystem read-write", || {
         fs::read_to_string(dir.path().join("state/disks.json")).is_ok_and(|t| t.contains(mnt.to_str().unwrap()))
     });
-    run("mount", &["-o", "remount,ro", mnt.to_str().unwrap()]);
+    lfs.remount("ro");
     let w = gw.wait_warning(5 * SEC, &dev, "readonly");
     assert_eq!(w["message"], format!("Disk[{dev}]硬盘损坏"));
     assert!(w["detail"].as_str().unwrap().contains(mnt.to_str().unwrap()), "{w}");
@@ -367,16 +322,14 @@ fn a_real_filesystem_remounted_read_only_raises_readonly() {
 fn with_the_state_filesystem_full_warnings_are_still_sent_and_the_spool_catches_up() {
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();
-    let Some(lfs) = LoopFs::new(dir.path(), 4 << 20, "state", &["-m", "0"]) else { return };
+    if !root() {
+        return;
+    }
+    let lfs = LoopFs::new(dir.path(), "state", 4 << 20, &["-m", "0"]);
     let (rig, mnt) = (rig_copy(dir.path()), lfs.mnt.clone());
     fs::create_dir(mnt.join("spool")).unwrap();
     // Fill every block; a small file of slack is kept so freeing it is quick.
-    for (name, bs) in [("filler", "64k"), ("filler2", "1k")] {
-        let _ = Command::new("dd")
-            .args(["if=/dev/zero", &format!("of={}/{name}", mnt.display()), &format!("bs={bs}")])
-            .output();
-    }
-    assert!(fs::write(mnt.join("probe"), [0u8; 1024]).is_err(), "the state filesystem should be full");
+    lfs.fill();
 
     let pki = Pki::new(&["localhost"]);
     let mut gw = Gateway::start(&pki, Script { warning_ack: None, ..Script::default() });
@@ -387,8 +340,7 @@ fn with_the_state_filesystem_full_warnings_are_still_sent_and_the_spool_catches_
     let w = gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
     assert!(spool_files(&mnt).is_empty(), "the disk is full: nothing could be spooled");
     // Room again: the next scan writes the warning out.
-    fs::remove_file(mnt.join("filler")).unwrap();
-    fs::remove_file(mnt.join("filler2")).unwrap();
+    lfs.make_room();
     wait_until(10 * SEC, "the spool to catch up", || spool_files(&mnt).len() == 1);
     let on_disk: Value = serde_json::from_str(&fs::read_to_string(&spool_files(&mnt)[0]).unwrap()).unwrap();
     assert_eq!(on_disk, w, "the warning it had sent, same act_id");
@@ -406,7 +358,10 @@ fn with_the_state_filesystem_full_warnings_are_still_sent_and_the_spool_catches_
 fn with_the_state_filesystem_remounted_read_only_warnings_are_still_sent_and_the_spool_catches_up() {
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();
-    let Some(lfs) = LoopFs::new(dir.path(), 4 << 20, "state", &[]) else { return };
+    if !root() {
+        return;
+    }
+    let lfs = LoopFs::new(dir.path(), "state", 4 << 20, &[]);
     let (rig, mnt) = (rig_copy(dir.path()), lfs.mnt.clone());
 
     let pki = Pki::new(&["localhost"]);
@@ -419,14 +374,14 @@ fn with_the_state_filesystem_remounted_read_only_warnings_are_still_sent_and_the
     wait_until(10 * SEC, "the acknowledged warning to leave the spool", || spool_files(&mnt).is_empty());
 
     // An SD card that went bad: ext4 remounts it read-only (errors=remount-ro).
-    run("mount", &["-o", "remount,ro", mnt.to_str().unwrap()]);
+    lfs.remount("ro");
     gw.script().warning_ack = None;
     fs::remove_dir_all(rig.join("sys/block/nvme0n1")).unwrap();
     let w = gw.wait_warning(10 * SEC, "/dev/nvme0n1", "missing");
     assert!(spool_files(&mnt).is_empty(), "the state is read-only: nothing could be spooled");
 
     // Writable again (fsck, remount): the warning it sent is written out, same act_id.
-    run("mount", &["-o", "remount,rw", mnt.to_str().unwrap()]);
+    lfs.remount("rw");
     wait_until(10 * SEC, "the spool to catch up", || spool_files(&mnt).len() == 1);
     let on_disk: Value = serde_json::from_str(&fs::read_to_string(&spool_files(&mnt)[0]).unwrap()).unwrap();
     assert_eq!(on_disk, w);
@@ -442,10 +397,13 @@ fn with_the_state_filesystem_remounted_read_only_warnings_are_still_sent_and_the
 fn with_the_state_filesystem_read_only_at_start_the_agent_runs_and_spools_once_it_is_writable() {
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();
-    let Some(lfs) = LoopFs::new(dir.path(), 4 << 20, "state", &[]) else { return };
+    if !root() {
+        return;
+    }
+    let lfs = LoopFs::new(dir.path(), "state", 4 << 20, &[]);
     let (rig, mnt) = (rig_copy(dir.path()), lfs.mnt.clone());
     // A rig that rebooted with its SD card read-only: a storage fault, not a config error.
-    run("mount", &["-o", "remount,ro", mnt.to_str().unwrap()]);
+    lfs.remount("ro");
     let pki = Pki::new(&["localhost"]);
     let mut gw = Gateway::start(&pki, Script { warning_ack: None, ..Script::default() });
     let mut cfg = config(gw.url(), &pki, &rig);
@@ -460,7 +418,7 @@ fn with_the_state_filesystem_read_only_at_start_the_agent_runs_and_spools_once_i
 
     let mut child = spawn_agent(&config_path, &[]);
     let w = gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
-    run("mount", &["-o", "remount,rw", mnt.to_str().unwrap()]);
+    lfs.remount("rw");
     wait_until(10 * SEC, "the spool to catch up", || spool_files(&mnt).len() == 1);
     let on_disk: Value = serde_json::from_str(&fs::read_to_string(&spool_files(&mnt)[0]).unwrap()).unwrap();
     assert_eq!(on_disk, w);
@@ -528,20 +486,14 @@ fn a_disk_smartctl_cannot_read_is_warned_about_once_not_every_smart_interval() {
     assert_eq!(warned.len(), 1, "{warned:?}");
 }
 
-/// Thaws a frozen filesystem when dropped, so that a failing test never leaves it frozen.
-struct Thaw(PathBuf);
-
-impl Drop for Thaw {
-    fn drop(&mut self) {
-        let _ = Command::new("fsfreeze").arg("-u").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_reload_while_the_state_filesystem_is_frozen_does_not_stop_heartbeats() {
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();
-    let Some(lfs) = LoopFs::new(dir.path(), 16 << 20, "state", &[]) else { return };
+    if !root() {
+        return;
+    }
+    let lfs = LoopFs::new(dir.path(), "state", 16 << 20, &[]);
     let pki = Pki::new(&["localhost"]);
     let mut gw = Gateway::start(&pki, Script::default());
     let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
@@ -553,14 +505,13 @@ fn a_reload_while_the_state_filesystem_is_frozen_does_not_stop_heartbeats() {
     gw.wait_act(5 * SEC, "heartbeat");
     // A frozen filesystem blocks every write, as a dying SD card or a hung NFS server
     // does: the reload's check that the state directory is writable waits on it.
-    run("fsfreeze", &["-f", lfs.mnt.to_str().unwrap()]);
-    let thaw = Thaw(lfs.mnt.clone());
+    lfs.freeze();
     signal(&child, Signal::HUP);
     for _ in 0..8 {
         let (c, _, _) = gw.wait_act(2 * SEC, "heartbeat");
         assert_eq!(c, conn, "same connection, still beating while the reload waits");
     }
-    drop(thaw);
+    lfs.thaw();
     thread::sleep(ms(500));
     let (code, log) = stop_agent(&mut child);
     assert_eq!(code, Some(0), "{log}");
@@ -614,7 +565,7 @@ fn a_warning_the_spool_could_not_take_is_raised_again_with_the_same_act_id_after
     assert_eq!(code, Some(0), "{log}");
     let mut child = spawn_agent_as_nobody(&nobody, &cfg);
     let (conn, _) = gw.wait_login(10 * SEC);
-    soak(&mut gw, ms(1000)); // ten scans
+    gw.soak(ms(1000)); // ten scans
     let (code, log) = stop_agent(&mut child);
     let on_conn: Vec<&Event> = gw.seen.iter().filter(|e| e.conn() == conn && e.act() == Some("warning")).collect();
     assert!(on_conn.is_empty(), "raised again after the ack: {on_conn:?}\n{log}");
@@ -626,15 +577,13 @@ fn a_warning_the_spool_could_not_take_is_raised_again_with_the_same_act_id_after
 fn with_the_state_filesystem_full_at_detection_an_acknowledged_warning_is_not_raised_again_after_a_restart() {
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();
-    let Some(lfs) = LoopFs::new(dir.path(), 4 << 20, "state", &["-m", "0"]) else { return };
+    if !root() {
+        return;
+    }
+    let lfs = LoopFs::new(dir.path(), "state", 4 << 20, &["-m", "0"]);
     let (rig, mnt) = (rig_copy(dir.path()), lfs.mnt.clone());
     fs::create_dir(mnt.join("spool")).unwrap();
-    for (name, bs) in [("filler", "64k"), ("filler2", "1k")] {
-        let _ = Command::new("dd")
-            .args(["if=/dev/zero", &format!("of={}/{name}", mnt.display()), &format!("bs={bs}")])
-            .output();
-    }
-    assert!(fs::write(mnt.join("probe"), [0u8; 1024]).is_err(), "the state filesystem should be full");
+    lfs.fill();
 
     let pki = Pki::new(&["localhost"]);
     let mut gw = Gateway::start(&pki, Script { warning_ack: None, ..Script::default() });
@@ -645,8 +594,7 @@ fn with_the_state_filesystem_full_at_detection_an_acknowledged_warning_is_not_ra
     let w = gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
     assert!(!mnt.join("disks.json").exists(), "the disk is full: no inventory could be saved");
     // Space comes back: the spool catches up, then the gateway acknowledges.
-    fs::remove_file(mnt.join("filler")).unwrap();
-    fs::remove_file(mnt.join("filler2")).unwrap();
+    lfs.make_room();
     wait_until(10 * SEC, "the spool to catch up", || spool_files(&mnt).len() == 1);
     gw.script().warning_ack = Some(0);
     wait_until(10 * SEC, "the ack to empty the spool", || spool_files(&mnt).is_empty());
@@ -656,7 +604,7 @@ fn with_the_state_filesystem_full_at_detection_an_acknowledged_warning_is_not_ra
     gw.seen.clear();
     let mut child = spawn_agent(&config_path, &[]);
     gw.wait_login(10 * SEC);
-    soak(&mut gw, ms(1000)); // ten scans
+    gw.soak(ms(1000)); // ten scans
     let doubled: Vec<Value> = gw.warnings_seen("/dev/sdb").into_iter().filter(|x| x["act_id"] != w["act_id"]).collect();
     assert!(doubled.is_empty(), "raised again with a new act_id: {doubled:?}");
     assert_eq!(stop_agent(&mut child).0, Some(0));
@@ -679,7 +627,7 @@ fn heartbeats_keep_their_schedule_while_the_state_disk_takes_3_s_per_fsync() {
     fs::remove_dir_all(rig.join("sys/block/sda")).unwrap();
     gw.wait_warning(15 * SEC, "/dev/sdb", "offline");
     gw.wait_warning(15 * SEC, "/dev/sda", "missing");
-    soak(&mut gw, 4 * SEC);
+    gw.soak(4 * SEC);
     let hbs: Vec<Instant> = gw.seen.iter().filter(|e| e.act() == Some("heartbeat")).map(Event::at).collect();
     let first_warning = gw.seen.iter().find(|e| e.act() == Some("warning")).unwrap().at();
     assert!(first_warning - started >= 3 * SEC, "sent before it was written: {:?}", first_warning - started);
@@ -751,7 +699,7 @@ fn one_low_smart_reading_from_a_flaky_bridge_raises_no_smart_degrading_and_a_new
     let eights = answers("8");
     fs::write(&realloc, "8").unwrap();
     wait_until(10 * SEC, "two answers of 8 again", || answers("8") >= eights + 2);
-    soak(&mut gw, ms(500));
+    gw.soak(ms(500));
     assert!(gw.warnings_seen("/dev/sda").is_empty(), "a disk that never changed: {:?}", gw.warnings_seen("/dev/sda"));
     assert!(fs::read_to_string(&inventory).unwrap().contains("\"counters\":{\"5\":8}"), "the baseline was lowered");
 

@@ -4,11 +4,15 @@
 #![allow(dead_code)]
 
 pub mod agent_config;
+pub mod faulty_disk;
 pub mod gateway;
 pub mod nobody;
+pub mod privileged;
+pub mod storage;
 
 use std::io::Read;
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Sender};
 use std::thread::{self, JoinHandle};
@@ -259,23 +263,29 @@ pub fn signal(child: &Child, sig: Signal) {
     kill_process(pid, sig).expect("send signal");
 }
 
-/// Waits for the child to exit, killing it after `limit` (a guard, not a timing).
-/// Returns its exit code, how long it took, and what it logged.
-pub fn wait_exit(child: &mut Child, limit: Duration) -> (Option<i32>, Duration, String) {
+/// Waits up to `limit` for the child to exit: its exit code, how long it took, and what it
+/// logged; `None` when it was still running (then it is killed and reaped).
+pub fn exit_within(child: &mut Child, limit: Duration) -> Option<(Option<i32>, Duration, String)> {
     let t = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             let err = take_log(child);
             LOGS.lock().unwrap().retain(|(pid, _)| *pid != child.id());
-            return (status.code(), t.elapsed(), err);
+            return Some((status.code(), t.elapsed(), err));
         }
         if t.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("rig-agent did not exit within {limit:?}");
+            return None;
         }
         thread::sleep(ms(10));
     }
+}
+
+/// Waits for the child to exit, killing it after `limit` (a guard, not a timing).
+/// Returns its exit code, how long it took, and what it logged.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> (Option<i32>, Duration, String) {
+    exit_within(child, limit).unwrap_or_else(|| panic!("rig-agent did not exit within {limit:?}"))
 }
 
 /// `rig-agent privileged` on `config`, as its unit runs it (not under journald).
@@ -316,6 +326,70 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     while !cond() {
         assert!(Instant::now() < until, "timed out waiting for {what}");
         thread::sleep(ms(10));
+    }
+}
+
+/// `rig-agent --config CONFIG check`: its exit code and what it said on stderr.
+pub fn check(config: &Path) -> (Option<i32>, String) {
+    let out = agent_command().arg("--config").arg(config).arg("check").stdin(Stdio::null()).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Writes an executable shell script `name` into `dir` running `body`; its path.
+pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A FIFO at `path` (its directory made first): what a broken image or a hostile hand
+/// leaves where the agent expects a file.
+pub fn mkfifo(path: &Path) {
+    use rustix::fs::{CWD, FileType, Mode, mknodat};
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    mknodat(CWD, path, FileType::Fifo, Mode::from_raw_mode(0o600), 0).expect("mkfifo");
+}
+
+/// Whether process `pid` still runs: gone, or a zombie nobody has reaped yet (the test
+/// process is not its parent), is not.
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .unwrap_or(false)
+}
+
+/// How many entries `dir` holds (0 when it is gone).
+pub fn count_entries(dir: &str) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Threads and open fds of process `pid` (`self` for this one).
+pub fn threads_and_fds(pid: impl std::fmt::Display) -> (usize, usize) {
+    (count_entries(&format!("/proc/{pid}/task")), count_entries(&format!("/proc/{pid}/fd")))
+}
+
+/// sda's `size` in a fixture rig turned into a FIFO: the next scan that reads it blocks until
+/// [`SlowScan::end`], a stand-in for any slow scan (the window is the scan's length).
+pub struct SlowScan(PathBuf);
+
+impl SlowScan {
+    pub fn arm(rig: &Path) -> SlowScan {
+        let size = rig.join("sys/block/sda/size");
+        std::fs::remove_file(&size).unwrap();
+        mkfifo(&size);
+        SlowScan(size)
+    }
+
+    /// Ends a read still blocked on the FIFO (opened for writing and closed: the read sees
+    /// EOF; with no reader left, a killed agent, there is nothing to end) and puts the real
+    /// file back.
+    pub fn end(self) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let nonblock = rustix::fs::OFlags::NONBLOCK.bits() as i32;
+        let _ = std::fs::OpenOptions::new().write(true).custom_flags(nonblock).open(&self.0);
+        std::fs::remove_file(&self.0).unwrap();
+        std::fs::write(&self.0, "7814037168\n").unwrap();
     }
 }
 
