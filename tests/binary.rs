@@ -8,47 +8,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 
 fn run(args: &[&str]) -> Output {
     agent_command().args(args).output().expect("run rig-agent")
-}
-
-#[test]
-fn sigterm_closes_with_1001_and_exits_0_within_3_seconds() {
-    let _g = Guard::new(30 * SEC);
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&["localhost"]);
-    let mut gw = Gateway::start(&pki, Script::default());
-    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
-    let mut child = spawn_agent(&cfg, &[]);
-    let (conn, _) = gw.wait_login(10 * SEC);
-    signal(&child, Signal::TERM);
-    let (code, took, _) = wait_exit(&mut child, 10 * SEC);
-    assert_eq!(code, Some(0));
-    assert!(took < 3 * SEC, "exit took {took:?}");
-    let closed = gw.wait_for(5 * SEC, "close frame", |e| matches!(e, Event::Closed { .. }));
-    let Event::Closed { conn: c, code, .. } = closed else { unreachable!() };
-    assert_eq!((c, code), (conn, Some(1001)));
-}
-
-#[test]
-fn sigint_while_the_gateway_is_unreachable_exits_0_at_once() {
-    let _g = Guard::new(30 * SEC);
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&["localhost"]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut cfg = AgentConfig::new(format!("wss://localhost:{port}/ws"), &pki.ca_file);
-    cfg.reconnect_initial = "10s";
-    cfg.reconnect_max = "60s";
-    let mut child = spawn_agent(&cfg.write(dir.path()), &[]);
-    thread::sleep(ms(500)); // let it fail once and sit in its backoff wait
-    signal(&child, Signal::INT);
-    let (code, took, _) = wait_exit(&mut child, 10 * SEC);
-    assert_eq!(code, Some(0));
-    assert!(took < SEC, "exit took {took:?} during a backoff wait");
 }
 
 #[test]
@@ -79,40 +44,21 @@ fn stop(child: &mut std::process::Child) -> String {
     wait_exit(child, 10 * SEC).2
 }
 
-/// The real binary, logged in to a gateway of its own, with `env` set.
-struct LoggedIn {
-    _dir: tempfile::TempDir,
-    _pki: Pki,
-    gw: Gateway,
-    child: Reaped,
-    conn: usize,
-}
-
-fn logged_in_agent(script: Script, env: &[(&str, &str)]) -> LoggedIn {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&["localhost"]);
-    let mut gw = Gateway::start(&pki, script);
-    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
-    let child = spawn_agent(&cfg, env);
-    let (conn, _) = gw.wait_login(10 * SEC);
-    LoggedIn { _dir: dir, _pki: pki, gw, child, conn }
-}
-
 #[test]
 fn at_trace_level_the_log_shows_login_heartbeats_and_answers_but_not_the_websocket_internals() {
     let _g = Guard::new(30 * SEC);
-    let LoggedIn { mut gw, mut child, conn, .. } = logged_in_agent(Script::default(), &[("RUST_LOG", "trace")]);
-    gw.wait_act(5 * SEC, "heartbeat");
-    gw.send_json(
-        conn,
+    let mut a = logged_in_agent(Script::default(), &[("RUST_LOG", "trace")]);
+    a.gw.wait_act(5 * SEC, "heartbeat");
+    a.gw.send_json(
+        a.conn,
         serde_json::json!({"act":"get_agent_info","reqtype":"post","act_code":"q1","client_id":"c\u{1b}[31m"}),
     );
-    gw.wait_for(5 * SEC, "the answer", |e| matches!(e, Event::Received { msg, .. } if msg["act_code"] == "q1"));
+    a.gw.wait_for(5 * SEC, "the answer", |e| matches!(e, Event::Received { msg, .. } if msg["act_code"] == "q1"));
     // The gateway closes with a reason: tungstenite logs it raw at debug level.
-    gw.close_all();
-    gw.wait_login(10 * SEC);
-    signal(&child, Signal::TERM);
-    let (code, _, log) = wait_exit(&mut child, 10 * SEC);
+    a.gw.close_all();
+    a.gw.wait_login(10 * SEC);
+    signal(&a.child, Signal::TERM);
+    let (code, _, log) = wait_exit(&mut a.child, 10 * SEC);
     assert_eq!(code, Some(0));
     for line in ["login", "sent as", "accepted", "heartbeat", "answered", "answered get_agent_info (client_id"] {
         assert!(log.contains(line), "no {line:?} in the log:\n{log}");
@@ -126,9 +72,9 @@ fn at_trace_level_the_log_shows_login_heartbeats_and_answers_but_not_the_websock
 #[test]
 fn rust_log_with_journalctls_word_for_a_level_is_reported_not_read_as_a_module() {
     let _g = Guard::new(30 * SEC);
-    let LoggedIn { mut child, .. } = logged_in_agent(Script::default(), &[("RUST_LOG", "warning")]);
-    signal(&child, Signal::TERM);
-    let (_, _, log) = wait_exit(&mut child, 10 * SEC);
+    let mut a = logged_in_agent(Script::default(), &[("RUST_LOG", "warning")]);
+    signal(&a.child, Signal::TERM);
+    let (_, _, log) = wait_exit(&mut a.child, 10 * SEC);
     assert!(log.contains("RUST_LOG") && log.contains("RUST_LOG=warn"), "{log}");
     assert!(log.contains("starting"), "the default level (info) stays:\n{log}");
 }
@@ -164,10 +110,9 @@ fn wss_to_a_plain_http_port_says_the_server_does_not_speak_tls() {
 #[test]
 fn a_connection_dropped_without_a_tls_close_is_said_in_words_not_a_docs_url() {
     let _g = Guard::new(30 * SEC);
-    let LoggedIn { mut gw, mut child, .. } =
-        logged_in_agent(Script { drop_after_login: true, ..Script::default() }, &[]);
-    gw.wait_login(10 * SEC);
-    let log = stop(&mut child);
+    let mut a = logged_in_agent(Script { drop_after_login: true, ..Script::default() }, &[]);
+    a.gw.wait_login(10 * SEC);
+    let log = stop(&mut a.child);
     assert!(log.contains("lost"), "{log}");
     assert!(!log.contains("docs.rs") && !log.contains("https://"), "{log}");
 }
@@ -175,8 +120,8 @@ fn a_connection_dropped_without_a_tls_close_is_said_in_words_not_a_docs_url() {
 #[test]
 fn under_journald_lines_carry_a_syslog_priority_and_no_timestamp() {
     let _g = Guard::new(30 * SEC);
-    let LoggedIn { mut child, .. } = logged_in_agent(Script::default(), &[("JOURNAL_STREAM", "8:12345")]);
-    let log = stop(&mut child);
+    let mut a = logged_in_agent(Script::default(), &[("JOURNAL_STREAM", "8:12345")]);
+    let log = stop(&mut a.child);
     let first = log.lines().next().unwrap_or("");
     assert!(first.starts_with("<6>rig-agent"), "first line: {first:?}");
     assert!(log.lines().all(|l| l.starts_with('<')), "{log}");
@@ -479,82 +424,6 @@ fn under_systemd_it_notifies_ready_status_watchdog_during_backoff_and_stopping()
     assert!(pings.len() >= 12, "only {} keep-alives in ~2 s: {msgs:?}", pings.len());
     let worst = pings.windows(2).map(|w| w[1] - w[0]).max().unwrap();
     assert!(worst < ms(200), "a keep-alive gap of {worst:?} would let systemd kill the agent");
-}
-
-#[test]
-fn sighup_with_an_invalid_config_is_refused_with_the_check_message_and_the_agent_carries_on() {
-    let _g = Guard::new(30 * SEC);
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&["localhost"]);
-    let mut gw = Gateway::start(&pki, Script::default());
-    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
-    let mut child = spawn_agent(&cfg, &[]);
-    let (conn, _) = gw.wait_login(10 * SEC);
-    let good = fs::read_to_string(&cfg).unwrap();
-    fs::write(&cfg, good.replace("[heartbeat]\n", "[heartbeat]\nintreval = \"1s\"\n")).unwrap();
-    signal(&child, Signal::HUP);
-    // Heartbeats go on, on the same connection, at the old interval.
-    let (c, _, _) = gw.wait_act(5 * SEC, "heartbeat");
-    let (c2, _, _) = gw.wait_act(5 * SEC, "heartbeat");
-    assert_eq!((c, c2), (conn, conn));
-    signal(&child, Signal::TERM);
-    let (code, _, log) = wait_exit(&mut child, 10 * SEC);
-    assert_eq!(code, Some(0));
-    let check = run(&["--config", cfg.to_str().unwrap(), "check"]);
-    let check_msg = String::from_utf8_lossy(&check.stderr).trim().trim_start_matches("rig-agent: ").to_string();
-    assert!(check_msg.contains("`heartbeat.intreval`"), "{check_msg}");
-    assert!(
-        log.lines().any(|l| l.contains("ERROR") && l.contains("reload refused") && l.contains(&check_msg)),
-        "{log}"
-    );
-    assert_eq!(gw.seen.iter().filter(|e| e.act() == Some("start")).count(), 1, "no new login");
-}
-
-#[test]
-fn sighup_applies_a_new_heartbeat_interval_on_the_same_connection() {
-    let _g = Guard::new(30 * SEC);
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&["localhost"]);
-    let mut gw = Gateway::start(&pki, Script::default());
-    let mut c = AgentConfig::new(gw.url(), &pki.ca_file);
-    (c.heartbeat_interval, c.heartbeat_timeout) = ("1s", "5s");
-    let cfg = c.write(dir.path());
-    let mut child = spawn_agent(&cfg, &[]);
-    let (conn, _) = gw.wait_login(10 * SEC);
-    gw.wait_act(5 * SEC, "heartbeat");
-    let text = fs::read_to_string(&cfg).unwrap().replace("interval = \"1s\"", "interval = \"100ms\"");
-    fs::write(&cfg, text).unwrap();
-    signal(&child, Signal::HUP);
-    let mut times = Vec::new();
-    for _ in 0..6 {
-        let (c, _, at) = gw.wait_act(5 * SEC, "heartbeat");
-        assert_eq!(c, conn, "a new interval needs no new connection");
-        times.push(at);
-    }
-    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
-    assert!(gaps.iter().all(|g| *g < ms(400)), "heartbeats did not speed up: {gaps:?}");
-    signal(&child, Signal::TERM);
-    let (_, _, log) = wait_exit(&mut child, 10 * SEC);
-    assert!(log.contains("configuration reloaded"), "{log}");
-}
-
-#[test]
-fn sighup_with_a_new_gateway_url_connects_to_it() {
-    let _g = Guard::new(30 * SEC);
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&["localhost"]);
-    let mut old = Gateway::start(&pki, Script::default());
-    let mut new = Gateway::start(&pki, Script::default());
-    let cfg = AgentConfig::new(old.url(), &pki.ca_file).write(dir.path());
-    let mut child = spawn_agent(&cfg, &[]);
-    let (conn, _) = old.wait_login(10 * SEC);
-    fs::write(&cfg, fs::read_to_string(&cfg).unwrap().replace(&old.url(), &new.url())).unwrap();
-    signal(&child, Signal::HUP);
-    let closed = old.wait_for(5 * SEC, "close from the agent", |e| matches!(e, Event::Closed { .. }));
-    assert!(matches!(closed, Event::Closed { conn: c, code: Some(1000), .. } if c == conn));
-    new.wait_login(5 * SEC);
-    signal(&child, Signal::TERM);
-    assert_eq!(wait_exit(&mut child, 10 * SEC).0, Some(0));
 }
 
 #[test]

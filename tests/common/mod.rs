@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 // Each test binary uses a different part of these.
 #[allow(unused_imports)]
-pub use agent_config::{AgentConfig, HARDWARE_ID, TOKEN};
+pub use agent_config::{AgentConfig, HARDWARE_ID, TOKEN, rig_paths};
 #[allow(unused_imports)]
 pub use gateway::{Event, Gateway, Pki, Script};
 use rig_agent::Config;
@@ -310,14 +310,87 @@ pub fn rig_copy(dir: &Path) -> std::path::PathBuf {
     dst
 }
 
-/// The `[paths]` lines that point the agent's probes at the fixture tree `rig`.
-pub fn rig_paths(rig: &Path) -> String {
-    format!(
-        "sysfs = {:?}\nprocfs = {:?}\nrootfs = {:?}\n",
-        rig.join("sys").display().to_string(),
-        rig.join("proc").display().to_string(),
-        rig.display().to_string()
-    )
+/// The real binary logged in to a gateway of its own. Dropped in this order: the gateway,
+/// the agent, then its directory.
+pub struct LoggedIn {
+    pub gw: Gateway,
+    pub child: Reaped,
+    pub conn: usize,
+    pub config: PathBuf,
+    pub pki: Pki,
+    pub dir: tempfile::TempDir,
+}
+
+/// The real binary with the test config and `env` set, logged in to a gateway run by `script`.
+pub fn logged_in_agent(script: Script, env: &[(&str, &str)]) -> LoggedIn {
+    logged_in_agent_with(script, env, |_, _| {})
+}
+
+/// As [`logged_in_agent`], its config changed first by `configure` (given the test dir,
+/// where it may write scripts).
+pub fn logged_in_agent_with(
+    script: Script,
+    env: &[(&str, &str)],
+    configure: impl FnOnce(&mut AgentConfig, &Path),
+) -> LoggedIn {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, script);
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    configure(&mut cfg, dir.path());
+    let config = cfg.write(dir.path());
+    let child = spawn_agent(&config, env);
+    let (conn, _) = gw.wait_login(10 * SEC);
+    LoggedIn { gw, child, conn, config, pki, dir }
+}
+
+/// The real agent on a copy of the fixture rig whose sdb is healthy (for the test to fail
+/// it), its state directory on a loop filesystem the test can freeze (root only): logged in,
+/// its first inventory saved. Dropped in this order: the agent, then its mount, then the
+/// directory.
+pub struct FreezableRig {
+    pub gw: Gateway,
+    pub child: Reaped,
+    pub state: storage::LoopFs,
+    pub pki: Pki,
+    pub rig: PathBuf,
+    pub config: PathBuf,
+    pub conn: usize,
+    pub dir: tempfile::TempDir,
+}
+
+impl FreezableRig {
+    /// Scans every `scan_interval`; `sections` (given the test dir) are the config's extra
+    /// sections.
+    pub fn start(script: Script, scan_interval: &str, sections: impl FnOnce(&Path) -> String) -> FreezableRig {
+        let dir = tempfile::tempdir().unwrap();
+        let rig = rig_copy(dir.path());
+        std::fs::write(rig.join("sys/block/sdb/device/state"), "running\n").unwrap();
+        let state = storage::LoopFs::state(dir.path());
+        let pki = Pki::new(&["localhost"]);
+        let mut gw = Gateway::start(&pki, script);
+        let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+        cfg.watch(&rig, scan_interval).sections = sections(dir.path());
+        let config = cfg.write(dir.path());
+        let child = spawn_agent(&config, &[]);
+        let (conn, _) = gw.wait_login(10 * SEC);
+        wait_until(10 * SEC, "the first inventory", || state.mnt.join("disks.json").exists());
+        FreezableRig { gw, child, state, pki, rig, config, conn, dir }
+    }
+
+    /// The state filesystem stalls, then sdb fails: its warning waits for the spool's write.
+    pub fn freeze_and_fail_sdb(&self) {
+        self.state.freeze();
+        std::fs::write(self.rig.join("sys/block/sdb/device/state"), "offline\n").unwrap();
+    }
+}
+
+/// An action `long` in `dir` whose command writes its pid to `dir/action.pid` and then sleeps
+/// 30 s (its timeout is 60 s): the pid file and the `[actions]` sections.
+pub fn long_action(dir: &Path) -> (PathBuf, String) {
+    let pidfile = dir.join("action.pid");
+    let command = script(dir, "long.sh", &format!("echo $$ > {}\nexec sleep 30", pidfile.display()));
+    (pidfile, format!("[actions]\nenabled = true\n[actions.long]\ncommand = [{command:?}]\ntimeout = \"60s\"\n"))
 }
 
 /// Polls `cond` until it holds; fails the test after `timeout` (a guard, not a timing).
