@@ -466,6 +466,45 @@ impl SlowScan {
     }
 }
 
+/// A directory with a valid config and token whose gateway never answers (enough for
+/// start-up and `check`), to break one thing at a time.
+pub struct Broken {
+    pub dir: tempfile::TempDir,
+    _pki: Pki,
+}
+
+impl Broken {
+    pub fn new() -> Broken {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(&["localhost"]);
+        std::fs::copy(&pki.ca_file, dir.path().join("ca.pem")).unwrap();
+        AgentConfig::new("wss://localhost:1/ws".into(), &dir.path().join("ca.pem")).write(dir.path());
+        Broken { dir, _pki: pki }
+    }
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("rig-agent.toml")
+    }
+    pub fn edit(&self, f: impl FnOnce(String) -> String) -> &Self {
+        let p = self.path();
+        std::fs::write(&p, f(std::fs::read_to_string(&p).unwrap())).unwrap();
+        self
+    }
+    /// Runs `check`; returns (exit code, stderr).
+    pub fn check(&self) -> (Option<i32>, String) {
+        check(&self.path())
+    }
+}
+
+/// `check` refuses the config with exit 78 in one line naming the file, `key` and a fix.
+pub fn assert_config_error(b: &Broken, key: &str) {
+    let (code, err) = b.check();
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains(&b.path().display().to_string()), "file not named: {err}");
+    assert!(err.contains(&format!("`{key}`")), "key {key} not named: {err}");
+    assert!(err.contains("Fix:"), "no fix given: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one message, one line: {err}");
+}
+
 /// Whether the tests run as root (loop devices, capabilities, setpriv); says so when not.
 pub fn root() -> bool {
     let yes = rustix::process::geteuid().is_root();
