@@ -505,6 +505,51 @@ pub fn assert_config_error(b: &Broken, key: &str) {
     assert_eq!(err.trim().lines().count(), 1, "one message, one line: {err}");
 }
 
+/// A fake systemd's notify socket at `dir/notify.sock` (reads time out after 100 ms): the
+/// socket and its path, for `NOTIFY_SOCKET`.
+pub fn notify_socket(dir: &Path) -> (std::os::unix::net::UnixDatagram, PathBuf) {
+    let path = dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(ms(100))).unwrap();
+    (sock, path)
+}
+
+/// A fake systemd: the datagrams the agent sends to its notify socket, each with its arrival
+/// time, received on a thread until [`Notified::finish`].
+pub struct Notified {
+    /// For `NOTIFY_SOCKET`.
+    pub path: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: JoinHandle<Vec<(Instant, String)>>,
+}
+
+impl Notified {
+    pub fn start(dir: &Path) -> Notified {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (sock, path) = notify_socket(dir);
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = thread::spawn(move || {
+            let mut out = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !stopped.load(Ordering::SeqCst) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    out.push((Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned()));
+                }
+            }
+            out
+        });
+        Notified { path, stop, thread }
+    }
+
+    /// What came, once 200 ms more have passed for the last datagrams.
+    pub fn finish(self) -> Vec<(Instant, String)> {
+        thread::sleep(ms(200));
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
 /// Whether the tests run as root (loop devices, capabilities, setpriv); says so when not.
 pub fn root() -> bool {
     let yes = rustix::process::geteuid().is_root();

@@ -1,9 +1,11 @@
-//! The `rig-agent` binary as systemd and operators run it: signals, exit codes, `check`,
-//! `probe`, and what it logs.
+//! What the operator reads: the agent's log says what happened in words (a server that does
+//! not speak TLS, a connection lost, a clock behind the certificate), once per change of
+//! state rather than once per retry, with a syslog priority and no timestamp under journald,
+//! and never the token, even at trace level; systemd hears READY, STATUS, the watchdog's
+//! keep-alives (also while the agent waits between attempts) and STOPPING. The real binary.
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Instant;
 
@@ -29,12 +31,6 @@ fn the_token_never_appears_in_the_log_even_at_trace_level() {
     assert!(log.contains("ERROR"), "a rejection is an error:\n{log}");
     assert!(log.contains(" DEBUG "), "verbose logging was on:\n{log}");
     assert!(!log.contains(TOKEN), "the token leaked into the log:\n{log}");
-}
-
-/// SIGTERM, then the agent's log once it has exited.
-fn stop(child: &mut std::process::Child) -> String {
-    signal(child, Signal::TERM);
-    wait_exit(child, 10 * SEC).2
 }
 
 #[test]
@@ -95,7 +91,7 @@ fn wss_to_a_plain_http_port_says_the_server_does_not_speak_tls() {
     for _ in 0..2 {
         rx.recv_timeout(10 * SEC).expect("the agent connects");
     }
-    let log = stop(&mut child);
+    let (_, log) = stop_agent(&mut child);
     assert!(log.contains("does not speak TLS"), "{log}");
     assert!(!log.contains("InvalidContentType"), "{log}");
 }
@@ -105,7 +101,7 @@ fn a_connection_dropped_without_a_tls_close_is_said_in_words_not_a_docs_url() {
     let _g = Guard::new(30 * SEC);
     let mut a = logged_in_agent(Script { drop_after_login: true, ..Script::default() }, &[]);
     a.gw.wait_login(10 * SEC);
-    let log = stop(&mut a.child);
+    let (_, log) = stop_agent(&mut a.child);
     assert!(log.contains("lost"), "{log}");
     assert!(!log.contains("docs.rs") && !log.contains("https://"), "{log}");
 }
@@ -114,7 +110,7 @@ fn a_connection_dropped_without_a_tls_close_is_said_in_words_not_a_docs_url() {
 fn under_journald_lines_carry_a_syslog_priority_and_no_timestamp() {
     let _g = Guard::new(30 * SEC);
     let mut a = logged_in_agent(Script::default(), &[("JOURNAL_STREAM", "8:12345")]);
-    let log = stop(&mut a.child);
+    let (_, log) = stop_agent(&mut a.child);
     let first = log.lines().next().unwrap_or("");
     assert!(first.starts_with("<6>rig-agent"), "first line: {first:?}");
     assert!(log.lines().all(|l| l.starts_with('<')), "{log}");
@@ -143,70 +139,6 @@ fn state_changes_are_logged_once_not_once_per_retry() {
     assert!(log.contains("logged in to") && log.contains("failed attempts"), "{log}");
 }
 
-/// A fake systemd: the datagrams the agent sends to `NOTIFY_SOCKET`, with arrival times.
-fn notify_socket(dir: &Path) -> (std::os::unix::net::UnixDatagram, PathBuf) {
-    let path = dir.join("notify.sock");
-    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(ms(100))).unwrap();
-    (sock, path)
-}
-
-/// Receives on a thread until `stop`, timing each datagram as it arrives.
-fn collect_notify(
-    sock: std::os::unix::net::UnixDatagram,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> thread::JoinHandle<Vec<(Instant, String)>> {
-    thread::spawn(move || {
-        let mut out = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-            if let Ok(n) = sock.recv(&mut buf) {
-                out.push((Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned()));
-            }
-        }
-        out
-    })
-}
-
-#[test]
-fn under_systemd_it_notifies_ready_status_watchdog_during_backoff_and_stopping() {
-    let _g = Guard::new(30 * SEC);
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&["localhost"]);
-    let mut gw = Gateway::start(&pki, Script { drop_on_accept: true, ..Script::default() });
-    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
-    (cfg.reconnect_initial, cfg.reconnect_max) = ("2s", "2s"); // long waits between attempts
-    let cfg = cfg.write(dir.path());
-    let (sock, path) = notify_socket(dir.path());
-    let mut child = spawn_agent(
-        &cfg,
-        &[("NOTIFY_SOCKET", path.to_str().unwrap()), ("WATCHDOG_USEC", "200000"), ("WATCHDOG_PID", "")],
-    );
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let collector = collect_notify(sock, stop.clone());
-    thread::sleep(ms(1500));
-    // The gateway accepts now; the agent logs in after its backoff.
-    gw.script().drop_on_accept = false;
-    gw.wait_login(10 * SEC);
-    thread::sleep(ms(300));
-    signal(&child, Signal::TERM);
-    let (code, _, _) = wait_exit(&mut child, 10 * SEC);
-    thread::sleep(ms(200));
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let got = collector.join().unwrap();
-    assert_eq!(code, Some(0));
-    let msgs: Vec<&str> = got.iter().map(|(_, m)| m.as_str()).collect();
-    assert_eq!(msgs.first(), Some(&"READY=1"), "{msgs:?}");
-    assert!(msgs.iter().any(|m| m.starts_with("STATUS=gateway unreachable, next attempt in 2s:")), "{msgs:?}");
-    assert!(msgs.iter().any(|m| m.starts_with("STATUS=connected to wss://localhost:")), "{msgs:?}");
-    assert!(msgs.contains(&"STOPPING=1"), "{msgs:?}");
-    // Keep-alives every 100 ms (half of WATCHDOG_USEC), also while waiting between attempts.
-    let pings: Vec<Instant> = got.iter().filter(|(_, m)| m == "WATCHDOG=1").map(|(t, _)| *t).collect();
-    assert!(pings.len() >= 12, "only {} keep-alives in ~2 s: {msgs:?}", pings.len());
-    let worst = pings.windows(2).map(|w| w[1] - w[0]).max().unwrap();
-    assert!(worst < ms(200), "a keep-alive gap of {worst:?} would let systemd kill the agent");
-}
-
 #[test]
 fn a_certificate_not_valid_yet_is_logged_as_a_clock_problem() {
     let _g = Guard::new(30 * SEC);
@@ -226,53 +158,36 @@ fn a_certificate_not_valid_yet_is_logged_as_a_clock_problem() {
 }
 
 #[test]
-fn a_close_reason_with_a_newline_cannot_add_an_assignment_to_the_notify_datagram() {
+fn under_systemd_it_notifies_ready_status_watchdog_during_backoff_and_stopping() {
     let _g = Guard::new(30 * SEC);
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(&["localhost"]);
-    let mut gw = Gateway::start(&pki, Script::default());
+    let mut gw = Gateway::start(&pki, Script { drop_on_accept: true, ..Script::default() });
     let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
-    (cfg.reconnect_initial, cfg.reconnect_max) = ("2s", "2s");
+    (cfg.reconnect_initial, cfg.reconnect_max) = ("2s", "2s"); // long waits between attempts
     let cfg = cfg.write(dir.path());
-    let (sock, path) = notify_socket(dir.path());
-    let mut child = spawn_agent(&cfg, &[("NOTIFY_SOCKET", path.to_str().unwrap())]);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let collector = collect_notify(sock, stop.clone());
-    let (conn, _) = gw.wait_login(10 * SEC);
-    gw.wait_act(5 * SEC, "heartbeat");
-    let frame = tungstenite::protocol::CloseFrame {
-        code: tungstenite::protocol::frame::coding::CloseCode::Normal,
-        reason: "bye\nWATCHDOG=trigger".into(),
-    };
-    gw.send(conn, tungstenite::Message::Close(Some(frame)));
-    gw.wait_for(5 * SEC, "the agent's close reply", |e| matches!(e, Event::Gone { .. }));
-    thread::sleep(ms(300));
-    let (code, log) = stop_agent(&mut child);
-    thread::sleep(ms(200));
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let msgs: Vec<String> = collector.join().unwrap().into_iter().map(|(_, m)| m).collect();
-    assert_eq!(code, Some(0));
-    assert!(msgs.iter().all(|m| !m.contains('\n')), "a datagram with two lines: {msgs:?}");
-    assert!(msgs.iter().any(|m| m.starts_with("STATUS=") && m.contains("bye\\nWATCHDOG=trigger")), "{msgs:?}");
-    assert!(log.contains("(1000 bye\\nWATCHDOG=trigger)"), "the log shows the reason escaped:\n{log}");
-}
-
-#[test]
-fn a_login_rejection_description_with_a_newline_stays_one_journal_line() {
-    let _g = Guard::new(30 * SEC);
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&["localhost"]);
-    let forged = "x\n<0>kernel: Oops: forged by the gateway";
-    let mut gw = Gateway::start(&pki, Script { login_code: 3, login_description: forged.into(), ..Script::default() });
-    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
-    let mut child = spawn_agent(&cfg, &[("JOURNAL_STREAM", "8:12345")]);
+    let notify = Notified::start(dir.path());
+    let mut child = spawn_agent(
+        &cfg,
+        &[("NOTIFY_SOCKET", notify.path.to_str().unwrap()), ("WATCHDOG_USEC", "200000"), ("WATCHDOG_PID", "")],
+    );
+    thread::sleep(ms(1500));
+    // The gateway accepts now; the agent logs in after its backoff.
+    gw.script().drop_on_accept = false;
     gw.wait_login(10 * SEC);
-    gw.wait_for(5 * SEC, "the agent's close", |e| matches!(e, Event::Closed { .. }));
-    thread::sleep(ms(200));
-    let (_, log) = stop_agent(&mut child);
-    assert!(!log.lines().any(|l| l.starts_with("<0>")), "a forged emergency entry:\n{log}");
-    let rejected: Vec<&str> = log.lines().filter(|l| l.contains("login rejected")).collect();
-    assert_eq!(rejected.len(), 1, "{log}");
-    assert!(rejected[0].starts_with("<3>"), "{log}");
-    assert!(rejected[0].contains("x\\n<0>kernel: Oops: forged by the gateway"), "{log}");
+    thread::sleep(ms(300));
+    signal(&child, Signal::TERM);
+    let (code, _, _) = wait_exit(&mut child, 10 * SEC);
+    let got = notify.finish();
+    assert_eq!(code, Some(0));
+    let msgs: Vec<&str> = got.iter().map(|(_, m)| m.as_str()).collect();
+    assert_eq!(msgs.first(), Some(&"READY=1"), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.starts_with("STATUS=gateway unreachable, next attempt in 2s:")), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.starts_with("STATUS=connected to wss://localhost:")), "{msgs:?}");
+    assert!(msgs.contains(&"STOPPING=1"), "{msgs:?}");
+    // Keep-alives every 100 ms (half of WATCHDOG_USEC), also while waiting between attempts.
+    let pings: Vec<Instant> = got.iter().filter(|(_, m)| m == "WATCHDOG=1").map(|(t, _)| *t).collect();
+    assert!(pings.len() >= 12, "only {} keep-alives in ~2 s: {msgs:?}", pings.len());
+    let worst = pings.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(worst < ms(200), "a keep-alive gap of {worst:?} would let systemd kill the agent");
 }
