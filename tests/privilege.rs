@@ -1,6 +1,10 @@
-//! Privilege separation end to end, with the real binary: the network half's
-//! credentials in /proc, what it can open, the privileged half's refusals, and the agent
-//! riding out the privileged half's death. As root (CI is); skipped with a message
+//! Privilege separation end to end, with the real binary. The network half holds no
+//! capability and no disk group, cannot regain them, and neither can what it runs; it rides
+//! out the privileged half's death and restart without losing a kernel line. The privileged
+//! half does only what the agent needs: SMART for monitored disks and the kernel log's disk
+//! records, to any local asker; it refuses everything else in bounded log lines, is not held
+//! by slow or many peers, and keeps its socket: put back when deleted, never taken from a
+//! live half, never followed through a link. As root (CI is); skipped with a message
 //! otherwise.
 
 mod common;
@@ -763,6 +767,152 @@ fn two_hundred_refused_connections_log_a_bounded_number_of_lines() {
     let lines = log.lines().filter(|l| l.contains("refused") || l.contains("requests already running")).count();
     assert!(lines <= 5, "{lines} lines for 400 refusals: {log}");
     assert!(log.contains(&format!("; {} refusals were not logged", 400 - lines)), "the rest counted: {log}");
+}
+
+/// REQUEST_TIMEOUT (2 s) is how long a peer may take to send its whole request line, not
+/// each read of it: a peer sending one byte a second would otherwise hold its slot for as
+/// long as its 128-byte line lasts, and sixteen such peers would hold every slot while the
+/// network half's own SMART request was closed unanswered ("16 requests already running").
+#[test]
+fn peers_trickling_their_request_a_byte_a_second_do_not_hold_the_privileged_half_past_its_request_timeout() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, socket) = privileged::config_alone(dir.path(), None);
+    let _privileged = spawn_privileged(&cfg);
+    assert!(privileged::serves_within(&socket, 10 * SEC), "serves before the tricklers come");
+
+    let slow: Vec<_> = (0..16)
+        .map(|_| {
+            let socket = socket.clone();
+            thread::spawn(move || {
+                let mut s = UnixStream::connect(&socket).unwrap();
+                // A byte a second (under the 2 s timeout of each read) for 30 s: a line
+                // that never ends. Stops when the privileged half has closed it.
+                for _ in 0..30 {
+                    if s.write_all(b"s").is_err() {
+                        return;
+                    }
+                    thread::sleep(SEC);
+                }
+            })
+        })
+        .collect();
+    thread::sleep(ms(500));
+    // Past the 2 s every trickler must be gone; asked until 15 s, while they still trickle.
+    let until = Instant::now() + 15 * SEC;
+    let mut answers = Vec::new();
+    loop {
+        let answer = ask(&socket, b"smart sda\n");
+        if answer.starts_with("output 0 ") {
+            break;
+        }
+        answers.push(answer);
+        assert!(Instant::now() < until, "the real request was not answered while the tricklers ran: {answers:?}");
+        thread::sleep(ms(500));
+    }
+    drop(slow);
+}
+
+/// Someone removes the socket (`rm -rf /run/rig-agent-privileged/*`, a tmpfiles clean-up)
+/// while the privileged half runs. A process listening on a name that no longer exists is
+/// never reached again: the network half would report SMART as null until somebody
+/// restarted the privileged half, while `systemctl status` showed it running. The half
+/// notices and puts its socket back.
+#[test]
+fn a_privileged_socket_deleted_while_the_half_runs_comes_back() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, socket) = privileged::config_alone(dir.path(), None);
+    let mut child = spawn_privileged(&cfg);
+    assert!(privileged::serves_within(&socket, 10 * SEC), "serves before the deletion");
+    fs::remove_file(&socket).unwrap();
+    let back = privileged::serves_within(&socket, 15 * SEC);
+    let log = take_log(&mut child.0);
+    assert!(back, "the socket was not put back within 15 s; privileged half's log:\n{log}");
+    assert!(child.0.try_wait().unwrap().is_none(), "the half keeps running:\n{log}");
+}
+
+/// A second `rig-agent privileged` on the same path (run by hand as root beside the unit,
+/// as the README suggests for a tarball install, or a unit and a leftover) must not remove
+/// the first one's live socket and bind its own: the first would live on unreachable, and
+/// once the second stopped nothing would answer any more. A live socket is another half
+/// serving: the second refuses to start and leaves the first one in place.
+#[test]
+fn a_second_privileged_half_on_the_same_path_does_not_take_the_socket_of_a_live_one() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, socket) = privileged::config_alone(dir.path(), None);
+    let first = spawn_privileged(&cfg);
+    assert!(privileged::serves_within(&socket, 10 * SEC), "the first half serves");
+    let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::symlink_metadata(p).unwrap());
+    let before = inode(&socket);
+
+    let mut second = spawn_privileged(&cfg);
+    let until = Instant::now() + 10 * SEC;
+    let exited = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() >= until {
+            break None;
+        }
+        thread::sleep(ms(50));
+    };
+    let log = take_log(&mut second);
+    let _ = second.kill();
+    let _ = second.wait();
+    assert_eq!(inode(&socket), before, "the second half replaced the live socket:\n{log}");
+    assert!(exited.is_some_and(|s| !s.success()), "the second half should refuse and exit non-zero: {exited:?}\n{log}");
+    assert!(log.contains("already"), "the refusal says another half serves there:\n{log}");
+    drop(second);
+    assert!(privileged::serves_within(&socket, 5 * SEC), "the first half still serves");
+    drop(first);
+}
+
+/// A symbolic link (to someone else's file) or a directory at the socket's path is refused
+/// (exit 1), never followed nor removed; once the path is free the half binds.
+#[test]
+fn a_symlink_or_a_directory_at_the_socket_path_is_refused_and_left_alone() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, socket) = privileged::config_alone(dir.path(), None);
+    let victim = dir.path().join("victim");
+    fs::write(&victim, "keep me").unwrap();
+
+    // A symlink at the path: refused, the target untouched.
+    std::os::unix::fs::symlink(&victim, &socket).unwrap();
+    let mut c = spawn_privileged(&cfg);
+    let (code, _, log) = wait_exit(&mut c, 10 * SEC);
+    assert_eq!(code, Some(1), "{log}");
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me");
+    assert!(fs::symlink_metadata(&socket).unwrap().file_type().is_symlink(), "the link is left for the operator");
+    fs::remove_file(&socket).unwrap();
+
+    // A directory at the path: refused, left alone.
+    fs::create_dir(&socket).unwrap();
+    let mut c = spawn_privileged(&cfg);
+    let (code, _, log) = wait_exit(&mut c, 10 * SEC);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(socket.is_dir());
+    fs::remove_dir(&socket).unwrap();
+
+    // With the path free again, it binds and serves.
+    let child = spawn_privileged(&cfg);
+    assert!(privileged::serves_within(&socket, 10 * SEC), "serves once the path is free");
+    drop(child);
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me");
 }
 
 /// The pid of the only child of `pid` (what `unshare --fork` runs).
