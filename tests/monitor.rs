@@ -6,7 +6,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread;
 use std::time::Instant;
 
@@ -14,36 +14,17 @@ use common::storage::LoopFs;
 use common::*;
 use serde_json::{Value, json};
 
-/// A test rig: a temp dir with a copy of the fixture tree, a PKI and a gateway.
-struct Rig {
-    dir: tempfile::TempDir,
-    rig: PathBuf,
-    pki: Pki,
-    gw: Gateway,
-}
-
-impl Rig {
-    fn new(script: Script) -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let rig = rig_copy(dir.path());
-        let pki = Pki::new(&["localhost"]);
-        let gw = Gateway::start(&pki, script);
-        Rig { dir, rig, pki, gw }
-    }
-}
-
 /// Config with the monitor looking at `rig` every 100 ms.
 fn config(gw_url: String, pki: &Pki, rig: &Path) -> AgentConfig {
     let mut c = AgentConfig::new(gw_url, &pki.ca_file);
-    c.disks = "smartctl = \"\"\nscan_interval = \"100ms\"\n".into();
-    c.paths_extra = rig_paths(rig);
+    c.watch(rig, "100ms");
     c
 }
 
 #[test]
 fn a_disk_that_disappears_is_reported_once_with_every_protocol_field() {
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
     gw.wait_login(5 * SEC);
     // The fixture's sdb is offline from the start: that is the first failure seen.
@@ -64,7 +45,7 @@ fn a_disk_that_disappears_is_reported_once_with_every_protocol_field() {
 #[test]
 fn get_disk_info_shows_the_monitors_verdicts_and_lists_disks_that_are_gone() {
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
     let (conn, _) = gw.wait_login(5 * SEC);
     gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
@@ -91,7 +72,7 @@ fn get_disk_info_shows_the_monitors_verdicts_and_lists_disks_that_are_gone() {
 fn a_disk_whose_size_dropped_to_zero_is_listed_with_health_missing_as_its_warning_says() {
     // A detached loop device or a pulled disk whose node lingers: still in /sys/block, size 0.
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
     let (conn, _) = gw.wait_login(5 * SEC);
     gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
@@ -115,7 +96,7 @@ fn a_disk_whose_size_dropped_to_zero_is_listed_with_health_missing_as_its_warnin
 #[test]
 fn a_live_nvme_disk_is_not_reported_and_a_dead_one_is_reported_offline() {
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
     let state = rig.join("sys/block/nvme0n1/device/state");
     assert_eq!(fs::read_to_string(&state).unwrap().trim(), "live", "the fixture's NVMe controller is live");
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
@@ -131,7 +112,7 @@ fn a_live_nvme_disk_is_not_reported_and_a_dead_one_is_reported_offline() {
 #[test]
 fn warnings_raised_while_the_gateway_is_down_are_delivered_when_it_is_back() {
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script { drop_on_accept: true, ..Script::default() });
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script { drop_on_accept: true, ..Script::default() });
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
     gw.wait_for(5 * SEC, "a refused attempt", |e| matches!(e, Event::Accepted { .. }));
     fs::remove_dir_all(rig.join("sys/block/nvme0n1")).unwrap();
@@ -154,7 +135,7 @@ fn warnings_raised_while_the_gateway_is_down_are_delivered_when_it_is_back() {
 #[test]
 fn an_unacknowledged_warning_is_resent_with_the_same_act_id() {
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script { warning_ack: None, ..Script::default() });
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script { warning_ack: None, ..Script::default() });
     let mut cfg = config(gw.url(), &pki, &rig);
     cfg.warning = "resend_after = \"300ms\"\n".into();
     let _agent = Agent::start(&cfg.write(dir.path()));
@@ -179,7 +160,7 @@ fn an_unacknowledged_warning_is_resent_with_the_same_act_id() {
 #[test]
 fn a_disk_removed_while_no_agent_runs_is_reported_at_start() {
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
     let cfg = config(gw.url(), &pki, &rig).write(dir.path());
     let agent = Agent::start(&cfg);
     gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
@@ -196,7 +177,7 @@ fn a_disk_removed_while_no_agent_runs_is_reported_at_start() {
 #[test]
 fn an_acknowledged_episode_is_not_reported_again_after_a_restart() {
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
     let cfg = config(gw.url(), &pki, &rig).write(dir.path());
     let agent = Agent::start(&cfg);
     gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
@@ -222,7 +203,7 @@ fn an_acknowledged_episode_is_not_reported_again_after_a_restart() {
 #[test]
 fn a_cleared_failure_that_comes_back_is_a_new_episode_with_a_new_warning() {
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
     let first = gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
     fs::write(rig.join("sys/block/sdb/device/state"), "running\n").unwrap();
@@ -235,7 +216,7 @@ fn a_cleared_failure_that_comes_back_is_a_new_episode_with_a_new_warning() {
 #[test]
 fn rising_io_errors_raise_io_errors() {
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
     gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
     fs::write(rig.join("sys/block/sda/device/ioerr_cnt"), "0x9\n").unwrap();
@@ -246,7 +227,7 @@ fn rising_io_errors_raise_io_errors() {
 #[test]
 fn a_warning_survives_kill_9_right_after_detection_and_is_delivered_after_restart() {
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script { drop_on_accept: true, ..Script::default() });
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script { drop_on_accept: true, ..Script::default() });
     let cfg = config(gw.url(), &pki, &rig).write(dir.path());
     let state = dir.path().join("state");
     let mut child = spawn_agent(&cfg, &[]);
@@ -271,7 +252,7 @@ fn a_warning_survives_kill_9_right_after_detection_and_is_delivered_after_restar
 #[test]
 fn corrupt_state_files_are_moved_aside_reported_and_the_agent_goes_on() {
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
     let cfg = config(gw.url(), &pki, &rig).write(dir.path());
     let state = dir.path().join("state");
     fs::create_dir_all(state.join("spool")).unwrap();
@@ -529,7 +510,7 @@ fn spawn_agent_as_nobody(nobody: &nobody::Nobody, config: &Path) -> Reaped {
 fn a_warning_the_spool_could_not_take_is_raised_again_with_the_same_act_id_after_a_restart_before_the_ack() {
     let _g = Guard::new(60 * SEC);
     let Some(nobody) = nobody::Nobody::new() else { return };
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script { warning_ack: None, ..Script::default() });
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script { warning_ack: None, ..Script::default() });
     let mut cfg = config(gw.url(), &pki, &rig);
     cfg.warning = "resend_after = \"300ms\"\n".into();
     let cfg = cfg.write(dir.path());
@@ -616,7 +597,7 @@ fn heartbeats_keep_their_schedule_while_the_state_disk_takes_3_s_per_fsync() {
     // A seam, not a real slow device: the spool's storage thread sleeps 3 s before each
     // fsync (spool::Options::fsync_delay); no dm-delay, nbd or FUSE is available here.
     let _g = Guard::new(60 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
     let slow = rig_agent::outbox::spool::Options { fsync_delay: 3 * SEC, ..Default::default() };
     let started = Instant::now();
     let _agent = Agent::with_outbox(&config(gw.url(), &pki, &rig).write(dir.path()), slow);
@@ -644,7 +625,7 @@ fn heartbeats_keep_their_schedule_while_the_state_disk_takes_3_s_per_fsync() {
 #[test]
 fn a_refused_warning_is_logged_even_after_a_flood_of_junk_frames() {
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script { warning_ack: None, ..Script::default() });
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script { warning_ack: None, ..Script::default() });
     let mut cfg = config(gw.url(), &pki, &rig);
     cfg.warning = "resend_after = \"300ms\"\n".into();
     let _agent = Agent::start(&cfg.write(dir.path()));
@@ -665,7 +646,7 @@ fn a_refused_warning_is_logged_even_after_a_flood_of_junk_frames() {
 #[test]
 fn one_low_smart_reading_from_a_flaky_bridge_raises_no_smart_degrading_and_a_new_serial_is_a_new_baseline() {
     let _g = Guard::new(60 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
     // sda's attribute 5 is what `realloc` says; each answer is logged to `asked`.
     let (realloc, asked, smartctl) =
         (dir.path().join("realloc"), dir.path().join("asked"), dir.path().join("smartctl"));

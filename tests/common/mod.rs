@@ -310,6 +310,24 @@ pub fn rig_copy(dir: &Path) -> std::path::PathBuf {
     dst
 }
 
+/// A test directory with a copy of the fixture rig, a PKI and a gateway run by `script`.
+pub struct FixtureRig {
+    pub dir: tempfile::TempDir,
+    pub rig: PathBuf,
+    pub pki: Pki,
+    pub gw: Gateway,
+}
+
+impl FixtureRig {
+    pub fn new(script: Script) -> FixtureRig {
+        let dir = tempfile::tempdir().unwrap();
+        let rig = rig_copy(dir.path());
+        let pki = Pki::new(&["localhost"]);
+        let gw = Gateway::start(&pki, script);
+        FixtureRig { dir, rig, pki, gw }
+    }
+}
+
 /// The real binary logged in to a gateway of its own. Dropped in this order: the gateway,
 /// the agent, then its directory.
 pub struct LoggedIn {
