@@ -1,5 +1,10 @@
-//! Remote actions (PROTOCOL.md §8) end to end: the real binary, a real TLS gateway, real
-//! child processes.
+//! Remote actions (PROTOCOL.md §8) end to end: only what the rig's allow-list names runs,
+//! answered with its exit code and capped output, within its timeout with everything it
+//! started; a write run's result comes through the outbox once, across a dropped connection,
+//! a stalled state disk, kill -9 and restarts; min_interval and the concurrency cap hold
+//! across restarts and a clock that was wrong; hostile values are refused and logged escaped;
+//! heartbeats keep their schedule; nothing runs with the agent's capabilities. The real
+//! binary, a real TLS gateway, real child processes.
 
 mod common;
 
@@ -417,7 +422,7 @@ fn an_action_runs_without_the_capabilities_the_agent_was_started_with() {
     let mut rig = Rig::configure(|_| enabled("[actions.caps]\ncommand = [\"/bin/cat\", \"/proc/self/status\"]\n"));
     rig.spawn_unprivileged(&nobody);
     // Started with CAP_SYS_RAWIO and CAP_SYS_ADMIN ambient (as the old single unit ran it):
-    // the agent drops them at start (issue 12), and what it runs must not have them either.
+    // the agent drops them at start, and what it runs must not have them either.
     let pid = rig.child.as_ref().unwrap().id();
     let agent = caps(&fs::read_to_string(format!("/proc/{pid}/status")).unwrap());
     for set in ["CapAmb", "CapEff", "CapPrm"] {
@@ -509,6 +514,138 @@ fn with_the_state_filesystem_read_only_an_action_with_a_min_interval_is_refused_
 
 fn pids_in(file: &Path) -> Vec<i32> {
     fs::read_to_string(file).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// One write run while the state disk stalls for longer than the 5 s the run waits for its
+/// result to be durable, then a restart: the result is sent and acknowledged once the disk is
+/// back, and not reported again after the restart.
+#[test]
+fn a_write_result_spooled_slowly_and_acknowledged_is_not_reported_again_after_a_restart() {
+    let _g = Guard::new(120 * SEC);
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    let cmd = script(dir.path(), "slow", "sleep 1; echo done");
+    cfg.sections = format!("[actions]\nenabled = true\n[actions.slow]\ncommand = [{cmd:?}]\n");
+    let config = cfg.write(dir.path());
+    let state = storage::LoopFs::state(dir.path());
+    let mut child = spawn_agent(&config, &[]);
+    let (conn, _) = gw.wait_login(10 * SEC);
+    gw.send_json(
+        conn,
+        json!({"from":"html","act":"run_action","reqtype":"write","act_code":"w1","client_id":"c","action":"slow"}),
+    );
+    gw.wait_for(10 * SEC, "write answer", |e| matches!(e, Event::Received { msg, .. } if msg["act_code"] == "w1"));
+    // The marker is on disk (written before the answer); the stall starts now.
+    state.freeze();
+    gw.soak(9 * SEC);
+    state.thaw();
+    // The result goes out and the gateway acknowledges it (Script::warning_ack = Some(0)).
+    gw.soak(3 * SEC);
+    let results = |gw: &Gateway| -> Vec<Value> {
+        gw.seen
+            .iter()
+            .filter_map(|e| match e {
+                Event::Received { msg, .. } if msg["act"] == "action_result" => Some(msg.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = results(&gw);
+    assert!(first.len() == 1 && first[0]["data"]["interrupted"] == false, "{first:#?}");
+    let markers: Vec<String> = fs::read_dir(state.mnt.join("actions"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("run-"))
+        .collect();
+    let (_, log1) = stop_agent(&mut child);
+    // The agent comes back (a restart, a reboot): the run was reported and acknowledged.
+    let mut child = spawn_agent(&config, &[]);
+    gw.wait_login(10 * SEC);
+    gw.soak(3 * SEC);
+    let (_, log2) = stop_agent(&mut child);
+    let all = results(&gw);
+    assert_eq!(
+        all.len(),
+        1,
+        "one run, one result; markers left after the ack: {markers:?}\nresults: {all:#?}\nfirst log:\n{log1}\nsecond log:\n{log2}"
+    );
+    drop(state);
+}
+
+/// The last start of an action with a min_interval, recorded by a clock that was ahead (10
+/// days): once the interval has passed since this agent started, the action runs.
+#[test]
+fn a_start_time_recorded_with_a_clock_that_was_ahead_does_not_lock_the_action_out() {
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    let cmd = script(dir.path(), "tick", "echo ok");
+    cfg.sections = format!("[actions]\nenabled = true\n[actions.tick]\ncommand = [{cmd:?}]\nmin_interval = \"2s\"\n");
+    let config = cfg.write(dir.path());
+    // The last start, as an agent wrote it 10 days "from now" by a clock that was wrong.
+    let ahead = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+        + 10 * 24 * 3600 * 1000;
+    fs::create_dir_all(dir.path().join("state/actions")).unwrap();
+    fs::write(dir.path().join("state/actions/last-tick"), ahead.to_string()).unwrap();
+    let mut child = spawn_agent(&config, &[]);
+    let (conn, _) = gw.wait_login(10 * SEC);
+    // Well past min_interval since this agent started.
+    std::thread::sleep(3 * SEC);
+    gw.send_json(
+        conn,
+        json!({"from":"html","act":"run_action","reqtype":"post","act_code":"p2","client_id":"c","action":"tick"}),
+    );
+    let a = match gw.wait_for(
+        10 * SEC,
+        "answer",
+        |e| matches!(e, Event::Received { msg, .. } if msg["act_code"] == "p2"),
+    ) {
+        Event::Received { msg, .. } => msg,
+        _ => unreachable!(),
+    };
+    let _ = stop_agent(&mut child);
+    assert_eq!(a["code"], 0, "min_interval is 2s and the action is refused: {a}");
+}
+
+/// A gateway that never acknowledges results: write runs stop being accepted once their
+/// unacknowledged results fill the outbox, which never grows past its cap.
+#[test]
+fn write_runs_are_refused_once_unacknowledged_results_fill_the_outbox() {
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script { warning_ack: None, ..Script::default() });
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    let cmd = script(dir.path(), "quick", "echo ok");
+    cfg.sections = format!("[actions]\nenabled = true\n[actions.quick]\ncommand = [{cmd:?}]\n");
+    let config = cfg.write(dir.path());
+    let cap = 5;
+    let outbox = rig_agent::outbox::spool::Options {
+        limits: rig_agent::outbox::spool::Limits { max_entries: cap, max_bytes: 16 << 20 },
+        ..Default::default()
+    };
+    let _agent = Agent::with_outbox(&config, outbox);
+    let (conn, _) = gw.wait_login(10 * SEC);
+    for i in 0..4 * cap {
+        let code = format!("w{i}");
+        gw.send_json(
+            conn,
+            json!({"from":"html","act":"run_action","reqtype":"write","act_code":code,"client_id":"c","action":"quick"}),
+        );
+        gw.wait_for(10 * SEC, "answer", |e| matches!(e, Event::Received { msg, .. } if msg["act_code"] == code));
+        // The run ends before the next request ("already running" is not the point here).
+        std::thread::sleep(ms(300));
+    }
+    gw.soak(2 * SEC);
+    let spooled = fs::read_dir(dir.path().join("state/spool")).unwrap().count();
+    assert!(spooled <= cap, "{spooled} messages in an outbox capped at {cap}");
 }
 
 #[test]
