@@ -5,6 +5,7 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::raw_gateway::raw_frame;
 use common::*;
 use rig_agent::queries::Lane;
 use serde_json::{Value, json};
@@ -346,13 +347,6 @@ fn a_panicking_probe_answers_code_3_and_the_connection_stays_up() {
     gw.send_json(conn, json!({"act":"get_agent_info","act_code":"after","client_id":"c","reqtype":"post"}));
     assert_eq!(wait_answer(&mut gw, 5 * SEC, "after").0["code"], 0, "the worker survived the panic");
     assert!(!gw.dropped(conn));
-}
-
-/// A raw frame, as a gateway that writes bytes of its own choosing would send it.
-fn raw_frame(opcode: tungstenite::protocol::frame::coding::OpCode, is_final: bool, payload: &[u8]) -> Message {
-    use tungstenite::protocol::frame::{Frame, FrameHeader};
-    let header = FrameHeader { is_final, opcode, ..FrameHeader::default() };
-    Message::Frame(Frame::from_payload(header, payload.to_vec().into()))
 }
 
 #[test]

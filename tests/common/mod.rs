@@ -8,6 +8,7 @@ pub mod faulty_disk;
 pub mod gateway;
 pub mod nobody;
 pub mod privileged;
+pub mod raw_gateway;
 pub mod storage;
 
 use std::io::Read;
