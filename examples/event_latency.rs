@@ -1,6 +1,6 @@
 //! `cargo build --release && cargo run --release --example event_latency [TRIALS]` (as root)
 //!
-//! Disk failures at kernel speed (issue 13), measured on the real binary with
+//! Disk failures at kernel speed, measured on the real binary with
 //! `scan_interval = "60s"`: detection latency from the kernel event to the warning received
 //! by the test gateway over loopback wss, p50 and p99 over TRIALS (default 50) trials each
 //! for a loop device detach (`losetup -d`: a `change` uevent, size 0, `missing`) and a

@@ -1,6 +1,6 @@
 //! `cargo build --release && cargo run --release --example kmsg_hop [TRIALS]` (as root)
 //!
-//! What the privileged half's hop costs a kernel event (issue 13 point 4): a kernel error
+//! What the privileged half's hop costs a kernel event: a kernel error
 //! line written to a FIFO that stands for `/dev/kmsg` (held open, so both readers sleep in
 //! poll(2) as on the device) → `io_errors` received by the test gateway over loopback wss.
 //! p50 and p99 over TRIALS (default 30) lines, first with the agent reading the FIFO

@@ -1,5 +1,5 @@
-//! Issue 12's figures: the RSS of the two halves beside the single process of before, and
-//! what the privileged hop adds to a smartctl answer. Release binary; run as root (the
+//! What the privilege split costs: the RSS of the two halves beside one process doing both,
+//! and what the privileged hop adds to a smartctl answer. Release binary; run as root (the
 //! privileged half is started by hand on a temp socket, as tests/privilege.rs does).
 //!
 //! `cargo build --release --examples && target/release/examples/privsep`

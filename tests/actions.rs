@@ -442,8 +442,8 @@ fn an_action_runs_without_the_capabilities_the_agent_was_started_with() {
 fn an_action_asked_again_as_soon_as_its_answer_arrives_runs_again() {
     let _g = Guard::new(30 * SEC);
     let mut rig = Rig::start(|_| enabled("[actions.t]\ncommand = [\"/bin/true\"]\n"));
-    // The answer used to go out before the run was marked over: a quick second ask was
-    // refused as "already running" now and then (seen 1 in 5 with the release build).
+    // An answer sent before the run is marked over would have a quick second ask refused
+    // as "already running" now and then.
     for i in 0..200 {
         let code = format!("r{i}");
         rig.ask("post", &code, json!("t"));

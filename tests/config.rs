@@ -41,7 +41,7 @@ fn each_class_of_config_error_exits_78_naming_the_key() {
         ("token_file = \"token\"", "token_file = \"token\"\ntoken = \"abc\"", "device.token"),
         ("token_file = \"token\"\n", "", "device.token_file"),
         ("ca.pem", "missing-ca.pem", "gateway.ca_file"),
-        // What check used to pass and the agent then could not use:
+        // What check must catch because the agent could not use it:
         ("/ws\"", "/ws \"", "gateway.urls"),
         ("localhost:1", "gateway.example.com", "gateway.urls"),
         ("[disks]\n", "[disks]\ninclude = []\n", "disks.include"),

@@ -359,7 +359,7 @@ fn a_close_frame_whose_reason_is_not_utf8_is_answered_as_a_close() {
     let (conn, _) = gw.wait_login(5 * SEC);
     gw.wait_act(5 * SEC, "heartbeat");
     gw.send(conn, raw_frame(OpCode::Control(Control::Close), true, b"\x03\xe8bye\xff\xfe"));
-    // Before the fix it was dropped as a junk text frame: no reply, the socket stayed open.
+    // Not a junk text frame to drop: the gateway waits for a close reply on an open socket.
     let closed = gw.wait_for(5 * SEC, "the agent's close reply", |e| matches!(e, Event::Closed { .. }));
     assert!(matches!(closed, Event::Closed { conn: c, code: Some(1000), .. } if c == conn), "{closed:?}");
     let (again, _) = gw.wait_login(5 * SEC);
@@ -384,8 +384,8 @@ fn a_fragmented_text_message_that_is_not_utf8_is_dropped_and_the_next_message_is
     gw.send(conn, raw_frame(OpCode::Data(Data::Continue), true, b"\"act_code\":\"bad\xff\"}"));
     // A single frame that is not UTF-8 is dropped too.
     gw.send(conn, raw_frame(OpCode::Data(Data::Text), true, b"\xc3("));
-    // Before the fix tungstenite kept the first message's fragment: this one was "expected a
-    // continuation" and the connection died.
+    // Had the first message's fragment been kept, this one would be "expected a
+    // continuation" and the connection would die.
     gw.send_json(conn, json!({"act":"get_agent_info","act_code":"after-bad-utf8","client_id":"c","reqtype":"post"}));
     let (a, _) = wait_answer(&mut gw, 5 * SEC, "after-bad-utf8");
     assert_eq!(a["code"], 0);

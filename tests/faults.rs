@@ -163,7 +163,7 @@ fn leave_a_trickling_handshake_for_the_next_url(script: Script) -> Duration {
     cfg.connect_timeout = "1s";
     let _agent = Agent::start(&cfg.write(dir.path()));
     let reached = slow.wait_for(5 * SEC, "first attempt", |e| matches!(e, Event::Accepted { .. })).at();
-    // Before the fix the first attempt lasted minutes: no login here within the guard.
+    // An attempt not bounded by connect_timeout would last minutes: no login within the guard.
     good.wait_login(20 * SEC);
     let took = good.seen.last().unwrap().at() - reached;
     eprintln!("left the trickling gateway and logged in to the next after {took:?}");
@@ -247,7 +247,8 @@ fn megabyte_fields_in_queries_before_login_do_not_grow_the_agent_by_their_echoes
     let (code, log) = stop_agent(&mut child);
     assert_eq!(code, Some(0), "{log}");
     eprintln!("agent peak RSS {peak_before} KiB before, {peak} KiB after 256 queries with 1 MB act values");
-    // Before the fix: ~430 MB. A frame in flight costs a few copies of 1 MB.
+    // Every echo held until the login would be ~430 MB; a frame in flight costs a few copies
+    // of 1 MB.
     assert!(peak < peak_before + 32 * 1024, "peak RSS {peak_before} -> {peak} KiB\n{log}");
     assert_eq!(answers.len(), 256, "{log}");
     assert!(answers.iter().all(|a| *a == (json!(2), 256)), "{answers:?}");

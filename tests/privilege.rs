@@ -482,7 +482,7 @@ fn the_agent_starts_under_the_units_seccomp_filter_that_refuses_capset() {
     let mut gw = Gateway::start(&pki, Script::default());
     let cfg = config(gw.url(), &pki, &rig, &smartctl, "").write(dir.path());
     // As rig-agent.service runs it: an unprivileged user with no capability at all, and
-    // capset refused with EPERM (SystemCallFilter=~@privileged). It used to exit 1 here.
+    // capset refused with EPERM (SystemCallFilter=~@privileged): the drop must not need it.
     fs::set_permissions(&pki.ca_file, fs::Permissions::from_mode(0o644)).unwrap();
     fs::create_dir_all(dir.path().join("state")).unwrap();
     let (token, state) = (dir.path().join("token"), dir.path().join("state"));
