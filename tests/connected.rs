@@ -1,4 +1,9 @@
-//! The connected agent against a real TLS gateway: login, heartbeats, queries, junk.
+//! Once connected, the agent holds the session as PROTOCOL.md says: the login first, with
+//! its identity, token and version; heartbeats on their interval whatever else happens
+//! (floods of queries, slow or panicking probes); every query of the catalogue answered once,
+//! with the protocol's fields; junk, oversized and malformed frames dropped or answered with
+//! the right close, and the connection kept or replaced as they require. In-process against
+//! a real TLS gateway.
 
 mod common;
 

@@ -1,6 +1,11 @@
-//! The disk monitor and the warning outbox end to end: a copy of the fixture tree stands in
-//! for /sys and /proc (disks are "removed" by deleting their directory), the agent talks to
-//! the real TLS test gateway, and restarts, kill -9 and a real loop device are exercised.
+//! A disk that fails is reported to the gateway once per episode, with every protocol field,
+//! whether it goes missing, offline, read-only, fails its SMART check or counts rising
+//! errors; warnings survive a gateway outage, a restart, kill -9 and a state filesystem that
+//! is full, read-only or frozen, and are sent from memory meanwhile; `get_disk_info` shows
+//! the monitor's verdicts. End to end: a copy of the fixture tree stands in for /sys and
+//! /proc (disks are "removed" by deleting their directory), the agent talks to the real TLS
+//! test gateway, and real loop filesystems are filled, frozen and remounted. The rarer cuts
+//! of a warning's life are in outbox_crash_safety.rs.
 
 mod common;
 
