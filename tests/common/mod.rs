@@ -1,5 +1,8 @@
-//! Helpers for the integration tests: the test gateway, agent configs with short timings, an
-//! in-process agent, and a guard that turns a hang into a failure.
+//! What the integration tests share, once: the test gateway (and one that writes raw
+//! frames), agent configs with short timings, the fixture rig, an in-process agent and the
+//! real binary (spawned, logged in, stopped, its log read), a guard that turns a hang into a
+//! failure, the privileged half with a fake smartctl, loop filesystems to freeze, fill and
+//! remount, a failing disk, the agent run as another user, and a fake systemd.
 
 #![allow(dead_code)]
 
