@@ -1,8 +1,8 @@
 //! A disk that fails like a real one: a FUSE file whose reads in a byte range return EIO,
 //! attached to a loop device. Reading the bad range gives real kernel I/O errors
 //! (`I/O error, dev loopN, sector …`) and `losetup -d` a real `change` uevent. Root only
-//! (mount of /dev/fuse, losetup); CI runs as root. Shared by the tests (tests/common) and
-//! examples/event_latency.rs (through `#[path]`).
+//! (mount of /dev/fuse, losetup); CI runs as root. Shared by tests/kernel_events.rs and
+//! examples/event_latency.rs through `#[path]`.
 
 #![allow(dead_code)]
 
