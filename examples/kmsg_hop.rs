@@ -23,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use agent_config::AgentConfig;
+use agent_config::{AgentConfig, rig_copy, rig_paths};
 use gateway::{Event, Gateway, Pki, Script};
 use measure::{agent_binary, percentile, stop};
 
@@ -44,9 +44,7 @@ fn spawn(config: &Path, extra: &[&str]) -> Child {
 /// Latencies of `trials` kernel lines for sda, with or without the privileged half.
 fn run(trials: usize, privileged: bool) -> Vec<Duration> {
     let dir = tempfile::tempdir().unwrap();
-    let rig = dir.path().join("rig");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig");
-    assert!(Command::new("cp").arg("-a").arg(&src).arg(&rig).status().unwrap().success());
+    let rig = rig_copy(dir.path());
     let kmsg = dir.path().join("kmsg.fifo");
     assert!(Command::new("mkfifo").arg(&kmsg).status().unwrap().success());
     // Read and write: held open without waiting for a reader, never at end of file.
@@ -57,13 +55,8 @@ fn run(trials: usize, privileged: bool) -> Vec<Duration> {
     let mut c = AgentConfig::new(gw.url(), &pki.ca_file);
     c.disks = "smartctl = \"\"\nscan_interval = \"60s\"\nio_error_quiet = \"1s\"\n".into();
     let socket_setting = if privileged { socket.display().to_string() } else { String::new() };
-    c.paths_extra = format!(
-        "sysfs = {:?}\nprocfs = {:?}\nrootfs = {:?}\nkmsg = {:?}\nprivileged_socket = {socket_setting:?}\n",
-        rig.join("sys").display().to_string(),
-        rig.join("proc").display().to_string(),
-        rig.display().to_string(),
-        kmsg.display().to_string()
-    );
+    c.paths_extra =
+        format!("{}kmsg = {:?}\nprivileged_socket = {socket_setting:?}\n", rig_paths(&rig), kmsg.display().to_string());
     let cfg = c.write(dir.path());
     let half = privileged.then(|| spawn(&cfg, &["privileged"]));
     let until = Instant::now() + WAIT;

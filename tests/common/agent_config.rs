@@ -117,3 +117,14 @@ pub fn rig_paths(rig: &Path) -> String {
         rig.display().to_string()
     )
 }
+
+/// A writable copy of `tests/fixtures/rig` (a sysfs/procfs tree) at `dir/rig`.
+pub fn rig_copy(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig");
+    let dst = dir.join("rig");
+    assert!(
+        std::process::Command::new("cp").arg("-a").arg(&src).arg(&dst).status().unwrap().success(),
+        "copy the fixture rig"
+    );
+    dst
+}

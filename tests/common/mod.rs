@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 // Each test binary uses a different part of these.
 #[allow(unused_imports)]
-pub use agent_config::{AgentConfig, HARDWARE_ID, TOKEN, rig_paths};
+pub use agent_config::{AgentConfig, HARDWARE_ID, TOKEN, rig_copy, rig_paths};
 #[allow(unused_imports)]
 pub use gateway::{Event, Gateway, Pki, Script};
 use rig_agent::Config;
@@ -305,14 +305,6 @@ pub fn stop_agent(child: &mut Child) -> (Option<i32>, String) {
     signal(child, Signal::TERM);
     let (code, _, log) = wait_exit(child, 10 * SEC);
     (code, log)
-}
-
-/// A writable copy of `tests/fixtures/rig` (a sysfs/procfs tree) at `dir/rig`.
-pub fn rig_copy(dir: &Path) -> std::path::PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig");
-    let dst = dir.join("rig");
-    assert!(Command::new("cp").arg("-a").arg(&src).arg(&dst).status().unwrap().success(), "copy the fixture rig");
-    dst
 }
 
 /// A test directory with a copy of the fixture rig, a PKI and a gateway run by `script`.
