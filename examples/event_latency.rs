@@ -25,7 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use agent_config::AgentConfig;
+use agent_config::{AgentConfig, rig_copy, rig_paths};
 use faulty_disk::{FaultyDisk, run};
 use gateway::{Event, Gateway, Pki, Script};
 use measure::{agent_binary, cpu_ns, percentile, status_kib, stop};
@@ -147,21 +147,13 @@ fn main() {
 
     // 4. Storm: 10 000 kernel error lines for one disk in 10 s, through a kmsg file.
     let storm_dir = tempfile::tempdir().unwrap();
-    let rig = storm_dir.path().join("rig");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig");
-    assert!(Command::new("cp").arg("-a").arg(&src).arg(&rig).status().unwrap().success());
+    let rig = rig_copy(storm_dir.path());
     let kmsg = storm_dir.path().join("kmsg.log");
     fs::write(&kmsg, "").unwrap();
     let mut c = AgentConfig::new(gw.url(), &pki.ca_file);
     (c.heartbeat_interval, c.heartbeat_timeout) = ("1s", "5s");
     c.disks = "smartctl = \"\"\nscan_interval = \"60s\"\n".into();
-    c.paths_extra = format!(
-        "sysfs = {:?}\nprocfs = {:?}\nrootfs = {:?}\nkmsg = {:?}\n",
-        rig.join("sys").display().to_string(),
-        rig.join("proc").display().to_string(),
-        rig.display().to_string(),
-        kmsg.display().to_string()
-    );
+    c.paths_extra = format!("{}kmsg = {:?}\n", rig_paths(&rig), kmsg.display().to_string());
     gw.seen.clear();
     let child = start(&c.write(storm_dir.path()));
     let pid = child.id();

@@ -1,10 +1,16 @@
-//! The connected agent against a real TLS gateway: login, heartbeats, queries, junk.
+//! Once connected, the agent holds the session as PROTOCOL.md says: the login first, with
+//! its identity, token and version; heartbeats on their interval whatever else happens
+//! (floods of queries, slow or panicking probes); every query of the catalogue answered once,
+//! with the protocol's fields; junk, oversized and malformed frames dropped or answered with
+//! the right close, and the connection kept or replaced as they require. In-process against
+//! a real TLS gateway.
 
 mod common;
 
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::raw_gateway::raw_frame;
 use common::*;
 use rig_agent::queries::Lane;
 use serde_json::{Value, json};
@@ -348,13 +354,6 @@ fn a_panicking_probe_answers_code_3_and_the_connection_stays_up() {
     assert!(!gw.dropped(conn));
 }
 
-/// A raw frame, as a gateway that writes bytes of its own choosing would send it.
-fn raw_frame(opcode: tungstenite::protocol::frame::coding::OpCode, is_final: bool, payload: &[u8]) -> Message {
-    use tungstenite::protocol::frame::{Frame, FrameHeader};
-    let header = FrameHeader { is_final, opcode, ..FrameHeader::default() };
-    Message::Frame(Frame::from_payload(header, payload.to_vec().into()))
-}
-
 #[test]
 fn a_close_frame_whose_reason_is_not_utf8_is_answered_as_a_close() {
     use tungstenite::protocol::frame::coding::{Control, OpCode};
@@ -365,7 +364,7 @@ fn a_close_frame_whose_reason_is_not_utf8_is_answered_as_a_close() {
     let (conn, _) = gw.wait_login(5 * SEC);
     gw.wait_act(5 * SEC, "heartbeat");
     gw.send(conn, raw_frame(OpCode::Control(Control::Close), true, b"\x03\xe8bye\xff\xfe"));
-    // Before the fix it was dropped as a junk text frame: no reply, the socket stayed open.
+    // Not a junk text frame to drop: the gateway waits for a close reply on an open socket.
     let closed = gw.wait_for(5 * SEC, "the agent's close reply", |e| matches!(e, Event::Closed { .. }));
     assert!(matches!(closed, Event::Closed { conn: c, code: Some(1000), .. } if c == conn), "{closed:?}");
     let (again, _) = gw.wait_login(5 * SEC);
@@ -390,8 +389,8 @@ fn a_fragmented_text_message_that_is_not_utf8_is_dropped_and_the_next_message_is
     gw.send(conn, raw_frame(OpCode::Data(Data::Continue), true, b"\"act_code\":\"bad\xff\"}"));
     // A single frame that is not UTF-8 is dropped too.
     gw.send(conn, raw_frame(OpCode::Data(Data::Text), true, b"\xc3("));
-    // Before the fix tungstenite kept the first message's fragment: this one was "expected a
-    // continuation" and the connection died.
+    // Had the first message's fragment been kept, this one would be "expected a
+    // continuation" and the connection would die.
     gw.send_json(conn, json!({"act":"get_agent_info","act_code":"after-bad-utf8","client_id":"c","reqtype":"post"}));
     let (a, _) = wait_answer(&mut gw, 5 * SEC, "after-bad-utf8");
     assert_eq!(a["code"], 0);

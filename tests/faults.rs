@@ -1,14 +1,24 @@
-//! Fault injection: many dropped connections, a gateway that stops reading, a handshake
-//! that stalls, a host that does not resolve. Each is bounded by the agent's own limits and
-//! leaves no growth behind.
+//! Faults from outside are bounded by the agent's own limits and leave no growth behind:
+//! many dropped connections, a gateway that stops reading, floods frames or fragments, or
+//! sends megabyte fields, a handshake that stalls, a host that does not resolve, a DNS server
+//! that never answers, a spool backlog of thousands, a notify socket nobody reads.
+//! Heartbeats keep their schedule and a stop is prompt throughout.
 
 mod common;
 
 use std::fs;
 use std::time::{Duration, Instant};
 
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+
+use common::raw_gateway::{accept_and_login, flood, flood_counting, frame};
 use common::*;
 use rig_agent::queries::Lane;
+use rustls::ServerConnection;
 use serde_json::json;
 
 /// These tests measure this process (fds, threads, RSS) or load it heavily (50 MiB of
@@ -16,10 +26,6 @@ use serde_json::json;
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn count_entries(dir: &str) -> usize {
-    fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
 
 /// VmRSS of a process (`self`, or a pid) in KiB; 0 once it is gone.
@@ -52,12 +58,13 @@ fn five_hundred_dropped_sessions_leave_no_growth_in_fds_threads_or_memory() {
         logins += 1;
         if logins == 50 {
             std::thread::sleep(ms(200)); // let the first sessions' threads finish
-            sample = Some((count_entries("/proc/self/fd"), count_entries("/proc/self/task"), rss_kib("self")));
+            let (threads, fds) = threads_and_fds("self");
+            sample = Some((fds, threads, rss_kib("self")));
         }
     }
     std::thread::sleep(ms(200));
     let (fds0, threads0, rss0) = sample.unwrap();
-    let (fds, threads, rss) = (count_entries("/proc/self/fd"), count_entries("/proc/self/task"), rss_kib("self"));
+    let ((threads, fds), rss) = (threads_and_fds("self"), rss_kib("self"));
     // Agent and gateway share this process: a few in-flight connections of either side
     // are allowed for, a leak per session (450 more) is not.
     assert!(fds <= fds0 + 8, "open fds grew from {fds0} to {fds} over 450 sessions");
@@ -156,7 +163,7 @@ fn leave_a_trickling_handshake_for_the_next_url(script: Script) -> Duration {
     cfg.connect_timeout = "1s";
     let _agent = Agent::start(&cfg.write(dir.path()));
     let reached = slow.wait_for(5 * SEC, "first attempt", |e| matches!(e, Event::Accepted { .. })).at();
-    // Before the fix the first attempt lasted minutes: no login here within the guard.
+    // An attempt not bounded by connect_timeout would last minutes: no login within the guard.
     good.wait_login(20 * SEC);
     let took = good.seen.last().unwrap().at() - reached;
     eprintln!("left the trickling gateway and logged in to the next after {took:?}");
@@ -175,11 +182,6 @@ fn a_gateway_trickling_its_upgrade_headers_is_left_at_connect_timeout_for_the_ne
     let took =
         leave_a_trickling_handshake_for_the_next_url(Script { trickle_upgrade: Some(ms(300)), ..Script::default() });
     assert!(took < SEC + ms(400) + SEC, "took {took:?}");
-}
-
-/// Threads and open fds of a process.
-fn threads_and_fds(pid: u32) -> (usize, usize) {
-    (count_entries(&format!("/proc/{pid}/task")), count_entries(&format!("/proc/{pid}/fd")))
 }
 
 #[test]
@@ -245,7 +247,8 @@ fn megabyte_fields_in_queries_before_login_do_not_grow_the_agent_by_their_echoes
     let (code, log) = stop_agent(&mut child);
     assert_eq!(code, Some(0), "{log}");
     eprintln!("agent peak RSS {peak_before} KiB before, {peak} KiB after 256 queries with 1 MB act values");
-    // Before the fix: ~430 MB. A frame in flight costs a few copies of 1 MB.
+    // Every echo held until the login would be ~430 MB; a frame in flight costs a few copies
+    // of 1 MB.
     assert!(peak < peak_before + 32 * 1024, "peak RSS {peak_before} -> {peak} KiB\n{log}");
     assert_eq!(answers.len(), 256, "{log}");
     assert!(answers.iter().all(|a| *a == (json!(2), 256)), "{answers:?}");
@@ -352,20 +355,23 @@ fn ten_thousand_messages_a_second_for_five_seconds_cost_no_heartbeat_and_no_memo
 #[test]
 fn a_dns_server_that_never_answers_costs_one_warning_a_bounded_number_of_threads_and_no_delay_in_stopping() {
     let _serial = one_at_a_time();
-    if rustix::process::getuid().as_raw() != 0 {
-        eprintln!("skipped: needs root for a private mount of /etc/resolv.conf (CI runs as root)");
+    // Root: a private mount of /etc/resolv.conf.
+    if !root() {
         return;
     }
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();
-    // A nameserver that takes every query and answers none, with a 30 s resolver timeout.
-    let Ok(dns) = std::net::UdpSocket::bind("127.0.0.77:53") else {
-        eprintln!("skipped: cannot bind 127.0.0.77:53");
-        return;
-    };
+    // A nameserver that takes every query and answers none, with a 30 s resolver timeout. On
+    // a loopback address of this run's own: another run of this test on the machine holds
+    // port 53 of another.
+    let pid = std::process::id();
+    let (dns, nameserver) = (0..16u32)
+        .map(|i| std::net::Ipv4Addr::new(127, 77, (pid >> 8) as u8, (pid as u8).wrapping_add(i as u8)))
+        .find_map(|ip| std::net::UdpSocket::bind((ip, 53)).ok().map(|s| (s, ip)))
+        .expect("a free 127.77.x.y:53 for the silent nameserver");
     dns.set_read_timeout(Some(ms(50))).unwrap();
     let resolv = dir.path().join("resolv.conf");
-    fs::write(&resolv, "nameserver 127.0.0.77\noptions timeout:30 attempts:1\n").unwrap();
+    fs::write(&resolv, format!("nameserver {nameserver}\noptions timeout:30 attempts:1\n")).unwrap();
     let pki = Pki::new(&["localhost"]);
     let mut cfg = AgentConfig::new("wss://gateway.rig-agent-test.example/ws".into(), &pki.ca_file);
     (cfg.connect_timeout, cfg.reconnect_initial, cfg.reconnect_max) = ("300ms", "50ms", "100ms");
@@ -408,6 +414,127 @@ fn a_dns_server_that_never_answers_costs_one_warning_a_bounded_number_of_threads
     assert!(warns[0].contains("DNS lookup of gateway.rig-agent-test.example took longer than"), "{log}");
     let attempts = log.lines().filter(|l| l.contains("gateway.rig-agent-test.example")).count();
     assert!(attempts >= 8, "retried ({attempts} attempts logged at debug):\n{log}");
+}
+
+/// The real agent in `dir` (heartbeats every `interval`, 5 s timeout) logged in to a gateway
+/// of raw WebSocket bytes: the agent, and the gateway's TLS state and socket.
+fn agent_logged_in_to_a_raw_gateway(dir: &Path, interval: &'static str) -> (Reaped, ServerConnection, TcpStream) {
+    let pki = Pki::new(&["localhost"]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("wss://localhost:{}/ws", listener.local_addr().unwrap().port());
+    let mut cfg = AgentConfig::new(url, &pki.ca_file);
+    (cfg.heartbeat_interval, cfg.heartbeat_timeout) = (interval, "5s");
+    let child = spawn_agent(&cfg.write(dir), &[]);
+    let (tls, tcp) = accept_and_login(&listener, &pki);
+    (child, tls, tcp)
+}
+
+/// SIGTERM during a flood, then the flood stopped: how long the agent took to exit (`None`:
+/// still running after 10 s, then killed), and its log.
+fn stop_during_a_flood(
+    child: &mut Reaped,
+    stop: &AtomicBool,
+    flooder: thread::JoinHandle<()>,
+) -> (Option<Duration>, String) {
+    signal(child, Signal::TERM);
+    let exited = exit_within(child, 10 * SEC);
+    stop.store(true, Ordering::SeqCst);
+    let _ = flooder.join();
+    match exited {
+        Some((_, took, log)) => (Some(took), log),
+        None => (None, take_log(child)),
+    }
+}
+
+/// SIGTERM while the gateway floods empty pings: the agent sends its close 1001 and waits
+/// at most 2 s for the gateway's close reply (PROTOCOL.md §1), then exits.
+#[test]
+fn a_gateway_flooding_pings_does_not_keep_a_stopping_agent_from_exiting() {
+    let _serial = one_at_a_time();
+    let _g = Guard::new(120 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, tls, tcp) = agent_logged_in_to_a_raw_gateway(dir.path(), "1s");
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let (s2, w2) = (stop.clone(), written.clone());
+    // 8192 empty pings per TLS write: cheap to send, one read() each for the agent.
+    let chunk = frame(0x89, b"").repeat(8192);
+    let flooder = thread::spawn(move || flood(tls, tcp, &chunk, &s2, &w2));
+    thread::sleep(2 * SEC);
+    let (took, log) = stop_during_a_flood(&mut child, &stop, flooder);
+    eprintln!("flooded {} MB; exit after {took:?}", written.load(Ordering::Relaxed) >> 20);
+    assert!(took.is_some(), "the agent had not exited 10 s after SIGTERM (its close wait is 2 s); log:\n{log}");
+}
+
+/// A text message begun and then continued by empty, unfinished fragments for ever: the
+/// message never grows (so `max_message_bytes` never trips), and tungstenite's `read()`
+/// loops over fragments until it has a whole message. Heartbeats must keep their schedule
+/// (PROTOCOL.md §4: "whatever else happens").
+#[test]
+fn endless_empty_fragments_of_one_text_message_do_not_stop_heartbeats() {
+    let _serial = one_at_a_time();
+    let _g = Guard::new(120 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, mut tls, mut tcp) = agent_logged_in_to_a_raw_gateway(dir.path(), "500ms");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (written, heartbeats) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (s2, w2, h2) = (stop.clone(), written.clone(), heartbeats.clone());
+    let flooder = thread::spawn(move || {
+        // A text frame without FIN, then continuation frames without FIN and no payload.
+        let chunk = frame(0x00, b"").repeat(8192);
+        flood_counting(&mut tls, &mut tcp, Some(&frame(0x01, b"{")), &chunk, &s2, &w2, &h2);
+    });
+    thread::sleep(SEC);
+    let before = heartbeats.load(Ordering::SeqCst);
+    thread::sleep(4 * SEC);
+    let during = heartbeats.load(Ordering::SeqCst) - before;
+    let (took, log) = stop_during_a_flood(&mut child, &stop, flooder);
+    eprintln!("flooded {} MB; {during} heartbeats in 4 s; exit after {took:?}", written.load(Ordering::Relaxed) >> 20);
+    // Either heartbeats keep their schedule on that connection, or the agent leaves it as a
+    // hostile one (as for an oversized message) and stays in charge: it stops at once.
+    let left = log.contains("more than 4096 fragments");
+    assert!(during >= 4 || left, "{during} heartbeats in 4 s at a 500 ms interval; log:\n{log}");
+    assert!(took.is_some_and(|t| t < 3 * SEC), "SIGTERM took {took:?}; log:\n{log}");
+}
+
+/// A notify socket nobody reads (PID 1 busy or stuck, a supervisor that passed
+/// NOTIFY_SOCKET and went away without closing it): a Unix datagram socket's queue holds
+/// `net.unix.max_dgram_qlen` (10) datagrams, and a blocking send past that waits until the
+/// reader reads. sd_notify is advice to the supervisor: it never holds up the loop that
+/// sends heartbeats, nor the stop.
+#[test]
+fn a_notify_socket_that_is_never_read_does_not_stop_heartbeats_nor_the_stop() {
+    let _serial = one_at_a_time();
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    // Bound, never read.
+    let (_sock, notify) = notify_socket(dir.path());
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    cfg.heartbeat_interval = "200ms";
+    cfg.heartbeat_timeout = "30s";
+    let config = cfg.write(dir.path());
+    // A keep-alive every 10 ms: the queue is full within a fraction of a second.
+    let mut child = spawn_agent(&config, &[("NOTIFY_SOCKET", notify.to_str().unwrap()), ("WATCHDOG_USEC", "20000")]);
+    let (conn, _) = gw.wait_login(10 * SEC);
+    let t = Instant::now();
+    let mut beats = 0;
+    while t.elapsed() < 3 * SEC {
+        if let Some(Event::Received { msg, conn: c, .. }) = gw.next_event(ms(100)) {
+            if msg["act"] == "heartbeat" && c == conn {
+                beats += 1;
+            }
+        }
+    }
+    signal(&child, Signal::TERM);
+    let (exited, code, log) = match exit_within(&mut child, 5 * SEC) {
+        Some((code, _, log)) => (true, code, log),
+        None => (false, None, take_log(&mut child)),
+    };
+    assert!(beats >= 10, "{beats} heartbeats in 3 s at a 200 ms interval: the loop is stuck on sd_notify\n{log}");
+    assert!(exited, "still running 5 s after SIGTERM\n{log}");
+    assert_eq!(code, Some(0), "{log}");
 }
 
 /// Writes `n` warnings into the spool of the state dir the test config uses, as a long

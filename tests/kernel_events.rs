@@ -1,8 +1,15 @@
-//! Kernel events end to end against the real binary: a recorded kernel log is appended to
-//! the file `paths.kmsg` names, over a copy of the fixture sysfs, with `scan_interval` at
-//! 60 s so only the event path can raise a warning within the tests' waits.
+//! A disk's failure in the kernel log is warned at once, once per episode, and never lost
+//! nor doubled across a stop, a crash or a power cut; records a process forges never blame
+//! a disk nor hold an episode open; an unreadable log is said and scans go on. End to end
+//! against the real binary: a recorded kernel log is appended to the file `paths.kmsg`
+//! names, over a copy of the fixture sysfs, with `scan_interval` at 60 s so only the event
+//! path can raise a warning within the tests' waits; and the real kernel's log, with a
+//! failing loop device and real segfaults.
 
 mod common;
+// Not declared in common/mod.rs: the FUSE crate it links would grow every other test binary.
+#[path = "common/faulty_disk.rs"]
+mod faulty_disk;
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -11,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
+use faulty_disk::FaultyDisk;
 use serde_json::{Value, json};
 
 struct Rig {
@@ -26,9 +34,7 @@ struct Rig {
 impl Rig {
     fn new() -> Rig {
         let dir = tempfile::tempdir().unwrap();
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig");
-        let rig = dir.path().join("rig");
-        assert!(Command::new("cp").arg("-a").arg(&src).arg(&rig).status().unwrap().success());
+        let rig = rig_copy(dir.path());
         let kmsg = dir.path().join("kmsg.log");
         // Old records: read from the end, these are never reported.
         fs::write(&kmsg, "3,1,100,-;I/O error, dev nvme0n1, sector 0 op 0x0:(READ)\n").unwrap();
@@ -43,13 +49,7 @@ impl Rig {
         let scan = if disks_extra.contains("scan_interval") { "" } else { "scan_interval = \"60s\"\n" };
         let smart = if disks_extra.contains("smartctl") { "" } else { "smartctl = \"\"\n" };
         c.disks = format!("{smart}{scan}{disks_extra}");
-        c.paths_extra = format!(
-            "sysfs = {:?}\nprocfs = {:?}\nrootfs = {:?}\nkmsg = {:?}\n",
-            self.rig.join("sys").display().to_string(),
-            self.rig.join("proc").display().to_string(),
-            self.rig.display().to_string(),
-            self.kmsg.display().to_string()
-        );
+        c.paths_extra = format!("{}kmsg = {:?}\n", rig_paths(&self.rig), self.kmsg.display().to_string());
         c.write(self.dir.path())
     }
 
@@ -73,6 +73,19 @@ impl Rig {
         self.conn = self.gw.wait_login(10 * SEC).0;
         self.gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
         child
+    }
+
+    /// Starts the agent again and lets it run 5 s; its log.
+    fn restart(&mut self) -> String {
+        let mut child = spawn_agent(&self.config(""), &[]);
+        self.conn = self.gw.wait_login(10 * SEC).0;
+        self.gw.soak(5 * SEC);
+        stop_agent(&mut child).1
+    }
+
+    /// The kernel log's saved position (`state/kmsg.cursor`), "" when there is none.
+    fn cursor(&self) -> String {
+        fs::read_to_string(self.dir.path().join("state/kmsg.cursor")).unwrap_or_default()
     }
 }
 
@@ -184,6 +197,82 @@ fn after_a_restart_in_the_same_boot_records_logged_while_stopped_are_read_once()
     assert_eq!(stop_agent(&mut child).0, Some(0));
 }
 
+/// A kernel error that reaches the monitor while a scan is under way, when the agent is
+/// cut off (a power cut) or stopped before the monitor takes it in: the kernel log's
+/// position is saved only past what the monitor has recorded, so the error is warned after
+/// the restart; and one read again after a crash is not warned twice.
+#[test]
+fn a_kernel_error_read_just_before_a_power_cut_is_warned_after_the_restart() {
+    let _g = Guard::new(90 * SEC);
+    let mut r = Rig::new();
+    let mut child = r.start("");
+    let slow = SlowScan::arm(&r.rig);
+    // The cursor is written at most every 10 s: let them pass, as on any rig up for a while.
+    std::thread::sleep(11 * SEC);
+    r.log("3,2,200,-;I/O error, dev sda, sector 8 op 0x0:(READ)\n");
+    std::thread::sleep(ms(1500));
+    // Power cut while the monitor is still scanning.
+    child.kill().unwrap();
+    let (_, _, log1) = wait_exit(&mut child, 10 * SEC);
+    let cursor = r.cursor();
+    slow.end();
+    let log2 = r.restart();
+    assert!(
+        r.gw.warnings_seen("/dev/sda").iter().any(|w| w["reason"] == "io_errors"),
+        "sda's I/O error was never warned; cursor at the cut: {cursor:?}\nfirst run:\n{log1}\nsecond run:\n{log2}"
+    );
+}
+
+#[test]
+fn a_kernel_error_read_just_before_a_stop_is_warned_after_the_restart() {
+    let _g = Guard::new(90 * SEC);
+    let mut r = Rig::new();
+    let mut child = r.start("");
+    let slow = SlowScan::arm(&r.rig);
+    // An error on nvme0n1 starts a scan, which blocks on the FIFO; then one on sda arrives
+    // and waits in the monitor's queue.
+    r.log("3,2,200,-;I/O error, dev nvme0n1, sector 0 op 0x0:(READ)\n");
+    std::thread::sleep(ms(500));
+    r.log("3,3,300,-;I/O error, dev sda, sector 8 op 0x0:(READ)\n");
+    std::thread::sleep(ms(500));
+    signal(&child, Signal::TERM);
+    std::thread::sleep(ms(1000));
+    slow.end();
+    let (code, _, log1) = wait_exit(&mut child, 20 * SEC);
+    assert_eq!(code, Some(0), "{log1}");
+    let cursor = r.cursor();
+    // Restarted in the same boot: whatever was not warned before the stop is warned now.
+    let log2 = r.restart();
+    assert!(!r.gw.warnings_seen("/dev/nvme0n1").is_empty(), "control: nvme0n1's error was warned\n{log1}");
+    assert!(
+        r.gw.warnings_seen("/dev/sda").iter().any(|w| w["reason"] == "io_errors"),
+        "sda's I/O error was never warned; cursor at stop: {cursor:?}\nfirst run:\n{log1}\nsecond run:\n{log2}"
+    );
+}
+
+#[test]
+fn a_kernel_error_read_again_after_a_crash_is_not_warned_twice() {
+    let _g = Guard::new(90 * SEC);
+    let mut r = Rig::new();
+    let mut child = r.start("");
+    r.log("3,2,200,-;I/O error, dev sda, sector 8 op 0x0:(READ)\n");
+    r.gw.wait_warning(10 * SEC, "/dev/sda", "io_errors");
+    child.kill().unwrap();
+    let _ = wait_exit(&mut child, 10 * SEC);
+    // As if the power went after the warning was spooled but before the position was
+    // saved: the restart reads the error record again.
+    let boot = fs::read_to_string(r.rig.join("proc/sys/kernel/random/boot_id")).unwrap();
+    fs::write(r.dir.path().join("state/kmsg.cursor"), format!("{} 1\n", boot.trim())).unwrap();
+    let log2 = r.restart();
+    let ids: std::collections::HashSet<String> =
+        r.gw.warnings_seen("/dev/sda")
+            .iter()
+            .filter(|w| w["reason"] == "io_errors")
+            .map(|w| w["act_id"].to_string())
+            .collect();
+    assert_eq!(ids.len(), 1, "one episode, one warning (resent with its act_id at most): {ids:?}\n{log2}");
+}
+
 #[test]
 fn an_unreadable_kernel_log_is_said_at_start_and_in_get_agent_info_and_scans_go_on() {
     let _g = Guard::new(60 * SEC);
@@ -257,9 +346,6 @@ fn predictive_counters_rising_raise_smart_degrading_fs_errors_and_raid_degraded(
     assert_eq!(stop_agent(&mut child).0, Some(0));
 }
 
-#[path = "common/faulty_disk.rs"]
-mod faulty_disk;
-
 /// 64 MiB whose 64 KiB at 32 MiB (sectors 65536..65664) fail.
 const BAD_AT: u64 = 32 << 20;
 
@@ -267,7 +353,8 @@ const BAD_AT: u64 = 32 << 20;
 fn a_real_kernel_io_error_on_a_loop_device_raises_io_errors_and_its_detach_raises_missing() {
     let _g = Guard::new(120 * SEC);
     let dir = tempfile::tempdir().unwrap();
-    let Some(mut disk) = faulty_disk::FaultyDisk::new(dir.path(), 64 << 20, BAD_AT..BAD_AT + (64 << 10)) else {
+    let Some(mut disk) = FaultyDisk::new(dir.path(), 64 << 20, BAD_AT..BAD_AT + (64 << 10)) else {
+        assert!(!root(), "root, FUSE and loop devices are needed (CI runs as root)");
         return;
     };
     assert!(disk.read(0, 16), "the good range reads");
@@ -415,7 +502,7 @@ fn forgery_sysfs(root: &Path, loop_name: &str) {
 fn a_forged_segfault_record_never_blames_a_disk_and_a_real_failure_still_warns() {
     let _g = Guard::new(180 * SEC);
     let dir = tempfile::tempdir().unwrap();
-    let Some(disk) = faulty_disk::FaultyDisk::new(dir.path(), 64 << 20, BAD_AT..BAD_AT + (64 << 10)) else {
+    let Some(disk) = FaultyDisk::new(dir.path(), 64 << 20, BAD_AT..BAD_AT + (64 << 10)) else {
         panic!("root, FUSE and loop devices are needed (CI runs as root)");
     };
     let _trace = ExceptionTrace::on();

@@ -1,57 +1,35 @@
-//! The disk monitor and the warning outbox end to end: a copy of the fixture tree stands in
-//! for /sys and /proc (disks are "removed" by deleting their directory), the agent talks to
-//! the real TLS test gateway, and restarts, kill -9 and a real loop device are exercised.
+//! A disk that fails is reported to the gateway once per episode, with every protocol field,
+//! whether it goes missing, offline, read-only, fails its SMART check or counts rising
+//! errors; warnings survive a gateway outage, a restart, kill -9 and a state filesystem that
+//! is full, read-only or frozen, and are sent from memory meanwhile; `get_disk_info` shows
+//! the monitor's verdicts. End to end: a copy of the fixture tree stands in for /sys and
+//! /proc (disks are "removed" by deleting their directory), the agent talks to the real TLS
+//! test gateway, and real loop filesystems are filled, frozen and remounted. The rarer cuts
+//! of a warning's life are in outbox_crash_safety.rs.
 
 mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use common::storage::LoopFs;
 use common::*;
 use serde_json::{Value, json};
-
-/// A test rig: a temp dir with a copy of the fixture tree, a PKI and a gateway.
-struct Rig {
-    dir: tempfile::TempDir,
-    rig: PathBuf,
-    pki: Pki,
-    gw: Gateway,
-}
-
-impl Rig {
-    fn new(script: Script) -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let rig = rig_copy(dir.path());
-        let pki = Pki::new(&["localhost"]);
-        let gw = Gateway::start(&pki, script);
-        Rig { dir, rig, pki, gw }
-    }
-}
 
 /// Config with the monitor looking at `rig` every 100 ms.
 fn config(gw_url: String, pki: &Pki, rig: &Path) -> AgentConfig {
     let mut c = AgentConfig::new(gw_url, &pki.ca_file);
-    c.disks = "smartctl = \"\"\nscan_interval = \"100ms\"\n".into();
-    c.paths_extra = rig_paths(rig);
+    c.watch(rig, "100ms");
     c
-}
-
-/// Lets events arrive for `d`, recording them in `gw.seen`.
-fn soak(gw: &mut Gateway, d: Duration) {
-    let until = Instant::now() + d;
-    while let Some(left) = until.checked_duration_since(Instant::now()) {
-        gw.next_event(left);
-    }
 }
 
 #[test]
 fn a_disk_that_disappears_is_reported_once_with_every_protocol_field() {
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
     gw.wait_login(5 * SEC);
     // The fixture's sdb is offline from the start: that is the first failure seen.
@@ -65,14 +43,14 @@ fn a_disk_that_disappears_is_reported_once_with_every_protocol_field() {
     assert_eq!(w, want);
     assert!(w["time"].as_u64().unwrap() > 1_700_000_000);
     // Ten more scans: still one warning for this episode.
-    soak(&mut gw, ms(1000));
+    gw.soak(ms(1000));
     assert_eq!(gw.warnings_seen("/dev/sda").len(), 1, "{:?}", gw.warnings_seen("/dev/sda"));
 }
 
 #[test]
 fn get_disk_info_shows_the_monitors_verdicts_and_lists_disks_that_are_gone() {
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
     let (conn, _) = gw.wait_login(5 * SEC);
     gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
@@ -99,7 +77,7 @@ fn get_disk_info_shows_the_monitors_verdicts_and_lists_disks_that_are_gone() {
 fn a_disk_whose_size_dropped_to_zero_is_listed_with_health_missing_as_its_warning_says() {
     // A detached loop device or a pulled disk whose node lingers: still in /sys/block, size 0.
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
     let (conn, _) = gw.wait_login(5 * SEC);
     gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
@@ -123,13 +101,13 @@ fn a_disk_whose_size_dropped_to_zero_is_listed_with_health_missing_as_its_warnin
 #[test]
 fn a_live_nvme_disk_is_not_reported_and_a_dead_one_is_reported_offline() {
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
     let state = rig.join("sys/block/nvme0n1/device/state");
     assert_eq!(fs::read_to_string(&state).unwrap().trim(), "live", "the fixture's NVMe controller is live");
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
     gw.wait_login(5 * SEC);
     gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
-    soak(&mut gw, ms(1000)); // ten scans
+    gw.soak(ms(1000)); // ten scans
     assert_eq!(gw.warnings_seen("/dev/nvme0n1"), Vec::<Value>::new(), "a healthy NVMe disk was reported");
     fs::write(&state, "dead\n").unwrap();
     let w = gw.wait_warning(5 * SEC, "/dev/nvme0n1", "offline");
@@ -139,7 +117,7 @@ fn a_live_nvme_disk_is_not_reported_and_a_dead_one_is_reported_offline() {
 #[test]
 fn warnings_raised_while_the_gateway_is_down_are_delivered_when_it_is_back() {
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script { drop_on_accept: true, ..Script::default() });
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script { drop_on_accept: true, ..Script::default() });
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
     gw.wait_for(5 * SEC, "a refused attempt", |e| matches!(e, Event::Accepted { .. }));
     fs::remove_dir_all(rig.join("sys/block/nvme0n1")).unwrap();
@@ -162,7 +140,7 @@ fn warnings_raised_while_the_gateway_is_down_are_delivered_when_it_is_back() {
 #[test]
 fn an_unacknowledged_warning_is_resent_with_the_same_act_id() {
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script { warning_ack: None, ..Script::default() });
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script { warning_ack: None, ..Script::default() });
     let mut cfg = config(gw.url(), &pki, &rig);
     cfg.warning = "resend_after = \"300ms\"\n".into();
     let _agent = Agent::start(&cfg.write(dir.path()));
@@ -180,14 +158,14 @@ fn an_unacknowledged_warning_is_resent_with_the_same_act_id() {
     gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
     wait_until(5 * SEC, "the spool to empty", || spool_files(&dir.path().join("state")).is_empty());
     let n = gw.warnings_seen("/dev/sdb").len();
-    soak(&mut gw, ms(900));
+    gw.soak(ms(900));
     assert_eq!(gw.warnings_seen("/dev/sdb").len(), n, "resent after the ack");
 }
 
 #[test]
 fn a_disk_removed_while_no_agent_runs_is_reported_at_start() {
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
     let cfg = config(gw.url(), &pki, &rig).write(dir.path());
     let agent = Agent::start(&cfg);
     gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
@@ -204,7 +182,7 @@ fn a_disk_removed_while_no_agent_runs_is_reported_at_start() {
 #[test]
 fn an_acknowledged_episode_is_not_reported_again_after_a_restart() {
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
     let cfg = config(gw.url(), &pki, &rig).write(dir.path());
     let agent = Agent::start(&cfg);
     gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
@@ -215,7 +193,7 @@ fn an_acknowledged_episode_is_not_reported_again_after_a_restart() {
     gw.seen.clear();
     let _agent = Agent::start(&cfg);
     gw.wait_login(5 * SEC);
-    soak(&mut gw, ms(1000)); // ten scans
+    gw.soak(ms(1000)); // ten scans
     let warnings: Vec<&Value> = gw
         .seen
         .iter()
@@ -230,11 +208,11 @@ fn an_acknowledged_episode_is_not_reported_again_after_a_restart() {
 #[test]
 fn a_cleared_failure_that_comes_back_is_a_new_episode_with_a_new_warning() {
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
     let first = gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
     fs::write(rig.join("sys/block/sdb/device/state"), "running\n").unwrap();
-    soak(&mut gw, ms(400));
+    gw.soak(ms(400));
     fs::write(rig.join("sys/block/sdb/device/state"), "offline\n").unwrap();
     let second = gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
     assert_ne!(first["act_id"], second["act_id"]);
@@ -243,7 +221,7 @@ fn a_cleared_failure_that_comes_back_is_a_new_episode_with_a_new_warning() {
 #[test]
 fn rising_io_errors_raise_io_errors() {
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
     let _agent = Agent::start(&config(gw.url(), &pki, &rig).write(dir.path()));
     gw.wait_warning(5 * SEC, "/dev/sdb", "offline");
     fs::write(rig.join("sys/block/sda/device/ioerr_cnt"), "0x9\n").unwrap();
@@ -254,7 +232,7 @@ fn rising_io_errors_raise_io_errors() {
 #[test]
 fn a_warning_survives_kill_9_right_after_detection_and_is_delivered_after_restart() {
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script { drop_on_accept: true, ..Script::default() });
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script { drop_on_accept: true, ..Script::default() });
     let cfg = config(gw.url(), &pki, &rig).write(dir.path());
     let state = dir.path().join("state");
     let mut child = spawn_agent(&cfg, &[]);
@@ -271,7 +249,7 @@ fn a_warning_survives_kill_9_right_after_detection_and_is_delivered_after_restar
         let got = gw.wait_warning(10 * SEC, w["disk"].as_str().unwrap(), w["reason"].as_str().unwrap());
         assert_eq!(&got, w, "delivered exactly as spooled, original act_id included");
     }
-    soak(&mut gw, ms(600));
+    gw.soak(ms(600));
     assert_eq!(gw.warnings_seen("/dev/sda").len(), 1, "no second episode after the restart");
     assert_eq!(stop_agent(&mut child).0, Some(0));
 }
@@ -279,7 +257,7 @@ fn a_warning_survives_kill_9_right_after_detection_and_is_delivered_after_restar
 #[test]
 fn corrupt_state_files_are_moved_aside_reported_and_the_agent_goes_on() {
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
     let cfg = config(gw.url(), &pki, &rig).write(dir.path());
     let state = dir.path().join("state");
     fs::create_dir_all(state.join("spool")).unwrap();
@@ -299,51 +277,14 @@ fn corrupt_state_files_are_moved_aside_reported_and_the_agent_goes_on() {
     );
 }
 
-/// Runs a command; panics with its output when it fails.
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A loop device with an ext4 filesystem mounted read-write; cleaned up on drop.
-struct LoopFs {
-    dev: String,
-    mnt: PathBuf,
-}
-
-impl LoopFs {
-    /// `size` bytes of ext4 in `dir`, mounted on `dir/mount_on`. `None` when not root
-    /// (losetup and mount need it; CI runs as root), after saying the test is skipped.
-    fn new(dir: &Path, size: u64, mount_on: &str, mkfs_options: &[&str]) -> Option<LoopFs> {
-        if run("id", &["-u"]) != "0" {
-            eprintln!("skipped: needs root for losetup and mount (CI runs as root)");
-            return None;
-        }
-        let img = dir.join(format!("{mount_on}.img"));
-        fs::File::create(&img).unwrap().set_len(size).unwrap();
-        let dev = run("losetup", &["--find", "--show", img.to_str().unwrap()]);
-        let mnt = dir.join(mount_on);
-        fs::create_dir(&mnt).unwrap();
-        let lfs = LoopFs { dev, mnt };
-        run("mkfs.ext4", &[&["-q", "-F"], mkfs_options, &[lfs.dev.as_str()]].concat());
-        run("mount", &[&lfs.dev, lfs.mnt.to_str().unwrap()]);
-        Some(lfs)
-    }
-}
-
-impl Drop for LoopFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mnt).status();
-        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
-    }
-}
-
 #[test]
 fn a_real_filesystem_remounted_read_only_raises_readonly() {
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();
-    let Some(lfs) = LoopFs::new(dir.path(), 16 << 20, "mnt", &[]) else { return };
+    if !root() {
+        return;
+    }
+    let lfs = LoopFs::new(dir.path(), "mnt", 16 << 20, &[]);
     let (dev, mnt) = (lfs.dev.clone(), lfs.mnt.clone());
     let name = dev.trim_start_matches("/dev/").to_string();
 
@@ -356,7 +297,7 @@ fn a_real_filesystem_remounted_read_only_raises_readonly() {
     wait_until(5 * SEC, "the monitor to see the filesystem read-write", || {
         fs::read_to_string(dir.path().join("state/disks.json")).is_ok_and(|t| t.contains(mnt.to_str().unwrap()))
     });
-    run("mount", &["-o", "remount,ro", mnt.to_str().unwrap()]);
+    lfs.remount("ro");
     let w = gw.wait_warning(5 * SEC, &dev, "readonly");
     assert_eq!(w["message"], format!("Disk[{dev}]硬盘损坏"));
     assert!(w["detail"].as_str().unwrap().contains(mnt.to_str().unwrap()), "{w}");
@@ -367,16 +308,14 @@ fn a_real_filesystem_remounted_read_only_raises_readonly() {
 fn with_the_state_filesystem_full_warnings_are_still_sent_and_the_spool_catches_up() {
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();
-    let Some(lfs) = LoopFs::new(dir.path(), 4 << 20, "state", &["-m", "0"]) else { return };
+    if !root() {
+        return;
+    }
+    let lfs = LoopFs::new(dir.path(), "state", 4 << 20, &["-m", "0"]);
     let (rig, mnt) = (rig_copy(dir.path()), lfs.mnt.clone());
     fs::create_dir(mnt.join("spool")).unwrap();
     // Fill every block; a small file of slack is kept so freeing it is quick.
-    for (name, bs) in [("filler", "64k"), ("filler2", "1k")] {
-        let _ = Command::new("dd")
-            .args(["if=/dev/zero", &format!("of={}/{name}", mnt.display()), &format!("bs={bs}")])
-            .output();
-    }
-    assert!(fs::write(mnt.join("probe"), [0u8; 1024]).is_err(), "the state filesystem should be full");
+    lfs.fill();
 
     let pki = Pki::new(&["localhost"]);
     let mut gw = Gateway::start(&pki, Script { warning_ack: None, ..Script::default() });
@@ -387,8 +326,7 @@ fn with_the_state_filesystem_full_warnings_are_still_sent_and_the_spool_catches_
     let w = gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
     assert!(spool_files(&mnt).is_empty(), "the disk is full: nothing could be spooled");
     // Room again: the next scan writes the warning out.
-    fs::remove_file(mnt.join("filler")).unwrap();
-    fs::remove_file(mnt.join("filler2")).unwrap();
+    lfs.make_room();
     wait_until(10 * SEC, "the spool to catch up", || spool_files(&mnt).len() == 1);
     let on_disk: Value = serde_json::from_str(&fs::read_to_string(&spool_files(&mnt)[0]).unwrap()).unwrap();
     assert_eq!(on_disk, w, "the warning it had sent, same act_id");
@@ -406,7 +344,10 @@ fn with_the_state_filesystem_full_warnings_are_still_sent_and_the_spool_catches_
 fn with_the_state_filesystem_remounted_read_only_warnings_are_still_sent_and_the_spool_catches_up() {
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();
-    let Some(lfs) = LoopFs::new(dir.path(), 4 << 20, "state", &[]) else { return };
+    if !root() {
+        return;
+    }
+    let lfs = LoopFs::new(dir.path(), "state", 4 << 20, &[]);
     let (rig, mnt) = (rig_copy(dir.path()), lfs.mnt.clone());
 
     let pki = Pki::new(&["localhost"]);
@@ -419,14 +360,14 @@ fn with_the_state_filesystem_remounted_read_only_warnings_are_still_sent_and_the
     wait_until(10 * SEC, "the acknowledged warning to leave the spool", || spool_files(&mnt).is_empty());
 
     // An SD card that went bad: ext4 remounts it read-only (errors=remount-ro).
-    run("mount", &["-o", "remount,ro", mnt.to_str().unwrap()]);
+    lfs.remount("ro");
     gw.script().warning_ack = None;
     fs::remove_dir_all(rig.join("sys/block/nvme0n1")).unwrap();
     let w = gw.wait_warning(10 * SEC, "/dev/nvme0n1", "missing");
     assert!(spool_files(&mnt).is_empty(), "the state is read-only: nothing could be spooled");
 
     // Writable again (fsck, remount): the warning it sent is written out, same act_id.
-    run("mount", &["-o", "remount,rw", mnt.to_str().unwrap()]);
+    lfs.remount("rw");
     wait_until(10 * SEC, "the spool to catch up", || spool_files(&mnt).len() == 1);
     let on_disk: Value = serde_json::from_str(&fs::read_to_string(&spool_files(&mnt)[0]).unwrap()).unwrap();
     assert_eq!(on_disk, w);
@@ -442,10 +383,13 @@ fn with_the_state_filesystem_remounted_read_only_warnings_are_still_sent_and_the
 fn with_the_state_filesystem_read_only_at_start_the_agent_runs_and_spools_once_it_is_writable() {
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();
-    let Some(lfs) = LoopFs::new(dir.path(), 4 << 20, "state", &[]) else { return };
+    if !root() {
+        return;
+    }
+    let lfs = LoopFs::new(dir.path(), "state", 4 << 20, &[]);
     let (rig, mnt) = (rig_copy(dir.path()), lfs.mnt.clone());
     // A rig that rebooted with its SD card read-only: a storage fault, not a config error.
-    run("mount", &["-o", "remount,ro", mnt.to_str().unwrap()]);
+    lfs.remount("ro");
     let pki = Pki::new(&["localhost"]);
     let mut gw = Gateway::start(&pki, Script { warning_ack: None, ..Script::default() });
     let mut cfg = config(gw.url(), &pki, &rig);
@@ -460,7 +404,7 @@ fn with_the_state_filesystem_read_only_at_start_the_agent_runs_and_spools_once_i
 
     let mut child = spawn_agent(&config_path, &[]);
     let w = gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
-    run("mount", &["-o", "remount,rw", mnt.to_str().unwrap()]);
+    lfs.remount("rw");
     wait_until(10 * SEC, "the spool to catch up", || spool_files(&mnt).len() == 1);
     let on_disk: Value = serde_json::from_str(&fs::read_to_string(&spool_files(&mnt)[0]).unwrap()).unwrap();
     assert_eq!(on_disk, w);
@@ -528,20 +472,14 @@ fn a_disk_smartctl_cannot_read_is_warned_about_once_not_every_smart_interval() {
     assert_eq!(warned.len(), 1, "{warned:?}");
 }
 
-/// Thaws a frozen filesystem when dropped, so that a failing test never leaves it frozen.
-struct Thaw(PathBuf);
-
-impl Drop for Thaw {
-    fn drop(&mut self) {
-        let _ = Command::new("fsfreeze").arg("-u").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_reload_while_the_state_filesystem_is_frozen_does_not_stop_heartbeats() {
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();
-    let Some(lfs) = LoopFs::new(dir.path(), 16 << 20, "state", &[]) else { return };
+    if !root() {
+        return;
+    }
+    let lfs = LoopFs::new(dir.path(), "state", 16 << 20, &[]);
     let pki = Pki::new(&["localhost"]);
     let mut gw = Gateway::start(&pki, Script::default());
     let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
@@ -553,14 +491,13 @@ fn a_reload_while_the_state_filesystem_is_frozen_does_not_stop_heartbeats() {
     gw.wait_act(5 * SEC, "heartbeat");
     // A frozen filesystem blocks every write, as a dying SD card or a hung NFS server
     // does: the reload's check that the state directory is writable waits on it.
-    run("fsfreeze", &["-f", lfs.mnt.to_str().unwrap()]);
-    let thaw = Thaw(lfs.mnt.clone());
+    lfs.freeze();
     signal(&child, Signal::HUP);
     for _ in 0..8 {
         let (c, _, _) = gw.wait_act(2 * SEC, "heartbeat");
         assert_eq!(c, conn, "same connection, still beating while the reload waits");
     }
-    drop(thaw);
+    lfs.thaw();
     thread::sleep(ms(500));
     let (code, log) = stop_agent(&mut child);
     assert_eq!(code, Some(0), "{log}");
@@ -578,7 +515,7 @@ fn spawn_agent_as_nobody(nobody: &nobody::Nobody, config: &Path) -> Reaped {
 fn a_warning_the_spool_could_not_take_is_raised_again_with_the_same_act_id_after_a_restart_before_the_ack() {
     let _g = Guard::new(60 * SEC);
     let Some(nobody) = nobody::Nobody::new() else { return };
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script { warning_ack: None, ..Script::default() });
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script { warning_ack: None, ..Script::default() });
     let mut cfg = config(gw.url(), &pki, &rig);
     cfg.warning = "resend_after = \"300ms\"\n".into();
     let cfg = cfg.write(dir.path());
@@ -614,7 +551,7 @@ fn a_warning_the_spool_could_not_take_is_raised_again_with_the_same_act_id_after
     assert_eq!(code, Some(0), "{log}");
     let mut child = spawn_agent_as_nobody(&nobody, &cfg);
     let (conn, _) = gw.wait_login(10 * SEC);
-    soak(&mut gw, ms(1000)); // ten scans
+    gw.soak(ms(1000)); // ten scans
     let (code, log) = stop_agent(&mut child);
     let on_conn: Vec<&Event> = gw.seen.iter().filter(|e| e.conn() == conn && e.act() == Some("warning")).collect();
     assert!(on_conn.is_empty(), "raised again after the ack: {on_conn:?}\n{log}");
@@ -626,15 +563,13 @@ fn a_warning_the_spool_could_not_take_is_raised_again_with_the_same_act_id_after
 fn with_the_state_filesystem_full_at_detection_an_acknowledged_warning_is_not_raised_again_after_a_restart() {
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();
-    let Some(lfs) = LoopFs::new(dir.path(), 4 << 20, "state", &["-m", "0"]) else { return };
+    if !root() {
+        return;
+    }
+    let lfs = LoopFs::new(dir.path(), "state", 4 << 20, &["-m", "0"]);
     let (rig, mnt) = (rig_copy(dir.path()), lfs.mnt.clone());
     fs::create_dir(mnt.join("spool")).unwrap();
-    for (name, bs) in [("filler", "64k"), ("filler2", "1k")] {
-        let _ = Command::new("dd")
-            .args(["if=/dev/zero", &format!("of={}/{name}", mnt.display()), &format!("bs={bs}")])
-            .output();
-    }
-    assert!(fs::write(mnt.join("probe"), [0u8; 1024]).is_err(), "the state filesystem should be full");
+    lfs.fill();
 
     let pki = Pki::new(&["localhost"]);
     let mut gw = Gateway::start(&pki, Script { warning_ack: None, ..Script::default() });
@@ -645,8 +580,7 @@ fn with_the_state_filesystem_full_at_detection_an_acknowledged_warning_is_not_ra
     let w = gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
     assert!(!mnt.join("disks.json").exists(), "the disk is full: no inventory could be saved");
     // Space comes back: the spool catches up, then the gateway acknowledges.
-    fs::remove_file(mnt.join("filler")).unwrap();
-    fs::remove_file(mnt.join("filler2")).unwrap();
+    lfs.make_room();
     wait_until(10 * SEC, "the spool to catch up", || spool_files(&mnt).len() == 1);
     gw.script().warning_ack = Some(0);
     wait_until(10 * SEC, "the ack to empty the spool", || spool_files(&mnt).is_empty());
@@ -656,7 +590,7 @@ fn with_the_state_filesystem_full_at_detection_an_acknowledged_warning_is_not_ra
     gw.seen.clear();
     let mut child = spawn_agent(&config_path, &[]);
     gw.wait_login(10 * SEC);
-    soak(&mut gw, ms(1000)); // ten scans
+    gw.soak(ms(1000)); // ten scans
     let doubled: Vec<Value> = gw.warnings_seen("/dev/sdb").into_iter().filter(|x| x["act_id"] != w["act_id"]).collect();
     assert!(doubled.is_empty(), "raised again with a new act_id: {doubled:?}");
     assert_eq!(stop_agent(&mut child).0, Some(0));
@@ -668,7 +602,7 @@ fn heartbeats_keep_their_schedule_while_the_state_disk_takes_3_s_per_fsync() {
     // A seam, not a real slow device: the spool's storage thread sleeps 3 s before each
     // fsync (spool::Options::fsync_delay); no dm-delay, nbd or FUSE is available here.
     let _g = Guard::new(60 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
     let slow = rig_agent::outbox::spool::Options { fsync_delay: 3 * SEC, ..Default::default() };
     let started = Instant::now();
     let _agent = Agent::with_outbox(&config(gw.url(), &pki, &rig).write(dir.path()), slow);
@@ -679,7 +613,7 @@ fn heartbeats_keep_their_schedule_while_the_state_disk_takes_3_s_per_fsync() {
     fs::remove_dir_all(rig.join("sys/block/sda")).unwrap();
     gw.wait_warning(15 * SEC, "/dev/sdb", "offline");
     gw.wait_warning(15 * SEC, "/dev/sda", "missing");
-    soak(&mut gw, 4 * SEC);
+    gw.soak(4 * SEC);
     let hbs: Vec<Instant> = gw.seen.iter().filter(|e| e.act() == Some("heartbeat")).map(Event::at).collect();
     let first_warning = gw.seen.iter().find(|e| e.act() == Some("warning")).unwrap().at();
     assert!(first_warning - started >= 3 * SEC, "sent before it was written: {:?}", first_warning - started);
@@ -696,7 +630,7 @@ fn heartbeats_keep_their_schedule_while_the_state_disk_takes_3_s_per_fsync() {
 #[test]
 fn a_refused_warning_is_logged_even_after_a_flood_of_junk_frames() {
     let _g = Guard::new(30 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script { warning_ack: None, ..Script::default() });
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script { warning_ack: None, ..Script::default() });
     let mut cfg = config(gw.url(), &pki, &rig);
     cfg.warning = "resend_after = \"300ms\"\n".into();
     let _agent = Agent::start(&cfg.write(dir.path()));
@@ -717,7 +651,7 @@ fn a_refused_warning_is_logged_even_after_a_flood_of_junk_frames() {
 #[test]
 fn one_low_smart_reading_from_a_flaky_bridge_raises_no_smart_degrading_and_a_new_serial_is_a_new_baseline() {
     let _g = Guard::new(60 * SEC);
-    let Rig { dir, rig, pki, mut gw } = Rig::new(Script::default());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
     // sda's attribute 5 is what `realloc` says; each answer is logged to `asked`.
     let (realloc, asked, smartctl) =
         (dir.path().join("realloc"), dir.path().join("asked"), dir.path().join("smartctl"));
@@ -751,7 +685,7 @@ fn one_low_smart_reading_from_a_flaky_bridge_raises_no_smart_degrading_and_a_new
     let eights = answers("8");
     fs::write(&realloc, "8").unwrap();
     wait_until(10 * SEC, "two answers of 8 again", || answers("8") >= eights + 2);
-    soak(&mut gw, ms(500));
+    gw.soak(ms(500));
     assert!(gw.warnings_seen("/dev/sda").is_empty(), "a disk that never changed: {:?}", gw.warnings_seen("/dev/sda"));
     assert!(fs::read_to_string(&inventory).unwrap().contains("\"counters\":{\"5\":8}"), "the baseline was lowered");
 

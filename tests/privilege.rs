@@ -1,6 +1,10 @@
-//! Privilege separation end to end, with the real binary: the network half's
-//! credentials in /proc, what it can open, the privileged half's refusals, and the agent
-//! riding out the privileged half's death. As root (CI is); skipped with a message
+//! Privilege separation end to end, with the real binary. The network half holds no
+//! capability and no disk group, cannot regain them, and neither can what it runs; it rides
+//! out the privileged half's death and restart without losing a kernel line. The privileged
+//! half does only what the agent needs: SMART for monitored disks and the kernel log's disk
+//! records, to any local asker; it refuses everything else in bounded log lines, is not held
+//! by slow or many peers, and keeps its socket: put back when deleted, never taken from a
+//! live half, never followed through a link. As root (CI is); skipped with a message
 //! otherwise.
 
 mod common;
@@ -14,27 +18,9 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Instant;
 
+use common::privileged::{HEALTHY, ask, config, fake_smartctl};
 use common::*;
 use serde_json::{Value, json};
-
-/// A fake smartctl that appends its device argument to `calls`, answers `sda` for
-/// /dev/sda (with exit status `sda_exit`) and a healthy 33 °C for any other disk.
-fn fake_smartctl(dir: &Path, sda: &str, sda_exit: i32) -> (PathBuf, PathBuf) {
-    let (smartctl, calls) = (dir.join("smartctl"), dir.join("calls"));
-    let healthy = r#"{"smart_status":{"passed":true},"temperature":{"current":33}}"#;
-    fs::write(
-        &smartctl,
-        format!(
-            "#!/bin/sh\necho \"$4\" >> {}\ncase \"$4\" in\n  /dev/sda) echo '{sda}'; exit {sda_exit} ;;\n  *) echo '{healthy}' ;;\nesac\n",
-            calls.display()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&smartctl, fs::Permissions::from_mode(0o755)).unwrap();
-    (smartctl, calls)
-}
-
-const HEALTHY: &str = r#"{"smart_status":{"passed":true},"temperature":{"current":33}}"#;
 
 /// Both halves on a fixture rig, as the two units run them; the agent logged in.
 struct Split {
@@ -152,21 +138,6 @@ impl Split {
     }
 }
 
-fn config(url: String, pki: &Pki, rig: &Path, smartctl: &Path, socket: &str) -> AgentConfig {
-    let mut c = AgentConfig::new(url, &pki.ca_file);
-    c.disks = format!(
-        "smartctl = {:?}\nscan_interval = \"100ms\"\nsmart_interval = \"1s\"\nsmart_timeout = \"5s\"\n",
-        smartctl.display().to_string()
-    );
-    c.paths_extra = format!(
-        "sysfs = {:?}\nprocfs = {:?}\nrootfs = {:?}\nprivileged_socket = {socket:?}\n",
-        rig.join("sys").display().to_string(),
-        rig.join("proc").display().to_string(),
-        rig.display().to_string()
-    );
-    c
-}
-
 fn status_line(pid: u32, key: &str) -> String {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -183,16 +154,6 @@ fn disk_gid() -> u32 {
         .lines()
         .find_map(|l| l.strip_prefix("disk:x:").and_then(|r| r.split(':').next()).and_then(|g| g.parse().ok()))
         .expect("a disk group in /etc/group")
-}
-
-/// One request, raw, as any local process could send it; the answer's header line.
-fn ask_raw(socket: &Path, request: &[u8]) -> String {
-    let mut s = UnixStream::connect(socket).expect("connect to the privileged half");
-    s.set_read_timeout(Some(5 * SEC)).unwrap();
-    let _ = s.write_all(request);
-    let mut answer = Vec::new();
-    let _ = s.read_to_end(&mut answer);
-    String::from_utf8_lossy(&answer).lines().next().unwrap_or("").to_string()
 }
 
 fn get_disk_info(gw: &mut Gateway, conn: usize, code: &str) -> Value {
@@ -341,11 +302,11 @@ fn requests_for_unmonitored_path_like_oversized_or_malformed_names_are_refused_l
         (b"kmsg end /dev/sda\n".to_vec(), "refused malformed"),
     ];
     for (request, expected) in &refused {
-        assert_eq!(ask_raw(&socket, request), *expected, "{:?}", String::from_utf8_lossy(request));
+        assert_eq!(ask(&socket, request), *expected, "{:?}", String::from_utf8_lossy(request));
     }
     assert!(!calls.exists(), "smartctl was run: {:?}", fs::read_to_string(&calls));
     // The same socket does run it for a monitored disk.
-    assert!(ask_raw(&socket, b"smart sda\n").starts_with("output 0 "));
+    assert!(ask(&socket, b"smart sda\n").starts_with("output 0 "));
     assert_eq!(fs::read_to_string(&calls).unwrap(), "/dev/sda\n");
     let (_, log) = stop_agent(&mut privileged);
     // Each logged, escaped, up to five a minute; the rest are counted, not logged.
@@ -486,23 +447,14 @@ fn a_kernel_error_streamed_by_the_privileged_half_just_before_a_power_cut_is_war
     thread::sleep(11 * SEC);
     // sda's size a FIFO: the next scan (every 100 ms) blocks until the test ends it, so the
     // error below waits in the monitor's queue.
-    let size = split.dir.path().join("rig/sys/block/sda/size");
-    fs::remove_file(&size).unwrap();
-    assert!(Command::new("mkfifo").arg(&size).status().unwrap().success());
+    let slow = SlowScan::arm(&split.dir.path().join("rig"));
     thread::sleep(ms(500));
     split.log_kernel("3,2,200,-;I/O error, dev sda, sector 8 op 0x0:(READ)\n");
     thread::sleep(ms(1500));
     split.agent.kill().unwrap();
     split.agent.wait().unwrap();
     let cursor = fs::read_to_string(split.dir.path().join("state/kmsg.cursor")).unwrap_or_default();
-    {
-        // Ends a read still blocked on the FIFO (none: the agent is dead), then the real file.
-        use std::os::unix::fs::OpenOptionsExt;
-        let nonblock = rustix::fs::OFlags::NONBLOCK.bits() as i32;
-        let _ = fs::OpenOptions::new().write(true).custom_flags(nonblock).open(&size);
-    }
-    fs::remove_file(&size).unwrap();
-    fs::write(&size, "7814037168\n").unwrap();
+    slow.end();
     assert!(split.gw.warnings_seen("/dev/sda").is_empty(), "the first run never took the error in");
     split.agent = spawn_agent(&split.cfg, &[]);
     split.conn = split.gw.wait_login(10 * SEC).0;
@@ -530,7 +482,7 @@ fn the_agent_starts_under_the_units_seccomp_filter_that_refuses_capset() {
     let mut gw = Gateway::start(&pki, Script::default());
     let cfg = config(gw.url(), &pki, &rig, &smartctl, "").write(dir.path());
     // As rig-agent.service runs it: an unprivileged user with no capability at all, and
-    // capset refused with EPERM (SystemCallFilter=~@privileged). It used to exit 1 here.
+    // capset refused with EPERM (SystemCallFilter=~@privileged): the drop must not need it.
     fs::set_permissions(&pki.ca_file, fs::Permissions::from_mode(0o644)).unwrap();
     fs::create_dir_all(dir.path().join("state")).unwrap();
     let (token, state) = (dir.path().join("token"), dir.path().join("state"));
@@ -590,7 +542,7 @@ fn the_privileged_half_serves_without_reading_the_token_or_the_ca_file() {
     fs::rename(&ca, dir.path().join("ca.moved")).unwrap();
     let mut privileged = spawn_privileged(&cfg);
     wait_until(10 * SEC, "the socket", || socket.exists() || privileged.try_wait().unwrap().is_some());
-    assert!(ask_raw(&socket, b"smart sda\n").starts_with("output 0 "));
+    assert!(ask(&socket, b"smart sda\n").starts_with("output 0 "));
     assert_eq!(fs::read_to_string(&calls).unwrap(), "/dev/sda\n");
     let (_, log) = stop_agent(&mut privileged);
     assert!(!log.contains("token"), "{log}");
@@ -671,24 +623,6 @@ fn run_by_hand_as_its_user_the_agent_does_not_call_the_users_own_group_a_grant()
     assert!(more.contains("supplementary groups [100] kept"), "a real extra group is still named: {more}");
 }
 
-/// The privileged half alone on the fixture rig, its kernel log `kmsg` (a recorded file, or
-/// the real `/dev/kmsg`); the test dir, the half, its socket.
-fn privileged_alone(kmsg: Option<&str>) -> (tempfile::TempDir, Reaped, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let rig = rig_copy(dir.path());
-    let (smartctl, _) = fake_smartctl(dir.path(), HEALTHY, 0);
-    let socket = dir.path().join("priv.sock");
-    let pki = Pki::new(&["localhost"]);
-    let mut c = config("wss://localhost:1/".into(), &pki, &rig, &smartctl, socket.to_str().unwrap());
-    fs::write(dir.path().join("kmsg.log"), "").unwrap();
-    let kmsg = kmsg.map_or_else(|| dir.path().join("kmsg.log").display().to_string(), str::to_string);
-    c.paths_extra += &format!("kmsg = {kmsg:?}\n");
-    let cfg = c.write(dir.path());
-    let privileged = spawn_privileged(&cfg);
-    wait_until(10 * SEC, "the socket", || socket.exists());
-    (dir, privileged, socket)
-}
-
 /// Asks for the kernel log as any local process of the service's uid could (`request`),
 /// and reads the records that come within `for_`.
 fn read_kmsg_stream(socket: &Path, request: &str, for_: std::time::Duration) -> Vec<rig_agent::kernel_log::Record> {
@@ -724,7 +658,7 @@ fn the_kernel_log_stream_carries_only_the_records_the_agent_needs() {
         return;
     }
     let _g = Guard::new(30 * SEC);
-    let (dir, mut privileged, socket) = privileged_alone(None);
+    let (dir, mut privileged, socket) = privileged::alone(None);
     let io_error = "I/O error, dev sda, sector 8 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 2";
     fs::write(
         dir.path().join("kmsg.log"),
@@ -758,7 +692,7 @@ fn the_real_kernel_log_streamed_to_any_asker_carries_no_record_the_agent_does_no
         return;
     }
     let _g = Guard::new(30 * SEC);
-    let (_dir, mut privileged, socket) = privileged_alone(Some("/dev/kmsg"));
+    let (_dir, mut privileged, socket) = privileged::alone(Some("/dev/kmsg"));
     // The half reads the boot id under the fixture's procfs: the fixture's, from record 0.
     let records = read_kmsg_stream(&socket, "kmsg 4f9c2d1e-7a3b-4c5d-9e8f-0a1b2c3d4e5f 0\n", 3 * SEC);
     assert!(records.len() > 10, "the ring holds records: {}", records.len());
@@ -793,9 +727,9 @@ fn kernel_log_streams_held_open_never_starve_smart_requests() {
         return;
     }
     let _g = Guard::new(60 * SEC);
-    let (_dir, mut privileged, socket) = privileged_alone(None);
+    let (_dir, mut privileged, socket) = privileged::alone(None);
     let streams: Vec<UnixStream> = (0..20).map(|_| open_kmsg_stream(&socket)).collect();
-    assert!(ask_raw(&socket, b"smart sda\n").starts_with("output 0 "), "smart was not answered");
+    assert!(ask(&socket, b"smart sda\n").starts_with("output 0 "), "smart was not answered");
     // The replaced streams were ended by the privileged half; the two newest are open.
     let ended = |s: &UnixStream| {
         s.set_read_timeout(Some(ms(300))).unwrap();
@@ -816,23 +750,169 @@ fn two_hundred_refused_connections_log_a_bounded_number_of_lines() {
         return;
     }
     let _g = Guard::new(60 * SEC);
-    let (_dir, mut privileged, socket) = privileged_alone(None);
+    let (_dir, mut privileged, socket) = privileged::alone(None);
     for _ in 0..200 {
-        assert_eq!(ask_raw(&socket, b"exec /bin/sh\n"), "refused malformed");
+        assert_eq!(ask(&socket, b"exec /bin/sh\n"), "refused malformed");
     }
     // Sixteen peers that say nothing hold every request slot (for 2 s each at most).
     let silent: Vec<UnixStream> = (0..16).map(|_| UnixStream::connect(&socket).unwrap()).collect();
     thread::sleep(ms(300));
     for _ in 0..200 {
-        assert_eq!(ask_raw(&socket, b"smart sda\n"), "", "a connection past the slots is closed");
+        assert_eq!(ask(&socket, b"smart sda\n"), "", "a connection past the slots is closed");
     }
     drop(silent);
     // The slots come back: a request is answered again.
-    wait_until(10 * SEC, "an answer", || ask_raw(&socket, b"smart sda\n").starts_with("output 0 "));
+    wait_until(10 * SEC, "an answer", || ask(&socket, b"smart sda\n").starts_with("output 0 "));
     let (_, log) = stop_agent(&mut privileged);
     let lines = log.lines().filter(|l| l.contains("refused") || l.contains("requests already running")).count();
     assert!(lines <= 5, "{lines} lines for 400 refusals: {log}");
     assert!(log.contains(&format!("; {} refusals were not logged", 400 - lines)), "the rest counted: {log}");
+}
+
+/// REQUEST_TIMEOUT (2 s) is how long a peer may take to send its whole request line, not
+/// each read of it: a peer sending one byte a second would otherwise hold its slot for as
+/// long as its 128-byte line lasts, and sixteen such peers would hold every slot while the
+/// network half's own SMART request was closed unanswered ("16 requests already running").
+#[test]
+fn peers_trickling_their_request_a_byte_a_second_do_not_hold_the_privileged_half_past_its_request_timeout() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, socket) = privileged::config_alone(dir.path(), None);
+    let _privileged = spawn_privileged(&cfg);
+    assert!(privileged::serves_within(&socket, 10 * SEC), "serves before the tricklers come");
+
+    let slow: Vec<_> = (0..16)
+        .map(|_| {
+            let socket = socket.clone();
+            thread::spawn(move || {
+                let mut s = UnixStream::connect(&socket).unwrap();
+                // A byte a second (under the 2 s timeout of each read) for 30 s: a line
+                // that never ends. Stops when the privileged half has closed it.
+                for _ in 0..30 {
+                    if s.write_all(b"s").is_err() {
+                        return;
+                    }
+                    thread::sleep(SEC);
+                }
+            })
+        })
+        .collect();
+    thread::sleep(ms(500));
+    // Past the 2 s every trickler must be gone; asked until 15 s, while they still trickle.
+    let until = Instant::now() + 15 * SEC;
+    let mut answers = Vec::new();
+    loop {
+        let answer = ask(&socket, b"smart sda\n");
+        if answer.starts_with("output 0 ") {
+            break;
+        }
+        answers.push(answer);
+        assert!(Instant::now() < until, "the real request was not answered while the tricklers ran: {answers:?}");
+        thread::sleep(ms(500));
+    }
+    drop(slow);
+}
+
+/// Someone removes the socket (`rm -rf /run/rig-agent-privileged/*`, a tmpfiles clean-up)
+/// while the privileged half runs. A process listening on a name that no longer exists is
+/// never reached again: the network half would report SMART as null until somebody
+/// restarted the privileged half, while `systemctl status` showed it running. The half
+/// notices and puts its socket back.
+#[test]
+fn a_privileged_socket_deleted_while_the_half_runs_comes_back() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, socket) = privileged::config_alone(dir.path(), None);
+    let mut child = spawn_privileged(&cfg);
+    assert!(privileged::serves_within(&socket, 10 * SEC), "serves before the deletion");
+    fs::remove_file(&socket).unwrap();
+    let back = privileged::serves_within(&socket, 15 * SEC);
+    let log = take_log(&mut child.0);
+    assert!(back, "the socket was not put back within 15 s; privileged half's log:\n{log}");
+    assert!(child.0.try_wait().unwrap().is_none(), "the half keeps running:\n{log}");
+}
+
+/// A second `rig-agent privileged` on the same path (run by hand as root beside the unit,
+/// as the README suggests for a tarball install, or a unit and a leftover) must not remove
+/// the first one's live socket and bind its own: the first would live on unreachable, and
+/// once the second stopped nothing would answer any more. A live socket is another half
+/// serving: the second refuses to start and leaves the first one in place.
+#[test]
+fn a_second_privileged_half_on_the_same_path_does_not_take_the_socket_of_a_live_one() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, socket) = privileged::config_alone(dir.path(), None);
+    let first = spawn_privileged(&cfg);
+    assert!(privileged::serves_within(&socket, 10 * SEC), "the first half serves");
+    let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::symlink_metadata(p).unwrap());
+    let before = inode(&socket);
+
+    let mut second = spawn_privileged(&cfg);
+    let until = Instant::now() + 10 * SEC;
+    let exited = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() >= until {
+            break None;
+        }
+        thread::sleep(ms(50));
+    };
+    let log = take_log(&mut second);
+    let _ = second.kill();
+    let _ = second.wait();
+    assert_eq!(inode(&socket), before, "the second half replaced the live socket:\n{log}");
+    assert!(exited.is_some_and(|s| !s.success()), "the second half should refuse and exit non-zero: {exited:?}\n{log}");
+    assert!(log.contains("already"), "the refusal says another half serves there:\n{log}");
+    drop(second);
+    assert!(privileged::serves_within(&socket, 5 * SEC), "the first half still serves");
+    drop(first);
+}
+
+/// A symbolic link (to someone else's file) or a directory at the socket's path is refused
+/// (exit 1), never followed nor removed; once the path is free the half binds.
+#[test]
+fn a_symlink_or_a_directory_at_the_socket_path_is_refused_and_left_alone() {
+    if !root() {
+        return;
+    }
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, socket) = privileged::config_alone(dir.path(), None);
+    let victim = dir.path().join("victim");
+    fs::write(&victim, "keep me").unwrap();
+
+    // A symlink at the path: refused, the target untouched.
+    std::os::unix::fs::symlink(&victim, &socket).unwrap();
+    let mut c = spawn_privileged(&cfg);
+    let (code, _, log) = wait_exit(&mut c, 10 * SEC);
+    assert_eq!(code, Some(1), "{log}");
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me");
+    assert!(fs::symlink_metadata(&socket).unwrap().file_type().is_symlink(), "the link is left for the operator");
+    fs::remove_file(&socket).unwrap();
+
+    // A directory at the path: refused, left alone.
+    fs::create_dir(&socket).unwrap();
+    let mut c = spawn_privileged(&cfg);
+    let (code, _, log) = wait_exit(&mut c, 10 * SEC);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(socket.is_dir());
+    fs::remove_dir(&socket).unwrap();
+
+    // With the path free again, it binds and serves.
+    let child = spawn_privileged(&cfg);
+    assert!(privileged::serves_within(&socket, 10 * SEC), "serves once the path is free");
+    drop(child);
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me");
 }
 
 /// The pid of the only child of `pid` (what `unshare --fork` runs).
@@ -876,7 +956,7 @@ fn sigterm_stops_the_privileged_half_at_once_and_it_says_so() {
     let _stream = open_kmsg_stream(&socket);
     let asker = thread::spawn({
         let socket = socket.clone();
-        move || ask_raw(&socket, b"smart sda\n")
+        move || ask(&socket, b"smart sda\n")
     });
     wait_until(10 * SEC, "smartctl running", || fs::read_to_string(&calls).is_ok_and(|c| c.ends_with('\n')));
     let smartctl_pid: i32 = fs::read_to_string(&calls).unwrap().trim().parse().unwrap();

@@ -1,4 +1,9 @@
-//! Failures and reconnects: backoff windows, rejected logins, half-open gateways, TLS trust.
+//! A lost or refused gateway is retried for ever, each attempt within the jittered backoff
+//! window, round robin over the URLs, the backoff reset once a login's first heartbeat is
+//! answered; a rejected login waits at least `reconnect.max`; a
+//! half-open or silent gateway is left within its timeout; a gateway the CA does not vouch
+//! for, or one for another name, gets no byte of the login; and a stop is prompt whatever
+//! the connection is doing. In-process against a real TLS gateway.
 
 mod common;
 

@@ -129,4 +129,20 @@ mod tests {
     fn a_missing_program_is_a_spawn_error() {
         assert!(matches!(run(&["/nonexistent/x".into()], &limits(100)), Err(SpawnError::Spawn(_))));
     }
+
+    /// A command that never pauses keeps its pipes full: the reader must still see the
+    /// deadline between two reads. The run is on a thread so that a hang fails the test.
+    #[test]
+    fn a_command_writing_without_pause_is_killed_at_its_timeout() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let o =
+                run(&["/usr/bin/yes".to_string()], &Limits { timeout: Duration::from_secs(1), max_output: 64 * 1024 });
+            let _ = tx.send((t.elapsed(), o.map(|o| (o.timed_out, o.stdout.len()))));
+        });
+        let got = rx.recv_timeout(Duration::from_secs(20));
+        let (took, outcome) = got.expect("run() of `yes` with a 1 s timeout had not returned after 20 s");
+        assert!(matches!(outcome, Ok((true, _))), "not said to have timed out, after {took:?}: {outcome:?}");
+    }
 }

@@ -152,4 +152,26 @@ mod tests {
         let s = escape_bytes(&big, 10);
         assert_eq!(s, format!("{}…", "a".repeat(10)));
     }
+
+    /// Bidirectional controls (U+202A..U+202E, U+2066..U+2069) reorder how a log line is
+    /// displayed (journalctl, terminals, web log viewers): a gateway's close reason or a
+    /// kernel line could make a line read as something else ("Trojan Source").
+    #[test]
+    fn bidirectional_controls_from_outside_are_escaped() {
+        for c in ['\u{202e}', '\u{2066}', '\u{2069}', '\u{200b}', '\u{feff}'] {
+            let out = escape_to(&format!("ok{c}kb"), 100);
+            assert!(!out.contains(c), "U+{:04X} passed through: {out:?}", c as u32);
+        }
+    }
+
+    /// Every character of Unicode's Bidi_Control property (U+061C with U+200E/F, U+202A..
+    /// U+202E, U+2066..U+2069), and the invisible tag characters that hide a second text
+    /// inside a line ("ASCII smuggling": U+E0041 is read as "A" by text tools).
+    #[test]
+    fn every_bidi_control_and_invisible_tag_character_from_outside_is_escaped() {
+        for c in ['\u{061c}', '\u{e0041}', '\u{e0001}', '\u{e007f}'] {
+            let out = escape_to(&format!("ok{c}kb"), 100);
+            assert!(!out.contains(c), "U+{:04X} passed through: {out:?}", c as u32);
+        }
+    }
 }

@@ -58,6 +58,14 @@ impl AgentConfig {
         }
     }
 
+    /// The monitor looks at the fixture tree `rig` (its sys, proc and root) every
+    /// `scan_interval`, SMART off.
+    pub fn watch(&mut self, rig: &Path, scan_interval: &str) -> &mut Self {
+        self.disks = format!("smartctl = \"\"\nscan_interval = {scan_interval:?}\n");
+        self.paths_extra = rig_paths(rig);
+        self
+    }
+
     /// Writes the config, a token file (mode 0600) and a state dir into `dir`.
     pub fn write(&self, dir: &Path) -> PathBuf {
         let token = dir.join("token");
@@ -98,4 +106,25 @@ impl AgentConfig {
         fs::write(&path, text).unwrap();
         path
     }
+}
+
+/// The `[paths]` lines that point the agent's probes at the fixture tree `rig`.
+pub fn rig_paths(rig: &Path) -> String {
+    format!(
+        "sysfs = {:?}\nprocfs = {:?}\nrootfs = {:?}\n",
+        rig.join("sys").display().to_string(),
+        rig.join("proc").display().to_string(),
+        rig.display().to_string()
+    )
+}
+
+/// A writable copy of `tests/fixtures/rig` (a sysfs/procfs tree) at `dir/rig`.
+pub fn rig_copy(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig");
+    let dst = dir.join("rig");
+    assert!(
+        std::process::Command::new("cp").arg("-a").arg(&src).arg(&dst).status().unwrap().success(),
+        "copy the fixture rig"
+    );
+    dst
 }

@@ -307,6 +307,14 @@ impl Gateway {
         Some(e)
     }
 
+    /// Records whatever arrives for `d` (in `seen`).
+    pub fn soak(&mut self, d: Duration) {
+        let until = Instant::now() + d;
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            self.next_event(left);
+        }
+    }
+
     /// The next event matching `pred`; panics after `timeout` (a test guard, not a timing).
     pub fn wait_for(&mut self, timeout: Duration, what: &str, mut pred: impl FnMut(&Event) -> bool) -> Event {
         let deadline = Instant::now() + timeout;

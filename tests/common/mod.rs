@@ -1,14 +1,23 @@
-//! Helpers for the integration tests: the test gateway, agent configs with short timings, an
-//! in-process agent, and a guard that turns a hang into a failure.
+//! What the integration tests share, once: the test gateway (and one that writes raw
+//! frames), agent configs with short timings, the fixture rig, an in-process agent and the
+//! real binary (spawned, logged in, stopped, its log read), a guard that turns a hang into a
+//! failure, the privileged half with a fake smartctl, loop filesystems to freeze, fill and
+//! remount, the agent run as another user, and a fake systemd. The failing disk
+//! (faulty_disk.rs) is here too but declared only where it is used: it links the FUSE crate,
+//! 6 MB more in every debug test binary.
 
 #![allow(dead_code)]
 
 pub mod agent_config;
 pub mod gateway;
 pub mod nobody;
+pub mod privileged;
+pub mod raw_gateway;
+pub mod storage;
 
 use std::io::Read;
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Sender};
 use std::thread::{self, JoinHandle};
@@ -16,7 +25,7 @@ use std::time::{Duration, Instant};
 
 // Each test binary uses a different part of these.
 #[allow(unused_imports)]
-pub use agent_config::{AgentConfig, HARDWARE_ID, TOKEN};
+pub use agent_config::{AgentConfig, HARDWARE_ID, TOKEN, rig_copy, rig_paths};
 #[allow(unused_imports)]
 pub use gateway::{Event, Gateway, Pki, Script};
 use rig_agent::Config;
@@ -259,23 +268,29 @@ pub fn signal(child: &Child, sig: Signal) {
     kill_process(pid, sig).expect("send signal");
 }
 
-/// Waits for the child to exit, killing it after `limit` (a guard, not a timing).
-/// Returns its exit code, how long it took, and what it logged.
-pub fn wait_exit(child: &mut Child, limit: Duration) -> (Option<i32>, Duration, String) {
+/// Waits up to `limit` for the child to exit: its exit code, how long it took, and what it
+/// logged; `None` when it was still running (then it is killed and reaped).
+pub fn exit_within(child: &mut Child, limit: Duration) -> Option<(Option<i32>, Duration, String)> {
     let t = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             let err = take_log(child);
             LOGS.lock().unwrap().retain(|(pid, _)| *pid != child.id());
-            return (status.code(), t.elapsed(), err);
+            return Some((status.code(), t.elapsed(), err));
         }
         if t.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("rig-agent did not exit within {limit:?}");
+            return None;
         }
         thread::sleep(ms(10));
     }
+}
+
+/// Waits for the child to exit, killing it after `limit` (a guard, not a timing).
+/// Returns its exit code, how long it took, and what it logged.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> (Option<i32>, Duration, String) {
+    exit_within(child, limit).unwrap_or_else(|| panic!("rig-agent did not exit within {limit:?}"))
 }
 
 /// `rig-agent privileged` on `config`, as its unit runs it (not under journald).
@@ -292,22 +307,105 @@ pub fn stop_agent(child: &mut Child) -> (Option<i32>, String) {
     (code, log)
 }
 
-/// A writable copy of `tests/fixtures/rig` (a sysfs/procfs tree) at `dir/rig`.
-pub fn rig_copy(dir: &Path) -> std::path::PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rig");
-    let dst = dir.join("rig");
-    assert!(Command::new("cp").arg("-a").arg(&src).arg(&dst).status().unwrap().success(), "copy the fixture rig");
-    dst
+/// A test directory with a copy of the fixture rig, a PKI and a gateway run by `script`.
+pub struct FixtureRig {
+    pub dir: tempfile::TempDir,
+    pub rig: PathBuf,
+    pub pki: Pki,
+    pub gw: Gateway,
 }
 
-/// The `[paths]` lines that point the agent's probes at the fixture tree `rig`.
-pub fn rig_paths(rig: &Path) -> String {
-    format!(
-        "sysfs = {:?}\nprocfs = {:?}\nrootfs = {:?}\n",
-        rig.join("sys").display().to_string(),
-        rig.join("proc").display().to_string(),
-        rig.display().to_string()
-    )
+impl FixtureRig {
+    pub fn new(script: Script) -> FixtureRig {
+        let dir = tempfile::tempdir().unwrap();
+        let rig = rig_copy(dir.path());
+        let pki = Pki::new(&["localhost"]);
+        let gw = Gateway::start(&pki, script);
+        FixtureRig { dir, rig, pki, gw }
+    }
+}
+
+/// The real binary logged in to a gateway of its own. Dropped in this order: the gateway,
+/// the agent, then its directory.
+pub struct LoggedIn {
+    pub gw: Gateway,
+    pub child: Reaped,
+    pub conn: usize,
+    pub config: PathBuf,
+    pub pki: Pki,
+    pub dir: tempfile::TempDir,
+}
+
+/// The real binary with the test config and `env` set, logged in to a gateway run by `script`.
+pub fn logged_in_agent(script: Script, env: &[(&str, &str)]) -> LoggedIn {
+    logged_in_agent_with(script, env, |_, _| {})
+}
+
+/// As [`logged_in_agent`], its config changed first by `configure` (given the test dir,
+/// where it may write scripts).
+pub fn logged_in_agent_with(
+    script: Script,
+    env: &[(&str, &str)],
+    configure: impl FnOnce(&mut AgentConfig, &Path),
+) -> LoggedIn {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, script);
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    configure(&mut cfg, dir.path());
+    let config = cfg.write(dir.path());
+    let child = spawn_agent(&config, env);
+    let (conn, _) = gw.wait_login(10 * SEC);
+    LoggedIn { gw, child, conn, config, pki, dir }
+}
+
+/// The real agent on a copy of the fixture rig whose sdb is healthy (for the test to fail
+/// it), its state directory on a loop filesystem the test can freeze (root only): logged in,
+/// its first inventory saved. Dropped in this order: the agent, then its mount, then the
+/// directory.
+pub struct FreezableRig {
+    pub gw: Gateway,
+    pub child: Reaped,
+    pub state: storage::LoopFs,
+    pub pki: Pki,
+    pub rig: PathBuf,
+    pub config: PathBuf,
+    pub conn: usize,
+    pub dir: tempfile::TempDir,
+}
+
+impl FreezableRig {
+    /// Scans every `scan_interval`; `sections` (given the test dir) are the config's extra
+    /// sections.
+    pub fn start(script: Script, scan_interval: &str, sections: impl FnOnce(&Path) -> String) -> FreezableRig {
+        let dir = tempfile::tempdir().unwrap();
+        let rig = rig_copy(dir.path());
+        std::fs::write(rig.join("sys/block/sdb/device/state"), "running\n").unwrap();
+        let state = storage::LoopFs::state(dir.path());
+        let pki = Pki::new(&["localhost"]);
+        let mut gw = Gateway::start(&pki, script);
+        let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+        cfg.watch(&rig, scan_interval).sections = sections(dir.path());
+        let config = cfg.write(dir.path());
+        let child = spawn_agent(&config, &[]);
+        let (conn, _) = gw.wait_login(10 * SEC);
+        wait_until(10 * SEC, "the first inventory", || state.mnt.join("disks.json").exists());
+        FreezableRig { gw, child, state, pki, rig, config, conn, dir }
+    }
+
+    /// The state filesystem stalls, then sdb fails: its warning waits for the spool's write.
+    pub fn freeze_and_fail_sdb(&self) {
+        self.state.freeze();
+        std::fs::write(self.rig.join("sys/block/sdb/device/state"), "offline\n").unwrap();
+    }
+}
+
+/// An action `long` in `dir` whose command writes its pid to `dir/action.pid` and then sleeps
+/// 30 s (its timeout is 60 s): the pid file and the `[actions]` sections.
+pub fn long_action(dir: &Path) -> (PathBuf, String) {
+    let pidfile = dir.join("action.pid");
+    let command = script(dir, "long.sh", &format!("echo $$ > {}\nexec sleep 30", pidfile.display()));
+    (pidfile, format!("[actions]\nenabled = true\n[actions.long]\ncommand = [{command:?}]\ntimeout = \"60s\"\n"))
 }
 
 /// Polls `cond` until it holds; fails the test after `timeout` (a guard, not a timing).
@@ -316,6 +414,154 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     while !cond() {
         assert!(Instant::now() < until, "timed out waiting for {what}");
         thread::sleep(ms(10));
+    }
+}
+
+/// `rig-agent --config CONFIG check`: its exit code and what it said on stderr.
+pub fn check(config: &Path) -> (Option<i32>, String) {
+    let out = agent_command().arg("--config").arg(config).arg("check").stdin(Stdio::null()).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Writes an executable shell script `name` into `dir` running `body`; its path.
+pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A FIFO at `path` (its directory made first): what a broken image or a hostile hand
+/// leaves where the agent expects a file.
+pub fn mkfifo(path: &Path) {
+    use rustix::fs::{CWD, FileType, Mode, mknodat};
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    mknodat(CWD, path, FileType::Fifo, Mode::from_raw_mode(0o600), 0).expect("mkfifo");
+}
+
+/// Whether process `pid` still runs: gone, or a zombie nobody has reaped yet (the test
+/// process is not its parent), is not.
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .unwrap_or(false)
+}
+
+/// How many entries `dir` holds (0 when it is gone).
+pub fn count_entries(dir: &str) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Threads and open fds of process `pid` (`self` for this one).
+pub fn threads_and_fds(pid: impl std::fmt::Display) -> (usize, usize) {
+    (count_entries(&format!("/proc/{pid}/task")), count_entries(&format!("/proc/{pid}/fd")))
+}
+
+/// sda's `size` in a fixture rig turned into a FIFO: the next scan that reads it blocks until
+/// [`SlowScan::end`], a stand-in for any slow scan (the window is the scan's length).
+pub struct SlowScan(PathBuf);
+
+impl SlowScan {
+    pub fn arm(rig: &Path) -> SlowScan {
+        let size = rig.join("sys/block/sda/size");
+        std::fs::remove_file(&size).unwrap();
+        mkfifo(&size);
+        SlowScan(size)
+    }
+
+    /// Ends a read still blocked on the FIFO (opened for writing and closed: the read sees
+    /// EOF; with no reader left, a killed agent, there is nothing to end) and puts the real
+    /// file back.
+    pub fn end(self) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let nonblock = rustix::fs::OFlags::NONBLOCK.bits() as i32;
+        let _ = std::fs::OpenOptions::new().write(true).custom_flags(nonblock).open(&self.0);
+        std::fs::remove_file(&self.0).unwrap();
+        std::fs::write(&self.0, "7814037168\n").unwrap();
+    }
+}
+
+/// A directory with a valid config and token whose gateway never answers (enough for
+/// start-up and `check`), to break one thing at a time.
+pub struct Broken {
+    pub dir: tempfile::TempDir,
+    _pki: Pki,
+}
+
+impl Broken {
+    pub fn new() -> Broken {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(&["localhost"]);
+        std::fs::copy(&pki.ca_file, dir.path().join("ca.pem")).unwrap();
+        AgentConfig::new("wss://localhost:1/ws".into(), &dir.path().join("ca.pem")).write(dir.path());
+        Broken { dir, _pki: pki }
+    }
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("rig-agent.toml")
+    }
+    pub fn edit(&self, f: impl FnOnce(String) -> String) -> &Self {
+        let p = self.path();
+        std::fs::write(&p, f(std::fs::read_to_string(&p).unwrap())).unwrap();
+        self
+    }
+    /// Runs `check`; returns (exit code, stderr).
+    pub fn check(&self) -> (Option<i32>, String) {
+        check(&self.path())
+    }
+}
+
+/// `check` refuses the config with exit 78 in one line naming the file, `key` and a fix.
+pub fn assert_config_error(b: &Broken, key: &str) {
+    let (code, err) = b.check();
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains(&b.path().display().to_string()), "file not named: {err}");
+    assert!(err.contains(&format!("`{key}`")), "key {key} not named: {err}");
+    assert!(err.contains("Fix:"), "no fix given: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one message, one line: {err}");
+}
+
+/// A fake systemd's notify socket at `dir/notify.sock` (reads time out after 100 ms): the
+/// socket and its path, for `NOTIFY_SOCKET`.
+pub fn notify_socket(dir: &Path) -> (std::os::unix::net::UnixDatagram, PathBuf) {
+    let path = dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(ms(100))).unwrap();
+    (sock, path)
+}
+
+/// A fake systemd: the datagrams the agent sends to its notify socket, each with its arrival
+/// time, received on a thread until [`Notified::finish`].
+pub struct Notified {
+    /// For `NOTIFY_SOCKET`.
+    pub path: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: JoinHandle<Vec<(Instant, String)>>,
+}
+
+impl Notified {
+    pub fn start(dir: &Path) -> Notified {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (sock, path) = notify_socket(dir);
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = thread::spawn(move || {
+            let mut out = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !stopped.load(Ordering::SeqCst) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    out.push((Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned()));
+                }
+            }
+            out
+        });
+        Notified { path, stop, thread }
+    }
+
+    /// What came, once 200 ms more have passed for the last datagrams.
+    pub fn finish(self) -> Vec<(Instant, String)> {
+        thread::sleep(ms(200));
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap()
     }
 }
 

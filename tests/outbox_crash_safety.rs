@@ -1,32 +1,18 @@
-//! Attack review 3: the spool's tombstones (`spool/a-<n>.json`, an acknowledged warning
-//! whose episode the inventory may not record yet) against kill -9 at each step of a
-//! warning's life, and against what a broken rig leaves in the spool directory.
+//! A disk failure's warning is reported once and only once across what cuts a warning's life
+//! short (detected, spooled, sent, acknowledged, recorded as reported): kill -9 or a power
+//! cut at each step, a state disk that stalls or turns read-only on the way, and what such
+//! cuts leave in the spool (tombstones of acknowledged warnings, files the agent never
+//! writes). Nothing lost, nothing doubled, nothing said once per scan. The disk monitor's
+//! everyday end-to-end behaviour is in monitor.rs.
 
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::thread;
 
+use common::storage::{Unmount, mount};
 use common::*;
 use serde_json::{Value, json};
-
-/// Config with the monitor looking at `rig` every 100 ms.
-fn config(gw: &Gateway, pki: &Pki, rig: &Path) -> AgentConfig {
-    let mut c = AgentConfig::new(gw.url(), &pki.ca_file);
-    c.disks = "smartctl = \"\"\nscan_interval = \"100ms\"\n".into();
-    c.paths_extra = rig_paths(rig);
-    c
-}
-
-/// Lets events arrive for `d`, recording them in `gw.seen`.
-fn soak(gw: &mut Gateway, d: Duration) {
-    let until = Instant::now() + d;
-    while let Some(left) = until.checked_duration_since(Instant::now()) {
-        gw.next_event(left);
-    }
-}
 
 /// sdb's warning exactly as the agent spooled it (`encode_warning`), acknowledged: what the
 /// ack's rename leaves as its tombstone.
@@ -37,22 +23,59 @@ fn sdb_offline_warning(act_id: &str) -> Value {
            "reason": "offline", "detail": "device/state of sdb is \"offline\"", "time": 1_764_000_000u64})
 }
 
+/// The state filesystem stalls (frozen, as a dying SD card) when sdb's failure is
+/// detected: the scan waits its 5 s for the spool write, then saves the inventory with the
+/// episode "not reported yet" (that save blocks until the thaw). After the thaw the warning
+/// is written, sent and acknowledged, its spool file deleted, and the agent killed before
+/// its next scan records the episode as reported. After the restart the acknowledged
+/// warning is not sent again.
+#[test]
+fn a_warning_acknowledged_after_a_stall_at_detection_is_not_sent_again_after_kill_9() {
+    let _g = Guard::new(90 * SEC);
+    if !root() {
+        return;
+    }
+    // Scans 3 s apart: room to act between two of them.
+    let mut r = FreezableRig::start(Script::default(), "3s", |_| String::new());
+    let state = r.state.mnt.clone();
+    r.freeze_and_fail_sdb();
+    // Past the scan's 5 s wait for the spool write.
+    thread::sleep(8 * SEC);
+    r.state.thaw();
+    let w = r.gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
+    let act_id = w["act_id"].as_str().unwrap().to_string();
+    wait_until(5 * SEC, "the inventory saved and the acknowledged warning deleted", || {
+        fs::read_to_string(state.join("disks.json")).is_ok_and(|t| t.contains(&act_id))
+            && spool_files(&state).is_empty()
+    });
+    r.child.kill().unwrap();
+    r.child.wait().unwrap();
+    let saved: Value = serde_json::from_str(&fs::read_to_string(state.join("disks.json")).unwrap()).unwrap();
+    let (_, _, log1) = wait_exit(&mut r.child, SEC);
+    eprintln!("inventory at the kill: {}", saved["episodes"]);
+
+    r.gw.seen.clear();
+    r.child = spawn_agent(&r.config, &[]);
+    r.gw.wait_login(10 * SEC);
+    r.gw.soak(2 * SEC);
+    let (_, log2) = stop_agent(&mut r.child);
+    let again = r.gw.warnings_seen("/dev/sdb");
+    assert!(again.is_empty(), "sent again after its ack: {again:?}\nfirst run:\n{log1}\nafter the restart:\n{log2}");
+}
+
 /// A new failure's warning is written (the scan waits for that), sent and acknowledged
 /// while the scan's inventory save is still under way: an fsync of disks.json takes
 /// seconds on a worn SD card, the gateway's round trip milliseconds. The ack renames the
 /// spool file to its tombstone; a kill -9 (or a power cut) before the save's rename leaves
-/// that tombstone and a disks.json without the episode. The restart must know from the
-/// tombstone that this failure was reported: it found no episode for the tombstone's
-/// act_id, purged it, saw sdb offline as a new failure and warned again under a new act_id,
-/// which the gateway cannot take for a duplicate (PROTOCOL.md §7: one warning per episode).
+/// that tombstone and a disks.json without the episode. The restart knows from the
+/// tombstone that this failure was reported: purging the tombstone for want of an episode
+/// would make sdb offline a new failure, warned again under a new act_id, which the gateway
+/// cannot take for a duplicate (PROTOCOL.md §7: one warning per episode).
 #[test]
 fn a_warning_acknowledged_before_its_first_inventory_save_is_not_raised_again_under_a_new_act_id_after_kill_9() {
     let _g = Guard::new(60 * SEC);
-    let dir = tempfile::tempdir().unwrap();
-    let rig = rig_copy(dir.path());
-    let pki = Pki::new(&["localhost"]);
-    let mut gw = Gateway::start(&pki, Script::default());
-    let cfg = config(&gw, &pki, &rig).write(dir.path());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
+    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).watch(&rig, "100ms").write(dir.path());
     let state = dir.path().join("state");
 
     // A first run with sdb healthy: disks.json is saved, with no episode.
@@ -73,7 +96,7 @@ fn a_warning_acknowledged_before_its_first_inventory_save_is_not_raised_again_un
     gw.seen.clear();
     let agent = Agent::start(&cfg);
     gw.wait_login(10 * SEC);
-    soak(&mut gw, 2 * SEC); // twenty scans
+    gw.soak(2 * SEC); // twenty scans
     wait_until(10 * SEC, "the inventory to record the episode", || {
         fs::read_to_string(state.join("disks.json")).is_ok_and(|t| t.contains("offline"))
     });
@@ -86,19 +109,16 @@ fn a_warning_acknowledged_before_its_first_inventory_save_is_not_raised_again_un
 }
 
 /// A spool file whose number is the largest u64 (a name the agent never writes: a damaged
-/// directory entry, a file copied in by hand) made the next number overflow: a panic at
-/// start in a debug build ("attempt to add with overflow" in Spool::open), and in a release
-/// build a wrap to 0, the next warnings numbered before it (creation order lost). Such a
-/// file is not the agent's and is left alone, as any other name it does not write.
+/// directory entry, a file copied in by hand) must not make the next number overflow (a
+/// panic at start in a debug build, and in a release build a wrap to 0 that numbers the next
+/// warnings before it). Such a file is not the agent's and is left alone, as any other name
+/// it does not write.
 #[test]
 fn a_spool_file_numbered_at_the_top_of_u64_neither_stops_the_agent_nor_keeps_new_warnings_from_being_sent() {
     let _g = Guard::new(60 * SEC);
-    let dir = tempfile::tempdir().unwrap();
-    let rig = rig_copy(dir.path());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
     fs::write(rig.join("sys/block/sdb/device/state"), "running\n").unwrap();
-    let pki = Pki::new(&["localhost"]);
-    let mut gw = Gateway::start(&pki, Script::default());
-    let cfg = config(&gw, &pki, &rig).write(dir.path());
+    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).watch(&rig, "100ms").write(dir.path());
     let state = dir.path().join("state");
     fs::create_dir_all(state.join("spool")).unwrap();
     let planted = sdb_offline_warning("5eedf00d-9").to_string();
@@ -113,31 +133,19 @@ fn a_spool_file_numbered_at_the_top_of_u64_neither_stops_the_agent_nor_keeps_new
 
 /// The state filesystem read-only (remounted so by the kernel after an error) while a
 /// tombstone waits to be purged: its episode is saved as reported, so every scan asks for
-/// the purge again, and each failed removal was logged at warning level, once per scan
-/// (22 lines in 2 s here; 1440 a day at the default 60 s interval), where every other
-/// failing write in the state directory is said once.
+/// the purge again. The failed removal is said once, as every other failing write in the
+/// state directory, not once per scan (1440 lines a day at the default 60 s interval).
 #[test]
 fn a_tombstone_that_cannot_be_removed_from_a_read_only_state_filesystem_is_warned_about_once_not_every_scan() {
     let _g = Guard::new(60 * SEC);
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: needs root to mount a tmpfs");
+    if !root() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let rig = rig_copy(dir.path());
-    let pki = Pki::new(&["localhost"]);
-    let mut gw = Gateway::start(&pki, Script::default());
-    let cfg = config(&gw, &pki, &rig).write(dir.path());
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
+    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).watch(&rig, "100ms").write(dir.path());
     let state = dir.path().join("state");
     fs::create_dir_all(&state).unwrap();
-    let mount = |args: &[&str]| assert!(Command::new("mount").args(args).status().unwrap().success());
     mount(&["-t", "tmpfs", "-o", "size=4m", "tmpfs", state.to_str().unwrap()]);
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
     let _unmount = Unmount(state.clone());
     // A first run: sdb's failure warned about, acknowledged and saved as reported.
     let agent = Agent::start(&cfg);
@@ -156,7 +164,7 @@ fn a_tombstone_that_cannot_be_removed_from_a_read_only_state_filesystem_is_warne
 
     let agent = Agent::start(&cfg);
     gw.wait_login(10 * SEC);
-    soak(&mut gw, 2 * SEC); // twenty scans
+    gw.soak(2 * SEC); // twenty scans
     agent.stop();
     let said = warnings_with("a-000000000004.json");
     assert!(said.len() <= 1, "said {} times: {said:?}", said.len());

@@ -1,14 +1,36 @@
-//! Kernel event parsing against recorded kernel logs (tests/fixtures/kmsg) and a sysfs tree
-//! built like the real one: which records are disk errors, and which disk each is about.
+//! Which disk each recognised kernel record is about: recorded kernel logs
+//! (tests/fixtures/kmsg) against a sysfs tree built like the real one, and the kernel's
+//! partition naming rules for devices sysfs no longer has.
 
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use rig_agent::events::Attribution;
-use rig_agent::kernel_log::Record;
-use rig_agent::kernel_log::disk_error::{self, Kind};
-use rig_agent::kernel_log::record::Splitter;
+use super::*;
+use crate::kernel_log::Record;
+use crate::kernel_log::disk_error::{self, Kind};
+use crate::kernel_log::record::{Splitter, parse};
+
+#[test]
+fn partition_names_map_to_their_disk_by_the_kernels_rules() {
+    for (p, d) in [
+        ("sda1", "sda"),
+        ("sda", "sda"),
+        ("388", "388"),
+        ("sdab12", "sdab"),
+        ("vda3", "vda"),
+        ("xvdb2", "xvdb"),
+        ("nvme0n1p2", "nvme0n1"),
+        ("nvme0n1", "nvme0n1"),
+        ("mmcblk0p1", "mmcblk0"),
+        ("mmcblk0", "mmcblk0"),
+        ("loop0", "loop0"),
+        ("loop0p1", "loop0"),
+        ("md127", "md127"),
+    ] {
+        assert_eq!(disk_of_partition_name(p), d, "{p}");
+    }
+}
 
 fn records(file: &str) -> Vec<Record> {
     let text = fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kmsg").join(file)).unwrap();
@@ -156,7 +178,7 @@ fn blamed(a: &Attribution, message: &str, dictionary: &[&str]) -> Vec<String> {
     for entry in dictionary {
         text += &format!(" {entry}\n");
     }
-    let r = rig_agent::kernel_log::record::parse(&text).unwrap();
+    let r = parse(&text).unwrap();
     let e = disk_error::recognise(&r).unwrap_or_else(|| panic!("not recognised: {message}"));
     a.disks(&e)
 }
