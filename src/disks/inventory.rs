@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::disks::reason::Reason;
 
 use crate::os::bounded_read::{self, Links};
-use crate::outbox::spool::write_durably;
+use crate::os::durable::write_durably;
 
 const FILE: &str = "disks.json";
 

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::outbox::spool::write_durably;
+use crate::os::durable::write_durably;
 
 const FILE: &str = "kmsg.cursor";
 

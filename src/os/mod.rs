@@ -1,8 +1,9 @@
 //! Operating-system plumbing with no agent logic: signals, the wake pipe, sd_notify, the
-//! child-process runner and size-bounded reads.
+//! child-process runner, size-bounded reads and durable writes.
 
 pub(crate) mod bounded_read;
 pub mod child;
+pub mod durable;
 pub(crate) mod notify;
 pub mod orphans;
 pub mod signals;
