@@ -1,5 +1,6 @@
 //! Operating-system plumbing with no agent logic: signals, the wake pipe, sd_notify, the
-//! child-process runner, size-bounded reads and durable writes.
+//! child-process runner, size-bounded reads, sysfs/procfs
+//! attributes and durable writes.
 
 pub(crate) mod bounded_read;
 pub mod child;
@@ -7,4 +8,5 @@ pub mod durable;
 pub(crate) mod notify;
 pub mod orphans;
 pub mod signals;
+pub(crate) mod sysfs;
 pub mod wake;

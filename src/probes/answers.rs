@@ -15,10 +15,11 @@ use super::network::{self, Addresses};
 use super::sensors;
 use super::smart::{Smart, SmartError, SmartReader};
 use super::system::{self, SystemProbe};
-use super::{Roots, entries, read_attr, units};
+use super::{Roots, units};
 use crate::config::Config;
 use crate::disks::health::{DiskHealth, Health};
 use crate::disks::reason::Reason;
+use crate::os::sysfs::{entries, read_attr};
 use crate::protocol::Refusal;
 
 pub struct Probes {
