@@ -11,6 +11,7 @@ use crate::config::section::Spot;
 use crate::config::*;
 use crate::net::tls;
 use crate::os::bounded_read::{self, Links};
+use crate::os::mountinfo;
 
 /// The config file's text; a file that cannot be read is a config error.
 pub(super) fn read_config(file: &Path) -> Result<String, ConfigError> {
@@ -85,8 +86,7 @@ fn check_state_dir(s: &Spot, paths: &mut PathsConfig, mode: StateDir) -> Result<
         ErrorKind::StorageFull | ErrorKind::QuotaExceeded => true,
         ErrorKind::ReadOnlyFilesystem => {
             let path = fs::canonicalize(&state_dir).unwrap_or_else(|_| state_dir.clone());
-            crate::probes::mounts::filesystem_readonly(&crate::probes::mounts::read(Path::new("/proc")), &path)
-                .unwrap_or(true)
+            mountinfo::filesystem_readonly(&mountinfo::read(Path::new("/proc")), &path).unwrap_or(true)
         }
         _ => false,
     };

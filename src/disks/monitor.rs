@@ -15,10 +15,11 @@ use crate::disks::rules::{self, Seen};
 use crate::events::sources::SAVE_EVERY;
 use crate::events::{DiskEvent, Storms};
 use crate::kernel_log::cursor::Cursor;
+use crate::os::mountinfo;
 use crate::outbox::spool::{Durability, Spool};
 use crate::probes::disks::{self, Disk};
 use crate::probes::smart::SmartReader;
-use crate::probes::{Roots, counters, glob_match, mounts};
+use crate::probes::{Roots, counters, glob_match};
 use crate::protocol::{self, ActIds, Identity};
 use crate::status::{AgentStatus, unix_now};
 
@@ -309,7 +310,7 @@ impl Monitor {
     /// What the rules look at for each present disk: its last SMART verdict (never waited
     /// for) and its mounts.
     fn look_at(&self, present: &[Disk]) -> Vec<Seen> {
-        let all_mounts = mounts::read(&self.roots.procfs);
+        let all_mounts = mountinfo::read(&self.roots.procfs);
         present
             .iter()
             .map(|d| {

@@ -10,7 +10,7 @@ use super::board;
 use super::disks::{self, Disk, StateVerdict};
 use super::fans;
 use super::gpu::{self, NvidiaError, NvidiaReader, NvidiaSettings};
-use super::mounts::{self, Mount};
+use super::mounts;
 use super::network::{self, Addresses};
 use super::sensors;
 use super::smart::{Smart, SmartError, SmartReader};
@@ -19,6 +19,7 @@ use super::{Roots, units};
 use crate::config::Config;
 use crate::disks::health::{DiskHealth, Health};
 use crate::disks::reason::Reason;
+use crate::os::mountinfo::{self, Mount};
 use crate::os::sysfs::{entries, read_attr};
 use crate::protocol::Refusal;
 
@@ -160,7 +161,7 @@ impl Probes {
         if std::fs::read_dir(&block).is_err() {
             return Err(Refusal::probe_failed(format!("get_disk_info: cannot read {}", block.display())));
         }
-        let mounts = mounts::read(&self.roots.procfs);
+        let mounts = mountinfo::read(&self.roots.procfs);
         let disks = self.disks();
         // All disks' SMART at once: one hung smartctl costs smart_timeout, not one per disk.
         let smart = self.smart.read_many(&disks.iter().map(Disk::device).collect::<Vec<_>>());
@@ -265,7 +266,7 @@ impl Probes {
     /// throttling. Each part is `null` (or an empty list) where the board does not say.
     pub fn board_health(&self) -> Value {
         let sysfs = &self.roots.sysfs;
-        let mounts = mounts::read(&self.roots.procfs);
+        let mounts = mountinfo::read(&self.roots.procfs);
         let root = std::path::Path::new("/");
         let root_mount = mounts.iter().rev().find(|m| m.mountpoint == "/");
         let usage = mounts::usage(&self.roots, "/");
@@ -276,7 +277,7 @@ impl Probes {
             "mmc": board::read_mmc(sysfs).iter().map(board::Mmc::to_json).collect::<Vec<_>>(),
             "root_fs": {
                 "fstype": root_mount.map(|m| m.fstype.clone()),
-                "readonly": mounts::filesystem_readonly(&mounts, root),
+                "readonly": mountinfo::filesystem_readonly(&mounts, root),
                 "total_bytes": usage.and_then(|u| u.total_bytes),
                 "used_bytes": usage.and_then(|u| u.used_bytes),
                 "available_bytes": usage.and_then(|u| u.available_bytes),
