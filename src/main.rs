@@ -189,7 +189,7 @@ fn main() {
 /// state directory belong to the `rig-agent` user, which root (`sudo rig-agent probe …`)
 /// reaches only through CAP_DAC_OVERRIDE; the config is a local file root trusts anyway.
 fn drop_privileges() {
-    let d = rig_agent::privileged::drop::drop_all().unwrap_or_else(|e| {
+    let d = rig_agent::os::caps::drop_all().unwrap_or_else(|e| {
         eprintln!("rig-agent: {e}");
         exit(code::FAILURE)
     });

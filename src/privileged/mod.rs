@@ -7,7 +7,6 @@
 //! not start the privileged half again after it died, and a privileged parent's death
 //! would take the connection down with it. systemd restarts either half alone.
 //!
-//! - [`drop`]: what the network half gives up at the start of `main`.
 //! - [`wire`]: the closed request set and the answers, strictly parsed and size-capped.
 //! - [`server`]: the privileged half's loop; [`budget`], its request slots, kernel log
 //!   streams and throttled refusals.
@@ -19,7 +18,6 @@
 
 mod budget;
 pub mod client;
-pub mod drop;
 pub(crate) mod kmsg;
 pub mod server;
 pub(crate) mod smartctl;
