@@ -4,6 +4,7 @@
 //! the file, the line, the full key (`gateway.max_message_bytes`) and the fix. Unknown keys are
 //! refused with a "did you mean" hint: a typo in a fleet config must not pass silently.
 
+pub mod actions;
 pub(crate) mod duration;
 pub(crate) mod error;
 pub(crate) mod keys;
@@ -83,7 +84,7 @@ impl Config {
         let paths = paths_s.as_ref().and_then(|s| read_paths(s, &mut f));
         let probes = f.ok(top.table("probes")).and_then(|s| read_probes(&s, &mut f));
         let actions_s = f.ok(top.table("actions"));
-        let actions = actions_s.as_ref().and_then(|s| crate::actions::config::read_actions(s, &mut f));
+        let actions = actions_s.as_ref().and_then(|s| crate::config::actions::read_actions(s, &mut f));
 
         let parsed = (|| {
             let (device_s, gateway_s, disks_s, paths_s, actions_s) =

@@ -6,6 +6,7 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
+use crate::config::actions::{ActionsConfig, check_command};
 use crate::config::error::{ConfigErrors, Found};
 use crate::config::section::Spot;
 use crate::config::*;
@@ -252,7 +253,7 @@ pub struct Parsed {
     pub(super) warning: WarningConfig,
     pub(super) paths: PathsConfig,
     pub(super) probes: ProbesConfig,
-    pub(super) actions: crate::actions::ActionsConfig,
+    pub(super) actions: ActionsConfig,
     pub(super) spots: Spots,
 }
 
@@ -287,7 +288,7 @@ impl Parsed {
             }
         }
         for (spec, at) in actions.actions.values().zip(&spots.commands) {
-            f.ok(crate::actions::config::check_command(&spec.command[0], at));
+            f.ok(check_command(&spec.command[0], at));
         }
         f.ok(check_state_dir(&spots.state_dir, &mut paths, mode));
         let (token, (tls, tls_digest)) = f.finish(token.zip(tls), &file)?;

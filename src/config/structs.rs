@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::actions::ActionsConfig;
 use crate::net::url::GatewayUrl;
 
 /// The token, kept out of every `Debug`, `Display` and log line.
@@ -37,7 +38,7 @@ pub struct Config {
     pub paths: PathsConfig,
     pub probes: ProbesConfig,
     /// `[actions]`: what the gateway may ask the rig to run (PROTOCOL.md §8).
-    pub actions: crate::actions::ActionsConfig,
+    pub actions: ActionsConfig,
 }
 
 #[derive(Debug, Clone)]
