@@ -11,8 +11,8 @@ use std::time::Duration;
 use crate::config::error::Found;
 use crate::config::keys;
 use crate::config::section::Section;
+use crate::config::url::GatewayUrl;
 use crate::config::*;
-use crate::net::url::GatewayUrl;
 
 // Largest values of the duration keys: far beyond any sane setting, and small enough that
 // `Instant + duration` cannot overflow (a panic, exit 101) whatever the clock.

@@ -215,7 +215,7 @@ pub(super) struct ParsedDevice {
 /// `[gateway]` as written: [`GatewayConfig`] without the TLS config its PEM files make.
 #[derive(Debug, Clone)]
 pub(super) struct ParsedGateway {
-    pub(super) urls: Vec<crate::net::url::GatewayUrl>,
+    pub(super) urls: Vec<crate::config::url::GatewayUrl>,
     pub(super) ca_file: Option<PathBuf>,
     pub(super) client_cert: Option<PathBuf>,
     pub(super) client_key: Option<PathBuf>,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::actions::ActionsConfig;
-use crate::net::url::GatewayUrl;
+use crate::config::url::GatewayUrl;
 
 /// The token, kept out of every `Debug`, `Display` and log line.
 #[derive(Clone, PartialEq, Eq)]

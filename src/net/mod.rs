@@ -1,4 +1,4 @@
-//! The network layer: the gateway URL, the rustls configuration, the DNS/TCP/TLS/upgrade
+//! The network layer: the rustls configuration, the DNS/TCP/TLS/upgrade
 //! under one deadline (transport), the RFC 6455 upgrade (upgrade), the byte stream under the
 //! WebSocket (stream) and the WebSocket frame helpers.
 
@@ -8,4 +8,3 @@ pub mod stream;
 pub mod tls;
 pub mod transport;
 pub mod upgrade;
-pub mod url;
