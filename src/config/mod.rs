@@ -13,6 +13,7 @@ mod render;
 mod resolve;
 pub(crate) mod section;
 mod structs;
+pub mod tls;
 pub mod url;
 
 use std::path::Path;

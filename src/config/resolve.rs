@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use crate::config::actions::{ActionsConfig, check_command};
 use crate::config::error::{ConfigErrors, Found};
 use crate::config::section::Spot;
+use crate::config::tls;
 use crate::config::*;
-use crate::net::tls;
 use crate::os::bounded_read::{self, Links};
 use crate::os::mountinfo;
 
