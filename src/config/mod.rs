@@ -36,6 +36,10 @@ pub(crate) const EXAMPLE_HOST: &str = "gateway.example.com";
 /// Where `rig-agent` looks when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/rig-agent/rig-agent.toml";
 
+/// Where the privileged half listens unless `paths.privileged_socket` says otherwise; its
+/// unit's `RuntimeDirectory=` creates the folder.
+pub(crate) const DEFAULT_PRIVILEGED_SOCKET: &str = "/run/rig-agent-privileged/sock";
+
 impl Config {
     /// Reads, validates and prepares everything the agent needs from `file`: the token, the
     /// TLS material and the state directory (created if missing).

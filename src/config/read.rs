@@ -268,7 +268,7 @@ pub(super) fn read_paths(s: &Section, f: &mut Found) -> Option<PathsConfig> {
     let privileged_socket = match f.ok(s.str("privileged_socket"))?.as_deref() {
         Some("") => None,
         Some(_) => f.ok(s.path("privileged_socket"))?,
-        None => Some(crate::privileged::DEFAULT_SOCKET.into()),
+        None => Some(DEFAULT_PRIVILEGED_SOCKET.into()),
     };
     Some(PathsConfig {
         state_dir: state_dir?.unwrap_or_else(|| PathBuf::from("/var/lib/rig-agent")),

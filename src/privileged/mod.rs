@@ -22,7 +22,3 @@ pub(crate) mod kmsg;
 pub mod server;
 pub(crate) mod smartctl;
 pub(crate) mod wire;
-
-/// Where the privileged half listens unless `paths.privileged_socket` says otherwise; its
-/// unit's `RuntimeDirectory=` creates the folder.
-pub(crate) const DEFAULT_SOCKET: &str = "/run/rig-agent-privileged/sock";
