@@ -40,6 +40,11 @@ pub const DEFAULT_PATH: &str = "/etc/rig-agent/rig-agent.toml";
 /// unit's `RuntimeDirectory=` creates the folder.
 pub(crate) const DEFAULT_PRIVILEGED_SOCKET: &str = "/run/rig-agent-privileged/sock";
 
+/// The shortest `disks.io_error_quiet`: at least four of the kernel log reader's rate-limit
+/// windows (`events::kmsg_job::PASS_EVERY`, checked there at compile time), or the first
+/// line of a new storm could be held back as part of the one that just ended.
+pub(crate) const MIN_IO_ERROR_QUIET: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Config {
     /// Reads, validates and prepares everything the agent needs from `file`: the token, the
     /// TLS material and the state directory (created if missing).

@@ -223,8 +223,7 @@ pub(super) fn read_disks(s: &Section, f: &mut Found) -> Option<DisksConfig> {
         f.ok(s.duration_or("smart_interval", Duration::from_secs(3600), Duration::from_secs(1), 7 * DAY));
     let smart_timeout =
         f.ok(s.duration_or("smart_timeout", Duration::from_secs(30), Duration::from_millis(10), TEN_MINUTES));
-    // At least the kmsg reader's rate-limit window (events::sources::PASS_EVERY) times 4.
-    let io_error_quiet = f.ok(s.duration_or("io_error_quiet", Duration::from_secs(600), Duration::from_secs(1), DAY));
+    let io_error_quiet = f.ok(s.duration_or("io_error_quiet", Duration::from_secs(600), MIN_IO_ERROR_QUIET, DAY));
     Some(DisksConfig {
         scan_interval: scan_interval?,
         include: include?,

@@ -26,6 +26,7 @@ use crate::protocol::escape::escape_to;
 /// least `disks.io_error_quiet` (1 s), so the first line after a storm ended is never held
 /// back as part of the old one.
 pub const PASS_EVERY: Duration = Duration::from_millis(250);
+const _: () = assert!(PASS_EVERY.as_millis() * 4 <= crate::config::MIN_IO_ERROR_QUIET.as_millis());
 /// Subjects remembered by the rate limit; beyond this it starts over (bounded memory).
 const MAX_SUBJECTS: usize = 64;
 /// The read position goes to the monitor at most this often when no error came with it
