@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::config::sources::SourcesConfig;
 use crate::disks::monitor;
 use crate::os::signals;
 use crate::outbox::spool;
@@ -85,8 +86,7 @@ impl Agent {
         let sink = monitor
             .control()
             .map(|tx| -> events::sources::Sink { Arc::new(move |e| tx.send(monitor::Input::Event(e)).is_ok()) });
-        let (sources_cfg, sink) =
-            (events::sources::SourcesConfig::from_config(&cfg), sink.unwrap_or_else(|| Arc::new(|_| false)));
+        let (sources_cfg, sink) = (SourcesConfig::from_config(&cfg), sink.unwrap_or_else(|| Arc::new(|_| false)));
         let sources = match kmsg {
             Some(kmsg) => events::Sources::start_with_feed(sources_cfg, kmsg, sink),
             None => events::Sources::start(sources_cfg, sink),

@@ -12,6 +12,7 @@ mod read;
 mod render;
 mod resolve;
 pub(crate) mod section;
+pub mod sources;
 mod structs;
 pub mod tls;
 pub mod url;

@@ -13,7 +13,7 @@ use super::QUOTE_CHARS;
 use super::attribution::Attribution;
 use super::disk_event::{DiskEvent, Sink};
 use super::source_status::{SourceState, SourcesStatus, set};
-use super::sources_config::SourcesConfig;
+use crate::config::sources::SourcesConfig;
 use crate::kernel_log::cursor::{self, Cursor};
 use crate::kernel_log::disk_error::{self, Subject};
 use crate::kernel_log::reader::{KmsgReader, Progress};

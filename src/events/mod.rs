@@ -9,7 +9,6 @@ pub mod disk_event;
 pub(crate) mod kmsg_job;
 pub mod source_status;
 pub mod sources;
-pub mod sources_config;
 pub mod storm;
 pub mod uevent;
 pub mod uevent_listener;
