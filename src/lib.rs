@@ -17,6 +17,7 @@ pub(crate) mod net;
 pub mod os;
 pub mod outbox;
 pub mod privileged;
+pub mod privileged_client;
 pub mod probes;
 pub mod protocol;
 pub mod queries;

@@ -159,7 +159,7 @@ fn main() {
             // unit has no CAP_SYSLOG and ProtectKernelLogs=). Without one, it is opened
             // while the process may still read it (the check is at open): run by hand as
             // root, the agent keeps its kernel-log source after the drop.
-            let kmsg = rig_agent::privileged::client::kmsg_feed(&cfg);
+            let kmsg = rig_agent::privileged_client::kmsg_feed(&cfg);
             // After the start line, which says who is starting.
             drop_privileges();
             // What a command leaves running outside its process group comes back to the

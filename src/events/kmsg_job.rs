@@ -64,9 +64,9 @@ pub(super) fn privileged_loop(
     while !stop.load(Ordering::SeqCst) {
         let after = boot.as_ref().zip(last).map(|(b, seq)| Cursor { boot_id: b.clone(), seq });
         let start = after.as_ref().map_or(cursor::Start::End, |c| cursor::Start::After(c.seq));
-        let opened = crate::privileged::client::kmsg(socket, after.as_ref());
+        let opened = crate::privileged_client::kmsg(socket, after.as_ref());
         match opened.and_then(|f| {
-            KmsgReader::new(f, start).map_err(|source| crate::privileged::client::ClientError::Unreachable {
+            KmsgReader::new(f, start).map_err(|source| crate::privileged_client::ClientError::Unreachable {
                 path: socket.display().to_string(),
                 source,
             })
@@ -92,7 +92,7 @@ pub(super) fn privileged_loop(
             }
             Err(e) => {
                 let why = match &e {
-                    crate::privileged::client::ClientError::KmsgUnreadable(_) => e.to_string(),
+                    crate::privileged_client::ClientError::KmsgUnreadable(_) => e.to_string(),
                     _ => "privileged half unreachable".to_string(),
                 };
                 if said.as_deref() != Some(why.as_str()) {
@@ -104,7 +104,7 @@ pub(super) fn privileged_loop(
                 // A half that cannot read the log (no CAP_SYSLOG, a container) will not be
                 // able to a second later: ask again once a minute, not every second.
                 let wait = match &e {
-                    crate::privileged::client::ClientError::KmsgUnreadable(_) => UNREADABLE_RETRY,
+                    crate::privileged_client::ClientError::KmsgUnreadable(_) => UNREADABLE_RETRY,
                     _ => backoff,
                 };
                 rx.wait(None, Some(wait));

@@ -14,10 +14,10 @@
 //! - [`kmsg`]: the kernel log, streamed to the network half: whole only the records it
 //!   acts on (`crate::kernel_log::needed`), which `/dev/kmsg` under
 //!   `kernel.dmesg_restrict=1` keeps from its user.
-//! - [`client`]: the network half's side, used by [`crate::probes::smart::SmartReader`].
+//! - [`crate::privileged_client`]: the network half's side, used by
+//!   [`crate::probes::smart::SmartReader`] and the kernel log job.
 
 mod budget;
-pub mod client;
 pub(crate) mod kmsg;
 pub mod server;
 pub(crate) mod smartctl;

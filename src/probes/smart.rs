@@ -230,10 +230,10 @@ impl SmartReader {
         device: &str,
         timeout: Duration,
     ) -> Option<Result<Smart, SmartError>> {
-        use crate::privileged::client::{self, ClientError};
+        use crate::privileged_client::{self, ClientError};
         let name = device.strip_prefix("/dev/").unwrap_or(device);
         // The privileged half kills smartctl at the same timeout; the slack covers the hop.
-        let answer = match client::smart(socket, name, timeout + Duration::from_secs(2)) {
+        let answer = match privileged_client::smart(socket, name, timeout + Duration::from_secs(2)) {
             Err(e @ ClientError::Absent(_)) => {
                 if !self.absent_logged.swap(true, Ordering::Relaxed) {
                     log::info!(

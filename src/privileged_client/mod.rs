@@ -1,12 +1,13 @@
-//! The network half's side of the privileged socket: one connection per request.
+//! The agent's (the network half's) side of the privileged socket, one connection per
+//! request. The privileged half (`privileged/`, the server) never imports it.
 
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use super::wire::{self, MAX_HEADER, SmartAnswer};
 use crate::kernel_log::cursor::Cursor;
+use crate::privileged::wire::{self, MAX_HEADER, SmartAnswer};
 
 /// Why no answer came from the privileged half.
 #[derive(Debug, thiserror::Error)]
