@@ -7,7 +7,8 @@
 //! not start the privileged half again after it died, and a privileged parent's death
 //! would take the connection down with it. systemd restarts either half alone.
 //!
-//! - [`wire`]: the closed request set and the answers, strictly parsed and size-capped.
+//! - [`crate::privileged_client::wire`]: the closed request set and the answers, strictly
+//!   parsed and size-capped (beside the agent's side of the socket, which speaks it too).
 //! - [`server`]: the privileged half's loop; [`budget`], its request slots, kernel log
 //!   streams and throttled refusals.
 //! - [`smartctl`]: running smartctl, for either half.
@@ -21,4 +22,3 @@ mod budget;
 pub(crate) mod kmsg;
 pub mod server;
 pub(crate) mod smartctl;
-pub(crate) mod wire;

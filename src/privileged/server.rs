@@ -15,11 +15,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::budget::{MAX_REQUESTS, REFUSALS, Slot, Streams, refused};
-use super::wire::{self, Refusal, Request, SmartAnswer};
 use crate::config::PrivilegedConfig;
 use crate::os::child::{Groups, StuckRuns};
 use crate::os::signals::Shutdown;
 use crate::os::wake::{Interest, WakeReceiver};
+use crate::privileged_client::wire::{self, Refusal, Request, SmartAnswer};
 use crate::protocol::escape::escape;
 
 /// How long a peer may take to send its request line, in all (not per read: see

@@ -1,5 +1,9 @@
 //! The agent's (the network half's) side of the privileged socket, one connection per
-//! request. The privileged half (`privileged/`, the server) never imports it.
+//! request, and what the two halves share: the closed request set and its encoding
+//! ([`wire`]). The privileged half (`privileged/`, the server) imports this folder; nothing
+//! here imports it.
+
+pub(crate) mod wire;
 
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
@@ -7,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::kernel_log::cursor::Cursor;
-use crate::privileged::wire::{self, MAX_HEADER, SmartAnswer};
+use wire::{MAX_HEADER, SmartAnswer};
 
 /// Why no answer came from the privileged half.
 #[derive(Debug, thiserror::Error)]

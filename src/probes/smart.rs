@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::os::child;
-use crate::privileged::wire::{MAX_OUTPUT, SmartAnswer};
+use crate::privileged_client::wire::{MAX_OUTPUT, SmartAnswer};
 
 /// What the agent reports of a disk's SMART data; fields smartctl did not give are `None`.
 #[derive(Debug, Clone, PartialEq, Eq)]
