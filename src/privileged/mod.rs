@@ -11,7 +11,7 @@
 //!   parsed and size-capped (beside the agent's side of the socket, which speaks it too).
 //! - [`server`]: the privileged half's loop; [`budget`], its request slots, kernel log
 //!   streams and throttled refusals.
-//! - [`smartctl`]: running smartctl, for either half.
+//! - [`crate::privileged_client::smartctl`]: running smartctl, for either half.
 //! - [`kmsg`]: the kernel log, streamed to the network half: whole only the records it
 //!   acts on (`crate::kernel_log::needed`), which `/dev/kmsg` under
 //!   `kernel.dmesg_restrict=1` keeps from its user.
@@ -21,4 +21,3 @@
 mod budget;
 pub(crate) mod kmsg;
 pub mod server;
-pub(crate) mod smartctl;

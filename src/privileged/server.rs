@@ -313,7 +313,13 @@ static SMARTCTL_RUNS: LazyLock<Groups> = LazyLock::new(Groups::default);
 /// `smartctl --json -H -A /dev/<name>`, as the agent ran it before the split; not again
 /// while the last one on that disk is still stuck.
 fn run_smartctl(cfg: &PrivilegedConfig, name: &str) -> SmartAnswer {
-    super::smartctl::run_in(&cfg.disks.smartctl, name, cfg.disks.smart_timeout, &STUCK, &SMARTCTL_RUNS)
+    crate::privileged_client::smartctl::run_in(
+        &cfg.disks.smartctl,
+        name,
+        cfg.disks.smart_timeout,
+        &STUCK,
+        &SMARTCTL_RUNS,
+    )
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! The agent's (the network half's) side of the privileged socket, one connection per
 //! request, and what the two halves share: the closed request set and its encoding
-//! ([`wire`]). The privileged half (`privileged/`, the server) imports this folder; nothing
-//! here imports it.
+//! ([`wire`]), and running smartctl ([`smartctl`]), which the privileged half does for the
+//! agent and the agent does itself where no privileged half is installed. The privileged
+//! half (`privileged/`, the server) imports this folder; nothing here imports it.
 
+pub(crate) mod smartctl;
 pub(crate) mod wire;
 
 use std::io::{self, Write};

@@ -218,7 +218,7 @@ impl SmartReader {
             }
         }
         let name = device.strip_prefix("/dev/").unwrap_or(device);
-        let answer = crate::privileged::smartctl::run(&binary, name, timeout, &self.stuck);
+        let answer = crate::privileged_client::smartctl::run(&binary, name, timeout, &self.stuck);
         self.interpret(answer, device, timeout)
     }
 
