@@ -9,6 +9,7 @@ pub(crate) mod counters;
 pub mod disks;
 pub(crate) mod fans;
 pub mod gpu;
+pub mod indicators;
 pub mod mounts;
 pub mod network;
 pub(crate) mod sensors;

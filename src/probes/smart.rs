@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::os::child;
 use crate::privileged_client::wire::{MAX_OUTPUT, SmartAnswer};
+use crate::probes::indicators::Indicators;
 
 /// What the agent reports of a disk's SMART data; fields smartctl did not give are `None`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +23,7 @@ pub struct Smart {
     pub reallocated_sectors: Option<u64>,
     pub pending_sectors: Option<u64>,
     /// Predictive indicators (issue 13): the Backblaze five and the NVMe health fields.
-    pub indicators: crate::disks::predictive::Indicators,
+    pub indicators: Indicators,
 }
 
 impl Smart {
@@ -315,7 +316,7 @@ pub fn parse(text: &str, exit: Option<i32>) -> Result<Smart, String> {
         power_on_hours: v["power_on_time"]["hours"].as_u64().or_else(|| nvme["power_on_hours"].as_u64()),
         reallocated_sectors: attr(5),
         pending_sectors: attr(197),
-        indicators: crate::disks::predictive::Indicators::from_smartctl(&v),
+        indicators: Indicators::from_smartctl(&v),
     };
     if smart
         == (Smart {
@@ -324,7 +325,7 @@ pub fn parse(text: &str, exit: Option<i32>) -> Result<Smart, String> {
             power_on_hours: None,
             reallocated_sectors: None,
             pending_sectors: None,
-            indicators: crate::disks::predictive::Indicators::default(),
+            indicators: Indicators::default(),
         })
     {
         return Err(messages().unwrap_or_else(|| "no SMART data in the answer".into()));
@@ -355,10 +356,7 @@ mod tests {
                 power_on_hours: Some(20123),
                 reallocated_sectors: Some(8),
                 pending_sectors: Some(2),
-                indicators: crate::disks::predictive::Indicators {
-                    ata: [(5, 8), (197, 2)].into_iter().collect(),
-                    nvme: None
-                },
+                indicators: Indicators { ata: [(5, 8), (197, 2)].into_iter().collect(), nvme: None },
             }
         );
     }
