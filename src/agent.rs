@@ -8,8 +8,9 @@ use crate::config::sources::SourcesConfig;
 use crate::disks::monitor;
 use crate::os::signals;
 use crate::outbox::spool;
+use crate::queries::answers::Probes;
 use crate::runner::Runner;
-use crate::{events, probes, protocol, queries, status};
+use crate::{events, protocol, queries, status};
 
 /// The whole agent as the binary runs it: the runner (which owns the socket), the probe
 /// workers behind the standard query catalogue, the warning spool and the disk monitor.
@@ -55,7 +56,7 @@ impl Agent {
             status = status.with_gateway(url.as_str());
         }
         let status = Arc::new(status);
-        let probes = Arc::new(probes::Probes::from_config(&cfg));
+        let probes = Arc::new(Probes::from_config(&cfg));
         let mut catalogue = queries::Catalogue::standard(Arc::clone(&probes), Arc::clone(&status));
         extend(&mut catalogue);
         if let Some(why) = &cfg.paths.state_dir_problem {

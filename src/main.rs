@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use rig_agent::config::{ConfigErrors, DEFAULT_PATH};
 use rig_agent::os::signals::Shutdown;
-use rig_agent::probes::Probes;
 use rig_agent::protocol::{Inbound, decode};
+use rig_agent::queries::answers::Probes;
 use rig_agent::queries::{Catalogue, STANDARD_ACTS};
 use rig_agent::status::AgentStatus;
 use rig_agent::{Agent, Config, VERSION, exit as code, logging};

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rig_agent::Config;
-use rig_agent::probes::Probes;
 use rig_agent::probes::gpu::NVIDIA_QUERY;
 use rig_agent::protocol::{Inbound, decode};
 use rig_agent::queries::Catalogue;
+use rig_agent::queries::answers::Probes;
 use rig_agent::status::AgentStatus;
 use serde_json::{Value, json};
 

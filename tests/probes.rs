@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rig_agent::Config;
+use rig_agent::probes::mounts;
 use rig_agent::probes::network::Addresses;
 use rig_agent::probes::smart::{SmartError, SmartReader};
-use rig_agent::probes::{Probes, mounts};
 use rig_agent::protocol::{Inbound, decode};
 use rig_agent::queries::Catalogue;
+use rig_agent::queries::answers::Probes;
 use rig_agent::status::AgentStatus;
 use serde_json::{Value, json};
 

@@ -3,7 +3,6 @@
 //! functions over text) apart from reading. A file that is missing or malformed makes its
 //! one field `None` (JSON `null`), never a guess.
 
-mod answers;
 pub(crate) mod board;
 pub(crate) mod counters;
 pub mod disks;
@@ -18,8 +17,6 @@ pub(crate) mod system;
 pub mod units;
 
 use std::path::PathBuf;
-
-pub use answers::{Probes, assess};
 
 use crate::config::PathsConfig;
 

@@ -6,21 +6,17 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use super::board;
-use super::disks::{self, Disk, StateVerdict};
-use super::fans;
-use super::gpu::{self, NvidiaError, NvidiaReader, NvidiaSettings};
-use super::mounts;
-use super::network::{self, Addresses};
-use super::sensors;
-use super::smart::{Smart, SmartError, SmartReader};
-use super::system::{self, SystemProbe};
-use super::{Roots, units};
 use crate::config::Config;
 use crate::disks::health::{DiskHealth, Health};
 use crate::disks::reason::Reason;
 use crate::os::mountinfo::{self, Mount};
 use crate::os::sysfs::{entries, read_attr};
+use crate::probes::disks::{self, Disk, StateVerdict};
+use crate::probes::gpu::{self, NvidiaError, NvidiaReader, NvidiaSettings};
+use crate::probes::network::{self, Addresses};
+use crate::probes::smart::{Smart, SmartError, SmartReader};
+use crate::probes::system::{self, SystemProbe};
+use crate::probes::{Roots, board, fans, mounts, sensors, units};
 use crate::protocol::Refusal;
 
 pub struct Probes {
