@@ -13,7 +13,7 @@ use log::Level;
 use super::Outcome;
 use crate::config::url::GatewayUrl;
 use crate::logging::utc_timestamp;
-use crate::net::transport::Subprotocol;
+use crate::net::upgrade::Subprotocol;
 use crate::protocol::escape::escape;
 use crate::session::End;
 
