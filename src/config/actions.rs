@@ -7,8 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::config::ConfigError;
 use crate::config::duration::format_duration;
-use crate::config::error::{ConfigError, Found};
+use crate::config::error::Found;
 use crate::config::keys;
 use crate::config::section::{Section, Spot};
 

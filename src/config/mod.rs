@@ -6,7 +6,7 @@
 
 pub mod actions;
 pub(crate) mod duration;
-pub(crate) mod error;
+mod error;
 pub(crate) mod keys;
 mod read;
 mod render;

@@ -6,8 +6,9 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
+use crate::config::ConfigErrors;
 use crate::config::actions::{ActionsConfig, check_command};
-use crate::config::error::{ConfigErrors, Found};
+use crate::config::error::Found;
 use crate::config::section::Spot;
 use crate::config::tls;
 use crate::config::*;
