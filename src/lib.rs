@@ -21,13 +21,11 @@ pub mod privileged_client;
 pub mod probes;
 pub mod protocol;
 pub mod queries;
-pub(crate) mod runner;
+pub mod runner;
 pub mod session;
 pub mod status;
 
 pub use agent::Agent;
-pub use config::{Config, ConfigError, ConfigErrors};
-pub use runner::Runner;
 
 /// The agent's version, as `--version`, the login and `get_agent_info` report it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rig_agent::Config;
+use rig_agent::config::Config;
 use rig_agent::probes::gpu::NVIDIA_QUERY;
 use rig_agent::protocol::{Inbound, decode};
 use rig_agent::queries::Catalogue;

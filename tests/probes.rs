@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rig_agent::Config;
+use rig_agent::config::Config;
 use rig_agent::probes::mounts;
 use rig_agent::probes::network::Addresses;
 use rig_agent::probes::smart::{SmartError, SmartReader};

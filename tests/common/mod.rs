@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 pub use agent_config::{AgentConfig, HARDWARE_ID, TOKEN};
 #[allow(unused_imports)]
 pub use gateway::{Event, Gateway, Pki, Script};
-use rig_agent::Config;
+use rig_agent::config::Config;
 use rig_agent::os::signals::Shutdown;
 use rig_agent::queries::Catalogue;
 pub use rustix::process::Signal;
