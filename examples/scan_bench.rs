@@ -17,7 +17,8 @@ mod measure;
 
 use measure::median;
 use rig_agent::config::Config;
-use rig_agent::disks::monitor::{DiskHealth, Monitor, Shared};
+use rig_agent::disks::health::DiskHealth;
+use rig_agent::disks::monitor::{Monitor, Shared};
 use rig_agent::outbox::spool::Spool;
 use rig_agent::probes::smart::SmartReader;
 use rig_agent::protocol::ActIds;

@@ -9,8 +9,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-pub use crate::disks::health::DiskHealth;
+use crate::disks::health::DiskHealth;
 use crate::disks::inventory::{Episode, Inventory};
+use crate::disks::reason::Reason;
 use crate::disks::rules::{self, Seen};
 use crate::events::sources::SAVE_EVERY;
 use crate::events::{DiskEvent, Storms};
@@ -116,7 +117,7 @@ impl Monitor {
         let now = Instant::now();
         // An io_errors episode open before a restart stays open a quiet period more: the
         // restart alone must not end it (and a storm still going would warn again).
-        for e in inv.episodes.iter().filter(|e| e.reason == rules::Reason::IoErrors) {
+        for e in inv.episodes.iter().filter(|e| e.reason == Reason::IoErrors) {
             storms.resume(&e.disk, "errors before the agent restarted", now);
         }
         Monitor {
