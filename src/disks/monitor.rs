@@ -13,8 +13,9 @@ use crate::disks::health::DiskHealth;
 use crate::disks::inventory::{Episode, Inventory};
 use crate::disks::reason::Reason;
 use crate::disks::rules::{self, Seen};
-use crate::events::sources::SAVE_EVERY;
-use crate::events::{DiskEvent, Storms};
+use crate::events::disk_event::DiskEvent;
+use crate::events::kmsg_job::SAVE_EVERY;
+use crate::events::storm::Storms;
 use crate::kernel_log::cursor::Cursor;
 use crate::os::mountinfo;
 use crate::outbox::spool::{Durability, Spool};
@@ -64,7 +65,7 @@ pub struct Monitor {
 pub enum Input {
     /// A reloaded config: disk rules take effect at the next scan, which follows at once.
     Reload(Box<Config>),
-    /// A kernel event (uevent, kernel log error) from [`crate::events::Sources`].
+    /// A kernel event (uevent, kernel log error) from [`crate::events::sources::Sources`].
     Event(DiskEvent),
 }
 
