@@ -6,8 +6,8 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 
 use rig_agent::events::attribution::Attribution;
-use rig_agent::kernel_log::Record;
 use rig_agent::kernel_log::disk_error::{self, Kind};
+use rig_agent::kernel_log::record::Record;
 use rig_agent::kernel_log::record::Splitter;
 
 fn records(file: &str) -> Vec<Record> {

@@ -691,7 +691,11 @@ fn privileged_alone(kmsg: Option<&str>) -> (tempfile::TempDir, Reaped, PathBuf) 
 
 /// Asks for the kernel log as any local process of the service's uid could (`request`),
 /// and reads the records that come within `for_`.
-fn read_kmsg_stream(socket: &Path, request: &str, for_: std::time::Duration) -> Vec<rig_agent::kernel_log::Record> {
+fn read_kmsg_stream(
+    socket: &Path,
+    request: &str,
+    for_: std::time::Duration,
+) -> Vec<rig_agent::kernel_log::record::Record> {
     let mut s = UnixStream::connect(socket).unwrap();
     s.write_all(request.as_bytes()).unwrap();
     s.set_read_timeout(Some(ms(200))).unwrap();
