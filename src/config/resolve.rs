@@ -265,12 +265,16 @@ impl Parsed {
         self.resolve_as(StateDir::Create)
     }
 
+    /// Every field of `Parsed` and of the sections resolved here is named (no `..`), and
+    /// `Config` is built with every field: a new key does not compile until it is copied
+    /// from what was parsed to what the agent runs with.
     pub(super) fn resolve_as(self, mode: StateDir) -> Result<Config, ConfigErrors> {
         let Parsed { file, device, gateway, heartbeat, reconnect, disks, warning, mut paths, probes, actions, spots } =
             self;
+        let ParsedDevice { hardware_id, name, token, token_file } = device;
         // Each file a key names is looked at, whatever the others gave: every refusal at once.
         let mut f = Found::default();
-        let token = match (device.token, &device.token_file) {
+        let token = match (token, &token_file) {
             (_, Some(file)) => f.ok(read_token_file(&spots.token_file, file)),
             (Some(t), None) => f.ok(inline_token_guarded(&spots.token, &file)).map(|()| t),
             (None, None) => unreachable!("read_device refuses a device without token and token_file"),
@@ -306,12 +310,7 @@ impl Parsed {
         } = gateway;
         Ok(Config {
             file,
-            device: DeviceConfig {
-                hardware_id: device.hardware_id,
-                name: device.name,
-                token,
-                token_file: device.token_file,
-            },
+            device: DeviceConfig { hardware_id, name, token, token_file },
             gateway: GatewayConfig {
                 urls,
                 ca_file,
