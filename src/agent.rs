@@ -42,7 +42,7 @@ impl Agent {
     }
 
     /// [`Agent::build`] with the kernel log opened by the caller: `main` opens it before it
-    /// drops its capabilities (issue 12), since reading /dev/kmsg is checked at open.
+    /// drops its capabilities, since reading /dev/kmsg is checked at open.
     /// The kernel log may also come from the privileged half ([`KmsgFeed`]).
     pub fn build_with_kmsg(cfg: Config, kmsg: KmsgFeed) -> std::io::Result<Agent> {
         Agent::build_inner(cfg, |_| {}, spool::Options::default(), Some(kmsg))
@@ -86,7 +86,8 @@ impl Agent {
             status: Arc::clone(&status),
         };
         let monitor = monitor::Monitor::new(&cfg, shared).spawn()?;
-        // Kernel events (issue 13) go through the monitor's own channel.
+        // Kernel events go through the monitor's own channel: it wakes for them at once, and
+        // takes a burst in before one scan.
         let sink = monitor.control().map(|tx| -> Sink { Arc::new(move |e| tx.send(monitor::Input::Event(e)).is_ok()) });
         let (sources_cfg, sink) = (SourcesConfig::from_config(&cfg), sink.unwrap_or_else(|| Arc::new(|_| false)));
         let sources = match kmsg {

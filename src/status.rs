@@ -12,7 +12,7 @@ pub struct AgentStatus {
     started_at: u64,
     config_file: PathBuf,
     link: Mutex<Link>,
-    /// Which kernel event sources are live (issue 13); unset before they start.
+    /// Which kernel event sources are live (for `get_agent_info`); unset before they start.
     event_sources: Mutex<Option<std::sync::Arc<crate::events::source_status::SourcesStatus>>>,
 }
 

@@ -162,8 +162,9 @@ pub struct PathsConfig {
     pub rootfs: PathBuf,
     /// The kernel log read for disk errors; a regular file or FIFO in tests. Default /dev/kmsg.
     pub kmsg: PathBuf,
-    /// The privileged half's Unix socket (issue 12): smartctl runs there. `None` (set to
-    /// "") runs smartctl in the agent itself. Default /run/rig-agent-privileged/sock.
+    /// The privileged half's Unix socket: smartctl runs there and the kernel log is read
+    /// there, so the agent itself holds no capability. `None` (set to "") runs smartctl in
+    /// the agent itself. Default /run/rig-agent-privileged/sock.
     pub privileged_socket: Option<PathBuf>,
 }
 

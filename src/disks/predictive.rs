@@ -1,4 +1,4 @@
-//! Predictive disk health (issue 13): what precedes a failure while SMART's overall verdict
+//! Predictive disk health: what precedes a failure while SMART's overall verdict
 //! still says PASSED. Backblaze's experience over tens of thousands of drives: the raw
 //! values of SMART 5, 187, 188, 197 and 198 rising; for NVMe `critical_warning`,
 //! `media_errors` rising, `available_spare` below its threshold, `percentage_used` ≥ 100.

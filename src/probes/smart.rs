@@ -22,7 +22,7 @@ pub struct Smart {
     pub power_on_hours: Option<u64>,
     pub reallocated_sectors: Option<u64>,
     pub pending_sectors: Option<u64>,
-    /// Predictive indicators (issue 13): the Backblaze five and the NVMe health fields.
+    /// Predictive indicators: the Backblaze five and the NVMe health fields.
     pub indicators: Indicators,
 }
 
@@ -78,7 +78,8 @@ pub struct SmartReader {
     settings: Mutex<Settings>,
     cache: Mutex<HashMap<String, Cached>>,
     missing_logged: AtomicBool,
-    /// `paths.privileged_socket` (issue 12); `None` runs smartctl here.
+    /// `paths.privileged_socket`, where the privileged half runs smartctl with the rights
+    /// this process gave up; `None` runs smartctl here.
     privileged: Option<std::path::PathBuf>,
     /// Said once: no socket there, smartctl runs here instead.
     absent_logged: AtomicBool,

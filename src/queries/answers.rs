@@ -165,7 +165,7 @@ impl Probes {
             .iter()
             .zip(smart)
             .map(|(d, smart)| {
-                // Issue 12: why `smart` is null when the privileged half could not give it.
+                // Why `smart` is null when the privileged half could not give it.
                 let why = match &smart {
                     Err(
                         e @ (SmartError::PrivilegedUnreachable(_)
