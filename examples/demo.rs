@@ -43,7 +43,7 @@ fn run(say: &mut dyn FnMut(&str)) {
     say(&format!("agent config written to {}", config.display()));
 
     let cfg = rig_agent::config::Config::load(&config).unwrap_or_else(|e| panic!("{e}"));
-    let mut agent = rig_agent::Agent::build(cfg, |_| {}).expect("agent");
+    let mut agent = rig_agent::agent::Agent::build(cfg, |_| {}).expect("agent");
     let stop = agent.shutdown();
     let agent = thread::spawn(move || agent.run());
 

@@ -6,7 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod actions;
-mod agent;
+pub mod agent;
 pub(crate) mod backoff;
 pub mod config;
 pub mod disks;
@@ -24,8 +24,6 @@ pub mod queries;
 pub mod runner;
 pub mod session;
 pub mod status;
-
-pub use agent::Agent;
 
 /// The agent's version, as `--version`, the login and `get_agent_info` report it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::exit;
 use std::sync::Arc;
 
+use rig_agent::agent::Agent;
 use rig_agent::config::{Config, ConfigErrors, DEFAULT_PATH};
 use rig_agent::os::signals::Shutdown;
 use rig_agent::protocol::{Inbound, decode};
 use rig_agent::queries::answers::Probes;
 use rig_agent::queries::{Catalogue, STANDARD_ACTS};
 use rig_agent::status::AgentStatus;
-use rig_agent::{Agent, VERSION, exit as code, logging};
+use rig_agent::{VERSION, exit as code, logging};
 
 /// The usage text; `acts` are the queries `probe` answers.
 fn usage() -> String {
