@@ -6,8 +6,9 @@
 //! `crate::<part>` (`rig_agent::<part>` in `main.rs`), `super::<part>` where `super` is the
 //! crate root, and `crate::<Name>` for a name `lib.rs` re-exports from a part.
 //!
-//! `cargo test --test layers -- --nocapture` prints the parts floor by floor, each
-//! importing only parts on lower floors, the layering the README's "Code map" shows.
+//! `.ci/layers` (CI's lint step) runs this alone and prints the parts floor by floor, each
+//! importing only parts on lower floors: the layering docs/architecture.md's "Code map"
+//! shows.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
