@@ -42,8 +42,8 @@ fn run(say: &mut dyn FnMut(&str)) {
     let config = agent_config.write(dir.path());
     say(&format!("agent config written to {}", config.display()));
 
-    let cfg = rig_agent::Config::load(&config).unwrap_or_else(|e| panic!("{e}"));
-    let mut agent = rig_agent::Agent::build(cfg, |_| {}).expect("agent");
+    let cfg = rig_agent::config::Config::load(&config).unwrap_or_else(|e| panic!("{e}"));
+    let mut agent = rig_agent::agent::Agent::build(cfg, |_| {}).expect("agent");
     let stop = agent.shutdown();
     let agent = thread::spawn(move || agent.run());
 

@@ -158,7 +158,7 @@ fn main() {
             .collect::<Vec<_>>()
     };
     let via = time(&mut || {
-        rig_agent::privileged::client::smart(&sock, "sda", timeout).unwrap();
+        rig_agent::privileged_client::smart(&sock, "sda", timeout).unwrap();
     });
     let direct = time(&mut || {
         let mut cmd = Command::new(&smartctl);

@@ -4,18 +4,23 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::config::sources::SourcesConfig;
 use crate::disks::monitor;
+use crate::events::disk_event::Sink;
+use crate::events::sources::Sources;
+use crate::kernel_log::feed::KmsgFeed;
 use crate::os::signals;
 use crate::outbox::spool;
+use crate::queries::answers::Probes;
 use crate::runner::Runner;
-use crate::{events, probes, protocol, queries, status};
+use crate::{protocol, queries, status};
 
 /// The whole agent as the binary runs it: the runner (which owns the socket), the probe
 /// workers behind the standard query catalogue, the warning spool and the disk monitor.
 pub struct Agent {
     runner: Runner,
     // Dropped before the monitor: the sources hold senders into its channel.
-    _events: events::Sources,
+    _events: Sources,
     _monitor: monitor::MonitorHandle,
 }
 
@@ -37,9 +42,9 @@ impl Agent {
     }
 
     /// [`Agent::build`] with the kernel log opened by the caller: `main` opens it before it
-    /// drops its capabilities (issue 12), since reading /dev/kmsg is checked at open.
-    /// The kernel log may also come from the privileged half ([`events::sources::KmsgFeed`]).
-    pub fn build_with_kmsg(cfg: Config, kmsg: events::sources::KmsgFeed) -> std::io::Result<Agent> {
+    /// drops its capabilities, since reading /dev/kmsg is checked at open.
+    /// The kernel log may also come from the privileged half ([`KmsgFeed`]).
+    pub fn build_with_kmsg(cfg: Config, kmsg: KmsgFeed) -> std::io::Result<Agent> {
         Agent::build_inner(cfg, |_| {}, spool::Options::default(), Some(kmsg))
     }
 
@@ -47,14 +52,14 @@ impl Agent {
         cfg: Config,
         extend: impl FnOnce(&mut queries::Catalogue),
         outbox: spool::Options,
-        kmsg: Option<events::sources::KmsgFeed>,
+        kmsg: Option<KmsgFeed>,
     ) -> std::io::Result<Agent> {
         let mut status = status::AgentStatus::new(cfg.file.clone());
         if let Some(url) = cfg.gateway.urls.first() {
             status = status.with_gateway(url.as_str());
         }
         let status = Arc::new(status);
-        let probes = Arc::new(probes::Probes::from_config(&cfg));
+        let probes = Arc::new(Probes::from_config(&cfg));
         let mut catalogue = queries::Catalogue::standard(Arc::clone(&probes), Arc::clone(&status));
         extend(&mut catalogue);
         if let Some(why) = &cfg.paths.state_dir_problem {
@@ -81,15 +86,13 @@ impl Agent {
             status: Arc::clone(&status),
         };
         let monitor = monitor::Monitor::new(&cfg, shared).spawn()?;
-        // Kernel events (issue 13) go through the monitor's own channel.
-        let sink = monitor
-            .control()
-            .map(|tx| -> events::sources::Sink { Arc::new(move |e| tx.send(monitor::Input::Event(e)).is_ok()) });
-        let (sources_cfg, sink) =
-            (events::sources::SourcesConfig::from_config(&cfg), sink.unwrap_or_else(|| Arc::new(|_| false)));
+        // Kernel events go through the monitor's own channel: it wakes for them at once, and
+        // takes a burst in before one scan.
+        let sink = monitor.control().map(|tx| -> Sink { Arc::new(move |e| tx.send(monitor::Input::Event(e)).is_ok()) });
+        let (sources_cfg, sink) = (SourcesConfig::from_config(&cfg), sink.unwrap_or_else(|| Arc::new(|_| false)));
         let sources = match kmsg {
-            Some(kmsg) => events::Sources::start_with_feed(sources_cfg, kmsg, sink),
-            None => events::Sources::start(sources_cfg, sink),
+            Some(kmsg) => Sources::start_with_feed(sources_cfg, kmsg, sink),
+            None => Sources::start(sources_cfg, sink),
         };
         status.set_event_sources(Arc::clone(&sources.status));
         // SIGHUP: the runner re-reads the config and hands it here; probes and disk rules

@@ -6,7 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod actions;
-mod agent;
+pub mod agent;
 pub(crate) mod backoff;
 pub mod config;
 pub mod disks;
@@ -17,16 +17,13 @@ pub(crate) mod net;
 pub mod os;
 pub mod outbox;
 pub mod privileged;
+pub mod privileged_client;
 pub mod probes;
 pub mod protocol;
 pub mod queries;
-pub(crate) mod runner;
+pub mod runner;
 pub mod session;
 pub mod status;
-
-pub use agent::Agent;
-pub use config::{Config, ConfigError, ConfigErrors};
-pub use runner::Runner;
 
 /// The agent's version, as `--version`, the login and `get_agent_info` report it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,5 +1,5 @@
-//! The logger: env_logger (the product owner's choice) with our line format, a guard for
-//! the WebSocket library's internals, a check of `RUST_LOG`'s words, and a throttle for lines
+//! The logger: env_logger (`RUST_LOG`, the filter syntax Rust services share) with our line
+//! format, a guard for the WebSocket library's internals, a check of `RUST_LOG`'s words, and a throttle for lines
 //! that a misbehaving peer could otherwise repeat without end.
 //!
 //! Under systemd (`JOURNAL_STREAM` set) lines carry no timestamp (journald adds its own) and

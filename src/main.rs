@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::exit;
 use std::sync::Arc;
 
-use rig_agent::config::{ConfigErrors, DEFAULT_PATH};
+use rig_agent::agent::Agent;
+use rig_agent::config::{Config, ConfigErrors, DEFAULT_PATH};
 use rig_agent::os::signals::Shutdown;
-use rig_agent::probes::Probes;
 use rig_agent::protocol::{Inbound, decode};
+use rig_agent::queries::answers::Probes;
 use rig_agent::queries::{Catalogue, STANDARD_ACTS};
 use rig_agent::status::AgentStatus;
-use rig_agent::{Agent, Config, VERSION, exit as code, logging};
+use rig_agent::{VERSION, exit as code, logging};
 
 /// The usage text; `acts` are the queries `probe` answers.
 fn usage() -> String {
@@ -159,7 +160,7 @@ fn main() {
             // unit has no CAP_SYSLOG and ProtectKernelLogs=). Without one, it is opened
             // while the process may still read it (the check is at open): run by hand as
             // root, the agent keeps its kernel-log source after the drop.
-            let kmsg = rig_agent::privileged::client::kmsg_feed(&cfg);
+            let kmsg = rig_agent::privileged_client::kmsg_feed(&cfg);
             // After the start line, which says who is starting.
             drop_privileges();
             // What a command leaves running outside its process group comes back to the
@@ -189,7 +190,7 @@ fn main() {
 /// state directory belong to the `rig-agent` user, which root (`sudo rig-agent probe …`)
 /// reaches only through CAP_DAC_OVERRIDE; the config is a local file root trusts anyway.
 fn drop_privileges() {
-    let d = rig_agent::privileged::drop::drop_all().unwrap_or_else(|e| {
+    let d = rig_agent::os::caps::drop_all().unwrap_or_else(|e| {
         eprintln!("rig-agent: {e}");
         exit(code::FAILURE)
     });

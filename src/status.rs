@@ -12,8 +12,8 @@ pub struct AgentStatus {
     started_at: u64,
     config_file: PathBuf,
     link: Mutex<Link>,
-    /// Which kernel event sources are live (issue 13); unset before they start.
-    event_sources: Mutex<Option<std::sync::Arc<crate::events::SourcesStatus>>>,
+    /// Which kernel event sources are live (for `get_agent_info`); unset before they start.
+    event_sources: Mutex<Option<std::sync::Arc<crate::events::source_status::SourcesStatus>>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -68,7 +68,7 @@ impl AgentStatus {
     }
 
     /// Where `get_agent_info` reads which event sources are live.
-    pub(crate) fn set_event_sources(&self, s: std::sync::Arc<crate::events::SourcesStatus>) {
+    pub(crate) fn set_event_sources(&self, s: std::sync::Arc<crate::events::source_status::SourcesStatus>) {
         *self.event_sources.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
     }
 

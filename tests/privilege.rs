@@ -625,7 +625,11 @@ fn run_by_hand_as_its_user_the_agent_does_not_call_the_users_own_group_a_grant()
 
 /// Asks for the kernel log as any local process of the service's uid could (`request`),
 /// and reads the records that come within `for_`.
-fn read_kmsg_stream(socket: &Path, request: &str, for_: std::time::Duration) -> Vec<rig_agent::kernel_log::Record> {
+fn read_kmsg_stream(
+    socket: &Path,
+    request: &str,
+    for_: std::time::Duration,
+) -> Vec<rig_agent::kernel_log::record::Record> {
     let mut s = UnixStream::connect(socket).unwrap();
     s.write_all(request.as_bytes()).unwrap();
     s.set_read_timeout(Some(ms(200))).unwrap();

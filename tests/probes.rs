@@ -16,13 +16,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rig_agent::Config;
+use rig_agent::config::Config;
 use rig_agent::probes::gpu::NVIDIA_QUERY;
+use rig_agent::probes::mounts;
 use rig_agent::probes::network::Addresses;
 use rig_agent::probes::smart::{SmartError, SmartReader};
-use rig_agent::probes::{Probes, mounts};
 use rig_agent::protocol::{Inbound, decode};
 use rig_agent::queries::Catalogue;
+use rig_agent::queries::answers::Probes;
 use rig_agent::status::AgentStatus;
 use serde_json::{Value, json};
 
@@ -381,7 +382,8 @@ esac"#,
 #[test]
 fn device_states_from_sysfs_are_judged_per_transport_and_a_reset_is_raised_only_if_it_lasts() {
     use rig_agent::disks::inventory::Inventory;
-    use rig_agent::disks::rules::{self, Reason, Seen};
+    use rig_agent::disks::reason::Reason;
+    use rig_agent::disks::rules::{self, Seen};
     use rig_agent::probes::disks;
     let sysfs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/device-states/sys");
     let seen: Vec<Seen> = disks::monitored(&sysfs, &["*".to_string()], &[])

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::outbox::spool::write_durably;
+use crate::os::durable::write_durably;
 
 /// A `write` run the agent has accepted and not yet reported.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,7 +9,6 @@
 //! the runner. Heartbeats and queries are never held up by an action.
 
 pub mod child;
-pub mod config;
 pub mod journal;
 mod run;
 
@@ -23,7 +22,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use serde_json::Value;
 
-pub use config::{ActionSpec, ActionsConfig};
+use crate::config::actions::{self as config, ActionSpec, ActionsConfig};
 use journal::Journal;
 
 use crate::logging::Throttle;

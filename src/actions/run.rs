@@ -1,9 +1,9 @@
 //! One run of an action: its thread's context, the guard that lets go of its running
 //! marker, the result it spools, and the recovery of runs a stop interrupted.
 
-use super::config::ActionSpec;
 use super::journal::{Journal, RunRecord};
 use super::*;
+use crate::config::actions::{ActionSpec, MAX_NAME_LEN};
 use crate::os::wake::Waker;
 use crate::outbox::spool::Spool;
 use crate::protocol::{self, FROM_DEVICE, Identity, QueryEcho, Refusal};
@@ -239,7 +239,7 @@ pub(super) fn recover(journal: &Journal, spool: &Spool, id: &Identity) {
         };
         warn!(
             "action {} (run {}) was cut short by an agent restart; reporting it as interrupted",
-            escape(&rec.action, config::MAX_NAME_LEN),
+            escape(&rec.action, MAX_NAME_LEN),
             escape(&rec.run_id, 64)
         );
         let data = json!({"action": rec.action, "exit_code": null, "timed_out": false, "duration_ms": null,

@@ -3,15 +3,44 @@
 //! The file is read with toml's spanned parser and walked key by key, so every refusal names
 //! the file, the line, the full key (`gateway.max_message_bytes`) and the fix. Unknown keys are
 //! refused with a "did you mean" hint: a typo in a fleet config must not pass silently.
+//!
+//! # Adding a key
+//!
+//! Add the field to its section's struct (`structs.rs`, or `actions.rs` for `[actions]`),
+//! with its default in the doc comment, and build: every place that must decide about each
+//! field names them all (no `..` in its patterns, every field in its struct literals), so
+//! the compiler lists what is left to do (E0027 "pattern does not mention field", E0063
+//! "missing field"):
+//!
+//! - `read.rs`: the section's reader builds the struct, or for `[device]` and `[gateway]`
+//!   their parsed form (`ParsedDevice`, `ParsedGateway` in `resolve.rs`, which get the field
+//!   too): read the key there, with its default and bounds.
+//! - `resolve.rs`, `Parsed::resolve_as`: the copy from what was parsed to the `Config` the
+//!   agent runs with; a key that names a file is read or checked here (its line in `Spots`).
+//! - `structs.rs`, `Config::connection_differs` (and `paths_differ` for `[paths]`): does a
+//!   reload that changes the key need a new connection? Compare it, or name it `_` with the
+//!   reason it does not.
+//! - `render.rs`, `Config::render`: how `rig-agent check` shows it; a secret is masked.
+//!
+//! Two places the compiler cannot point at: `keys.rs`, the section's list of keys (a config
+//! that sets the new key is refused as unknown until it is listed, so write the test that
+//! sets it; `render_output_is_accepted_back_as_config` also reads `check`'s output back),
+//! and the code that uses the key, including what a reload does with it when it does not
+//! reconnect (`runner/reload.rs` and the reload hook the agent's wiring sets). Then give it
+//! its row in the configuration reference.
 
+pub mod actions;
 pub(crate) mod duration;
-pub(crate) mod error;
+mod error;
 pub(crate) mod keys;
 mod read;
 mod render;
 mod resolve;
 pub(crate) mod section;
+pub mod sources;
 mod structs;
+pub mod tls;
+pub mod url;
 
 use std::path::Path;
 
@@ -32,6 +61,15 @@ pub(crate) const EXAMPLE_HOST: &str = "gateway.example.com";
 
 /// Where `rig-agent` looks when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/rig-agent/rig-agent.toml";
+
+/// Where the privileged half listens unless `paths.privileged_socket` says otherwise; its
+/// unit's `RuntimeDirectory=` creates the folder.
+pub(crate) const DEFAULT_PRIVILEGED_SOCKET: &str = "/run/rig-agent-privileged/sock";
+
+/// The shortest `disks.io_error_quiet`: at least four of the kernel log reader's rate-limit
+/// windows (`events::kmsg_job::PASS_EVERY`, checked there at compile time), or the first
+/// line of a new storm could be held back as part of the one that just ended.
+pub(crate) const MIN_IO_ERROR_QUIET: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Config {
     /// Reads, validates and prepares everything the agent needs from `file`: the token, the
@@ -83,7 +121,7 @@ impl Config {
         let paths = paths_s.as_ref().and_then(|s| read_paths(s, &mut f));
         let probes = f.ok(top.table("probes")).and_then(|s| read_probes(&s, &mut f));
         let actions_s = f.ok(top.table("actions"));
-        let actions = actions_s.as_ref().and_then(|s| crate::actions::config::read_actions(s, &mut f));
+        let actions = actions_s.as_ref().and_then(|s| crate::config::actions::read_actions(s, &mut f));
 
         let parsed = (|| {
             let (device_s, gateway_s, disks_s, paths_s, actions_s) =

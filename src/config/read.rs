@@ -11,8 +11,8 @@ use std::time::Duration;
 use crate::config::error::Found;
 use crate::config::keys;
 use crate::config::section::Section;
+use crate::config::url::GatewayUrl;
 use crate::config::*;
-use crate::net::url::GatewayUrl;
 
 // Largest values of the duration keys: far beyond any sane setting, and small enough that
 // `Instant + duration` cannot overflow (a panic, exit 101) whatever the clock.
@@ -223,8 +223,7 @@ pub(super) fn read_disks(s: &Section, f: &mut Found) -> Option<DisksConfig> {
         f.ok(s.duration_or("smart_interval", Duration::from_secs(3600), Duration::from_secs(1), 7 * DAY));
     let smart_timeout =
         f.ok(s.duration_or("smart_timeout", Duration::from_secs(30), Duration::from_millis(10), TEN_MINUTES));
-    // At least the kmsg reader's rate-limit window (events::sources::PASS_EVERY) times 4.
-    let io_error_quiet = f.ok(s.duration_or("io_error_quiet", Duration::from_secs(600), Duration::from_secs(1), DAY));
+    let io_error_quiet = f.ok(s.duration_or("io_error_quiet", Duration::from_secs(600), MIN_IO_ERROR_QUIET, DAY));
     Some(DisksConfig {
         scan_interval: scan_interval?,
         include: include?,
@@ -268,7 +267,7 @@ pub(super) fn read_paths(s: &Section, f: &mut Found) -> Option<PathsConfig> {
     let privileged_socket = match f.ok(s.str("privileged_socket"))?.as_deref() {
         Some("") => None,
         Some(_) => f.ok(s.path("privileged_socket"))?,
-        None => Some(crate::privileged::DEFAULT_SOCKET.into()),
+        None => Some(DEFAULT_PRIVILEGED_SOCKET.into()),
     };
     Some(PathsConfig {
         state_dir: state_dir?.unwrap_or_else(|| PathBuf::from("/var/lib/rig-agent")),

@@ -3,81 +3,114 @@
 use std::path::Path;
 
 use crate::config::duration::format_duration;
-use crate::config::{Config, GatewayConfig, PathsConfig};
+use crate::config::{
+    Config, DeviceConfig, DisksConfig, GatewayConfig, HeartbeatConfig, PathsConfig, ProbesConfig, ReconnectConfig,
+    WarningConfig,
+};
 
 impl Config {
     /// The effective config as TOML, every default filled in and the token shown as `***`.
     /// This is what `rig-agent check` prints.
+    ///
+    /// Every field of every section is named (no `..`), so a new key does not compile until
+    /// it is rendered here, or named `_` with the reason it is not shown.
     pub fn render(&self) -> String {
+        let Config { file, device, gateway, heartbeat, reconnect, disks, warning, paths, probes, actions } = self;
         let d = format_duration;
         let mut out = String::new();
-        out += &format!("# effective config from {}\n", self.file.display());
-        out += "[device]\n";
-        out += &format!("hardware_id = {}\nname = {}\n", q(&self.device.hardware_id), q(&self.device.name));
-        match &self.device.token_file {
-            Some(f) => out += &format!("token_file = {}   # token: ***\n", p(f)),
-            None => out += "token = \"***\"\n",
-        }
-        out += &render_gateway(&self.gateway);
-        out += &format!(
-            "\n[heartbeat]\ninterval = \"{}\"\ntimeout = \"{}\"\n",
-            d(self.heartbeat.interval),
-            d(self.heartbeat.timeout)
-        );
-        out += &format!(
-            "\n[reconnect]\ninitial = \"{}\"\nmax = \"{}\"\n",
-            d(self.reconnect.initial),
-            d(self.reconnect.max)
-        );
-        let k = &self.disks;
+        out += &format!("# effective config from {}\n", file.display());
+        out += &render_device(device);
+        out += &render_gateway(gateway);
+        let HeartbeatConfig { interval, timeout } = heartbeat;
+        out += &format!("\n[heartbeat]\ninterval = \"{}\"\ntimeout = \"{}\"\n", d(*interval), d(*timeout));
+        let ReconnectConfig { initial, max } = reconnect;
+        out += &format!("\n[reconnect]\ninitial = \"{}\"\nmax = \"{}\"\n", d(*initial), d(*max));
+        let DisksConfig {
+            scan_interval,
+            include,
+            exclude,
+            ioerr_threshold,
+            smartctl,
+            smart_interval,
+            smart_timeout,
+            io_error_quiet,
+        } = disks;
         out += &format!(
             "\n[disks]\nscan_interval = \"{}\"\ninclude = {}\nexclude = {}\nioerr_threshold = {}\nsmartctl = {}\nsmart_interval = \"{}\"\nsmart_timeout = \"{}\"\nio_error_quiet = \"{}\"\n",
-            d(k.scan_interval),
-            list(&k.include),
-            list(&k.exclude),
-            k.ioerr_threshold,
-            q(&k.smartctl),
-            d(k.smart_interval),
-            d(k.smart_timeout),
-            d(k.io_error_quiet)
+            d(*scan_interval),
+            list(include),
+            list(exclude),
+            ioerr_threshold,
+            q(smartctl),
+            d(*smart_interval),
+            d(*smart_timeout),
+            d(*io_error_quiet)
         );
-        out += &format!("\n[warning]\nresend_after = \"{}\"\n", d(self.warning.resend_after));
-        out += &render_paths(&self.paths);
-        let pr = &self.probes;
+        let WarningConfig { resend_after } = warning;
+        out += &format!("\n[warning]\nresend_after = \"{}\"\n", d(*resend_after));
+        out += &render_paths(paths);
+        let ProbesConfig { nvidia_smi, nvidia_smi_timeout, nvidia_smi_interval } = probes;
         out += &format!(
             "\n[probes]\nnvidia_smi = {}\nnvidia_smi_timeout = \"{}\"\nnvidia_smi_interval = \"{}\"\n",
-            q(&pr.nvidia_smi),
-            d(pr.nvidia_smi_timeout),
-            d(pr.nvidia_smi_interval)
+            q(nvidia_smi),
+            d(*nvidia_smi_timeout),
+            d(*nvidia_smi_interval)
         );
-        out += &self.actions.render();
+        out += &actions.render();
         out
     }
 }
 
+fn render_device(device: &DeviceConfig) -> String {
+    // The token is never shown: `***` stands for it.
+    let DeviceConfig { hardware_id, name, token: _, token_file } = device;
+    let mut out = String::new();
+    out += "[device]\n";
+    out += &format!("hardware_id = {}\nname = {}\n", q(hardware_id), q(name));
+    match token_file {
+        Some(f) => out += &format!("token_file = {}   # token: ***\n", p(f)),
+        None => out += "token = \"***\"\n",
+    }
+    out
+}
+
 fn render_gateway(g: &GatewayConfig) -> String {
+    let GatewayConfig {
+        urls,
+        ca_file,
+        client_cert,
+        client_key,
+        connect_timeout,
+        login_timeout,
+        allow_plaintext,
+        max_message_bytes,
+        subprotocol,
+        // Made from the three files above; not keys of the file.
+        tls: _,
+        tls_digest: _,
+    } = g;
     let d = format_duration;
     let mut out = String::new();
     out += "\n[gateway]\n";
-    let urls: Vec<String> = g.urls.iter().map(|u| u.as_str().to_string()).collect();
+    let urls: Vec<String> = urls.iter().map(|u| u.as_str().to_string()).collect();
     out += &format!("urls = {}\n", list(&urls));
-    for (k, v) in [("ca_file", &g.ca_file), ("client_cert", &g.client_cert), ("client_key", &g.client_key)] {
+    for (k, v) in [("ca_file", ca_file), ("client_cert", client_cert), ("client_key", client_key)] {
         match v {
             Some(v) => out += &format!("{k} = {}\n", p(v)),
             None => out += &format!("# {k} not set\n"),
         }
     }
-    if g.ca_file.is_none() {
+    if ca_file.is_none() {
         out += "# trust: webpki-roots (Mozilla's CAs)\n";
     }
     out += &format!(
         "connect_timeout = \"{}\"\nlogin_timeout = \"{}\"\nallow_plaintext = {}\nmax_message_bytes = {}\n",
-        d(g.connect_timeout),
-        d(g.login_timeout),
-        g.allow_plaintext,
-        g.max_message_bytes
+        d(*connect_timeout),
+        d(*login_timeout),
+        allow_plaintext,
+        max_message_bytes
     );
-    match &g.subprotocol {
+    match subprotocol {
         Some(sp) => out += &format!("subprotocol = {}\n", q(sp)),
         None => out += "# subprotocol not set\n",
     }
@@ -85,20 +118,22 @@ fn render_gateway(g: &GatewayConfig) -> String {
 }
 
 fn render_paths(pa: &PathsConfig) -> String {
+    let PathsConfig { state_dir, state_dir_problem, state_dir_note, sysfs, procfs, rootfs, kmsg, privileged_socket } =
+        pa;
     let mut out = String::new();
     out += &format!(
         "\n[paths]\nstate_dir = {}\nsysfs = {}\nprocfs = {}\nrootfs = {}\nkmsg = {}\nprivileged_socket = {}\n",
-        p(&pa.state_dir),
-        p(&pa.sysfs),
-        p(&pa.procfs),
-        p(&pa.rootfs),
-        p(&pa.kmsg),
-        pa.privileged_socket.as_deref().map_or_else(|| "\"\"".to_string(), p)
+        p(state_dir),
+        p(sysfs),
+        p(procfs),
+        p(rootfs),
+        p(kmsg),
+        privileged_socket.as_deref().map_or_else(|| "\"\"".to_string(), p)
     );
-    if let Some(note) = &pa.state_dir_note {
+    if let Some(note) = state_dir_note {
         out += &format!("# state_dir {note}\n");
     }
-    if let Some(why) = &pa.state_dir_problem {
+    if let Some(why) = state_dir_problem {
         out += &format!("# state_dir is not writable now ({why}): warnings are kept in memory until it is\n");
     }
     out

@@ -6,11 +6,14 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use crate::config::error::{ConfigErrors, Found};
+use crate::config::ConfigErrors;
+use crate::config::actions::{ActionsConfig, check_command};
+use crate::config::error::Found;
 use crate::config::section::Spot;
+use crate::config::tls;
 use crate::config::*;
-use crate::net::tls;
 use crate::os::bounded_read::{self, Links};
+use crate::os::mountinfo;
 
 /// The config file's text; a file that cannot be read is a config error.
 pub(super) fn read_config(file: &Path) -> Result<String, ConfigError> {
@@ -85,8 +88,7 @@ fn check_state_dir(s: &Spot, paths: &mut PathsConfig, mode: StateDir) -> Result<
         ErrorKind::StorageFull | ErrorKind::QuotaExceeded => true,
         ErrorKind::ReadOnlyFilesystem => {
             let path = fs::canonicalize(&state_dir).unwrap_or_else(|_| state_dir.clone());
-            crate::probes::mounts::filesystem_readonly(&crate::probes::mounts::read(Path::new("/proc")), &path)
-                .unwrap_or(true)
+            mountinfo::filesystem_readonly(&mountinfo::read(Path::new("/proc")), &path).unwrap_or(true)
         }
         _ => false,
     };
@@ -214,7 +216,7 @@ pub(super) struct ParsedDevice {
 /// `[gateway]` as written: [`GatewayConfig`] without the TLS config its PEM files make.
 #[derive(Debug, Clone)]
 pub(super) struct ParsedGateway {
-    pub(super) urls: Vec<crate::net::url::GatewayUrl>,
+    pub(super) urls: Vec<crate::config::url::GatewayUrl>,
     pub(super) ca_file: Option<PathBuf>,
     pub(super) client_cert: Option<PathBuf>,
     pub(super) client_key: Option<PathBuf>,
@@ -252,7 +254,7 @@ pub struct Parsed {
     pub(super) warning: WarningConfig,
     pub(super) paths: PathsConfig,
     pub(super) probes: ProbesConfig,
-    pub(super) actions: crate::actions::ActionsConfig,
+    pub(super) actions: ActionsConfig,
     pub(super) spots: Spots,
 }
 
@@ -263,12 +265,16 @@ impl Parsed {
         self.resolve_as(StateDir::Create)
     }
 
+    /// Every field of `Parsed` and of the sections resolved here is named (no `..`), and
+    /// `Config` is built with every field: a new key does not compile until it is copied
+    /// from what was parsed to what the agent runs with.
     pub(super) fn resolve_as(self, mode: StateDir) -> Result<Config, ConfigErrors> {
         let Parsed { file, device, gateway, heartbeat, reconnect, disks, warning, mut paths, probes, actions, spots } =
             self;
+        let ParsedDevice { hardware_id, name, token, token_file } = device;
         // Each file a key names is looked at, whatever the others gave: every refusal at once.
         let mut f = Found::default();
-        let token = match (device.token, &device.token_file) {
+        let token = match (token, &token_file) {
             (_, Some(file)) => f.ok(read_token_file(&spots.token_file, file)),
             (Some(t), None) => f.ok(inline_token_guarded(&spots.token, &file)).map(|()| t),
             (None, None) => unreachable!("read_device refuses a device without token and token_file"),
@@ -287,7 +293,7 @@ impl Parsed {
             }
         }
         for (spec, at) in actions.actions.values().zip(&spots.commands) {
-            f.ok(crate::actions::config::check_command(&spec.command[0], at));
+            f.ok(check_command(&spec.command[0], at));
         }
         f.ok(check_state_dir(&spots.state_dir, &mut paths, mode));
         let (token, (tls, tls_digest)) = f.finish(token.zip(tls), &file)?;
@@ -304,12 +310,7 @@ impl Parsed {
         } = gateway;
         Ok(Config {
             file,
-            device: DeviceConfig {
-                hardware_id: device.hardware_id,
-                name: device.name,
-                token,
-                token_file: device.token_file,
-            },
+            device: DeviceConfig { hardware_id, name, token, token_file },
             gateway: GatewayConfig {
                 urls,
                 ca_file,

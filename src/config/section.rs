@@ -8,8 +8,9 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::config::ConfigError;
 use crate::config::duration::{format_duration, parse_duration};
-use crate::config::error::{ConfigError, Found};
+use crate::config::error::Found;
 use crate::config::keys;
 
 pub(crate) struct Doc<'a> {

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::net::url::GatewayUrl;
+use crate::config::actions::ActionsConfig;
+use crate::config::url::GatewayUrl;
 
 /// The token, kept out of every `Debug`, `Display` and log line.
 #[derive(Clone, PartialEq, Eq)]
@@ -37,7 +38,7 @@ pub struct Config {
     pub paths: PathsConfig,
     pub probes: ProbesConfig,
     /// `[actions]`: what the gateway may ask the rig to run (PROTOCOL.md §8).
-    pub actions: crate::actions::ActionsConfig,
+    pub actions: ActionsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -161,34 +162,86 @@ pub struct PathsConfig {
     pub rootfs: PathBuf,
     /// The kernel log read for disk errors; a regular file or FIFO in tests. Default /dev/kmsg.
     pub kmsg: PathBuf,
-    /// The privileged half's Unix socket (issue 12): smartctl runs there. `None` (set to
-    /// "") runs smartctl in the agent itself. Default /run/rig-agent-privileged/sock.
+    /// The privileged half's Unix socket: smartctl runs there and the kernel log is read
+    /// there, so the agent itself holds no capability. `None` (set to "") runs smartctl in
+    /// the agent itself. Default /run/rig-agent-privileged/sock.
     pub privileged_socket: Option<PathBuf>,
 }
 
 impl Config {
     /// Whether `other` needs a new connection to take effect: identity, token, URLs, TLS
     /// material and anything else the connection was made with.
+    ///
+    /// Every field of every struct involved is named (no `..`), so a new key does not compile
+    /// until it is decided here: compared, or `_` with the reason it does not reconnect.
     pub(crate) fn connection_differs(&self, other: &Config) -> bool {
-        let (a, b) = (&self.gateway, &other.gateway);
-        let urls = |g: &GatewayConfig| g.urls.iter().map(|u| u.as_str().to_string()).collect::<Vec<_>>();
-        self.device.hardware_id != other.device.hardware_id
-            || self.device.name != other.device.name
-            || self.device.token != other.device.token
-            || urls(a) != urls(b)
-            // Paths and contents of ca_file, client_cert and client_key.
-            || a.tls_digest != b.tls_digest
-            || a.subprotocol != b.subprotocol
-            || a.allow_plaintext != b.allow_plaintext
-            || a.max_message_bytes != b.max_message_bytes
-            || a.connect_timeout != b.connect_timeout
+        let Config {
+            // Always the same file: a reload reads the file the agent started with.
+            file: _,
+            device,
+            gateway,
+            // Taken by the next session; not worth dropping a live connection for.
+            heartbeat: _,
+            // Applied in place (backoff bounds, resend window, disk rules, probes, actions).
+            reconnect: _,
+            disks: _,
+            warning: _,
+            probes: _,
+            actions: _,
+            // Only a restart applies them (`paths_differ`).
+            paths: _,
+        } = self;
+        let DeviceConfig {
+            hardware_id,
+            name,
+            token,
+            // The token it held is compared.
+            token_file: _,
+        } = device;
+        let GatewayConfig {
+            urls,
+            // Paths and contents of these three are in `tls_digest`, and `tls` is made of them.
+            ca_file: _,
+            client_cert: _,
+            client_key: _,
+            tls: _,
+            tls_digest,
+            connect_timeout,
+            // Used by the next login; the live session is logged in already.
+            login_timeout: _,
+            allow_plaintext,
+            max_message_bytes,
+            subprotocol,
+        } = gateway;
+        let (d, g) = (&other.device, &other.gateway);
+        let texts = |urls: &[GatewayUrl]| urls.iter().map(|u| u.as_str().to_string()).collect::<Vec<_>>();
+        *hardware_id != d.hardware_id
+            || *name != d.name
+            || *token != d.token
+            || texts(urls) != texts(&g.urls)
+            || *tls_digest != g.tls_digest
+            || *subprotocol != g.subprotocol
+            || *allow_plaintext != g.allow_plaintext
+            || *max_message_bytes != g.max_message_bytes
+            || *connect_timeout != g.connect_timeout
     }
 
     /// Whether `other` moves the state directory or the probe roots, which only a restart
-    /// can apply.
+    /// can apply. Every field is named, as in [`Config::connection_differs`].
     pub(crate) fn paths_differ(&self, other: &Config) -> bool {
-        let (a, b) = (&self.paths, &other.paths);
-        (&a.state_dir, &a.sysfs, &a.procfs, &a.rootfs, &a.kmsg, &a.privileged_socket)
+        let PathsConfig {
+            state_dir,
+            // What loading found, not what the file says.
+            state_dir_problem: _,
+            state_dir_note: _,
+            sysfs,
+            procfs,
+            rootfs,
+            kmsg,
+            privileged_socket,
+        } = &self.paths;
+        let b = &other.paths;
+        (state_dir, sysfs, procfs, rootfs, kmsg, privileged_socket)
             != (&b.state_dir, &b.sysfs, &b.procfs, &b.rootfs, &b.kmsg, &b.privileged_socket)
     }
 }

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::disks::reason::Reason;
 
 use crate::os::bounded_read::{self, Links};
-use crate::outbox::spool::write_durably;
+use crate::os::durable::write_durably;
 
 const FILE: &str = "disks.json";
 
@@ -36,7 +36,8 @@ pub struct Remembered {
     /// still there at the next scan is raised. Not saved: after a restart it takes one more
     /// scan.
     pub unsettled_state: Option<String>,
-    /// Predictive SMART counters as first seen for this serial (issue 13).
+    /// Predictive SMART counters as first seen for this serial: the baseline a rise is
+    /// measured from.
     pub smart_baseline: Option<SmartBaseline>,
     /// ext4 `errors_count` per filesystem device as first seen (or after a reset).
     pub fs_errors: BTreeMap<String, u64>,
@@ -142,7 +143,7 @@ impl Inventory {
             return None;
         }
         let s = |x: &Value| x.as_str().map(str::to_string);
-        // Absent in files written before issue 13: empty, not corrupt.
+        // Absent in files written before the agent kept baselines: empty, not corrupt.
         let counters = |x: &Value| -> BTreeMap<String, u64> {
             x.as_object()
                 .map(|o| o.iter().filter_map(|(k, v)| Some((k.clone(), v.as_u64()?))).collect())

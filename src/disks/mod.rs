@@ -2,10 +2,10 @@
 //! the predictive (SMART trend) rules, the inventory of known disks, and what a restarted
 //! monitor takes over from the spool.
 
-pub(crate) mod health;
+pub mod health;
 pub mod inventory;
 pub mod monitor;
 pub(crate) mod predictive;
-pub(crate) mod reason;
+pub mod reason;
 pub(crate) mod restart;
 pub mod rules;

@@ -9,16 +9,19 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-pub use crate::disks::health::DiskHealth;
+use crate::disks::health::DiskHealth;
 use crate::disks::inventory::{Episode, Inventory};
+use crate::disks::reason::Reason;
 use crate::disks::rules::{self, Seen};
-use crate::events::sources::SAVE_EVERY;
-use crate::events::{DiskEvent, Storms};
+use crate::events::disk_event::DiskEvent;
+use crate::events::kmsg_job::SAVE_EVERY;
+use crate::events::storm::Storms;
 use crate::kernel_log::cursor::Cursor;
+use crate::os::mountinfo;
 use crate::outbox::spool::{Durability, Spool};
 use crate::probes::disks::{self, Disk};
 use crate::probes::smart::SmartReader;
-use crate::probes::{Roots, counters, glob_match, mounts};
+use crate::probes::{Roots, counters, glob_match};
 use crate::protocol::{self, ActIds, Identity};
 use crate::status::{AgentStatus, unix_now};
 
@@ -62,7 +65,7 @@ pub struct Monitor {
 pub enum Input {
     /// A reloaded config: disk rules take effect at the next scan, which follows at once.
     Reload(Box<Config>),
-    /// A kernel event (uevent, kernel log error) from [`crate::events::Sources`].
+    /// A kernel event (uevent, kernel log error) from [`crate::events::sources::Sources`].
     Event(DiskEvent),
 }
 
@@ -115,7 +118,7 @@ impl Monitor {
         let now = Instant::now();
         // An io_errors episode open before a restart stays open a quiet period more: the
         // restart alone must not end it (and a storm still going would warn again).
-        for e in inv.episodes.iter().filter(|e| e.reason == rules::Reason::IoErrors) {
+        for e in inv.episodes.iter().filter(|e| e.reason == Reason::IoErrors) {
             storms.resume(&e.disk, "errors before the agent restarted", now);
         }
         Monitor {
@@ -309,7 +312,7 @@ impl Monitor {
     /// What the rules look at for each present disk: its last SMART verdict (never waited
     /// for) and its mounts.
     fn look_at(&self, present: &[Disk]) -> Vec<Seen> {
-        let all_mounts = mounts::read(&self.roots.procfs);
+        let all_mounts = mountinfo::read(&self.roots.procfs);
         present
             .iter()
             .map(|d| {

@@ -4,7 +4,7 @@
 use crate::disks::inventory::{Episode, Inventory, Remembered};
 use crate::probes::disks::{Disk, StateVerdict};
 
-pub use crate::disks::reason::Reason;
+use crate::disks::reason::Reason;
 
 /// What one scan saw of one monitored disk that is present in `/sys/block`.
 #[derive(Debug, Clone)]

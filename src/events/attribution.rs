@@ -13,7 +13,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::kernel_log::disk_error::{DiskError, Subject};
-use crate::probes::{entries, read_attr};
+use crate::os::sysfs::{entries, read_attr};
 
 /// How deep stacked devices are followed (dm over md over partitions).
 const MAX_DEPTH: usize = 4;

@@ -13,7 +13,7 @@ use super::QUOTE_CHARS;
 use super::attribution::Attribution;
 use super::disk_event::{DiskEvent, Sink};
 use super::source_status::{SourceState, SourcesStatus, set};
-use super::sources_config::SourcesConfig;
+use crate::config::sources::SourcesConfig;
 use crate::kernel_log::cursor::{self, Cursor};
 use crate::kernel_log::disk_error::{self, Subject};
 use crate::kernel_log::reader::{KmsgReader, Progress};
@@ -26,6 +26,7 @@ use crate::protocol::escape::escape_to;
 /// least `disks.io_error_quiet` (1 s), so the first line after a storm ended is never held
 /// back as part of the old one.
 pub const PASS_EVERY: Duration = Duration::from_millis(250);
+const _: () = assert!(PASS_EVERY.as_millis() * 4 <= crate::config::MIN_IO_ERROR_QUIET.as_millis());
 /// Subjects remembered by the rate limit; beyond this it starts over (bounded memory).
 const MAX_SUBJECTS: usize = 64;
 /// The read position goes to the monitor at most this often when no error came with it
@@ -63,9 +64,9 @@ pub(super) fn privileged_loop(
     while !stop.load(Ordering::SeqCst) {
         let after = boot.as_ref().zip(last).map(|(b, seq)| Cursor { boot_id: b.clone(), seq });
         let start = after.as_ref().map_or(cursor::Start::End, |c| cursor::Start::After(c.seq));
-        let opened = crate::privileged::client::kmsg(socket, after.as_ref());
+        let opened = crate::privileged_client::kmsg(socket, after.as_ref());
         match opened.and_then(|f| {
-            KmsgReader::new(f, start).map_err(|source| crate::privileged::client::ClientError::Unreachable {
+            KmsgReader::new(f, start).map_err(|source| crate::privileged_client::ClientError::Unreachable {
                 path: socket.display().to_string(),
                 source,
             })
@@ -91,7 +92,7 @@ pub(super) fn privileged_loop(
             }
             Err(e) => {
                 let why = match &e {
-                    crate::privileged::client::ClientError::KmsgUnreadable(_) => e.to_string(),
+                    crate::privileged_client::ClientError::KmsgUnreadable(_) => e.to_string(),
                     _ => "privileged half unreachable".to_string(),
                 };
                 if said.as_deref() != Some(why.as_str()) {
@@ -103,7 +104,7 @@ pub(super) fn privileged_loop(
                 // A half that cannot read the log (no CAP_SYSLOG, a container) will not be
                 // able to a second later: ask again once a minute, not every second.
                 let wait = match &e {
-                    crate::privileged::client::ClientError::KmsgUnreadable(_) => UNREADABLE_RETRY,
+                    crate::privileged_client::ClientError::KmsgUnreadable(_) => UNREADABLE_RETRY,
                     _ => backoff,
                 };
                 rx.wait(None, Some(wait));

@@ -1,23 +1,17 @@
 //! Disk failures at kernel speed: the kernel log (`/dev/kmsg`) and block-device uevents
 //! (`NETLINK_KOBJECT_UEVENT`), read on their own threads and handed to the monitor as
-//! [`DiskEvent`]s. The kernel log's records and their recogniser live in `kernel_log`,
-//! which the privileged half (that reads `/dev/kmsg` for the agent) shares; this folder
-//! attributes what is recognised to disks through sysfs and feeds the monitor.
+//! [`disk_event::DiskEvent`]s. The kernel log's records and their recogniser live in
+//! `kernel_log`, which the privileged half (that reads `/dev/kmsg` for the agent) shares;
+//! this folder attributes what is recognised to disks through sysfs and feeds the monitor.
 
 pub mod attribution;
 pub mod disk_event;
 pub(crate) mod kmsg_job;
 pub mod source_status;
 pub mod sources;
-pub mod sources_config;
 pub mod storm;
 pub mod uevent;
 pub mod uevent_listener;
-
-pub use attribution::Attribution;
-pub use sources::{DiskEvent, Sources, SourcesStatus};
-pub use storm::Storms;
-pub use uevent::Uevent;
 
 /// Longest kernel line quoted in a warning's `detail` or a log line, in characters.
 pub const QUOTE_CHARS: usize = 200;

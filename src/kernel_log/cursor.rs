@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::outbox::spool::write_durably;
+use crate::os::durable::write_durably;
 
 const FILE: &str = "kmsg.cursor";
 
@@ -52,7 +52,7 @@ pub fn parse(text: &str) -> Option<Cursor> {
 /// This boot's id, under `procfs` (`/proc`): `None` where it cannot be read (the privileged
 /// half's unit has `ProcSubset=pid`).
 pub fn boot_id(procfs: &Path) -> Option<String> {
-    crate::probes::read_attr(&procfs.join("sys/kernel/random/boot_id"))
+    crate::os::sysfs::read_attr(&procfs.join("sys/kernel/random/boot_id"))
 }
 
 /// The cursor saved in `state_dir`, when it names this boot (`boot`): where the last run

@@ -12,8 +12,7 @@ pub mod reader;
 pub mod record;
 mod scan;
 
-pub use disk_error::{DiskError, Subject};
-pub use record::Record;
+use record::Record;
 
 /// Whether the agent needs this record: the one question the privileged half asks before
 /// forwarding a record whole. Every other record goes out as its header alone

@@ -11,7 +11,7 @@ use tungstenite::error::Error as WsError;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::net::transport::WebSocket;
+use crate::net::stream::WebSocket;
 use crate::os::wake::{Interest, WakeReceiver};
 use crate::protocol::escape::escape;
 

@@ -12,12 +12,12 @@ use rustls::pki_types::ServerName;
 use rustls::{CertificateError, ClientConnection, StreamOwned};
 
 use crate::config::GatewayConfig;
+use crate::config::url::GatewayUrl;
+use crate::net::stream::Stream;
 use crate::net::stream::timed_out;
 use crate::net::stream::{Inner, Sock};
-pub use crate::net::stream::{Stream, WebSocket};
-pub use crate::net::upgrade::{Connected, Subprotocol};
+use crate::net::upgrade::Connected;
 use crate::net::upgrade::{UpgradeError, upgrade};
-use crate::net::url::GatewayUrl;
 use crate::protocol::escape::escape;
 
 /// A connection attempt failed. Every variant is retried with backoff by the runner; none is

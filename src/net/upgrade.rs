@@ -11,8 +11,8 @@ use tungstenite::http::HeaderValue;
 use tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::config::GatewayConfig;
+use crate::config::url::GatewayUrl;
 use crate::net::stream::{Stream, WebSocket, timed_out};
-use crate::net::url::GatewayUrl;
 use crate::protocol::escape::escape;
 
 /// What came of the subprotocol the rig offers (`gateway.subprotocol`), once the gateway

@@ -1,9 +1,14 @@
 //! Operating-system plumbing with no agent logic: signals, the wake pipe, sd_notify, the
-//! child-process runner and size-bounded reads.
+//! capability drop, the child-process runner, size-bounded reads, sysfs/procfs attributes,
+//! the mount table and durable writes.
 
 pub(crate) mod bounded_read;
+pub mod caps;
 pub mod child;
+pub mod durable;
+pub mod mountinfo;
 pub(crate) mod notify;
 pub mod orphans;
 pub mod signals;
+pub(crate) mod sysfs;
 pub mod wake;

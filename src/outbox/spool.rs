@@ -37,7 +37,6 @@ mod recovery;
 mod storage;
 mod view;
 use recovery::{Recovered, read_back};
-pub use storage::write_durably;
 use storage::*;
 use view::{View, cap_message, lock};
 

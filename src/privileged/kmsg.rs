@@ -28,8 +28,9 @@ use std::time::Duration;
 
 use crate::config::PrivilegedConfig;
 use crate::kernel_log::cursor::{self, Cursor, Start};
+use crate::kernel_log::needed;
 use crate::kernel_log::reader::{self, KmsgReader, Progress};
-use crate::kernel_log::{Record, needed};
+use crate::kernel_log::record::Record;
 
 use crate::protocol::escape::escape;
 

@@ -7,24 +7,17 @@
 //! not start the privileged half again after it died, and a privileged parent's death
 //! would take the connection down with it. systemd restarts either half alone.
 //!
-//! - [`drop`]: what the network half gives up at the start of `main`.
-//! - [`wire`]: the closed request set and the answers, strictly parsed and size-capped.
+//! - [`crate::privileged_client::wire`]: the closed request set and the answers, strictly
+//!   parsed and size-capped (beside the agent's side of the socket, which speaks it too).
 //! - [`server`]: the privileged half's loop; [`budget`], its request slots, kernel log
 //!   streams and throttled refusals.
-//! - [`smartctl`]: running smartctl, for either half.
+//! - [`crate::privileged_client::smartctl`]: running smartctl, for either half.
 //! - [`kmsg`]: the kernel log, streamed to the network half: whole only the records it
 //!   acts on (`crate::kernel_log::needed`), which `/dev/kmsg` under
 //!   `kernel.dmesg_restrict=1` keeps from its user.
-//! - [`client`]: the network half's side, used by [`crate::probes::smart::SmartReader`].
+//! - [`crate::privileged_client`]: the network half's side, used by
+//!   [`crate::probes::smart::SmartReader`] and the kernel log job.
 
 mod budget;
-pub mod client;
-pub mod drop;
 pub(crate) mod kmsg;
 pub mod server;
-pub(crate) mod smartctl;
-pub(crate) mod wire;
-
-/// Where the privileged half listens unless `paths.privileged_socket` says otherwise; its
-/// unit's `RuntimeDirectory=` creates the folder.
-pub(crate) const DEFAULT_SOCKET: &str = "/run/rig-agent-privileged/sock";

@@ -15,11 +15,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::budget::{MAX_REQUESTS, REFUSALS, Slot, Streams, refused};
-use super::wire::{self, Refusal, Request, SmartAnswer};
 use crate::config::PrivilegedConfig;
 use crate::os::child::{Groups, StuckRuns};
 use crate::os::signals::Shutdown;
 use crate::os::wake::{Interest, WakeReceiver};
+use crate::privileged_client::wire::{self, Refusal, Request, SmartAnswer};
 use crate::protocol::escape::escape;
 
 /// How long a peer may take to send its request line, in all (not per read: see
@@ -313,7 +313,13 @@ static SMARTCTL_RUNS: LazyLock<Groups> = LazyLock::new(Groups::default);
 /// `smartctl --json -H -A /dev/<name>`, as the agent ran it before the split; not again
 /// while the last one on that disk is still stuck.
 fn run_smartctl(cfg: &PrivilegedConfig, name: &str) -> SmartAnswer {
-    super::smartctl::run_in(&cfg.disks.smartctl, name, cfg.disks.smart_timeout, &STUCK, &SMARTCTL_RUNS)
+    crate::privileged_client::smartctl::run_in(
+        &cfg.disks.smartctl,
+        name,
+        cfg.disks.smart_timeout,
+        &STUCK,
+        &SMARTCTL_RUNS,
+    )
 }
 
 #[cfg(test)]

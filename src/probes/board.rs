@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use super::{entries, read_attr};
+use crate::os::sysfs::{entries, read_attr};
 
 /// One of the two life time estimates (EXT_CSD `DEVICE_LIFE_TIME_EST_TYP_A`/`_B`, bytes
 /// 268/269): the share of the device's rated erase cycles used, in steps of 10 %.

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::{entries, read_attr};
+use crate::os::sysfs::{entries, read_attr};
 
 /// `errors_count` of every ext4 filesystem on `devs` (a disk's own name and its
 /// partitions'), as (dev, count).

@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use super::{entries, first_attr, glob_match, read_attr};
+use super::glob_match;
+use crate::os::sysfs::{entries, first_attr, read_attr};
 
 /// One disk as sysfs shows it now. Every field the kernel did not give is `None`.
 #[derive(Debug, Clone, PartialEq, Eq)]

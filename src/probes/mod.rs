@@ -3,12 +3,12 @@
 //! functions over text) apart from reading. A file that is missing or malformed makes its
 //! one field `None` (JSON `null`), never a guess.
 
-mod answers;
 pub(crate) mod board;
 pub(crate) mod counters;
 pub mod disks;
 pub(crate) mod fans;
 pub mod gpu;
+pub mod indicators;
 pub mod mounts;
 pub mod network;
 pub(crate) mod sensors;
@@ -16,10 +16,7 @@ pub mod smart;
 pub(crate) mod system;
 pub mod units;
 
-use std::fs;
-use std::path::{Path, PathBuf};
-
-pub use answers::{Probes, assess};
+use std::path::PathBuf;
 
 use crate::config::PathsConfig;
 
@@ -45,27 +42,6 @@ impl Roots {
     pub(crate) fn in_rootfs(&self, path: &str) -> PathBuf {
         self.rootfs.join(path.trim_start_matches('/'))
     }
-}
-
-/// A sysfs/procfs attribute, trimmed; `None` when missing, unreadable or empty.
-pub(crate) fn read_attr(path: &Path) -> Option<String> {
-    let text = fs::read_to_string(path).ok()?;
-    let t = text.trim();
-    (!t.is_empty()).then(|| t.to_string())
-}
-
-/// The first of `candidates` (relative to `dir`) that reads as a non-empty attribute.
-pub(crate) fn first_attr(dir: &Path, candidates: &[&str]) -> Option<String> {
-    candidates.iter().find_map(|c| read_attr(&dir.join(c)))
-}
-
-/// Names of the entries of `dir`, sorted; empty when it cannot be read.
-pub fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect())
-        .unwrap_or_default();
-    names.sort();
-    names
 }
 
 /// Shell-style glob with `*` and `?`, as `disks.include` uses on `/sys/block` names.
@@ -97,16 +73,5 @@ mod tests {
         assert!(glob_match("*", "anything"));
         assert!(glob_match("mmcblk*", "mmcblk0"));
         assert!(!glob_match("vd*", "xvda"));
-    }
-
-    #[test]
-    fn attributes_are_trimmed_and_empty_ones_are_none() {
-        let d = tempfile::tempdir().unwrap();
-        fs::write(d.path().join("a"), " value \n").unwrap();
-        fs::write(d.path().join("e"), "\n").unwrap();
-        assert_eq!(read_attr(&d.path().join("a")).as_deref(), Some("value"));
-        assert_eq!(read_attr(&d.path().join("e")), None);
-        assert_eq!(read_attr(&d.path().join("missing")), None);
-        assert_eq!(first_attr(d.path(), &["missing", "e", "a"]).as_deref(), Some("value"));
     }
 }

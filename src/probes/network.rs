@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::{entries, read_attr};
+use crate::os::sysfs::{entries, read_attr};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interface {

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::os::child;
-use crate::privileged::wire::{MAX_OUTPUT, SmartAnswer};
+use crate::privileged_client::wire::{MAX_OUTPUT, SmartAnswer};
+use crate::probes::indicators::Indicators;
 
 /// What the agent reports of a disk's SMART data; fields smartctl did not give are `None`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,8 +22,8 @@ pub struct Smart {
     pub power_on_hours: Option<u64>,
     pub reallocated_sectors: Option<u64>,
     pub pending_sectors: Option<u64>,
-    /// Predictive indicators (issue 13): the Backblaze five and the NVMe health fields.
-    pub indicators: crate::disks::predictive::Indicators,
+    /// Predictive indicators: the Backblaze five and the NVMe health fields.
+    pub indicators: Indicators,
 }
 
 impl Smart {
@@ -77,7 +78,8 @@ pub struct SmartReader {
     settings: Mutex<Settings>,
     cache: Mutex<HashMap<String, Cached>>,
     missing_logged: AtomicBool,
-    /// `paths.privileged_socket` (issue 12); `None` runs smartctl here.
+    /// `paths.privileged_socket`, where the privileged half runs smartctl with the rights
+    /// this process gave up; `None` runs smartctl here.
     privileged: Option<std::path::PathBuf>,
     /// Said once: no socket there, smartctl runs here instead.
     absent_logged: AtomicBool,
@@ -218,7 +220,7 @@ impl SmartReader {
             }
         }
         let name = device.strip_prefix("/dev/").unwrap_or(device);
-        let answer = crate::privileged::smartctl::run(&binary, name, timeout, &self.stuck);
+        let answer = crate::privileged_client::smartctl::run(&binary, name, timeout, &self.stuck);
         self.interpret(answer, device, timeout)
     }
 
@@ -230,10 +232,10 @@ impl SmartReader {
         device: &str,
         timeout: Duration,
     ) -> Option<Result<Smart, SmartError>> {
-        use crate::privileged::client::{self, ClientError};
+        use crate::privileged_client::{self, ClientError};
         let name = device.strip_prefix("/dev/").unwrap_or(device);
         // The privileged half kills smartctl at the same timeout; the slack covers the hop.
-        let answer = match client::smart(socket, name, timeout + Duration::from_secs(2)) {
+        let answer = match privileged_client::smart(socket, name, timeout + Duration::from_secs(2)) {
             Err(e @ ClientError::Absent(_)) => {
                 if !self.absent_logged.swap(true, Ordering::Relaxed) {
                     log::info!(
@@ -315,7 +317,7 @@ pub fn parse(text: &str, exit: Option<i32>) -> Result<Smart, String> {
         power_on_hours: v["power_on_time"]["hours"].as_u64().or_else(|| nvme["power_on_hours"].as_u64()),
         reallocated_sectors: attr(5),
         pending_sectors: attr(197),
-        indicators: crate::disks::predictive::Indicators::from_smartctl(&v),
+        indicators: Indicators::from_smartctl(&v),
     };
     if smart
         == (Smart {
@@ -324,7 +326,7 @@ pub fn parse(text: &str, exit: Option<i32>) -> Result<Smart, String> {
             power_on_hours: None,
             reallocated_sectors: None,
             pending_sectors: None,
-            indicators: crate::disks::predictive::Indicators::default(),
+            indicators: Indicators::default(),
         })
     {
         return Err(messages().unwrap_or_else(|| "no SMART data in the answer".into()));
@@ -355,10 +357,7 @@ mod tests {
                 power_on_hours: Some(20123),
                 reallocated_sectors: Some(8),
                 pending_sectors: Some(2),
-                indicators: crate::disks::predictive::Indicators {
-                    ata: [(5, 8), (197, 2)].into_iter().collect(),
-                    nvme: None
-                },
+                indicators: Indicators { ata: [(5, 8), (197, 2)].into_iter().collect(), nvme: None },
             }
         );
     }

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use sysinfo::{CpuRefreshKind, MINIMUM_CPU_UPDATE_INTERVAL, System};
 
-use super::{Roots, entries, read_attr};
+use super::Roots;
 use crate::os::bounded_read::{Links, read_string};
+use crate::os::sysfs::{entries, read_attr};
 
 /// One long-lived sysinfo `System`: CPU usage is the difference between two samples, so
 /// the previous sample is kept rather than taken again (a query never sleeps).

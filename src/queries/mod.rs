@@ -1,9 +1,11 @@
-//! The query catalogue: act name → probe → `data` (PROTOCOL.md §6).
+//! The query catalogue: act name → probe → `data` (PROTOCOL.md §6). [`answers`] builds
+//! each `data` from the probes' readers and the disk monitor's verdicts.
 //!
 //! Each entry names the lane it runs in: fast probes (reading /proc, agent state) share one
 //! worker thread; probes that may take seconds (smartctl over many disks) get their own, so
 //! a slow one never delays a fast one, and neither ever delays a heartbeat.
 
+pub mod answers;
 pub(crate) mod workers;
 
 use std::collections::HashMap;
@@ -12,8 +14,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::probes::Probes;
 use crate::protocol::{Query, Refusal};
+use crate::queries::answers::Probes;
 use crate::status::AgentStatus;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -3,10 +3,10 @@
 
 use super::{CLOSE_WAIT, Outcome, Runner};
 use crate::actions::{self};
+use crate::config::url::GatewayUrl;
 use crate::logging::utc_timestamp;
 use crate::net::connection::{Closing, Conn, Lost, Reply};
 use crate::net::frames::Kind;
-use crate::net::url::GatewayUrl;
 use crate::protocol::escape::{escape, escape_bytes};
 use crate::protocol::{self, Query, Refusal};
 use crate::queries::workers::MAX_IN_FLIGHT;

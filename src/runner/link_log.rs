@@ -11,9 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 use log::Level;
 
 use super::Outcome;
+use crate::config::url::GatewayUrl;
 use crate::logging::utc_timestamp;
-use crate::net::transport::Subprotocol;
-use crate::net::url::GatewayUrl;
+use crate::net::upgrade::Subprotocol;
 use crate::protocol::escape::escape;
 use crate::session::End;
 

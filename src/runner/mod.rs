@@ -15,11 +15,13 @@ use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::actions::Actions;
 use crate::backoff::{self, Backoff};
+use crate::config::url::GatewayUrl;
 use crate::config::{Config, ConfigErrors};
 use crate::logging::Throttle;
 use crate::net::connection::{Closing, Conn, Lost, Reply};
-use crate::net::transport::{self, ConnectError, Connected, WebSocket};
-use crate::net::url::GatewayUrl;
+use crate::net::stream::WebSocket;
+use crate::net::transport::{self, ConnectError};
+use crate::net::upgrade::Connected;
 use crate::os::notify::Notifier;
 use crate::os::signals::Shutdown;
 use crate::os::wake::{self, Interest, WakeReceiver, Waker};

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 pub use agent_config::{AgentConfig, HARDWARE_ID, TOKEN, rig_copy, rig_paths};
 #[allow(unused_imports)]
 pub use gateway::{Event, Gateway, Pki, Script};
-use rig_agent::Config;
+use rig_agent::config::Config;
 use rig_agent::os::signals::Shutdown;
 use rig_agent::queries::Catalogue;
 pub use rustix::process::Signal;
@@ -124,7 +124,7 @@ impl Agent {
     pub fn with_catalogue(config: &Path, extend: impl FnOnce(&mut Catalogue)) -> Agent {
         init_test_log();
         let cfg = Config::load(config).unwrap_or_else(|e| panic!("{e}"));
-        let mut agent = rig_agent::Agent::build(cfg, extend).unwrap();
+        let mut agent = rig_agent::agent::Agent::build(cfg, extend).unwrap();
         let shutdown = agent.shutdown();
         let thread = thread::Builder::new().name("agent".into()).spawn(move || agent.run()).unwrap();
         Agent { shutdown, thread: Some(thread) }
@@ -134,7 +134,7 @@ impl Agent {
     pub fn with_outbox(config: &Path, outbox: rig_agent::outbox::spool::Options) -> Agent {
         init_test_log();
         let cfg = Config::load(config).unwrap_or_else(|e| panic!("{e}"));
-        let mut agent = rig_agent::Agent::build_with(cfg, |_| {}, outbox).unwrap();
+        let mut agent = rig_agent::agent::Agent::build_with(cfg, |_| {}, outbox).unwrap();
         let shutdown = agent.shutdown();
         let thread = thread::Builder::new().name("agent".into()).spawn(move || agent.run()).unwrap();
         Agent { shutdown, thread: Some(thread) }

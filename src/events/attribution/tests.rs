@@ -7,8 +7,8 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 
 use super::*;
-use crate::kernel_log::Record;
 use crate::kernel_log::disk_error::{self, Kind};
+use crate::kernel_log::record::Record;
 use crate::kernel_log::record::{Splitter, parse};
 
 #[test]

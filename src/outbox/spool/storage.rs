@@ -1,14 +1,14 @@
 //! The spool's files: one file per entry, written durably (fsync, atomic rename, fsync of
 //! the directory), read back at start, deleted in batches. Only the writer thread of
-//! [`super::Spool`] and the inventory's durable write call into here.
+//! [`super::Spool`] calls into here.
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::io;
+use std::path::PathBuf;
 
 use super::*;
+use crate::os::durable::{sync_dir, write_durably_with};
 
 /// Deletes the storage thread does under one directory fsync, at most.
 pub(super) const MAX_DELETE_BATCH: usize = 256;
@@ -223,40 +223,4 @@ pub(super) fn parse_entry(seq: u64, text: String) -> Option<Entry> {
     let kind = Kind::from_act(v.get("act")?.as_str()?)?;
     let key = dedup_key(kind, &v);
     Some(Entry { seq, act_id, kind, text: text.into(), durability: Durability::OnDisk, key })
-}
-
-/// Temp name, write, fsync, rename, fsync the directory: after this returns the file
-/// survives a power cut, and a crash at any point leaves either nothing or the whole file.
-pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    write_durably_with(dir, name, bytes, || {})
-}
-
-pub(super) fn write_durably_with(dir: &Path, name: &str, bytes: &[u8], before_sync: impl Fn()) -> io::Result<()> {
-    let tmp = dir.join(format!(".tmp-{name}"));
-    let result = (|| {
-        // Whatever is at the temp name (a leftover, a FIFO, a symlink planted there) goes
-        // first; the new file is created fresh, never opened through a link or blocking.
-        match fs::remove_file(&tmp) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        before_sync();
-        f.sync_all()?;
-        fs::rename(&tmp, dir.join(name))?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }

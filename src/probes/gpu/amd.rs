@@ -2,7 +2,8 @@
 //! without any tool.
 
 use super::{Gpu, GpuState, Vendor};
-use crate::probes::{entries, read_attr, units};
+use crate::os::sysfs::{entries, read_attr};
+use crate::probes::units;
 use std::path::Path;
 
 /// Every AMD GPU (PCI vendor 0x1002) under `sysfs/class/drm/card<N>/device`. Connectors

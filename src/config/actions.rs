@@ -7,8 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::config::ConfigError;
 use crate::config::duration::format_duration;
-use crate::config::error::{ConfigError, Found};
+use crate::config::error::Found;
 use crate::config::keys;
 use crate::config::section::{Section, Spot};
 
@@ -58,18 +59,20 @@ impl ActionsConfig {
 
     /// The section as `check` prints it.
     pub fn render(&self) -> String {
+        // Every field named (no `..`): a new key does not compile until it is rendered.
+        let ActionsConfig { enabled, max_concurrent, actions } = self;
         let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();
-        let mut out = format!("\n[actions]\nenabled = {}\nmax_concurrent = {}\n", self.enabled, self.max_concurrent);
-        if self.actions.is_empty() {
+        let mut out = format!("\n[actions]\nenabled = {enabled}\nmax_concurrent = {max_concurrent}\n");
+        if actions.is_empty() {
             out += "# no actions listed\n";
         }
-        for (name, a) in &self.actions {
-            let cmd: Vec<String> = a.command.iter().map(|c| q(c)).collect();
+        for (name, ActionSpec { command, timeout, min_interval }) in actions {
+            let cmd: Vec<String> = command.iter().map(|c| q(c)).collect();
             out += &format!(
                 "[actions.{name}]\ncommand = [{}]\ntimeout = \"{}\"\nmin_interval = \"{}\"\n",
                 cmd.join(", "),
-                format_duration(a.timeout),
-                format_duration(a.min_interval)
+                format_duration(*timeout),
+                format_duration(*min_interval)
             );
         }
         out

@@ -1,7 +1,8 @@
-//! The network half's drop, done at the very start of `main` while it is still the only
-//! thread (capsets and the group list are per thread in the kernel; threads made later
-//! inherit them). Defense in depth: the unit already grants nothing; this makes the same
-//! true when someone runs the binary by hand as root or under an older unit.
+//! The agent's (the network half's) capability drop, done at the very start of `main` while
+//! it is still the only thread (capsets and the group list are per thread in the kernel;
+//! threads made later inherit them). Defense in depth: the unit already grants nothing;
+//! this makes the same true when someone runs the binary by hand as root or under an older
+//! unit.
 
 use rustix::process::getgroups;
 use rustix::thread::{

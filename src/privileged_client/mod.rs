@@ -1,12 +1,19 @@
-//! The network half's side of the privileged socket: one connection per request.
+//! The agent's (the network half's) side of the privileged socket, one connection per
+//! request, and what the two halves share: the closed request set and its encoding
+//! ([`wire`]), and running smartctl ([`smartctl`]), which the privileged half does for the
+//! agent and the agent does itself where no privileged half is installed. The privileged
+//! half (`privileged/`, the server) imports this folder; nothing here imports it.
+
+pub(crate) mod smartctl;
+pub(crate) mod wire;
 
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use super::wire::{self, MAX_HEADER, SmartAnswer};
 use crate::kernel_log::cursor::Cursor;
+use wire::{MAX_HEADER, SmartAnswer};
 
 /// Why no answer came from the privileged half.
 #[derive(Debug, thiserror::Error)]

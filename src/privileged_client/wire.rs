@@ -6,7 +6,7 @@
 //!
 //! `kmsg <boot_id> <seq>\n` (or `kmsg end\n` without a cursor for this boot) asks for the
 //! kernel log: the answer is `kmsg\n` and then records in `/dev/kmsg`'s own text form for
-//! as long as the connection lives (see [`super::kmsg`]), or `unreadable <why>\n`.
+//! as long as the connection lives (see `privileged::kmsg`), or `unreadable <why>\n`.
 
 use std::io::{self, BufRead, Read};
 

@@ -6,19 +6,17 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use super::board;
-use super::disks::{self, Disk, StateVerdict};
-use super::fans;
-use super::gpu::{self, NvidiaError, NvidiaReader, NvidiaSettings};
-use super::mounts::{self, Mount};
-use super::network::{self, Addresses};
-use super::sensors;
-use super::smart::{Smart, SmartError, SmartReader};
-use super::system::{self, SystemProbe};
-use super::{Roots, entries, read_attr, units};
 use crate::config::Config;
 use crate::disks::health::{DiskHealth, Health};
 use crate::disks::reason::Reason;
+use crate::os::mountinfo::{self, Mount};
+use crate::os::sysfs::{entries, read_attr};
+use crate::probes::disks::{self, Disk, StateVerdict};
+use crate::probes::gpu::{self, NvidiaError, NvidiaReader, NvidiaSettings};
+use crate::probes::network::{self, Addresses};
+use crate::probes::smart::{Smart, SmartError, SmartReader};
+use crate::probes::system::{self, SystemProbe};
+use crate::probes::{Roots, board, fans, mounts, sensors, units};
 use crate::protocol::Refusal;
 
 pub struct Probes {
@@ -159,7 +157,7 @@ impl Probes {
         if std::fs::read_dir(&block).is_err() {
             return Err(Refusal::probe_failed(format!("get_disk_info: cannot read {}", block.display())));
         }
-        let mounts = mounts::read(&self.roots.procfs);
+        let mounts = mountinfo::read(&self.roots.procfs);
         let disks = self.disks();
         // All disks' SMART at once: one hung smartctl costs smart_timeout, not one per disk.
         let smart = self.smart.read_many(&disks.iter().map(Disk::device).collect::<Vec<_>>());
@@ -167,7 +165,7 @@ impl Probes {
             .iter()
             .zip(smart)
             .map(|(d, smart)| {
-                // Issue 12: why `smart` is null when the privileged half could not give it.
+                // Why `smart` is null when the privileged half could not give it.
                 let why = match &smart {
                     Err(
                         e @ (SmartError::PrivilegedUnreachable(_)
@@ -264,7 +262,7 @@ impl Probes {
     /// throttling. Each part is `null` (or an empty list) where the board does not say.
     pub fn board_health(&self) -> Value {
         let sysfs = &self.roots.sysfs;
-        let mounts = mounts::read(&self.roots.procfs);
+        let mounts = mountinfo::read(&self.roots.procfs);
         let root = std::path::Path::new("/");
         let root_mount = mounts.iter().rev().find(|m| m.mountpoint == "/");
         let usage = mounts::usage(&self.roots, "/");
@@ -275,7 +273,7 @@ impl Probes {
             "mmc": board::read_mmc(sysfs).iter().map(board::Mmc::to_json).collect::<Vec<_>>(),
             "root_fs": {
                 "fstype": root_mount.map(|m| m.fstype.clone()),
-                "readonly": mounts::filesystem_readonly(&mounts, root),
+                "readonly": mountinfo::filesystem_readonly(&mounts, root),
                 "total_bytes": usage.and_then(|u| u.total_bytes),
                 "used_bytes": usage.and_then(|u| u.used_bytes),
                 "available_bytes": usage.and_then(|u| u.available_bytes),

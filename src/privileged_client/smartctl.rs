@@ -6,8 +6,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use super::wire::{MAX_OUTPUT, SmartAnswer};
 use crate::os::child::{self, Groups, StuckRuns};
+use crate::privileged_client::wire::{MAX_OUTPUT, SmartAnswer};
 
 /// `binary --json -H -A /dev/<name>` in its own process group, killed whole at `timeout`
 /// (pipes a forked child keeps open, or a process stuck on a dying disk, are never waited

@@ -1,4 +1,4 @@
-//! The paths the event sources read, taken from the config.
+//! The paths the kernel event sources (`events`) read, taken from the config.
 
 use std::path::PathBuf;
 
