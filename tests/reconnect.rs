@@ -256,7 +256,11 @@ fn stop_is_prompt_even_while_a_connect_attempt_hangs() {
 fn stop_is_prompt_during_a_flood_of_queries() {
     let _g = Guard::new(30 * SEC);
     let (dir, pki, mut gw) = setup(Script::default());
-    let agent = Agent::start(&AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path()));
+    // The gateway answers heartbeats behind 20 000 queries of its own: with the usual
+    // 600 ms the agent would (rightly) judge its application gone before the stop.
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    cfg.heartbeat_timeout = "10s";
+    let agent = Agent::start(&cfg.write(dir.path()));
     let (conn, _) = gw.wait_login(5 * SEC);
     gw.wait_act(5 * SEC, "heartbeat");
     for i in 0..20_000 {
