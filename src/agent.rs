@@ -1,5 +1,6 @@
-//! Wiring: builds the parts from a [`Config`] and starts them (the runner, the probe workers
-//! behind the query catalogue, the outbox, the disk monitor and the kernel event sources).
+//! Wiring: builds the parts from a [`Config`] and starts them (the runner, the handlers of
+//! the gateway's queries (the probe workers behind the query catalogue, remote actions),
+//! the outbox, the disk monitor and the kernel event sources).
 
 use std::sync::Arc;
 
@@ -8,8 +9,9 @@ use crate::config::sources::SourcesConfig;
 use crate::disks::monitor;
 use crate::events::disk_event::Sink;
 use crate::events::sources::Sources;
+use crate::jobs::Registry;
 use crate::kernel_log::feed::KmsgFeed;
-use crate::os::signals;
+use crate::os::{signals, wake};
 use crate::outbox::spool;
 use crate::queries::answers::Probes;
 use crate::runner::Runner;
@@ -76,8 +78,22 @@ impl Agent {
         let spool = Arc::new(spool);
         let ids = Arc::new(protocol::ActIds::new());
         let cfg = Arc::new(cfg);
-        let mut runner =
-            Runner::new(Arc::clone(&cfg), catalogue, Arc::clone(&status), Arc::clone(&spool), Arc::clone(&ids))?;
+        let (waker, wake_rx) = wake::pair()?;
+        // The storage thread wakes the loop when a message is written and ready to send.
+        spool.set_waker(waker.try_clone()?);
+        // Every act the gateway may ask for, and what answers it (see `jobs`).
+        let id = protocol::Identity::from(&cfg.device);
+        let mut jobs = Registry::new(waker.try_clone()?);
+        let catalogue = Arc::new(catalogue);
+        jobs.add(catalogue.acts(), queries::workers::Workers::start(Arc::clone(&catalogue), id.clone())?);
+        let mut runner = Runner::new(
+            Arc::clone(&cfg),
+            (waker, wake_rx),
+            jobs,
+            Arc::clone(&status),
+            Arc::clone(&spool),
+            Arc::clone(&ids),
+        )?;
         let shared = monitor::Shared {
             ids,
             spool,
