@@ -15,7 +15,7 @@ use crate::os::{signals, wake};
 use crate::outbox::spool;
 use crate::queries::answers::Probes;
 use crate::runner::Runner;
-use crate::{protocol, queries, status};
+use crate::{actions, protocol, queries, status};
 
 /// The whole agent as the binary runs it: the runner (which owns the socket), the probe
 /// workers behind the standard query catalogue, the warning spool and the disk monitor.
@@ -86,6 +86,15 @@ impl Agent {
         let mut jobs = Registry::new(waker.try_clone()?);
         let catalogue = Arc::new(catalogue);
         jobs.add(catalogue.acts(), queries::workers::Workers::start(Arc::clone(&catalogue), id.clone())?);
+        status.set_actions(cfg.actions.allowed());
+        let actions = actions::Actions::new(
+            Arc::new(cfg.actions.clone()),
+            &id,
+            &cfg.paths.state_dir,
+            Arc::clone(&spool),
+            Arc::clone(&ids),
+        );
+        jobs.add([actions::ACT], actions);
         let mut runner = Runner::new(
             Arc::clone(&cfg),
             (waker, wake_rx),
@@ -111,11 +120,12 @@ impl Agent {
             None => Sources::start(sources_cfg, sink),
         };
         status.set_event_sources(Arc::clone(&sources.status));
-        // SIGHUP: the runner re-reads the config and hands it here; probes and disk rules
-        // change at once.
+        // SIGHUP: the runner re-reads the config, gives it to the handlers of `jobs` and
+        // hands it here; probes, disk rules and the allowed actions shown change at once.
         let control = monitor.control();
         runner.set_reload_hook(move |cfg| {
             probes.reconfigure(cfg);
+            status.set_actions(cfg.actions.allowed());
             if let Some(c) = &control {
                 let _ = c.send(monitor::Input::Reload(Box::new(cfg.clone())));
             }

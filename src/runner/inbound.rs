@@ -2,7 +2,6 @@
 //! session's actions applied, queries dispatched to their handlers, the outbox's due entries.
 
 use super::{CLOSE_WAIT, Outcome, Runner};
-use crate::actions::{self};
 use crate::config::url::GatewayUrl;
 use crate::jobs::Decision;
 use crate::logging::utc_timestamp;
@@ -125,9 +124,6 @@ impl Runner {
     /// Hands `query` to its handler; returns the answer to send now, if it has one (the
     /// others come back through [`Registry::try_finished`](crate::jobs::Registry::try_finished)).
     pub(super) fn dispatch(&mut self, query: Query) -> Option<String> {
-        if query.echo.act == actions::ACT && query.bad_request.is_none() {
-            return self.actions.request(&query, self.generation);
-        }
         match self.jobs.dispatch(query, self.generation, &self.id) {
             Decision::Started => None,
             Decision::Answer(text) => Some(text),

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use log::{debug, info};
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::actions::Actions;
 use crate::backoff::{self, Backoff};
 use crate::config::url::GatewayUrl;
 use crate::config::{Config, ConfigErrors};
@@ -72,8 +71,6 @@ pub struct Runner {
     backoff: Backoff,
     spool: Arc<Spool>,
     resend: Resend,
-    /// Remote actions (`run_action`): decided here, run on their own threads.
-    actions: Actions,
     /// Tags answers with the connection they belong to; answers for an older connection
     /// are dropped (the client that asked is gone with it).
     generation: u64,
@@ -107,17 +104,7 @@ impl Runner {
     ) -> std::io::Result<Runner> {
         let id = Identity::from(&cfg.device);
         let backoff = Backoff::new(cfg.reconnect.initial, cfg.reconnect.max, backoff::random_seed());
-        status.set_actions(cfg.actions.allowed());
-        let actions = Actions::new(
-            Arc::new(cfg.actions.clone()),
-            id.clone(),
-            &cfg.paths.state_dir,
-            Arc::clone(&spool),
-            Arc::clone(&ids),
-            waker.try_clone()?,
-        );
         Ok(Runner {
-            actions,
             shutdown: Shutdown::new(waker.try_clone()?),
             resend: Resend::new(cfg.warning.resend_after),
             spool,
@@ -193,7 +180,7 @@ impl Runner {
                 break;
             }
         }
-        self.actions.kill_running();
+        self.jobs.stop();
         info!("stopped");
     }
 
@@ -274,7 +261,6 @@ impl Runner {
 
     fn drain_stale_answers(&mut self) {
         while self.jobs.try_finished().is_some() {}
-        while self.actions.try_done().is_some() {}
     }
 
     fn session_config(&self) -> SessionConfig {
@@ -348,11 +334,6 @@ impl Runner {
                 return end;
             }
             while let Some(done) = self.jobs.try_finished() {
-                if done.generation == self.generation {
-                    pending.extend(session.answer(done.text));
-                }
-            }
-            while let Some(done) = self.actions.try_done() {
                 if done.generation == self.generation {
                     pending.extend(session.answer(done.text));
                 }
