@@ -85,7 +85,7 @@ impl Agent {
         let id = protocol::Identity::from(&cfg.device);
         let mut jobs = Registry::new(waker.try_clone()?);
         let catalogue = Arc::new(catalogue);
-        jobs.add(catalogue.acts(), queries::workers::Workers::start(Arc::clone(&catalogue), id.clone())?);
+        jobs.add(catalogue.acts(), queries::workers::Workers::start(Arc::clone(&catalogue))?);
         status.set_actions(cfg.actions.allowed());
         let actions = actions::Actions::new(
             Arc::new(cfg.actions.clone()),

@@ -19,6 +19,8 @@ pub const MAX_IN_FLIGHT: usize = 64;
 
 struct Job {
     query: Query,
+    /// The rig's identity when the query came: a reload may change it (and reconnects).
+    id: Identity,
     reply: Reply,
 }
 
@@ -28,12 +30,12 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts a thread per lane; answers carry `id`.
-    pub fn start(catalogue: Arc<Catalogue>, id: Identity) -> std::io::Result<Workers> {
+    /// Starts a thread per lane.
+    pub fn start(catalogue: Arc<Catalogue>) -> std::io::Result<Workers> {
         let mut lanes = Vec::new();
         for lane in LANES {
             let (tx, rx) = mpsc::channel::<Job>();
-            let (catalogue2, id) = (Arc::clone(&catalogue), id.clone());
+            let catalogue2 = Arc::clone(&catalogue);
             thread::Builder::new().name(format!("probe-{lane:?}").to_lowercase()).spawn(move || {
                 // Ends when the runner drops its sender.
                 for job in rx {
@@ -47,7 +49,7 @@ impl Workers {
                         result.as_ref().map_or_else(|r| r.code, |_| 0),
                         started.elapsed().as_secs_f64() * 1e3
                     );
-                    if job.reply.send(protocol::encode_answer(&id, echo, result)).is_err() {
+                    if job.reply.send(protocol::encode_answer(&job.id, echo, result)).is_err() {
                         return;
                     }
                 }
@@ -66,7 +68,10 @@ impl Handler for Workers {
         };
         let (tx, slots) = &self.lanes[lane as usize];
         let sent = match slots.take() {
-            Some(slot) => tx.send(Job { query, reply: cx.reply().holding(slot) }).map_err(|e| e.0.query),
+            Some(slot) => {
+                let job = Job { query, id: cx.id().clone(), reply: cx.reply().holding(slot) };
+                tx.send(job).map_err(|e| e.0.query)
+            }
             None => Err(query),
         };
         match sent {
