@@ -35,10 +35,11 @@
 //!   through the durable outbox (`Spool::push`) from the job's thread, never through a
 //!   [`Reply`]: the outbox keeps it and resends it until the gateway acknowledges it; an
 //!   answer is lost with its connection, by design.
-//! - Work is bounded: a handler with a queue takes a [`Slot`] from its own [`Slots`] per
-//!   job, moves it into the reply ([`Reply::holding`]) and answers [`Decision::Busy`] when
-//!   none is left. A slot is free again once the runner has taken the job's answer, so the
-//!   bound covers jobs waiting, running and answered but not yet sent.
+//! - Work is bounded: a handler with a queue takes a [`Slot`](slots::Slot) from its own
+//!   [`Slots`](slots::Slots) per job, moves it into the reply ([`Reply::holding`]) and
+//!   answers [`Decision::Busy`] when none is left. A slot is free again once the runner
+//!   has taken the job's answer, so the bound covers jobs waiting, running and answered
+//!   but not yet sent.
 //! - Answers are encoded with the rig's identity of the moment ([`Context::answer`],
 //!   [`Context::id`]); a reload that changes it reconnects, and older answers are dropped.
 //! - A reloaded config reaches every handler through [`Handler::reconfigure`] (on the
@@ -52,14 +53,17 @@
 //! outbox, its own worker thread or a thread per job). Then in `agent.rs`, where the other
 //! handlers are registered, one line:
 //!
-//! ```ignore
+//! ```text
 //! jobs.add(["update_agent"], Updates::new(&cfg, Arc::clone(&spool))?);
 //! ```
 //!
 //! Nothing in `runner/` changes. An act registered twice is a wiring mistake and panics at
-//! start-up, in every test that builds an agent. Work that no query starts (automatic
-//! recovery, fed by the disk monitor) needs no handler: it reports through the outbox, which
-//! wakes the runner itself.
+//! start-up, in every test that builds an agent.
+//!
+//! Work that no query starts (automatic recovery, fed by the disk monitor) answers nobody:
+//! it reports through the outbox, which wakes the runner itself. When it must hear of
+//! reloads or end with the agent, register it under no act, `jobs.add::<&str>([], …)`: its
+//! [`Handler::reconfigure`] and [`Handler::stop`] are called like every handler's.
 
 pub mod reply;
 pub mod slots;

@@ -123,12 +123,14 @@ fn a_slot_is_free_again_only_once_the_runner_has_taken_the_answer() {
 }
 
 #[test]
-fn every_handler_hears_of_a_reload_and_of_the_stop() {
+fn every_handler_hears_of_a_reload_and_of_the_stop_even_one_registered_under_no_act() {
     let (mut r, _rx) = registry();
     let (a, a_calls) = echo(1);
     let (b, b_calls) = echo(1);
+    let (c, c_calls) = echo(1);
     r.add(["get_a"], a);
     r.add(["get_b", "get_c"], b);
+    r.add::<&str>([], c);
     let dir = tempfile::tempdir().unwrap();
     let cfg = crate::config::tests::minimal_config(dir.path());
     r.reconfigure(&cfg);
@@ -136,6 +138,7 @@ fn every_handler_hears_of_a_reload_and_of_the_stop() {
     let expected = vec![format!("reconfigure {}", cfg.device.hardware_id), "stop".to_string()];
     assert_eq!(*a_calls.lock().unwrap(), expected);
     assert_eq!(*b_calls.lock().unwrap(), expected);
+    assert_eq!(*c_calls.lock().unwrap(), expected);
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! The probe worker threads: one per [`Lane`], behind one [`Handler`] for every act of the
-//! catalogue. They run the probe, encode the answer (so even a large answer costs the
-//! socket loop nothing but the write) and answer through the job's [`Reply`].
+//! The probe worker threads: one per [`Lane`](crate::queries::Lane), behind one [`Handler`]
+//! for every act of the catalogue. They run the probe, encode the answer (so even a large
+//! answer costs the socket loop nothing but the write) and answer through the job's
+//! [`Reply`].
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, Sender};
