@@ -1,5 +1,6 @@
-//! Wiring: builds the parts from a [`Config`] and starts them (the runner, the probe workers
-//! behind the query catalogue, the outbox, the disk monitor and the kernel event sources).
+//! Wiring: builds the parts from a [`Config`] and starts them (the runner, the handlers of
+//! the gateway's queries (the probe workers behind the query catalogue, remote actions),
+//! the outbox, the disk monitor and the kernel event sources).
 
 use std::sync::Arc;
 
@@ -8,12 +9,13 @@ use crate::config::sources::SourcesConfig;
 use crate::disks::monitor;
 use crate::events::disk_event::Sink;
 use crate::events::sources::Sources;
+use crate::jobs::Registry;
 use crate::kernel_log::feed::KmsgFeed;
-use crate::os::signals;
+use crate::os::{signals, wake};
 use crate::outbox::spool;
 use crate::queries::answers::Probes;
 use crate::runner::Runner;
-use crate::{protocol, queries, status};
+use crate::{actions, protocol, queries, status};
 
 /// The whole agent as the binary runs it: the runner (which owns the socket), the probe
 /// workers behind the standard query catalogue, the warning spool and the disk monitor.
@@ -76,8 +78,31 @@ impl Agent {
         let spool = Arc::new(spool);
         let ids = Arc::new(protocol::ActIds::new());
         let cfg = Arc::new(cfg);
-        let mut runner =
-            Runner::new(Arc::clone(&cfg), catalogue, Arc::clone(&status), Arc::clone(&spool), Arc::clone(&ids))?;
+        let (waker, wake_rx) = wake::pair()?;
+        // The storage thread wakes the loop when a message is written and ready to send.
+        spool.set_waker(waker.try_clone()?);
+        // Every act the gateway may ask for, and what answers it (see `jobs`).
+        let id = protocol::Identity::from(&cfg.device);
+        let mut jobs = Registry::new(waker.try_clone()?);
+        let catalogue = Arc::new(catalogue);
+        jobs.add(catalogue.acts(), queries::workers::Workers::start(Arc::clone(&catalogue))?);
+        status.set_actions(cfg.actions.allowed());
+        let actions = actions::Actions::new(
+            Arc::new(cfg.actions.clone()),
+            &id,
+            &cfg.paths.state_dir,
+            Arc::clone(&spool),
+            Arc::clone(&ids),
+        );
+        jobs.add([actions::ACT], actions);
+        let mut runner = Runner::new(
+            Arc::clone(&cfg),
+            (waker, wake_rx),
+            jobs,
+            Arc::clone(&status),
+            Arc::clone(&spool),
+            Arc::clone(&ids),
+        )?;
         let shared = monitor::Shared {
             ids,
             spool,
@@ -95,11 +120,12 @@ impl Agent {
             None => Sources::start(sources_cfg, sink),
         };
         status.set_event_sources(Arc::clone(&sources.status));
-        // SIGHUP: the runner re-reads the config and hands it here; probes and disk rules
-        // change at once.
+        // SIGHUP: the runner re-reads the config, gives it to the handlers of `jobs` and
+        // hands it here; probes, disk rules and the allowed actions shown change at once.
         let control = monitor.control();
         runner.set_reload_hook(move |cfg| {
             probes.reconfigure(cfg);
+            status.set_actions(cfg.actions.allowed());
             if let Some(c) = &control {
                 let _ = c.send(monitor::Input::Reload(Box::new(cfg.clone())));
             }

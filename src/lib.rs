@@ -11,6 +11,7 @@ pub(crate) mod backoff;
 pub mod config;
 pub mod disks;
 pub mod events;
+pub mod jobs;
 pub mod kernel_log;
 pub mod logging;
 pub(crate) mod net;

@@ -318,6 +318,27 @@ fn sighup_with_a_new_gateway_url_connects_to_it() {
     assert_eq!(wait_exit(&mut child, 10 * SEC).0, Some(0));
 }
 
+#[test]
+fn sighup_with_a_new_hardware_id_answers_every_query_under_the_new_one() {
+    let _g = Guard::new(30 * SEC);
+    let mut a = logged_in_agent(Script::default(), &[]);
+    let renamed = "billtest000000005";
+    fs::write(&a.config, fs::read_to_string(&a.config).unwrap().replace(HARDWARE_ID, renamed)).unwrap();
+    signal(&a.child, Signal::HUP);
+    let (conn, login) = a.gw.wait_login(5 * SEC);
+    assert_eq!(login["hardware_id"], renamed, "{login}");
+    // A probe's answer (encoded on its worker thread), a refused action and an unknown act.
+    for act in ["get_agent_info", "run_action", "get_nothing"] {
+        a.gw.send_json(conn, json!({"act": act, "act_code": act, "client_id": "c", "reqtype": "post", "action": "x"}));
+        let answer =
+            a.gw.wait_for(5 * SEC, act, |e| matches!(e, Event::Received { msg, .. } if msg["act_code"] == act));
+        let Event::Received { msg, .. } = answer else { unreachable!() };
+        assert_eq!(msg["hardware_id"], renamed, "{msg}");
+    }
+    signal(&a.child, Signal::TERM);
+    assert_eq!(wait_exit(&mut a.child, 10 * SEC).0, Some(0));
+}
+
 /// A hundred SIGHUPs in a second, with the config unchanged and then broken: the
 /// connection stays (no setting changed), heartbeats keep going, the broken config is
 /// refused, and the storm leaves no reload thread or descriptor behind.

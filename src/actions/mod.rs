@@ -3,10 +3,11 @@
 //! asynchronously (`write`: answered at once, the result sent later through the durable
 //! outbox as `action_result`, resent until acknowledged).
 //!
-//! The runner (socket thread) only decides: allowed, not running, not too soon, under the
-//! global limit. Everything else (the durable markers, the child process, the outbox
-//! write) happens on a thread per run, which hands answers back through a channel and wakes
-//! the runner. Heartbeats and queries are never held up by an action.
+//! [`Actions`] is the [`Handler`] of `run_action`: on the socket thread it only decides
+//! (allowed, not running, not too soon, under the global limit). Everything else (the
+//! durable markers, the child process, the outbox write) happens on a thread per run,
+//! which answers through its [`Reply`]. Heartbeats and queries are never held up by an
+//! action.
 
 pub mod child;
 pub mod journal;
@@ -14,7 +15,6 @@ mod run;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -25,8 +25,10 @@ use serde_json::Value;
 use crate::config::actions::{self as config, ActionSpec, ActionsConfig};
 use journal::Journal;
 
+use crate::config::Config;
+use crate::jobs::reply::Reply;
+use crate::jobs::{Context, Decision, Handler};
 use crate::logging::Throttle;
-use crate::os::wake::Waker;
 use crate::outbox::spool::Spool;
 use crate::protocol::{self, ActIds, Identity, Query, Refusal};
 pub use run::encode_result;
@@ -55,13 +57,6 @@ impl Mode {
             Mode::Write => "write",
         }
     }
-}
-
-/// An answer ready to go to the gateway on the connection it was asked on.
-#[derive(Debug)]
-pub struct Answer {
-    pub generation: u64,
-    pub text: String,
 }
 
 /// The actions running now. Shared with the runs' threads: a run leaves the set itself,
@@ -125,20 +120,16 @@ impl RefusalLog {
     }
 }
 
-/// The runner's side of actions.
+/// The runner's side of actions: the handler of `run_action`.
 pub struct Actions {
     cfg: Arc<ActionsConfig>,
-    id: Identity,
     journal: Arc<Journal>,
     spool: Arc<Spool>,
     ids: Arc<ActIds>,
-    waker: Waker,
     running: Running,
     /// `write` runs accepted whose result is not in the outbox yet (see [`InFlight`]).
     in_flight: Arc<AtomicUsize>,
     last_start: StartTimes,
-    tx: Sender<Answer>,
-    rx: Receiver<Answer>,
     refusal_log: RefusalLog,
     /// The process groups of the commands running now (see [`Actions::kill_running`]).
     groups: crate::os::child::Groups,
@@ -146,15 +137,14 @@ pub struct Actions {
 
 impl Actions {
     /// Reads the journal: runs a previous agent left unfinished are reported as interrupted
-    /// through `spool`, and `min_interval` resumes from the last start times. Call before
-    /// the socket loop starts (it does disk IO).
+    /// through `spool` (as `id`), and `min_interval` resumes from the last start times.
+    /// Call before the socket loop starts (it does disk IO).
     pub fn new(
         cfg: Arc<ActionsConfig>,
-        id: Identity,
+        id: &Identity,
         state_dir: &std::path::Path,
         spool: Arc<Spool>,
         ids: Arc<ActIds>,
-        waker: Waker,
     ) -> Actions {
         let journal = Arc::new(Journal::new(state_dir));
         // A run's marker goes when the storage thread has its result on disk or sees it
@@ -169,34 +159,23 @@ impl Actions {
                 );
             }
         }));
-        recover(&journal, &spool, &id);
-        let (tx, rx) = mpsc::channel();
+        recover(&journal, &spool, id);
         Actions {
             last_start: StartTimes(Arc::new(Mutex::new(journal.last_starts()))),
             cfg,
-            id,
             journal,
             spool,
             ids,
-            waker,
             running: Running::default(),
             in_flight: Arc::default(),
-            tx,
-            rx,
             refusal_log: RefusalLog::new(),
             groups: Default::default(),
         }
     }
 
-    /// A reloaded config: new requests see the new allow-list; runs in progress finish.
-    pub fn reconfigure(&mut self, cfg: Arc<ActionsConfig>, id: Identity) {
-        self.cfg = cfg;
-        self.id = id;
-    }
-
     /// Decides on a `run_action` query. A refusal is answered at once (the text returned);
-    /// an accepted run answers later through [`Actions::try_done`].
-    pub fn request(&mut self, query: &Query, generation: u64) -> Option<String> {
+    /// an accepted run answers later, from its thread, through the [`Reply`] `cx` gives.
+    fn request(&mut self, query: &Query, cx: &Context<'_>) -> Option<String> {
         let now_ms = unix_ms();
         match self.decide(query, now_ms) {
             Ok((name, mode, spec)) => {
@@ -210,22 +189,21 @@ impl Actions {
                     spec,
                     run_id,
                     echo: query.echo.clone(),
-                    generation,
                     received: Instant::now(),
                     started_at_ms: now_ms,
                     previous_start,
                 };
                 self.running.lock().insert(name.clone());
-                match self.start(run) {
+                match self.start(run, cx.id(), cx.reply()) {
                     Ok(()) => None,
                     Err(e) => {
                         self.last_start.put_back(&name, now_ms, previous_start);
                         self.running.lock().remove(&name);
-                        Some(self.refuse(query, Refusal::probe_failed(format!("cannot start the action: {e}"))))
+                        Some(self.refuse(query, Refusal::probe_failed(format!("cannot start the action: {e}")), cx))
                     }
                 }
             }
-            Err(r) => Some(self.refuse(query, r)),
+            Err(r) => Some(self.refuse(query, r, cx)),
         }
     }
 
@@ -286,18 +264,17 @@ impl Actions {
         )))
     }
 
-    fn refuse(&mut self, query: &Query, r: Refusal) -> String {
+    fn refuse(&mut self, query: &Query, r: Refusal, cx: &Context<'_>) -> String {
         self.refusal_log.log(&query.echo.client_id, query.body.get("action").unwrap_or(&Value::Null), &r);
-        protocol::encode_answer(&self.id, &query.echo, Err(r))
+        cx.answer(&query.echo, Err(r))
     }
 
-    fn start(&self, run: Run) -> std::io::Result<()> {
+    fn start(&self, run: Run, id: &Identity, reply: Reply) -> std::io::Result<()> {
         let ctx = RunCtx {
-            id: self.id.clone(),
+            id: id.clone(),
             journal: Arc::clone(&self.journal),
             spool: Arc::clone(&self.spool),
-            tx: self.tx.clone(),
-            waker: self.waker.try_clone()?,
+            reply: Some(reply),
             running: self.running.clone(),
             last_start: self.last_start.clone(),
             refusal_log: self.refusal_log.clone(),
@@ -312,7 +289,7 @@ impl Actions {
     /// group, which the agent's exit does not reach: outside systemd's cgroup kill they ran
     /// on, orphaned, past their timeout. A `write` run's marker stays, so a result that is
     /// not on disk by the exit is reported as interrupted at the next start.
-    pub fn kill_running(&self) {
+    fn kill_running(&self) {
         let n = self.groups.kill_all();
         if n > 0 {
             info!("stopping: killed {n} running action command(s)");
@@ -324,10 +301,23 @@ impl Actions {
             info!("stopping: killed {orphans} process(es) left behind by commands");
         }
     }
+}
 
-    /// The next answer to send, if any; never blocks.
-    pub fn try_done(&mut self) -> Option<Answer> {
-        self.rx.try_recv().ok()
+impl Handler for Actions {
+    fn handle(&mut self, query: Query, cx: &Context<'_>) -> Decision {
+        match self.request(&query, cx) {
+            Some(text) => Decision::Answer(text),
+            None => Decision::Started,
+        }
+    }
+
+    /// New requests see the new allow-list; runs in progress finish.
+    fn reconfigure(&mut self, cfg: &Config) {
+        self.cfg = Arc::new(cfg.actions.clone());
+    }
+
+    fn stop(&mut self) {
+        self.kill_running();
     }
 }
 

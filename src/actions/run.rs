@@ -4,13 +4,12 @@
 use super::journal::{Journal, RunRecord};
 use super::*;
 use crate::config::actions::{ActionSpec, MAX_NAME_LEN};
-use crate::os::wake::Waker;
+use crate::jobs::reply::Reply;
 use crate::outbox::spool::Spool;
 use crate::protocol::{self, FROM_DEVICE, Identity, QueryEcho, Refusal};
 use log::{error, info, warn};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::mpsc::Sender;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub(super) fn unix_ms() -> u64 {
@@ -23,7 +22,6 @@ pub(super) struct Run {
     pub(super) spec: ActionSpec,
     pub(super) run_id: String,
     pub(super) echo: QueryEcho,
-    pub(super) generation: u64,
     pub(super) received: Instant,
     pub(super) started_at_ms: u64,
     /// The action's last start before this one (see [`StartTimes::put_back`]).
@@ -35,8 +33,9 @@ pub(super) struct RunCtx {
     pub(super) id: Identity,
     pub(super) journal: Arc<Journal>,
     pub(super) spool: Arc<Spool>,
-    pub(super) tx: Sender<Answer>,
-    pub(super) waker: Waker,
+    /// Taken by the run's one answer: a refusal, a `write` run's acknowledgement or a
+    /// `post` run's result.
+    pub(super) reply: Option<Reply>,
     pub(super) running: Running,
     pub(super) last_start: StartTimes,
     pub(super) refusal_log: RefusalLog,
@@ -85,14 +84,16 @@ impl Drop for FinishGuard<'_> {
 }
 
 impl RunCtx {
-    pub(super) fn send(&self, text: String) {
-        let _ = self.tx.send(Answer { generation: self.run.generation, text });
-        self.waker.wake();
-    }
-
     pub(super) fn run_to_end(mut self) {
         // Counted against the outbox's cap until its result is in the outbox.
         let in_flight = self.in_flight.take();
+        let mut reply = self.reply.take();
+        let mut send = |text: String| {
+            if let Some(reply) = reply.take() {
+                // Gone only when the agent stops: nobody is left to answer.
+                let _ = reply.send(text);
+            }
+        };
         let r = &self.run;
         let finished = FinishGuard { name: &r.name, running: &self.running };
         crate::os::child::drop_thread_capabilities();
@@ -106,7 +107,7 @@ impl RunCtx {
                 finished.finish();
                 let refusal = unrecorded(&r.name, r.spec.min_interval, &e);
                 self.refusal_log.log(&r.echo.client_id, &Value::String(r.name.clone()), &refusal);
-                self.send(protocol::encode_answer(&self.id, &r.echo, Err(refusal)));
+                send(protocol::encode_answer(&self.id, &r.echo, Err(refusal)));
                 return;
             }
             // Nothing depends on it: no min_interval to keep.
@@ -127,7 +128,7 @@ impl RunCtx {
                     r.name, r.run_id
                 );
             }
-            self.send(protocol::encode_answer(&self.id, &r.echo, Ok(json!({"action": r.name, "run_id": r.run_id}))));
+            send(protocol::encode_answer(&self.id, &r.echo, Ok(json!({"action": r.name, "run_id": r.run_id}))));
         }
         let limits = child::Limits { timeout: r.spec.timeout, max_output: MAX_OUTPUT };
         let result = child::run_in(&r.spec.command, &limits, &self.groups);
@@ -158,7 +159,7 @@ impl RunCtx {
         // Over before anyone can see that it is.
         finished.finish();
         match r.mode {
-            Mode::Post => self.send(match result {
+            Mode::Post => send(match result {
                 Ok(_) => protocol::encode_answer(&self.id, &r.echo, Ok(data)),
                 Err(e) => protocol::encode_answer(
                     &self.id,
@@ -176,8 +177,8 @@ impl RunCtx {
                 // takes: a crash before then finds the marker and reports the run as
                 // interrupted, under the same act_id, instead of losing it; and it is gone
                 // before the result's file is, so an acknowledged run is never reported again.
+                // The outbox wakes the runner once the result is written.
                 drop(in_flight);
-                self.waker.wake();
             }
         }
     }

@@ -1,52 +1,47 @@
-//! The probe worker threads: one per [`Lane`]. The runner hands them queries; they run the
-//! probe, encode the answer (so even a large answer costs the socket loop nothing but the
-//! write) and wake the runner.
+//! The probe worker threads: one per [`Lane`](crate::queries::Lane), behind one [`Handler`]
+//! for every act of the catalogue. They run the probe, encode the answer (so even a large
+//! answer costs the socket loop nothing but the write) and answer through the job's
+//! [`Reply`].
 
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Sender};
 use std::thread;
 
+use crate::jobs::reply::Reply;
+use crate::jobs::slots::Slots;
+use crate::jobs::{Context, Decision, Handler};
 use crate::logging::escape;
-use crate::os::wake::Waker;
-use crate::protocol::{self, Identity, Query};
-use crate::queries::{Catalogue, LANES, Lane};
+use crate::protocol::{self, Identity, Query, Refusal};
+use crate::queries::{Catalogue, LANES};
 
-/// Queries waiting or running per lane before new ones are refused as busy. Bounds memory
-/// under a flood from the gateway.
+/// Queries waiting, running or answered but not yet sent, per lane, before new ones are
+/// refused as busy. Bounds memory under a flood from the gateway.
 pub const MAX_IN_FLIGHT: usize = 64;
 
 struct Job {
-    generation: u64,
     query: Query,
-}
-
-/// A finished answer, tagged with the connection it was asked on.
-#[derive(Debug)]
-pub struct Done {
-    pub generation: u64,
-    pub lane: Lane,
-    pub text: String,
+    /// The rig's identity when the query came: a reload may change it (and reconnects).
+    id: Identity,
+    reply: Reply,
 }
 
 pub struct Workers {
-    lanes: Vec<Sender<Job>>,
-    in_flight: [usize; 2],
-    done: Receiver<Done>,
+    catalogue: Arc<Catalogue>,
+    lanes: Vec<(Sender<Job>, Slots)>,
 }
 
 impl Workers {
-    pub fn start(catalogue: Arc<Catalogue>, id: Identity, waker: &Waker) -> std::io::Result<Workers> {
-        let (done_tx, done) = mpsc::channel();
+    /// Starts a thread per lane.
+    pub fn start(catalogue: Arc<Catalogue>) -> std::io::Result<Workers> {
         let mut lanes = Vec::new();
         for lane in LANES {
             let (tx, rx) = mpsc::channel::<Job>();
-            let (catalogue, id, done_tx, waker) =
-                (Arc::clone(&catalogue), id.clone(), done_tx.clone(), waker.try_clone()?);
+            let catalogue2 = Arc::clone(&catalogue);
             thread::Builder::new().name(format!("probe-{lane:?}").to_lowercase()).spawn(move || {
                 // Ends when the runner drops its sender.
                 for job in rx {
                     let started = std::time::Instant::now();
-                    let result = catalogue.run(&job.query);
+                    let result = catalogue2.run(&job.query);
                     let echo = &job.query.echo;
                     log::debug!(
                         "answered {} (client_id {}) with code {} in {:.2} ms",
@@ -55,37 +50,45 @@ impl Workers {
                         result.as_ref().map_or_else(|r| r.code, |_| 0),
                         started.elapsed().as_secs_f64() * 1e3
                     );
-                    let text = protocol::encode_answer(&id, echo, result);
-                    if done_tx.send(Done { generation: job.generation, lane, text }).is_err() {
+                    if job.reply.send(protocol::encode_answer(&job.id, echo, result)).is_err() {
                         return;
                     }
-                    waker.wake();
                 }
             })?;
-            lanes.push(tx);
+            lanes.push((tx, Slots::new(MAX_IN_FLIGHT)));
         }
-        Ok(Workers { lanes, in_flight: [0; 2], done })
+        Ok(Workers { catalogue, lanes })
     }
+}
 
-    /// Queues `query`; gives it back when its lane already has [`MAX_IN_FLIGHT`] queries.
-    pub fn submit(&mut self, lane: Lane, generation: u64, query: Query) -> Result<(), Box<Query>> {
-        let i = lane as usize;
-        if self.in_flight[i] >= MAX_IN_FLIGHT {
-            return Err(Box::new(query));
-        }
-        match self.lanes[i].send(Job { generation, query }) {
-            Ok(()) => {
-                self.in_flight[i] += 1;
-                Ok(())
+impl Handler for Workers {
+    /// Queues `query` on its lane; busy when the lane already has [`MAX_IN_FLIGHT`].
+    fn handle(&mut self, query: Query, cx: &Context<'_>) -> Decision {
+        let Some(lane) = self.catalogue.lane(&query.echo.act) else {
+            return Decision::Answer(cx.answer(&query.echo, Err(Refusal::unknown_act(&query.echo.act))));
+        };
+        let (tx, slots) = &self.lanes[lane as usize];
+        let sent = match slots.take() {
+            Some(slot) => {
+                let job = Job { query, id: cx.id().clone(), reply: cx.reply().holding(slot) };
+                tx.send(job).map_err(|e| e.0.query)
             }
-            Err(e) => Err(Box::new(e.0.query)),
+            None => Err(query),
+        };
+        match sent {
+            Ok(()) => Decision::Started,
+            Err(query) => Decision::Busy {
+                answer: cx.answer(
+                    &query.echo,
+                    Err(Refusal::probe_failed(format!(
+                        "agent busy: {MAX_IN_FLIGHT} queries already waiting; try again"
+                    ))),
+                ),
+                why: format!(
+                    "too many queries in flight; refusing {}",
+                    crate::protocol::escape::escape(&query.echo.act)
+                ),
+            },
         }
-    }
-
-    /// The next finished answer, if any; never blocks.
-    pub fn try_done(&mut self) -> Option<Done> {
-        let done = self.done.try_recv().ok()?;
-        self.in_flight[done.lane as usize] -= 1;
-        Some(done)
     }
 }

@@ -1,17 +1,16 @@
 //! What the loop does with one connection's traffic: frames read (capped per round), the
-//! session's actions applied, queries dispatched to the workers, the outbox's due entries.
+//! session's actions applied, queries dispatched to their handlers, the outbox's due entries.
 
 use super::{CLOSE_WAIT, Outcome, Runner};
-use crate::actions::{self};
 use crate::config::url::GatewayUrl;
+use crate::jobs::Decision;
 use crate::logging::utc_timestamp;
 use crate::net::connection::{Closing, Conn, Lost, Reply};
 use crate::net::frames::Kind;
+use crate::protocol::Query;
 use crate::protocol::escape::{escape, escape_bytes};
-use crate::protocol::{self, Query, Refusal};
-use crate::queries::workers::MAX_IN_FLIGHT;
 use crate::session::{Action, End, Session};
-use log::{debug, info};
+use log::info;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tungstenite::Message;
@@ -122,28 +121,15 @@ impl Runner {
         None
     }
 
-    /// Sends `query` to its worker; answers at once (as text to send) what needs no probe.
+    /// Hands `query` to its handler; returns the answer to send now, if it has one (the
+    /// others come back through [`Registry::try_finished`](crate::jobs::Registry::try_finished)).
     pub(super) fn dispatch(&mut self, query: Query) -> Option<String> {
-        let id = self.id.clone();
-        let refuse = move |q: &Query, r: Refusal| Some(protocol::encode_answer(&id, &q.echo, Err(r)));
-        if let Some(why) = &query.bad_request {
-            return refuse(&query, Refusal::bad_request(why.clone()));
-        }
-        if query.echo.act == actions::ACT {
-            return self.actions.request(&query, self.generation);
-        }
-        let Some(lane) = self.catalogue.lane(&query.echo.act) else {
-            debug!("query for unknown act \"{}\"", escape(&query.echo.act));
-            return refuse(&query, Refusal::unknown_act(&query.echo.act));
-        };
-        match self.workers.submit(lane, self.generation, query) {
-            Ok(()) => None,
-            Err(query) => {
-                self.log_junk(&format!("too many queries in flight; refusing {}", escape(&query.echo.act)));
-                refuse(
-                    &query,
-                    Refusal::probe_failed(format!("agent busy: {MAX_IN_FLIGHT} queries already waiting; try again")),
-                )
+        match self.jobs.dispatch(query, self.generation, &self.id) {
+            Decision::Started => None,
+            Decision::Answer(text) => Some(text),
+            Decision::Busy { answer, why } => {
+                self.log_junk(&why);
+                Some(answer)
             }
         }
     }

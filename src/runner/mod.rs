@@ -1,6 +1,7 @@
 //! The main loop: the only owner of the gateway socket. Connects (round robin over
-//! `gateway.urls`), drives a [`Session`] per connection, hands queries to the probe workers
-//! and sends their answers, and waits out the backoff between attempts.
+//! `gateway.urls`), drives a [`Session`] per connection, hands queries to their handlers
+//! (the [`Registry`] agent.rs wires) and sends their answers, and waits out the backoff
+//! between attempts.
 
 use std::collections::VecDeque;
 use std::os::fd::AsFd;
@@ -13,10 +14,10 @@ use std::time::{Duration, Instant};
 use log::{debug, info};
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::actions::Actions;
 use crate::backoff::{self, Backoff};
 use crate::config::url::GatewayUrl;
 use crate::config::{Config, ConfigErrors};
+use crate::jobs::Registry;
 use crate::logging::Throttle;
 use crate::net::connection::{Closing, Conn, Lost, Reply};
 use crate::net::stream::WebSocket;
@@ -24,12 +25,10 @@ use crate::net::transport::{self, ConnectError};
 use crate::net::upgrade::Connected;
 use crate::os::notify::Notifier;
 use crate::os::signals::Shutdown;
-use crate::os::wake::{self, Interest, WakeReceiver, Waker};
+use crate::os::wake::{Interest, WakeReceiver, Waker};
 use crate::outbox::resend::Resend;
 use crate::outbox::spool::Spool;
 use crate::protocol::{ActIds, Identity};
-use crate::queries::Catalogue;
-use crate::queries::workers::Workers;
 use crate::session::{Action, End, Session, SessionConfig};
 
 use crate::status::AgentStatus;
@@ -61,18 +60,17 @@ enum Outcome {
 pub struct Runner {
     cfg: Arc<Config>,
     id: Identity,
-    catalogue: Arc<Catalogue>,
     status: Arc<AgentStatus>,
     ids: Arc<ActIds>,
     shutdown: Shutdown,
     waker: Waker,
     wake_rx: WakeReceiver,
-    workers: Workers,
+    /// Act name → handler: every query's one path, and the one channel their answers
+    /// come back on.
+    jobs: Registry,
     backoff: Backoff,
     spool: Arc<Spool>,
     resend: Resend,
-    /// Remote actions (`run_action`): decided here, run on their own threads.
-    actions: Actions,
     /// Tags answers with the connection they belong to; answers for an older connection
     /// are dropped (the client that asked is gone with it).
     generation: u64,
@@ -94,42 +92,29 @@ pub struct Runner {
 }
 
 impl Runner {
+    /// `wake` is the pipe the loop sleeps on (its write end given to every part that wakes
+    /// it: the outbox, `jobs`); `jobs` answers the queries.
     pub fn new(
         cfg: Arc<Config>,
-        catalogue: Catalogue,
+        (waker, wake_rx): (Waker, WakeReceiver),
+        jobs: Registry,
         status: Arc<AgentStatus>,
         spool: Arc<Spool>,
         ids: Arc<ActIds>,
     ) -> std::io::Result<Runner> {
-        let (waker, wake_rx) = wake::pair()?;
         let id = Identity::from(&cfg.device);
-        let catalogue = Arc::new(catalogue);
-        let workers = Workers::start(Arc::clone(&catalogue), id.clone(), &waker)?;
         let backoff = Backoff::new(cfg.reconnect.initial, cfg.reconnect.max, backoff::random_seed());
-        // The storage thread wakes the loop when a message is written and ready to send.
-        spool.set_waker(waker.try_clone()?);
-        status.set_actions(cfg.actions.allowed());
-        let actions = Actions::new(
-            Arc::new(cfg.actions.clone()),
-            id.clone(),
-            &cfg.paths.state_dir,
-            Arc::clone(&spool),
-            Arc::clone(&ids),
-            waker.try_clone()?,
-        );
         Ok(Runner {
-            actions,
             shutdown: Shutdown::new(waker.try_clone()?),
             resend: Resend::new(cfg.warning.resend_after),
             spool,
             cfg,
             id,
-            catalogue,
             status,
             ids,
             waker,
             wake_rx,
-            workers,
+            jobs,
             backoff,
             generation: 0,
             link: LinkLog::default(),
@@ -195,7 +180,7 @@ impl Runner {
                 break;
             }
         }
-        self.actions.kill_running();
+        self.jobs.stop();
         info!("stopped");
     }
 
@@ -275,8 +260,7 @@ impl Runner {
     }
 
     fn drain_stale_answers(&mut self) {
-        while self.workers.try_done().is_some() {}
-        while self.actions.try_done().is_some() {}
+        while self.jobs.try_finished().is_some() {}
     }
 
     fn session_config(&self) -> SessionConfig {
@@ -349,12 +333,7 @@ impl Runner {
             if let Some(end) = self.read_available(&mut conn, &mut session, url) {
                 return end;
             }
-            while let Some(done) = self.workers.try_done() {
-                if done.generation == self.generation {
-                    pending.extend(session.answer(done.text));
-                }
-            }
-            while let Some(done) = self.actions.try_done() {
+            while let Some(done) = self.jobs.try_finished() {
                 if done.generation == self.generation {
                     pending.extend(session.answer(done.text));
                 }

@@ -74,8 +74,7 @@ impl Runner {
         self.resend.set_after(new.warning.resend_after);
         (self.on_reload)(&new);
         self.id = Identity::from(&new.device);
-        self.actions.reconfigure(Arc::new(new.actions.clone()), self.id.clone());
-        self.status.set_actions(new.actions.allowed());
+        self.jobs.reconfigure(&new);
         self.cfg = Arc::new(new);
         if reconnect {
             info!("configuration reloaded from {}; connecting again with the new gateway settings", file.display());
