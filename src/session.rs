@@ -178,8 +178,24 @@ impl Session {
         }
         match protocol::decode(text) {
             Err(junk) => vec![Action::Junk(junk, escape::escape_to(text, JUNK_HEAD_CHARS))],
-            Ok(Inbound::Query(q)) => vec![Action::Dispatch(q)],
-            Ok(Inbound::Return(r)) => self.on_return(r, ids, now),
+            Ok(Inbound::Query(q)) => {
+                self.application_alive();
+                vec![Action::Dispatch(q)]
+            }
+            Ok(Inbound::Return(r)) => {
+                self.application_alive();
+                self.on_return(r, ids, now)
+            }
+        }
+    }
+
+    /// A message only the gateway's application writes (a query, a return) shows it
+    /// alive as well as a heartbeat's answer does: a gateway busy sending a flood of
+    /// queries queues its heartbeat answers behind them, and is not gone. Pings and junk
+    /// do not count: a proxy or a WebSocket library sends those by itself.
+    fn application_alive(&mut self) {
+        if let Phase::Up { unanswered, .. } = &mut self.phase {
+            *unanswered = None;
         }
     }
 
@@ -202,12 +218,10 @@ impl Session {
                 actions.extend(self.on_tick(ids, now));
                 actions
             }
-            (Phase::Up { first_heartbeat, unanswered, .. }, "heartbeat") => {
+            (Phase::Up { first_heartbeat, .. }, "heartbeat") => {
                 if !r.is_ok() {
                     return self.close(1000, End::HeartbeatRejected { code: r.code, description: r.description });
                 }
-                // Any heartbeat answered, even a late one, shows the application alive.
-                *unanswered = None;
                 log::debug!("heartbeat {} answered", crate::logging::escape(&r.act_id));
                 if first_heartbeat.as_deref() == Some(r.act_id.as_str()) {
                     *first_heartbeat = Some(String::new());

@@ -216,6 +216,33 @@ fn heartbeats_unanswered_for_heartbeat_timeout_end_the_session_though_pings_arri
 }
 
 #[test]
+fn queries_from_the_gateway_show_its_application_alive_while_heartbeat_answers_queue() {
+    let c = Clock::new();
+    let mut s = c.logged_in();
+    // A flood of queries for 300 s: the gateway answers no heartbeat in all that time (its
+    // answers wait behind the flood), yet it is plainly alive.
+    let query = r#"{"act":"get_agent_info","act_code":"q","client_id":"c","reqtype":"post"}"#;
+    for t in (5..300_000).step_by(500) {
+        s.on_text(query, &c.ids, c.at(t));
+        let a = s.on_tick(&c.ids, c.at(t));
+        assert!(!a.iter().any(|a| matches!(a, Action::Close { .. })), "closed at {t}: {a:?}");
+    }
+    // Once the flood stops and heartbeats still go unanswered, the rule applies again.
+    let mut t = 300_000;
+    let end = loop {
+        t += 1_000;
+        s.on_frame(c.at(t));
+        if let Some(Action::Close { end, .. }) =
+            s.on_tick(&c.ids, c.at(t)).into_iter().find(|a| matches!(a, Action::Close { .. }))
+        {
+            break end;
+        }
+        assert!(t < 500_000, "never closed");
+    };
+    assert!(matches!(end, End::HeartbeatsUnanswered { .. }), "{end:?}");
+}
+
+#[test]
 fn the_session_wakes_to_give_up_on_unanswered_heartbeats_in_time() {
     let c = Clock::new();
     let mut s = c.logged_in();
