@@ -93,7 +93,7 @@ fn heartbeats_keep_their_interval() {
         let due = login_at + ms(200) * k;
         let late = at.saturating_duration_since(due);
         assert!(at + ms(20) >= due, "heartbeat {k} early by {:?}", due - at);
-        assert!(late < ms(150), "heartbeat {k} late by {late:?}");
+        assert!(late < slack(ms(150)), "heartbeat {k} late by {late:?}");
     }
     let mut sorted = ids.clone();
     sorted.dedup();
@@ -138,7 +138,7 @@ fn a_slow_probe_delays_only_its_own_answer() {
     assert!(hbs.len() >= 6, "only {} heartbeats during 1.5 s", hbs.len());
     for (i, at) in hbs.iter().enumerate() {
         let due = login_at + ms(200) * (i as u32 + 1);
-        assert!(at.saturating_duration_since(due) < ms(150), "heartbeat {i} late by {:?}", *at - due);
+        assert!(at.saturating_duration_since(due) < slack(ms(150)), "heartbeat {i} late by {:?}", *at - due);
     }
 }
 
@@ -175,10 +175,15 @@ fn junk_frames_are_dropped_and_the_connection_survives() {
 fn a_message_over_max_message_bytes_closes_with_1009_and_the_agent_reconnects() {
     let _g = Guard::new(20 * SEC);
     let (dir, pki, mut gw) = setup();
-    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).write(dir.path());
+    // A small limit and a message twice its size: the gateway finishes writing it while
+    // the agent still drains after its close frame, so the 1009 reaches the gateway even
+    // under qemu-user (a gateway still writing when the agent gives up gets an RST instead).
+    let mut cfg = AgentConfig::new(gw.url(), &pki.ca_file);
+    cfg.gateway_extra = "max_message_bytes = 65536\n".into();
+    let cfg = cfg.write(dir.path());
     let _agent = Agent::start(&cfg);
     let (conn, _) = gw.wait_login(5 * SEC);
-    let big = format!("{{\"act\":\"get_agent_info\",\"pad\":\"{}\"}}", "x".repeat(2 << 20));
+    let big = format!("{{\"act\":\"get_agent_info\",\"pad\":\"{}\"}}", "x".repeat(128 << 10));
     gw.send(conn, Message::text(big));
     let closed = gw.wait_for(5 * SEC, "close from the agent", |e| matches!(e, Event::Closed { .. }));
     let Event::Closed { conn: c, code, .. } = closed else { unreachable!() };
@@ -252,7 +257,7 @@ fn a_flood_of_queries_gets_one_answer_each_and_heartbeats_stay_on_time() {
     for (i, at) in hbs.iter().enumerate() {
         let due = login_at + ms(250) * (i as u32 + 1);
         let late = at.saturating_duration_since(due);
-        assert!(late < SEC, "heartbeat {i} late by {late:?} during the flood ({busy} busy answers)");
+        assert!(late < slack(SEC), "heartbeat {i} late by {late:?} during the flood ({busy} busy answers)");
     }
     assert!(!gw.dropped(conn), "the flood cost the connection");
 }

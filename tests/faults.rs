@@ -340,7 +340,7 @@ fn ten_thousand_messages_a_second_for_five_seconds_cost_no_heartbeat_and_no_memo
     assert!(hbs.len() >= 20, "{} heartbeats", hbs.len());
     for (i, at) in hbs.iter().enumerate() {
         let late = at.saturating_duration_since(login_at + ms(250) * (i as u32 + 1));
-        assert!(late < SEC, "heartbeat {i} late by {late:?}");
+        assert!(late < slack(SEC), "heartbeat {i} late by {late:?}");
     }
     // Memory: flat after the first second, not growing with the 45 000 queries.
     let (first, peak) = (rss[1], *rss[1..].iter().max().unwrap());

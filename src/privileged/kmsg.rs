@@ -220,8 +220,12 @@ mod tests {
         std::fs::write(&cfg.paths.kmsg, log).unwrap();
         let (mut agent, privileged) = UnixStream::pair().unwrap();
         let t = std::thread::spawn(move || serve(privileged, &cfg, Some(Cursor { boot_id: "ab".into(), seq: 0 })));
-        std::thread::sleep(Duration::from_millis(500));
-        agent.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        // Under qemu-user (the ARM test runs) the server is several times slower to fill
+        // the socket: both waits scale with RIG_AGENT_TEST_SLOWDOWN.
+        let slowdown = std::env::var("RIG_AGENT_TEST_SLOWDOWN").ok().and_then(|f| f.parse::<u32>().ok());
+        let wait = Duration::from_millis(500) * slowdown.unwrap_or(1).clamp(1, 20);
+        std::thread::sleep(wait);
+        agent.set_read_timeout(Some(wait)).unwrap();
         let mut bytes = Vec::new();
         let mut buf = [0u8; 65536];
         while let Ok(n @ 1..) = agent.read(&mut buf) {

@@ -317,6 +317,7 @@ impl Gateway {
 
     /// The next event matching `pred`; panics after `timeout` (a test guard, not a timing).
     pub fn wait_for(&mut self, timeout: Duration, what: &str, mut pred: impl FnMut(&Event) -> bool) -> Event {
+        let timeout = slack(timeout);
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -646,4 +647,13 @@ fn send(ws: &mut Ws, msg: Message) -> bool {
         Err(tungstenite::Error::Io(e)) => e.kind() == ErrorKind::WouldBlock,
         Err(_) => false,
     }
+}
+
+/// A bound on lateness, scaled by `RIG_AGENT_TEST_SLOWDOWN` (default 1): under qemu-user
+/// the whole test process, the test gateway included, runs several times slower, so a
+/// lateness measured at the gateway says as much about the emulator as about the agent.
+/// The bound stays tight enough to catch a socket loop starved by the work it waits on.
+pub fn slack(bound: Duration) -> Duration {
+    let factor = std::env::var("RIG_AGENT_TEST_SLOWDOWN").ok().and_then(|f| f.parse::<u32>().ok());
+    bound * factor.unwrap_or(1).clamp(1, 20)
 }

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 #[allow(unused_imports)]
 pub use agent_config::{AgentConfig, HARDWARE_ID, TOKEN, rig_copy, rig_paths};
 #[allow(unused_imports)]
-pub use gateway::{Event, Gateway, Pki, Script};
+pub use gateway::{Event, Gateway, Pki, Script, slack};
 use rig_agent::config::Config;
 use rig_agent::os::signals::Shutdown;
 use rig_agent::queries::Catalogue;
@@ -40,6 +40,7 @@ pub struct Guard(Option<Sender<()>>);
 
 impl Guard {
     pub fn new(limit: Duration) -> Guard {
+        let limit = slack(limit);
         let (tx, rx) = mpsc::channel::<()>();
         let name = thread::current().name().unwrap_or("test").to_string();
         thread::spawn(move || {
