@@ -18,7 +18,7 @@ mod measure;
 use measure::median;
 use rig_agent::config::Config;
 use rig_agent::disks::health::DiskHealth;
-use rig_agent::disks::monitor::{Monitor, Shared};
+use rig_agent::monitor::{Monitor, Shared};
 use rig_agent::outbox::spool::Spool;
 use rig_agent::probes::smart::SmartReader;
 use rig_agent::protocol::ActIds;

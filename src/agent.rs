@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::config::sources::SourcesConfig;
-use crate::disks::monitor;
 use crate::events::disk_event::Sink;
 use crate::events::sources::Sources;
 use crate::jobs::Registry;
 use crate::kernel_log::feed::KmsgFeed;
+use crate::monitor;
 use crate::os::{signals, wake};
 use crate::outbox::spool;
 use crate::queries::answers::Probes;

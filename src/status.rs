@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -14,6 +15,23 @@ pub struct AgentStatus {
     link: Mutex<Link>,
     /// Which kernel event sources are live (for `get_agent_info`); unset before they start.
     event_sources: Mutex<Option<std::sync::Arc<crate::events::source_status::SourcesStatus>>>,
+    /// Whether the rig is in maintenance: warnings then carry `"maintenance": true`.
+    pub maintenance: Maintenance,
+}
+
+/// The rig's maintenance flag, as the warnings read it. Off at start; whoever owns
+/// maintenance (its command, its end time, its state file) sets it.
+#[derive(Debug, Default)]
+pub struct Maintenance(AtomicBool);
+
+impl Maintenance {
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self, on: bool) {
+        self.0.store(on, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -37,6 +55,7 @@ impl AgentStatus {
             config_file,
             link: Mutex::new(Link::default()),
             event_sources: Mutex::new(None),
+            maintenance: Maintenance::default(),
         }
     }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::disks::reason::Reason;
+use crate::episodes::episode::{Closing, Episode};
 
 use crate::os::bounded_read::{self, Links};
 use crate::os::durable::write_durably;
@@ -52,24 +52,12 @@ pub struct SmartBaseline {
     pub counters: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Episode {
-    pub disk: String,
-    pub reason: Reason,
-    /// The warning raised when the episode opened.
-    pub act_id: String,
-    /// Unix seconds.
-    pub since: u64,
-    /// The warning's `detail`, to raise it again with the same text.
-    pub detail: String,
-    /// Its warning was durably in the spool, or acknowledged: it needs no raising again.
-    pub reported: bool,
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inventory {
     pub disks: BTreeMap<String, Remembered>,
     pub episodes: Vec<Episode>,
+    /// Episodes that ended and whose `warning_cleared` is not yet recorded as spooled.
+    pub closing: Vec<Closing>,
 }
 
 impl Inventory {
@@ -127,15 +115,11 @@ impl Inventory {
                 )
             })
             .collect();
-        let episodes: Vec<Value> = self
-            .episodes
-            .iter()
-            .map(|e| {
-                json!({"disk": e.disk, "reason": e.reason.as_str(), "act_id": e.act_id, "since": e.since,
-                       "detail": e.detail, "reported": e.reported})
-            })
-            .collect();
-        json!({"version": 1, "disks": disks, "episodes": episodes})
+        let episodes: Vec<Value> = self.episodes.iter().map(Episode::to_json).collect();
+        let closing: Vec<Value> = self.closing.iter().map(Closing::to_json).collect();
+        // Version 1 still: an earlier agent (a rolled-back update) reads the disks and the
+        // open episodes it knows, and ignores `closing`.
+        json!({"version": 1, "disks": disks, "episodes": episodes, "closing": closing})
     }
 
     pub(crate) fn from_json(v: &Value) -> Option<Inventory> {
@@ -169,28 +153,20 @@ impl Inventory {
                 },
             );
         }
-        let episodes = v["episodes"]
-            .as_array()?
-            .iter()
-            .map(|e| {
-                Some(Episode {
-                    disk: s(&e["disk"])?,
-                    reason: s(&e["reason"])?.parse().ok()?,
-                    act_id: s(&e["act_id"])?,
-                    since: e["since"].as_u64()?,
-                    detail: s(&e["detail"]).unwrap_or_default(),
-                    // Files of earlier versions knew only reported episodes.
-                    reported: e["reported"].as_bool().unwrap_or(true),
-                })
-            })
-            .collect::<Option<Vec<_>>>()?;
-        Some(Inventory { disks, episodes })
+        let episodes = v["episodes"].as_array()?.iter().map(Episode::from_json).collect::<Option<Vec<_>>>()?;
+        // Absent in files of earlier versions: nothing was closing.
+        let closing = match v.get("closing") {
+            None => Vec::new(),
+            Some(c) => c.as_array()?.iter().map(Closing::from_json).collect::<Option<Vec<_>>>()?,
+        };
+        Some(Inventory { disks, episodes, closing })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::episodes::reason::Reason;
 
     fn sample() -> Inventory {
         let mut inv = Inventory::default();
@@ -211,11 +187,25 @@ mod tests {
             },
         );
         inv.episodes.push(Episode {
-            disk: "sdl".into(),
+            subject: "sdl".into(),
             reason: Reason::Missing,
             act_id: "9f3a61c2-12".into(),
             since: 1_764_000_000,
             detail: "block device sdl disappeared".into(),
+            reported: false,
+        });
+        inv.closing.push(Closing {
+            episode: Episode {
+                subject: "sdm".into(),
+                reason: Reason::Offline,
+                act_id: "9f3a61c2-10".into(),
+                since: 1_763_999_000,
+                detail: "device/state of sdm is \"offline\"".into(),
+                reported: true,
+            },
+            act_id: "9f3a61c2-13".into(),
+            time: 1_764_000_100,
+            detail: "device/state of sdm is \"running\" again".into(),
             reported: false,
         });
         inv

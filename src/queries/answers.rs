@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::disks::health::{DiskHealth, Health};
-use crate::disks::reason::Reason;
+use crate::episodes::reason::Reason;
 use crate::os::mountinfo::{self, Mount};
 use crate::os::sysfs::{entries, read_attr};
 use crate::probes::disks::{self, Disk, StateVerdict};

@@ -5,8 +5,9 @@
 
 use std::collections::HashSet;
 
-use crate::disks::inventory::{Episode, Inventory};
-use crate::disks::reason::Reason;
+use crate::disks::inventory::Inventory;
+use crate::episodes::episode::Episode;
+use crate::episodes::reason::Reason;
 use crate::outbox::spool::{Kind, Spool};
 use crate::protocol::{self, Identity};
 use crate::status::unix_now;
@@ -18,7 +19,7 @@ use crate::status::unix_now;
 /// whether `inv` now differs from what is saved (the first scan saves it).
 pub(crate) fn take_over(inv: &mut Inventory, spool: &Spool, id: &Identity) -> bool {
     // A set, not a scan of the episodes per entry: the spool may hold thousands.
-    let mut known: HashSet<(String, Reason)> = inv.episodes.iter().map(|e| (e.disk.clone(), e.reason)).collect();
+    let mut known: HashSet<(String, Reason)> = inv.episodes.iter().map(|e| (e.subject.clone(), e.reason)).collect();
     for entry in spool.unacked() {
         if entry.kind != Kind::Warning {
             continue;
@@ -29,7 +30,7 @@ pub(crate) fn take_over(inv: &mut Inventory, spool: &Spool, id: &Identity) -> bo
         if known.insert((w.disk.clone(), reason)) {
             let since = w.time.unwrap_or_else(unix_now);
             inv.episodes.push(Episode {
-                disk: w.disk,
+                subject: w.disk,
                 reason,
                 act_id: entry.act_id,
                 since,
@@ -50,7 +51,7 @@ pub(crate) fn take_over(inv: &mut Inventory, spool: &Spool, id: &Identity) -> bo
         if known.insert((w.disk.clone(), reason)) {
             let since = w.time.unwrap_or_else(unix_now);
             keep.insert(act_id.clone());
-            inv.episodes.push(Episode { disk: w.disk, reason, act_id, since, detail: w.detail, reported: true });
+            inv.episodes.push(Episode { subject: w.disk, reason, act_id, since, detail: w.detail, reported: true });
             unsaved = true;
         }
     }
@@ -65,8 +66,8 @@ pub(crate) fn take_over(inv: &mut Inventory, spool: &Spool, id: &Identity) -> bo
         unsaved = true;
     }
     for e in inv.episodes.iter().filter(|e| !e.reported && spool.durability(&e.act_id).is_none()) {
-        let device = format!("/dev/{}", e.disk);
-        let serial = inv.disks.get(&e.disk).and_then(|r| r.serial.clone());
+        let device = format!("/dev/{}", e.subject);
+        let serial = inv.disks.get(&e.subject).and_then(|r| r.serial.clone());
         log::error!(
             "disk {device} failed ({}) before the last stop and its warning {} was neither spooled nor \
              acknowledged; raising it again",
@@ -93,7 +94,7 @@ mod tests {
 
     fn episode(disk: &str, act_id: &str, reported: bool) -> Episode {
         Episode {
-            disk: disk.into(),
+            subject: disk.into(),
             reason: Reason::Offline,
             act_id: act_id.into(),
             since: 1_700_000_000,

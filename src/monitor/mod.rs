@@ -1,6 +1,8 @@
-//! The disk-failure monitor: a thread that scans the monitored disks every
+//! The failure monitor: a thread that scans the monitored disks every
 //! `disks.scan_interval`, applies the rules, and for every new failure episode writes a
 //! warning to the spool (durably) before it wakes the runner to send it.
+
+mod restart;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::disks::health::DiskHealth;
-use crate::disks::inventory::{Episode, Inventory};
-use crate::disks::reason::Reason;
+use crate::disks::inventory::Inventory;
 use crate::disks::rules::{self, Seen};
+use crate::episodes::episode::Episode;
+use crate::episodes::reason::Reason;
 use crate::events::disk_event::DiskEvent;
 use crate::events::kmsg_job::SAVE_EVERY;
 use crate::events::storm::Storms;
@@ -113,13 +116,13 @@ impl Monitor {
             log::error!("{p}");
         }
         let id = Identity::from(&cfg.device);
-        let unsaved = crate::disks::restart::take_over(&mut inv, &shared.spool, &id);
+        let unsaved = restart::take_over(&mut inv, &shared.spool, &id);
         let mut storms = Storms::new(cfg.disks.io_error_quiet);
         let now = Instant::now();
         // An io_errors episode open before a restart stays open a quiet period more: the
         // restart alone must not end it (and a storm still going would warn again).
         for e in inv.episodes.iter().filter(|e| e.reason == Reason::IoErrors) {
-            storms.resume(&e.disk, "errors before the agent restarted", now);
+            storms.resume(&e.subject, "errors before the agent restarted", now);
         }
         Monitor {
             roots: Roots::from_config(&cfg.paths),
@@ -255,9 +258,9 @@ impl Monitor {
         let seen = self.look_at(&present);
         self.refresh_smart(&present);
         let conditions = self.conditions(&present, &seen);
-        let (new, closed) = rules::reconcile(&mut self.inv.episodes, &conditions);
+        let (new, closed) = crate::episodes::condition::reconcile(&mut self.inv.episodes, &conditions);
         for e in &closed {
-            log::info!("disk /dev/{}: {} cleared", e.disk, e.reason);
+            log::info!("disk /dev/{}: {} cleared", e.subject, e.reason);
         }
         let warnings: Vec<serde_json::Value> = new.iter().map(|c| self.open_episode(c)).collect();
         // The verdicts first: whoever hears of a warning finds them in get_disk_info.
@@ -285,7 +288,7 @@ impl Monitor {
         let dropped: Vec<String> = self.inv.disks.keys().filter(|n| !self.monitored(n)).cloned().collect();
         for n in &dropped {
             self.inv.disks.remove(n);
-            self.inv.episodes.retain(|e| &e.disk != n);
+            self.inv.episodes.retain(|e| &e.subject != n);
         }
     }
 
@@ -332,7 +335,7 @@ impl Monitor {
 
     /// Every failure condition standing now: the rules over sysfs and mounts, the kernel's
     /// I/O-error storms, and the predictive ones (SMART indicators, ext4 counters, arrays).
-    fn conditions(&mut self, present: &[Disk], seen: &[Seen]) -> Vec<rules::Condition> {
+    fn conditions(&mut self, present: &[Disk], seen: &[Seen]) -> Vec<crate::episodes::condition::Condition> {
         let mut conditions = rules::evaluate(&mut self.inv, seen, self.ioerr_threshold);
         rules::add_kernel_io_errors(&mut conditions, &self.storms.open(Instant::now()));
         let observed = self.observe(present);
@@ -352,10 +355,10 @@ impl Monitor {
 
     /// A new failure: logged, recorded as an episode not yet reported, and its warning
     /// returned for the spool.
-    fn open_episode(&mut self, c: &rules::Condition) -> serde_json::Value {
+    fn open_episode(&mut self, c: &crate::episodes::condition::Condition) -> serde_json::Value {
         let act_id = self.ids.next();
-        let device = format!("/dev/{}", c.disk);
-        let serial = self.inv.disks.get(&c.disk).and_then(|r| r.serial.clone());
+        let device = format!("/dev/{}", c.subject);
+        let serial = self.inv.disks.get(&c.subject).and_then(|r| r.serial.clone());
         let now = unix_now();
         let warning =
             protocol::encode_warning(&self.id, &act_id, &device, serial.as_deref(), c.reason.as_str(), &c.detail, now);
@@ -366,7 +369,7 @@ impl Monitor {
             crate::protocol::escape::escape(&c.detail)
         );
         self.inv.episodes.push(Episode {
-            disk: c.disk.clone(),
+            subject: c.subject.clone(),
             reason: c.reason,
             act_id,
             since: now,
