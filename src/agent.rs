@@ -1,6 +1,6 @@
 //! Wiring: builds the parts from a [`Config`] and starts them (the runner, the handlers of
 //! the gateway's queries (the probe workers behind the query catalogue, remote actions),
-//! the outbox, the disk monitor and the kernel event sources).
+//! the outbox, the disk monitor, the kernel event sources and maintenance).
 
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use crate::os::{signals, wake};
 use crate::outbox::spool;
 use crate::queries::answers::Probes;
 use crate::runner::Runner;
-use crate::{actions, protocol, queries, status};
+use crate::{actions, maintenance, protocol, queries, status};
 
 /// The whole agent as the binary runs it: the runner (which owns the socket), the probe
 /// workers behind the standard query catalogue, the warning spool and the disk monitor.
@@ -24,6 +24,7 @@ pub struct Agent {
     // Dropped before the monitor: the sources hold senders into its channel.
     _events: Sources,
     _monitor: monitor::MonitorHandle,
+    _maintenance: maintenance::control::Control,
 }
 
 impl Agent {
@@ -95,6 +96,9 @@ impl Agent {
             Arc::clone(&ids),
         );
         jobs.add([actions::ACT], actions);
+        // Before the monitor: a window kept across a restart marks its first warnings.
+        let maintenance = maintenance::control::Control::start(&cfg.paths.state_dir, Arc::clone(&status))?;
+        jobs.add([maintenance::console::ACT], maintenance::console::SetMaintenance::new(&cfg, maintenance.console()));
         let mut runner = Runner::new(
             Arc::clone(&cfg),
             (waker, wake_rx),
@@ -130,7 +134,7 @@ impl Agent {
                 let _ = c.send(monitor::Input::Reload(Box::new(cfg.clone())));
             }
         });
-        Ok(Agent { runner, _events: sources, _monitor: monitor })
+        Ok(Agent { runner, _events: sources, _monitor: monitor, _maintenance: maintenance })
     }
 
     /// The handle that stops the agent (signals, tests, the demo).

@@ -15,6 +15,7 @@ pub mod events;
 pub mod jobs;
 pub mod kernel_log;
 pub mod logging;
+pub mod maintenance;
 pub mod monitor;
 pub(crate) mod net;
 pub mod os;
@@ -39,6 +40,8 @@ pub mod exit {
     pub const FAILURE: i32 = 1;
     /// EX_USAGE: the command line is wrong.
     pub const USAGE: i32 = 64;
+    /// EX_UNAVAILABLE: `rig-agent maintenance` found no running agent for its config.
+    pub const UNAVAILABLE: i32 = 69;
     /// EX_CONFIG: the config is wrong; the unit does not restart on it.
     pub const CONFIG: i32 = 78;
 }

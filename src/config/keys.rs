@@ -2,7 +2,7 @@
 //! the wrong section belongs ("move it to [gateway]").
 
 pub(crate) const TOP: &[&str] =
-    &["device", "gateway", "heartbeat", "reconnect", "disks", "warning", "paths", "probes", "actions"];
+    &["device", "gateway", "heartbeat", "reconnect", "disks", "warning", "paths", "probes", "actions", "maintenance"];
 pub(crate) const DEVICE: &[&str] = &["hardware_id", "name", "token", "token_file"];
 pub(crate) const GATEWAY: &[&str] = &[
     "urls",
@@ -28,6 +28,7 @@ pub(crate) const DISKS: &[&str] = &[
     "io_error_quiet",
 ];
 pub(crate) const WARNING: &[&str] = &["resend_after"];
+pub(crate) const MAINTENANCE: &[&str] = &["remote"];
 pub(crate) const PATHS: &[&str] = &["state_dir", "sysfs", "procfs", "rootfs", "kmsg", "privileged_socket"];
 pub(crate) const PROBES: &[&str] = &["nvidia_smi", "nvidia_smi_timeout", "nvidia_smi_interval"];
 /// `[actions]` itself; its other keys are `[actions.<name>]` sections.
@@ -46,6 +47,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("paths", PATHS),
     ("probes", PROBES),
     ("actions", ACTIONS),
+    ("maintenance", MAINTENANCE),
     ("actions.<name>", ACTION),
 ];
 

@@ -117,6 +117,7 @@ impl Config {
         let disks_s = f.ok(top.table("disks"));
         let disks = disks_s.as_ref().and_then(|s| read_disks(s, &mut f));
         let warning = f.ok(top.table("warning")).and_then(|s| read_warning(&s, &mut f));
+        let maintenance = f.ok(top.table("maintenance")).and_then(|s| read_maintenance(&s, &mut f));
         let paths_s = f.ok(top.table("paths"));
         let paths = paths_s.as_ref().and_then(|s| read_paths(s, &mut f));
         let probes = f.ok(top.table("probes")).and_then(|s| read_probes(&s, &mut f));
@@ -143,6 +144,7 @@ impl Config {
                 paths: paths?,
                 probes: probes?,
                 actions,
+                maintenance: maintenance?,
                 spots: Spots {
                     token: device_s.spot("token"),
                     token_file: device_s.spot("token_file"),

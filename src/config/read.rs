@@ -256,6 +256,12 @@ pub(super) fn read_warning(s: &Section, f: &mut Found) -> Option<WarningConfig> 
     Some(WarningConfig { resend_after })
 }
 
+pub(super) fn read_maintenance(s: &Section, f: &mut Found) -> Option<MaintenanceConfig> {
+    s.deny(keys::MAINTENANCE, f);
+    let remote = f.ok(s.bool_or("remote", false))?;
+    Some(MaintenanceConfig { remote })
+}
+
 /// The `[paths]` keys; the state directory is looked at (or created) by `resolve`.
 pub(super) fn read_paths(s: &Section, f: &mut Found) -> Option<PathsConfig> {
     s.deny(keys::PATHS, f);

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use crate::config::duration::format_duration;
 use crate::config::{
-    Config, DeviceConfig, DisksConfig, GatewayConfig, HeartbeatConfig, PathsConfig, ProbesConfig, ReconnectConfig,
-    WarningConfig,
+    Config, DeviceConfig, DisksConfig, GatewayConfig, HeartbeatConfig, MaintenanceConfig, PathsConfig, ProbesConfig,
+    ReconnectConfig, WarningConfig,
 };
 
 impl Config {
@@ -15,7 +15,8 @@ impl Config {
     /// Every field of every section is named (no `..`), so a new key does not compile until
     /// it is rendered here, or named `_` with the reason it is not shown.
     pub fn render(&self) -> String {
-        let Config { file, device, gateway, heartbeat, reconnect, disks, warning, paths, probes, actions } = self;
+        let Config { file, device, gateway, heartbeat, reconnect, disks, warning, paths, probes, actions, maintenance } =
+            self;
         let d = format_duration;
         let mut out = String::new();
         out += &format!("# effective config from {}\n", file.display());
@@ -57,6 +58,8 @@ impl Config {
             d(*nvidia_smi_interval)
         );
         out += &actions.render();
+        let MaintenanceConfig { remote } = maintenance;
+        out += &format!("\n[maintenance]\nremote = {remote}\n");
         out
     }
 }

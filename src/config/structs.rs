@@ -39,6 +39,7 @@ pub struct Config {
     pub probes: ProbesConfig,
     /// `[actions]`: what the gateway may ask the rig to run (PROTOCOL.md §8).
     pub actions: ActionsConfig,
+    pub maintenance: MaintenanceConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +147,13 @@ pub struct WarningConfig {
     pub resend_after: Duration,
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MaintenanceConfig {
+    /// Whether the console may turn maintenance on or off (`set_maintenance`). Default
+    /// false: only `rig-agent maintenance` on the rig itself may.
+    pub remote: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathsConfig {
     /// Spool and disk inventory; created if missing. Default /var/lib/rig-agent.
@@ -188,6 +196,7 @@ impl Config {
             warning: _,
             probes: _,
             actions: _,
+            maintenance: _,
             // Only a restart applies them (`paths_differ`).
             paths: _,
         } = self;

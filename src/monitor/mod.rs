@@ -360,8 +360,12 @@ impl Monitor {
         let device = format!("/dev/{}", c.subject);
         let serial = self.inv.disks.get(&c.subject).and_then(|r| r.serial.clone());
         let now = unix_now();
-        let warning =
+        let mut warning =
             protocol::encode_warning(&self.id, &act_id, &device, serial.as_deref(), c.reason.as_str(), &c.detail, now);
+        // The console sees that someone is working on the rig (PROTOCOL.md §9).
+        if self.status.maintenance.is_on() {
+            warning["maintenance"] = true.into();
+        }
         // The detail quotes outside text (a mount point from mountinfo, a kernel line).
         log::error!(
             "disk {device} failed ({}): {}; warning {act_id}",

@@ -6,6 +6,7 @@ pub(crate) mod bounded_read;
 pub mod caps;
 pub mod child;
 pub mod durable;
+pub mod local_socket;
 pub mod mountinfo;
 pub(crate) mod notify;
 pub mod orphans;
