@@ -98,6 +98,7 @@ fn measure(disks: usize, scans: usize) -> (Duration, Duration, f64) {
         smart: Arc::new(SmartReader::new("", Duration::from_secs(1), Duration::from_secs(1))),
         health: Arc::new(DiskHealth::default()),
         status: Arc::new(AgentStatus::new(cfg.file.clone())),
+        episodes: Arc::default(),
     };
     let mut m = Monitor::new(&cfg, shared);
     m.scan(); // first scan builds the inventory and saves it

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::config::sources::SourcesConfig;
+use crate::episodes::event::Feed;
 use crate::events::disk_event::Sink;
 use crate::events::sources::Sources;
 use crate::jobs::Registry;
@@ -15,7 +16,7 @@ use crate::os::{signals, wake};
 use crate::outbox::spool;
 use crate::queries::answers::Probes;
 use crate::runner::Runner;
-use crate::{actions, maintenance, protocol, queries, status};
+use crate::{actions, maintenance, protocol, queries, recovery, status};
 
 /// The whole agent as the binary runs it: the runner (which owns the socket), the probe
 /// workers behind the standard query catalogue, the warning spool and the disk monitor.
@@ -95,10 +96,22 @@ impl Agent {
             Arc::clone(&spool),
             Arc::clone(&ids),
         );
+        let steps = actions.steps();
         jobs.add([actions::ACT], actions);
         // Before the monitor: a window kept across a restart marks its first warnings.
         let maintenance = maintenance::control::Control::start(&cfg.paths.state_dir, Arc::clone(&status))?;
         jobs.add([maintenance::console::ACT], maintenance::console::SetMaintenance::new(&cfg, maintenance.console()));
+        // Subscribed before the monitor starts: it hears the episodes taken over at start.
+        let episodes = Arc::new(Feed::default());
+        let parts = recovery::driver::Parts {
+            state_dir: cfg.paths.state_dir.clone(),
+            steps,
+            spool: Arc::clone(&spool),
+            ids: Arc::clone(&ids),
+            id: id.clone(),
+            status: Arc::clone(&status),
+        };
+        jobs.add::<&str>([], recovery::driver::Recovery::start(&cfg.recovery, parts, episodes.subscribe())?);
         let mut runner = Runner::new(
             Arc::clone(&cfg),
             (waker, wake_rx),
@@ -113,6 +126,7 @@ impl Agent {
             smart: Arc::clone(&probes.smart),
             health: Arc::clone(&probes.health),
             status: Arc::clone(&status),
+            episodes,
         };
         let monitor = monitor::Monitor::new(&cfg, shared).spawn()?;
         // Kernel events go through the monitor's own channel: it wakes for them at once, and

@@ -25,6 +25,7 @@ pub mod privileged_client;
 pub mod probes;
 pub mod protocol;
 pub mod queries;
+pub mod recovery;
 pub mod runner;
 pub mod session;
 pub mod status;

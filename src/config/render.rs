@@ -15,8 +15,20 @@ impl Config {
     /// Every field of every section is named (no `..`), so a new key does not compile until
     /// it is rendered here, or named `_` with the reason it is not shown.
     pub fn render(&self) -> String {
-        let Config { file, device, gateway, heartbeat, reconnect, disks, warning, paths, probes, actions, maintenance } =
-            self;
+        let Config {
+            file,
+            device,
+            gateway,
+            heartbeat,
+            reconnect,
+            disks,
+            warning,
+            paths,
+            probes,
+            actions,
+            maintenance,
+            recovery,
+        } = self;
         let d = format_duration;
         let mut out = String::new();
         out += &format!("# effective config from {}\n", file.display());
@@ -60,6 +72,7 @@ impl Config {
         out += &actions.render();
         let MaintenanceConfig { remote } = maintenance;
         out += &format!("\n[maintenance]\nremote = {remote}\n");
+        out += &recovery.render();
         out
     }
 }

@@ -256,6 +256,7 @@ pub struct Parsed {
     pub(super) probes: ProbesConfig,
     pub(super) actions: ActionsConfig,
     pub(super) maintenance: MaintenanceConfig,
+    pub(super) recovery: crate::config::recovery::RecoveryConfig,
     pub(super) spots: Spots,
 }
 
@@ -282,6 +283,7 @@ impl Parsed {
             probes,
             actions,
             maintenance,
+            recovery,
             spots,
         } = self;
         let ParsedDevice { hardware_id, name, token, token_file } = device;
@@ -345,6 +347,7 @@ impl Parsed {
             probes,
             actions,
             maintenance,
+            recovery,
         })
     }
 }

@@ -40,6 +40,7 @@ pub struct Config {
     /// `[actions]`: what the gateway may ask the rig to run (PROTOCOL.md §8).
     pub actions: ActionsConfig,
     pub maintenance: MaintenanceConfig,
+    pub recovery: crate::config::recovery::RecoveryConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -197,6 +198,7 @@ impl Config {
             probes: _,
             actions: _,
             maintenance: _,
+            recovery: _,
             // Only a restart applies them (`paths_differ`).
             paths: _,
         } = self;

@@ -15,6 +15,7 @@ use crate::disks::health::DiskHealth;
 use crate::disks::inventory::Inventory;
 use crate::disks::rules::{self, Seen};
 use crate::episodes::episode::Episode;
+use crate::episodes::event::{Change, EpisodeEvent, Feed};
 use crate::episodes::reason::Reason;
 use crate::events::disk_event::DiskEvent;
 use crate::events::kmsg_job::SAVE_EVERY;
@@ -47,6 +48,7 @@ pub struct Monitor {
     smart: Arc<SmartReader>,
     health: Arc<DiskHealth>,
     status: Arc<AgentStatus>,
+    episodes: Arc<Feed>,
     refresher: Option<JoinHandle<()>>,
     save_failing: bool,
     /// The inventory differs from what is saved in a way a scan cannot see (episodes found
@@ -102,6 +104,9 @@ pub struct Shared {
     pub smart: Arc<SmartReader>,
     pub health: Arc<DiskHealth>,
     pub status: Arc<AgentStatus>,
+    /// Where episodes opened, taken over at start and closed are published (the
+    /// recovery ladder listens).
+    pub episodes: Arc<Feed>,
 }
 
 impl Monitor {
@@ -117,6 +122,9 @@ impl Monitor {
         }
         let id = Identity::from(&cfg.device);
         let unsaved = restart::take_over(&mut inv, &shared.spool, &id);
+        for e in &inv.episodes {
+            shared.episodes.publish(&EpisodeEvent::of(Change::Resumed, e, &e.detail, e.since));
+        }
         let mut storms = Storms::new(cfg.disks.io_error_quiet);
         let now = Instant::now();
         // An io_errors episode open before a restart stays open a quiet period more: the
@@ -138,6 +146,7 @@ impl Monitor {
             smart: shared.smart,
             health: shared.health,
             status: shared.status,
+            episodes: shared.episodes,
             refresher: None,
             save_failing: false,
             unsaved,
@@ -259,8 +268,10 @@ impl Monitor {
         self.refresh_smart(&present);
         let conditions = self.conditions(&present, &seen);
         let (new, closed) = crate::episodes::condition::reconcile(&mut self.inv.episodes, &conditions);
+        let cleared_at = unix_now();
         for e in &closed {
             log::info!("disk /dev/{}: {} cleared", e.subject, e.reason);
+            self.episodes.publish(&EpisodeEvent::of(Change::Closed, e, "the condition cleared", cleared_at));
         }
         let warnings: Vec<serde_json::Value> = new.iter().map(|c| self.open_episode(c)).collect();
         // The verdicts first: whoever hears of a warning finds them in get_disk_info.
@@ -270,6 +281,9 @@ impl Monitor {
             // The storage thread writes it durably before the runner offers it to the
             // gateway; the episode counts as reported once that write is done.
             self.spool.push(w);
+        }
+        for e in self.inv.episodes.iter().filter(|e| warnings.iter().any(|w| w["act_id"] == e.act_id.as_str())) {
+            self.episodes.publish(&EpisodeEvent::of(Change::Opened, e, &e.detail, e.since));
         }
         self.spool.catch_up();
         if !new.is_empty() {

@@ -52,6 +52,8 @@ pub enum Kind {
     Warning,
     /// The result of a remote action (PROTOCOL.md §8).
     ActionResult,
+    /// An automatic recovery step or the end of a ladder (PROTOCOL.md §9).
+    Recovery,
 }
 
 impl Kind {
@@ -60,6 +62,7 @@ impl Kind {
         match self {
             Kind::Warning => "warning",
             Kind::ActionResult => "action_result",
+            Kind::Recovery => "recovery",
         }
     }
 
@@ -67,6 +70,7 @@ impl Kind {
         match act {
             "warning" => Some(Kind::Warning),
             "action_result" => Some(Kind::ActionResult),
+            "recovery" => Some(Kind::Recovery),
             _ => None,
         }
     }

@@ -613,8 +613,9 @@ fn converse(
                     {
                         return Outcome::Over;
                     }
-                    // Action results travel the same outbox and are acknowledged alike.
-                    "warning" | "action_result" => {
+                    // Action results and recovery reports travel the same outbox and are
+                    // acknowledged alike.
+                    "warning" | "action_result" | "recovery" => {
                         if let Some(code) = s.warning_ack
                             && !send(ws, Message::text(ret(act, code, "ok").to_string()))
                         {
