@@ -248,3 +248,20 @@ impl Worker {
         self.parts.spool.push(&msg);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_corrupt_or_huge_state_file_is_moved_aside_and_the_ladders_start_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        for junk in ["{\"taken\":[\"soon\"],\"episodes\":{}}".to_string(), "[".repeat(2 << 20)] {
+            std::fs::write(dir.path().join(FILE), &junk).unwrap();
+            assert_eq!(load(dir.path()), State::default());
+            assert!(!dir.path().join(FILE).exists());
+            assert!(dir.path().join("recovery.json.corrupt").exists());
+        }
+        assert_eq!(load(dir.path()), State::default());
+    }
+}
