@@ -2,7 +2,7 @@
 //! the wrong section belongs ("move it to [gateway]").
 
 pub(crate) const TOP: &[&str] =
-    &["device", "gateway", "heartbeat", "reconnect", "disks", "warning", "paths", "probes", "actions"];
+    &["device", "gateway", "heartbeat", "reconnect", "disks", "warning", "paths", "probes", "gpus", "actions"];
 pub(crate) const DEVICE: &[&str] = &["hardware_id", "name", "token", "token_file"];
 pub(crate) const GATEWAY: &[&str] = &[
     "urls",
@@ -27,9 +27,10 @@ pub(crate) const DISKS: &[&str] = &[
     "smart_timeout",
     "io_error_quiet",
 ];
-pub(crate) const WARNING: &[&str] = &["resend_after"];
+pub(crate) const WARNING: &[&str] = &["resend_after", "send_cleared"];
 pub(crate) const PATHS: &[&str] = &["state_dir", "sysfs", "procfs", "rootfs", "kmsg", "privileged_socket"];
 pub(crate) const PROBES: &[&str] = &["nvidia_smi", "nvidia_smi_timeout", "nvidia_smi_interval"];
+pub(crate) const GPUS: &[&str] = &["warn"];
 /// `[actions]` itself; its other keys are `[actions.<name>]` sections.
 pub(crate) const ACTIONS: &[&str] = &["enabled", "max_concurrent"];
 /// `[actions.<name>]`.
@@ -45,6 +46,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("warning", WARNING),
     ("paths", PATHS),
     ("probes", PROBES),
+    ("gpus", GPUS),
     ("actions", ACTIONS),
     ("actions.<name>", ACTION),
 ];

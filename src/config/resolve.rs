@@ -254,6 +254,7 @@ pub struct Parsed {
     pub(super) warning: WarningConfig,
     pub(super) paths: PathsConfig,
     pub(super) probes: ProbesConfig,
+    pub(super) gpus: GpusConfig,
     pub(super) actions: ActionsConfig,
     pub(super) spots: Spots,
 }
@@ -269,8 +270,20 @@ impl Parsed {
     /// `Config` is built with every field: a new key does not compile until it is copied
     /// from what was parsed to what the agent runs with.
     pub(super) fn resolve_as(self, mode: StateDir) -> Result<Config, ConfigErrors> {
-        let Parsed { file, device, gateway, heartbeat, reconnect, disks, warning, mut paths, probes, actions, spots } =
-            self;
+        let Parsed {
+            file,
+            device,
+            gateway,
+            heartbeat,
+            reconnect,
+            disks,
+            warning,
+            mut paths,
+            probes,
+            gpus,
+            actions,
+            spots,
+        } = self;
         let ParsedDevice { hardware_id, name, token, token_file } = device;
         // Each file a key names is looked at, whatever the others gave: every refusal at once.
         let mut f = Found::default();
@@ -330,6 +343,7 @@ impl Parsed {
             warning,
             paths,
             probes,
+            gpus,
             actions,
         })
     }
