@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::config::sources::SourcesConfig;
-use crate::events::disk_event::Sink;
+use crate::episodes::event::Feed;
+use crate::events::kernel_event::Sink;
 use crate::events::sources::Sources;
 use crate::kernel_log::feed::KmsgFeed;
 use crate::monitor;
@@ -19,6 +20,8 @@ use crate::{protocol, queries, status};
 /// workers behind the standard query catalogue, the warning spool and the disk monitor.
 pub struct Agent {
     runner: Runner,
+    /// Failure episodes opening and ending, for whoever acts on them.
+    episodes: Arc<Feed>,
     // Dropped before the monitor: the sources hold senders into its channel.
     _events: Sources,
     _monitor: monitor::MonitorHandle,
@@ -78,12 +81,16 @@ impl Agent {
         let cfg = Arc::new(cfg);
         let mut runner =
             Runner::new(Arc::clone(&cfg), catalogue, Arc::clone(&status), Arc::clone(&spool), Arc::clone(&ids))?;
+        let episodes = Arc::new(Feed::default());
         let shared = monitor::Shared {
             ids,
             spool,
             smart: Arc::clone(&probes.smart),
             health: Arc::clone(&probes.health),
             status: Arc::clone(&status),
+            gpu_health: Arc::clone(&probes.gpu_health),
+            nvidia: Arc::clone(&probes.nvidia),
+            episodes: Arc::clone(&episodes),
         };
         let monitor = monitor::Monitor::new(&cfg, shared).spawn()?;
         // Kernel events go through the monitor's own channel: it wakes for them at once, and
@@ -104,12 +111,18 @@ impl Agent {
                 let _ = c.send(monitor::Input::Reload(Box::new(cfg.clone())));
             }
         });
-        Ok(Agent { runner, _events: sources, _monitor: monitor })
+        Ok(Agent { runner, episodes, _events: sources, _monitor: monitor })
     }
 
     /// The handle that stops the agent (signals, tests, the demo).
     pub fn shutdown(&self) -> signals::Shutdown {
         self.runner.shutdown()
+    }
+
+    /// The failure episodes' events: subscribe to hear each one opening and ending, off
+    /// the socket thread. A new subscriber is first handed the episodes open now.
+    pub fn episodes(&self) -> Arc<Feed> {
+        Arc::clone(&self.episodes)
     }
 
     /// Runs until stopped; the disk monitor stops when the agent is dropped.
