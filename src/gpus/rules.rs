@@ -20,7 +20,7 @@ use std::time::Instant;
 use crate::episodes::condition::Condition;
 use crate::episodes::reason::Reason;
 use crate::gpus::inventory::{GpuInventory, KnownGpu};
-use crate::probes::gpu::{Gpu, GpuState, PciGpu, Vendor};
+use crate::probes::gpu::{Gpu, GpuState, PciGpu, Vendor, pci_address};
 
 /// What nvidia-smi gave the scan.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,7 +157,9 @@ fn remember(inv: &mut GpuInventory, held: &mut Held, seen: &Seen) {
         _ => &[],
     };
     for g in listed.iter().chain(&seen.amd) {
-        if let Some(bus) = &g.bus_id {
+        // Only an address in the kernel's form names a GPU: nvidia-smi's words (or a
+        // wrapper's) never become a key of the inventory, a warning's `gpu` or a log line.
+        if let Some(bus) = g.bus_id.as_ref().filter(|b| pci_address(b)) {
             seen_now.push((
                 bus.clone(),
                 KnownGpu { vendor: g.vendor, model: g.name.clone(), uuid: g.uuid.clone(), index: g.index },

@@ -159,3 +159,15 @@ fn another_gpu_in_the_slot_is_not_held_lost_for_the_old_one() {
     assert!(evaluate(&mut inv, &mut held, &seen(t0, on_bus(&[A]), other)).is_empty());
     assert!(!held.is_held(A));
 }
+
+#[test]
+fn a_bus_id_that_is_not_a_pci_address_never_enters_the_inventory() {
+    let t = Instant::now();
+    let (mut inv, mut held) = (GpuInventory::default(), Held::default());
+    let hostile = "0, NVIDIA GeForce RTX 3090, 0000:01:00.0\u{1b}[2J, 60, 70, 300.00, 350.00, 100, 24576, 20000, 1695, 9751, GPU-0\n\
+                   1, NVIDIA GeForce RTX 3090, ../../../etc/passwd, 60, 70, 300.00, 350.00, 100, 24576, 20000, 1695, 9751, GPU-1\n\
+                   2, NVIDIA GeForce RTX 3090, 0000:02:00.0, 60, 70, 300.00, 350.00, 100, 24576, 20000, 1695, 9751, GPU-2\n";
+    let listed = NvidiaSeen::Listed(t, parse_nvidia(hostile).unwrap());
+    assert!(evaluate(&mut inv, &mut held, &seen(t, None, listed)).is_empty());
+    assert_eq!(inv.gpus.keys().collect::<Vec<_>>(), ["0000:02:00.0"]);
+}
