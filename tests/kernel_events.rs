@@ -17,6 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::segfault::{ExceptionTrace, KernelLog, build_segfault};
 use common::*;
 use faulty_disk::FaultyDisk;
 use serde_json::{Value, json};
@@ -383,80 +384,6 @@ fn a_real_kernel_io_error_on_a_loop_device_raises_io_errors_and_its_detach_raise
     assert_eq!(code, Some(0), "{log}");
 }
 
-/// A program that names itself (`prctl(PR_SET_NAME)`, as any process may) and then really
-/// faults, in its own code: the kernel logs `<name>[<pid>]: segfault at 0 ip … in
-/// <this file's name>[…]` as a kernel record (x86, `debug.exception-trace = 1`). Built with
-/// the C compiler `ring` needs anyway.
-const SEGFAULT_C: &str = "#include <sys/prctl.h>\n\
-    int main(int argc, char **argv) {\n\
-      if (argc > 1) prctl(PR_SET_NAME, argv[1], 0, 0, 0);\n\
-      *(volatile int *)0 = 1;\n\
-      return 0;\n\
-    }\n";
-
-/// The kernel log as root reads it, from now on: to see that each forged record was
-/// really logged (a test whose forgery never reached the log would prove nothing).
-struct KernelLog(fs::File);
-
-impl KernelLog {
-    fn from_now() -> KernelLog {
-        use std::io::{Seek, SeekFrom};
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = OpenOptions::new()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-            .open("/dev/kmsg")
-            .unwrap();
-        f.seek(SeekFrom::End(0)).unwrap();
-        KernelLog(f)
-    }
-
-    /// Waits up to `limit` for a record whose message contains `needle`; its message.
-    fn find(&mut self, needle: &str, limit: std::time::Duration) -> Option<String> {
-        use std::io::Read;
-        let until = std::time::Instant::now() + limit;
-        let mut buf = vec![0u8; 8192];
-        while std::time::Instant::now() < until {
-            match self.0.read(&mut buf) {
-                Ok(n) => {
-                    let text = String::from_utf8_lossy(&buf[..n]);
-                    if let Some((_, message)) = text.lines().next().and_then(|l| l.split_once(';'))
-                        && message.contains(needle)
-                    {
-                        return Some(message.to_string());
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(ms(20)),
-                Err(_) => {} // EPIPE: the ring wrapped; read on
-            }
-        }
-        None
-    }
-}
-
-/// `debug.exception-trace` on for the test (x86 logs user segfaults only then), and back
-/// as it was after.
-struct ExceptionTrace(Option<String>);
-
-impl ExceptionTrace {
-    fn on() -> ExceptionTrace {
-        let path = "/proc/sys/debug/exception-trace";
-        let was = fs::read_to_string(path).ok();
-        if was.as_deref().map(str::trim) != Some("1") {
-            fs::write(path, "1\n").expect("set debug.exception-trace");
-        }
-        ExceptionTrace(was)
-    }
-}
-
-impl Drop for ExceptionTrace {
-    fn drop(&mut self) {
-        if let Some(was) = &self.0 {
-            let _ = fs::write("/proc/sys/debug/exception-trace", was);
-        }
-    }
-}
-
 /// `get_agent_info`'s answer.
 fn agent_info(gw: &mut Gateway, conn: usize) -> Value {
     gw.send_json(conn, json!({"act":"get_agent_info","act_code":"i","client_id":"c","reqtype":"post"}));
@@ -507,10 +434,7 @@ fn a_forged_segfault_record_never_blames_a_disk_and_a_real_failure_still_warns()
     };
     let _trace = ExceptionTrace::on();
     let bin = dir.path().join("bin");
-    fs::create_dir_all(&bin).unwrap();
-    fs::write(bin.join("segfault.c"), SEGFAULT_C).unwrap();
-    let cc = Command::new("cc").arg("-O0").arg("-o").arg(bin.join("segfault")).arg(bin.join("segfault.c")).status();
-    assert!(cc.is_ok_and(|s| s.success()), "cc could not build the segfaulting program");
+    build_segfault(&bin);
     let sys = dir.path().join("sys");
     forgery_sysfs(&sys, &disk.name);
 
