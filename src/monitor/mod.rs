@@ -83,7 +83,10 @@ pub struct Monitor {
     feed: Arc<Feed>,
     /// nvidia-smi, run on a helper thread whose answer comes back as [`Input::Nvidia`].
     nvidia: Arc<NvidiaReader>,
-    nvidia_run: Option<JoinHandle<()>>,
+    /// A run is on its way: its answer (bounded by `nvidia_smi_timeout`) is still to come.
+    nvidia_asked: bool,
+    /// nvidia-smi was asked at least once (the first look, whatever the inventory holds).
+    nvidia_looked: bool,
     nvidia_every: Duration,
     nvidia_next: Instant,
     /// The monitor's own channel, for its helpers' answers (set when it is spawned).
@@ -143,6 +146,13 @@ pub struct Shared {
     pub episodes: Arc<Feed>,
 }
 
+/// How often the monitor asks nvidia-smi: every scan (`disks.scan_interval`), and never
+/// more often than the query side may (`probes.nvidia_smi_interval`): each run costs the
+/// board a process and the driver a round of calls.
+fn nvidia_every(cfg: &Config) -> Duration {
+    cfg.disks.scan_interval.max(cfg.probes.nvidia_smi_interval)
+}
+
 impl Monitor {
     /// Loads the inventory (a corrupt one is moved aside and reported) and takes in the
     /// warnings still in the spool, so a crash between spooling a warning and saving its
@@ -195,8 +205,9 @@ impl Monitor {
             send_cleared: cfg.warning.send_cleared,
             feed: shared.episodes,
             nvidia: shared.nvidia,
-            nvidia_run: None,
-            nvidia_every: cfg.probes.nvidia_smi_interval,
+            nvidia_asked: false,
+            nvidia_looked: false,
+            nvidia_every: nvidia_every(cfg),
             nvidia_next: now,
             input: None,
         }
@@ -229,7 +240,10 @@ impl Monitor {
                 }
                 // Every event taken in has had its scan (scan_now is false here).
                 self.save_kmsg_position(false);
-                let until = self.next_end().map_or(next_scan, |t| t.min(next_scan));
+                // nvidia-smi is asked every `nvidia_smi_interval`, between scans too: its
+                // answer wakes the monitor, and a scan follows when it changed.
+                self.refresh_nvidia();
+                let until = [self.next_end(), self.nvidia_due()].into_iter().flatten().fold(next_scan, Instant::min);
                 let mut input = commands.recv_timeout(until.saturating_duration_since(Instant::now()));
                 // Everything already queued (a burst of uevents) is taken in before one scan.
                 loop {
@@ -272,7 +286,7 @@ impl Monitor {
         self.gpus.set_quiet(cfg.disks.io_error_quiet);
         self.gpus.warn = cfg.gpus.warn;
         self.send_cleared = cfg.warning.send_cleared;
-        self.nvidia_every = cfg.probes.nvidia_smi_interval;
+        self.nvidia_every = nvidia_every(cfg);
         self.id = Identity::from(&cfg.device);
     }
 
@@ -283,6 +297,7 @@ impl Monitor {
 
     /// Takes in nvidia-smi's answer; true when it changes what the GPU rules see.
     fn take_nvidia(&mut self, at: Instant, result: Result<Vec<Gpu>, NvidiaError>) -> bool {
+        self.nvidia_asked = false;
         let seen = match result {
             Ok(gpus) => NvidiaSeen::Listed(at, gpus),
             Err(NvidiaError::Disabled | NvidiaError::NotInstalled(_)) => NvidiaSeen::Off,
@@ -302,28 +317,31 @@ impl Monitor {
         changed
     }
 
+    /// When nvidia-smi is to be asked next: `None` while a run is on its way (its answer
+    /// wakes the monitor) or when the rig has no NVIDIA GPU to ask about.
+    fn nvidia_due(&self) -> Option<Instant> {
+        (!self.nvidia_asked && self.gpus.has_nvidia() && self.input.is_some()).then_some(self.nvidia_next)
+    }
+
     /// Starts nvidia-smi on a helper thread when its interval has passed and the rig may
     /// have NVIDIA GPUs (the first look, or one in the inventory): a scan never waits for
     /// it, and a hung driver call holds only that thread.
     fn refresh_nvidia(&mut self) {
         let now = Instant::now();
-        if now < self.nvidia_next || self.nvidia_run.as_ref().is_some_and(|h| !h.is_finished()) {
-            return;
-        }
-        let first = self.nvidia_run.is_none();
-        if !first && !self.gpus.has_nvidia() {
+        if now < self.nvidia_next || self.nvidia_asked || (self.nvidia_looked && !self.gpus.has_nvidia()) {
             return;
         }
         let Some(tx) = self.input.clone() else { return };
         self.nvidia_next = now + self.nvidia_every;
         let reader = Arc::clone(&self.nvidia);
-        self.nvidia_run = thread::Builder::new()
-            .name("nvidia-smi".into())
-            .spawn(move || {
-                let (at, result) = reader.read_timed();
-                let _ = tx.send(Input::Nvidia(at, result));
-            })
-            .ok();
+        let spawned = thread::Builder::new().name("nvidia-smi".into()).spawn(move || {
+            let (at, result) = reader.read_timed();
+            let _ = tx.send(Input::Nvidia(at, result));
+        });
+        match spawned {
+            Ok(_) => (self.nvidia_asked, self.nvidia_looked) = (true, true),
+            Err(e) => log::debug!("cannot start nvidia-smi's thread ({e}); tried again later"),
+        }
     }
 
     /// Takes in a kernel event; true when it needs a scan now (a block device changed, or
