@@ -346,3 +346,36 @@ fn without_send_cleared_an_episode_ends_silently_and_gpus_warn_false_warns_nothi
     assert!(r.gw.gpu_seen("warning", A).is_empty(), "gpus.warn = false");
     assert_eq!(stop_agent(&mut child).0, Some(0));
 }
+
+/// A real PCI uevent: the kernel synthesises `remove` and `add` for a device of this
+/// machine (`echo remove > /sys/bus/pci/devices/<addr>/uevent`, as udevadm trigger does),
+/// which the fixture sysfs shows as an NVIDIA GPU. Without nvidia-smi, the bus is all the
+/// agent has: removed is `gpu_lost`, added back and on the bus ends it.
+#[test]
+fn a_gpu_removed_from_the_pci_bus_is_gpu_lost_and_its_return_is_cleared() {
+    let _g = Guard::new(60 * SEC);
+    let mut r = GpuRig::new();
+    let real = fs::read_dir("/sys/bus/pci/devices")
+        .expect("this machine has a PCI bus")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .min()
+        .expect("a PCI device");
+    pci_device(&r.rig, &real, "0x10de");
+    let text = fs::read_to_string(r.config("send_cleared = true\n")).unwrap();
+    let text = text.replace(&format!("nvidia_smi = {:?}", r.smi.display().to_string()), "nvidia_smi = \"\"");
+    let cfg = r.dir.path().join("no-smi.toml");
+    fs::write(&cfg, text).unwrap();
+    let mut child = spawn_agent(&cfg, &[]);
+    r.conn = r.gw.wait_login(10 * SEC).0;
+    r.gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
+    wait_until(10 * SEC, "the GPU in the inventory", || r.inventory().contains(&real));
+    let uevent = format!("/sys/bus/pci/devices/{real}/uevent");
+    fs::write(&uevent, "remove").unwrap();
+    let w = r.gw.wait_gpu(10 * SEC, "warning", &real, "gpu_lost");
+    assert_eq!(w["detail"], format!("PCI device {real} was removed from the bus"));
+    fs::write(&uevent, "add").unwrap();
+    let c = r.gw.wait_gpu(10 * SEC, "warning_cleared", &real, "gpu_lost");
+    assert_eq!(c["ref_act_id"], w["act_id"]);
+    assert_eq!(r.gw.gpu_seen("warning", &real).len(), 1);
+    assert_eq!(stop_agent(&mut child).0, Some(0));
+}

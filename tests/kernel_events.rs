@@ -512,3 +512,93 @@ fn a_forged_segfault_record_never_blames_a_disk_and_a_real_failure_still_warns()
     assert_eq!(code, Some(0), "{log}");
     let _ = stop_agent(&mut privileged);
 }
+
+/// The GPU rules against the same forgery, on the real kernel: processes name themselves
+/// like NVIDIA's and amdgpu's lines (`NVRM: Xid (PCI:`, `NVRM: GPU 0000:`, `amdgpu
+/// 0000:01:`, `[drm:amdgpu_job`) and segfault in files named for the rest of a driver's
+/// words (`0000:01:00): 79, GPU has fallen off the bus.`), with a GPU at 0000:01:00.0 on
+/// the fixture's PCI bus. The real privileged half streams the log; no GPU is warned. A
+/// real disk failure after them is warned: they were read.
+#[test]
+fn a_forged_segfault_record_never_names_a_gpu() {
+    let _g = Guard::new(180 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = FaultyDisk::new(dir.path(), 64 << 20, BAD_AT..BAD_AT + (64 << 10)) else {
+        panic!("root, FUSE and loop devices are needed (CI runs as root)");
+    };
+    let _trace = ExceptionTrace::on();
+    let bin = dir.path().join("bin");
+    build_segfault(&bin);
+    let sys = dir.path().join("sys");
+    forgery_sysfs(&sys, &disk.name);
+    let gpu = sys.join("bus/pci/devices/0000:01:00.0");
+    fs::create_dir_all(&gpu).unwrap();
+    fs::write(gpu.join("class"), "0x030000\n").unwrap();
+    fs::write(gpu.join("vendor"), "0x10de\n").unwrap();
+
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let socket = dir.path().join("priv.sock");
+    let mut c = AgentConfig::new(gw.url(), &pki.ca_file);
+    c.disks =
+        format!("smartctl = \"\"\nscan_interval = \"60s\"\nio_error_quiet = \"1h\"\ninclude = [{:?}]\n", disk.name);
+    c.paths_extra = format!(
+        "sysfs = {:?}\nkmsg = \"/dev/kmsg\"\nprivileged_socket = {:?}\n",
+        sys.display().to_string(),
+        socket.display().to_string()
+    );
+    c.sections = "[probes]\nnvidia_smi = \"\"\n".into();
+    let cfg = c.write(dir.path());
+    let mut privileged = spawn_privileged(&cfg);
+    wait_until(10 * SEC, "the privileged socket", || socket.exists());
+    let mut agent = spawn_agent(&cfg, &[]);
+    let conn = gw.wait_login(10 * SEC).0;
+    let until = std::time::Instant::now() + 15 * SEC;
+    while agent_info(&mut gw, conn)["data"]["event_sources"]["kmsg"] != "live (privileged half)" {
+        assert!(std::time::Instant::now() < until, "the kernel log never went live");
+        std::thread::sleep(ms(50));
+    }
+    let inventory = dir.path().join("state/gpus.json");
+    wait_until(10 * SEC, "the GPU in the inventory", || {
+        fs::read_to_string(&inventory).is_ok_and(|t| t.contains("0000:01:00.0"))
+    });
+
+    let mut klog = KernelLog::from_now();
+    let forgeries = [
+        ("NVRM: Xid (PCI:", "0000:01:00): 79, GPU has fallen off the bus."),
+        ("NVRM: GPU 0000:", "01:00.0: GPU has fallen off the bus."),
+        ("amdgpu 0000:01:", "00.0: amdgpu: GPU reset begin!"),
+        ("[drm:amdgpu_job", "ring gfx timeout, signaled seq=1, emitted seq=2"),
+        ("NVRM: Xid (0000", "segfault"),
+    ];
+    for (comm, file) in forgeries {
+        assert!(comm.len() <= 15, "{comm:?} is longer than a task name");
+        if file != "segfault" {
+            fs::copy(bin.join("segfault"), bin.join(file)).unwrap();
+        }
+        let mut logged = None;
+        for _ in 0..4 {
+            let child = Command::new(bin.join(file)).arg(comm).status().unwrap();
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(child.signal(), Some(11), "{file} did not segfault");
+            logged = klog.find(&format!("{comm}["), 6 * SEC);
+            if logged.is_some() {
+                break;
+            }
+        }
+        let logged = logged.unwrap_or_else(|| panic!("the kernel never logged {comm:?}'s segfault"));
+        assert!(logged.contains(&format!(" in {file}[")), "{logged}");
+    }
+
+    // Read in order: once the real error's warning is here, every forgery was read first.
+    assert!(!disk.read(BAD_AT / 4096, 1), "the bad range fails");
+    gw.wait_warning(10 * SEC, &disk.device(), "io_errors");
+    agent_info(&mut gw, conn);
+    for act in ["warning", "warning_cleared"] {
+        assert!(gw.gpu_seen(act, "0000:01:00.0").is_empty(), "{:?}", gw.gpu_seen(act, "0000:01:00.0"));
+    }
+    let (code, log) = stop_agent(&mut agent);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("GPU 0000:01:00.0 failed"), "{log}");
+    let _ = stop_agent(&mut privileged);
+}
