@@ -11,12 +11,15 @@ use serde_json::{Value, json};
 use crate::episodes::ledger::Ledger;
 use crate::os::durable::write_durably;
 use crate::os::state_file;
-use crate::probes::gpu::Vendor;
+use crate::probes::gpu::{Vendor, pci_address};
 
 const FILE: &str = "gpus.json";
 
 /// The largest inventory read back: a few hundred bytes per GPU.
 const FILE_CAP: u64 = 1 << 20;
+
+/// The longest model or UUID believed from the file (nvidia-smi's names are under 64).
+const MAX_TEXT: usize = 256;
 
 /// GPUs remembered at most: a rig has a few dozen at the very most. Past this a GPU is not
 /// added (kernel records naming addresses that never enumerate cannot grow the file).
@@ -97,6 +100,12 @@ impl GpuInventory {
         let s = |x: &Value| x.as_str().map(str::to_string);
         let mut gpus = BTreeMap::new();
         for (bus, g) in v["gpus"].as_object()? {
+            // Only what this agent writes: a PCI address, and text no longer than a GPU's
+            // name or UUID. Anything else is not believed (the file is moved aside).
+            let short = |x: &Value| x.as_str().is_none_or(|t| t.len() <= MAX_TEXT);
+            if !pci_address(bus) || !short(&g["model"]) || !short(&g["uuid"]) {
+                return None;
+            }
             let index = match &g["index"] {
                 Value::Null => None,
                 i => Some(u32::try_from(i.as_u64()?).ok()?),
@@ -109,7 +118,12 @@ impl GpuInventory {
             };
             gpus.insert(bus.clone(), known);
         }
-        Some(GpuInventory { gpus, episodes: Ledger::get(v)? })
+        let episodes = Ledger::get(v)?;
+        let subjects = episodes.open.iter().chain(episodes.closing.iter().map(|c| &c.episode));
+        if !subjects.into_iter().all(|e| pci_address(&e.subject)) {
+            return None;
+        }
+        Some(GpuInventory { gpus, episodes })
     }
 }
 
@@ -149,6 +163,42 @@ mod tests {
         assert_eq!(inv, GpuInventory::default());
         assert!(problem.unwrap().starts_with("GPU inventory "));
         assert!(d.path().join("gpus.json.corrupt").exists());
+    }
+
+    #[test]
+    fn an_oversized_inventory_or_one_that_is_not_a_file_is_moved_aside_and_reported() {
+        let d = tempfile::tempdir().unwrap();
+        // Valid JSON, but past the cap: never read whole.
+        let big =
+            format!("{{\"version\":1,\"gpus\":{{}},\"episodes\":[],\"pad\":\"{}\"}}", "x".repeat(FILE_CAP as usize));
+        std::fs::write(d.path().join(FILE), big).unwrap();
+        let (inv, problem) = GpuInventory::load(d.path());
+        assert_eq!(inv, GpuInventory::default());
+        assert!(problem.unwrap().starts_with("GPU inventory"));
+        assert!(d.path().join("gpus.json.corrupt").exists());
+        std::fs::remove_file(d.path().join("gpus.json.corrupt")).unwrap();
+        // A link to somewhere else is not followed.
+        std::os::unix::fs::symlink("/etc/hostname", d.path().join(FILE)).unwrap();
+        let (inv, problem) = GpuInventory::load(d.path());
+        assert_eq!(inv, GpuInventory::default());
+        assert!(problem.is_some());
+        // An entry of another kind's episode, or an unknown vendor: not this agent's file.
+        for bad in [
+            r#"{"version":1,"gpus":{},"episodes":[{"disk":"sda","reason":"gpu_lost","act_id":"a","since":1}]}"#,
+            r#"{"version":1,"gpus":{"0000:01:00.0":{"vendor":"intel"}},"episodes":[]}"#,
+            r#"{"version":2,"gpus":{},"episodes":[]}"#,
+            "{\"version\":1,\"gpus\":{\"0000:01:00.0\\u001b[2J\":{\"vendor\":\"nvidia\"}},\"episodes\":[]}",
+            r#"{"version":1,"gpus":{"../../etc":{"vendor":"nvidia"}},"episodes":[]}"#,
+            r#"{"version":1,"gpus":{},"episodes":[{"gpu":"GPU[x]","reason":"gpu_lost","act_id":"a","since":1}]}"#,
+            &format!(
+                r#"{{"version":1,"gpus":{{"0000:01:00.0":{{"vendor":"nvidia","model":"{}"}}}},"episodes":[]}}"#,
+                "m".repeat(300)
+            ),
+        ] {
+            std::fs::remove_file(d.path().join(FILE)).ok();
+            std::fs::write(d.path().join(FILE), bad).unwrap();
+            assert_eq!(GpuInventory::load(d.path()).0, GpuInventory::default(), "{bad}");
+        }
     }
 
     #[test]
