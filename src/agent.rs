@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::config::sources::SourcesConfig;
 use crate::episodes::event::Feed;
-use crate::events::disk_event::Sink;
+use crate::events::kernel_event::Sink;
 use crate::events::sources::Sources;
 use crate::jobs::Registry;
 use crate::kernel_log::feed::KmsgFeed;
@@ -22,6 +22,8 @@ use crate::{actions, maintenance, protocol, queries, recovery, status};
 /// workers behind the standard query catalogue, the warning spool and the disk monitor.
 pub struct Agent {
     runner: Runner,
+    /// Failure episodes opening and ending, for whoever acts on them.
+    episodes: Arc<Feed>,
     // Dropped before the monitor: the sources hold senders into its channel.
     _events: Sources,
     _monitor: monitor::MonitorHandle,
@@ -126,7 +128,9 @@ impl Agent {
             smart: Arc::clone(&probes.smart),
             health: Arc::clone(&probes.health),
             status: Arc::clone(&status),
-            episodes,
+            gpu_health: Arc::clone(&probes.gpu_health),
+            nvidia: Arc::clone(&probes.nvidia),
+            episodes: Arc::clone(&episodes),
         };
         let monitor = monitor::Monitor::new(&cfg, shared).spawn()?;
         // Kernel events go through the monitor's own channel: it wakes for them at once, and
@@ -148,12 +152,18 @@ impl Agent {
                 let _ = c.send(monitor::Input::Reload(Box::new(cfg.clone())));
             }
         });
-        Ok(Agent { runner, _events: sources, _monitor: monitor, _maintenance: maintenance })
+        Ok(Agent { runner, episodes, _events: sources, _monitor: monitor, _maintenance: maintenance })
     }
 
     /// The handle that stops the agent (signals, tests, the demo).
     pub fn shutdown(&self) -> signals::Shutdown {
         self.runner.shutdown()
+    }
+
+    /// The failure episodes' events: subscribe to hear each one opening and ending, off
+    /// the socket thread. A new subscriber is first handed the episodes open now.
+    pub fn episodes(&self) -> Arc<Feed> {
+        Arc::clone(&self.episodes)
     }
 
     /// Runs until stopped; the disk monitor stops when the agent is dropped.

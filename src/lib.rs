@@ -12,6 +12,7 @@ pub mod config;
 pub mod disks;
 pub mod episodes;
 pub mod events;
+pub mod gpus;
 pub mod jobs;
 pub mod kernel_log;
 pub mod logging;

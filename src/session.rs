@@ -215,9 +215,9 @@ impl Session {
                 }
                 Vec::new()
             }
-            // Action results and recovery reports go through the same outbox as warnings and
-            // are acknowledged the same way (PROTOCOL.md §8, §9).
-            (Phase::Up { .. }, "warning" | "action_result" | "recovery") => {
+            // Action results (PROTOCOL.md §8), the ends of episodes and recovery reports (§9)
+            // go through the same outbox as warnings and are acknowledged the same way.
+            (Phase::Up { .. }, "warning" | "action_result" | "warning_cleared" | "recovery") => {
                 if r.is_ok() {
                     vec![Action::WarningAcked(r.act_id)]
                 } else {

@@ -142,6 +142,12 @@ impl AgentStatus {
         *self.event_sources.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
     }
 
+    /// The time and state a warning or `warning_cleared` made now carries: the one place
+    /// their `time` is taken.
+    pub fn stamp(&self) -> crate::protocol::Stamp {
+        crate::protocol::Stamp { time: unix_now(), maintenance: self.maintenance.is_on() }
+    }
+
     pub(crate) fn set_actions(&self, names: Vec<String>) {
         self.link().actions = names;
     }

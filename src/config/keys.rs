@@ -10,6 +10,7 @@ pub(crate) const TOP: &[&str] = &[
     "warning",
     "paths",
     "probes",
+    "gpus",
     "actions",
     "maintenance",
     "recovery",
@@ -38,7 +39,7 @@ pub(crate) const DISKS: &[&str] = &[
     "smart_timeout",
     "io_error_quiet",
 ];
-pub(crate) const WARNING: &[&str] = &["resend_after"];
+pub(crate) const WARNING: &[&str] = &["resend_after", "send_cleared"];
 pub(crate) const MAINTENANCE: &[&str] = &["remote"];
 /// `[recovery]` itself; its other keys are `[recovery.<reason>]` ladders.
 pub(crate) const RECOVERY: &[&str] = &["enabled", "dry_run"];
@@ -46,6 +47,7 @@ pub(crate) const RECOVERY: &[&str] = &["enabled", "dry_run"];
 pub(crate) const LADDER: &[&str] = &["steps", "wait_between", "budget"];
 pub(crate) const PATHS: &[&str] = &["state_dir", "sysfs", "procfs", "rootfs", "kmsg", "privileged_socket"];
 pub(crate) const PROBES: &[&str] = &["nvidia_smi", "nvidia_smi_timeout", "nvidia_smi_interval"];
+pub(crate) const GPUS: &[&str] = &["warn"];
 /// `[actions]` itself; its other keys are `[actions.<name>]` sections.
 pub(crate) const ACTIONS: &[&str] = &["enabled", "max_concurrent"];
 /// `[actions.<name>]`.
@@ -61,6 +63,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("warning", WARNING),
     ("paths", PATHS),
     ("probes", PROBES),
+    ("gpus", GPUS),
     ("actions", ACTIONS),
     ("maintenance", MAINTENANCE),
     ("recovery", RECOVERY),

@@ -122,6 +122,7 @@ impl Config {
         let paths_s = f.ok(top.table("paths"));
         let paths = paths_s.as_ref().and_then(|s| read_paths(s, &mut f));
         let probes = f.ok(top.table("probes")).and_then(|s| read_probes(&s, &mut f));
+        let gpus = f.ok(top.table("gpus")).and_then(|s| read_gpus(&s, &mut f));
         let actions_s = f.ok(top.table("actions"));
         let actions = actions_s.as_ref().and_then(|s| crate::config::actions::read_actions(s, &mut f));
         let recovery = f.ok(top.table("recovery")).and_then(|s| recovery::read_recovery(&s, &mut f));
@@ -150,6 +151,7 @@ impl Config {
                 warning: warning?,
                 paths: paths?,
                 probes: probes?,
+                gpus: gpus?,
                 actions,
                 maintenance: maintenance?,
                 recovery: recovery?.0,

@@ -68,7 +68,7 @@ impl DiskHealth {
 
     pub(crate) fn publish(&self, inv: &Inventory, present: &[String]) {
         let mut v = self.lock();
-        v.failing = inv.episodes.iter().rev().map(|e| (e.subject.clone(), e.reason)).collect();
+        v.failing = inv.episodes.open.iter().rev().map(|e| (e.subject.clone(), e.reason)).collect();
         v.missing =
             inv.disks.iter().filter(|(n, _)| !present.contains(n)).map(|(n, r)| (n.clone(), r.clone())).collect();
     }

@@ -59,26 +59,48 @@ impl EpisodeEvent {
     }
 }
 
-/// The subscribers to episode events. Subscribe before the monitor starts to hear the
-/// episodes it takes over at start ([`Change::Resumed`]).
+/// The subscribers to episode events, and the episodes open now: a subscriber that comes
+/// after the monitor started (or after an episode opened) is first handed each open one,
+/// as it was last published, so it never misses an episode it must act on.
 #[derive(Debug, Default)]
 pub struct Feed {
-    subscribers: Mutex<Vec<Sender<EpisodeEvent>>>,
+    inner: Mutex<Subscribers>,
+}
+
+#[derive(Debug, Default)]
+struct Subscribers {
+    senders: Vec<Sender<EpisodeEvent>>,
+    /// The last Opened or Resumed event of each open episode, in the order they came.
+    /// Bounded by the episodes, one per subject and reason.
+    open: Vec<EpisodeEvent>,
 }
 
 impl Feed {
-    /// A receiver of every event published from now on, in order. Unbounded: episodes are
-    /// few (one per failure, not per kernel line), and a subscriber that lags must still
-    /// get each one. Dropping the receiver unsubscribes.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Subscribers> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A receiver of the open episodes' events, then of every event published from now on,
+    /// in order. Unbounded: episodes are few (one per failure, not per kernel line), and a
+    /// subscriber that lags must still get each one. Dropping the receiver unsubscribes.
     pub fn subscribe(&self) -> Receiver<EpisodeEvent> {
         let (tx, rx) = mpsc::channel();
-        self.subscribers.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
+        let mut s = self.lock();
+        for e in &s.open {
+            let _ = tx.send(e.clone());
+        }
+        s.senders.push(tx);
         rx
     }
 
     /// Hands `e` to every subscriber still listening.
     pub fn publish(&self, e: &EpisodeEvent) {
-        self.subscribers.lock().unwrap_or_else(|p| p.into_inner()).retain(|tx| tx.send(e.clone()).is_ok());
+        let mut s = self.lock();
+        s.open.retain(|o| o.act_id != e.act_id);
+        if e.change != Change::Closed {
+            s.open.push(e.clone());
+        }
+        s.senders.retain(|tx| tx.send(e.clone()).is_ok());
     }
 }
 
@@ -108,8 +130,13 @@ mod tests {
             (Change::Opened, SubjectKind::Gpu, "0000:01:00.0")
         );
         assert_eq!((got[1].change, got[1].time, got[1].act_id.as_str()), (Change::Closed, 9, "9f3a61c2-31"));
-        assert_eq!(feed.subscribers.lock().unwrap().len(), 1);
+        assert_eq!(feed.lock().senders.len(), 1);
         let disk = Episode { subject: "sdl".into(), reason: Reason::Missing, ..e };
+        // A late subscriber hears of the episodes open now, and not of those that ended.
+        let disk_opened = EpisodeEvent::of(Change::Opened, &disk, "gone", 7);
+        feed.publish(&disk_opened);
+        let late: Vec<EpisodeEvent> = feed.subscribe().try_iter().collect();
+        assert_eq!(late, [disk_opened]);
         assert_eq!(EpisodeEvent::of(Change::Resumed, &disk, "", 0).subject, "/dev/sdl");
     }
 }

@@ -7,5 +7,6 @@
 pub mod condition;
 pub mod episode;
 pub mod event;
+pub mod ledger;
 pub mod reason;
 pub mod subject;

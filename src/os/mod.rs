@@ -1,6 +1,6 @@
 //! Operating-system plumbing with no agent logic: signals, the wake pipe, sd_notify, the
 //! capability drop, the child-process runner, size-bounded reads, sysfs/procfs attributes,
-//! the mount table and durable writes.
+//! the mount table, durable writes and reading back state files.
 
 pub(crate) mod bounded_read;
 pub mod caps;
@@ -11,5 +11,6 @@ pub mod mountinfo;
 pub(crate) mod notify;
 pub mod orphans;
 pub mod signals;
+pub(crate) mod state_file;
 pub(crate) mod sysfs;
 pub mod wake;
