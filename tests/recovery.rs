@@ -8,7 +8,7 @@
 mod common;
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -28,6 +28,18 @@ struct Rig {
 
 impl Rig {
     fn start(ladder: &str, recovery_extra: &str, restart_body: &str) -> Rig {
+        Rig::start_for("missing", ladder, recovery_extra, restart_body, |_, _| String::new())
+    }
+
+    /// A ladder for `reason`; `more(cfg, dir)` may change the config and returns sections
+    /// to add.
+    fn start_for(
+        reason: &str,
+        ladder: &str,
+        recovery_extra: &str,
+        restart_body: &str,
+        more: impl FnOnce(&mut AgentConfig, &FixtureRig) -> String,
+    ) -> Rig {
         let fixture = FixtureRig::new(Script::default());
         let dir = fixture.dir.path();
         let runs = dir.join("runs");
@@ -35,10 +47,11 @@ impl Rig {
         let reboot = script(dir, "reboot.sh", &format!("echo reboot >> {}", runs.display()));
         let mut cfg = AgentConfig::new(fixture.gw.url(), &fixture.pki.ca_file);
         cfg.watch(&fixture.rig, "100ms");
+        let more = more(&mut cfg, &fixture);
         cfg.sections = format!(
             "[actions]\nenabled = true\n[actions.restart_miner]\ncommand = [{restart:?}]\ntimeout = \"1s\"\n\
              [actions.reboot]\ncommand = [{reboot:?}]\n\n[maintenance]\nremote = false\n\n\
-             [recovery]\nenabled = true\n{recovery_extra}\n[recovery.missing]\n{ladder}\n"
+             [recovery]\nenabled = true\n{recovery_extra}\n[recovery.{reason}]\n{ladder}\n\n{more}"
         );
         let config = cfg.write(dir);
         let mut rig = Rig { fixture, config, runs, child: None, seen: Default::default() };
@@ -203,6 +216,45 @@ fn a_step_whose_command_hangs_is_cut_at_its_timeout_and_the_agent_still_stops_at
     let (code, _) = stop_agent(&mut hang.child.take().unwrap().0);
     assert_eq!(code, Some(0));
     assert!(t.elapsed() < 5 * SEC, "stopping took {:?}", t.elapsed());
+}
+
+#[test]
+fn a_gpu_that_nvidia_smi_reports_lost_gets_its_ladder() {
+    let _g = Guard::new(60 * SEC);
+    const BUS: &str = "0000:01:00.0";
+    let working = format!(
+        "0, NVIDIA GeForce RTX 3090, 0000{}, 61, 70, 300.00, 350.00, 100, 24576, 20000, 1695, 9751, GPU-aaaaaaaa-0001\n",
+        BUS.to_uppercase()
+    );
+    let lost = format!(
+        "Unable to determine the device handle for GPU {BUS}: GPU is lost.  Reboot the system to recover this GPU\n"
+    );
+    let answer = |dir: &Path, text: &str| {
+        fs::write(dir.join("smi.tmp"), text).unwrap();
+        fs::rename(dir.join("smi.tmp"), dir.join("smi.txt")).unwrap();
+    };
+    let mut rig = Rig::start_for("gpu_lost", LADDER, "", "", |_, f| {
+        let gpu = f.rig.join("sys/bus/pci/devices").join(BUS);
+        fs::create_dir_all(&gpu).unwrap();
+        fs::write(gpu.join("class"), "0x030000\n").unwrap();
+        fs::write(gpu.join("vendor"), "0x10de\n").unwrap();
+        answer(f.dir.path(), &working);
+        let smi = script(f.dir.path(), "nvidia-smi", &format!("cat {:?}", f.dir.path().join("smi.txt")));
+        format!("[probes]\nnvidia_smi = {:?}\nnvidia_smi_interval = \"100ms\"\n", smi.display().to_string())
+    });
+    let state = rig.config.parent().unwrap().join("state/gpus.json");
+    wait_until(10 * SEC, "the GPU in the inventory", || fs::read_to_string(&state).unwrap_or_default().contains(BUS));
+    answer(rig.fixture.dir.path(), &lost);
+    let w = rig.fixture.gw.wait_gpu(10 * SEC, "warning", BUS, "gpu_lost");
+    let (first, _) = rig.report(10 * SEC);
+    assert_eq!(
+        (first["ref_act_id"].clone(), first["data"]["step"].clone()),
+        (w["act_id"].clone(), "restart_miner".into())
+    );
+    // The GPU works again before the next step: the ladder stops there.
+    answer(rig.fixture.dir.path(), &working);
+    rig.no_report_for(4 * SEC);
+    assert_eq!(rig.runs(), ["restart_miner"]);
 }
 
 fn broken_ladder(ladder: &str, actions_enabled: bool) -> Broken {
