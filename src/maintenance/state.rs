@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::os::bounded_read::{self, Links};
 use crate::os::durable::write_durably;
+use crate::os::state_file;
 use crate::protocol::escape::escape_to;
 use crate::status::{By, Window};
 
@@ -55,6 +55,10 @@ pub fn parse_length(text: &str) -> Result<Duration, String> {
 /// What the file says, or why it is not a window (the file is then moved aside).
 pub fn decode(text: &str) -> Result<(u64, By), String> {
     let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON ({e})"))?;
+    from_json(&v)
+}
+
+fn from_json(v: &Value) -> Result<(u64, By), String> {
     let until = v["until"].as_u64().ok_or("`until` is not a number of seconds")?;
     let by = v["by"].as_str().and_then(By::parse).ok_or("`by` is not \"console\" or \"local\"")?;
     Ok((until, by))
@@ -91,22 +95,15 @@ impl StateFile {
     /// removed; one that cannot be read as a window is moved aside and the returned text
     /// says where (for the log).
     pub fn load(&self, now_unix: u64, now: Instant) -> (Option<Window>, Option<String>) {
-        let path = self.path();
-        let text = match bounded_read::read_string(&path, MAX_FILE, Links::Refuse) {
-            Ok(t) => t,
-            Err(e) if e.is_not_found() => return (None, None),
-            Err(e) => return (None, Some(self.move_aside(&format!("cannot be read ({e})")))),
-        };
-        match decode(&text) {
-            Ok((until, by)) => {
-                let w = window_at(until, by, now_unix, now);
-                if w.is_none() {
-                    let _ = self.remove();
-                }
-                (w, None)
-            }
-            Err(why) => (None, Some(self.move_aside(&why))),
+        let (kept, problem) =
+            state_file::load(&self.dir, FILE, MAX_FILE, "the maintenance state file", |v| from_json(v).ok());
+        let problem = problem.map(|p| format!("{p}; the rig is not in maintenance"));
+        let Some((until, by)) = kept else { return (None, problem) };
+        let w = window_at(until, by, now_unix, now);
+        if w.is_none() {
+            let _ = self.remove();
         }
+        (w, problem)
     }
 
     /// Keeps `w`, durably, before it is in force.
@@ -120,22 +117,6 @@ impl StateFile {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => crate::os::durable::sync_dir(&self.dir),
         }
-    }
-
-    /// Moves a bad file to `maintenance.json.corrupt` (replacing an older one, so they
-    /// cannot pile up) and says so: the rig is not in maintenance.
-    fn move_aside(&self, why: &str) -> String {
-        let aside = self.dir.join(format!("{FILE}.corrupt"));
-        let moved = fs::rename(self.path(), &aside);
-        let where_to = match moved {
-            Ok(()) => format!("moved aside to {}", aside.display()),
-            Err(e) => format!("could not be moved aside ({e})"),
-        };
-        format!(
-            "the maintenance state file {} {}; {where_to}; the rig is not in maintenance",
-            self.path().display(),
-            crate::protocol::escape::escape(why)
-        )
     }
 }
 

@@ -23,8 +23,8 @@ use crate::config::recovery::RecoveryConfig;
 use crate::episodes::event::EpisodeEvent;
 use crate::jobs::{Context, Decision, Handler};
 use crate::logging::Throttle;
-use crate::os::bounded_read::{self, Links};
 use crate::os::durable::write_durably;
+use crate::os::state_file;
 use crate::outbox::spool::Spool;
 use crate::protocol::escape::escape;
 use crate::protocol::{ActIds, Identity, Query};
@@ -91,27 +91,11 @@ impl Handler for Recovery {
 }
 
 fn load(dir: &std::path::Path) -> State {
-    let path = dir.join(FILE);
-    let read = bounded_read::read_string(&path, MAX_FILE, Links::Refuse);
-    let why = match read {
-        Err(e) if e.is_not_found() => return State::default(),
-        Err(e) => format!("cannot be read ({e})"),
-        Ok(text) => {
-            match serde_json::from_str::<Value>(&text).map_err(|e| e.to_string()).and_then(|v| State::from_json(&v)) {
-                Ok(s) => return s,
-                Err(why) => why,
-            }
-        }
-    };
-    let aside = dir.join(format!("{FILE}.corrupt"));
-    let moved = std::fs::rename(&path, &aside)
-        .map_or_else(|e| format!("could not be moved aside ({e})"), |()| format!("moved aside to {}", aside.display()));
-    log::error!(
-        "the recovery state file {} {}; {moved}; the ladders start afresh (budget and positions forgotten)",
-        path.display(),
-        escape(&why)
-    );
-    State::default()
+    let (state, problem) = state_file::load(dir, FILE, MAX_FILE, "recovery state file", |v| State::from_json(v).ok());
+    if let Some(p) = problem {
+        log::error!("{p}: the ladders start afresh (budget and positions forgotten)");
+    }
+    state.unwrap_or_default()
 }
 
 /// The wall clock in Unix milliseconds: what the state file keeps, so that it means the
