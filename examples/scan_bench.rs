@@ -18,8 +18,9 @@ mod measure;
 use measure::median;
 use rig_agent::config::Config;
 use rig_agent::disks::health::DiskHealth;
-use rig_agent::disks::monitor::{Monitor, Shared};
+use rig_agent::monitor::{Monitor, Shared};
 use rig_agent::outbox::spool::Spool;
+use rig_agent::probes::gpu::{NvidiaReader, NvidiaSettings};
 use rig_agent::probes::smart::SmartReader;
 use rig_agent::protocol::ActIds;
 use rig_agent::status::AgentStatus;
@@ -98,6 +99,13 @@ fn measure(disks: usize, scans: usize) -> (Duration, Duration, f64) {
         smart: Arc::new(SmartReader::new("", Duration::from_secs(1), Duration::from_secs(1))),
         health: Arc::new(DiskHealth::default()),
         status: Arc::new(AgentStatus::new(cfg.file.clone())),
+        gpu_health: Arc::default(),
+        nvidia: Arc::new(NvidiaReader::new(NvidiaSettings {
+            binary: String::new(),
+            timeout: Duration::from_secs(1),
+            max_age: Duration::from_secs(1),
+        })),
+        episodes: Arc::default(),
     };
     let mut m = Monitor::new(&cfg, shared);
     m.scan(); // first scan builds the inventory and saves it

@@ -1,29 +1,33 @@
 //! Wiring: builds the parts from a [`Config`] and starts them (the runner, the handlers of
 //! the gateway's queries (the probe workers behind the query catalogue, remote actions),
-//! the outbox, the disk monitor and the kernel event sources).
+//! the outbox, the disk monitor, the kernel event sources and maintenance).
 
 use std::sync::Arc;
 
 use crate::config::Config;
 use crate::config::sources::SourcesConfig;
-use crate::disks::monitor;
-use crate::events::disk_event::Sink;
+use crate::episodes::event::Feed;
+use crate::events::kernel_event::Sink;
 use crate::events::sources::Sources;
 use crate::jobs::Registry;
 use crate::kernel_log::feed::KmsgFeed;
+use crate::monitor;
 use crate::os::{signals, wake};
 use crate::outbox::spool;
 use crate::queries::answers::Probes;
 use crate::runner::Runner;
-use crate::{actions, protocol, queries, status};
+use crate::{actions, maintenance, protocol, queries, recovery, status};
 
 /// The whole agent as the binary runs it: the runner (which owns the socket), the probe
 /// workers behind the standard query catalogue, the warning spool and the disk monitor.
 pub struct Agent {
     runner: Runner,
+    /// Failure episodes opening and ending, for whoever acts on them.
+    episodes: Arc<Feed>,
     // Dropped before the monitor: the sources hold senders into its channel.
     _events: Sources,
     _monitor: monitor::MonitorHandle,
+    _maintenance: maintenance::control::Control,
 }
 
 impl Agent {
@@ -94,7 +98,22 @@ impl Agent {
             Arc::clone(&spool),
             Arc::clone(&ids),
         );
+        let steps = actions.steps();
         jobs.add([actions::ACT], actions);
+        // Before the monitor: a window kept across a restart marks its first warnings.
+        let maintenance = maintenance::control::Control::start(&cfg.paths.state_dir, Arc::clone(&status))?;
+        jobs.add([maintenance::console::ACT], maintenance::console::SetMaintenance::new(&cfg, maintenance.console()));
+        // Subscribed before the monitor starts: it hears the episodes taken over at start.
+        let episodes = Arc::new(Feed::default());
+        let parts = recovery::driver::Parts {
+            state_dir: cfg.paths.state_dir.clone(),
+            steps,
+            spool: Arc::clone(&spool),
+            ids: Arc::clone(&ids),
+            id: id.clone(),
+            status: Arc::clone(&status),
+        };
+        jobs.add::<&str>([], recovery::driver::Recovery::start(&cfg.recovery, parts, episodes.subscribe())?);
         let mut runner = Runner::new(
             Arc::clone(&cfg),
             (waker, wake_rx),
@@ -109,6 +128,9 @@ impl Agent {
             smart: Arc::clone(&probes.smart),
             health: Arc::clone(&probes.health),
             status: Arc::clone(&status),
+            gpu_health: Arc::clone(&probes.gpu_health),
+            nvidia: Arc::clone(&probes.nvidia),
+            episodes: Arc::clone(&episodes),
         };
         let monitor = monitor::Monitor::new(&cfg, shared).spawn()?;
         // Kernel events go through the monitor's own channel: it wakes for them at once, and
@@ -130,12 +152,18 @@ impl Agent {
                 let _ = c.send(monitor::Input::Reload(Box::new(cfg.clone())));
             }
         });
-        Ok(Agent { runner, _events: sources, _monitor: monitor })
+        Ok(Agent { runner, episodes, _events: sources, _monitor: monitor, _maintenance: maintenance })
     }
 
     /// The handle that stops the agent (signals, tests, the demo).
     pub fn shutdown(&self) -> signals::Shutdown {
         self.runner.shutdown()
+    }
+
+    /// The failure episodes' events: subscribe to hear each one opening and ending, off
+    /// the socket thread. A new subscriber is first handed the episodes open now.
+    pub fn episodes(&self) -> Arc<Feed> {
+        Arc::clone(&self.episodes)
     }
 
     /// Runs until stopped; the disk monitor stops when the agent is dropped.

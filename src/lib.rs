@@ -10,10 +10,14 @@ pub mod agent;
 pub(crate) mod backoff;
 pub mod config;
 pub mod disks;
+pub mod episodes;
 pub mod events;
+pub mod gpus;
 pub mod jobs;
 pub mod kernel_log;
 pub mod logging;
+pub mod maintenance;
+pub mod monitor;
 pub(crate) mod net;
 pub mod os;
 pub mod outbox;
@@ -22,6 +26,7 @@ pub mod privileged_client;
 pub mod probes;
 pub mod protocol;
 pub mod queries;
+pub mod recovery;
 pub mod runner;
 pub mod session;
 pub mod status;
@@ -37,6 +42,8 @@ pub mod exit {
     pub const FAILURE: i32 = 1;
     /// EX_USAGE: the command line is wrong.
     pub const USAGE: i32 = 64;
+    /// EX_UNAVAILABLE: `rig-agent maintenance` found no running agent for its config.
+    pub const UNAVAILABLE: i32 = 69;
     /// EX_CONFIG: the config is wrong; the unit does not restart on it.
     pub const CONFIG: i32 = 78;
 }

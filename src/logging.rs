@@ -240,7 +240,7 @@ mod tests {
     fn rust_log_sets_a_default_level_and_per_target_levels() {
         let (logger, buf) = capture("warn, rig_agent::runner=debug, rig_agent=error", false);
         emit(&logger, Level::Info, "sysinfo", "hidden: below warn");
-        emit(&logger, Level::Warn, "rig_agent::disks::monitor", "hidden: below error");
+        emit(&logger, Level::Warn, "rig_agent::monitor", "hidden: below error");
         emit(&logger, Level::Debug, "rig_agent::runner", "shown: the longest prefix wins");
         let out = text(&buf);
         assert!(!out.contains("hidden"), "{out}");
@@ -256,10 +256,10 @@ mod tests {
 
     #[test]
     fn a_bare_module_of_the_agent_logs_everything_from_it() {
-        let (spec, problems) = check_spec("rig_agent::disks::monitor");
-        assert_eq!((spec.as_str(), problems.len()), ("rig_agent::disks::monitor", 0));
-        let (logger, buf) = capture("rig_agent::disks::monitor", false);
-        emit(&logger, Level::Trace, "rig_agent::disks::monitor", "scan");
+        let (spec, problems) = check_spec("rig_agent::monitor");
+        assert_eq!((spec.as_str(), problems.len()), ("rig_agent::monitor", 0));
+        let (logger, buf) = capture("rig_agent::monitor", false);
+        emit(&logger, Level::Trace, "rig_agent::monitor", "scan");
         emit(&logger, Level::Debug, "rig_agent::runner", "not this one");
         assert_eq!(text(&buf).lines().count(), 1, "{}", text(&buf));
     }

@@ -9,6 +9,9 @@ use std::sync::Arc;
 
 use rig_agent::agent::Agent;
 use rig_agent::config::{Config, ConfigErrors, DEFAULT_PATH};
+use rig_agent::maintenance::client::{ClientError, describe};
+use rig_agent::maintenance::state::parse_length;
+use rig_agent::maintenance::wire::Ask;
 use rig_agent::os::signals::Shutdown;
 use rig_agent::protocol::{Inbound, decode};
 use rig_agent::queries::answers::Probes;
@@ -24,11 +27,13 @@ usage: rig-agent [--config PATH]              run the agent (what systemd starts
        rig-agent [--config PATH] check        validate the config, print it without secrets
        rig-agent [--config PATH] probe ACT    print the data of a query, answered locally
        rig-agent [--config PATH] privileged   the privileged half (rig-agent-privileged.service)
+       rig-agent [--config PATH] maintenance on DURATION|off|status
+                                              maintenance of the running agent (e.g. on 2h)
        rig-agent --version | --help
 
 acts for probe: {}
 default config: /etc/rig-agent/rig-agent.toml
-exit codes: 0 clean stop, 78 config error, 64 usage error, 1 other failure",
+exit codes: 0 clean stop, 78 config error, 64 usage error, 69 no running agent (maintenance),\n  1 other failure",
         STANDARD_ACTS.join(", ")
     )
 }
@@ -38,6 +43,7 @@ enum Command {
     Check,
     Probe(String),
     Privileged,
+    Maintenance(Ask),
 }
 
 /// What the command line asks for.
@@ -75,6 +81,10 @@ fn parse_args(mut args: impl Iterator<Item = OsString>) -> Result<Cli, String> {
         ["privileged"] => Command::Privileged,
         ["probe", act] => Command::Probe(act.to_string()),
         ["probe"] => return Err("probe needs an act, e.g. probe get_agent_info".into()),
+        ["maintenance", "status"] => Command::Maintenance(Ask::Status),
+        ["maintenance", "off"] => Command::Maintenance(Ask::Off),
+        ["maintenance", "on", length] => Command::Maintenance(Ask::On(parse_length(length)?)),
+        ["maintenance", ..] => return Err("maintenance takes: on DURATION (e.g. on 2h), off or status".into()),
         _ => return Err(format!("unexpected arguments: {}", words.join(" "))),
     };
     Ok(Cli::Do(config, command))
@@ -128,10 +138,11 @@ fn main() {
                 log::error!("cannot install signal handlers: {e}");
                 exit(code::FAILURE);
             }
-            let listener = rig_agent::privileged::server::bind(&socket).unwrap_or_else(|e| {
-                log::error!("{}", rig_agent::protocol::escape::escape(&e.to_string()));
-                exit(code::FAILURE)
-            });
+            let listener = rig_agent::os::local_socket::bind(&socket, rig_agent::privileged::server::PRIVILEGED)
+                .unwrap_or_else(|e| {
+                    log::error!("{}", rig_agent::protocol::escape::escape(&e.to_string()));
+                    exit(code::FAILURE)
+                });
             log::info!("rig-agent {VERSION} privileged half listening on {}", socket.display());
             rig_agent::privileged::server::serve(listener, path, cfg, &shutdown, &wake);
         }
@@ -140,6 +151,23 @@ fn main() {
             drop_privileges();
             print!("{}", cfg.render());
             eprintln!("rig-agent: {} is valid", path.display());
+        }
+        Command::Maintenance(ask) => {
+            let cfg = load(&path, Config::load_for_check);
+            // Connected as whoever runs it (root reaches the agent user's 0600 socket only
+            // with its capabilities); nothing else is done with them.
+            let answer = rig_agent::maintenance::client::ask(&cfg.paths.state_dir, ask);
+            drop_privileges();
+            match answer {
+                Ok(state) => println!("{}", describe(&state, rig_agent::status::unix_now())),
+                Err(e) => {
+                    eprintln!("rig-agent: {e}");
+                    exit(match e {
+                        ClientError::NoAgent(_) => code::UNAVAILABLE,
+                        ClientError::Refused(_) | ClientError::Failed(_) => code::FAILURE,
+                    })
+                }
+            }
         }
         Command::Probe(act) => {
             logging::init();

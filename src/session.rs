@@ -229,9 +229,9 @@ impl Session {
                 }
                 Vec::new()
             }
-            // Action results go through the same outbox as warnings and are acknowledged the
-            // same way (PROTOCOL.md §8).
-            (Phase::Up { .. }, "warning" | "action_result") => {
+            // Action results (PROTOCOL.md §8), the ends of episodes and recovery reports (§9)
+            // go through the same outbox as warnings and are acknowledged the same way.
+            (Phase::Up { .. }, "warning" | "action_result" | "warning_cleared" | "recovery") => {
                 if r.is_ok() {
                     vec![Action::WarningAcked(r.act_id)]
                 } else {

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
@@ -14,6 +14,74 @@ pub struct AgentStatus {
     link: Mutex<Link>,
     /// Which kernel event sources are live (for `get_agent_info`); unset before they start.
     event_sources: Mutex<Option<std::sync::Arc<crate::events::source_status::SourcesStatus>>>,
+    /// Whether the rig is in maintenance: warnings then carry `"maintenance": true`, no
+    /// recovery step and no update starts.
+    pub maintenance: Maintenance,
+}
+
+/// Who turned maintenance on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum By {
+    /// The console, with `set_maintenance`.
+    Console,
+    /// Someone on the rig, with `rig-agent maintenance`.
+    Local,
+}
+
+impl By {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            By::Console => "console",
+            By::Local => "local",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<By> {
+        [By::Console, By::Local].into_iter().find(|b| b.as_str() == s)
+    }
+}
+
+/// One maintenance window: it ends at `ends` (monotonic, so a wall clock set back or
+/// forward while the agent runs neither shortens nor stretches it); `until` is the same
+/// end in Unix seconds, as shown and as kept in the state directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub until: u64,
+    pub by: By,
+    pub ends: Instant,
+}
+
+/// The rig's maintenance, as everything that must honour it reads it (warnings are marked,
+/// recovery steps and updates are not started). Off at start; the maintenance part (its
+/// command, its end, its state file) sets it.
+#[derive(Debug, Default)]
+pub struct Maintenance(Mutex<Option<Window>>);
+
+impl Maintenance {
+    /// Whether the rig is in maintenance now: a window is set and has not ended.
+    pub fn is_on(&self) -> bool {
+        self.window().is_some()
+    }
+
+    /// The window in force now, if any (one that has ended reads as none, even before the
+    /// maintenance part has noticed and removed its file).
+    pub fn window(&self) -> Option<Window> {
+        let w = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        w.filter(|w| w.ends > Instant::now())
+    }
+
+    /// Sets the window (`None`: off).
+    pub fn set(&self, window: Option<Window>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = window;
+    }
+
+    /// `{on, until, by}` as `get_agent_info` and the answers of `set_maintenance` show it.
+    pub fn to_json(&self) -> Value {
+        match self.window() {
+            Some(w) => json!({"on": true, "until": w.until, "by": w.by.as_str()}),
+            None => json!({"on": false, "until": null, "by": null}),
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -26,7 +94,8 @@ struct Link {
     actions: Vec<String>,
 }
 
-pub(crate) fn unix_now() -> u64 {
+/// The wall clock in Unix seconds (0 before 1970).
+pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
@@ -37,6 +106,7 @@ impl AgentStatus {
             config_file,
             link: Mutex::new(Link::default()),
             event_sources: Mutex::new(None),
+            maintenance: Maintenance::default(),
         }
     }
 
@@ -72,8 +142,19 @@ impl AgentStatus {
         *self.event_sources.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
     }
 
+    /// The time and state a warning or `warning_cleared` made now carries: the one place
+    /// their `time` is taken.
+    pub fn stamp(&self) -> crate::protocol::Stamp {
+        crate::protocol::Stamp { time: unix_now(), maintenance: self.maintenance.is_on() }
+    }
+
     pub(crate) fn set_actions(&self, names: Vec<String>) {
         self.link().actions = names;
+    }
+
+    /// Whether the rig is in maintenance now: what refuses an update or a recovery step.
+    pub fn in_maintenance(&self) -> bool {
+        self.maintenance.is_on()
     }
 
     /// The `data` of `get_agent_info`. `reconnects` counts logins after the first one.
@@ -90,12 +171,15 @@ impl AgentStatus {
             "warnings_pending": l.warnings_pending,
             "config_file": self.config_file.display().to_string(),
             "actions": l.actions,
+            "maintenance": self.maintenance.to_json(),
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -112,6 +196,19 @@ mod tests {
         assert_eq!(v["gateway_url"], "wss://b/ws");
         assert!(v["connected_at"].as_u64().unwrap() >= v["started_at"].as_u64().unwrap());
         assert_eq!(v["config_file"], "/etc/rig-agent/rig-agent.toml");
+        assert_eq!(v["maintenance"], json!({"on": false, "until": null, "by": null}));
+    }
+
+    #[test]
+    fn maintenance_reads_as_off_once_its_window_has_ended() {
+        let s = AgentStatus::new("/x.toml".into());
+        let now = Instant::now();
+        s.maintenance.set(Some(Window { until: 1_800_000_000, by: By::Local, ends: now + Duration::from_secs(60) }));
+        assert!(s.in_maintenance());
+        assert_eq!(s.agent_info()["maintenance"], json!({"on": true, "until": 1_800_000_000u64, "by": "local"}));
+        s.maintenance.set(Some(Window { until: 1_800_000_000, by: By::Console, ends: now }));
+        assert!(!s.in_maintenance());
+        assert_eq!(s.agent_info()["maintenance"]["on"], false);
     }
 
     #[test]

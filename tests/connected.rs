@@ -304,6 +304,7 @@ fn every_query_of_the_catalogue_is_answered_over_wss_with_the_protocol_fields() 
                 "config_file",
                 "event_sources",
                 "actions",
+                "maintenance",
             ],
         ),
     ];

@@ -17,6 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::segfault::{ExceptionTrace, KernelLog, build_segfault};
 use common::*;
 use faulty_disk::FaultyDisk;
 use serde_json::{Value, json};
@@ -383,80 +384,6 @@ fn a_real_kernel_io_error_on_a_loop_device_raises_io_errors_and_its_detach_raise
     assert_eq!(code, Some(0), "{log}");
 }
 
-/// A program that names itself (`prctl(PR_SET_NAME)`, as any process may) and then really
-/// faults, in its own code: the kernel logs `<name>[<pid>]: segfault at 0 ip … in
-/// <this file's name>[…]` as a kernel record (x86, `debug.exception-trace = 1`). Built with
-/// the C compiler `ring` needs anyway.
-const SEGFAULT_C: &str = "#include <sys/prctl.h>\n\
-    int main(int argc, char **argv) {\n\
-      if (argc > 1) prctl(PR_SET_NAME, argv[1], 0, 0, 0);\n\
-      *(volatile int *)0 = 1;\n\
-      return 0;\n\
-    }\n";
-
-/// The kernel log as root reads it, from now on: to see that each forged record was
-/// really logged (a test whose forgery never reached the log would prove nothing).
-struct KernelLog(fs::File);
-
-impl KernelLog {
-    fn from_now() -> KernelLog {
-        use std::io::{Seek, SeekFrom};
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = OpenOptions::new()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-            .open("/dev/kmsg")
-            .unwrap();
-        f.seek(SeekFrom::End(0)).unwrap();
-        KernelLog(f)
-    }
-
-    /// Waits up to `limit` for a record whose message contains `needle`; its message.
-    fn find(&mut self, needle: &str, limit: std::time::Duration) -> Option<String> {
-        use std::io::Read;
-        let until = std::time::Instant::now() + limit;
-        let mut buf = vec![0u8; 8192];
-        while std::time::Instant::now() < until {
-            match self.0.read(&mut buf) {
-                Ok(n) => {
-                    let text = String::from_utf8_lossy(&buf[..n]);
-                    if let Some((_, message)) = text.lines().next().and_then(|l| l.split_once(';'))
-                        && message.contains(needle)
-                    {
-                        return Some(message.to_string());
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(ms(20)),
-                Err(_) => {} // EPIPE: the ring wrapped; read on
-            }
-        }
-        None
-    }
-}
-
-/// `debug.exception-trace` on for the test (x86 logs user segfaults only then), and back
-/// as it was after.
-struct ExceptionTrace(Option<String>);
-
-impl ExceptionTrace {
-    fn on() -> ExceptionTrace {
-        let path = "/proc/sys/debug/exception-trace";
-        let was = fs::read_to_string(path).ok();
-        if was.as_deref().map(str::trim) != Some("1") {
-            fs::write(path, "1\n").expect("set debug.exception-trace");
-        }
-        ExceptionTrace(was)
-    }
-}
-
-impl Drop for ExceptionTrace {
-    fn drop(&mut self) {
-        if let Some(was) = &self.0 {
-            let _ = fs::write("/proc/sys/debug/exception-trace", was);
-        }
-    }
-}
-
 /// `get_agent_info`'s answer.
 fn agent_info(gw: &mut Gateway, conn: usize) -> Value {
     gw.send_json(conn, json!({"act":"get_agent_info","act_code":"i","client_id":"c","reqtype":"post"}));
@@ -507,10 +434,7 @@ fn a_forged_segfault_record_never_blames_a_disk_and_a_real_failure_still_warns()
     };
     let _trace = ExceptionTrace::on();
     let bin = dir.path().join("bin");
-    fs::create_dir_all(&bin).unwrap();
-    fs::write(bin.join("segfault.c"), SEGFAULT_C).unwrap();
-    let cc = Command::new("cc").arg("-O0").arg("-o").arg(bin.join("segfault")).arg(bin.join("segfault.c")).status();
-    assert!(cc.is_ok_and(|s| s.success()), "cc could not build the segfaulting program");
+    build_segfault(&bin);
     let sys = dir.path().join("sys");
     forgery_sysfs(&sys, &disk.name);
 
@@ -586,5 +510,95 @@ fn a_forged_segfault_record_never_blames_a_disk_and_a_real_failure_still_warns()
     assert!(loop_warnings.iter().all(|x| x["act_id"] == w["act_id"]), "{loop_warnings:?}");
     let (code, log) = stop_agent(&mut agent);
     assert_eq!(code, Some(0), "{log}");
+    let _ = stop_agent(&mut privileged);
+}
+
+/// The GPU rules against the same forgery, on the real kernel: processes name themselves
+/// like NVIDIA's and amdgpu's lines (`NVRM: Xid (PCI:`, `NVRM: GPU 0000:`, `amdgpu
+/// 0000:01:`, `[drm:amdgpu_job`) and segfault in files named for the rest of a driver's
+/// words (`0000:01:00): 79, GPU has fallen off the bus.`), with a GPU at 0000:01:00.0 on
+/// the fixture's PCI bus. The real privileged half streams the log; no GPU is warned. A
+/// real disk failure after them is warned: they were read.
+#[test]
+fn a_forged_segfault_record_never_names_a_gpu() {
+    let _g = Guard::new(180 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = FaultyDisk::new(dir.path(), 64 << 20, BAD_AT..BAD_AT + (64 << 10)) else {
+        panic!("root, FUSE and loop devices are needed (CI runs as root)");
+    };
+    let _trace = ExceptionTrace::on();
+    let bin = dir.path().join("bin");
+    build_segfault(&bin);
+    let sys = dir.path().join("sys");
+    forgery_sysfs(&sys, &disk.name);
+    let gpu = sys.join("bus/pci/devices/0000:01:00.0");
+    fs::create_dir_all(&gpu).unwrap();
+    fs::write(gpu.join("class"), "0x030000\n").unwrap();
+    fs::write(gpu.join("vendor"), "0x10de\n").unwrap();
+
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let socket = dir.path().join("priv.sock");
+    let mut c = AgentConfig::new(gw.url(), &pki.ca_file);
+    c.disks =
+        format!("smartctl = \"\"\nscan_interval = \"60s\"\nio_error_quiet = \"1h\"\ninclude = [{:?}]\n", disk.name);
+    c.paths_extra = format!(
+        "sysfs = {:?}\nkmsg = \"/dev/kmsg\"\nprivileged_socket = {:?}\n",
+        sys.display().to_string(),
+        socket.display().to_string()
+    );
+    c.sections = "[probes]\nnvidia_smi = \"\"\n".into();
+    let cfg = c.write(dir.path());
+    let mut privileged = spawn_privileged(&cfg);
+    wait_until(10 * SEC, "the privileged socket", || socket.exists());
+    let mut agent = spawn_agent(&cfg, &[]);
+    let conn = gw.wait_login(10 * SEC).0;
+    let until = std::time::Instant::now() + 15 * SEC;
+    while agent_info(&mut gw, conn)["data"]["event_sources"]["kmsg"] != "live (privileged half)" {
+        assert!(std::time::Instant::now() < until, "the kernel log never went live");
+        std::thread::sleep(ms(50));
+    }
+    let inventory = dir.path().join("state/gpus.json");
+    wait_until(10 * SEC, "the GPU in the inventory", || {
+        fs::read_to_string(&inventory).is_ok_and(|t| t.contains("0000:01:00.0"))
+    });
+
+    let mut klog = KernelLog::from_now();
+    let forgeries = [
+        ("NVRM: Xid (PCI:", "0000:01:00): 79, GPU has fallen off the bus."),
+        ("NVRM: GPU 0000:", "01:00.0: GPU has fallen off the bus."),
+        ("amdgpu 0000:01:", "00.0: amdgpu: GPU reset begin!"),
+        ("[drm:amdgpu_job", "ring gfx timeout, signaled seq=1, emitted seq=2"),
+        ("NVRM: Xid (0000", "segfault"),
+    ];
+    for (comm, file) in forgeries {
+        assert!(comm.len() <= 15, "{comm:?} is longer than a task name");
+        if file != "segfault" {
+            fs::copy(bin.join("segfault"), bin.join(file)).unwrap();
+        }
+        let mut logged = None;
+        for _ in 0..4 {
+            let child = Command::new(bin.join(file)).arg(comm).status().unwrap();
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(child.signal(), Some(11), "{file} did not segfault");
+            logged = klog.find(&format!("{comm}["), 6 * SEC);
+            if logged.is_some() {
+                break;
+            }
+        }
+        let logged = logged.unwrap_or_else(|| panic!("the kernel never logged {comm:?}'s segfault"));
+        assert!(logged.contains(&format!(" in {file}[")), "{logged}");
+    }
+
+    // Read in order: once the real error's warning is here, every forgery was read first.
+    assert!(!disk.read(BAD_AT / 4096, 1), "the bad range fails");
+    gw.wait_warning(10 * SEC, &disk.device(), "io_errors");
+    agent_info(&mut gw, conn);
+    for act in ["warning", "warning_cleared"] {
+        assert!(gw.gpu_seen(act, "0000:01:00.0").is_empty(), "{:?}", gw.gpu_seen(act, "0000:01:00.0"));
+    }
+    let (code, log) = stop_agent(&mut agent);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("GPU 0000:01:00.0 failed"), "{log}");
     let _ = stop_agent(&mut privileged);
 }

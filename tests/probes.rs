@@ -382,8 +382,8 @@ esac"#,
 #[test]
 fn device_states_from_sysfs_are_judged_per_transport_and_a_reset_is_raised_only_if_it_lasts() {
     use rig_agent::disks::inventory::Inventory;
-    use rig_agent::disks::reason::Reason;
     use rig_agent::disks::rules::{self, Seen};
+    use rig_agent::episodes::reason::Reason;
     use rig_agent::probes::disks;
     let sysfs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/device-states/sys");
     let seen: Vec<Seen> = disks::monitored(&sysfs, &["*".to_string()], &[])
@@ -394,7 +394,7 @@ fn device_states_from_sysfs_are_judged_per_transport_and_a_reset_is_raised_only_
         let mut v: Vec<String> = rules::evaluate(inv, &seen, 1)
             .into_iter()
             .inspect(|c| assert_eq!(c.reason, Reason::Offline))
-            .map(|c| c.disk)
+            .map(|c| c.subject)
             .collect();
         v.sort();
         v

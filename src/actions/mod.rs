@@ -122,7 +122,7 @@ impl RefusalLog {
 
 /// The runner's side of actions: the handler of `run_action`.
 pub struct Actions {
-    cfg: Arc<ActionsConfig>,
+    cfg: SharedConfig,
     journal: Arc<Journal>,
     spool: Arc<Spool>,
     ids: Arc<ActIds>,
@@ -162,7 +162,7 @@ impl Actions {
         recover(&journal, &spool, id);
         Actions {
             last_start: StartTimes(Arc::new(Mutex::new(journal.last_starts()))),
-            cfg,
+            cfg: SharedConfig(Arc::new(Mutex::new(cfg))),
             journal,
             spool,
             ids,
@@ -209,41 +209,27 @@ impl Actions {
 
     fn decide(&self, query: &Query, now_ms: u64) -> Result<(String, Mode, ActionSpec), Refusal> {
         let (mode, name) = decode_request(query)?;
-        if !self.cfg.enabled {
-            return Err(not_allowed("remote actions are disabled on this rig ([actions] enabled = false)".into()));
-        }
-        let Some(spec) = self.cfg.actions.get(name) else {
-            return Err(not_allowed(format!(
-                "action \"{}\" is not in this rig's allow-list",
-                escape(name, config::MAX_NAME_LEN)
-            )));
-        };
+        let cfg = self.cfg.get();
+        let spec = allowed(&cfg, name)?;
         let running = self.running.lock();
-        if running.contains(name) {
-            return Err(not_now(format!("action \"{name}\" is already running")));
-        }
-        if let Some(last) = self.last_start.lock().get(name) {
-            let since = Duration::from_millis(now_ms.saturating_sub(*last));
-            if since < spec.min_interval {
-                let wait = spec.min_interval - since;
-                return Err(not_now(format!(
-                    "action \"{name}\" started {}s ago and its min_interval is {}: try again in {}s",
-                    since.as_secs(),
-                    crate::config::duration::format_duration(spec.min_interval),
-                    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
-                )));
-            }
-        }
+        not_running_nor_too_soon(&running, &self.last_start, name, &spec, now_ms)?;
         if mode == Mode::Write {
             self.outbox_has_room()?;
         }
-        if running.len() >= self.cfg.max_concurrent {
-            return Err(not_now(format!(
-                "{} actions are already running: try again when one ends",
-                self.cfg.max_concurrent
-            )));
+        under_the_cap(&running, &cfg)?;
+        Ok((name.to_string(), mode, spec))
+    }
+
+    /// The runner of automatic recovery steps: the same allow-list, running set,
+    /// `min_interval`, concurrency cap, journal and process groups as the console's runs.
+    pub fn steps(&self) -> Steps {
+        Steps {
+            cfg: self.cfg.clone(),
+            journal: Arc::clone(&self.journal),
+            running: self.running.clone(),
+            last_start: self.last_start.clone(),
+            groups: self.groups.clone(),
         }
-        Ok((name.to_string(), mode, spec.clone()))
     }
 
     /// A `write` run's result goes through the outbox, which never drops one: so that a
@@ -313,11 +299,113 @@ impl Handler for Actions {
 
     /// New requests see the new allow-list; runs in progress finish.
     fn reconfigure(&mut self, cfg: &Config) {
-        self.cfg = Arc::new(cfg.actions.clone());
+        self.cfg.set(Arc::new(cfg.actions.clone()));
     }
 
     fn stop(&mut self) {
         self.kill_running();
+    }
+}
+
+/// The allow-list in force, shared with the recovery steps' runner ([`Steps`]), which must
+/// see a reload as the console's runs do.
+#[derive(Debug, Clone)]
+struct SharedConfig(Arc<Mutex<Arc<ActionsConfig>>>);
+
+impl SharedConfig {
+    fn get(&self) -> Arc<ActionsConfig> {
+        Arc::clone(&self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn set(&self, cfg: Arc<ActionsConfig>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = cfg;
+    }
+}
+
+/// The spec of `name`, if actions are enabled and it is in the allow-list (else code 4).
+fn allowed(cfg: &ActionsConfig, name: &str) -> Result<ActionSpec, Refusal> {
+    if !cfg.enabled {
+        return Err(not_allowed("remote actions are disabled on this rig ([actions] enabled = false)".into()));
+    }
+    cfg.actions.get(name).cloned().ok_or_else(|| {
+        not_allowed(format!("action \"{}\" is not in this rig's allow-list", escape(name, config::MAX_NAME_LEN)))
+    })
+}
+
+/// Refused (code 5) while `name` runs or before its `min_interval` has passed.
+fn not_running_nor_too_soon(
+    running: &HashSet<String>,
+    last_start: &StartTimes,
+    name: &str,
+    spec: &ActionSpec,
+    now_ms: u64,
+) -> Result<(), Refusal> {
+    if running.contains(name) {
+        return Err(not_now(format!("action \"{name}\" is already running")));
+    }
+    if let Some(last) = last_start.lock().get(name) {
+        let since = Duration::from_millis(now_ms.saturating_sub(*last));
+        if since < spec.min_interval {
+            let wait = spec.min_interval - since;
+            return Err(not_now(format!(
+                "action \"{name}\" started {}s ago and its min_interval is {}: try again in {}s",
+                since.as_secs(),
+                crate::config::duration::format_duration(spec.min_interval),
+                wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refused (code 5) when `max_concurrent` actions run already.
+fn under_the_cap(running: &HashSet<String>, cfg: &ActionsConfig) -> Result<(), Refusal> {
+    if running.len() >= cfg.max_concurrent {
+        return Err(not_now(format!("{} actions are already running: try again when one ends", cfg.max_concurrent)));
+    }
+    Ok(())
+}
+
+/// Runs automatic recovery steps (see [`Actions::steps`]) on the caller's thread, which
+/// must not be the socket thread: it writes the journal and waits for the command.
+#[derive(Clone)]
+pub struct Steps {
+    cfg: SharedConfig,
+    journal: Arc<Journal>,
+    running: Running,
+    last_start: StartTimes,
+    groups: crate::os::child::Groups,
+}
+
+impl Steps {
+    /// Runs `name` as a console `post` run would, to its end: refused as such a run would be
+    /// (code 4 or 5, the start not recordable while it has a `min_interval`), else the
+    /// `data` of its result (as `action_result` carries it).
+    pub fn run(&self, name: &str) -> Result<Value, Refusal> {
+        let now_ms = unix_ms();
+        let cfg = self.cfg.get();
+        let spec = allowed(&cfg, name)?;
+        let previous = {
+            let mut running = self.running.lock();
+            not_running_nor_too_soon(&running, &self.last_start, name, &spec, now_ms)?;
+            under_the_cap(&running, &cfg)?;
+            running.insert(name.to_string());
+            self.last_start.lock().insert(name.to_string(), now_ms)
+        };
+        let finished = FinishGuard { name, running: &self.running };
+        if let Err(e) = self.journal.record_start(name, now_ms)
+            && !spec.min_interval.is_zero()
+        {
+            self.last_start.put_back(name, now_ms, previous);
+            return Err(unrecorded(name, spec.min_interval, &e));
+        }
+        let limits = child::Limits { timeout: spec.timeout, max_output: MAX_OUTPUT };
+        let data = match child::run_in(&spec.command, &limits, &self.groups) {
+            Ok(o) => result_data(name, &o),
+            Err(e) => start_failed_data(name, &e),
+        };
+        finished.finish();
+        Ok(data)
     }
 }
 

@@ -153,8 +153,7 @@ impl RunCtx {
         );
         let data = match &result {
             Ok(o) => result_data(&r.name, o),
-            Err(e) => json!({"action": r.name, "exit_code": null, "timed_out": false, "duration_ms": 0,
-                "stdout": "", "stderr": "", "truncated": false, "interrupted": false, "error": e.to_string()}),
+            Err(e) => start_failed_data(&r.name, e),
         };
         // Over before anyone can see that it is.
         finished.finish();
@@ -209,6 +208,12 @@ pub(super) fn result_data(name: &str, o: &child::Outcome) -> Value {
         "truncated": o.truncated,
         "interrupted": false,
     })
+}
+
+/// `data` of a run whose command could not be started.
+pub(super) fn start_failed_data(name: &str, e: &impl std::fmt::Display) -> Value {
+    json!({"action": name, "exit_code": null, "timed_out": false, "duration_ms": 0,
+        "stdout": "", "stderr": "", "truncated": false, "interrupted": false, "error": e.to_string()})
 }
 
 /// The `action_result` message. Its `act_id` is the `run_id`: a result spooled twice (a

@@ -1,8 +1,20 @@
 //! Every key of the config, by section: what each reader accepts, and where a key given in
 //! the wrong section belongs ("move it to [gateway]").
 
-pub(crate) const TOP: &[&str] =
-    &["device", "gateway", "heartbeat", "reconnect", "disks", "warning", "paths", "probes", "actions"];
+pub(crate) const TOP: &[&str] = &[
+    "device",
+    "gateway",
+    "heartbeat",
+    "reconnect",
+    "disks",
+    "warning",
+    "paths",
+    "probes",
+    "gpus",
+    "actions",
+    "maintenance",
+    "recovery",
+];
 pub(crate) const DEVICE: &[&str] = &["hardware_id", "name", "token", "token_file"];
 pub(crate) const GATEWAY: &[&str] = &[
     "urls",
@@ -27,9 +39,15 @@ pub(crate) const DISKS: &[&str] = &[
     "smart_timeout",
     "io_error_quiet",
 ];
-pub(crate) const WARNING: &[&str] = &["resend_after"];
+pub(crate) const WARNING: &[&str] = &["resend_after", "send_cleared"];
+pub(crate) const MAINTENANCE: &[&str] = &["remote"];
+/// `[recovery]` itself; its other keys are `[recovery.<reason>]` ladders.
+pub(crate) const RECOVERY: &[&str] = &["enabled", "dry_run"];
+/// `[recovery.<reason>]`.
+pub(crate) const LADDER: &[&str] = &["steps", "wait_between", "budget"];
 pub(crate) const PATHS: &[&str] = &["state_dir", "sysfs", "procfs", "rootfs", "kmsg", "privileged_socket"];
 pub(crate) const PROBES: &[&str] = &["nvidia_smi", "nvidia_smi_timeout", "nvidia_smi_interval"];
+pub(crate) const GPUS: &[&str] = &["warn"];
 /// `[actions]` itself; its other keys are `[actions.<name>]` sections.
 pub(crate) const ACTIONS: &[&str] = &["enabled", "max_concurrent"];
 /// `[actions.<name>]`.
@@ -45,14 +63,24 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("warning", WARNING),
     ("paths", PATHS),
     ("probes", PROBES),
+    ("gpus", GPUS),
     ("actions", ACTIONS),
+    ("maintenance", MAINTENANCE),
+    ("recovery", RECOVERY),
+    ("recovery.<reason>", LADDER),
     ("actions.<name>", ACTION),
 ];
 
 /// The sections other than `here` (`""` for the top level, `actions.reboot` for an action)
 /// that have `key`, as headers: `["[gateway]"]`.
 pub(crate) fn elsewhere(key: &str, here: &str) -> Vec<String> {
-    let here = if here.starts_with("actions.") { "actions.<name>" } else { here };
+    let here = if here.starts_with("actions.") {
+        "actions.<name>"
+    } else if here.starts_with("recovery.") {
+        "recovery.<reason>"
+    } else {
+        here
+    };
     SECTIONS.iter().filter(|(name, keys)| *name != here && keys.contains(&key)).map(|(n, _)| format!("[{n}]")).collect()
 }
 

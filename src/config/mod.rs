@@ -34,6 +34,7 @@ pub(crate) mod duration;
 mod error;
 pub(crate) mod keys;
 mod read;
+pub mod recovery;
 mod render;
 mod resolve;
 pub(crate) mod section;
@@ -117,11 +118,19 @@ impl Config {
         let disks_s = f.ok(top.table("disks"));
         let disks = disks_s.as_ref().and_then(|s| read_disks(s, &mut f));
         let warning = f.ok(top.table("warning")).and_then(|s| read_warning(&s, &mut f));
+        let maintenance = f.ok(top.table("maintenance")).and_then(|s| read_maintenance(&s, &mut f));
         let paths_s = f.ok(top.table("paths"));
         let paths = paths_s.as_ref().and_then(|s| read_paths(s, &mut f));
         let probes = f.ok(top.table("probes")).and_then(|s| read_probes(&s, &mut f));
+        let gpus = f.ok(top.table("gpus")).and_then(|s| read_gpus(&s, &mut f));
         let actions_s = f.ok(top.table("actions"));
         let actions = actions_s.as_ref().and_then(|s| crate::config::actions::read_actions(s, &mut f));
+        let recovery = f.ok(top.table("recovery")).and_then(|s| recovery::read_recovery(&s, &mut f));
+        if let (Some((r, spots)), Some(a)) = (&recovery, &actions) {
+            for e in recovery::check_steps(r, spots, a) {
+                f.push(e);
+            }
+        }
 
         let parsed = (|| {
             let (device_s, gateway_s, disks_s, paths_s, actions_s) =
@@ -142,7 +151,10 @@ impl Config {
                 warning: warning?,
                 paths: paths?,
                 probes: probes?,
+                gpus: gpus?,
                 actions,
+                maintenance: maintenance?,
+                recovery: recovery?.0,
                 spots: Spots {
                     token: device_s.spot("token"),
                     token_file: device_s.spot("token_file"),

@@ -252,8 +252,21 @@ pub(super) fn read_probes(s: &Section, f: &mut Found) -> Option<ProbesConfig> {
 
 pub(super) fn read_warning(s: &Section, f: &mut Found) -> Option<WarningConfig> {
     s.deny(keys::WARNING, f);
-    let resend_after = f.ok(s.duration_or("resend_after", Duration::from_secs(60), Duration::from_millis(10), DAY))?;
-    Some(WarningConfig { resend_after })
+    let resend_after = f.ok(s.duration_or("resend_after", Duration::from_secs(60), Duration::from_millis(10), DAY));
+    let send_cleared = f.ok(s.bool_or("send_cleared", false));
+    Some(WarningConfig { resend_after: resend_after?, send_cleared: send_cleared? })
+}
+
+pub(super) fn read_gpus(s: &Section, f: &mut Found) -> Option<GpusConfig> {
+    s.deny(keys::GPUS, f);
+    let warn = f.ok(s.bool_or("warn", true))?;
+    Some(GpusConfig { warn })
+}
+
+pub(super) fn read_maintenance(s: &Section, f: &mut Found) -> Option<MaintenanceConfig> {
+    s.deny(keys::MAINTENANCE, f);
+    let remote = f.ok(s.bool_or("remote", false))?;
+    Some(MaintenanceConfig { remote })
 }
 
 /// The `[paths]` keys; the state directory is looked at (or created) by `resolve`.

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use crate::config::duration::format_duration;
 use crate::config::{
-    Config, DeviceConfig, DisksConfig, GatewayConfig, HeartbeatConfig, PathsConfig, ProbesConfig, ReconnectConfig,
-    WarningConfig,
+    Config, DeviceConfig, DisksConfig, GatewayConfig, GpusConfig, HeartbeatConfig, MaintenanceConfig, PathsConfig,
+    ProbesConfig, ReconnectConfig, WarningConfig,
 };
 
 impl Config {
@@ -15,7 +15,21 @@ impl Config {
     /// Every field of every section is named (no `..`), so a new key does not compile until
     /// it is rendered here, or named `_` with the reason it is not shown.
     pub fn render(&self) -> String {
-        let Config { file, device, gateway, heartbeat, reconnect, disks, warning, paths, probes, actions } = self;
+        let Config {
+            file,
+            device,
+            gateway,
+            heartbeat,
+            reconnect,
+            disks,
+            warning,
+            paths,
+            probes,
+            gpus,
+            actions,
+            maintenance,
+            recovery,
+        } = self;
         let d = format_duration;
         let mut out = String::new();
         out += &format!("# effective config from {}\n", file.display());
@@ -46,8 +60,8 @@ impl Config {
             d(*smart_timeout),
             d(*io_error_quiet)
         );
-        let WarningConfig { resend_after } = warning;
-        out += &format!("\n[warning]\nresend_after = \"{}\"\n", d(*resend_after));
+        let WarningConfig { resend_after, send_cleared } = warning;
+        out += &format!("\n[warning]\nresend_after = \"{}\"\nsend_cleared = {send_cleared}\n", d(*resend_after));
         out += &render_paths(paths);
         let ProbesConfig { nvidia_smi, nvidia_smi_timeout, nvidia_smi_interval } = probes;
         out += &format!(
@@ -56,7 +70,12 @@ impl Config {
             d(*nvidia_smi_timeout),
             d(*nvidia_smi_interval)
         );
+        let GpusConfig { warn } = gpus;
+        out += &format!("\n[gpus]\nwarn = {warn}\n");
         out += &actions.render();
+        let MaintenanceConfig { remote } = maintenance;
+        out += &format!("\n[maintenance]\nremote = {remote}\n");
+        out += &recovery.render();
         out
     }
 }

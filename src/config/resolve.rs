@@ -254,7 +254,10 @@ pub struct Parsed {
     pub(super) warning: WarningConfig,
     pub(super) paths: PathsConfig,
     pub(super) probes: ProbesConfig,
+    pub(super) gpus: GpusConfig,
     pub(super) actions: ActionsConfig,
+    pub(super) maintenance: MaintenanceConfig,
+    pub(super) recovery: crate::config::recovery::RecoveryConfig,
     pub(super) spots: Spots,
 }
 
@@ -269,8 +272,22 @@ impl Parsed {
     /// `Config` is built with every field: a new key does not compile until it is copied
     /// from what was parsed to what the agent runs with.
     pub(super) fn resolve_as(self, mode: StateDir) -> Result<Config, ConfigErrors> {
-        let Parsed { file, device, gateway, heartbeat, reconnect, disks, warning, mut paths, probes, actions, spots } =
-            self;
+        let Parsed {
+            file,
+            device,
+            gateway,
+            heartbeat,
+            reconnect,
+            disks,
+            warning,
+            mut paths,
+            probes,
+            gpus,
+            actions,
+            maintenance,
+            recovery,
+            spots,
+        } = self;
         let ParsedDevice { hardware_id, name, token, token_file } = device;
         // Each file a key names is looked at, whatever the others gave: every refusal at once.
         let mut f = Found::default();
@@ -330,7 +347,10 @@ impl Parsed {
             warning,
             paths,
             probes,
+            gpus,
             actions,
+            maintenance,
+            recovery,
         })
     }
 }

@@ -37,8 +37,12 @@ pub struct Config {
     pub warning: WarningConfig,
     pub paths: PathsConfig,
     pub probes: ProbesConfig,
+    /// `[gpus]`: GPU failure warnings (PROTOCOL.md §9).
+    pub gpus: GpusConfig,
     /// `[actions]`: what the gateway may ask the rig to run (PROTOCOL.md §8).
     pub actions: ActionsConfig,
+    pub maintenance: MaintenanceConfig,
+    pub recovery: crate::config::recovery::RecoveryConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +148,23 @@ pub struct ProbesConfig {
 pub struct WarningConfig {
     /// Unacknowledged warnings are sent again after this long. Default 60 s.
     pub resend_after: Duration,
+    /// Send `warning_cleared` when a warned episode ends (PROTOCOL.md §9). Default false: a
+    /// gateway that does not know the message would never acknowledge it.
+    pub send_cleared: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct GpusConfig {
+    /// Warn (`type` 3) when a GPU falls off the bus, goes missing, reports a hardware Xid or
+    /// is reset by its driver. Default true: a rig without GPUs has nothing to warn about.
+    pub warn: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MaintenanceConfig {
+    /// Whether the console may turn maintenance on or off (`set_maintenance`). Default
+    /// false: only `rig-agent maintenance` on the rig itself may.
+    pub remote: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,12 +203,16 @@ impl Config {
             gateway,
             // Taken by the next session; not worth dropping a live connection for.
             heartbeat: _,
-            // Applied in place (backoff bounds, resend window, disk rules, probes, actions).
+            // Applied in place (backoff bounds, resend window, disk and GPU rules, probes,
+            // actions).
             reconnect: _,
             disks: _,
             warning: _,
             probes: _,
+            gpus: _,
             actions: _,
+            maintenance: _,
+            recovery: _,
             // Only a restart applies them (`paths_differ`).
             paths: _,
         } = self;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::disks::inventory::{Inventory, Remembered};
-use crate::disks::reason::Reason;
+use crate::episodes::reason::Reason;
 
 /// A disk's `health` in `get_disk_info` (PROTOCOL.md §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,9 +66,9 @@ impl DiskHealth {
         self.lock().missing.clone()
     }
 
-    pub(super) fn publish(&self, inv: &Inventory, present: &[String]) {
+    pub(crate) fn publish(&self, inv: &Inventory, present: &[String]) {
         let mut v = self.lock();
-        v.failing = inv.episodes.iter().rev().map(|e| (e.disk.clone(), e.reason)).collect();
+        v.failing = inv.episodes.open.iter().rev().map(|e| (e.subject.clone(), e.reason)).collect();
         v.missing =
             inv.disks.iter().filter(|(n, _)| !present.contains(n)).map(|(n, r)| (n.clone(), r.clone())).collect();
     }

@@ -9,15 +9,14 @@
 //! stopped before the ack) is raised again with the same `act_id`.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::disks::reason::Reason;
+use crate::episodes::ledger::Ledger;
 
-use crate::os::bounded_read::{self, Links};
 use crate::os::durable::write_durably;
+use crate::os::state_file;
 
 const FILE: &str = "disks.json";
 
@@ -52,24 +51,11 @@ pub struct SmartBaseline {
     pub counters: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Episode {
-    pub disk: String,
-    pub reason: Reason,
-    /// The warning raised when the episode opened.
-    pub act_id: String,
-    /// Unix seconds.
-    pub since: u64,
-    /// The warning's `detail`, to raise it again with the same text.
-    pub detail: String,
-    /// Its warning was durably in the spool, or acknowledged: it needs no raising again.
-    pub reported: bool,
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inventory {
     pub disks: BTreeMap<String, Remembered>,
-    pub episodes: Vec<Episode>,
+    /// The disks' failure episodes, open and closing.
+    pub episodes: Ledger,
 }
 
 impl Inventory {
@@ -77,35 +63,8 @@ impl Inventory {
     /// to `disks.json.corrupt` and the message for an error-level log line is returned with
     /// an empty inventory: the agent goes on.
     pub fn load(state_dir: &Path) -> (Inventory, Option<String>) {
-        let path = state_dir.join(FILE);
-        // Read with a cap and only if it is a regular file: a FIFO, a device or a link in its
-        // place would hang or flood the start-up; it is moved aside like a corrupt file.
-        let text = match bounded_read::read(&path, FILE_CAP, Links::Refuse) {
-            Ok(t) => Ok(t),
-            Err(e) if e.is_not_found() => return (Inventory::default(), None),
-            Err(e @ bounded_read::ReadError::Open { .. }) => {
-                return (Inventory::default(), Some(format!("{e}; starting empty")));
-            }
-            Err(e) => Err(e),
-        };
-        let parsed = text.as_ref().ok().and_then(|c| serde_json::from_slice::<Value>(&c.bytes).ok());
-        match parsed.and_then(|v| Inventory::from_json(&v)) {
-            Some(inv) => (inv, None),
-            None => {
-                let aside = PathBuf::from(format!("{}.corrupt", path.display()));
-                let moved = match fs::rename(&path, &aside) {
-                    Ok(()) => format!("moved aside to {}", aside.display()),
-                    Err(e) => format!("could not be moved aside ({e})"),
-                };
-                (
-                    Inventory::default(),
-                    Some(match text {
-                        Err(e) => format!("disk inventory: {e}; {moved}; starting empty"),
-                        Ok(_) => format!("disk inventory {} is corrupt, {moved}; starting empty", path.display()),
-                    }),
-                )
-            }
-        }
+        let (inv, problem) = state_file::load(state_dir, FILE, FILE_CAP, "disk inventory", Inventory::from_json);
+        (inv.unwrap_or_default(), problem)
     }
 
     /// Writes the inventory durably (temp, fsync, rename).
@@ -127,15 +86,11 @@ impl Inventory {
                 )
             })
             .collect();
-        let episodes: Vec<Value> = self
-            .episodes
-            .iter()
-            .map(|e| {
-                json!({"disk": e.disk, "reason": e.reason.as_str(), "act_id": e.act_id, "since": e.since,
-                       "detail": e.detail, "reported": e.reported})
-            })
-            .collect();
-        json!({"version": 1, "disks": disks, "episodes": episodes})
+        // Version 1 still: an earlier agent (a rolled-back update) reads the disks and the
+        // open episodes it knows, and ignores `closing`.
+        let mut v = json!({"version": 1, "disks": disks});
+        self.episodes.put(&mut v);
+        v
     }
 
     pub(crate) fn from_json(v: &Value) -> Option<Inventory> {
@@ -169,28 +124,15 @@ impl Inventory {
                 },
             );
         }
-        let episodes = v["episodes"]
-            .as_array()?
-            .iter()
-            .map(|e| {
-                Some(Episode {
-                    disk: s(&e["disk"])?,
-                    reason: s(&e["reason"])?.parse().ok()?,
-                    act_id: s(&e["act_id"])?,
-                    since: e["since"].as_u64()?,
-                    detail: s(&e["detail"]).unwrap_or_default(),
-                    // Files of earlier versions knew only reported episodes.
-                    reported: e["reported"].as_bool().unwrap_or(true),
-                })
-            })
-            .collect::<Option<Vec<_>>>()?;
-        Some(Inventory { disks, episodes })
+        Some(Inventory { disks, episodes: Ledger::get(v)? })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::episodes::episode::{Closing, Episode};
+    use crate::episodes::reason::Reason;
 
     fn sample() -> Inventory {
         let mut inv = Inventory::default();
@@ -210,12 +152,26 @@ mod tests {
                 fs_errors: BTreeMap::from([("sdl1".into(), 2)]),
             },
         );
-        inv.episodes.push(Episode {
-            disk: "sdl".into(),
+        inv.episodes.open.push(Episode {
+            subject: "sdl".into(),
             reason: Reason::Missing,
             act_id: "9f3a61c2-12".into(),
             since: 1_764_000_000,
             detail: "block device sdl disappeared".into(),
+            reported: false,
+        });
+        inv.episodes.closing.push(Closing {
+            episode: Episode {
+                subject: "sdm".into(),
+                reason: Reason::Offline,
+                act_id: "9f3a61c2-10".into(),
+                since: 1_763_999_000,
+                detail: "device/state of sdm is \"offline\"".into(),
+                reported: true,
+            },
+            act_id: "9f3a61c2-13".into(),
+            time: 1_764_000_100,
+            detail: "device/state of sdm is \"running\" again".into(),
             reported: false,
         });
         inv
@@ -236,8 +192,9 @@ mod tests {
         let v = json!({"version": 1, "disks": {}, "episodes": [
             {"disk": "sdl", "reason": "missing", "act_id": "a-1", "since": 5}]});
         let inv = Inventory::from_json(&v).unwrap();
-        assert!(inv.episodes[0].reported);
-        assert_eq!(inv.episodes[0].detail, "");
+        assert!(inv.episodes.open[0].reported);
+        assert_eq!(inv.episodes.open[0].detail, "");
+        assert!(inv.episodes.closing.is_empty());
     }
 
     #[test]
@@ -249,7 +206,7 @@ mod tests {
     #[test]
     fn a_corrupt_inventory_is_moved_aside_and_reported() {
         let d = tempfile::tempdir().unwrap();
-        fs::write(d.path().join(FILE), "{\"version\":1,\"disks\":{\"sda\":").unwrap();
+        std::fs::write(d.path().join(FILE), "{\"version\":1,\"disks\":{\"sda\":").unwrap();
         let (inv, problem) = Inventory::load(d.path());
         assert_eq!(inv, Inventory::default());
         assert!(problem.unwrap().contains("corrupt"));

@@ -1,11 +1,8 @@
-//! Disk failures: the monitor thread, the pure rules that turn what it sees into warnings,
-//! the predictive (SMART trend) rules, the inventory of known disks, and what a restarted
-//! monitor takes over from the spool.
+//! Disk failures: the pure rules that turn what the monitor sees into failure conditions,
+//! the predictive (SMART trend) rules, the inventory of known disks, and the verdicts the
+//! queries read. The monitor thread that applies them is `monitor`.
 
 pub mod health;
 pub mod inventory;
-pub mod monitor;
 pub(crate) mod predictive;
-pub mod reason;
-pub(crate) mod restart;
 pub mod rules;

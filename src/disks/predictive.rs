@@ -7,8 +7,8 @@
 //! [`crate::probes::indicators`] parses smartctl's answer.
 
 use crate::disks::inventory::{Inventory, SmartBaseline};
-use crate::disks::reason::Reason;
-use crate::disks::rules::Condition;
+use crate::episodes::condition::Condition;
+use crate::episodes::reason::Reason;
 use crate::probes::counters::MdArray;
 use crate::probes::indicators::{ATA_WATCHED, Indicators};
 
@@ -93,7 +93,7 @@ pub fn evaluate(inv: &mut Inventory, observed: &[Observed], arrays: &[MdArray]) 
             }
             if !reasons.is_empty() {
                 out.push(Condition {
-                    disk: o.disk.clone(),
+                    subject: o.disk.clone(),
                     reason: Reason::SmartDegrading,
                     detail: reasons.join("; "),
                 });
@@ -112,14 +112,14 @@ pub fn evaluate(inv: &mut Inventory, observed: &[Observed], arrays: &[MdArray]) 
         // Partitions gone (repartitioned, unmounted for good) are forgotten.
         r.fs_errors.retain(|fs, _| o.fs_errors.iter().any(|(f, _)| f == fs));
         if !risen.is_empty() {
-            out.push(Condition { disk: o.disk.clone(), reason: Reason::FsErrors, detail: risen.join("; ") });
+            out.push(Condition { subject: o.disk.clone(), reason: Reason::FsErrors, detail: risen.join("; ") });
         }
     }
     for a in arrays.iter().filter(|a| a.degraded > 0) {
         let failed =
             if a.failed.is_empty() { "none marked faulty (members missing)".into() } else { a.failed.join(", ") };
         out.push(Condition {
-            disk: a.name.clone(),
+            subject: a.name.clone(),
             reason: Reason::RaidDegraded,
             detail: format!(
                 "md array {} is degraded ({} of {} devices missing); failed members: {failed}",
@@ -156,7 +156,7 @@ mod tests {
     }
 
     fn reasons(c: &[Condition]) -> Vec<(&str, Reason)> {
-        c.iter().map(|c| (c.disk.as_str(), c.reason)).collect()
+        c.iter().map(|c| (c.subject.as_str(), c.reason)).collect()
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The disk-failure rules of PROTOCOL.md §7, as pure functions over what a scan saw and
 //! what the inventory remembers. No IO: the monitor reads, these decide.
 
-use crate::disks::inventory::{Episode, Inventory, Remembered};
+use crate::disks::inventory::{Inventory, Remembered};
+use crate::episodes::condition::Condition;
 use crate::probes::disks::{Disk, StateVerdict};
 
-use crate::disks::reason::Reason;
+use crate::episodes::reason::Reason;
 
 /// What one scan saw of one monitored disk that is present in `/sys/block`.
 #[derive(Debug, Clone)]
@@ -16,20 +17,11 @@ pub struct Seen {
     pub mounts: Vec<(String, bool)>,
 }
 
-/// A failure condition that holds now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Condition {
-    pub disk: String,
-    pub reason: Reason,
-    /// What was seen, for the warning's `detail` and the log.
-    pub detail: String,
-}
-
 /// Applies the rules to a scan: returns the conditions that hold now, and updates what the
 /// inventory remembers (identity, error counter, which filesystems were read-write).
 pub fn evaluate(inv: &mut Inventory, seen: &[Seen], ioerr_threshold: u64) -> Vec<Condition> {
     let mut out = Vec::new();
-    let cond = |disk: &str, reason, detail: String| Condition { disk: disk.to_string(), reason, detail };
+    let cond = |disk: &str, reason, detail: String| Condition { subject: disk.to_string(), reason, detail };
     for name in inv.disks.keys() {
         if !seen.iter().any(|s| &s.disk.name == name) {
             out.push(cond(name, Reason::Missing, format!("block device {name} disappeared")));
@@ -128,30 +120,14 @@ fn remember(known: Option<Remembered>, s: &Seen, state: &str) -> Remembered {
 /// condition per disk and reason.
 pub(crate) fn add_kernel_io_errors(conditions: &mut Vec<Condition>, storms: &[(String, String, u64)]) {
     for (disk, line, _) in storms {
-        if !conditions.iter().any(|c| &c.disk == disk && c.reason == Reason::IoErrors) {
+        if !conditions.iter().any(|c| &c.subject == disk && c.reason == Reason::IoErrors) {
             conditions.push(Condition {
-                disk: disk.clone(),
+                subject: disk.clone(),
                 reason: Reason::IoErrors,
                 detail: format!("kernel: {line}"),
             });
         }
     }
-}
-
-/// Matches the conditions against the open episodes: one episode per disk and reason.
-/// Returns the conditions that open a new episode (each needs a warning) and the episodes
-/// that ended because their condition cleared. Episodes of conditions that still hold are
-/// left as they are, so a failure is reported once, not once per scan.
-pub(crate) fn reconcile(episodes: &mut Vec<Episode>, conditions: &[Condition]) -> (Vec<Condition>, Vec<Episode>) {
-    let holds = |e: &Episode| conditions.iter().any(|c| c.disk == e.disk && c.reason == e.reason);
-    let (kept, closed): (Vec<Episode>, Vec<Episode>) = episodes.drain(..).partition(|e| holds(e));
-    *episodes = kept;
-    let new = conditions
-        .iter()
-        .filter(|c| !episodes.iter().any(|e| e.disk == c.disk && e.reason == c.reason))
-        .cloned()
-        .collect();
-    (new, closed)
 }
 
 #[cfg(test)]
@@ -177,7 +153,7 @@ mod tests {
     }
 
     fn reasons(c: &[Condition]) -> Vec<(&str, Reason)> {
-        c.iter().map(|c| (c.disk.as_str(), c.reason)).collect()
+        c.iter().map(|c| (c.subject.as_str(), c.reason)).collect()
     }
 
     #[test]
@@ -324,32 +300,5 @@ mod tests {
         assert_eq!(c[0].detail, "kernel: I/O error, dev sda, sector 8");
         add_kernel_io_errors(&mut c, &storms);
         assert_eq!(c.len(), 1, "the counter and the kernel log are the same episode");
-    }
-
-    #[test]
-    fn one_episode_per_disk_and_reason_until_the_condition_clears() {
-        let c = |d: &str, r: Reason| Condition { disk: d.into(), reason: r, detail: String::new() };
-        let mut eps = Vec::new();
-        let (new, closed) = reconcile(&mut eps, &[c("sda", Reason::Missing), c("sdb", Reason::Offline)]);
-        assert_eq!(new.len(), 2);
-        assert!(closed.is_empty());
-        for n in new {
-            eps.push(Episode {
-                disk: n.disk,
-                reason: n.reason,
-                act_id: "x".into(),
-                since: 0,
-                detail: n.detail,
-                reported: true,
-            });
-        }
-        let (new, closed) = reconcile(&mut eps, &[c("sda", Reason::Missing), c("sdb", Reason::Offline)]);
-        assert!(new.is_empty() && closed.is_empty(), "no second warning for the same episode");
-        let (new, closed) = reconcile(&mut eps, &[c("sda", Reason::Missing)]);
-        assert!(new.is_empty());
-        assert_eq!(closed.len(), 1);
-        assert_eq!(eps.len(), 1);
-        let (new, _) = reconcile(&mut eps, &[c("sda", Reason::Missing), c("sdb", Reason::Offline)]);
-        assert_eq!(new.len(), 1, "a later failure is a new episode");
     }
 }

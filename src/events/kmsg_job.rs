@@ -1,7 +1,7 @@
 //! The kernel log reader's thread: reads records (from `/dev/kmsg`, a handed-over fd, or
 //! the privileged half's stream, reconnected when that half restarts), rate-limits each
-//! subject's error lines, attributes them to disks, and hands them to the monitor with the
-//! read position to save.
+//! subject's error lines, attributes disks' to disks, and hands them and GPUs' to the
+//! monitor with the read position to save.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use super::QUOTE_CHARS;
 use super::attribution::Attribution;
-use super::disk_event::{DiskEvent, Sink};
+use super::kernel_event::{KernelEvent, Sink};
 use super::source_status::{SourceState, SourcesStatus, set};
 use crate::config::sources::SourcesConfig;
 use crate::kernel_log::cursor::{self, Cursor};
 use crate::kernel_log::disk_error::{self, Subject};
+use crate::kernel_log::gpu_error::{self, GpuRef};
 use crate::kernel_log::reader::{KmsgReader, Progress};
 use crate::kernel_log::record::Record;
 use crate::os::wake::{Interest, WakeReceiver};
@@ -29,6 +30,18 @@ pub const PASS_EVERY: Duration = Duration::from_millis(250);
 const _: () = assert!(PASS_EVERY.as_millis() * 4 <= crate::config::MIN_IO_ERROR_QUIET.as_millis());
 /// Subjects remembered by the rate limit; beyond this it starts over (bounded memory).
 const MAX_SUBJECTS: usize = 64;
+
+/// What the rate limit counts lines of: a disk's subject, or a GPU and what its driver
+/// reported (each Xid code on its own, so a storm of application Xids never holds back the
+/// Xid 79 that follows it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Limited {
+    Disk(Subject),
+    Gpu(GpuRef, gpu_error::Kind),
+}
+
+/// Each subject's last line passed on, the lines counted since, and the first of those.
+type Limits = HashMap<Limited, (Option<Instant>, u64, Option<String>)>;
 /// The read position goes to the monitor at most this often when no error came with it
 /// (the monitor writes it, and flash wears), and at stop.
 pub const SAVE_EVERY: Duration = Duration::from_secs(10);
@@ -114,6 +127,24 @@ pub(super) fn privileged_loop(
     }
 }
 
+/// Counts one line of `key`: `Some(lines)` (this one and those held back before it) when
+/// it goes to the monitor, `None` when one went less than [`PASS_EVERY`] ago.
+fn pass(limit: &mut Limits, key: Limited, line: &str) -> Option<u64> {
+    let now = Instant::now();
+    if limit.len() >= MAX_SUBJECTS && !limit.contains_key(&key) {
+        limit.clear();
+    }
+    let entry = limit.entry(key).or_insert((None, 0, None));
+    entry.1 += 1;
+    if entry.0.is_some_and(|t: Instant| now.duration_since(t) < PASS_EVERY) {
+        entry.2.get_or_insert_with(|| line.to_string());
+        return None;
+    }
+    entry.0 = Some(now);
+    entry.2 = None;
+    Some(std::mem::take(&mut entry.1))
+}
+
 /// How a [`KmsgJob`] ended.
 pub(super) struct Ended {
     last_seq: Option<u64>,
@@ -163,7 +194,7 @@ impl KmsgJob {
     pub(super) fn run(mut self, stop: &AtomicBool, rx: &WakeReceiver) -> Ended {
         let live = if self.via_privileged { SourceState::LivePrivileged } else { SourceState::Live };
         set(&self.status.kmsg, live);
-        let mut limit: HashMap<Subject, (Option<Instant>, u64)> = HashMap::new();
+        let mut limit: Limits = HashMap::new();
         let mut saved = (self.reader.last_seq(), Instant::now());
         // Started at the end of the ring (no cursor of this boot): nothing before the first
         // record read needs the monitor, so that position is saved here at once; a crash
@@ -189,7 +220,13 @@ impl KmsgJob {
                 baseline = false;
                 self.save_baseline(first.seq);
             }
-            let Some(passed) = self.pass_errors(&records, &mut limit) else { return self.ended(false) };
+            let Some(mut passed) = self.pass_errors(&records, &mut limit) else { return self.ended(false) };
+            // Nothing more to read now: the GPU lines held back go too, so that every Xid is
+            // counted (`get_gpu_info`), not only those that came a rate-limit window apart.
+            if progress != Progress::More {
+                let Some(held) = self.pass_held_back(&mut limit) else { return self.ended(false) };
+                passed |= held;
+            }
             let lost = self.reader.lost();
             if lost > reported_lost {
                 // The count at once (get_agent_info); the log line at most every SAVE_EVERY,
@@ -229,30 +266,51 @@ impl KmsgJob {
         self.ended(false)
     }
 
-    /// Hands the monitor the disk errors among `records`, each subject's at most every
-    /// [`PASS_EVERY`] (the lines between are counted); whether any went. `None`: the
+    /// Hands the monitor the disk and GPU errors among `records`, each subject's at most
+    /// every [`PASS_EVERY`] (the lines between are counted); whether any went. `None`: the
     /// monitor is gone.
-    fn pass_errors(&self, records: &[Record], limit: &mut HashMap<Subject, (Option<Instant>, u64)>) -> Option<bool> {
+    fn pass_errors(&self, records: &[Record], limit: &mut Limits) -> Option<bool> {
         let mut passed = false;
         for r in records {
-            let Some(err) = disk_error::recognise(r) else { continue };
-            let now = Instant::now();
-            if limit.len() >= MAX_SUBJECTS && !limit.contains_key(&err.subject) {
-                limit.clear();
-            }
-            let entry = limit.entry(err.subject.clone()).or_insert((None, 0));
-            entry.1 += 1;
-            if entry.0.is_some_and(|t: Instant| now.duration_since(t) < PASS_EVERY) {
-                continue;
-            }
-            let lines = std::mem::take(&mut entry.1);
-            entry.0 = Some(now);
+            let disk = disk_error::recognise(r);
+            let gpu = if disk.is_none() { gpu_error::recognise(r) } else { None };
+            let key = match (&disk, &gpu) {
+                (Some(d), _) => Limited::Disk(d.subject.clone()),
+                (None, Some(g)) => Limited::Gpu(g.gpu.clone(), g.kind),
+                (None, None) => continue,
+            };
             let line = escape_to(&r.message, QUOTE_CHARS);
-            for disk in self.attribution.disks(&err) {
+            let Some(lines) = pass(limit, key, &line) else { continue };
+            let events: Vec<KernelEvent> = match (disk, gpu) {
+                (Some(err), _) => self
+                    .attribution
+                    .disks(&err)
+                    .into_iter()
+                    .map(|disk| KernelEvent::KernelError { disk, line: line.clone(), lines })
+                    .collect(),
+                (None, Some(g)) => vec![KernelEvent::GpuRecord { gpu: g.gpu, kind: g.kind, line, lines }],
+                (None, None) => Vec::new(),
+            };
+            for e in events {
                 passed = true;
-                if !(self.sink)(DiskEvent::KernelError { disk, line: line.clone(), lines }) {
+                if !(self.sink)(e) {
                     return None;
                 }
+            }
+        }
+        Some(passed)
+    }
+
+    /// Hands the monitor the GPU lines the rate limit held back, each GPU and kind as one
+    /// event with their count; whether any went. `None`: the monitor is gone.
+    fn pass_held_back(&self, limit: &mut Limits) -> Option<bool> {
+        let mut passed = false;
+        for (key, (_, lines, line)) in limit.iter_mut() {
+            let (Limited::Gpu(gpu, kind), Some(line)) = (key, line.take()) else { continue };
+            let lines = std::mem::take(lines);
+            passed = true;
+            if !(self.sink)(KernelEvent::GpuRecord { gpu: gpu.clone(), kind: *kind, line, lines }) {
+                return None;
             }
         }
         Some(passed)
@@ -275,6 +333,6 @@ impl KmsgJob {
     /// when the monitor is gone.
     fn hand_position(&self) -> bool {
         let (Some(boot_id), Some(seq)) = (&self.boot_id, self.reader.last_seq()) else { return true };
-        (self.sink)(DiskEvent::KmsgRead(Cursor { boot_id: boot_id.clone(), seq }))
+        (self.sink)(KernelEvent::KmsgRead(Cursor { boot_id: boot_id.clone(), seq }))
     }
 }

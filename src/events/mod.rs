@@ -1,11 +1,12 @@
-//! Disk failures at kernel speed: the kernel log (`/dev/kmsg`) and block-device uevents
-//! (`NETLINK_KOBJECT_UEVENT`), read on their own threads and handed to the monitor as
-//! [`disk_event::DiskEvent`]s. The kernel log's records and their recogniser live in
-//! `kernel_log`, which the privileged half (that reads `/dev/kmsg` for the agent) shares;
-//! this folder attributes what is recognised to disks through sysfs and feeds the monitor.
+//! Disk and GPU failures at kernel speed: the kernel log (`/dev/kmsg`) and block and PCI
+//! device uevents (`NETLINK_KOBJECT_UEVENT`), read on their own threads and handed to the
+//! monitor as [`kernel_event::KernelEvent`]s. The kernel log's records and their
+//! recognisers live in `kernel_log`, which the privileged half (that reads `/dev/kmsg` for
+//! the agent) shares; this folder attributes what is recognised to disks through sysfs
+//! (GPU records name their PCI address themselves) and feeds the monitor.
 
 pub mod attribution;
-pub mod disk_event;
+pub mod kernel_event;
 pub(crate) mod kmsg_job;
 pub mod source_status;
 pub mod sources;

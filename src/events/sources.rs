@@ -1,5 +1,6 @@
-//! The event sources as threads: the kernel log reader and the uevent listener. Each hands
-//! [`DiskEvent`]s to a sink (the monitor's channel) and says in [`SourcesStatus`] whether
+//! The event sources as threads: the kernel log reader and the uevent listener (block
+//! devices, and PCI devices added or removed, for the GPUs). Each hands
+//! [`KernelEvent`]s to a sink (the monitor's channel) and says in [`SourcesStatus`] whether
 //! it is live; one that cannot start says why once, at start, and the scans go on alone.
 
 use std::path::Path;
@@ -8,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 
 use super::QUOTE_CHARS;
-use super::disk_event::{DiskEvent, Sink};
+use super::kernel_event::{KernelEvent, Sink};
 use super::kmsg_job::{KmsgJob, privileged_loop};
 use super::source_status::set;
 use super::source_status::{SourceState, SourcesStatus};
@@ -92,7 +93,7 @@ impl Sources {
             }
             Err(e) => {
                 let why = escape_to(&e.to_string(), QUOTE_CHARS);
-                log::warn!("block device events unavailable: {why}; falling back to scans");
+                log::warn!("device events unavailable: {why}; falling back to scans");
                 set(&s.status.uevents, SourceState::Off(why));
             }
         }
@@ -156,21 +157,27 @@ fn uevent_loop(
                     if !matches!(ev.action, Action::Add | Action::Remove | Action::Change) {
                         continue;
                     }
-                    let Some(dev) = ev.block_device() else { continue };
-                    if !sink(DiskEvent::Changed(Some(dev.to_string()))) {
+                    let event = match (ev.block_device(), ev.pci_device()) {
+                        (Some(dev), _) => KernelEvent::Changed(Some(dev.to_string())),
+                        (None, Some(slot)) if ev.action != Action::Change => {
+                            KernelEvent::Pci { slot, added: ev.action == Action::Add }
+                        }
+                        _ => continue,
+                    };
+                    if !sink(event) {
                         return;
                     }
                 }
                 Ok(None) => break,
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOBUFS.raw_os_error()) => {
                     status.uevents_dropped.fetch_add(1, Ordering::Relaxed);
-                    if !sink(DiskEvent::Changed(None)) {
+                    if !sink(KernelEvent::Changed(None)) {
                         return;
                     }
                 }
                 Err(e) => {
                     let why = escape_to(&e.to_string(), QUOTE_CHARS);
-                    log::warn!("block device events failed: {why}; falling back to scans");
+                    log::warn!("device events failed: {why}; falling back to scans");
                     set(&status.uevents, SourceState::Off(why));
                     return;
                 }
@@ -210,9 +217,11 @@ mod tests {
         writer.write_all(b"12,1,1,-;I/O error, dev sda1, sector 0\n").unwrap();
         writer.write_all(b"3,2,2,-;Buffer I/O error on dev sda1, logical block 0, async page read\n").unwrap();
         let got = loop {
-            match rx.recv_timeout(Duration::from_secs(10)).expect("an event within 10 s") {
-                DiskEvent::KernelError { disk, line, lines } => break (disk, line, lines),
-                DiskEvent::Changed(_) | DiskEvent::KmsgRead(_) => {} // the host's own uevents
+            // Anything else is the host's own uevents.
+            if let KernelEvent::KernelError { disk, line, lines } =
+                rx.recv_timeout(Duration::from_secs(10)).expect("an event within 10 s")
+            {
+                break (disk, line, lines);
             }
         };
         assert_eq!(got, ("sda".into(), "Buffer I/O error on dev sda1, logical block 0, async page read".into(), 1));

@@ -30,6 +30,8 @@ pub struct Uevent {
     pub devname: Option<String>,
     pub devtype: DevType,
     pub seqnum: Option<u64>,
+    /// `PCI_SLOT_NAME` (`0000:03:00.0`) of a PCI device's event.
+    pub pci_slot: Option<String>,
 }
 
 impl Uevent {
@@ -42,6 +44,16 @@ impl Uevent {
         let name = self.devname.as_deref().or_else(|| self.devpath.rsplit('/').next())?;
         let name = name.strip_prefix("/dev/").unwrap_or(name);
         (!name.is_empty() && name.len() <= 32 && !name.contains("..")).then_some(name)
+    }
+
+    /// The PCI address (`0000:03:00.0`, lower case) this event is about, when it is a PCI
+    /// device's and the address has the kernel's form.
+    pub fn pci_device(&self) -> Option<String> {
+        if self.subsystem.as_deref() != Some("pci") {
+            return None;
+        }
+        let slot = self.pci_slot.as_deref().or_else(|| self.devpath.rsplit('/').next())?;
+        crate::probes::gpu::pci_address(slot).then(|| slot.to_ascii_lowercase())
     }
 }
 
@@ -63,6 +75,7 @@ pub fn parse(datagram: &[u8]) -> Option<Uevent> {
         devname: None,
         devtype: DevType::Other,
         seqnum: None,
+        pci_slot: None,
     };
     for f in fields {
         let Some((k, v)) = f.split_once('=') else { continue };
@@ -77,6 +90,7 @@ pub fn parse(datagram: &[u8]) -> Option<Uevent> {
                 }
             }
             "SEQNUM" => ev.seqnum = v.parse().ok(),
+            "PCI_SLOT_NAME" => ev.pci_slot = Some(v.to_string()),
             _ => {}
         }
     }
@@ -105,6 +119,22 @@ ACTION=remove\0SUBSYSTEM=block\0DEVNAME=sdc1\0DEVTYPE=partition\0PARTN=1\0SEQNUM
         let e = parse(d).unwrap();
         assert_eq!(e.action, Action::Remove);
         assert_eq!(e.block_device(), Some("sdc1"));
+    }
+
+    #[test]
+    fn a_pci_removal_names_the_device_and_is_no_block_event() {
+        // What `echo remove > /sys/bus/pci/devices/0000:03:00.0/uevent` and a real removal
+        // send (drivers/pci/pci-driver.c pci_uevent), read off this kernel (6.18).
+        let d = b"remove@/devices/pci0000:00/0000:00:01.1/0000:03:00.0\0ACTION=remove\0\
+DEVPATH=/devices/pci0000:00/0000:00:01.1/0000:03:00.0\0SUBSYSTEM=pci\0PCI_CLASS=30000\0PCI_ID=1002:73FF\0\
+PCI_SUBSYS_ID=1DA2:E448\0PCI_SLOT_NAME=0000:03:00.0\0MODALIAS=pci:v00001002d000073FFsv00001DA2sd0000E448bc03sc00i00\0\
+SEQNUM=6120\0";
+        let e = parse(d).unwrap();
+        assert_eq!(e.action, Action::Remove);
+        assert_eq!(e.pci_device().as_deref(), Some("0000:03:00.0"));
+        assert_eq!(e.block_device(), None);
+        let forged = b"remove@/devices/x\0SUBSYSTEM=pci\0PCI_SLOT_NAME=../../etc\0";
+        assert_eq!(parse(forged).unwrap().pci_device(), None);
     }
 
     #[test]

@@ -28,6 +28,7 @@
 
 use super::record::Record;
 use super::scan::Scan;
+use super::task_report::{MILDEST_PRINTK_LEVEL, names_a_task};
 
 /// What a kernel record names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -111,15 +112,6 @@ pub struct DiskError {
 
 /// Longest device name believed; longer is not a kernel device name.
 const MAX_NAME: usize = 32;
-/// A task name is at most this many bytes (`TASK_COMM_LEN` less its NUL).
-const TASK_NAME: usize = 15;
-/// The mildest level the printk-format rules' drivers log their failures at: KERN_WARNING.
-/// They use KERN_ERR (block layer, buffer heads, NVMe command errors, libata), KERN_CRIT
-/// (ext4) or KERN_ALERT (XFS); the reports about a task that begin with its name (a
-/// segfault, a trap, a fault on ARM) are KERN_INFO, so a name shaped like a driver's line
-/// gets nowhere there either. (SCSI sense lines are KERN_INFO, but carry the dictionary.)
-const MILDEST_PRINTK_LEVEL: u8 = 4;
-
 fn decimal(s: &str) -> Option<u32> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -136,27 +128,6 @@ fn block_name(s: &str) -> Option<String> {
         && !s.contains("..")
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'!'));
     ok.then(|| s.to_string())
-}
-
-/// Whether the record has the shape of a report about a task, whose name (and sometimes
-/// more) a process chooses: `<name>[<pid>]` or `<name> (<pid>)` right after at most a task
-/// name's bytes (segfaults, traps, general protection faults, drop_caches, stack depth),
-/// or `<name> invoked oom-killer`. Such a record is never a disk's, whatever it contains.
-fn names_a_task(m: &str) -> bool {
-    if m.contains(" invoked oom-killer:") {
-        return true;
-    }
-    // Every opening bracket a task name's bytes (and a space) can reach: the name itself
-    // may hold brackets too.
-    m.bytes().take(TASK_NAME + 2).enumerate().any(|(i, b)| {
-        let close = match b {
-            b'[' => "]",
-            b'(' => ")",
-            _ => return false,
-        };
-        let mut s = Scan(&m[i + 1..]);
-        s.number().is_some() && s.lit(close).is_some() && (s.rest().is_empty() || s.rest().starts_with([':', ' ']))
-    })
 }
 
 /// The disk-failure meaning of a kernel record, if it has one.

@@ -1,14 +1,16 @@
 //! Operating-system plumbing with no agent logic: signals, the wake pipe, sd_notify, the
 //! capability drop, the child-process runner, size-bounded reads, sysfs/procfs attributes,
-//! the mount table and durable writes.
+//! the mount table, durable writes and reading back state files.
 
 pub(crate) mod bounded_read;
 pub mod caps;
 pub mod child;
 pub mod durable;
+pub mod local_socket;
 pub mod mountinfo;
 pub(crate) mod notify;
 pub mod orphans;
 pub mod signals;
+pub(crate) mod state_file;
 pub(crate) mod sysfs;
 pub mod wake;

@@ -12,8 +12,10 @@
 //! memory only; the error is logged once and the storage thread writes it out when it can.
 //!
 //! The outbox is capped ([`Limits`]): past the cap, the newest duplicates of the same disk
-//! and reason are dropped first; the first unacknowledged warning of a disk and reason, and
-//! every action result, are never dropped. Action results count towards the cap: remote
+//! (or GPU) and reason are dropped first; the first unacknowledged warning of a subject and
+//! reason, and every action result, are never dropped. A `warning_cleared` goes with its
+//! warning: dropped when the cap drops the warning, and never taken in for a warning the
+//! cap dropped ([`Spool::dropped`]), so the gateway never hears of an end without its start. Action results count towards the cap: remote
 //! actions refuse new `write` runs while [`Spool::usage`] says the outbox is full, which is
 //! what bounds them.
 //!
@@ -52,6 +54,10 @@ pub enum Kind {
     Warning,
     /// The result of a remote action (PROTOCOL.md §8).
     ActionResult,
+    /// The end of a warned failure episode (PROTOCOL.md §9, `warning.send_cleared`).
+    WarningCleared,
+    /// An automatic recovery step or the end of a ladder (PROTOCOL.md §9).
+    Recovery,
 }
 
 impl Kind {
@@ -60,13 +66,23 @@ impl Kind {
         match self {
             Kind::Warning => "warning",
             Kind::ActionResult => "action_result",
+            Kind::WarningCleared => "warning_cleared",
+            Kind::Recovery => "recovery",
         }
+    }
+
+    /// Written by the failure monitor, which records in its own state file when each is
+    /// spooled (see [`Spool::acked_before`]).
+    pub fn from_monitor(self) -> bool {
+        matches!(self, Kind::Warning | Kind::WarningCleared)
     }
 
     fn from_act(act: &str) -> Option<Kind> {
         match act {
             "warning" => Some(Kind::Warning),
             "action_result" => Some(Kind::ActionResult),
+            "warning_cleared" => Some(Kind::WarningCleared),
+            "recovery" => Some(Kind::Recovery),
             _ => None,
         }
     }
@@ -95,6 +111,8 @@ pub struct Entry {
     pub durability: Durability,
     /// Disk and reason of a warning: entries with the same key are duplicates for the cap.
     key: Option<String>,
+    /// The warning a `warning_cleared` ends (its `ref_act_id`).
+    refers: Option<String>,
 }
 
 impl Entry {
@@ -246,16 +264,24 @@ impl Spool {
         let act_id = message["act_id"].as_str().unwrap_or_default().to_string();
         let kind = message["act"].as_str().and_then(Kind::from_act).unwrap_or(Kind::Warning);
         let key = dedup_key(kind, message);
+        let refers = refers(kind, message);
         let text: Arc<str> = message.to_string().into();
         let mut view = self.lock();
+        // The end of an episode whose warning the cap dropped: the gateway never heard of
+        // its start, so it hears nothing of its end either.
+        if let Some(r) = &refers
+            && view.dropped.remove(r)
+        {
+            return 0;
+        }
         let seq = view.next_seq;
         view.next_seq += 1;
-        if kind == Kind::Warning {
+        if kind.from_monitor() {
             // Not saved as reported yet, by definition: its ack must leave a tombstone even
             // when it comes before the monitor's next save (which sets the whole list).
             view.unreported.insert(act_id.clone());
         }
-        view.insert(Entry { seq, act_id, kind, text, durability: Durability::Writing, key });
+        view.insert(Entry { seq, act_id, kind, text, durability: Durability::Writing, key, refers });
         let dropped = view.enforce_cap();
         let message = (!dropped.is_empty()).then(|| cap_message(&self.dir, &view, dropped.len()));
         drop(view);
@@ -316,6 +342,12 @@ impl Spool {
     pub fn durability(&self, act_id: &str) -> Option<Durability> {
         let view = self.lock();
         view.by_act.get(act_id).and_then(|s| view.entries.get(s)).map(|e| e.durability)
+    }
+
+    /// Whether the cap dropped the warning with this `act_id` (a newer duplicate of a
+    /// failure already waiting), as far as this run knows: its episode was never warned.
+    pub fn dropped(&self, act_id: &str) -> bool {
+        self.lock().dropped.contains(act_id)
     }
 
     /// Whether a message with this `act_id` is waiting.
@@ -381,7 +413,7 @@ impl Spool {
         drop(view);
         // A queued write for it may still be ahead: the delete goes after it.
         if e.durability != Durability::MemoryOnly {
-            let tombstone = (e.kind == Kind::Warning && unreported).then(|| e.act_id.clone());
+            let tombstone = (e.kind.from_monitor() && unreported).then(|| e.act_id.clone());
             self.queue(Job::Delete(seq, tombstone));
         }
         // One on disk was settled when its write finished, before this delete.
@@ -414,12 +446,24 @@ impl Drop for Spool {
     }
 }
 
-/// Disk and reason of a warning; action results have none and are never dropped.
+/// Disk (or GPU) and reason of a warning; action results and cleared messages have none and
+/// are never dropped on their own. A disk's key is as it always was, `<disk>\n<reason>`, so
+/// a spool written by an earlier version keeps its duplicates.
 fn dedup_key(kind: Kind, v: &Value) -> Option<String> {
     if kind != Kind::Warning {
         return None;
     }
-    Some(format!("{}\n{}", v["disk"].as_str()?, v["reason"].as_str()?))
+    let reason = v["reason"].as_str()?;
+    match (v["disk"].as_str(), v["gpu"].as_str()) {
+        (Some(disk), _) => Some(format!("{disk}\n{reason}")),
+        (None, Some(gpu)) => Some(format!("gpu {gpu}\n{reason}")),
+        (None, None) => None,
+    }
+}
+
+/// The warning a `warning_cleared` refers to.
+fn refers(kind: Kind, v: &Value) -> Option<String> {
+    (kind == Kind::WarningCleared).then(|| v["ref_act_id"].as_str().map(str::to_string)).flatten()
 }
 
 #[cfg(test)]

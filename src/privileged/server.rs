@@ -4,9 +4,8 @@
 //! with smartctl's exit status and stdout. It parses no JSON and talks to no network.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
@@ -17,6 +16,7 @@ use std::time::{Duration, Instant};
 use super::budget::{MAX_REQUESTS, REFUSALS, Slot, Streams, refused};
 use crate::config::PrivilegedConfig;
 use crate::os::child::{Groups, StuckRuns};
+use crate::os::local_socket::{UntilDeadline, bind};
 use crate::os::signals::Shutdown;
 use crate::os::wake::{Interest, WakeReceiver};
 use crate::privileged_client::wire::{self, Refusal, Request, SmartAnswer};
@@ -28,53 +28,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long writing the answer may take before the peer is given up.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The socket could not be set up; the service should exit and let systemd retry.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {path}: {source}")]
-pub struct ListenError {
-    pub path: PathBuf,
-    #[source]
-    pub source: io::Error,
-}
+/// What `bind` calls a server already serving at the path.
+pub const PRIVILEGED: &str = "privileged half";
 
 /// How often the serving half looks whether its socket is still at its path.
 const SOCKET_CHECK: Duration = Duration::from_secs(2);
-
-/// Binds `path` with mode 0600, replacing a socket left by an earlier run (anything else
-/// there is an error, not removed). A socket that accepts a connection is another
-/// privileged half serving: refused, not replaced. Replacing it left that half alive and
-/// unreachable, and nothing answered once this one stopped.
-pub fn bind(path: &Path) -> Result<UnixListener, ListenError> {
-    let err = |source| ListenError { path: path.to_path_buf(), source };
-    if let Ok(meta) = fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
-            return Err(err(io::Error::new(io::ErrorKind::AlreadyExists, "a file that is not a socket is there")));
-        }
-        if UnixStream::connect(path).is_ok() {
-            return Err(err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                "another privileged half is already serving there (stop it first)",
-            )));
-        }
-        fs::remove_file(path).map_err(err)?;
-    }
-    // Bound and listening under a temporary name, then renamed into place: a client that
-    // sees the path can connect (bind and listen are two calls, and between them a connect
-    // is refused, which the agent would take for a privileged half that is down).
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    // A socket's path has at most 107 bytes: where the temporary name would not fit, the
-    // path itself is bound (the agent retries a refused connect within seconds).
-    let tmp = if tmp.len() < 108 { PathBuf::from(tmp) } else { path.to_path_buf() };
-    let _ = fs::remove_file(&tmp);
-    let listener = UnixListener::bind(&tmp).map_err(err)?;
-    let placed = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).and_then(|()| fs::rename(&tmp, path));
-    if let Err(e) = placed {
-        let _ = fs::remove_file(&tmp);
-        return Err(err(e));
-    }
-    Ok(listener)
-}
 
 /// Serves until the process is killed. `config` is read again for each request, so a
 /// changed `disks.include` applies without a restart; a config that no longer loads
@@ -186,7 +144,7 @@ impl SocketWatch {
             }
             return None;
         }
-        match bind(&self.path) {
+        match bind(&self.path, PRIVILEGED) {
             Ok(listener) => {
                 log::warn!(
                     "privileged: the socket {} had been removed; bound it again",
@@ -243,7 +201,7 @@ fn handle(mut conn: UnixStream, cfg: &PrivilegedConfig, own_uid: u32, slot: Slot
     let peer = rustix::net::sockopt::socket_peercred(&conn)?.uid.as_raw();
     let line = if peer == own_uid || peer == 0 {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        wire::read_request(&mut UntilDeadline { conn: &conn, deadline })?
+        wire::read_request(&mut UntilDeadline::new(&conn, deadline))?
     } else {
         Vec::new()
     };
@@ -269,25 +227,6 @@ fn handle(mut conn: UnixStream, cfg: &PrivilegedConfig, own_uid: u32, slot: Slot
         }
     };
     conn.write_all(&answer.encode())
-}
-
-/// Reads from the connection until a deadline: `SO_RCVTIMEO` armed with what is left before
-/// each read. Armed once, it bounded each read only, and a peer sending a byte a second
-/// held its thread and one of the [`MAX_REQUESTS`] slots for its whole 128-byte line.
-struct UntilDeadline<'a> {
-    conn: &'a UnixStream,
-    deadline: Instant,
-}
-
-impl Read for UntilDeadline<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "the request line took too long"));
-        }
-        self.conn.set_read_timeout(Some(left))?;
-        (&*self.conn).read(buf)
-    }
 }
 
 /// The request, if the peer may ask it and it names a monitored disk present now.
@@ -324,6 +263,8 @@ fn run_smartctl(cfg: &PrivilegedConfig, name: &str) -> SmartAnswer {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn config(dir: &Path) -> PrivilegedConfig {
@@ -361,13 +302,13 @@ mod tests {
         fs::create_dir(&long).unwrap();
         for path in [dir.path().join("sock"), long.join("s")] {
             assert!(path.as_os_str().len() < 108, "{}", path.display());
-            let listener = bind(&path).unwrap_or_else(|e| panic!("{e}"));
+            let listener = bind(&path, PRIVILEGED).unwrap_or_else(|e| panic!("{e}"));
             UnixStream::connect(&path).unwrap();
             assert!(listener.accept().is_ok());
             assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
             // Bound again over the old socket, as after a restart.
             drop(listener);
-            let _again = bind(&path).unwrap_or_else(|e| panic!("{e}"));
+            let _again = bind(&path, PRIVILEGED).unwrap_or_else(|e| panic!("{e}"));
             UnixStream::connect(&path).unwrap();
         }
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();

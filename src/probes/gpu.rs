@@ -1,4 +1,5 @@
-//! GPUs: NVIDIA through `nvidia-smi --query-gpu … --format=csv,noheader,nounits` (the
+//! GPUs: every NVIDIA and AMD display controller on the PCI bus (`bus/pci/devices`), and
+//! their readings: NVIDIA through `nvidia-smi --query-gpu … --format=csv,noheader,nounits` (the
 //! driver's own tool; NVML without it would mean linking the driver's library), AMD through
 //! sysfs (`class/drm/card*/device` and its hwmon), which amdgpu fills without any tool.
 //!
@@ -11,13 +12,15 @@ use serde_json::{Value, json};
 
 mod amd;
 mod nvidia;
+mod pci;
 pub use amd::*;
 pub use nvidia::*;
+pub use pci::*;
 
 /// Longest outside text (nvidia-smi's words) put in a log line or an answer.
 const TEXT_CAP: usize = 200;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Vendor {
     Nvidia,
     Amd,
@@ -29,6 +32,20 @@ impl Vendor {
             Vendor::Nvidia => "nvidia",
             Vendor::Amd => "amd",
         }
+    }
+
+    /// The PCI vendor id (`0x10de`, `0x1002`, as sysfs writes it) of a GPU vendor.
+    pub fn from_pci(id: &str) -> Option<Vendor> {
+        match id.trim().trim_start_matches("0x").to_ascii_lowercase().as_str() {
+            "10de" => Some(Vendor::Nvidia),
+            "1002" => Some(Vendor::Amd),
+            _ => None,
+        }
+    }
+
+    /// The inverse of [`Vendor::as_str`].
+    pub fn parse(s: &str) -> Option<Vendor> {
+        [Vendor::Nvidia, Vendor::Amd].into_iter().find(|v| v.as_str() == s)
     }
 }
 
@@ -76,6 +93,8 @@ pub struct Gpu {
     pub memory_used_bytes: Option<u64>,
     pub core_clock_mhz: Option<u64>,
     pub memory_clock_mhz: Option<u64>,
+    /// NVIDIA's GPU UUID (`GPU-…`); `None` for AMD.
+    pub uuid: Option<String>,
 }
 
 impl Gpu {
@@ -99,6 +118,7 @@ impl Gpu {
             memory_used_bytes: None,
             core_clock_mhz: None,
             memory_clock_mhz: None,
+            uuid: None,
         }
     }
 
@@ -121,6 +141,7 @@ impl Gpu {
             "memory_total_bytes": self.memory_total_bytes,
             "memory_used_bytes": self.memory_used_bytes,
             "clocks_mhz": {"core": self.core_clock_mhz, "memory": self.memory_clock_mhz},
+            "uuid": self.uuid,
         })
     }
 }

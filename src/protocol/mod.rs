@@ -97,12 +97,13 @@ pub(crate) fn encode_heartbeat(id: &Identity, act_id: &str) -> String {
     .to_string()
 }
 
-/// The parts of a spooled warning the disk monitor needs to restore its episodes after a
+/// The parts of a spooled warning the monitor needs to restore its episodes after a
 /// restart: the inverse of [`encode_warning`] for those fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SpooledWarning {
-    /// The kernel name (`sda`), without `/dev/`.
-    pub disk: String,
+    /// A disk's kernel name (`sda`, without `/dev/`) or a GPU's bus id, as the warning's
+    /// `disk` or `gpu` names it; the reason says which.
+    pub subject: String,
     /// The wire reason, as written.
     pub reason: String,
     /// Unix seconds, when present.
@@ -113,26 +114,50 @@ pub(crate) struct SpooledWarning {
 /// Decodes a spooled warning; `None` for text that is not a JSON object.
 pub(crate) fn decode_warning(text: &str) -> Option<SpooledWarning> {
     let w = serde_json::from_str::<Value>(text).ok()?;
+    let subject = match (w["disk"].as_str(), w["gpu"].as_str()) {
+        (Some(disk), _) => disk.trim_start_matches("/dev/"),
+        (None, Some(gpu)) => gpu,
+        (None, None) => "",
+    };
     w.is_object().then(|| SpooledWarning {
-        disk: w["disk"].as_str().unwrap_or_default().trim_start_matches("/dev/").to_string(),
+        subject: subject.to_string(),
         reason: w["reason"].as_str().unwrap_or_default().to_string(),
         time: w["time"].as_u64(),
         detail: w["detail"].as_str().unwrap_or_default().to_string(),
     })
 }
 
-/// A disk-failure warning (PROTOCOL.md §7). `message` keeps the seed's exact shape
-/// `Disk[<device>]硬盘损坏` for the consoles that show it.
+/// When a warning (or its `warning_cleared`) was made and in what state the rig was: the
+/// fields every such message carries besides what it says of its subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// Unix seconds.
+    pub time: u64,
+    /// The rig was in maintenance: the message carries `"maintenance": true` (and no such
+    /// key otherwise, so a v1 warning is unchanged).
+    pub maintenance: bool,
+}
+
+/// What a warning names: a disk (PROTOCOL.md §7) or a GPU (§9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Named<'a> {
+    /// `device` is `/dev/sdl`; `serial` is `null` when the disk reports none.
+    Disk { device: &'a str, serial: Option<&'a str> },
+    /// `bus` is the PCI bus id (`0000:01:00.0`); the rest is `null` when unknown.
+    Gpu { bus: &'a str, index: Option<u32>, model: Option<&'a str>, uuid: Option<&'a str> },
+}
+
+/// A failure warning: a disk's (`type` 2, `message` in the seed's exact shape
+/// `Disk[<device>]硬盘损坏`) or a GPU's (`type` 3, `GPU[<bus id>]显卡故障`).
 pub(crate) fn encode_warning(
     id: &Identity,
     act_id: &str,
-    device: &str,
-    serial: Option<&str>,
+    named: &Named,
     reason: &str,
     detail: &str,
-    time: u64,
+    stamp: &Stamp,
 ) -> Value {
-    json!({
+    let mut w = json!({
         "from": FROM_DEVICE,
         "act": "warning",
         "reqtype": "post",
@@ -141,14 +166,90 @@ pub(crate) fn encode_warning(
         "client_id": "",
         "hardware_id": id.hardware_id,
         "name": id.name,
-        "type": 2,
-        "message": format!("Disk[{device}]硬盘损坏"),
-        "disk": device,
-        "serial": serial,
-        "reason": reason,
-        "detail": detail,
-        "time": time,
-    })
+    });
+    match *named {
+        Named::Disk { device, serial } => {
+            w["type"] = 2.into();
+            w["message"] = format!("Disk[{device}]硬盘损坏").into();
+            w["disk"] = device.into();
+            w["serial"] = serial.into();
+        }
+        Named::Gpu { bus, index, model, uuid } => {
+            w["type"] = 3.into();
+            w["message"] = format!("GPU[{bus}]显卡故障").into();
+            w["gpu"] = bus.into();
+            w["index"] = index.into();
+            w["model"] = model.into();
+            w["uuid"] = uuid.into();
+        }
+    }
+    w["reason"] = reason.into();
+    w["detail"] = detail.into();
+    stamp.put(&mut w);
+    w
+}
+
+/// The end of a warned failure episode (PROTOCOL.md §9, `warning.send_cleared`): its own
+/// `act_id`, the warning's as `ref_act_id`, and the subject as the warning named it
+/// (`disk` for type 2, `gpu` for type 3).
+pub(crate) fn encode_cleared(
+    id: &Identity,
+    act_id: &str,
+    ref_act_id: &str,
+    named: &Named,
+    reason: &str,
+    detail: &str,
+    stamp: &Stamp,
+) -> Value {
+    let mut w = json!({
+        "from": FROM_DEVICE,
+        "act": "warning_cleared",
+        "reqtype": "post",
+        "act_id": act_id,
+        "ref_act_id": ref_act_id,
+        "act_code": "",
+        "client_id": "",
+        "hardware_id": id.hardware_id,
+    });
+    match *named {
+        Named::Disk { device, .. } => {
+            w["type"] = 2.into();
+            w["disk"] = device.into();
+        }
+        Named::Gpu { bus, .. } => {
+            w["type"] = 3.into();
+            w["gpu"] = bus.into();
+        }
+    }
+    w["reason"] = reason.into();
+    w["detail"] = detail.into();
+    stamp.put(&mut w);
+    w
+}
+
+/// The parts of a spooled `warning_cleared` the monitor needs after a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SpooledCleared {
+    /// The warning it ends.
+    pub ref_act_id: String,
+    /// Its subject, reason, time and detail, read as a warning's.
+    pub parts: SpooledWarning,
+}
+
+/// Decodes a spooled `warning_cleared`; `None` for text that is not one.
+pub(crate) fn decode_cleared(text: &str) -> Option<SpooledCleared> {
+    let w = serde_json::from_str::<Value>(text).ok()?;
+    let ref_act_id = w["ref_act_id"].as_str()?.to_string();
+    Some(SpooledCleared { ref_act_id, parts: decode_warning(text)? })
+}
+
+impl Stamp {
+    fn put(&self, w: &mut Value) {
+        w["time"] = self.time.into();
+        if self.maintenance {
+            w["maintenance"] = true.into();
+        }
+    }
 }
 
 /// A gateway `return` to something the agent sent.

@@ -23,20 +23,70 @@ fn login_has_the_fields_of_the_protocol() {
 
 #[test]
 fn a_warning_has_every_field_of_the_protocol_and_the_seeds_message() {
-    let v = encode_warning(
-        &id(),
-        "9f3a61c2-12",
-        "/dev/sdl",
-        Some("ZA1B2C3D"),
-        "missing",
-        "block device sdl disappeared",
-        1_764_000_000,
-    );
+    let disk = Named::Disk { device: "/dev/sdl", serial: Some("ZA1B2C3D") };
+    let stamp = Stamp { time: 1_764_000_000, maintenance: false };
+    let v = encode_warning(&id(), "9f3a61c2-12", &disk, "missing", "block device sdl disappeared", &stamp);
     let want = json!({"from":"device","act":"warning","reqtype":"post","act_id":"9f3a61c2-12","act_code":"",
             "client_id":"","hardware_id":"billtest000000004","name":"rig four","type":2,
             "message":"Disk[/dev/sdl]硬盘损坏","disk":"/dev/sdl","serial":"ZA1B2C3D",
             "reason":"missing","detail":"block device sdl disappeared","time":1_764_000_000u64});
     assert_eq!(v, want);
+    assert_eq!(decode_warning(&v.to_string()).unwrap().subject, "sdl");
+}
+
+#[test]
+fn a_gpu_warning_has_every_field_of_the_protocol_and_its_message() {
+    let gpu = Named::Gpu {
+        bus: "0000:01:00.0",
+        index: Some(0),
+        model: Some("NVIDIA GeForce RTX 3090"),
+        uuid: Some("GPU-5e1f0c2a-8b3d-4e7f-9a1b-2c3d4e5f6a7b"),
+    };
+    let detail = "kernel: NVRM: Xid (PCI:0000:01:00): 79, GPU has fallen off the bus.";
+    let v = encode_warning(
+        &id(),
+        "9f3a61c2-31",
+        &gpu,
+        "gpu_lost",
+        detail,
+        &Stamp { time: 1_764_000_000, maintenance: false },
+    );
+    let want = json!({"from":"device","act":"warning","reqtype":"post","act_id":"9f3a61c2-31","act_code":"",
+            "client_id":"","hardware_id":"billtest000000004","name":"rig four","type":3,
+            "message":"GPU[0000:01:00.0]显卡故障","gpu":"0000:01:00.0","index":0,
+            "model":"NVIDIA GeForce RTX 3090","uuid":"GPU-5e1f0c2a-8b3d-4e7f-9a1b-2c3d4e5f6a7b",
+            "reason":"gpu_lost","detail":detail,"time":1_764_000_000u64});
+    assert_eq!(v, want);
+    assert_eq!(decode_warning(&v.to_string()).unwrap().subject, "0000:01:00.0");
+    let unknown = Named::Gpu { bus: "0000:03:00.0", index: None, model: None, uuid: None };
+    let v = encode_warning(&id(), "a-1", &unknown, "gpu_missing", "", &Stamp { time: 1, maintenance: false });
+    assert_eq!((&v["index"], &v["model"], &v["uuid"]), (&Value::Null, &Value::Null, &Value::Null));
+}
+
+#[test]
+fn a_warning_cleared_refers_to_its_warning_and_names_the_subject_as_it_did() {
+    let disk = Named::Disk { device: "/dev/sdl", serial: Some("ZA1B2C3D") };
+    let stamp = Stamp { time: 1_764_000_100, maintenance: false };
+    let v = encode_cleared(&id(), "9f3a61c2-13", "9f3a61c2-12", &disk, "missing", "sdl is back", &stamp);
+    let want = json!({"from":"device","act":"warning_cleared","reqtype":"post","act_id":"9f3a61c2-13",
+            "ref_act_id":"9f3a61c2-12","act_code":"","client_id":"","hardware_id":"billtest000000004","type":2,
+            "disk":"/dev/sdl","reason":"missing","detail":"sdl is back","time":1_764_000_100u64});
+    assert_eq!(v, want);
+    let back = decode_cleared(&v.to_string()).unwrap();
+    assert_eq!((back.ref_act_id.as_str(), back.parts.subject.as_str()), ("9f3a61c2-12", "sdl"));
+    let gpu = Named::Gpu { bus: "0000:01:00.0", index: Some(0), model: None, uuid: None };
+    let v = encode_cleared(&id(), "a-2", "a-1", &gpu, "gpu_lost", "back", &stamp);
+    assert_eq!((v["type"].as_u64(), v["gpu"].as_str(), v.get("disk")), (Some(3), Some("0000:01:00.0"), None));
+    assert_eq!(decode_cleared(&encode_warning(&id(), "a-1", &gpu, "gpu_lost", "", &stamp).to_string()), None);
+}
+
+#[test]
+fn a_warning_made_in_maintenance_says_so_and_one_made_outside_it_has_no_such_key() {
+    let disk = Named::Disk { device: "/dev/sdl", serial: None };
+    let on = encode_warning(&id(), "a-1", &disk, "missing", "", &Stamp { time: 1, maintenance: true });
+    assert_eq!(on["maintenance"], true);
+    let off = encode_warning(&id(), "a-2", &disk, "missing", "", &Stamp { time: 1, maintenance: false });
+    assert_eq!(off.get("maintenance"), None);
 }
 
 #[test]

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::disks::health::{DiskHealth, Health};
-use crate::disks::reason::Reason;
+use crate::episodes::reason::Reason;
+use crate::gpus::health::GpuHealth;
 use crate::os::mountinfo::{self, Mount};
 use crate::os::sysfs::{entries, read_attr};
 use crate::probes::disks::{self, Disk, StateVerdict};
@@ -25,9 +26,11 @@ pub struct Probes {
     reloadable: Mutex<Reloadable>,
     system: Mutex<SystemProbe>,
     pub smart: Arc<SmartReader>,
-    pub nvidia: NvidiaReader,
+    pub nvidia: Arc<NvidiaReader>,
     /// The disk monitor's verdicts (open episodes, disks gone).
     pub health: Arc<DiskHealth>,
+    /// The monitor's GPU verdicts and Xid counts.
+    pub gpu_health: Arc<GpuHealth>,
 }
 
 /// The settings of [`Probes`] that a reload changes in place.
@@ -61,8 +64,9 @@ impl Probes {
                 SmartReader::new(&d.smartctl, d.smart_timeout, d.smart_interval)
                     .with_privileged_socket(cfg.paths.privileged_socket.clone()),
             ),
-            nvidia: NvidiaReader::new(nvidia_settings(cfg)),
+            nvidia: Arc::new(NvidiaReader::new(nvidia_settings(cfg))),
             health: Arc::new(DiskHealth::default()),
+            gpu_health: Arc::new(GpuHealth::default()),
         }
     }
 
@@ -245,6 +249,16 @@ impl Probes {
         let mut gpus: Vec<Value> =
             nvidia.as_ref().map(|g| g.iter().map(gpu::Gpu::to_json).collect()).unwrap_or_default();
         gpus.extend(gpu::read_amd(&self.roots.sysfs).iter().map(gpu::Gpu::to_json));
+        // What the monitor knows of each: its open failure episode, and the Xid records the
+        // kernel logged for it since the agent started (application Xids included, which
+        // are never warned), by code.
+        for g in &mut gpus {
+            let Some(bus) = g["bus_id"].as_str().map(str::to_string) else { continue };
+            g["failing"] = self.gpu_health.failing(&bus).map(|r| r.as_str()).into();
+            let xids: serde_json::Map<String, Value> =
+                self.gpu_health.xids(&bus).into_iter().map(|(code, n)| (code.to_string(), n.into())).collect();
+            g["xids"] = xids.into();
+        }
         let (status, error) = match &nvidia {
             Ok(_) => ("ok", None),
             Err(e @ (NvidiaError::Disabled | NvidiaError::NotInstalled(_))) => (e.status(), None),

@@ -287,6 +287,18 @@ fn a_warning_return_acknowledges_or_refuses_that_warning() {
 }
 
 #[test]
+fn a_warning_cleared_return_acknowledges_or_refuses_that_message() {
+    let c = Clock::new();
+    let mut s = c.logged_in();
+    let acked = s.on_text(&ret("warning_cleared", "c-3", 0), &c.ids, c.at(10));
+    assert_eq!(acked, vec![Action::WarningAcked("c-3".into())]);
+    assert!(matches!(
+        &s.on_text(&ret("warning_cleared", "c-3", 2), &c.ids, c.at(11))[0],
+        Action::WarningRefused { code: Some(2), .. }
+    ));
+}
+
+#[test]
 fn a_shorter_heartbeat_interval_applies_at_once() {
     let c = Clock::new();
     let mut s = c.logged_in();

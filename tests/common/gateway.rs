@@ -363,6 +363,29 @@ impl Gateway {
         }
     }
 
+    /// Waits for a message `act` (`warning`, `warning_cleared`) about the GPU at `bus`
+    /// with this `reason`.
+    pub fn wait_gpu(&mut self, timeout: Duration, act: &str, bus: &str, reason: &str) -> Value {
+        match self.wait_for(timeout, &format!("{act} {reason} for GPU {bus}"), |e| match e {
+            Event::Received { msg, .. } => msg["act"] == act && msg["gpu"] == bus && msg["reason"] == reason,
+            _ => false,
+        }) {
+            Event::Received { msg, .. } => msg,
+            _ => unreachable!(),
+        }
+    }
+
+    /// The messages `act` about the GPU at `bus` received so far.
+    pub fn gpu_seen(&self, act: &str, bus: &str) -> Vec<Value> {
+        self.seen
+            .iter()
+            .filter_map(|e| match e {
+                Event::Received { msg, .. } if msg["act"] == act && msg["gpu"] == bus => Some(msg.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The warnings about `disk` received so far.
     pub fn warnings_seen(&self, disk: &str) -> Vec<Value> {
         self.seen
@@ -614,8 +637,9 @@ fn converse(
                     {
                         return Outcome::Over;
                     }
-                    // Action results travel the same outbox and are acknowledged alike.
-                    "warning" | "action_result" => {
+                    // Action results, the ends of episodes and recovery reports travel the
+                    // same outbox and are acknowledged alike.
+                    "warning" | "action_result" | "warning_cleared" | "recovery" => {
                         if let Some(code) = s.warning_ack
                             && !send(ws, Message::text(ret(act, code, "ok").to_string()))
                         {

@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod nobody;
 pub mod privileged;
 pub mod raw_gateway;
+pub mod segfault;
 pub mod storage;
 
 use std::io::Read;

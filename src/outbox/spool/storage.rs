@@ -222,5 +222,6 @@ pub(super) fn parse_entry(seq: u64, text: String) -> Option<Entry> {
     let act_id = v.get("act_id")?.as_str()?.to_string();
     let kind = Kind::from_act(v.get("act")?.as_str()?)?;
     let key = dedup_key(kind, &v);
-    Some(Entry { seq, act_id, kind, text: text.into(), durability: Durability::OnDisk, key })
+    let refers = refers(kind, &v);
+    Some(Entry { seq, act_id, kind, text: text.into(), durability: Durability::OnDisk, key, refers })
 }

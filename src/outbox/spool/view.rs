@@ -36,12 +36,25 @@ pub(super) struct View {
     /// The act_ids of episodes the monitor's saved inventory has not marked reported: only
     /// their acks leave a tombstone; every other ack deletes the file at once.
     pub(super) unreported: HashSet<String>,
+    /// Each waiting `warning_cleared` by the act_id of the warning it ends.
+    pub(super) cleared_of: HashMap<String, u64>,
+    /// Warnings the cap dropped in this run, until their episode's end is pushed (and
+    /// refused). At most [`MAX_DROPPED`]: past that the oldest knowledge goes, and such an
+    /// end would be sent (a `ref_act_id` the gateway never saw, which it can ignore).
+    pub(super) dropped: HashSet<String>,
 }
+
+/// Dropped warnings remembered; each is a failure of a subject that already has an
+/// unacknowledged warning, so many only while the gateway is gone for long.
+const MAX_DROPPED: usize = 10_000;
 
 impl View {
     pub(super) fn insert(&mut self, e: Entry) {
         self.bytes += e.text.len();
         self.by_act.insert(e.act_id.clone(), e.seq);
+        if let Some(r) = &e.refers {
+            self.cleared_of.insert(r.clone(), e.seq);
+        }
         if let Some(k) = &e.key {
             let set = self.by_key.entry(k.clone()).or_default();
             set.insert(e.seq);
@@ -59,6 +72,11 @@ impl View {
             self.by_act.remove(&e.act_id);
         }
         self.dups.remove(&seq);
+        if let Some(r) = &e.refers
+            && self.cleared_of.get(r) == Some(&seq)
+        {
+            self.cleared_of.remove(r);
+        }
         if let Some(k) = &e.key
             && let Some(set) = self.by_key.get_mut(k)
         {
@@ -80,12 +98,22 @@ impl View {
         self.entries.len() > self.limits.max_entries || self.bytes > self.limits.max_bytes
     }
 
-    /// Drops the newest duplicates until within the cap; returns what it dropped.
+    /// Drops the newest duplicates until within the cap, each with the `warning_cleared`
+    /// that ends it; returns what it dropped.
     pub(super) fn enforce_cap(&mut self) -> Vec<Entry> {
         let mut dropped = Vec::new();
         while self.over_cap() {
             let Some(&seq) = self.dups.last() else { break };
-            dropped.extend(self.remove(seq));
+            let Some(warning) = self.remove(seq) else { break };
+            if let Some(cleared) = self.cleared_of.get(&warning.act_id).copied() {
+                dropped.extend(self.remove(cleared));
+            } else {
+                if self.dropped.len() >= MAX_DROPPED {
+                    self.dropped.clear();
+                }
+                self.dropped.insert(warning.act_id.clone());
+            }
+            dropped.push(warning);
         }
         dropped
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 /// The fields asked of nvidia-smi, in the order [`parse_nvidia`] reads them.
 pub const NVIDIA_QUERY: &str = "index,name,pci.bus_id,temperature.gpu,fan.speed,power.draw,power.limit,\
-utilization.gpu,memory.total,memory.used,clocks.gr,clocks.mem";
+utilization.gpu,memory.total,memory.used,clocks.gr,clocks.mem,uuid";
 
 /// How much of nvidia-smi's output is read: a line per GPU is about 100 bytes.
 pub(super) const NVIDIA_OUTPUT_CAP: usize = 256 << 10;
@@ -64,6 +64,16 @@ pub(super) fn field<T: std::str::FromStr>(s: &str) -> Option<T> {
     s.parse().ok()
 }
 
+/// The fields of [`NVIDIA_QUERY`] after the name.
+const FIXED: usize = 11;
+
+/// NVIDIA's GPU UUID (`GPU-5e1f0c2a-8b3d-4e7f-9a1b-2c3d4e5f6a7b`); anything else is `None`.
+fn uuid(s: &str) -> Option<String> {
+    let hex = s.strip_prefix("GPU-")?;
+    let ok = hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    ok.then(|| s.to_ascii_lowercase().replacen("gpu-", "GPU-", 1))
+}
+
 /// nvidia-smi writes the PCI domain with 8 digits and upper case (`00000000:0A:00.0`);
 /// sysfs, lspci and its own error lines use 4 and lower case.
 pub fn normalize_bus_id(s: &str) -> String {
@@ -101,13 +111,13 @@ pub fn parse_nvidia(text: &str) -> Result<Vec<Gpu>, String> {
             continue;
         }
         let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        let Some(index) = f.first().and_then(|i| i.parse::<u32>().ok()).filter(|_| f.len() >= 12) else {
+        let Some(index) = f.first().and_then(|i| i.parse::<u32>().ok()).filter(|_| f.len() >= 2 + FIXED) else {
             other.get_or_insert(line);
             continue;
         };
-        // A name with a comma in it would shift the fields: the last ten are fixed.
-        let tail = &f[f.len() - 10..];
-        let name = f[1..f.len() - 10].join(",");
+        // A name with a comma in it would shift the fields: the last ones are fixed.
+        let tail = &f[f.len() - FIXED..];
+        let name = f[1..f.len() - FIXED].join(",");
         // Each value is checked against what a GPU can report: a wrapped product or an
         // impossible reading is null, never passed on.
         let mib = |s: &str| field::<u64>(s).and_then(|m| units::bytes(m, units::MIB));
@@ -126,6 +136,7 @@ pub fn parse_nvidia(text: &str) -> Result<Vec<Gpu>, String> {
             memory_used_bytes: mib(tail[7]),
             core_clock_mhz: mhz(tail[8]),
             memory_clock_mhz: mhz(tail[9]),
+            uuid: uuid(tail[10]),
             ..Gpu::empty(Vendor::Nvidia, GpuState::Ok)
         });
     }
@@ -185,22 +196,29 @@ impl NvidiaReader {
 
     /// The NVIDIA GPUs, from the cache when younger than `nvidia_smi_interval`.
     pub fn read(&self) -> Result<Vec<Gpu>, NvidiaError> {
+        self.read_timed().1
+    }
+
+    /// [`NvidiaReader::read`] with the instant the run that answered started: the GPU
+    /// monitor believes a lost GPU is back only from a run started after it was lost.
+    pub fn read_timed(&self) -> (Instant, Result<Vec<Gpu>, NvidiaError>) {
         let settings = self.settings();
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, taken_with, result)) = cache.as_ref()
             && at.elapsed() < settings.max_age
             && *taken_with == settings
         {
-            return result.clone();
+            return (*at, result.clone());
         }
+        let started = Instant::now();
         // One stuck nvidia-smi at most: another would hang in the same driver call.
         let result = match self.stuck.stuck_for(&settings.binary) {
             Some(stuck) => Err(NvidiaError::StillStuck(stuck.as_secs())),
             None => run_noting(&settings, &self.stuck),
         };
         let _ = self.log(&result);
-        *cache = Some((Instant::now(), settings, result.clone()));
-        result
+        *cache = Some((started, settings, result.clone()));
+        (started, result)
     }
 
     /// A missing binary once for the agent's life; other failures when they first happen

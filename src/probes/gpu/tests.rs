@@ -4,7 +4,7 @@ use std::time::Duration;
 #[test]
 fn a_csv_line_gives_every_field_with_mib_as_bytes_and_the_bus_id_as_sysfs_writes_it() {
     let g = parse_nvidia(
-        "0, NVIDIA GeForce RTX 3080, 00000000:0A:00.0, 64, 72, 219.53, 320.00, 100, 10240, 5120, 1710, 9501\n",
+        "0, NVIDIA GeForce RTX 3080, 00000000:0A:00.0, 64, 72, 219.53, 320.00, 100, 10240, 5120, 1710, 9501, GPU-5E1F0C2A-8b3d-4e7f-9a1b-2c3d4e5f6a7b\n",
     )
     .unwrap();
     assert_eq!(g.len(), 1);
@@ -18,12 +18,17 @@ fn a_csv_line_gives_every_field_with_mib_as_bytes_and_the_bus_id_as_sysfs_writes
     assert_eq!((g.memory_total_bytes, g.memory_used_bytes), (Some(10240 << 20), Some(5120 << 20)));
     assert_eq!((g.core_clock_mhz, g.memory_clock_mhz), (Some(1710), Some(9501)));
     assert_eq!(g.state, GpuState::Ok);
+    assert_eq!(
+        g.uuid.as_deref(),
+        Some("GPU-5e1f0c2a-8b3d-4e7f-9a1b-2c3d4e5f6a7b"),
+        "lower case, as the kernel log writes it"
+    );
 }
 
 #[test]
 fn not_available_and_not_supported_fields_are_none() {
     let g = parse_nvidia(
-        "1, Tesla P40, 00000000:04:00.0, 38, [N/A], [Not Supported], [N/A], 0, 22919, 0, [Unknown Error], 405\n",
+        "1, Tesla P40, 00000000:04:00.0, 38, [N/A], [Not Supported], [N/A], 0, 22919, 0, [Unknown Error], 405, [N/A]\n",
     )
     .unwrap();
     let g = &g[0];
@@ -31,12 +36,13 @@ fn not_available_and_not_supported_fields_are_none() {
     assert_eq!((g.fan_percent, g.power_watts, g.power_limit_watts), (None, None, None));
     assert_eq!(g.core_clock_mhz, None);
     assert_eq!(g.memory_clock_mhz, Some(405));
+    assert_eq!(g.uuid, None);
 }
 
 #[test]
 fn a_gpu_fallen_off_the_bus_is_listed_as_lost_beside_the_others() {
     let g = parse_nvidia(
-            "0, NVIDIA GeForce RTX 3070, 00000000:01:00.0, 58, 60, 130.10, 220.00, 99, 8192, 4200, 1500, 7000\n\
+            "0, NVIDIA GeForce RTX 3070, 00000000:01:00.0, 58, 60, 130.10, 220.00, 99, 8192, 4200, 1500, 7000, GPU-1\n\
              Unable to determine the device handle for GPU 0000:03:00.0: GPU is lost.  Reboot the system to recover this GPU\n",
         )
         .unwrap();
@@ -64,7 +70,8 @@ fn no_devices_is_an_empty_list_and_a_driver_failure_is_an_error_in_its_own_words
 
 #[test]
 fn a_name_with_a_comma_keeps_the_fields_after_it_in_place() {
-    let g = parse_nvidia("0, Odd, Name, 00000000:01:00.0, 50, 30, 100.00, 200.00, 5, 4096, 100, 1000, 2000").unwrap();
+    let g = parse_nvidia("0, Odd, Name, 00000000:01:00.0, 50, 30, 100.00, 200.00, 5, 4096, 100, 1000, 2000, GPU-1")
+        .unwrap();
     assert_eq!(g[0].name.as_deref(), Some("Odd,Name"));
     assert_eq!(g[0].temperature_celsius, Some(50.0));
 }
@@ -107,7 +114,7 @@ fn values_that_overflow_or_no_gpu_reports_are_null_in_every_build() {
     // 2^44 MiB is 2^64 bytes (a plain product wraps to 0 in a release build); 2^64-1 MiB
     // overflows too; a fan at -5 % and 101 % busy are not readings.
     let g = parse_nvidia(
-        "0, RTX, 00000000:01:00.0, 300, -5, -1.00, inf, 101, 18446744073709551615, 17592186044416, 999999999, NaN\n",
+        "0, RTX, 00000000:01:00.0, 300, -5, -1.00, inf, 101, 18446744073709551615, 17592186044416, 999999999, NaN, x\n",
     )
     .unwrap();
     let g = &g[0];
@@ -116,7 +123,7 @@ fn values_that_overflow_or_no_gpu_reports_are_null_in_every_build() {
     assert_eq!((g.temperature_celsius, g.power_watts, g.power_limit_watts), (None, None, None));
     assert_eq!((g.core_clock_mhz, g.memory_clock_mhz), (None, None));
     // The largest that fits is kept.
-    let g = parse_nvidia("0, RTX, 00000000:01:00.0, 40, 0, 0.00, 0.00, 0, 17592186044415, 0, 0, 0\n").unwrap();
+    let g = parse_nvidia("0, RTX, 00000000:01:00.0, 40, 0, 0.00, 0.00, 0, 17592186044415, 0, 0, 0, GPU-2\n").unwrap();
     assert_eq!(g[0].memory_total_bytes, Some(17_592_186_044_415 << 20));
     assert_eq!((g[0].fan_percent, g[0].utilization_percent), (Some(0.0), Some(0.0)));
 }

@@ -1,6 +1,12 @@
-//! The disk-failure monitor: a thread that scans the monitored disks every
-//! `disks.scan_interval`, applies the rules, and for every new failure episode writes a
-//! warning to the spool (durably) before it wakes the runner to send it.
+//! The failure monitor: a thread that scans the monitored disks and the rig's GPUs every
+//! `disks.scan_interval` (and at once on a kernel event), applies the rules, and for every
+//! new failure episode writes a warning to the spool (durably) before it wakes the runner
+//! to send it; with `warning.send_cleared`, the end of each warned episode too. Whoever
+//! subscribed to the episode [`Feed`] hears of each opening and end.
+
+mod gpu_watch;
+mod messages;
+mod restart;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,20 +16,31 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::disks::health::DiskHealth;
-use crate::disks::inventory::{Episode, Inventory};
-use crate::disks::reason::Reason;
+use crate::disks::inventory::Inventory;
 use crate::disks::rules::{self, Seen};
-use crate::events::disk_event::DiskEvent;
+use crate::episodes::condition::{Condition, reconcile};
+use crate::episodes::episode::{Closing, Episode};
+use crate::episodes::event::{Change, EpisodeEvent, Feed};
+use crate::episodes::ledger::Ledger;
+use crate::episodes::reason::Reason;
+use crate::episodes::subject::SubjectKind;
+use crate::events::kernel_event::KernelEvent;
 use crate::events::kmsg_job::SAVE_EVERY;
 use crate::events::storm::Storms;
+use crate::gpus::health::GpuHealth;
+use crate::gpus::inventory::GpuInventory;
+use crate::gpus::rules::NvidiaSeen;
 use crate::kernel_log::cursor::Cursor;
 use crate::os::mountinfo;
 use crate::outbox::spool::{Durability, Spool};
 use crate::probes::disks::{self, Disk};
+use crate::probes::gpu::{Gpu, NvidiaError, NvidiaReader};
 use crate::probes::smart::SmartReader;
 use crate::probes::{Roots, counters, glob_match};
-use crate::protocol::{self, ActIds, Identity};
+use crate::protocol::{ActIds, Identity};
 use crate::status::{AgentStatus, unix_now};
+use gpu_watch::GpuWatch;
+use messages::Names;
 
 /// How long a scan that raised warnings waits for the storage thread to write them, so
 /// that the same save records them as reported. Bounded: a dying state disk delays the
@@ -58,6 +75,22 @@ pub struct Monitor {
     /// A kernel error came since the last save: save the position at the next chance.
     kmsg_errors: bool,
     kmsg_saved: Instant,
+    /// The GPUs: their inventory, what the kernel said of them, their storms.
+    gpus: GpuWatch,
+    /// `warning.send_cleared`.
+    send_cleared: bool,
+    /// Who hears of episodes opening and ending.
+    feed: Arc<Feed>,
+    /// nvidia-smi, run on a helper thread whose answer comes back as [`Input::Nvidia`].
+    nvidia: Arc<NvidiaReader>,
+    /// A run is on its way: its answer (bounded by `nvidia_smi_timeout`) is still to come.
+    nvidia_asked: bool,
+    /// nvidia-smi was asked at least once (the first look, whatever the inventory holds).
+    nvidia_looked: bool,
+    nvidia_every: Duration,
+    nvidia_next: Instant,
+    /// The monitor's own channel, for its helpers' answers (set when it is spawned).
+    input: Option<Sender<Input>>,
 }
 
 /// What the monitor thread is told.
@@ -66,7 +99,12 @@ pub enum Input {
     /// A reloaded config: disk rules take effect at the next scan, which follows at once.
     Reload(Box<Config>),
     /// A kernel event (uevent, kernel log error) from [`crate::events::sources::Sources`].
-    Event(DiskEvent),
+    Event(KernelEvent),
+    /// nvidia-smi's answer, from a run started at that instant.
+    Nvidia(Instant, Result<Vec<Gpu>, NvidiaError>),
+    /// The agent is stopping (the monitor holds a sender of its own, so the channel never
+    /// disconnects while it runs).
+    Stop,
 }
 
 /// Talks to the monitor thread; stops it when dropped.
@@ -85,7 +123,9 @@ impl MonitorHandle {
 
 impl Drop for MonitorHandle {
     fn drop(&mut self) {
-        drop(self.control.take());
+        if let Some(c) = self.control.take() {
+            let _ = c.send(Input::Stop);
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -99,6 +139,18 @@ pub struct Shared {
     pub smart: Arc<SmartReader>,
     pub health: Arc<DiskHealth>,
     pub status: Arc<AgentStatus>,
+    pub gpu_health: Arc<GpuHealth>,
+    pub nvidia: Arc<NvidiaReader>,
+    /// Episode events go here; subscribe before the monitor is spawned, or read the open
+    /// episodes a subscriber is handed first (see [`Feed::subscribe`]).
+    pub episodes: Arc<Feed>,
+}
+
+/// How often the monitor asks nvidia-smi: every scan (`disks.scan_interval`), and never
+/// more often than the query side may (`probes.nvidia_smi_interval`): each run costs the
+/// board a process and the driver a round of calls.
+fn nvidia_every(cfg: &Config) -> Duration {
+    cfg.disks.scan_interval.max(cfg.probes.nvidia_smi_interval)
 }
 
 impl Monitor {
@@ -112,17 +164,24 @@ impl Monitor {
         if let Some(p) = problem {
             log::error!("{p}");
         }
+        let (mut gpus, problem) = GpuInventory::load(&state_dir);
+        if let Some(p) = problem {
+            log::error!("{p}");
+        }
         let id = Identity::from(&cfg.device);
-        let unsaved = crate::disks::restart::take_over(&mut inv, &shared.spool, &id);
+        let maintenance = shared.status.maintenance.is_on();
+        let unsaved = restart::take_over(&mut inv, &mut gpus, &shared.spool, &id, maintenance);
         let mut storms = Storms::new(cfg.disks.io_error_quiet);
         let now = Instant::now();
         // An io_errors episode open before a restart stays open a quiet period more: the
         // restart alone must not end it (and a storm still going would warn again).
-        for e in inv.episodes.iter().filter(|e| e.reason == Reason::IoErrors) {
-            storms.resume(&e.disk, "errors before the agent restarted", now);
+        for e in inv.episodes.open.iter().filter(|e| e.reason == Reason::IoErrors) {
+            storms.resume(&e.subject, "errors before the agent restarted", now);
         }
+        let roots = Roots::from_config(&cfg.paths);
+        let gpus = GpuWatch::new(gpus, shared.gpu_health, cfg.gpus.warn, roots.sysfs.clone(), cfg.disks.io_error_quiet);
         Monitor {
-            roots: Roots::from_config(&cfg.paths),
+            roots,
             include: cfg.disks.include.clone(),
             exclude: cfg.disks.exclude.clone(),
             scan_interval: cfg.disks.scan_interval,
@@ -142,26 +201,49 @@ impl Monitor {
             kmsg_read: None,
             kmsg_errors: false,
             kmsg_saved: Instant::now(),
+            gpus,
+            send_cleared: cfg.warning.send_cleared,
+            feed: shared.episodes,
+            nvidia: shared.nvidia,
+            nvidia_asked: false,
+            nvidia_looked: false,
+            nvidia_every: nvidia_every(cfg),
+            nvidia_next: now,
+            input: None,
+        }
+    }
+
+    /// Every open episode, as [`Change::Resumed`]: they were open before this start.
+    fn publish_resumed(&self) {
+        for l in [&self.inv.episodes, &self.gpus.inv.episodes] {
+            for e in &l.open {
+                self.feed.publish(&EpisodeEvent::of(Change::Resumed, e, &e.detail, e.since));
+            }
         }
     }
 
     /// Scans now and then every `scan_interval`, on its own thread, until the handle drops.
     pub fn spawn(mut self) -> std::io::Result<MonitorHandle> {
         let (control, commands) = mpsc::channel::<Input>();
+        self.input = Some(control.clone());
         let thread = thread::Builder::new().name("monitor".into()).spawn(move || {
+            self.publish_resumed();
             let mut scan_now = true;
             let mut next_scan = Instant::now();
             loop {
                 let now = Instant::now();
                 // A storm whose quiet period just passed ends its episode now, not a scan later.
-                if scan_now || now >= next_scan || self.storms.next_end().is_some_and(|t| now >= t) {
+                if scan_now || now >= next_scan || self.next_end().is_some_and(|t| now >= t) {
                     self.scan();
                     scan_now = false;
                     next_scan = Instant::now() + self.scan_interval;
                 }
                 // Every event taken in has had its scan (scan_now is false here).
                 self.save_kmsg_position(false);
-                let until = self.storms.next_end().map_or(next_scan, |t| t.min(next_scan));
+                // nvidia-smi is asked every `nvidia_smi_interval`, between scans too: its
+                // answer wakes the monitor, and a scan follows when it changed.
+                self.refresh_nvidia();
+                let until = [self.next_end(), self.nvidia_due()].into_iter().flatten().fold(next_scan, Instant::min);
                 let mut input = commands.recv_timeout(until.saturating_duration_since(Instant::now()));
                 // Everything already queued (a burst of uevents) is taken in before one scan.
                 loop {
@@ -172,9 +254,10 @@ impl Monitor {
                             scan_now = true;
                         }
                         Ok(Input::Event(e)) => scan_now |= self.take_event(e),
-                        // Every sender is gone: the agent is stopping. The events queued
-                        // before have been taken in above; their scan is not skipped.
-                        Err(RecvTimeoutError::Disconnected) => {
+                        Ok(Input::Nvidia(at, result)) => scan_now |= self.take_nvidia(at, result),
+                        // The agent is stopping. The events queued before have been taken
+                        // in above; their scan is not skipped.
+                        Ok(Input::Stop) | Err(RecvTimeoutError::Disconnected) => {
                             if scan_now {
                                 self.scan();
                             }
@@ -200,19 +283,82 @@ impl Monitor {
         self.scan_interval = cfg.disks.scan_interval;
         self.ioerr_threshold = cfg.disks.ioerr_threshold;
         self.storms.set_quiet(cfg.disks.io_error_quiet);
+        self.gpus.set_quiet(cfg.disks.io_error_quiet);
+        self.gpus.warn = cfg.gpus.warn;
+        self.send_cleared = cfg.warning.send_cleared;
+        self.nvidia_every = nvidia_every(cfg);
         self.id = Identity::from(&cfg.device);
+    }
+
+    /// When the next kernel storm (a disk's or a GPU's) ends if no line comes.
+    fn next_end(&self) -> Option<Instant> {
+        [self.storms.next_end(), self.gpus.next_end()].into_iter().flatten().min()
+    }
+
+    /// Takes in nvidia-smi's answer; true when it changes what the GPU rules see.
+    fn take_nvidia(&mut self, at: Instant, result: Result<Vec<Gpu>, NvidiaError>) -> bool {
+        self.nvidia_asked = false;
+        let seen = match result {
+            Ok(gpus) => NvidiaSeen::Listed(at, gpus),
+            Err(NvidiaError::Disabled | NvidiaError::NotInstalled(_)) => NvidiaSeen::Off,
+            Err(_) => NvidiaSeen::Silent,
+        };
+        // Only what the rules judge by: which GPUs, in which state, which cards.
+        let view = |s: &NvidiaSeen| match s {
+            NvidiaSeen::Listed(_, g) => {
+                Some(g.iter().map(|g| (g.bus_id.clone(), g.state, g.uuid.clone())).collect::<Vec<_>>())
+            }
+            _ => None,
+        };
+        let changed = view(&seen) != view(&self.gpus.nvidia)
+            || std::mem::discriminant(&seen) != std::mem::discriminant(&self.gpus.nvidia)
+            || self.gpus.lost_held();
+        self.gpus.nvidia = seen;
+        changed
+    }
+
+    /// When nvidia-smi is to be asked next: `None` while a run is on its way (its answer
+    /// wakes the monitor) or when the rig has no NVIDIA GPU to ask about.
+    fn nvidia_due(&self) -> Option<Instant> {
+        (!self.nvidia_asked && self.gpus.has_nvidia() && self.input.is_some()).then_some(self.nvidia_next)
+    }
+
+    /// Starts nvidia-smi on a helper thread when its interval has passed and the rig may
+    /// have NVIDIA GPUs (the first look, or one in the inventory): a scan never waits for
+    /// it, and a hung driver call holds only that thread.
+    fn refresh_nvidia(&mut self) {
+        let now = Instant::now();
+        if now < self.nvidia_next || self.nvidia_asked || (self.nvidia_looked && !self.gpus.has_nvidia()) {
+            return;
+        }
+        let Some(tx) = self.input.clone() else { return };
+        self.nvidia_next = now + self.nvidia_every;
+        let reader = Arc::clone(&self.nvidia);
+        let spawned = thread::Builder::new().name("nvidia-smi".into()).spawn(move || {
+            let (at, result) = reader.read_timed();
+            let _ = tx.send(Input::Nvidia(at, result));
+        });
+        match spawned {
+            Ok(_) => (self.nvidia_asked, self.nvidia_looked) = (true, true),
+            Err(e) => log::debug!("cannot start nvidia-smi's thread ({e}); tried again later"),
+        }
     }
 
     /// Takes in a kernel event; true when it needs a scan now (a block device changed, or
     /// a monitored disk's error storm began).
-    pub fn take_event(&mut self, e: DiskEvent) -> bool {
+    pub fn take_event(&mut self, e: KernelEvent) -> bool {
         match e {
-            DiskEvent::Changed(_) => true,
-            DiskEvent::KernelError { disk, line, .. } => {
+            KernelEvent::Changed(_) => true,
+            KernelEvent::KernelError { disk, line, .. } => {
                 self.kmsg_errors = true;
                 self.monitored(&disk) && self.storms.note(&disk, &line, Instant::now())
             }
-            DiskEvent::KmsgRead(cursor) => {
+            KernelEvent::GpuRecord { gpu, kind, line, lines } => {
+                self.kmsg_errors = true;
+                self.gpus.take_record(&gpu, kind, &line, lines, Instant::now())
+            }
+            KernelEvent::Pci { slot, added } => self.gpus.take_pci(&slot, added, Instant::now()),
+            KernelEvent::KmsgRead(cursor) => {
                 self.kmsg_read = Some(cursor);
                 false
             }
@@ -228,7 +374,7 @@ impl Monitor {
         if !(stopping || self.kmsg_errors || self.kmsg_saved.elapsed() >= SAVE_EVERY) {
             return;
         }
-        if self.save_failing || self.inv.episodes.iter().any(|e| !e.reported) {
+        if self.save_failing || self.unreported_any() {
             return;
         }
         match cursor.save(&self.state_dir) {
@@ -247,29 +393,39 @@ impl Monitor {
 
     /// One scan; returns how many new warnings it raised.
     pub fn scan(&mut self) -> usize {
-        let before = self.inv.clone();
+        let before = (self.inv.clone(), self.gpus.inv.clone());
         self.forget_unmonitored();
         let names = disks::monitored(&self.roots.sysfs, &self.include, &self.exclude);
         let present: Vec<Disk> = names.iter().filter_map(|n| disks::read(&self.roots.sysfs, n)).collect();
         self.forget_replaced_smart(&present);
         let seen = self.look_at(&present);
         self.refresh_smart(&present);
+        self.refresh_nvidia();
         let conditions = self.conditions(&present, &seen);
-        let (new, closed) = rules::reconcile(&mut self.inv.episodes, &conditions);
-        for e in &closed {
-            log::info!("disk /dev/{}: {} cleared", e.disk, e.reason);
-        }
-        let warnings: Vec<serde_json::Value> = new.iter().map(|c| self.open_episode(c)).collect();
+        let gpu_conditions = self.gpus.conditions(Instant::now());
+        let (mut new, mut closed) = reconcile(&mut self.inv.episodes.open, &conditions);
+        let (gpu_new, gpu_closed) = reconcile(&mut self.gpus.inv.episodes.open, &gpu_conditions);
+        new.extend(gpu_new);
+        closed.extend(gpu_closed);
+        let opened: Vec<Episode> = new.iter().map(|c| self.open_episode(c)).collect();
         // The verdicts first: whoever hears of a warning finds them in get_disk_info.
         let present_names: Vec<String> = present.iter().map(|d| d.name.clone()).collect();
         self.health.publish(&self.inv, &present_names);
-        for w in &warnings {
+        self.gpus.health.publish(&self.gpus.inv.episodes);
+        let maintenance = self.status.maintenance.is_on();
+        for e in &opened {
             // The storage thread writes it durably before the runner offers it to the
             // gateway; the episode counts as reported once that write is done.
-            self.spool.push(w);
+            self.spool.push(&self.names().warning(&self.id, e, maintenance));
+            self.feed.publish(&EpisodeEvent::of(Change::Opened, e, &e.detail, e.since));
+        }
+        // After every warning: an end goes out after its start, in spool order.
+        let ends = closed.len();
+        for e in closed {
+            self.close_episode(e, maintenance);
         }
         self.spool.catch_up();
-        if !new.is_empty() {
+        if !new.is_empty() || (ends > 0 && self.send_cleared) {
             // Record the new episodes as reported in this save when their writes are done,
             // so that a stop right after the ack does not raise them again.
             self.spool.settle(SETTLE_WAIT);
@@ -280,12 +436,49 @@ impl Monitor {
         new.len()
     }
 
+    fn names(&self) -> Names<'_> {
+        Names { disks: &self.inv, gpus: &self.gpus.inv }
+    }
+
+    fn ledgers(&mut self) -> [&mut Ledger; 2] {
+        [&mut self.inv.episodes, &mut self.gpus.inv.episodes]
+    }
+
+    /// An episode ended: logged, published and, with `warning.send_cleared`, its
+    /// `warning_cleared` spooled and the episode kept as closing until that is recorded.
+    /// Never for a warning the outbox cap dropped: the gateway never heard of its start.
+    fn close_episode(&mut self, e: Episode, maintenance: bool) {
+        let what = match e.kind() {
+            SubjectKind::Disk => format!("disk /dev/{}", e.subject),
+            SubjectKind::Gpu => format!("GPU {}", e.subject),
+        };
+        log::info!("{what}: {} cleared", e.reason);
+        let now = unix_now();
+        let detail = format!("{what}: {} no longer holds", e.reason);
+        self.feed.publish(&EpisodeEvent::of(Change::Closed, &e, &detail, now));
+        if !self.send_cleared || self.spool.dropped(&e.act_id) {
+            return;
+        }
+        let closing = Closing { episode: e, act_id: self.ids.next(), time: now, detail, reported: false };
+        self.spool.push(&self.names().cleared(&self.id, &closing, maintenance));
+        match closing.episode.kind() {
+            SubjectKind::Disk => self.inv.episodes.closing.push(closing),
+            SubjectKind::Gpu => self.gpus.inv.episodes.closing.push(closing),
+        }
+    }
+
     /// Disks the config no longer covers are forgotten, not reported missing.
     fn forget_unmonitored(&mut self) {
         let dropped: Vec<String> = self.inv.disks.keys().filter(|n| !self.monitored(n)).cloned().collect();
         for n in &dropped {
             self.inv.disks.remove(n);
-            self.inv.episodes.retain(|e| &e.disk != n);
+            let (gone, kept): (Vec<Episode>, Vec<Episode>) =
+                self.inv.episodes.open.drain(..).partition(|e| &e.subject == n);
+            self.inv.episodes.open = kept;
+            for e in gone {
+                let detail = format!("disk /dev/{n} is no longer monitored");
+                self.feed.publish(&EpisodeEvent::of(Change::Closed, &e, &detail, unix_now()));
+            }
         }
     }
 
@@ -332,7 +525,7 @@ impl Monitor {
 
     /// Every failure condition standing now: the rules over sysfs and mounts, the kernel's
     /// I/O-error storms, and the predictive ones (SMART indicators, ext4 counters, arrays).
-    fn conditions(&mut self, present: &[Disk], seen: &[Seen]) -> Vec<rules::Condition> {
+    fn conditions(&mut self, present: &[Disk], seen: &[Seen]) -> Vec<crate::episodes::condition::Condition> {
         let mut conditions = rules::evaluate(&mut self.inv, seen, self.ioerr_threshold);
         rules::add_kernel_io_errors(&mut conditions, &self.storms.open(Instant::now()));
         let observed = self.observe(present);
@@ -350,43 +543,53 @@ impl Monitor {
         conditions
     }
 
-    /// A new failure: logged, recorded as an episode not yet reported, and its warning
-    /// returned for the spool.
-    fn open_episode(&mut self, c: &rules::Condition) -> serde_json::Value {
-        let act_id = self.ids.next();
-        let device = format!("/dev/{}", c.disk);
-        let serial = self.inv.disks.get(&c.disk).and_then(|r| r.serial.clone());
-        let now = unix_now();
-        let warning =
-            protocol::encode_warning(&self.id, &act_id, &device, serial.as_deref(), c.reason.as_str(), &c.detail, now);
-        // The detail quotes outside text (a mount point from mountinfo, a kernel line).
-        log::error!(
-            "disk {device} failed ({}): {}; warning {act_id}",
-            c.reason,
-            crate::protocol::escape::escape(&c.detail)
-        );
-        self.inv.episodes.push(Episode {
-            disk: c.disk.clone(),
+    /// A new failure: logged, recorded as an episode not yet reported, and returned for its
+    /// warning.
+    fn open_episode(&mut self, c: &Condition) -> Episode {
+        let e = Episode {
+            subject: c.subject.clone(),
             reason: c.reason,
-            act_id,
-            since: now,
+            act_id: self.ids.next(),
+            since: unix_now(),
             detail: c.detail.clone(),
             reported: false,
-        });
-        warning
+        };
+        // The detail quotes outside text (a mount point from mountinfo, a kernel line).
+        let detail = crate::protocol::escape::escape(&c.detail);
+        match e.kind() {
+            SubjectKind::Disk => {
+                log::error!("disk /dev/{} failed ({}): {detail}; warning {}", e.subject, e.reason, e.act_id);
+                self.inv.episodes.open.push(e.clone());
+            }
+            SubjectKind::Gpu => {
+                log::error!("GPU {} failed ({}): {detail}; warning {}", e.subject, e.reason, e.act_id);
+                self.gpus.inv.episodes.open.push(e.clone());
+            }
+        }
+        e
     }
 
-    /// Marks the episodes whose warning is on disk, or no longer in the outbox
-    /// (acknowledged, or a duplicate the cap dropped): nothing to raise again after a restart.
+    /// Marks the messages on disk, or no longer in the outbox (acknowledged, or a duplicate
+    /// the cap dropped), as reported: nothing to raise again after a restart. A closing
+    /// episode goes once its end is reported and its warning has left the outbox (until
+    /// then a restart must know the spooled warning is of an episode that ended).
     fn record_reported(&mut self) {
-        for e in self.inv.episodes.iter_mut().filter(|e| !e.reported) {
-            e.reported = matches!(self.spool.durability(&e.act_id), None | Some(Durability::OnDisk));
+        let spool = Arc::clone(&self.spool);
+        let reported = |act_id: &str| matches!(spool.durability(act_id), None | Some(Durability::OnDisk));
+        for l in self.ledgers() {
+            for e in l.open.iter_mut().chain(l.closing.iter_mut().map(|c| &mut c.episode)).filter(|e| !e.reported) {
+                e.reported = reported(&e.act_id);
+            }
+            for c in l.closing.iter_mut().filter(|c| !c.reported) {
+                c.reported = reported(&c.act_id);
+            }
+            l.closing.retain(|c| !(c.reported && c.episode.reported && !spool.contains(&c.episode.act_id)));
         }
     }
 
     /// The agent is stopping: record acks that came in since the last scan.
     fn finish(&mut self) {
-        let before = self.inv.clone();
+        let before = (self.inv.clone(), self.gpus.inv.clone());
         self.record_reported();
         self.save_if_changed(&before);
     }
@@ -394,16 +597,27 @@ impl Monitor {
     /// Saves the inventory when it changed, or when the last save failed (a full or
     /// read-only state disk: tried again every scan until it succeeds). When what is saved
     /// is already current, the spool's tombstones of reported episodes go.
-    fn save_if_changed(&mut self, before: &Inventory) {
-        if self.inv != *before || self.save_failing || self.unsaved {
+    fn save_if_changed(&mut self, before: &(Inventory, GpuInventory)) {
+        if self.inv != before.0 || self.gpus.inv != before.1 || self.save_failing || self.unsaved {
             self.save();
         } else {
             self.spool.purge_tombstones(self.unreported());
         }
     }
 
+    /// The act_ids not yet recorded as reported: warnings (of open and closing episodes)
+    /// and the ends of closing ones.
     fn unreported(&self) -> std::collections::HashSet<String> {
-        self.inv.episodes.iter().filter(|e| !e.reported).map(|e| e.act_id.clone()).collect()
+        let mut out = std::collections::HashSet::new();
+        for l in [&self.inv.episodes, &self.gpus.inv.episodes] {
+            out.extend(l.unreported().map(str::to_string));
+            out.extend(l.closing.iter().filter(|c| !c.episode.reported).map(|c| c.episode.act_id.clone()));
+        }
+        out
+    }
+
+    fn unreported_any(&self) -> bool {
+        !self.unreported().is_empty()
     }
 
     /// The predictive inputs of the present disks: last SMART answer, ext4 error counts.
@@ -424,19 +638,20 @@ impl Monitor {
     }
 
     fn save(&mut self) {
-        match self.inv.save(&self.state_dir) {
+        let saved = self.inv.save(&self.state_dir).and_then(|()| self.gpus.inv.save(&self.state_dir));
+        match saved {
             Ok(()) => {
                 self.unsaved = false;
                 // Saved: a tombstone is needed only for episodes still not reported.
                 self.spool.purge_tombstones(self.unreported());
                 if std::mem::take(&mut self.save_failing) {
-                    log::info!("disk inventory saved again in {}", self.state_dir.display());
+                    log::info!("disk and GPU inventories saved again in {}", self.state_dir.display());
                 }
             }
             Err(e) => {
                 if !std::mem::replace(&mut self.save_failing, true) {
                     log::error!(
-                        "cannot save the disk inventory in {} ({e}); kept in memory, saved when possible",
+                        "cannot save the disk and GPU inventories in {} ({e}); kept in memory, saved when possible",
                         self.state_dir.display()
                     );
                 }
