@@ -20,29 +20,16 @@ mod measure;
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use agent_config::{AgentConfig, rig_copy, rig_paths};
 use faulty_disk::{FaultyDisk, run};
 use gateway::{Event, Gateway, Pki, Script};
-use measure::{agent_binary, cpu_ns, percentile, status_kib, stop};
+use measure::{cpu_ns, percentile, start_agent, status_kib, stop};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn start(config: &Path) -> Child {
-    Command::new(agent_binary())
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start rig-agent")
-}
 
 /// When the gateway received a warning with this reason for `device`.
 fn warned_at(gw: &mut Gateway, device: &str, reason: &str) -> Instant {
@@ -109,7 +96,7 @@ fn main() {
     (c.heartbeat_interval, c.heartbeat_timeout) = ("30s", "90s");
     c.disks = "smartctl = \"\"\nscan_interval = \"60s\"\ninclude = [\"loop*\"]\nio_error_quiet = \"1s\"\n".into();
     c.paths_extra = "kmsg = \"/dev/kmsg\"\n".into();
-    let child = start(&c.write(dir.path()));
+    let child = start_agent(&c.write(dir.path()));
     let pid = child.id();
     let (conn, _) = gw.wait_login(WAIT);
 
@@ -155,7 +142,7 @@ fn main() {
     c.disks = "smartctl = \"\"\nscan_interval = \"60s\"\n".into();
     c.paths_extra = format!("{}kmsg = {:?}\n", rig_paths(&rig), kmsg.display().to_string());
     gw.seen.clear();
-    let child = start(&c.write(storm_dir.path()));
+    let child = start_agent(&c.write(storm_dir.path()));
     let pid = child.id();
     gw.wait_login(WAIT);
     thread::sleep(Duration::from_secs(2));

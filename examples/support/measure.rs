@@ -38,9 +38,35 @@ pub fn cpu_ns(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time of a whole process, every thread's, in nanoseconds (the sum of
+/// /proc/PID/task/*/schedstat; threads that already ended are not counted).
+pub fn process_cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks.filter_map(|t| t.ok()?.file_name().to_str()?.parse::<u32>().ok()).map(|tid| cpu_ns_of(pid, tid)).sum()
+}
+
+fn cpu_ns_of(pid: u32, tid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The `p` quantile (0..=1) of sorted durations, nearest rank.
 pub fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// The agent binary with `config`, logging warnings and worse to this process's stderr.
+pub fn start_agent(config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(agent_binary())
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start rig-agent")
 }
 
 /// SIGTERM, as systemd stops a unit, and the exit reaped.

@@ -173,3 +173,64 @@ impl GpuWatch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::episodes::episode::Episode;
+    use crate::gpus::inventory::KnownGpu;
+
+    /// A rig with one NVIDIA GPU on its bus at 0000:01:00.0, and the inventory as saved
+    /// with `open` episodes of it.
+    fn rig(open: &[Reason]) -> (tempfile::TempDir, GpuWatch) {
+        let d = tempfile::tempdir().unwrap();
+        let dev = d.path().join("bus/pci/devices/0000:01:00.0");
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::write(dev.join("class"), "0x030000\n").unwrap();
+        std::fs::write(dev.join("vendor"), "0x10de\n").unwrap();
+        let mut inv = GpuInventory::default();
+        inv.remember("0000:01:00.0", KnownGpu { vendor: Vendor::Nvidia, model: None, uuid: None, index: None });
+        for (i, reason) in open.iter().enumerate() {
+            inv.episodes.open.push(Episode {
+                subject: "0000:01:00.0".into(),
+                reason: *reason,
+                act_id: format!("a-{i}"),
+                since: 1,
+                detail: "before".into(),
+                reported: true,
+            });
+        }
+        let w = GpuWatch::new(inv, Arc::default(), true, d.path().to_path_buf(), Duration::from_secs(600));
+        (d, w)
+    }
+
+    #[test]
+    fn episodes_open_before_a_restart_still_hold_at_the_first_scan_after_it() {
+        let (_d, mut w) = rig(&[Reason::GpuLost, Reason::GpuXid, Reason::GpuReset]);
+        let mut held: Vec<Reason> = w.conditions(Instant::now()).iter().map(|c| c.reason).collect();
+        held.sort();
+        assert_eq!(held, [Reason::GpuLost, Reason::GpuXid, Reason::GpuReset], "a restart alone ends nothing");
+    }
+
+    #[test]
+    fn records_for_an_address_that_is_no_gpu_here_raise_nothing_and_grow_nothing() {
+        let (_d, mut w) = rig(&[]);
+        let now = Instant::now();
+        for i in 0..1000u32 {
+            let bus = format!("0001:{:02x}:{:02x}.0", i / 32 % 256, i % 32);
+            assert!(!w.take_record(&GpuRef::Pci(bus), Kind::Xid(79), "x", 1, now));
+        }
+        assert!(w.conditions(now).is_empty());
+        assert_eq!(w.inv.gpus.len(), 1);
+        // The rig's own GPU: one episode for a storm of its hardware Xids.
+        let gpu = GpuRef::Pci("0000:01:00.0".into());
+        assert!(w.take_record(&gpu, Kind::Xid(48), "first", 1, now));
+        for _ in 0..1000 {
+            assert!(!w.take_record(&gpu, Kind::Xid(48), "again", 1, now));
+        }
+        let c = w.conditions(now);
+        assert_eq!(c.len(), 1);
+        assert_eq!((c[0].reason, c[0].detail.as_str()), (Reason::GpuXid, "kernel: first"));
+        assert_eq!(w.health.xids("0000:01:00.0")[&48], 1001);
+    }
+}
