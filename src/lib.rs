@@ -8,6 +8,7 @@
 pub mod actions;
 pub mod agent;
 pub(crate) mod backoff;
+pub mod clock;
 pub mod config;
 pub mod disks;
 pub mod events;

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use crate::disks::reason::Reason;
+use crate::protocol::Timestamp;
 
 use crate::os::bounded_read::{self, Links};
 use crate::os::durable::write_durably;
@@ -58,8 +59,8 @@ pub struct Episode {
     pub reason: Reason,
     /// The warning raised when the episode opened.
     pub act_id: String,
-    /// Unix seconds.
-    pub since: u64,
+    /// When it opened (Unix seconds, and whether the clock was wrong then).
+    pub since: Timestamp,
     /// The warning's `detail`, to raise it again with the same text.
     pub detail: String,
     /// Its warning was durably in the spool, or acknowledged: it needs no raising again.
@@ -131,8 +132,8 @@ impl Inventory {
             .episodes
             .iter()
             .map(|e| {
-                json!({"disk": e.disk, "reason": e.reason.as_str(), "act_id": e.act_id, "since": e.since,
-                       "detail": e.detail, "reported": e.reported})
+                json!({"disk": e.disk, "reason": e.reason.as_str(), "act_id": e.act_id, "since": e.since.secs,
+                       "since_suspect": e.since.suspect, "detail": e.detail, "reported": e.reported})
             })
             .collect();
         json!({"version": 1, "disks": disks, "episodes": episodes})
@@ -177,7 +178,8 @@ impl Inventory {
                     disk: s(&e["disk"])?,
                     reason: s(&e["reason"])?.parse().ok()?,
                     act_id: s(&e["act_id"])?,
-                    since: e["since"].as_u64()?,
+                    // Absent before the agent knew its clock could be wrong: a trusted time.
+                    since: Timestamp { secs: e["since"].as_u64()?, suspect: e["since_suspect"] == true },
                     detail: s(&e["detail"]).unwrap_or_default(),
                     // Files of earlier versions knew only reported episodes.
                     reported: e["reported"].as_bool().unwrap_or(true),
@@ -214,7 +216,7 @@ mod tests {
             disk: "sdl".into(),
             reason: Reason::Missing,
             act_id: "9f3a61c2-12".into(),
-            since: 1_764_000_000,
+            since: Timestamp::exact(1_764_000_000),
             detail: "block device sdl disappeared".into(),
             reported: false,
         });

@@ -23,7 +23,7 @@ use crate::probes::disks::{self, Disk};
 use crate::probes::smart::SmartReader;
 use crate::probes::{Roots, counters, glob_match};
 use crate::protocol::{self, ActIds, Identity};
-use crate::status::{AgentStatus, unix_now};
+use crate::status::AgentStatus;
 
 /// How long a scan that raised warnings waits for the storage thread to write them, so
 /// that the same save records them as reported. Bounded: a dying state disk delays the
@@ -113,7 +113,7 @@ impl Monitor {
             log::error!("{p}");
         }
         let id = Identity::from(&cfg.device);
-        let unsaved = crate::disks::restart::take_over(&mut inv, &shared.spool, &id);
+        let unsaved = crate::disks::restart::take_over(&mut inv, &shared.spool, &id, shared.status.clock().stamp());
         let mut storms = Storms::new(cfg.disks.io_error_quiet);
         let now = Instant::now();
         // An io_errors episode open before a restart stays open a quiet period more: the
@@ -356,7 +356,7 @@ impl Monitor {
         let act_id = self.ids.next();
         let device = format!("/dev/{}", c.disk);
         let serial = self.inv.disks.get(&c.disk).and_then(|r| r.serial.clone());
-        let now = unix_now();
+        let now = self.status.clock().stamp();
         let warning =
             protocol::encode_warning(&self.id, &act_id, &device, serial.as_deref(), c.reason.as_str(), &c.detail, now);
         // The detail quotes outside text (a mount point from mountinfo, a kernel line).

@@ -8,15 +8,15 @@ use std::collections::HashSet;
 use crate::disks::inventory::{Episode, Inventory};
 use crate::disks::reason::Reason;
 use crate::outbox::spool::{Kind, Spool};
-use crate::protocol::{self, Identity};
-use crate::status::unix_now;
+use crate::protocol::{self, Identity, Timestamp};
 
 /// Brings `inv` (as loaded) in line with `spool` (as opened): a warning still waiting, or
 /// acknowledged with no episode saved, becomes a reported episode; an unreported episode
 /// whose warning was acknowledged is marked reported; one whose warning was never durably
-/// spooled nor acknowledged is raised again, with the same `act_id` and time. Returns
+/// spooled nor acknowledged is raised again, with the same `act_id` and time (`now` stands
+/// for a warning whose time cannot be read). Returns
 /// whether `inv` now differs from what is saved (the first scan saves it).
-pub(crate) fn take_over(inv: &mut Inventory, spool: &Spool, id: &Identity) -> bool {
+pub(crate) fn take_over(inv: &mut Inventory, spool: &Spool, id: &Identity, now: Timestamp) -> bool {
     // A set, not a scan of the episodes per entry: the spool may hold thousands.
     let mut known: HashSet<(String, Reason)> = inv.episodes.iter().map(|e| (e.disk.clone(), e.reason)).collect();
     for entry in spool.unacked() {
@@ -27,7 +27,7 @@ pub(crate) fn take_over(inv: &mut Inventory, spool: &Spool, id: &Identity) -> bo
         // Only this agent writes the spool: a reason it does not know is not its warning.
         let Ok(reason) = w.reason.parse::<Reason>() else { continue };
         if known.insert((w.disk.clone(), reason)) {
-            let since = w.time.unwrap_or_else(unix_now);
+            let since = w.time.unwrap_or(now);
             inv.episodes.push(Episode {
                 disk: w.disk,
                 reason,
@@ -48,7 +48,7 @@ pub(crate) fn take_over(inv: &mut Inventory, spool: &Spool, id: &Identity) -> bo
         let Some(w) = protocol::decode_warning(&text) else { continue };
         let Ok(reason) = w.reason.parse::<Reason>() else { continue };
         if known.insert((w.disk.clone(), reason)) {
-            let since = w.time.unwrap_or_else(unix_now);
+            let since = w.time.unwrap_or(now);
             keep.insert(act_id.clone());
             inv.episodes.push(Episode { disk: w.disk, reason, act_id, since, detail: w.detail, reported: true });
             unsaved = true;
@@ -96,7 +96,7 @@ mod tests {
             disk: disk.into(),
             reason: Reason::Offline,
             act_id: act_id.into(),
-            since: 1_700_000_000,
+            since: Timestamp::exact(1_700_000_000),
             detail: "state offline".into(),
             reported,
         }
@@ -107,13 +107,13 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(d.path()).unwrap();
         let mut inv = Inventory { episodes: vec![episode("sdb", "a-7", false)], ..Inventory::default() };
-        take_over(&mut inv, &spool, &id());
+        take_over(&mut inv, &spool, &id(), Timestamp::exact(1));
         assert!(spool.settle(Duration::from_secs(10)));
         let again = spool.unacked();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].act_id, "a-7");
         let w = protocol::decode_warning(&again[0].text).unwrap();
-        assert_eq!((w.disk.as_str(), w.time), ("sdb", Some(1_700_000_000)));
+        assert_eq!((w.disk.as_str(), w.time), ("sdb", Some(Timestamp::exact(1_700_000_000))));
         assert_eq!(spool.durability("a-7"), Some(Durability::OnDisk));
     }
 
@@ -121,14 +121,22 @@ mod tests {
     fn a_warning_still_in_the_spool_becomes_its_episode_and_is_not_raised_twice() {
         let d = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(d.path()).unwrap();
-        let w = protocol::encode_warning(&id(), "a-9", "/dev/sdc", None, "offline", "state offline", 1_700_000_001);
+        let w = protocol::encode_warning(
+            &id(),
+            "a-9",
+            "/dev/sdc",
+            None,
+            "offline",
+            "state offline",
+            Timestamp::exact(1_700_000_001),
+        );
         spool.push(&w);
         assert!(spool.settle(Duration::from_secs(10)));
         drop(spool);
         let (spool, _) = Spool::open(d.path()).unwrap();
         let mut inv = Inventory::default();
-        take_over(&mut inv, &spool, &id());
-        assert_eq!(inv.episodes, [Episode { since: 1_700_000_001, ..episode("sdc", "a-9", true) }]);
+        take_over(&mut inv, &spool, &id(), Timestamp::exact(1));
+        assert_eq!(inv.episodes, [Episode { since: Timestamp::exact(1_700_000_001), ..episode("sdc", "a-9", true) }]);
         assert_eq!(spool.unacked().len(), 1, "the spooled one only");
     }
 }

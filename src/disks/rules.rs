@@ -338,7 +338,7 @@ mod tests {
                 disk: n.disk,
                 reason: n.reason,
                 act_id: "x".into(),
-                since: 0,
+                since: crate::protocol::Timestamp::exact(0),
                 detail: n.detail,
                 reported: true,
             });

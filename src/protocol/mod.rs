@@ -97,6 +97,22 @@ pub(crate) fn encode_heartbeat(id: &Identity, act_id: &str) -> String {
     .to_string()
 }
 
+/// When something happened, as a warning's `time` says it: Unix seconds of the agent's
+/// corrected clock, and whether the system clock was found wrong then (the time is then the
+/// agent's floor, a lower bound of the real time, and the message carries `time_suspect`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp {
+    pub secs: u64,
+    pub suspect: bool,
+}
+
+impl Timestamp {
+    /// A time taken from a trusted record (the same warning raised again).
+    pub fn exact(secs: u64) -> Timestamp {
+        Timestamp { secs, suspect: false }
+    }
+}
+
 /// The parts of a spooled warning the disk monitor needs to restore its episodes after a
 /// restart: the inverse of [`encode_warning`] for those fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,8 +121,8 @@ pub(crate) struct SpooledWarning {
     pub disk: String,
     /// The wire reason, as written.
     pub reason: String,
-    /// Unix seconds, when present.
-    pub time: Option<u64>,
+    /// Unix seconds and `time_suspect`, when present.
+    pub time: Option<Timestamp>,
     pub detail: String,
 }
 
@@ -116,7 +132,7 @@ pub(crate) fn decode_warning(text: &str) -> Option<SpooledWarning> {
     w.is_object().then(|| SpooledWarning {
         disk: w["disk"].as_str().unwrap_or_default().trim_start_matches("/dev/").to_string(),
         reason: w["reason"].as_str().unwrap_or_default().to_string(),
-        time: w["time"].as_u64(),
+        time: w["time"].as_u64().map(|secs| Timestamp { secs, suspect: w["time_suspect"] == true }),
         detail: w["detail"].as_str().unwrap_or_default().to_string(),
     })
 }
@@ -130,9 +146,9 @@ pub(crate) fn encode_warning(
     serial: Option<&str>,
     reason: &str,
     detail: &str,
-    time: u64,
+    time: Timestamp,
 ) -> Value {
-    json!({
+    let mut w = json!({
         "from": FROM_DEVICE,
         "act": "warning",
         "reqtype": "post",
@@ -147,8 +163,13 @@ pub(crate) fn encode_warning(
         "serial": serial,
         "reason": reason,
         "detail": detail,
-        "time": time,
-    })
+        "time": time.secs,
+    });
+    // Only when the clock was wrong (PROTOCOL.md §9): a v1 warning keeps its exact shape.
+    if time.suspect {
+        w["time_suspect"] = Value::Bool(true);
+    }
+    w
 }
 
 /// A gateway `return` to something the agent sent.

@@ -30,13 +30,23 @@ fn a_warning_has_every_field_of_the_protocol_and_the_seeds_message() {
         Some("ZA1B2C3D"),
         "missing",
         "block device sdl disappeared",
-        1_764_000_000,
+        Timestamp::exact(1_764_000_000),
     );
     let want = json!({"from":"device","act":"warning","reqtype":"post","act_id":"9f3a61c2-12","act_code":"",
             "client_id":"","hardware_id":"billtest000000004","name":"rig four","type":2,
             "message":"Disk[/dev/sdl]硬盘损坏","disk":"/dev/sdl","serial":"ZA1B2C3D",
             "reason":"missing","detail":"block device sdl disappeared","time":1_764_000_000u64});
     assert_eq!(v, want);
+}
+
+#[test]
+fn a_warning_raised_with_a_wrong_clock_carries_time_suspect_and_reads_back_so() {
+    let t = Timestamp { secs: 1_764_000_000, suspect: true };
+    let v = encode_warning(&id(), "a-1", "/dev/sdl", None, "missing", "gone", t);
+    assert_eq!((v["time"].clone(), v["time_suspect"].clone()), (json!(1_764_000_000u64), json!(true)));
+    assert_eq!(decode_warning(&v.to_string()).unwrap().time, Some(t));
+    let right = encode_warning(&id(), "a-2", "/dev/sdl", None, "missing", "gone", Timestamp::exact(5));
+    assert!(right.get("time_suspect").is_none(), "a v1 warning keeps its shape: {right}");
 }
 
 #[test]
