@@ -115,6 +115,13 @@ impl Clock {
         Timestamp { secs: r.corrected().as_secs(), suspect: r.suspect }
     }
 
+    /// Now in corrected Unix milliseconds, for a record that outlives the process, and
+    /// whether the clock is wrong (the record should say so).
+    pub fn stamp_ms(&self) -> (u64, bool) {
+        let r = self.read();
+        (u64::try_from(r.corrected().as_millis()).unwrap_or(u64::MAX), r.suspect)
+    }
+
     /// Corrected Unix seconds (`get_agent_info`'s dates).
     pub fn unix_secs(&self) -> u64 {
         self.read().corrected().as_secs()

@@ -116,6 +116,7 @@ impl Runner {
             Arc::clone(&spool),
             Arc::clone(&ids),
             waker.try_clone()?,
+            Arc::clone(status.clock()),
         );
         Ok(Runner {
             actions,
