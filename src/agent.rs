@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::config::sources::SourcesConfig;
 use crate::disks::monitor;
 use crate::events::disk_event::Sink;
 use crate::events::sources::Sources;
 use crate::kernel_log::feed::KmsgFeed;
+use crate::os::deferred_write::DeferredWriter;
 use crate::os::signals;
 use crate::outbox::spool;
 use crate::queries::answers::Probes;
@@ -54,7 +56,14 @@ impl Agent {
         outbox: spool::Options,
         kmsg: Option<KmsgFeed>,
     ) -> std::io::Result<Agent> {
-        let mut status = status::AgentStatus::new(cfg.file.clone());
+        // The clock's record: a small file the connect thread learns, written by a thread of
+        // its own.
+        let writer = DeferredWriter::default();
+        let (clock, clock_problem) = Clock::load(&cfg.paths.state_dir, writer);
+        if let Some(p) = clock_problem {
+            log::error!("{p}");
+        }
+        let mut status = status::AgentStatus::new(cfg.file.clone()).with_clock(Arc::new(clock));
         if let Some(url) = cfg.gateway.urls.first() {
             status = status.with_gateway(url.as_str());
         }
@@ -110,6 +119,12 @@ impl Agent {
     /// The handle that stops the agent (signals, tests, the demo).
     pub fn shutdown(&self) -> signals::Shutdown {
         self.runner.shutdown()
+    }
+
+    /// The agent's clock. Tests move the system clock it sees with [`Clock::skew`] (a board
+    /// at 1970, an NTP jump) before and while it runs.
+    pub fn clock(&self) -> Arc<Clock> {
+        Arc::clone(self.runner.status().clock())
     }
 
     /// Runs until stopped; the disk monitor stops when the agent is dropped.

@@ -15,6 +15,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::actions::Actions;
 use crate::backoff::{self, Backoff};
+use crate::clock::ClockNews;
 use crate::config::url::GatewayUrl;
 use crate::config::{Config, ConfigErrors};
 use crate::logging::Throttle;
@@ -149,6 +150,11 @@ impl Runner {
         self.on_reload = Box::new(hook);
     }
 
+    /// What the agent knows about itself (its clock included).
+    pub fn status(&self) -> &Arc<AgentStatus> {
+        &self.status
+    }
+
     /// Wakes the runner from another thread.
     pub fn waker(&self) -> std::io::Result<Waker> {
         self.waker.try_clone()
@@ -168,6 +174,7 @@ impl Runner {
             if self.stop_requested() {
                 break;
             }
+            self.watch_clock();
             let urls = &self.cfg.gateway.urls;
             let url = urls[next % urls.len()].clone();
             next += 1;
@@ -217,6 +224,23 @@ impl Runner {
         let deadline = [deadline, self.notifier.watchdog_due()].into_iter().flatten().min();
         self.wake_rx.wait(socket, deadline.map(|d| d.saturating_duration_since(Instant::now())));
         self.notifier.keep_alive(Instant::now());
+        self.watch_clock();
+    }
+
+    /// Says once per episode that the system clock is wrong (log and `STATUS=`), or right
+    /// again: a wake-up reads it, so a jump is seen within a heartbeat.
+    fn watch_clock(&mut self) {
+        match self.status.clock().news() {
+            Some(ClockNews::Wrong { line, note }) => {
+                log::warn!("{line}");
+                self.notifier.set_note(Some(note));
+            }
+            Some(ClockNews::Right { line }) => {
+                info!("{line}");
+                self.notifier.set_note(None);
+            }
+            None => {}
+        }
     }
 
     /// Connects on a helper thread so that a stop request is honoured at once even while
@@ -349,6 +373,11 @@ impl Runner {
             }
             if let Some(end) = self.read_available(&mut conn, &mut session, url) {
                 return end;
+            }
+            // The gateway is still there on a verified connection: the clock's floor moves
+            // on (its record is written at most hourly, off this thread).
+            if url.is_tls() && session.is_up() {
+                self.status.clock().saw_verified();
             }
             while let Some(done) = self.workers.try_done() {
                 if done.generation == self.generation {
