@@ -10,6 +10,7 @@ use crate::disks::monitor;
 use crate::events::disk_event::Sink;
 use crate::events::sources::Sources;
 use crate::kernel_log::feed::KmsgFeed;
+use crate::net::address_book::AddressBook;
 use crate::os::deferred_write::DeferredWriter;
 use crate::os::signals;
 use crate::outbox::spool;
@@ -56,11 +57,12 @@ impl Agent {
         outbox: spool::Options,
         kmsg: Option<KmsgFeed>,
     ) -> std::io::Result<Agent> {
-        // The clock's record: a small file the connect thread learns, written by a thread of
-        // its own.
+        // The clock's record and the address book: small files the connect thread learns,
+        // written by one thread of their own.
         let writer = DeferredWriter::default();
-        let (clock, clock_problem) = Clock::load(&cfg.paths.state_dir, writer);
-        if let Some(p) = clock_problem {
+        let (clock, clock_problem) = Clock::load(&cfg.paths.state_dir, writer.clone());
+        let (book, book_problem) = AddressBook::load(&cfg.paths.state_dir, writer);
+        for p in [clock_problem, book_problem].into_iter().flatten() {
             log::error!("{p}");
         }
         let mut status = status::AgentStatus::new(cfg.file.clone()).with_clock(Arc::new(clock));
@@ -87,6 +89,7 @@ impl Agent {
         let cfg = Arc::new(cfg);
         let mut runner =
             Runner::new(Arc::clone(&cfg), catalogue, Arc::clone(&status), Arc::clone(&spool), Arc::clone(&ids))?;
+        runner.set_address_book(Arc::new(book));
         let shared = monitor::Shared {
             ids,
             spool,

@@ -14,7 +14,7 @@ pub mod disks;
 pub mod events;
 pub mod kernel_log;
 pub mod logging;
-pub(crate) mod net;
+pub mod net;
 pub mod os;
 pub mod outbox;
 pub mod privileged;

@@ -5,7 +5,6 @@
 use std::collections::VecDeque;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -19,7 +18,10 @@ use crate::clock::ClockNews;
 use crate::config::url::GatewayUrl;
 use crate::config::{Config, ConfigErrors};
 use crate::logging::Throttle;
+use crate::net::abort::Abort;
+use crate::net::address_book::AddressBook;
 use crate::net::connection::{Closing, Conn, Lost, Reply};
+use crate::net::resolve::Resolver;
 use crate::net::stream::WebSocket;
 use crate::net::transport::{self, ConnectError};
 use crate::net::upgrade::Connected;
@@ -81,8 +83,9 @@ pub struct Runner {
     junk_log: Throttle,
     /// The gateway refusing our warnings: throttled apart from junk.
     refusal_log: Throttle,
-    /// DNS lookups still running on their helper threads (a hung resolver).
-    lookups: Arc<AtomicUsize>,
+    /// DNS lookups still running on their helper threads (a hung resolver), and the
+    /// addresses that last worked.
+    resolver: Resolver,
     notifier: Notifier,
     /// Hands a reloaded config to the parts outside the runner (probes, disk monitor).
     on_reload: Box<dyn FnMut(&Config) + Send>,
@@ -137,7 +140,7 @@ impl Runner {
             link: LinkLog::default(),
             junk_log: Throttle::new(Duration::from_secs(60), 5),
             refusal_log: Throttle::new(Duration::from_secs(60), 5),
-            lookups: Arc::new(AtomicUsize::new(0)),
+            resolver: Resolver::new(Arc::new(AddressBook::in_memory())),
             notifier: Notifier::from_env(),
             on_reload: Box::new(|_| {}),
             reloading: None,
@@ -150,14 +153,20 @@ impl Runner {
         self.on_reload = Box::new(hook);
     }
 
-    /// What the agent knows about itself (its clock included).
-    pub fn status(&self) -> &Arc<AgentStatus> {
-        &self.status
+    /// The addresses that last worked, kept in the state directory (the agent's wiring
+    /// loads it): without it they are kept in memory only.
+    pub fn set_address_book(&mut self, book: Arc<AddressBook>) {
+        self.resolver = Resolver::new(book);
     }
 
     /// Wakes the runner from another thread.
     pub fn waker(&self) -> std::io::Result<Waker> {
         self.waker.try_clone()
+    }
+
+    /// What the agent knows about itself (its clock included).
+    pub fn status(&self) -> &Arc<AgentStatus> {
+        &self.status
     }
 
     /// The handle that stops this runner (signals, tests, the demo).
@@ -249,18 +258,19 @@ impl Runner {
     /// one thread and socket per reload behind).
     fn connect(&mut self, url: &GatewayUrl) -> Result<Connected, Outcome> {
         let (tx, rx) = mpsc::channel();
-        let abort = transport::Abort::default();
-        let (url2, cfg, lookups, abort2, waker) = (
+        let abort = Abort::default();
+        let (url2, cfg, resolver, clock, abort2, waker) = (
             url.clone(),
             Arc::clone(&self.cfg),
-            Arc::clone(&self.lookups),
+            self.resolver.clone(),
+            Arc::clone(self.status.clock()),
             abort.clone(),
             self.waker.try_clone().map_err(|e| Outcome::Lost(Lost::Local(e.to_string())))?,
         );
         thread::Builder::new()
             .name("connect".into())
             .spawn(move || {
-                let _ = tx.send(transport::connect(&url2, &cfg.gateway, &lookups, &abort2));
+                let _ = tx.send(transport::connect(&url2, &cfg.gateway, &resolver, &clock, &abort2));
                 waker.wake();
             })
             .map_err(|e| Outcome::Lost(Lost::Local(format!("cannot start connect thread: {e}"))))?;

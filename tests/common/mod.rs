@@ -12,6 +12,7 @@ pub mod agent_config;
 pub mod gateway;
 pub mod nobody;
 pub mod privileged;
+pub mod proxy;
 pub mod raw_gateway;
 pub mod storage;
 
@@ -175,7 +176,7 @@ pub fn ms(n: u64) -> Duration {
 /// (`qemu-aarch64 target/aarch64-unknown-linux-musl/release/rig-agent`), so that CI runs
 /// the tests that spawn the agent against the release builds it ships, ARM ones included.
 pub fn agent_command() -> Command {
-    match std::env::var("RIG_AGENT_UNDER_TEST") {
+    let mut cmd = match std::env::var("RIG_AGENT_UNDER_TEST") {
         Ok(spec) if !spec.trim().is_empty() => {
             let mut words = spec.split_whitespace();
             let mut cmd = Command::new(words.next().unwrap());
@@ -183,8 +184,17 @@ pub fn agent_command() -> Command {
             cmd
         }
         _ => Command::new(env!("CARGO_BIN_EXE_rig-agent")),
+    };
+    // The machine's proxy settings are not the test's: a test that wants one sets it.
+    for var in PROXY_VARS {
+        cmd.env_remove(var);
     }
+    cmd
 }
+
+/// The environment variables the agent reads for its proxy.
+pub const PROXY_VARS: [&str; 8] =
+    ["https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"];
 
 pub fn spawn_agent(config: &Path, envs: &[(&str, &str)]) -> Reaped {
     let mut cmd = agent_command();
