@@ -66,6 +66,10 @@ impl Floor {
         self.base + now.saturating_duration_since(self.at)
     }
 
+    pub(crate) fn source(&self) -> FloorSource {
+        self.source
+    }
+
     /// Reads the clock: `system` is the system clock at `now`.
     pub(crate) fn read(&self, system: Duration, now: Instant) -> Reading {
         let floor = self.at(now);

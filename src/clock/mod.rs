@@ -132,16 +132,32 @@ impl Clock {
         Arc::new(VerifyAt(Arc::clone(self)))
     }
 
-    /// The gateway was seen verified now (a verified TLS handshake, or frames on one): the
-    /// floor moves up to the corrected time, and the record is handed to the writer when it
-    /// is an hour behind.
+    /// A verified TLS handshake now: the certificate vouched for the corrected time, so the
+    /// floor moves up to it, and the record is handed to the writer when it is an hour
+    /// behind.
     pub fn saw_verified(&self) {
+        self.note_verified(true);
+    }
+
+    /// Frames on a verified session now: the floor, carried on by the monotonic clock since
+    /// the handshake, is recorded when the record is an hour behind. The system clock does
+    /// not raise it here: a clock that jumps ahead during a session (to 2100) was vouched for
+    /// by no certificate, and a floor raised to it would outlive the jump, calling a right
+    /// clock wrong and verifying certificates in 2100.
+    pub fn session_alive(&self) {
+        self.note_verified(false);
+    }
+
+    fn note_verified(&self, handshake: bool) {
         let (now, system) = (Instant::now(), self.system());
         let mut s = self.state();
-        let time = s.floor.read(system, now).corrected();
-        s.floor.raise(time, now);
+        if handshake {
+            let time = s.floor.read(system, now).corrected();
+            s.floor.raise(time, now);
+        }
+        let time = s.floor.at(now);
         let Some((path, writer)) = &self.record else { return };
-        if s.recorded.is_none_or(|r| time >= r + RECORD_EVERY) {
+        if s.floor.source() == FloorSource::Verified && s.recorded.is_none_or(|r| time >= r + RECORD_EVERY) {
             s.recorded = Some(time);
             writer.put(path.clone(), format!("{}\n", time.as_secs()).into_bytes());
         }
@@ -283,6 +299,19 @@ mod tests {
         };
         let secs: u64 = written.trim().parse().unwrap();
         assert!(secs.abs_diff(since_1970().as_secs()) < 60, "the corrected time now: {written}");
+    }
+
+    #[test]
+    fn a_clock_that_jumps_ahead_during_a_session_leaves_no_floor_behind() {
+        let c = Clock::unrecorded();
+        c.saw_verified();
+        let to_2100 = Duration::from_secs(4_102_444_800) - since_1970();
+        c.skew(to_2100, true);
+        c.session_alive();
+        c.skew(to_2100, false);
+        let r = c.read();
+        assert!(!r.suspect, "the right clock is not called wrong after the jump back: {r:?}");
+        assert!(r.floor < since_1970() + Duration::from_secs(60), "{r:?}");
     }
 
     #[test]

@@ -203,12 +203,15 @@ fn explain_tls(e: &io::Error, clock: &Clock) -> String {
             not_valid_yet("a later date".into(), date(UnixTime::since_unix_epoch(clock.read().corrected())), clock)
         }
         rustls::Error::InvalidCertificate(CertificateError::ExpiredContext { time, not_after }) => format!(
-            "the gateway's certificate expired at {} (checked at {}); renew it on the gateway",
+            "the gateway's certificate expired at {}, and this rig's clock reads {}: renew the certificate on the \
+             gateway, unless this rig's clock is ahead (check it: timedatectl)",
             date(*not_after),
             date(*time)
         ),
         rustls::Error::InvalidCertificate(CertificateError::Expired) => {
-            "the gateway's certificate has expired; renew it on the gateway".into()
+            "the gateway's certificate has expired: renew it on the gateway, unless this rig's clock is ahead (check \
+             it: timedatectl)"
+                .into()
         }
         rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
             "the gateway's certificate is not signed by a trusted CA (check gateway.ca_file)".into()

@@ -384,10 +384,10 @@ impl Runner {
             if let Some(end) = self.read_available(&mut conn, &mut session, url) {
                 return end;
             }
-            // The gateway is still there on a verified connection: the clock's floor moves
-            // on (its record is written at most hourly, off this thread).
+            // The gateway is still there on a verified connection: the clock's floor, carried
+            // on since the handshake, is recorded (at most hourly, off this thread).
             if url.is_tls() && session.is_up() {
-                self.status.clock().saw_verified();
+                self.status.clock().session_alive();
             }
             while let Some(done) = self.workers.try_done() {
                 if done.generation == self.generation {
