@@ -27,12 +27,37 @@ pub(crate) fn open(sock: &mut Sock, proxy: &ProxyUrl, host: &str, port: u16) -> 
     }
     request += "\r\n";
     sock.write_all(request.as_bytes()).map_err(ProxyFailure::io)?;
-    let head = read_head(sock)?;
-    judge(&head, proxy.credentials.is_some())
+    let secrets = match &proxy.credentials {
+        Some(c) => vec![BASE64.encode(format!("{}:{}", c.user, c.password).as_bytes()), c.password.clone()],
+        None => Vec::new(),
+    };
+    let head = read_head(sock, &secrets)?;
+    judge(&redact(head, &secrets), proxy.credentials.is_some())
+}
+
+/// `head` with every secret in it replaced by `***`: a proxy that echoes the request back
+/// (in its reason phrase, a header, an error page) must not put the credentials in the log.
+fn redact(mut head: Vec<u8>, secrets: &[String]) -> Vec<u8> {
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        let secret = secret.as_bytes();
+        let mut out = Vec::with_capacity(head.len());
+        let mut i = 0;
+        while i < head.len() {
+            if head[i..].starts_with(secret) {
+                out.extend_from_slice(b"***");
+                i += secret.len();
+            } else {
+                out.push(head[i]);
+                i += 1;
+            }
+        }
+        head = out;
+    }
+    head
 }
 
 /// The proxy's answer up to the blank line that ends its headers.
-fn read_head(sock: &mut Sock) -> Result<Vec<u8>, ProxyFailure> {
+fn read_head(sock: &mut Sock, secrets: &[String]) -> Result<Vec<u8>, ProxyFailure> {
     let mut head = Vec::with_capacity(256);
     let mut byte = [0u8; 1];
     loop {
@@ -47,7 +72,7 @@ fn read_head(sock: &mut Sock) -> Result<Vec<u8>, ProxyFailure> {
             Ok(0) => {
                 return Err(ProxyFailure::Protocol(format!(
                     "it closed the connection in the middle of its answer: \"{}\"",
-                    escape_bytes(&head, 120)
+                    escape_bytes(&redact(head, secrets), 120)
                 )));
             }
             Ok(_) => head.push(byte[0]),
@@ -58,7 +83,7 @@ fn read_head(sock: &mut Sock) -> Result<Vec<u8>, ProxyFailure> {
         if head.len() == 5 && &head[..] != b"HTTP/" {
             return Err(ProxyFailure::Protocol(format!(
                 "it does not speak HTTP: it answered \"{}\"",
-                escape_bytes(&head, 40)
+                escape_bytes(&redact(head, secrets), 40)
             )));
         }
         if head.ends_with(b"\r\n\r\n") || head.ends_with(b"\n\n") {
@@ -120,5 +145,13 @@ mod tests {
         let ProxyFailure::Protocol(shown) = evil else { panic!("{evil:?}") };
         assert!(shown.contains("403 no\\x1b[31m\\r\\n"), "the proxy's bytes are escaped: {shown}");
         assert!(matches!(judge(b"HTTP/1.1 abc\r\n\r\n", false), Err(ProxyFailure::Protocol(_))));
+    }
+
+    #[test]
+    fn a_proxy_that_echoes_the_credentials_does_not_get_them_logged() {
+        let secrets = ["cmlnOnMzY3JldA==".to_string(), "s3cret".to_string()];
+        let echo = b"HTTP/1.1 400 Proxy-Authorization: Basic cmlnOnMzY3JldA== s3cret\r\n\r\n".to_vec();
+        let Err(ProxyFailure::Refused(shown)) = judge(&redact(echo, &secrets), true) else { panic!() };
+        assert_eq!(shown, "400 Proxy-Authorization: Basic *** ***");
     }
 }

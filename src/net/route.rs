@@ -58,7 +58,7 @@ pub(crate) fn dial_with(
     deadline: Instant,
     abort: &Abort,
 ) -> Result<Dialed, ConnectError> {
-    let timeout = deadline.saturating_duration_since(Instant::now());
+    let timeout = budget(deadline);
     let (proxy, from) = match proxy {
         ProxyChoice::Direct => {
             let resolved = resolver.resolve(host, port, deadline, timeout)?;
@@ -102,7 +102,7 @@ fn through(
     deadline: Instant,
     abort: &Abort,
 ) -> Result<Dialed, ConnectError> {
-    let timeout = deadline.saturating_duration_since(Instant::now());
+    let timeout = budget(deadline);
     let named = |why: String| unreachable(proxy, from, why);
     let resolved = resolver.resolve(&proxy.host, proxy.port, deadline, timeout).map_err(|e| named(e.to_string()))?;
     let (tcp, used) = connect_any(&resolved, deadline, timeout).map_err(|e| match e {
@@ -119,6 +119,13 @@ fn through(
     let tcp = sock.into_tcp().map_err(|e| named(format!("cannot reset socket timeouts: {e}")))?;
     let resolved = (proxy.host.parse::<IpAddr>().is_err()).then(|| (proxy.host.clone(), used, resolved));
     Ok(Dialed { tcp, resolved })
+}
+
+/// The time left until `deadline`, to the millisecond, for messages ("1s", not
+/// "999.992947ms": the caller's timeout as it wrote it).
+fn budget(deadline: Instant) -> Duration {
+    let left = deadline.saturating_duration_since(Instant::now());
+    Duration::from_millis(u64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u64::MAX))
 }
 
 /// What a SOCKS5 proxy is asked for: the name itself (it resolves it), or an IP literal.

@@ -121,6 +121,17 @@ impl Agent {
         Agent::with_catalogue(config, |_| {})
     }
 
+    /// Starts after `before` has had the built agent (a test sets the system clock it sees).
+    pub fn start_with(config: &Path, before: impl FnOnce(&rig_agent::agent::Agent)) -> Agent {
+        init_test_log();
+        let cfg = Config::load(config).unwrap_or_else(|e| panic!("{e}"));
+        let mut agent = rig_agent::agent::Agent::build(cfg, |_| {}).unwrap();
+        before(&agent);
+        let shutdown = agent.shutdown();
+        let thread = thread::Builder::new().name("agent".into()).spawn(move || agent.run()).unwrap();
+        Agent { shutdown, thread: Some(thread) }
+    }
+
     /// Starts with the standard catalogue plus whatever `extend` adds (slow probes...).
     pub fn with_catalogue(config: &Path, extend: impl FnOnce(&mut Catalogue)) -> Agent {
         init_test_log();

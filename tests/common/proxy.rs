@@ -108,10 +108,15 @@ impl Proxy {
                     }
                     let (b, seen, live) = (lock(&b).clone(), Arc::clone(&seen), Arc::clone(&live));
                     thread::spawn(move || {
+                        let held = client.try_clone();
                         let _ = match kind {
                             Kind::Http => serve_http(client, &b, &seen, &live),
                             Kind::Socks5 => serve_socks(client, &b, &seen, &live),
                         };
+                        // Done with it: closed, though `live` holds a second handle.
+                        if let Ok(c) = held {
+                            let _ = c.shutdown(Shutdown::Both);
+                        }
                     });
                 }
             })
