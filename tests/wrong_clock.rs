@@ -63,6 +63,12 @@ fn a_board_at_1970_connects_says_once_that_its_clock_is_wrong_and_marks_its_warn
             && s.contains("years behind: enable systemd-timesyncd; ")),
         "{statuses:?}"
     );
+    // Dates shown to people are the corrected time too: not "connected since 1970".
+    assert!(
+        statuses.iter().any(|s| s.contains("; connected to wss://localhost:") && s.contains(" since 20")),
+        "{statuses:?}"
+    );
+    assert!(!statuses.iter().any(|s| s.contains("1970")), "{statuses:?}");
 }
 
 #[test]

@@ -122,6 +122,12 @@ impl Clock {
         (u64::try_from(r.corrected().as_millis()).unwrap_or(u64::MAX), r.suspect)
     }
 
+    /// The corrected time as a `SystemTime`, for dates shown to people (`STATUS=`'s
+    /// "since"), so that a board at 1970 does not say "failing since 1970".
+    pub fn wall(&self) -> SystemTime {
+        UNIX_EPOCH + self.read().corrected()
+    }
+
     /// Corrected Unix seconds (`get_agent_info`'s dates).
     pub fn unix_secs(&self) -> u64 {
         self.read().corrected().as_secs()

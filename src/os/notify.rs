@@ -96,6 +96,7 @@ impl Notifier {
 
     fn send_status(&mut self) {
         let text = match &self.note {
+            Some(note) if self.given.is_empty() => escape::escape_to(note, MAX_STATUS_CHARS),
             Some(note) => escape::escape_to(&format!("{note}; {}", self.given), MAX_STATUS_CHARS),
             None => escape::escape_to(&self.given, MAX_STATUS_CHARS),
         };

@@ -205,7 +205,7 @@ impl Runner {
                 Outcome::Session(End::LoginRejected { .. }) => self.backoff.after_rejection(),
                 _ => self.backoff.after_failure(),
             };
-            let (line, status) = self.link.ended(&url, &ended, wait, Instant::now(), std::time::SystemTime::now());
+            let (line, status) = self.link.ended(&url, &ended, wait, Instant::now(), self.status.clock().wall());
             Line::say(line);
             self.notifier.status(&status);
             if !self.sleep(wait) {
