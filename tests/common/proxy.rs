@@ -103,6 +103,9 @@ impl Proxy {
                         break;
                     }
                     let Ok(client) = client else { continue };
+                    // As a proxy that relays interactive traffic should: no Nagle delay on
+                    // the small TLS records it forwards.
+                    let _ = client.set_nodelay(true);
                     if let Ok(c) = client.try_clone() {
                         lock(&live).push(c);
                     }
@@ -322,7 +325,9 @@ fn serve_socks(
 
 fn connect(target: &str) -> Option<TcpStream> {
     let addrs: Vec<SocketAddr> = target.to_socket_addrs().ok()?.collect();
-    addrs.iter().find_map(|a| TcpStream::connect_timeout(a, Duration::from_secs(2)).ok())
+    let up = addrs.iter().find_map(|a| TcpStream::connect_timeout(a, Duration::from_secs(2)).ok())?;
+    let _ = up.set_nodelay(true);
+    Some(up)
 }
 
 /// Both ways until either side closes; the client's bytes are recorded; with `die_after`
