@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::config::sources::SourcesConfig;
 use crate::episodes::event::Feed;
@@ -12,6 +13,8 @@ use crate::events::sources::Sources;
 use crate::jobs::Registry;
 use crate::kernel_log::feed::KmsgFeed;
 use crate::monitor;
+use crate::net::address_book::AddressBook;
+use crate::os::deferred_write::DeferredWriter;
 use crate::os::{signals, wake};
 use crate::outbox::spool;
 use crate::queries::answers::Probes;
@@ -60,7 +63,15 @@ impl Agent {
         outbox: spool::Options,
         kmsg: Option<KmsgFeed>,
     ) -> std::io::Result<Agent> {
-        let mut status = status::AgentStatus::new(cfg.file.clone());
+        // The clock's record and the address book: small files the connect thread learns,
+        // written by one thread of their own.
+        let writer = DeferredWriter::default();
+        let (clock, clock_problem) = Clock::load(&cfg.paths.state_dir, writer.clone());
+        let (book, book_problem) = AddressBook::load(&cfg.paths.state_dir, writer);
+        for p in [clock_problem, book_problem].into_iter().flatten() {
+            log::error!("{p}");
+        }
+        let mut status = status::AgentStatus::new(cfg.file.clone()).with_clock(Arc::new(clock));
         if let Some(url) = cfg.gateway.urls.first() {
             status = status.with_gateway(url.as_str());
         }
@@ -97,6 +108,7 @@ impl Agent {
             &cfg.paths.state_dir,
             Arc::clone(&spool),
             Arc::clone(&ids),
+            Arc::clone(status.clock()),
         );
         let steps = actions.steps();
         jobs.add([actions::ACT], actions);
@@ -122,6 +134,7 @@ impl Agent {
             Arc::clone(&spool),
             Arc::clone(&ids),
         )?;
+        runner.set_address_book(Arc::new(book));
         let shared = monitor::Shared {
             ids,
             spool,
@@ -164,6 +177,12 @@ impl Agent {
     /// the socket thread. A new subscriber is first handed the episodes open now.
     pub fn episodes(&self) -> Arc<Feed> {
         Arc::clone(&self.episodes)
+    }
+
+    /// The agent's clock. Tests move the system clock it sees with [`Clock::skew`] (a board
+    /// at 1970, an NTP jump) before and while it runs.
+    pub fn clock(&self) -> Arc<Clock> {
+        Arc::clone(self.runner.status().clock())
     }
 
     /// Runs until stopped; the disk monitor stops when the agent is dropped.

@@ -8,6 +8,7 @@
 pub mod actions;
 pub mod agent;
 pub(crate) mod backoff;
+pub mod clock;
 pub mod config;
 pub mod disks;
 pub mod episodes;
@@ -18,7 +19,7 @@ pub mod kernel_log;
 pub mod logging;
 pub mod maintenance;
 pub mod monitor;
-pub(crate) mod net;
+pub mod net;
 pub mod os;
 pub mod outbox;
 pub mod privileged;

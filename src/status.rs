@@ -2,14 +2,18 @@
 //! runner, read by the probe workers.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::clock::Clock;
 
 use serde_json::{Value, json};
 
 #[derive(Debug)]
 pub struct AgentStatus {
     started_at: u64,
+    /// The agent's clock (the system's, judged against its floor): its dates and `clock`.
+    clock: Arc<Clock>,
     config_file: PathBuf,
     link: Mutex<Link>,
     /// Which kernel event sources are live (for `get_agent_info`); unset before they start.
@@ -94,15 +98,20 @@ struct Link {
     actions: Vec<String>,
 }
 
-/// The wall clock in Unix seconds (0 before 1970).
+/// The system's wall clock in Unix seconds (0 before 1970), for the local commands that
+/// run without the agent's clock; the agent itself reads [`AgentStatus::clock`].
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl AgentStatus {
+    /// The status with a clock that keeps no record (`probe`, tests); the agent gives its
+    /// own with [`AgentStatus::with_clock`].
     pub fn new(config_file: PathBuf) -> AgentStatus {
+        let clock = Arc::new(Clock::unrecorded());
         AgentStatus {
-            started_at: unix_now(),
+            started_at: clock.unix_secs(),
+            clock,
             config_file,
             link: Mutex::new(Link::default()),
             event_sources: Mutex::new(None),
@@ -117,14 +126,26 @@ impl AgentStatus {
         self
     }
 
+    /// The agent's clock, whose record is kept in the state directory.
+    pub fn with_clock(mut self, clock: Arc<Clock>) -> AgentStatus {
+        self.started_at = clock.unix_secs();
+        self.clock = clock;
+        self
+    }
+
+    pub fn clock(&self) -> &Arc<Clock> {
+        &self.clock
+    }
+
     fn link(&self) -> std::sync::MutexGuard<'_, Link> {
         // A panic elsewhere while holding the lock leaves plain data behind; keep serving it.
         self.link.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn logged_in(&self, url: &str) {
+        let at = self.clock.unix_secs();
         let mut l = self.link();
-        l.connected_at = Some(unix_now());
+        l.connected_at = Some(at);
         l.gateway_url = Some(url.to_string());
         l.logins += 1;
     }
@@ -145,7 +166,7 @@ impl AgentStatus {
     /// The time and state a warning or `warning_cleared` made now carries: the one place
     /// their `time` is taken.
     pub fn stamp(&self) -> crate::protocol::Stamp {
-        crate::protocol::Stamp { time: unix_now(), maintenance: self.maintenance.is_on() }
+        crate::protocol::Stamp { time: self.clock.stamp(), maintenance: self.maintenance.is_on() }
     }
 
     pub(crate) fn set_actions(&self, names: Vec<String>) {
@@ -172,6 +193,7 @@ impl AgentStatus {
             "config_file": self.config_file.display().to_string(),
             "actions": l.actions,
             "maintenance": self.maintenance.to_json(),
+            "clock": self.clock.to_json(),
         })
     }
 }

@@ -308,19 +308,6 @@ fn an_action_asked_again_within_min_interval_is_refused_with_code_5_even_after_a
     assert_eq!(rig.answer("m3", 10 * SEC).0["code"], 5);
 }
 
-fn agent_info(rig: &mut Rig) -> Value {
-    rig.gw.send_json(rig.conn, json!({"act":"get_agent_info","act_code":"info","client_id":"c","reqtype":"post"}));
-    let e = rig.gw.wait_for(
-        10 * SEC,
-        "agent info",
-        |e| matches!(e, Event::Received { msg, .. } if msg["act"] == "get_agent_info"),
-    );
-    match e {
-        Event::Received { msg, .. } => msg["data"].clone(),
-        _ => unreachable!(),
-    }
-}
-
 #[test]
 fn with_actions_disabled_every_action_is_refused_with_code_4_and_none_is_listed() {
     let _g = Guard::new(30 * SEC);
@@ -333,7 +320,7 @@ fn with_actions_disabled_every_action_is_refused_with_code_4_and_none_is_listed(
     let (a, _) = rig.answer("d1", 10 * SEC);
     assert_eq!(a["code"], 4);
     assert!(a["description"].as_str().unwrap().contains("disabled"), "{a}");
-    assert_eq!(agent_info(&mut rig)["actions"], json!([]));
+    assert_eq!(rig.gw.agent_info(rig.conn)["actions"], json!([]));
     assert!(!rig.dir.path().join("ran").exists());
 }
 
@@ -347,7 +334,7 @@ fn an_action_not_in_the_allow_list_is_refused_with_code_4_and_the_allowed_ones_a
     let (a, _) = rig.answer("u1", 10 * SEC);
     assert_eq!(a["code"], 4);
     assert!(a["description"].as_str().unwrap().contains("not in this rig's allow-list"), "{a}");
-    let info = agent_info(&mut rig);
+    let info = rig.gw.agent_info(rig.conn);
     assert_eq!(info["actions"], json!(["reboot", "restart_miner"]));
     assert!(!info.to_string().contains("/bin/true"), "commands are never listed");
 }

@@ -154,7 +154,9 @@ fn a_certificate_not_valid_yet_is_logged_as_a_clock_problem() {
     signal(&child, Signal::TERM);
     let (code, _, log) = wait_exit(&mut child, 10 * SEC);
     assert_eq!(code, Some(0));
-    assert!(log.contains("certificate not valid yet; is the clock set?"), "{log}");
+    // Told apart from a generic TLS failure, with the date it starts and what to fix.
+    assert!(log.contains("the gateway's certificate is not valid yet: it is valid from 2099-01-01T00:00:00"), "{log}");
+    assert!(log.contains("fix it on the gateway"), "{log}");
 }
 
 #[test]

@@ -4,9 +4,11 @@
 //!   starts and deleted by the outbox's storage thread once its result is on disk or
 //!   acknowledged, before the result's file is deleted. One found at start whose result is
 //!   not in the outbox is a run the agent lost; it is reported as interrupted.
-//! - `last-<action>`: when the action last started (Unix ms), so that `min_interval` holds
-//!   across restarts: a rig the console rebooted must not be rebooted again as soon as it
-//!   is back.
+//! - `last-<action>`: when the action last started (Unix ms of the agent's corrected clock,
+//!   followed by ` suspect` when the system clock was wrong then), so that `min_interval`
+//!   holds across restarts: a rig the console rebooted must not be rebooted again as soon as
+//!   it is back. Within a run the interval is measured on the monotonic clock, which a jump
+//!   of the wall clock does not move; this record is for the next run only.
 //!
 //! All writes happen on the action's own thread or the outbox's storage thread, never on the
 //! socket thread.
@@ -15,6 +17,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -53,8 +56,10 @@ impl Journal {
         write_durably(&self.dir, name, bytes)
     }
 
-    pub fn record_start(&self, action: &str, unix_ms: u64) -> io::Result<()> {
-        self.write(&format!("last-{action}"), unix_ms.to_string().as_bytes())
+    /// `suspect`: the clock was wrong, so the time is only a lower bound.
+    pub fn record_start(&self, action: &str, unix_ms: u64, suspect: bool) -> io::Result<()> {
+        let text = if suspect { format!("{unix_ms} suspect") } else { unix_ms.to_string() };
+        self.write(&format!("last-{action}"), text.as_bytes())
     }
 
     pub fn mark_running(&self, r: &RunRecord) -> io::Result<()> {
@@ -76,20 +81,26 @@ impl Journal {
         }
     }
 
-    /// Last start times by action name; unreadable entries are skipped (the worst case is
-    /// one run that `min_interval` would have refused).
-    pub fn last_starts(&self) -> HashMap<String, u64> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    /// How long ago each action last started, by name, judged at `now_ms` (corrected Unix
+    /// ms); unreadable entries are skipped (the worst case is one run that `min_interval`
+    /// would have refused).
+    ///
+    /// The rule for a wall clock that was wrong: a start recorded while the clock was known
+    /// wrong (a board at 1970, its time only a lower bound) or later than now (the clock
+    /// was ahead then and jumped back since) counts as having happened just now, so its
+    /// `min_interval` runs in full from this start of the agent; never less, and never a
+    /// lock-out until a date that the clock got wrong.
+    pub fn last_starts(&self, now_ms: u64) -> HashMap<String, Duration> {
         self.names()
             .into_iter()
             .filter_map(|n| {
                 let action = n.strip_prefix("last-")?.to_string();
-                let ms: u64 = read_small(&self.dir.join(&n))?.trim().parse().ok()?;
-                // A start recorded while the clock was ahead (a board without an RTC before
-                // NTP set it) counts as now, not as a lock-out until that date.
-                Some((action, ms.min(now)))
+                let text = read_small(&self.dir.join(&n))?;
+                let mut words = text.split_whitespace();
+                let ms: u64 = words.next()?.parse().ok()?;
+                let suspect = words.next() == Some("suspect");
+                let ago = if suspect { 0 } else { now_ms.saturating_sub(ms) };
+                Some((action, Duration::from_millis(ago)))
             })
             .collect()
     }
@@ -155,14 +166,30 @@ mod tests {
             started_at_ms: 5,
         };
         j.mark_running(&r).unwrap();
-        j.record_start("reboot", 1234).unwrap();
+        j.record_start("reboot", 1234, false).unwrap();
         let j = Journal::new(d.path());
         assert_eq!(j.leftovers(), vec![Ok(r)]);
-        assert_eq!(j.last_starts().get("reboot"), Some(&1234));
+        assert_eq!(j.last_starts(1500).get("reboot"), Some(&Duration::from_millis(266)));
         j.clear_running("ab-1").unwrap();
         assert!(j.clear_running("../../etc/x").is_err(), "a run id that is a path is refused");
         assert!(j.leftovers().is_empty());
         fs::write(d.path().join("actions/run-zz.json"), "{half").unwrap();
         assert_eq!(j.leftovers(), vec![Err("run-zz.json".to_string())]);
+    }
+
+    #[test]
+    fn a_start_recorded_with_a_wrong_clock_or_in_the_future_counts_as_just_now() {
+        let d = tempfile::tempdir().unwrap();
+        let j = Journal::new(d.path());
+        // Recorded at a board's floor (1970 on its clock), read after NTP set it: however
+        // far the floor is behind, the start may have been a minute ago.
+        j.record_start("reboot", 1_700_000_000_000, true).unwrap();
+        // Recorded while the clock ran a day ahead, read after it was set back.
+        j.record_start("restart_miner", 1_800_000_000_000, false).unwrap();
+        j.record_start("flash", 1_799_999_000_000, false).unwrap();
+        let ago = j.last_starts(1_799_999_999_000);
+        assert_eq!(ago["reboot"], Duration::ZERO);
+        assert_eq!(ago["restart_miner"], Duration::ZERO);
+        assert_eq!(ago["flash"], Duration::from_secs(999));
     }
 }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use serde_json::Value;
 
+use crate::clock::Clock;
 use crate::config::actions::{self as config, ActionSpec, ActionsConfig};
 use journal::Journal;
 
@@ -71,20 +72,45 @@ impl Running {
     }
 }
 
-/// Unix ms of each action's last start, as the journal keeps it. Shared with the runs'
-/// threads: a run refused because its start could not be recorded puts back the time it
-/// replaced, so that nothing claims it started.
+/// When an action started, on the monotonic clock: `before` earlier than `anchor` (a start
+/// of an earlier run, as the journal said how long ago at load), so that `min_interval` is
+/// measured by a clock an NTP jump does not move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Start {
+    anchor: Instant,
+    before: Duration,
+}
+
+impl Start {
+    fn now() -> Start {
+        Start { anchor: Instant::now(), before: Duration::ZERO }
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.anchor.elapsed() + self.before
+    }
+}
+
+/// Each action's last start. Shared with the runs' threads: a run refused because its start
+/// could not be recorded puts back the start it replaced, so that nothing claims it started.
 #[derive(Debug, Default, Clone)]
-struct StartTimes(Arc<Mutex<HashMap<String, u64>>>);
+struct StartTimes(Arc<Mutex<HashMap<String, Start>>>);
 
 impl StartTimes {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, u64>> {
+    /// From the journal's "how long ago", at this start of the agent.
+    fn loaded(ago: HashMap<String, Duration>) -> StartTimes {
+        let anchor = Instant::now();
+        let starts = ago.into_iter().map(|(name, before)| (name, Start { anchor, before })).collect();
+        StartTimes(Arc::new(Mutex::new(starts)))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Start>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Undoes the start taken at `at` (a run that did not start): the time before it, or
     /// none, is the last start again.
-    fn put_back(&self, name: &str, at: u64, previous: Option<u64>) {
+    fn put_back(&self, name: &str, at: Start, previous: Option<Start>) {
         let mut times = self.lock();
         if times.get(name) == Some(&at) {
             match previous {
@@ -133,6 +159,8 @@ pub struct Actions {
     refusal_log: RefusalLog,
     /// The process groups of the commands running now (see [`Actions::kill_running`]).
     groups: crate::os::child::Groups,
+    /// Start times for the journal (corrected, marked when the clock is wrong).
+    clock: Arc<Clock>,
 }
 
 impl Actions {
@@ -145,6 +173,7 @@ impl Actions {
         state_dir: &std::path::Path,
         spool: Arc<Spool>,
         ids: Arc<ActIds>,
+        clock: Arc<Clock>,
     ) -> Actions {
         let journal = Arc::new(Journal::new(state_dir));
         // A run's marker goes when the storage thread has its result on disk or sees it
@@ -161,7 +190,8 @@ impl Actions {
         }));
         recover(&journal, &spool, id);
         Actions {
-            last_start: StartTimes(Arc::new(Mutex::new(journal.last_starts()))),
+            last_start: StartTimes::loaded(journal.last_starts(clock.stamp_ms().0)),
+            clock,
             cfg: SharedConfig(Arc::new(Mutex::new(cfg))),
             journal,
             spool,
@@ -176,13 +206,14 @@ impl Actions {
     /// Decides on a `run_action` query. A refusal is answered at once (the text returned);
     /// an accepted run answers later, from its thread, through the [`Reply`] `cx` gives.
     fn request(&mut self, query: &Query, cx: &Context<'_>) -> Option<String> {
-        let now_ms = unix_ms();
-        match self.decide(query, now_ms) {
+        let (now_ms, suspect) = self.clock.stamp_ms();
+        match self.decide(query) {
             Ok((name, mode, spec)) => {
                 let run_id = self.ids.next();
                 // Taken now, so that a second request is refused at once; the run puts the
                 // previous time back if it is refused for want of a durable record.
-                let previous_start = self.last_start.lock().insert(name.clone(), now_ms);
+                let started = Start::now();
+                let previous_start = self.last_start.lock().insert(name.clone(), started);
                 let run = Run {
                     name: name.clone(),
                     mode,
@@ -191,13 +222,15 @@ impl Actions {
                     echo: query.echo.clone(),
                     received: Instant::now(),
                     started_at_ms: now_ms,
+                    clock_suspect: suspect,
+                    started,
                     previous_start,
                 };
                 self.running.lock().insert(name.clone());
                 match self.start(run, cx.id(), cx.reply()) {
                     Ok(()) => None,
                     Err(e) => {
-                        self.last_start.put_back(&name, now_ms, previous_start);
+                        self.last_start.put_back(&name, started, previous_start);
                         self.running.lock().remove(&name);
                         Some(self.refuse(query, Refusal::probe_failed(format!("cannot start the action: {e}")), cx))
                     }
@@ -207,12 +240,12 @@ impl Actions {
         }
     }
 
-    fn decide(&self, query: &Query, now_ms: u64) -> Result<(String, Mode, ActionSpec), Refusal> {
+    fn decide(&self, query: &Query) -> Result<(String, Mode, ActionSpec), Refusal> {
         let (mode, name) = decode_request(query)?;
         let cfg = self.cfg.get();
         let spec = allowed(&cfg, name)?;
         let running = self.running.lock();
-        not_running_nor_too_soon(&running, &self.last_start, name, &spec, now_ms)?;
+        not_running_nor_too_soon(&running, &self.last_start, name, &spec)?;
         if mode == Mode::Write {
             self.outbox_has_room()?;
         }
@@ -229,6 +262,7 @@ impl Actions {
             running: self.running.clone(),
             last_start: self.last_start.clone(),
             groups: self.groups.clone(),
+            clock: Arc::clone(&self.clock),
         }
     }
 
@@ -338,13 +372,12 @@ fn not_running_nor_too_soon(
     last_start: &StartTimes,
     name: &str,
     spec: &ActionSpec,
-    now_ms: u64,
 ) -> Result<(), Refusal> {
     if running.contains(name) {
         return Err(not_now(format!("action \"{name}\" is already running")));
     }
     if let Some(last) = last_start.lock().get(name) {
-        let since = Duration::from_millis(now_ms.saturating_sub(*last));
+        let since = last.elapsed();
         if since < spec.min_interval {
             let wait = spec.min_interval - since;
             return Err(not_now(format!(
@@ -375,6 +408,7 @@ pub struct Steps {
     running: Running,
     last_start: StartTimes,
     groups: crate::os::child::Groups,
+    clock: Arc<Clock>,
 }
 
 impl Steps {
@@ -382,21 +416,22 @@ impl Steps {
     /// (code 4 or 5, the start not recordable while it has a `min_interval`), else the
     /// `data` of its result (as `action_result` carries it).
     pub fn run(&self, name: &str) -> Result<Value, Refusal> {
-        let now_ms = unix_ms();
+        let (now_ms, suspect) = self.clock.stamp_ms();
         let cfg = self.cfg.get();
         let spec = allowed(&cfg, name)?;
+        let started = Start::now();
         let previous = {
             let mut running = self.running.lock();
-            not_running_nor_too_soon(&running, &self.last_start, name, &spec, now_ms)?;
+            not_running_nor_too_soon(&running, &self.last_start, name, &spec)?;
             under_the_cap(&running, &cfg)?;
             running.insert(name.to_string());
-            self.last_start.lock().insert(name.to_string(), now_ms)
+            self.last_start.lock().insert(name.to_string(), started)
         };
         let finished = FinishGuard { name, running: &self.running };
-        if let Err(e) = self.journal.record_start(name, now_ms)
+        if let Err(e) = self.journal.record_start(name, now_ms, suspect)
             && !spec.min_interval.is_zero()
         {
-            self.last_start.put_back(name, now_ms, previous);
+            self.last_start.put_back(name, started, previous);
             return Err(unrecorded(name, spec.min_interval, &e));
         }
         let limits = child::Limits { timeout: spec.timeout, max_output: MAX_OUTPUT };

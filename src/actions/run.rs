@@ -10,11 +10,7 @@ use crate::protocol::{self, FROM_DEVICE, Identity, QueryEcho, Refusal};
 use log::{error, info, warn};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
-pub(super) fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+use std::time::Instant;
 
 pub(super) struct Run {
     pub(super) name: String,
@@ -23,9 +19,13 @@ pub(super) struct Run {
     pub(super) run_id: String,
     pub(super) echo: QueryEcho,
     pub(super) received: Instant,
+    /// Corrected Unix ms, for the journal; `clock_suspect` when the system clock was wrong.
     pub(super) started_at_ms: u64,
+    pub(super) clock_suspect: bool,
+    /// This start, on the monotonic clock (`min_interval`).
+    pub(super) started: Start,
     /// The action's last start before this one (see [`StartTimes::put_back`]).
-    pub(super) previous_start: Option<u64>,
+    pub(super) previous_start: Option<Start>,
 }
 
 pub(super) struct RunCtx {
@@ -97,13 +97,13 @@ impl RunCtx {
         let r = &self.run;
         let finished = FinishGuard { name: &r.name, running: &self.running };
         crate::os::child::drop_thread_capabilities();
-        if let Err(e) = self.journal.record_start(&r.name, r.started_at_ms) {
+        if let Err(e) = self.journal.record_start(&r.name, r.started_at_ms, r.clock_suspect) {
             if !r.spec.min_interval.is_zero() {
                 // Fail closed: run now, and a restart (kill -9, a crash, the reboot this
                 // action asks for) would forget the start and let it run again at once,
                 // which min_interval is there to prevent (a console bug reboot-looping a
                 // rig whose state card went read-only).
-                self.last_start.put_back(&r.name, r.started_at_ms, r.previous_start);
+                self.last_start.put_back(&r.name, r.started, r.previous_start);
                 finished.finish();
                 let refusal = unrecorded(&r.name, r.spec.min_interval, &e);
                 self.refusal_log.log(&r.echo.client_id, &Value::String(r.name.clone()), &refusal);

@@ -26,6 +26,7 @@ pub(crate) const GATEWAY: &[&str] = &[
     "allow_plaintext",
     "max_message_bytes",
     "subprotocol",
+    "proxy",
 ];
 pub(crate) const HEARTBEAT: &[&str] = &["interval", "timeout"];
 pub(crate) const RECONNECT: &[&str] = &["initial", "max"];

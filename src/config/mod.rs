@@ -33,6 +33,7 @@ pub mod actions;
 pub(crate) mod duration;
 mod error;
 pub(crate) mod keys;
+pub mod proxy;
 mod read;
 pub mod recovery;
 mod render;
@@ -161,6 +162,7 @@ impl Config {
                     ca_file: gateway_s.spot("ca_file"),
                     client_cert: gateway_s.spot("client_cert"),
                     client_key: gateway_s.spot("client_key"),
+                    proxy: gateway_s.spot("proxy"),
                     state_dir: paths_s.spot("state_dir"),
                     smartctl: disks_s.spot("smartctl"),
                     commands,

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::config::error::Found;
 use crate::config::keys;
+use crate::config::proxy::{self, ProxySetting, ProxyUrl};
 use crate::config::section::Section;
 use crate::config::url::GatewayUrl;
 use crate::config::*;
@@ -111,6 +112,7 @@ pub(super) fn read_gateway(s: &Section, f: &mut Found) -> Option<ParsedGateway> 
     let login_timeout =
         f.ok(s.duration_or("login_timeout", Duration::from_secs(10), Duration::from_millis(10), TEN_MINUTES));
     let subprotocol = f.ok(s.str("subprotocol"));
+    let proxy = f.ok(read_proxy(s));
     Some(ParsedGateway {
         urls: urls?,
         ca_file: ca_file?,
@@ -121,6 +123,23 @@ pub(super) fn read_gateway(s: &Section, f: &mut Found) -> Option<ParsedGateway> 
         allow_plaintext: allow_plaintext?,
         max_message_bytes: max_message_bytes? as usize,
         subprotocol: subprotocol?,
+        proxy: proxy?,
+    })
+}
+
+/// `gateway.proxy`: a proxy URL, `"none"`, or absent (the environment decides at load).
+fn read_proxy(s: &Section) -> Result<ProxySetting, ConfigError> {
+    let Some(text) = s.str("proxy")? else { return Ok(ProxySetting::Environment) };
+    if text == "none" {
+        return Ok(ProxySetting::Off);
+    }
+    ProxyUrl::parse(&text).map(ProxySetting::Url).map_err(|why| {
+        s.err_at(
+            "proxy",
+            &format!("\"{}\" is not a usable proxy: {why}", proxy::mask(&text)),
+            "write it as http://[user:password@]host:port (HTTP CONNECT) or socks5h://[user:password@]host:port, \
+             or \"none\" to ignore the proxy environment",
+        )
     })
 }
 

@@ -104,6 +104,7 @@ fn render_gateway(g: &GatewayConfig) -> String {
         allow_plaintext,
         max_message_bytes,
         subprotocol,
+        proxy,
         // Made from the three files above; not keys of the file.
         tls: _,
         tls_digest: _,
@@ -133,6 +134,8 @@ fn render_gateway(g: &GatewayConfig) -> String {
         Some(sp) => out += &format!("subprotocol = {}\n", q(sp)),
         None => out += "# subprotocol not set\n",
     }
+    // The credentials of a proxy are masked like the token.
+    out += &proxy.render();
     out
 }
 

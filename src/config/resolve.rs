@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::config::ConfigErrors;
 use crate::config::actions::{ActionsConfig, check_command};
 use crate::config::error::Found;
+use crate::config::proxy::{EnvProxies, ProxyPolicy, ProxySetting};
 use crate::config::section::Spot;
 use crate::config::tls;
 use crate::config::*;
@@ -225,6 +226,7 @@ pub(super) struct ParsedGateway {
     pub(super) allow_plaintext: bool,
     pub(super) max_message_bytes: usize,
     pub(super) subprotocol: Option<String>,
+    pub(super) proxy: crate::config::proxy::ProxySetting,
 }
 
 /// Where the keys that name files are, for the resolve step's refusals.
@@ -235,6 +237,7 @@ pub(super) struct Spots {
     pub(super) ca_file: Spot,
     pub(super) client_cert: Spot,
     pub(super) client_key: Spot,
+    pub(super) proxy: Spot,
     pub(super) state_dir: Spot,
     pub(super) smartctl: Spot,
     /// `actions.NAME.command`, in the order of `actions.actions`.
@@ -297,6 +300,7 @@ impl Parsed {
             (None, None) => unreachable!("read_device refuses a device without token and token_file"),
         };
         let tls = f.ok(tls_material(&spots, &gateway));
+        let proxy = f.ok(proxy_policy(&spots.proxy, &gateway.proxy, &|var| std::env::var(var).ok()));
         // A bare name is looked up on PATH when it runs (smartmontools is only recommended, and
         // a missing one gives smart: null); a path is the operator's explicit choice and must work.
         if disks.smartctl.contains('/') {
@@ -313,7 +317,7 @@ impl Parsed {
             f.ok(check_command(&spec.command[0], at));
         }
         f.ok(check_state_dir(&spots.state_dir, &mut paths, mode));
-        let (token, (tls, tls_digest)) = f.finish(token.zip(tls), &file)?;
+        let (token, ((tls, tls_digest), proxy)) = f.finish(token.zip(tls.zip(proxy)), &file)?;
         let ParsedGateway {
             urls,
             ca_file,
@@ -324,6 +328,8 @@ impl Parsed {
             allow_plaintext,
             max_message_bytes,
             subprotocol,
+            // Decided above, with the environment.
+            proxy: _,
         } = gateway;
         Ok(Config {
             file,
@@ -338,6 +344,7 @@ impl Parsed {
                 allow_plaintext,
                 max_message_bytes,
                 subprotocol,
+                proxy,
                 tls: std::sync::Arc::new(tls),
                 tls_digest,
             },
@@ -353,6 +360,26 @@ impl Parsed {
             recovery,
         })
     }
+}
+
+/// The proxy policy: `gateway.proxy` as written, or without it the environment (`env`),
+/// whose malformed proxy is refused like a wrong key, naming the variable.
+pub(super) fn proxy_policy(
+    at: &Spot,
+    setting: &ProxySetting,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ProxyPolicy, ConfigError> {
+    Ok(match setting {
+        ProxySetting::Off => ProxyPolicy::Off,
+        ProxySetting::Url(p) => ProxyPolicy::Always(p.clone()),
+        ProxySetting::Environment => ProxyPolicy::Environment(EnvProxies::read(env).map_err(|why| {
+            at.err(
+                &format!("gateway.proxy is not set, so the environment decides, and {why}"),
+                "correct the variable where it is set (the unit's drop-in: systemctl edit rig-agent), \
+                 or set gateway.proxy to a proxy URL or \"none\" to override it",
+            )
+        })?),
+    })
 }
 
 /// The same rule as for token_file: a secret readable by every local user is refused.

@@ -85,6 +85,11 @@ pub(crate) struct Spot {
 }
 
 impl Spot {
+    #[cfg(test)]
+    pub(crate) fn for_tests(file: &Path, key: &str) -> Spot {
+        Spot { file: file.to_path_buf(), line: None, key: Some(key.to_string()) }
+    }
+
     /// The refusal of this key, as [`Section::err_at`] would have made it.
     pub(crate) fn err(&self, problem: &str, fix: &str) -> ConfigError {
         ConfigError {

@@ -76,6 +76,8 @@ pub struct GatewayConfig {
     pub max_message_bytes: usize,
     /// Sent as `Sec-WebSocket-Protocol` when set.
     pub subprotocol: Option<String>,
+    /// `proxy`: a proxy for every URL, none, or (absent) the environment's, read at load.
+    pub proxy: crate::config::proxy::ProxyPolicy,
     /// The rustls client config built from the keys above (ring provider, TLS 1.2/1.3).
     pub tls: Arc<rustls::ClientConfig>,
     /// A digest of the PEM files behind `tls`: a reload that changes a certificate but not
@@ -237,6 +239,8 @@ impl Config {
             allow_plaintext,
             max_message_bytes,
             subprotocol,
+            // A new proxy (or none) is a new way to the gateway: connect again through it.
+            proxy,
         } = gateway;
         let (d, g) = (&other.device, &other.gateway);
         let texts = |urls: &[GatewayUrl]| urls.iter().map(|u| u.as_str().to_string()).collect::<Vec<_>>();
@@ -249,6 +253,7 @@ impl Config {
             || *allow_plaintext != g.allow_plaintext
             || *max_message_bytes != g.max_message_bytes
             || *connect_timeout != g.connect_timeout
+            || *proxy != g.proxy
     }
 
     /// Whether `other` moves the state directory or the probe roots, which only a restart

@@ -181,6 +181,8 @@ fn a_reload_reconnects_for_the_connection_settings_and_only_for_them() {
         gateway("allow_plaintext = true"),
         gateway("max_message_bytes = 2048"),
         gateway("connect_timeout = \"5s\""),
+        gateway("proxy = \"http://proxy.example:3128\""),
+        gateway("proxy = \"none\""),
     ];
     for text in &reconnects {
         assert!(base.connection_differs(&f.parse(text).unwrap()), "{text}");
@@ -427,4 +429,47 @@ fn files_named_by_several_keys_are_all_judged_in_one_reading() {
     let errors = f.parse_all(&text).unwrap_err();
     let keys: Vec<&str> = errors.iter().filter_map(|e| e.key.as_deref()).collect();
     assert_eq!(keys, ["device.token_file", "gateway.ca_file", "disks.smartctl"], "{errors}");
+}
+
+#[test]
+fn a_malformed_proxy_names_file_line_key_and_fix_without_its_password() {
+    let f = Fixture::new();
+    let text = MINIMAL.replace("[gateway]\n", "[gateway]\nproxy = \"https://rig:hunter2@proxy.example:3128\"\n");
+    let e = f.parse(&text).unwrap_err();
+    assert_eq!((e.line, e.key.as_deref()), (Some(5), Some("gateway.proxy")));
+    assert!(e.problem.contains("\"https://***@proxy.example:3128\" is not a usable proxy"), "{e}");
+    assert!(e.problem.contains("https:// is not supported"), "{e}");
+    assert!(e.fix.contains("http://[user:password@]host:port"), "{e}");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    let no_port = f.parse(&MINIMAL.replace("[gateway]\n", "[gateway]\nproxy = \"http://proxy.example\"\n"));
+    assert!(no_port.unwrap_err().problem.contains("no port"));
+}
+
+#[test]
+fn check_masks_the_proxy_credentials_and_reads_back_the_same() {
+    let f = Fixture::new();
+    let text = MINIMAL.replace("[gateway]\n", "[gateway]\nproxy = \"socks5h://rig:hunter2@proxy.example:1080\"\n");
+    let c = f.parse(&text).unwrap();
+    let shown = c.render();
+    assert!(shown.contains("proxy = \"socks5h://***@proxy.example:1080\""), "{shown}");
+    assert!(!shown.contains("hunter2") && !format!("{c:?}").contains("hunter2"), "{shown}");
+    assert_eq!(f.parse(&shown).unwrap().render(), shown);
+    let off = f.parse(&MINIMAL.replace("[gateway]\n", "[gateway]\nproxy = \"none\"\n")).unwrap();
+    assert_eq!(off.gateway.proxy, crate::config::proxy::ProxyPolicy::Off);
+}
+
+#[test]
+fn a_malformed_proxy_in_the_environment_is_refused_naming_the_variable() {
+    use crate::config::proxy::{ProxyPolicy, ProxySetting};
+    let f = Fixture::new();
+    let env = |var: &str| (var == "https_proxy").then(|| "http://rig:hunter2@proxy.example".to_string());
+    let spot = crate::config::section::Spot::for_tests(&f.dir.path().join("rig-agent.toml"), "gateway.proxy");
+    let e = resolve::proxy_policy(&spot, &ProxySetting::Environment, &env).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("gateway.proxy"));
+    assert!(e.problem.contains("https_proxy=\"http://***@proxy.example\" is not a usable proxy: no port"), "{e}");
+    assert!(e.fix.contains("systemctl edit rig-agent"), "{e}");
+    assert!(!e.to_string().contains("hunter2"));
+    // The key overrides a malformed environment.
+    let off = resolve::proxy_policy(&spot, &ProxySetting::Off, &env).unwrap();
+    assert_eq!(off, ProxyPolicy::Off);
 }

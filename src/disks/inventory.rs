@@ -133,6 +133,7 @@ mod tests {
     use super::*;
     use crate::episodes::episode::{Closing, Episode};
     use crate::episodes::reason::Reason;
+    use crate::protocol::Timestamp;
 
     fn sample() -> Inventory {
         let mut inv = Inventory::default();
@@ -156,7 +157,7 @@ mod tests {
             subject: "sdl".into(),
             reason: Reason::Missing,
             act_id: "9f3a61c2-12".into(),
-            since: 1_764_000_000,
+            since: Timestamp::exact(1_764_000_000),
             detail: "block device sdl disappeared".into(),
             reported: false,
         });
@@ -165,12 +166,12 @@ mod tests {
                 subject: "sdm".into(),
                 reason: Reason::Offline,
                 act_id: "9f3a61c2-10".into(),
-                since: 1_763_999_000,
+                since: Timestamp { secs: 1_763_999_000, suspect: true },
                 detail: "device/state of sdm is \"offline\"".into(),
                 reported: true,
             },
             act_id: "9f3a61c2-13".into(),
-            time: 1_764_000_100,
+            time: Timestamp::exact(1_764_000_100),
             detail: "device/state of sdm is \"running\" again".into(),
             reported: false,
         });

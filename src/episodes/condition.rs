@@ -46,7 +46,7 @@ mod tests {
                 subject: n.subject,
                 reason: n.reason,
                 act_id: "x".into(),
-                since: 0,
+                since: crate::protocol::Timestamp::exact(0),
                 detail: n.detail,
                 reported: true,
             });

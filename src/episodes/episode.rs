@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use crate::episodes::reason::Reason;
 use crate::episodes::subject::SubjectKind;
+use crate::protocol::Timestamp;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Episode {
@@ -15,8 +16,8 @@ pub struct Episode {
     pub reason: Reason,
     /// The warning raised when the episode opened.
     pub act_id: String,
-    /// Unix seconds.
-    pub since: u64,
+    /// When it opened (Unix seconds, and whether the clock was wrong then).
+    pub since: Timestamp,
     /// The warning's `detail`, to raise it again with the same text.
     pub detail: String,
     /// Its warning was durably in the spool, or acknowledged: it needs no raising again.
@@ -30,9 +31,12 @@ impl Episode {
 
     /// As the state files keep it: the subject under `disk` or `gpu`, as in its warning.
     pub fn to_json(&self) -> Value {
-        let mut v = json!({"reason": self.reason.as_str(), "act_id": self.act_id, "since": self.since,
+        let mut v = json!({"reason": self.reason.as_str(), "act_id": self.act_id, "since": self.since.secs,
                            "detail": self.detail, "reported": self.reported});
         v[self.kind().as_str()] = self.subject.clone().into();
+        if self.since.suspect {
+            v["since_suspect"] = true.into();
+        }
         v
     }
 
@@ -45,7 +49,8 @@ impl Episode {
             subject: s(&e[reason.kind().as_str()])?,
             reason,
             act_id: s(&e["act_id"])?,
-            since: e["since"].as_u64()?,
+            // Absent before the agent knew its clock could be wrong: a trusted time.
+            since: Timestamp { secs: e["since"].as_u64()?, suspect: e["since_suspect"] == true },
             detail: s(&e["detail"]).unwrap_or_default(),
             // Files of earlier versions knew only reported episodes.
             reported: e["reported"].as_bool().unwrap_or(true),
@@ -62,8 +67,8 @@ pub struct Closing {
     pub episode: Episode,
     /// The `warning_cleared` message's own `act_id`.
     pub act_id: String,
-    /// Unix seconds: when the episode ended.
-    pub time: u64,
+    /// When the episode ended.
+    pub time: Timestamp,
     /// Why it ended, the cleared message's `detail`.
     pub detail: String,
     /// The cleared message was durably in the spool, or acknowledged.
@@ -74,7 +79,10 @@ impl Closing {
     pub fn to_json(&self) -> Value {
         let mut v = self.episode.to_json();
         v["cleared"] =
-            json!({"act_id": self.act_id, "time": self.time, "detail": self.detail, "reported": self.reported});
+            json!({"act_id": self.act_id, "time": self.time.secs, "detail": self.detail, "reported": self.reported});
+        if self.time.suspect {
+            v["cleared"]["time_suspect"] = true.into();
+        }
         v
     }
 
@@ -83,7 +91,7 @@ impl Closing {
         Some(Closing {
             episode: Episode::from_json(e)?,
             act_id: c["act_id"].as_str()?.to_string(),
-            time: c["time"].as_u64()?,
+            time: Timestamp { secs: c["time"].as_u64()?, suspect: c["time_suspect"] == true },
             detail: c["detail"].as_str().unwrap_or_default().to_string(),
             reported: c["reported"].as_bool()?,
         })
@@ -99,7 +107,7 @@ mod tests {
             subject: subject.into(),
             reason,
             act_id: "9f3a61c2-12".into(),
-            since: 1_764_000_000,
+            since: Timestamp::exact(1_764_000_000),
             detail: "seen".into(),
             reported: false,
         }
@@ -124,7 +132,7 @@ mod tests {
         let c = Closing {
             episode: episode("sdl", Reason::Offline),
             act_id: "9f3a61c2-13".into(),
-            time: 1_764_000_100,
+            time: Timestamp { secs: 1_764_000_100, suspect: true },
             detail: "device/state of sdl is \"running\" again".into(),
             reported: true,
         };

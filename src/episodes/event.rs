@@ -116,11 +116,11 @@ mod tests {
             subject: "0000:01:00.0".into(),
             reason: Reason::GpuLost,
             act_id: "9f3a61c2-31".into(),
-            since: 5,
+            since: crate::protocol::Timestamp::exact(5),
             detail: "kernel: NVRM: Xid (PCI:0000:01:00): 79, GPU has fallen off the bus.".into(),
             reported: false,
         };
-        feed.publish(&EpisodeEvent::of(Change::Opened, &e, &e.detail, e.since));
+        feed.publish(&EpisodeEvent::of(Change::Opened, &e, &e.detail, e.since.secs));
         drop(b);
         feed.publish(&EpisodeEvent::of(Change::Closed, &e, "nvidia-smi lists it again", 9));
         let got: Vec<EpisodeEvent> = a.try_iter().collect();

@@ -152,7 +152,7 @@ mod tests {
             subject: "0000:01:00.0".into(),
             reason: Reason::GpuLost,
             act_id: "9f3a61c2-31".into(),
-            since: 1_764_000_000,
+            since: crate::protocol::Timestamp::exact(1_764_000_000),
             detail: "NVRM: Xid (PCI:0000:01:00): 79, GPU has fallen off the bus.".into(),
             reported: true,
         });

@@ -31,7 +31,7 @@ use crate::os::local_socket::{self, UntilDeadline};
 use crate::os::wake::{self, Interest, WakeReceiver, Waker};
 use crate::protocol::escape::escape;
 use crate::protocol::{self, Identity, QueryEcho, Refusal};
-use crate::status::{AgentStatus, By, Window, unix_now};
+use crate::status::{AgentStatus, By, Window};
 
 /// How long a local peer has to send its whole request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
@@ -62,7 +62,7 @@ impl Control {
     /// `rig-agent maintenance` says no agent answers.
     pub fn start(state_dir: &Path, status: Arc<AgentStatus>) -> std::io::Result<Control> {
         let file = StateFile::new(state_dir);
-        let (window, problem) = file.load(unix_now(), Instant::now());
+        let (window, problem) = file.load(status.clock().unix_secs(), Instant::now());
         if let Some(p) = problem {
             log::error!("{p}");
         }
@@ -174,7 +174,7 @@ impl Worker {
             Ask::Status => {}
             Ask::On(d) => {
                 let d = state::check_length(d)?;
-                let w = Window { until: unix_now() + d.as_secs(), by, ends: Instant::now() + d };
+                let w = Window { until: self.status.clock().unix_secs() + d.as_secs(), by, ends: Instant::now() + d };
                 self.file.save(&w).map_err(|e| {
                     format!("cannot keep the maintenance window in the state directory ({e}); nothing changed")
                 })?;

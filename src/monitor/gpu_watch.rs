@@ -195,7 +195,7 @@ mod tests {
                 subject: "0000:01:00.0".into(),
                 reason: *reason,
                 act_id: format!("a-{i}"),
-                since: 1,
+                since: crate::protocol::Timestamp::exact(1),
                 detail: "before".into(),
                 reported: true,
             });

@@ -38,7 +38,7 @@ use crate::probes::gpu::{Gpu, NvidiaError, NvidiaReader};
 use crate::probes::smart::SmartReader;
 use crate::probes::{Roots, counters, glob_match};
 use crate::protocol::{ActIds, Identity};
-use crate::status::{AgentStatus, unix_now};
+use crate::status::AgentStatus;
 use gpu_watch::GpuWatch;
 use messages::Names;
 
@@ -170,7 +170,8 @@ impl Monitor {
         }
         let id = Identity::from(&cfg.device);
         let maintenance = shared.status.maintenance.is_on();
-        let unsaved = restart::take_over(&mut inv, &mut gpus, &shared.spool, &id, maintenance);
+        let unsaved =
+            restart::take_over(&mut inv, &mut gpus, &shared.spool, &id, maintenance, shared.status.clock().stamp());
         let mut storms = Storms::new(cfg.disks.io_error_quiet);
         let now = Instant::now();
         // An io_errors episode open before a restart stays open a quiet period more: the
@@ -217,7 +218,7 @@ impl Monitor {
     fn publish_resumed(&self) {
         for l in [&self.inv.episodes, &self.gpus.inv.episodes] {
             for e in &l.open {
-                self.feed.publish(&EpisodeEvent::of(Change::Resumed, e, &e.detail, e.since));
+                self.feed.publish(&EpisodeEvent::of(Change::Resumed, e, &e.detail, e.since.secs));
             }
         }
     }
@@ -417,7 +418,7 @@ impl Monitor {
             // The storage thread writes it durably before the runner offers it to the
             // gateway; the episode counts as reported once that write is done.
             self.spool.push(&self.names().warning(&self.id, e, maintenance));
-            self.feed.publish(&EpisodeEvent::of(Change::Opened, e, &e.detail, e.since));
+            self.feed.publish(&EpisodeEvent::of(Change::Opened, e, &e.detail, e.since.secs));
         }
         // After every warning: an end goes out after its start, in spool order.
         let ends = closed.len();
@@ -453,9 +454,9 @@ impl Monitor {
             SubjectKind::Gpu => format!("GPU {}", e.subject),
         };
         log::info!("{what}: {} cleared", e.reason);
-        let now = unix_now();
+        let now = self.status.clock().stamp();
         let detail = format!("{what}: {} no longer holds", e.reason);
-        self.feed.publish(&EpisodeEvent::of(Change::Closed, &e, &detail, now));
+        self.feed.publish(&EpisodeEvent::of(Change::Closed, &e, &detail, now.secs));
         if !self.send_cleared || self.spool.dropped(&e.act_id) {
             return;
         }
@@ -477,7 +478,7 @@ impl Monitor {
             self.inv.episodes.open = kept;
             for e in gone {
                 let detail = format!("disk /dev/{n} is no longer monitored");
-                self.feed.publish(&EpisodeEvent::of(Change::Closed, &e, &detail, unix_now()));
+                self.feed.publish(&EpisodeEvent::of(Change::Closed, &e, &detail, self.status.clock().unix_secs()));
             }
         }
     }
@@ -550,7 +551,7 @@ impl Monitor {
             subject: c.subject.clone(),
             reason: c.reason,
             act_id: self.ids.next(),
-            since: unix_now(),
+            since: self.status.clock().stamp(),
             detail: c.detail.clone(),
             reported: false,
         };

@@ -13,8 +13,7 @@ use crate::episodes::reason::Reason;
 use crate::episodes::subject::SubjectKind;
 use crate::gpus::inventory::GpuInventory;
 use crate::outbox::spool::{Kind, Spool};
-use crate::protocol::{self, Identity};
-use crate::status::unix_now;
+use crate::protocol::{self, Identity, Timestamp};
 
 fn ledger<'a>(disks: &'a mut Inventory, gpus: &'a mut GpuInventory, kind: SubjectKind) -> &'a mut Ledger {
     match kind {
@@ -27,7 +26,7 @@ fn ledger<'a>(disks: &'a mut Inventory, gpus: &'a mut GpuInventory, kind: Subjec
 /// waiting, or acknowledged with no episode saved, becomes a reported episode; an
 /// unreported episode whose warning was acknowledged is marked reported; one whose warning
 /// was never durably spooled nor acknowledged is raised again, with the same `act_id` and
-/// time; the same for the `warning_cleared` of a closing episode, always after its warning.
+/// time (`now` stands for a time that cannot be read); the same for the `warning_cleared` of a closing episode, always after its warning.
 /// Returns whether the inventories now differ from what is saved (the first scan saves).
 pub(crate) fn take_over(
     disks: &mut Inventory,
@@ -35,6 +34,7 @@ pub(crate) fn take_over(
     spool: &Spool,
     id: &Identity,
     maintenance: bool,
+    now: Timestamp,
 ) -> bool {
     // Sets, not a scan of the episodes per entry: the spool may hold thousands.
     let mut known: HashSet<(String, Reason)> = HashSet::new();
@@ -49,7 +49,7 @@ pub(crate) fn take_over(
     for entry in unacked.iter().filter(|e| e.kind == Kind::WarningCleared) {
         if let Some(c) = protocol::decode_cleared(&entry.text) {
             warned.insert(c.ref_act_id.clone());
-            let time = c.parts.time.unwrap_or_else(unix_now);
+            let time = c.parts.time.unwrap_or(now);
             let placeholder = Episode {
                 subject: c.parts.subject,
                 reason: Reason::Missing,
@@ -77,7 +77,7 @@ pub(crate) fn take_over(
             continue;
         }
         if known.insert((w.subject.clone(), reason)) {
-            let since = w.time.unwrap_or_else(unix_now);
+            let since = w.time.unwrap_or(now);
             let e = Episode {
                 subject: w.subject,
                 reason,
@@ -101,7 +101,7 @@ pub(crate) fn take_over(
             continue;
         }
         if known.insert((w.subject.clone(), reason)) {
-            let since = w.time.unwrap_or_else(unix_now);
+            let since = w.time.unwrap_or(now);
             keep.insert(act_id.clone());
             let e = Episode { subject: w.subject, reason, act_id, since, detail: w.detail, reported: true };
             ledger(disks, gpus, reason.kind()).open.push(e);
@@ -193,14 +193,14 @@ mod tests {
             subject: disk.into(),
             reason: Reason::Offline,
             act_id: act_id.into(),
-            since: 1_700_000_000,
+            since: Timestamp::exact(1_700_000_000),
             detail: "state offline".into(),
             reported,
         }
     }
 
     fn take(disks: &mut Inventory, gpus: &mut GpuInventory, spool: &Spool) -> bool {
-        take_over(disks, gpus, spool, &id(), false)
+        take_over(disks, gpus, spool, &id(), false, Timestamp::exact(1))
     }
 
     #[test]
@@ -215,7 +215,7 @@ mod tests {
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].act_id, "a-7");
         let w = protocol::decode_warning(&again[0].text).unwrap();
-        assert_eq!((w.subject.as_str(), w.time), ("sdb", Some(1_700_000_000)));
+        assert_eq!((w.subject.as_str(), w.time), ("sdb", Some(Timestamp::exact(1_700_000_000))));
         assert_eq!(spool.durability("a-7"), Some(Durability::OnDisk));
     }
 
@@ -224,7 +224,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let (spool, _) = Spool::open(d.path()).unwrap();
         let disk = Named::Disk { device: "/dev/sdc", serial: None };
-        let stamp = Stamp { time: 1_700_000_001, maintenance: false };
+        let stamp = Stamp { time: Timestamp::exact(1_700_000_001), maintenance: false };
         spool.push(&protocol::encode_warning(&id(), "a-9", &disk, "offline", "state offline", &stamp));
         let gpu = Named::Gpu { bus: "0000:01:00.0", index: None, model: None, uuid: None };
         spool.push(&protocol::encode_warning(&id(), "a-10", &gpu, "gpu_lost", "fell off", &stamp));
@@ -233,7 +233,10 @@ mod tests {
         let (spool, _) = Spool::open(d.path()).unwrap();
         let (mut inv, mut gpus) = (Inventory::default(), GpuInventory::default());
         take(&mut inv, &mut gpus, &spool);
-        assert_eq!(inv.episodes.open, [Episode { since: 1_700_000_001, ..episode("sdc", "a-9", true) }]);
+        assert_eq!(
+            inv.episodes.open,
+            [Episode { since: Timestamp::exact(1_700_000_001), ..episode("sdc", "a-9", true) }]
+        );
         assert_eq!(gpus.episodes.open.len(), 1);
         assert_eq!(
             (gpus.episodes.open[0].subject.as_str(), gpus.episodes.open[0].reason),
@@ -251,7 +254,7 @@ mod tests {
         inv.episodes.closing.push(Closing {
             episode: episode("sdb", "a-7", false),
             act_id: "a-8".into(),
-            time: 1_700_000_100,
+            time: Timestamp::exact(1_700_000_100),
             detail: "device/state of sdb is \"running\" again".into(),
             reported: false,
         });

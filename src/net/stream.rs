@@ -43,6 +43,13 @@ impl Sock {
         Sock { tcp, deadline: Some(deadline) }
     }
 
+    /// The socket, its timeouts cleared: the caller's, blocking and without a deadline.
+    pub(crate) fn into_tcp(self) -> io::Result<TcpStream> {
+        self.tcp.set_read_timeout(None)?;
+        self.tcp.set_write_timeout(None)?;
+        Ok(self.tcp)
+    }
+
     fn arm(&self) -> io::Result<()> {
         let Some(deadline) = self.deadline else { return Ok(()) };
         let left = deadline.saturating_duration_since(Instant::now());

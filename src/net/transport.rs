@@ -1,18 +1,21 @@
-//! Getting a WebSocket to the gateway: DNS, TCP connect, TLS and the RFC 6455 upgrade, each
-//! phase bounded, each failure saying which phase failed and why.
+//! Getting a WebSocket to the gateway: DNS (or the proxy), TCP connect, TLS and the RFC 6455
+//! upgrade, each phase bounded by one deadline, each failure saying which phase failed, why,
+//! and what to fix.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use rustls::pki_types::ServerName;
+use rustls::pki_types::{ServerName, UnixTime};
 use rustls::{CertificateError, ClientConnection, StreamOwned};
 
+use crate::clock::Clock;
 use crate::config::GatewayConfig;
 use crate::config::url::GatewayUrl;
+use crate::logging::utc_timestamp;
+use crate::net::abort::Abort;
+use crate::net::resolve::Resolver;
+use crate::net::route::dial_with;
 use crate::net::stream::Stream;
 use crate::net::stream::timed_out;
 use crate::net::stream::{Inner, Sock};
@@ -44,6 +47,30 @@ pub enum ConnectError {
     Upgrade(String),
     #[error("connection closed during the handshake")]
     Eof,
+    /// DNS or TCP to the proxy failed: it is down, or its address is wrong.
+    #[error("cannot reach the proxy {proxy}: {why}; check its address in {from}, and that it runs")]
+    ProxyUnreachable { proxy: String, from: String, why: String },
+    #[error(
+        "the proxy {proxy} did not finish within gateway.connect_timeout ({timeout:?}, one deadline for DNS, TCP, the proxy, TLS and the upgrade together)"
+    )]
+    ProxyTimeout { proxy: String, timeout: Duration },
+    /// 407, or SOCKS5 authentication refused. The credentials are never in the text.
+    #[error(
+        "the proxy {proxy} refused the agent: {why}; set the right user and password in {from} (scheme://user:password@host:port)"
+    )]
+    ProxyAuth { proxy: String, from: String, why: String },
+    /// 403 and other refusals, a SOCKS5 rule.
+    #[error("the proxy {proxy} refuses to connect to {target} ({why}); have {target} allowed on the proxy")]
+    ProxyRefused { proxy: String, target: String, why: String },
+    /// 502/503/504, SOCKS5 host or network unreachable, connection refused, TTL expired.
+    #[error(
+        "the proxy {proxy} cannot reach {target} ({why}); check that the gateway is up and that the proxy can resolve and reach it"
+    )]
+    ProxyCannotReach { proxy: String, target: String, why: String },
+    /// A reply that is not the protocol of the proxy's scheme (garbage, an SSH banner, a
+    /// SOCKS proxy asked in HTTP), or one that breaks it.
+    #[error("{proxy} does not answer as {scheme} proxy: {why}; check the scheme and the port in {from}")]
+    ProxyProtocol { proxy: String, from: String, scheme: &'static str, why: String },
     /// The runner gave the attempt up (stop, or a reload that changed the gateway
     /// settings); nobody reads this one.
     #[error("attempt abandoned")]
@@ -60,75 +87,69 @@ impl ConnectError {
             ConnectError::HandshakeTimeout { .. } => "handshake-timeout",
             ConnectError::Upgrade(_) => "upgrade",
             ConnectError::Eof => "eof",
+            ConnectError::ProxyUnreachable { .. } => "proxy-unreachable",
+            ConnectError::ProxyTimeout { .. } => "proxy-timeout",
+            ConnectError::ProxyAuth { .. } => "proxy-auth",
+            ConnectError::ProxyRefused { .. } => "proxy-refused",
+            ConnectError::ProxyCannotReach { .. } => "proxy-cannot-reach",
+            ConnectError::ProxyProtocol { .. } => "proxy-protocol",
             ConnectError::Abandoned => "abandoned",
         }
     }
 }
 
-/// Lets the runner give up an attempt that runs on a helper thread: the attempt's socket is
-/// shut down, so a read blocked in TLS or the upgrade returns at once and the thread ends
-/// with its socket closed instead of living on until its deadline. Call [`Abort::abort`]
-/// when the attempt's result is no longer wanted.
-#[derive(Debug, Clone, Default)]
-pub struct Abort(Arc<Mutex<AbortState>>);
-
-#[derive(Debug, Default)]
-struct AbortState {
-    aborted: bool,
-    /// A second handle on the attempt's socket while its handshake runs.
-    tcp: Option<TcpStream>,
-}
-
-impl Abort {
-    pub fn abort(&self) {
-        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        s.aborted = true;
-        if let Some(tcp) = s.tcp.take() {
-            let _ = tcp.shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    /// From now on `abort` shuts `tcp` down; `Abandoned` if it was already called.
-    fn watch(&self, tcp: &TcpStream) -> Result<(), ConnectError> {
-        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if s.aborted {
-            return Err(ConnectError::Abandoned);
-        }
-        s.tcp = tcp.try_clone().ok();
-        Ok(())
-    }
-
-    /// The handshake is over: the second handle (an fd) goes.
-    fn release(&self) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).tcp = None;
-    }
-}
-
-/// Connects to `url`: DNS, TCP, TLS and the upgrade all within one `connect_timeout` from
-/// now. The returned socket is still blocking; the runner switches it to non-blocking.
-/// `lookups` counts this agent's DNS lookups still running (the runner keeps it); `abort`
+/// Connects to `url`: DNS (or the proxy `cfg.proxy` chooses), TCP, TLS and the upgrade all
+/// within one `connect_timeout` from now. The returned socket is still blocking; the runner
+/// switches it to non-blocking. `resolver` bounds this agent's DNS lookups and keeps the
+/// addresses that worked; certificates are verified at `clock`'s corrected time; `abort`
 /// ends the attempt early.
 pub fn connect(
     url: &GatewayUrl,
     cfg: &GatewayConfig,
-    lookups: &Arc<AtomicUsize>,
+    resolver: &Resolver,
+    clock: &Arc<Clock>,
     abort: &Abort,
 ) -> Result<Connected, ConnectError> {
     let timeout = cfg.connect_timeout;
     let deadline = Instant::now() + timeout;
-    let addrs = resolve(url.host(), url.port(), timeout, lookups)?;
-    let tcp = connect_tcp(&addrs, deadline, timeout)?;
-    let _ = tcp.set_nodelay(true);
-    abort.watch(&tcp)?;
-    let result = handshake(url, cfg, Sock::with_deadline(tcp, deadline), timeout);
+    let route = cfg.proxy.choose(url.host(), url.port(), url.is_tls());
+    let dialed = dial_with(resolver, url.host(), url.port(), &route, deadline, abort)?;
+    let result = handshake(url, cfg, clock, Sock::with_deadline(dialed.tcp, deadline), timeout);
     abort.release();
-    result
+    let connected = result?;
+    // It reached the gateway (verified, for wss): the addresses it came through are the
+    // ones to keep, and when they were the kept ones, the log says so.
+    if let Some((host, used, resolved)) = dialed.resolved {
+        match resolved.cached {
+            Some(why) => log::info!(
+                "{why}; connected through {used}, the address {host} had when the agent last reached it (the \
+                 certificate was verified against {host} as always)"
+            ),
+            None => {
+                let fresh: Vec<_> = resolved.addrs.iter().map(|a| a.ip()).collect();
+                resolver.book().remember(&host, used.ip(), &fresh);
+            }
+        }
+    }
+    Ok(connected)
 }
 
 /// TLS (for `wss`) and the upgrade, on a socket whose deadline is set.
-fn handshake(url: &GatewayUrl, cfg: &GatewayConfig, sock: Sock, timeout: Duration) -> Result<Connected, ConnectError> {
-    let inner =
-        if url.is_tls() { Inner::Tls(Box::new(tls_handshake(url, cfg, sock, timeout)?)) } else { Inner::Plain(sock) };
+fn handshake(
+    url: &GatewayUrl,
+    cfg: &GatewayConfig,
+    clock: &Arc<Clock>,
+    sock: Sock,
+    timeout: Duration,
+) -> Result<Connected, ConnectError> {
+    let inner = if url.is_tls() {
+        let tls = tls_handshake(url, cfg, clock, sock, timeout)?;
+        // Verified at the corrected time: the floor moves up to it.
+        clock.saw_verified();
+        Inner::Tls(Box::new(tls))
+    } else {
+        Inner::Plain(sock)
+    };
     let stream = Stream::new(inner);
     let mut c = upgrade(url, cfg, stream).map_err(|e| match e {
         UpgradeError::Refused(why) => ConnectError::Upgrade(why),
@@ -139,89 +160,33 @@ fn handshake(url: &GatewayUrl, cfg: &GatewayConfig, sock: Sock, timeout: Duratio
     Ok(c)
 }
 
-/// How many lookup threads of one agent may run at once. Each ends on the resolver's own
-/// timeout (glibc: 5 s a try, two tries a nameserver), so a few are plenty.
-const MAX_RUNNING_LOOKUPS: usize = 4;
-
-fn resolve(
-    host: &str,
-    port: u16,
-    timeout: Duration,
-    lookups: &Arc<AtomicUsize>,
-) -> Result<Vec<SocketAddr>, ConnectError> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    // getaddrinfo cannot be bounded; a helper thread can. A lookup that hangs leaves its
-    // thread to finish on the resolver's own timeout, while we move on; but a resolver
-    // that never answers must not cost one more thread per attempt.
-    if lookups.fetch_add(1, Ordering::SeqCst) >= MAX_RUNNING_LOOKUPS {
-        lookups.fetch_sub(1, Ordering::SeqCst);
-        return Err(ConnectError::Dns {
-            host: host.into(),
-            reason: format!("the resolver has not answered the last {MAX_RUNNING_LOOKUPS} lookups"),
-        });
-    }
-    let (tx, rx) = mpsc::channel();
-    let (name, running) = (host.to_string(), Arc::clone(lookups));
-    let spawned = std::thread::Builder::new().name("dns".into()).spawn(move || {
-        let found = (name.as_str(), port).to_socket_addrs().map(|a| a.collect::<Vec<_>>());
-        running.fetch_sub(1, Ordering::SeqCst);
-        let _ = tx.send(found);
-    });
-    if let Err(e) = spawned {
-        lookups.fetch_sub(1, Ordering::SeqCst);
-        return Err(ConnectError::Dns { host: host.into(), reason: format!("cannot start lookup thread: {e}") });
-    }
-    match rx.recv_timeout(timeout) {
-        Ok(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
-        Ok(Ok(_)) => Err(ConnectError::Dns { host: host.into(), reason: "no addresses".into() }),
-        Ok(Err(e)) => Err(ConnectError::Dns { host: host.into(), reason: escape(&e.to_string()) }),
-        Err(_) => Err(ConnectError::DnsTimeout { host: host.into(), timeout }),
-    }
-}
-
-fn connect_tcp(addrs: &[SocketAddr], deadline: Instant, timeout: Duration) -> Result<TcpStream, ConnectError> {
-    let mut last = None;
-    for addr in addrs {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        match TcpStream::connect_timeout(addr, left) {
-            Ok(s) => return Ok(s),
-            Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => {
-                last = Some(ConnectError::TcpTimeout { addr: addr.to_string(), timeout })
-            }
-            Err(e) => last = Some(ConnectError::Tcp { addr: addr.to_string(), source: e }),
-        }
-    }
-    Err(last.unwrap_or_else(|| ConnectError::TcpTimeout { addr: addrs[0].to_string(), timeout }))
-}
-
 fn tls_handshake(
     url: &GatewayUrl,
     cfg: &GatewayConfig,
+    clock: &Arc<Clock>,
     mut sock: Sock,
     timeout: Duration,
 ) -> Result<StreamOwned<ClientConnection, Sock>, ConnectError> {
     let host = url.host().to_string();
     let tls_err = |reason: String| ConnectError::Tls { host: host.clone(), reason };
     let name = ServerName::try_from(host.clone()).map_err(|e| tls_err(format!("bad server name: {e}")))?;
-    let mut conn = ClientConnection::new(Arc::clone(&cfg.tls), name).map_err(|e| tls_err(e.to_string()))?;
+    // The config as loaded, with the agent's clock: a board at 1970 verifies at its floor.
+    let mut tls = (*cfg.tls).clone();
+    tls.time_provider = clock.time_provider();
+    let mut conn = ClientConnection::new(Arc::new(tls), name).map_err(|e| tls_err(e.to_string()))?;
     while conn.is_handshaking() {
         match conn.complete_io(&mut sock) {
             Ok((0, 0)) if conn.wants_read() => return Err(ConnectError::Eof),
             Ok(_) => {}
             Err(e) if timed_out(&e) => return Err(ConnectError::HandshakeTimeout { host, timeout }),
-            Err(e) => return Err(tls_err(explain_tls(&e))),
+            Err(e) => return Err(tls_err(explain_tls(&e, clock))),
         }
     }
     Ok(StreamOwned::new(conn, sock))
 }
 
 /// Turns rustls' certificate errors into what an operator can act on.
-fn explain_tls(e: &io::Error) -> String {
+fn explain_tls(e: &io::Error, clock: &Clock) -> String {
     let Some(err) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) else {
         return match e.kind() {
             io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => {
@@ -231,11 +196,22 @@ fn explain_tls(e: &io::Error) -> String {
         };
     };
     match err {
-        rustls::Error::InvalidCertificate(
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
-        ) => "certificate not valid yet; is the clock set? (boards without an RTC need NTP first)".into(),
-        rustls::Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
-            "the gateway's certificate has expired (or this clock is wrong)".into()
+        rustls::Error::InvalidCertificate(CertificateError::NotValidYetContext { time, not_before }) => {
+            not_valid_yet(date(*not_before), date(*time), clock)
+        }
+        rustls::Error::InvalidCertificate(CertificateError::NotValidYet) => {
+            not_valid_yet("a later date".into(), date(UnixTime::since_unix_epoch(clock.read().corrected())), clock)
+        }
+        rustls::Error::InvalidCertificate(CertificateError::ExpiredContext { time, not_after }) => format!(
+            "the gateway's certificate expired at {}, and this rig's clock reads {}: renew the certificate on the \
+             gateway, unless this rig's clock is ahead (check it: timedatectl)",
+            date(*not_after),
+            date(*time)
+        ),
+        rustls::Error::InvalidCertificate(CertificateError::Expired) => {
+            "the gateway's certificate has expired: renew it on the gateway, unless this rig's clock is ahead (check \
+             it: timedatectl)"
+                .into()
         }
         rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
             "the gateway's certificate is not signed by a trusted CA (check gateway.ca_file)".into()
@@ -250,5 +226,30 @@ fn explain_tls(e: &io::Error) -> String {
         }
         // rustls' own words, but alerts and decode errors may quote what the peer sent.
         other => escape(&other.to_string()),
+    }
+}
+
+fn date(t: UnixTime) -> String {
+    utc_timestamp(UNIX_EPOCH + Duration::from_secs(t.as_secs()))
+}
+
+/// A certificate whose validity starts after the time it was checked at: this rig's clock
+/// is wrong (below even the floor it was checked at), or the gateway's certificate was made
+/// by a clock that runs ahead, or installed before its start date.
+fn not_valid_yet(not_before: String, checked_at: String, clock: &Clock) -> String {
+    let r = clock.read();
+    if r.suspect {
+        format!(
+            "the gateway's certificate is valid from {not_before} only, checked at {checked_at}: the latest time this \
+             agent knows has passed, as this rig's clock is wrong (it reads {}); set the clock (enable \
+             systemd-timesyncd)",
+            utc_timestamp(UNIX_EPOCH + r.system)
+        )
+    } else {
+        format!(
+            "the gateway's certificate is not valid yet: it is valid from {not_before}, and this rig's clock reads \
+             {checked_at}; the certificate was made by a clock that runs ahead, or installed before its start date \
+             (fix it on the gateway), unless this rig's clock is behind (check it)"
+        )
     }
 }

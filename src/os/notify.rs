@@ -16,6 +16,10 @@ pub struct Notifier {
     watchdog_every: Option<Duration>,
     last_ping: Instant,
     last_status: String,
+    /// The status last given, before the note and the escaping.
+    given: String,
+    /// Said after every status while it is set (a wrong system clock).
+    note: Option<String>,
 }
 
 enum Target {
@@ -46,7 +50,14 @@ impl Notifier {
             .and_then(|u| u.parse::<u64>().ok())
             .filter(|u| *u > 0 && ours)
             .map(|u| Duration::from_micros(u / 2));
-        Notifier { socket, watchdog_every, last_ping: Instant::now(), last_status: String::new() }
+        Notifier {
+            socket,
+            watchdog_every,
+            last_ping: Instant::now(),
+            last_status: String::new(),
+            given: String::new(),
+            note: None,
+        }
     }
 
     fn send(&self, msg: &str) {
@@ -79,11 +90,27 @@ impl Notifier {
     /// The cap is above the callers' (their own words plus outside text cut at
     /// [`escape::MAX_CHARS`]), so text they escaped is not changed again.
     pub fn status(&mut self, text: &str) {
-        let text = escape::escape_to(text, MAX_STATUS_CHARS);
+        self.given = text.to_string();
+        self.send_status();
+    }
+
+    fn send_status(&mut self) {
+        let text = match &self.note {
+            Some(note) if self.given.is_empty() => escape::escape_to(note, MAX_STATUS_CHARS),
+            Some(note) => escape::escape_to(&format!("{note}; {}", self.given), MAX_STATUS_CHARS),
+            None => escape::escape_to(&self.given, MAX_STATUS_CHARS),
+        };
         if text != self.last_status {
             self.send(&format!("STATUS={text}"));
             self.last_status = text;
         }
+    }
+
+    /// A note that leads every status from now on (`None`: no more), sent at once with the
+    /// status last given: what must stay in sight while it holds, as a wrong clock.
+    pub fn set_note(&mut self, note: Option<String>) {
+        self.note = note;
+        self.send_status();
     }
 
     /// When the next keep-alive is due, if systemd watches us.
@@ -115,6 +142,8 @@ mod tests {
             watchdog_every,
             last_ping: Instant::now(),
             last_status: String::new(),
+            given: String::new(),
+            note: None,
         };
         (server, n)
     }
@@ -140,6 +169,31 @@ mod tests {
     }
 
     #[test]
+    fn a_note_leads_every_status_while_it_is_set() {
+        let d = tempfile::tempdir().unwrap();
+        let (server, mut n) = pair(&d, None);
+        n.status("connecting to wss://gw/ws");
+        n.set_note(Some("system clock wrong".into()));
+        n.status("connected to wss://gw/ws");
+        n.set_note(None);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        for _ in 0..4 {
+            let len = server.recv(&mut buf).unwrap();
+            got.push(String::from_utf8_lossy(&buf[..len]).into_owned());
+        }
+        assert_eq!(
+            got,
+            [
+                "STATUS=connecting to wss://gw/ws",
+                "STATUS=system clock wrong; connecting to wss://gw/ws",
+                "STATUS=system clock wrong; connected to wss://gw/ws",
+                "STATUS=connected to wss://gw/ws",
+            ]
+        );
+    }
+
+    #[test]
     fn a_status_with_a_newline_stays_one_assignment() {
         let d = tempfile::tempdir().unwrap();
         let (server, mut n) = pair(&d, None);
@@ -151,7 +205,14 @@ mod tests {
 
     #[test]
     fn without_notify_socket_nothing_is_sent_and_no_watchdog_is_due() {
-        let n = Notifier { socket: None, watchdog_every: None, last_ping: Instant::now(), last_status: String::new() };
+        let n = Notifier {
+            socket: None,
+            watchdog_every: None,
+            last_ping: Instant::now(),
+            last_status: String::new(),
+            given: String::new(),
+            note: None,
+        };
         n.ready();
         assert_eq!(n.watchdog_due(), None);
     }

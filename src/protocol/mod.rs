@@ -97,6 +97,22 @@ pub(crate) fn encode_heartbeat(id: &Identity, act_id: &str) -> String {
     .to_string()
 }
 
+/// When something happened, as a warning's `time` says it: Unix seconds of the agent's
+/// corrected clock, and whether the system clock was found wrong then (the time is then the
+/// agent's floor, a lower bound of the real time, and the message carries `time_suspect`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp {
+    pub secs: u64,
+    pub suspect: bool,
+}
+
+impl Timestamp {
+    /// A time taken from a trusted record (the same warning raised again).
+    pub fn exact(secs: u64) -> Timestamp {
+        Timestamp { secs, suspect: false }
+    }
+}
+
 /// The parts of a spooled warning the monitor needs to restore its episodes after a
 /// restart: the inverse of [`encode_warning`] for those fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,8 +122,8 @@ pub(crate) struct SpooledWarning {
     pub subject: String,
     /// The wire reason, as written.
     pub reason: String,
-    /// Unix seconds, when present.
-    pub time: Option<u64>,
+    /// Unix seconds and `time_suspect`, when present.
+    pub time: Option<Timestamp>,
     pub detail: String,
 }
 
@@ -122,7 +138,7 @@ pub(crate) fn decode_warning(text: &str) -> Option<SpooledWarning> {
     w.is_object().then(|| SpooledWarning {
         subject: subject.to_string(),
         reason: w["reason"].as_str().unwrap_or_default().to_string(),
-        time: w["time"].as_u64(),
+        time: w["time"].as_u64().map(|secs| Timestamp { secs, suspect: w["time_suspect"] == true }),
         detail: w["detail"].as_str().unwrap_or_default().to_string(),
     })
 }
@@ -131,8 +147,8 @@ pub(crate) fn decode_warning(text: &str) -> Option<SpooledWarning> {
 /// fields every such message carries besides what it says of its subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp {
-    /// Unix seconds.
-    pub time: u64,
+    /// When, and whether the clock was wrong then.
+    pub time: Timestamp,
     /// The rig was in maintenance: the message carries `"maintenance": true` (and no such
     /// key otherwise, so a v1 warning is unchanged).
     pub maintenance: bool,
@@ -245,7 +261,11 @@ pub(crate) fn decode_cleared(text: &str) -> Option<SpooledCleared> {
 
 impl Stamp {
     fn put(&self, w: &mut Value) {
-        w["time"] = self.time.into();
+        w["time"] = self.time.secs.into();
+        // Only when the clock was wrong (PROTOCOL.md §9): a v1 warning keeps its exact shape.
+        if self.time.suspect {
+            w["time_suspect"] = true.into();
+        }
         if self.maintenance {
             w["maintenance"] = true.into();
         }

@@ -24,7 +24,7 @@ fn login_has_the_fields_of_the_protocol() {
 #[test]
 fn a_warning_has_every_field_of_the_protocol_and_the_seeds_message() {
     let disk = Named::Disk { device: "/dev/sdl", serial: Some("ZA1B2C3D") };
-    let stamp = Stamp { time: 1_764_000_000, maintenance: false };
+    let stamp = Stamp { time: Timestamp::exact(1_764_000_000), maintenance: false };
     let v = encode_warning(&id(), "9f3a61c2-12", &disk, "missing", "block device sdl disappeared", &stamp);
     let want = json!({"from":"device","act":"warning","reqtype":"post","act_id":"9f3a61c2-12","act_code":"",
             "client_id":"","hardware_id":"billtest000000004","name":"rig four","type":2,
@@ -49,7 +49,7 @@ fn a_gpu_warning_has_every_field_of_the_protocol_and_its_message() {
         &gpu,
         "gpu_lost",
         detail,
-        &Stamp { time: 1_764_000_000, maintenance: false },
+        &Stamp { time: Timestamp::exact(1_764_000_000), maintenance: false },
     );
     let want = json!({"from":"device","act":"warning","reqtype":"post","act_id":"9f3a61c2-31","act_code":"",
             "client_id":"","hardware_id":"billtest000000004","name":"rig four","type":3,
@@ -59,14 +59,21 @@ fn a_gpu_warning_has_every_field_of_the_protocol_and_its_message() {
     assert_eq!(v, want);
     assert_eq!(decode_warning(&v.to_string()).unwrap().subject, "0000:01:00.0");
     let unknown = Named::Gpu { bus: "0000:03:00.0", index: None, model: None, uuid: None };
-    let v = encode_warning(&id(), "a-1", &unknown, "gpu_missing", "", &Stamp { time: 1, maintenance: false });
+    let v = encode_warning(
+        &id(),
+        "a-1",
+        &unknown,
+        "gpu_missing",
+        "",
+        &Stamp { time: Timestamp::exact(1), maintenance: false },
+    );
     assert_eq!((&v["index"], &v["model"], &v["uuid"]), (&Value::Null, &Value::Null, &Value::Null));
 }
 
 #[test]
 fn a_warning_cleared_refers_to_its_warning_and_names_the_subject_as_it_did() {
     let disk = Named::Disk { device: "/dev/sdl", serial: Some("ZA1B2C3D") };
-    let stamp = Stamp { time: 1_764_000_100, maintenance: false };
+    let stamp = Stamp { time: Timestamp::exact(1_764_000_100), maintenance: false };
     let v = encode_cleared(&id(), "9f3a61c2-13", "9f3a61c2-12", &disk, "missing", "sdl is back", &stamp);
     let want = json!({"from":"device","act":"warning_cleared","reqtype":"post","act_id":"9f3a61c2-13",
             "ref_act_id":"9f3a61c2-12","act_code":"","client_id":"","hardware_id":"billtest000000004","type":2,
@@ -83,10 +90,30 @@ fn a_warning_cleared_refers_to_its_warning_and_names_the_subject_as_it_did() {
 #[test]
 fn a_warning_made_in_maintenance_says_so_and_one_made_outside_it_has_no_such_key() {
     let disk = Named::Disk { device: "/dev/sdl", serial: None };
-    let on = encode_warning(&id(), "a-1", &disk, "missing", "", &Stamp { time: 1, maintenance: true });
+    let on =
+        encode_warning(&id(), "a-1", &disk, "missing", "", &Stamp { time: Timestamp::exact(1), maintenance: true });
     assert_eq!(on["maintenance"], true);
-    let off = encode_warning(&id(), "a-2", &disk, "missing", "", &Stamp { time: 1, maintenance: false });
+    let off =
+        encode_warning(&id(), "a-2", &disk, "missing", "", &Stamp { time: Timestamp::exact(1), maintenance: false });
     assert_eq!(off.get("maintenance"), None);
+}
+
+#[test]
+fn a_warning_raised_with_a_wrong_clock_carries_time_suspect_and_reads_back_so() {
+    let t = Timestamp { secs: 1_764_000_000, suspect: true };
+    let disk = Named::Disk { device: "/dev/sdl", serial: None };
+    let v = encode_warning(&id(), "a-1", &disk, "missing", "gone", &Stamp { time: t, maintenance: false });
+    assert_eq!((v["time"].clone(), v["time_suspect"].clone()), (json!(1_764_000_000u64), json!(true)));
+    assert_eq!(decode_warning(&v.to_string()).unwrap().time, Some(t));
+    let right = encode_warning(
+        &id(),
+        "a-2",
+        &disk,
+        "missing",
+        "gone",
+        &Stamp { time: Timestamp::exact(5), maintenance: false },
+    );
+    assert!(right.get("time_suspect").is_none(), "a v1 warning keeps its shape: {right}");
 }
 
 #[test]

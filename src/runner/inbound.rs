@@ -76,7 +76,7 @@ impl Runner {
                 Action::LoggedIn => {
                     self.status.logged_in(url.as_str());
                     super::link_log::Line::say(self.link.logged_in(url));
-                    let since = utc_timestamp(std::time::SystemTime::now());
+                    let since = utc_timestamp(self.status.clock().wall());
                     self.notifier.status(&format!("connected to {url} since {since}"));
                 }
                 Action::Established => self.backoff.reset(),

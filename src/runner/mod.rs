@@ -6,7 +6,6 @@
 use std::collections::VecDeque;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -15,11 +14,15 @@ use log::{debug, info};
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::backoff::{self, Backoff};
+use crate::clock::ClockNews;
 use crate::config::url::GatewayUrl;
 use crate::config::{Config, ConfigErrors};
 use crate::jobs::Registry;
 use crate::logging::Throttle;
+use crate::net::abort::Abort;
+use crate::net::address_book::AddressBook;
 use crate::net::connection::{Closing, Conn, Lost, Reply};
+use crate::net::resolve::Resolver;
 use crate::net::stream::WebSocket;
 use crate::net::transport::{self, ConnectError};
 use crate::net::upgrade::Connected;
@@ -78,8 +81,9 @@ pub struct Runner {
     junk_log: Throttle,
     /// The gateway refusing our warnings: throttled apart from junk.
     refusal_log: Throttle,
-    /// DNS lookups still running on their helper threads (a hung resolver).
-    lookups: Arc<AtomicUsize>,
+    /// DNS lookups still running on their helper threads (a hung resolver), and the
+    /// addresses that last worked.
+    resolver: Resolver,
     notifier: Notifier,
     /// Hands a reloaded config to the parts outside the runner (probes, disk monitor).
     on_reload: Box<dyn FnMut(&Config) + Send>,
@@ -120,7 +124,7 @@ impl Runner {
             link: LinkLog::default(),
             junk_log: Throttle::new(Duration::from_secs(60), 5),
             refusal_log: Throttle::new(Duration::from_secs(60), 5),
-            lookups: Arc::new(AtomicUsize::new(0)),
+            resolver: Resolver::new(Arc::new(AddressBook::in_memory())),
             notifier: Notifier::from_env(),
             on_reload: Box::new(|_| {}),
             reloading: None,
@@ -133,9 +137,20 @@ impl Runner {
         self.on_reload = Box::new(hook);
     }
 
+    /// The addresses that last worked, kept in the state directory (the agent's wiring
+    /// loads it): without it they are kept in memory only.
+    pub fn set_address_book(&mut self, book: Arc<AddressBook>) {
+        self.resolver = Resolver::new(book);
+    }
+
     /// Wakes the runner from another thread.
     pub fn waker(&self) -> std::io::Result<Waker> {
         self.waker.try_clone()
+    }
+
+    /// What the agent knows about itself (its clock included).
+    pub fn status(&self) -> &Arc<AgentStatus> {
+        &self.status
     }
 
     /// The handle that stops this runner (signals, tests, the demo).
@@ -152,6 +167,7 @@ impl Runner {
             if self.stop_requested() {
                 break;
             }
+            self.watch_clock();
             let urls = &self.cfg.gateway.urls;
             let url = urls[next % urls.len()].clone();
             next += 1;
@@ -173,7 +189,7 @@ impl Runner {
                 Outcome::Session(End::LoginRejected { .. }) => self.backoff.after_rejection(),
                 _ => self.backoff.after_failure(),
             };
-            let (line, status) = self.link.ended(&url, &ended, wait, Instant::now(), std::time::SystemTime::now());
+            let (line, status) = self.link.ended(&url, &ended, wait, Instant::now(), self.status.clock().wall());
             Line::say(line);
             self.notifier.status(&status);
             if !self.sleep(wait) {
@@ -201,6 +217,23 @@ impl Runner {
         let deadline = [deadline, self.notifier.watchdog_due()].into_iter().flatten().min();
         self.wake_rx.wait(socket, deadline.map(|d| d.saturating_duration_since(Instant::now())));
         self.notifier.keep_alive(Instant::now());
+        self.watch_clock();
+    }
+
+    /// Says once per episode that the system clock is wrong (log and `STATUS=`), or right
+    /// again: a wake-up reads it, so a jump is seen within a heartbeat.
+    fn watch_clock(&mut self) {
+        match self.status.clock().news() {
+            Some(ClockNews::Wrong { line, note }) => {
+                log::warn!("{line}");
+                self.notifier.set_note(Some(note));
+            }
+            Some(ClockNews::Right { line }) => {
+                info!("{line}");
+                self.notifier.set_note(None);
+            }
+            None => {}
+        }
     }
 
     /// Connects on a helper thread so that a stop request is honoured at once even while
@@ -209,18 +242,19 @@ impl Runner {
     /// one thread and socket per reload behind).
     fn connect(&mut self, url: &GatewayUrl) -> Result<Connected, Outcome> {
         let (tx, rx) = mpsc::channel();
-        let abort = transport::Abort::default();
-        let (url2, cfg, lookups, abort2, waker) = (
+        let abort = Abort::default();
+        let (url2, cfg, resolver, clock, abort2, waker) = (
             url.clone(),
             Arc::clone(&self.cfg),
-            Arc::clone(&self.lookups),
+            self.resolver.clone(),
+            Arc::clone(self.status.clock()),
             abort.clone(),
             self.waker.try_clone().map_err(|e| Outcome::Lost(Lost::Local(e.to_string())))?,
         );
         thread::Builder::new()
             .name("connect".into())
             .spawn(move || {
-                let _ = tx.send(transport::connect(&url2, &cfg.gateway, &lookups, &abort2));
+                let _ = tx.send(transport::connect(&url2, &cfg.gateway, &resolver, &clock, &abort2));
                 waker.wake();
             })
             .map_err(|e| Outcome::Lost(Lost::Local(format!("cannot start connect thread: {e}"))))?;
@@ -332,6 +366,11 @@ impl Runner {
             }
             if let Some(end) = self.read_available(&mut conn, &mut session, url) {
                 return end;
+            }
+            // The gateway is still there on a verified connection: the clock's floor, carried
+            // on since the handshake, is recorded (at most hourly, off this thread).
+            if url.is_tls() && session.is_up() {
+                self.status.clock().session_alive();
             }
             while let Some(done) = self.jobs.try_finished() {
                 if done.generation == self.generation {

@@ -56,7 +56,18 @@ impl Pki {
         Pki::build(names, true)
     }
 
+    /// A certificate valid from 2020 to the start of 2099, as real ones have an end: a
+    /// clock at 2100 finds it expired.
+    pub fn ending_in_2099(names: &[&str]) -> Pki {
+        Pki::build_with(names, Some((2020, 2099)))
+    }
+
     fn build(names: &[&str], future: bool) -> Pki {
+        Pki::build_with(names, future.then_some((2099, 2100)))
+    }
+
+    /// `validity`: from the start of one year to the start of another.
+    fn build_with(names: &[&str], validity: Option<(i32, i32)>) -> Pki {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -68,9 +79,9 @@ impl Pki {
         let leaf_key = KeyPair::generate().unwrap();
         let mut leaf_params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         leaf_params.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("gateway"));
-        if future {
-            leaf_params.not_before = rcgen::date_time_ymd(2099, 1, 1);
-            leaf_params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+        if let Some((from, until)) = validity {
+            leaf_params.not_before = rcgen::date_time_ymd(from, 1, 1);
+            leaf_params.not_after = rcgen::date_time_ymd(until, 1, 1);
         }
         let leaf_cert = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
 
@@ -371,6 +382,23 @@ impl Gateway {
             _ => false,
         }) {
             Event::Received { msg, .. } => msg,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Asks connection `conn` for `get_agent_info` and returns the answer's `data`.
+    pub fn agent_info(&mut self, conn: usize) -> Value {
+        self.send_json(
+            conn,
+            serde_json::json!({"act":"get_agent_info","act_code":"info","client_id":"c","reqtype":"post"}),
+        );
+        let e = self.wait_for(
+            Duration::from_secs(10),
+            "agent info",
+            |e| matches!(e, Event::Received { msg, .. } if msg["act"] == "get_agent_info"),
+        );
+        match e {
+            Event::Received { msg, .. } => msg["data"].clone(),
             _ => unreachable!(),
         }
     }

@@ -12,6 +12,7 @@ pub mod agent_config;
 pub mod gateway;
 pub mod nobody;
 pub mod privileged;
+pub mod proxy;
 pub mod raw_gateway;
 pub mod segfault;
 pub mod storage;
@@ -122,6 +123,17 @@ impl Agent {
         Agent::with_catalogue(config, |_| {})
     }
 
+    /// Starts after `before` has had the built agent (a test sets the system clock it sees).
+    pub fn start_with(config: &Path, before: impl FnOnce(&rig_agent::agent::Agent)) -> Agent {
+        init_test_log();
+        let cfg = Config::load(config).unwrap_or_else(|e| panic!("{e}"));
+        let mut agent = rig_agent::agent::Agent::build(cfg, |_| {}).unwrap();
+        before(&agent);
+        let shutdown = agent.shutdown();
+        let thread = thread::Builder::new().name("agent".into()).spawn(move || agent.run()).unwrap();
+        Agent { shutdown, thread: Some(thread) }
+    }
+
     /// Starts with the standard catalogue plus whatever `extend` adds (slow probes...).
     pub fn with_catalogue(config: &Path, extend: impl FnOnce(&mut Catalogue)) -> Agent {
         init_test_log();
@@ -177,7 +189,7 @@ pub fn ms(n: u64) -> Duration {
 /// (`qemu-aarch64 target/aarch64-unknown-linux-musl/release/rig-agent`), so that CI runs
 /// the tests that spawn the agent against the release builds it ships, ARM ones included.
 pub fn agent_command() -> Command {
-    match std::env::var("RIG_AGENT_UNDER_TEST") {
+    let mut cmd = match std::env::var("RIG_AGENT_UNDER_TEST") {
         Ok(spec) if !spec.trim().is_empty() => {
             let mut words = spec.split_whitespace();
             let mut cmd = Command::new(words.next().unwrap());
@@ -185,8 +197,17 @@ pub fn agent_command() -> Command {
             cmd
         }
         _ => Command::new(env!("CARGO_BIN_EXE_rig-agent")),
+    };
+    // The machine's proxy settings are not the test's: a test that wants one sets it.
+    for var in PROXY_VARS {
+        cmd.env_remove(var);
     }
+    cmd
 }
+
+/// The environment variables the agent reads for its proxy.
+pub const PROXY_VARS: [&str; 8] =
+    ["https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"];
 
 pub fn spawn_agent(config: &Path, envs: &[(&str, &str)]) -> Reaped {
     let mut cmd = agent_command();
