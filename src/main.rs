@@ -14,7 +14,7 @@ use rig_agent::protocol::{Inbound, decode};
 use rig_agent::queries::answers::Probes;
 use rig_agent::queries::{Catalogue, STANDARD_ACTS};
 use rig_agent::status::AgentStatus;
-use rig_agent::{VERSION, exit as code, logging};
+use rig_agent::{exit as code, logging, version};
 
 /// The usage text; `acts` are the queries `probe` answers.
 fn usage() -> String {
@@ -104,7 +104,7 @@ fn main() {
             exit(code::OK)
         }
         Cli::Version => {
-            println!("rig-agent {VERSION}");
+            println!("rig-agent {}", version());
             exit(code::OK)
         }
         Cli::Do(path, command) => (path, command),
@@ -132,7 +132,7 @@ fn main() {
                 log::error!("{}", rig_agent::protocol::escape::escape(&e.to_string()));
                 exit(code::FAILURE)
             });
-            log::info!("rig-agent {VERSION} privileged half listening on {}", socket.display());
+            log::info!("rig-agent {} privileged half listening on {}", version(), socket.display());
             rig_agent::privileged::server::serve(listener, path, cfg, &shutdown, &wake);
         }
         Command::Check => {
@@ -151,7 +151,8 @@ fn main() {
             logging::init();
             let cfg = load(&path, Config::load);
             log::info!(
-                "rig-agent {VERSION} starting as {} with {} (gateways: {})",
+                "rig-agent {} starting as {} with {} (gateways: {})",
+                version(),
                 cfg.device.hardware_id,
                 path.display(),
                 cfg.gateway.urls.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", ")

@@ -82,7 +82,7 @@ impl AgentStatus {
         let sources = self.event_sources.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|s| s.to_json());
         json!({
             "event_sources": sources.unwrap_or_else(|| json!({"scan": "live"})),
-            "version": crate::VERSION,
+            "version": crate::version(),
             "started_at": self.started_at,
             "connected_at": l.connected_at,
             "reconnects": l.logins.saturating_sub(1),

@@ -79,7 +79,7 @@ pub(crate) fn encode_login(id: &Identity, act_id: &str, token: &str) -> String {
         "hardware_id": id.hardware_id,
         "name": id.name,
         "token": token,
-        "version": format!("rig-agent {}", crate::VERSION),
+        "version": format!("rig-agent {}", crate::version()),
     })
     .to_string()
 }
