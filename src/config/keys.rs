@@ -2,7 +2,7 @@
 //! the wrong section belongs ("move it to [gateway]").
 
 pub(crate) const TOP: &[&str] =
-    &["device", "gateway", "heartbeat", "reconnect", "disks", "warning", "paths", "probes", "actions"];
+    &["device", "gateway", "heartbeat", "reconnect", "disks", "warning", "paths", "probes", "actions", "update"];
 pub(crate) const DEVICE: &[&str] = &["hardware_id", "name", "token", "token_file"];
 pub(crate) const GATEWAY: &[&str] = &[
     "urls",
@@ -28,12 +28,14 @@ pub(crate) const DISKS: &[&str] = &[
     "io_error_quiet",
 ];
 pub(crate) const WARNING: &[&str] = &["resend_after"];
-pub(crate) const PATHS: &[&str] = &["state_dir", "sysfs", "procfs", "rootfs", "kmsg", "privileged_socket"];
+pub(crate) const PATHS: &[&str] =
+    &["state_dir", "sysfs", "procfs", "rootfs", "kmsg", "privileged_socket", "update_dir"];
 pub(crate) const PROBES: &[&str] = &["nvidia_smi", "nvidia_smi_timeout", "nvidia_smi_interval"];
 /// `[actions]` itself; its other keys are `[actions.<name>]` sections.
 pub(crate) const ACTIONS: &[&str] = &["enabled", "max_concurrent"];
 /// `[actions.<name>]`.
 pub(crate) const ACTION: &[&str] = &["command", "timeout", "min_interval"];
+pub(crate) const UPDATE: &[&str] = &["enabled", "keys", "confirm_after", "confirm_within", "max_bytes"];
 
 /// Each section, as an operator writes its header, with its keys.
 const SECTIONS: &[(&str, &[&str])] = &[
@@ -47,6 +49,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("probes", PROBES),
     ("actions", ACTIONS),
     ("actions.<name>", ACTION),
+    ("update", UPDATE),
 ];
 
 /// The sections other than `here` (`""` for the top level, `actions.reboot` for an action)

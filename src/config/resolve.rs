@@ -255,6 +255,7 @@ pub struct Parsed {
     pub(super) paths: PathsConfig,
     pub(super) probes: ProbesConfig,
     pub(super) actions: ActionsConfig,
+    pub(super) update: UpdateConfig,
     pub(super) spots: Spots,
 }
 
@@ -269,8 +270,20 @@ impl Parsed {
     /// `Config` is built with every field: a new key does not compile until it is copied
     /// from what was parsed to what the agent runs with.
     pub(super) fn resolve_as(self, mode: StateDir) -> Result<Config, ConfigErrors> {
-        let Parsed { file, device, gateway, heartbeat, reconnect, disks, warning, mut paths, probes, actions, spots } =
-            self;
+        let Parsed {
+            file,
+            device,
+            gateway,
+            heartbeat,
+            reconnect,
+            disks,
+            warning,
+            mut paths,
+            probes,
+            actions,
+            update,
+            spots,
+        } = self;
         let ParsedDevice { hardware_id, name, token, token_file } = device;
         // Each file a key names is looked at, whatever the others gave: every refusal at once.
         let mut f = Found::default();
@@ -331,6 +344,7 @@ impl Parsed {
             paths,
             probes,
             actions,
+            update,
         })
     }
 }
