@@ -215,9 +215,9 @@ impl Session {
                 }
                 Vec::new()
             }
-            // Action results go through the same outbox as warnings and are acknowledged the
-            // same way (PROTOCOL.md §8).
-            (Phase::Up { .. }, "warning" | "action_result") => {
+            // Action and update results go through the same outbox as warnings and are
+            // acknowledged the same way (PROTOCOL.md §8, §9).
+            (Phase::Up { .. }, "warning" | "action_result" | "update_result") => {
                 if r.is_ok() {
                     vec![Action::WarningAcked(r.act_id)]
                 } else {

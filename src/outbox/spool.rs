@@ -52,6 +52,8 @@ pub enum Kind {
     Warning,
     /// The result of a remote action (PROTOCOL.md §8).
     ActionResult,
+    /// The outcome of an agent update (PROTOCOL.md §9).
+    UpdateResult,
 }
 
 impl Kind {
@@ -60,6 +62,7 @@ impl Kind {
         match self {
             Kind::Warning => "warning",
             Kind::ActionResult => "action_result",
+            Kind::UpdateResult => "update_result",
         }
     }
 
@@ -67,6 +70,7 @@ impl Kind {
         match act {
             "warning" => Some(Kind::Warning),
             "action_result" => Some(Kind::ActionResult),
+            "update_result" => Some(Kind::UpdateResult),
             _ => None,
         }
     }

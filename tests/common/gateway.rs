@@ -613,8 +613,8 @@ fn converse(
                     {
                         return Outcome::Over;
                     }
-                    // Action results travel the same outbox and are acknowledged alike.
-                    "warning" | "action_result" => {
+                    // Action and update results travel the same outbox and are acknowledged alike.
+                    "warning" | "action_result" | "update_result" => {
                         if let Some(code) = s.warning_ack
                             && !send(ws, Message::text(ret(act, code, "ok").to_string()))
                         {
