@@ -15,12 +15,13 @@ use crate::os::{signals, wake};
 use crate::outbox::spool;
 use crate::queries::answers::Probes;
 use crate::runner::Runner;
-use crate::{actions, protocol, queries, status};
+use crate::{actions, protocol, queries, status, update};
 
 /// The whole agent as the binary runs it: the runner (which owns the socket), the probe
 /// workers behind the standard query catalogue, the warning spool and the disk monitor.
 pub struct Agent {
     runner: Runner,
+    update: Arc<update::Shared>,
     // Dropped before the monitor: the sources hold senders into its channel.
     _events: Sources,
     _monitor: monitor::MonitorHandle,
@@ -87,14 +88,27 @@ impl Agent {
         let catalogue = Arc::new(catalogue);
         jobs.add(catalogue.acts(), queries::workers::Workers::start(Arc::clone(&catalogue))?);
         status.set_actions(cfg.actions.allowed());
-        let actions = actions::Actions::new(
+        let mut actions = actions::Actions::new(
             Arc::new(cfg.actions.clone()),
             &id,
             &cfg.paths.state_dir,
             Arc::clone(&spool),
             Arc::clone(&ids),
         );
+        let mut updates =
+            update::Updates::new(Arc::clone(&cfg), &id, Arc::clone(&status), Arc::clone(&spool), Arc::clone(&ids));
+        let update = updates.shared();
+        // Not both at once: no update starts while an action runs or in maintenance, and
+        // no action starts while an update is under way (or a new version is on trial).
+        updates.add_not_now(actions.running_check());
+        let maintenance = Arc::clone(&status);
+        updates.add_not_now(Arc::new(move || maintenance.in_maintenance().then(|| "the rig is in maintenance".into())));
+        let busy = Arc::clone(&update);
+        actions.add_not_now(Arc::new(move || {
+            busy.busy().then(|| format!("an agent update is under way ({})", busy.phase().as_str()))
+        }));
         jobs.add([actions::ACT], actions);
+        jobs.add([update::ACT], updates);
         let mut runner = Runner::new(
             Arc::clone(&cfg),
             (waker, wake_rx),
@@ -103,6 +117,7 @@ impl Agent {
             Arc::clone(&spool),
             Arc::clone(&ids),
         )?;
+        update.set_shutdown(runner.shutdown());
         let shared = monitor::Shared {
             ids,
             spool,
@@ -130,12 +145,18 @@ impl Agent {
                 let _ = c.send(monitor::Input::Reload(Box::new(cfg.clone())));
             }
         });
-        Ok(Agent { runner, _events: sources, _monitor: monitor })
+        Ok(Agent { runner, update, _events: sources, _monitor: monitor })
     }
 
     /// The handle that stops the agent (signals, tests, the demo).
     pub fn shutdown(&self) -> signals::Shutdown {
         self.runner.shutdown()
+    }
+
+    /// Whether the agent stopped because an update was switched to: `main` then starts
+    /// the binary again in place (after dropping the agent, which flushes the outbox).
+    pub fn restart_for_update(&self) -> bool {
+        self.update.restart_requested()
     }
 
     /// Runs until stopped; the disk monitor stops when the agent is dropped.

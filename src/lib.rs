@@ -25,6 +25,7 @@ pub mod queries;
 pub mod runner;
 pub mod session;
 pub mod status;
+pub mod update;
 
 /// The Rust target triple this binary was built for (`x86_64-unknown-linux-musl` for the
 /// shipped x86_64 build, `x86_64-unknown-linux-gnu` for a plain `cargo build`): an update

@@ -157,6 +157,10 @@ fn main() {
                 path.display(),
                 cfg.gateway.urls.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", ")
             );
+            // An installed update runs in place of this binary, or on trial under it
+            // (update/launcher.rs); this returns when this binary is the one to run.
+            let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+            rig_agent::update::launcher::launch(&cfg, &args);
             // Under the packaged units the privileged half streams the kernel log (this
             // unit has no CAP_SYSLOG and ProtectKernelLogs=). Without one, it is opened
             // while the process may still read it (the check is at open): run by hand as
@@ -181,6 +185,12 @@ fn main() {
                 exit(code::FAILURE);
             }
             agent.run();
+            if agent.restart_for_update() {
+                // The switch is done: the outbox is flushed as the agent drops, then this
+                // process starts again in place, and its launcher starts the new build.
+                drop(agent);
+                restart_in_place(&args);
+            }
         }
     }
 }
@@ -205,6 +215,17 @@ fn drop_privileges() {
     if !extra.is_empty() {
         log::warn!("supplementary groups {extra:?} kept (no CAP_SETGID to clear them); the unit should grant none");
     }
+}
+
+/// Executes this binary again with the same arguments (same PID, as `Type=notify` wants);
+/// exits with a failure, for the unit to restart it, if that cannot be done.
+fn restart_in_place(args: &[std::ffi::OsString]) -> ! {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
+    log::info!("restarting into the update");
+    let e = std::process::Command::new(&exe).args(args).exec();
+    log::error!("cannot restart {} ({e}); exiting for the unit to restart it", exe.display());
+    exit(code::FAILURE)
 }
 
 /// Answers one query locally, as `telegraf --test` or `zabbix_agent2 -t` do.

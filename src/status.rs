@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
@@ -14,11 +15,17 @@ pub struct AgentStatus {
     link: Mutex<Link>,
     /// Which kernel event sources are live (for `get_agent_info`); unset before they start.
     event_sources: Mutex<Option<std::sync::Arc<crate::events::source_status::SourcesStatus>>>,
+    /// Whether the rig is in maintenance: no update starts. Set by [`AgentStatus::set_maintenance`].
+    maintenance: AtomicBool,
+    /// `get_agent_info`'s `update`, as the update part last published it.
+    update: Mutex<Value>,
 }
 
 #[derive(Debug, Default, Clone)]
 struct Link {
     connected_at: Option<u64>,
+    /// The same moment on the monotonic clock, for how long the link has held.
+    connected_since: Option<Instant>,
     gateway_url: Option<String>,
     logins: u64,
     warnings_pending: u64,
@@ -37,6 +44,8 @@ impl AgentStatus {
             config_file,
             link: Mutex::new(Link::default()),
             event_sources: Mutex::new(None),
+            maintenance: AtomicBool::new(false),
+            update: Mutex::new(json!({"enabled": false, "state": "idle", "last": null})),
         }
     }
 
@@ -55,12 +64,37 @@ impl AgentStatus {
     pub(crate) fn logged_in(&self, url: &str) {
         let mut l = self.link();
         l.connected_at = Some(unix_now());
+        l.connected_since = Some(Instant::now());
         l.gateway_url = Some(url.to_string());
         l.logins += 1;
     }
 
     pub(crate) fn disconnected(&self) {
-        self.link().connected_at = None;
+        let mut l = self.link();
+        l.connected_at = None;
+        l.connected_since = None;
+    }
+
+    /// How long the agent has been logged in on its current connection; `None` when it is
+    /// not connected.
+    pub fn connected_for(&self) -> Option<Duration> {
+        self.link().connected_since.map(|at| at.elapsed())
+    }
+
+    /// Whether the rig is in maintenance. The one check every "not now" decision makes
+    /// (an update offered); the maintenance switch sets it.
+    pub fn in_maintenance(&self) -> bool {
+        self.maintenance.load(Ordering::SeqCst)
+    }
+
+    /// Puts the rig in maintenance or takes it out.
+    pub fn set_maintenance(&self, on: bool) {
+        self.maintenance.store(on, Ordering::SeqCst);
+    }
+
+    /// What `get_agent_info` shows as `update`.
+    pub(crate) fn set_update(&self, v: Value) {
+        *self.update.lock().unwrap_or_else(|p| p.into_inner()) = v;
     }
 
     pub(crate) fn set_warnings_pending(&self, n: u64) {
@@ -83,6 +117,7 @@ impl AgentStatus {
         json!({
             "event_sources": sources.unwrap_or_else(|| json!({"scan": "live"})),
             "version": crate::version(),
+            "update": self.update.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             "started_at": self.started_at,
             "connected_at": l.connected_at,
             "reconnects": l.logins.saturating_sub(1),

@@ -133,6 +133,8 @@ pub struct Actions {
     refusal_log: RefusalLog,
     /// The process groups of the commands running now (see [`Actions::kill_running`]).
     groups: crate::os::child::Groups,
+    /// Other reasons no action may start now (an agent update under way).
+    not_now: Vec<crate::update::NotNow>,
 }
 
 impl Actions {
@@ -170,7 +172,27 @@ impl Actions {
             in_flight: Arc::default(),
             refusal_log: RefusalLog::new(),
             groups: Default::default(),
+            not_now: Vec::new(),
         }
+    }
+
+    /// Adds a reason no action may start now: while it says one, requests are answered
+    /// code 5 with its text.
+    pub fn add_not_now(&mut self, check: crate::update::NotNow) {
+        self.not_now.push(check);
+    }
+
+    /// Says whether an action is running (for what must not start meanwhile).
+    pub fn running_check(&self) -> crate::update::NotNow {
+        let running = self.running.clone();
+        Arc::new(move || {
+            let names = running.lock();
+            (!names.is_empty()).then(|| {
+                let mut names: Vec<&str> = names.iter().map(String::as_str).collect();
+                names.sort_unstable();
+                format!("an action is running ({})", names.join(", "))
+            })
+        })
     }
 
     /// Decides on a `run_action` query. A refusal is answered at once (the text returned);
@@ -218,6 +240,9 @@ impl Actions {
                 escape(name, config::MAX_NAME_LEN)
             )));
         };
+        if let Some(why) = self.not_now.iter().find_map(|c| c()) {
+            return Err(not_now(why));
+        }
         let running = self.running.lock();
         if running.contains(name) {
             return Err(not_now(format!("action \"{name}\" is already running")));
