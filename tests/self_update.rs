@@ -383,3 +383,89 @@ fn a_torn_or_replaced_installed_build_is_never_run() {
     let log = common::wait_exit(&mut rig.child, 10 * SEC).2;
     assert!(log.contains("is not run"), "{log}");
 }
+
+#[test]
+fn an_update_stopped_or_killed_while_downloading_is_reported_failed_once_after_the_restart() {
+    let _g = Guard::new(120 * SEC);
+    let mut rig = Rig::start("1s", "30s", "");
+    let server = rig.serve(Serve::Trickle(Duration::from_millis(100)));
+    let answer = rig.ask(rig.offer(&server.url, |_| {}));
+    let update_id = answer["data"]["update_id"].as_str().unwrap().to_string();
+    common::wait_until(10 * SEC, "the download to start", || !server.requests().is_empty());
+    // systemd's stop: the agent stops at once, and does not start itself again.
+    signal(&rig.child, Signal::TERM);
+    let (code, took, _) = common::wait_exit(&mut rig.child, 10 * SEC);
+    assert_eq!(code, Some(0));
+    assert!(took < 5 * SEC, "{took:?}");
+    rig.child = spawn_agent(&rig.config, &[]);
+    rig.relogin(10 * SEC);
+    let result = rig.result(10 * SEC);
+    assert_eq!(result["update_id"], update_id.as_str());
+    assert_eq!(result["data"]["outcome"], "failed", "{result}");
+    assert!(rig.state()["current"].is_null());
+    // A second offer, killed -9 this time: the same.
+    let answer = rig.ask(rig.offer(&server.url, |_| {}));
+    let second = answer["data"]["update_id"].as_str().unwrap().to_string();
+    common::wait_until(10 * SEC, "the download to start", || server.requests().len() >= 2);
+    kill_tree(rig.child.id());
+    let _ = rig.child.wait();
+    rig.child = spawn_agent(&rig.config, &[]);
+    rig.relogin(10 * SEC);
+    let result = rig.result(10 * SEC);
+    assert_eq!(
+        (result["update_id"].as_str(), result["data"]["outcome"].as_str()),
+        (Some(second.as_str()), Some("failed"))
+    );
+    // And once only, across one more restart.
+    rig.gw.soak(SEC);
+    signal(&rig.child, Signal::TERM);
+    common::wait_exit(&mut rig.child, 10 * SEC);
+    rig.child = spawn_agent(&rig.config, &[]);
+    rig.relogin(10 * SEC);
+    rig.gw.soak(2 * SEC);
+    let results = rig.gw.seen.iter().filter(|e| e.act() == Some("update_result")).count();
+    assert_eq!(results, 2, "one outcome each");
+}
+
+#[test]
+fn a_stop_during_the_trial_stops_the_new_build_and_its_watcher() {
+    let _g = Guard::new(90 * SEC);
+    let mut rig = Rig::start("30s", "60s", "");
+    let server = rig.serve(Serve::Whole);
+    assert_eq!(rig.ask(rig.offer(&server.url, |_| {}))["code"], 0);
+    assert_eq!(rig.relogin(60 * SEC)["version"], "rig-agent 0.2.0");
+    let watcher = rig.child.id();
+    let children = fs::read_to_string(format!("/proc/{watcher}/task/{watcher}/children")).unwrap();
+    let new: i32 =
+        children.split_whitespace().next().expect("the build on trial is the watcher's child").parse().unwrap();
+    signal(&rig.child, Signal::TERM);
+    let (code, took, _) = common::wait_exit(&mut rig.child, 15 * SEC);
+    assert_eq!(code, Some(0), "the new build's own exit code");
+    assert!(took < 10 * SEC, "{took:?}");
+    assert!(!common::alive(new), "the build on trial is gone too");
+    assert!(!rig.state()["trial"].is_null(), "a stop is not a failed start: the trial goes on at the next start");
+}
+
+#[test]
+fn a_full_update_disk_fails_the_update_and_changes_nothing() {
+    if !common::root() {
+        panic!("needs root for a loop filesystem (CI runs as root)");
+    }
+    let _g = Guard::new(120 * SEC);
+    let mut rig = Rig::start("1s", "30s", "");
+    // The update directory on a filesystem too small for the build.
+    let small = common::storage::LoopFs::new(rig.dir.path(), "upd", 4 << 20, &[]);
+    common::storage::mount(&["--bind", &small.mnt.display().to_string(), &rig.update_dir.display().to_string()]);
+    let _unmount = common::storage::Unmount(rig.update_dir.clone());
+    let server = rig.serve(Serve::Whole);
+    let answer = rig.ask(rig.offer(&server.url, |_| {}));
+    assert_eq!(answer["code"], 0, "{answer}");
+    let result = rig.result(30 * SEC);
+    assert_eq!(result["data"]["outcome"], "failed", "{result}");
+    assert!(result["data"]["detail"].as_str().unwrap().contains("No space left"), "{result}");
+    assert!(rig.state()["current"].is_null() && rig.state()["trial"].is_null(), "no switch: {}", rig.state());
+    let names: Vec<_> = fs::read_dir(&rig.update_dir).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(!names.iter().any(|n| n.to_string_lossy().contains("rig-agent")), "nothing left behind: {names:?}");
+    // The agent goes on, on its version.
+    assert!(!rig.gw.seen.iter().any(|e| e.act() == Some("start") && e.conn() != rig.conn));
+}

@@ -30,6 +30,7 @@ pub fn start(cfg: &Arc<Config>, shared: &Arc<Shared>, spool: &Arc<Spool>, id: &I
         }
     };
     shared.set_known(&st);
+    let interrupted = report::interrupted(cfg, &st);
     let on_trial = st.trial.as_ref().filter(|t| t.request.to_version == crate::version()).cloned();
     let (cfg, shared, spool, id) = (Arc::clone(cfg), Arc::clone(shared), Arc::clone(spool), id.clone());
     if on_trial.is_some() {
@@ -38,6 +39,9 @@ pub fn start(cfg: &Arc<Config>, shared: &Arc<Shared>, spool: &Arc<Spool>, id: &I
     // The report waits for the disk: on a thread of its own, as the trial's wait is.
     let spawned = std::thread::Builder::new().name("update-confirm".into()).spawn(move || {
         if let Some(last) = &st.last {
+            report::report(&spool, &id, &cfg, &shared, last);
+        }
+        if let Some(last) = &interrupted {
             report::report(&spool, &id, &cfg, &shared, last);
         }
         if let Some(trial) = on_trial {

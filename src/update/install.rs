@@ -14,8 +14,11 @@ use crate::config::Config;
 use crate::net::http_get::{self, GetError, Limits};
 use crate::os::durable::sync_dir;
 use crate::outbox::spool::Spool;
-use crate::protocol::Identity;
+use serde_json::json;
+
+use crate::jobs::reply::Reply;
 use crate::protocol::escape::escape;
+use crate::protocol::{self, Identity, QueryEcho, Refusal};
 use crate::update::offer::{Offer, hex};
 use crate::update::state::{self, Installed, Last, Outcome, Request, Trial};
 use crate::update::verify::{self, Expect, VerifyError};
@@ -47,8 +50,31 @@ fn failed(what: &str, e: impl std::fmt::Display) -> Failure {
 }
 
 impl Job {
-    pub fn spawn(self) -> io::Result<()> {
-        std::thread::Builder::new().name("update".into()).spawn(move || self.run()).map(|_| ())
+    /// Starts the update on a thread of its own, which answers the offer through `reply`
+    /// once the update is durably recorded as under way (so that it gets an outcome,
+    /// whatever happens after the answer).
+    pub fn spawn(self, reply: Reply, echo: QueryEcho) -> io::Result<()> {
+        std::thread::Builder::new()
+            .name("update".into())
+            .spawn(move || {
+                let data = json!({"update_id": self.request.update_id, "from_version": self.request.from_version,
+                    "to_version": self.request.to_version});
+                let answer = match report::begin(&self.cfg, &self.request) {
+                    Ok(()) => Ok(data),
+                    Err(e) => Err(Refusal {
+                        code: protocol::code::PROBE_FAILED,
+                        description: format!("cannot record the update in the state directory ({e}); try again"),
+                    }),
+                };
+                let taken = answer.is_ok();
+                let _ = reply.send(protocol::encode_answer(&self.id, &echo, answer));
+                if taken {
+                    self.run();
+                } else {
+                    self.shared.set_phase(Phase::Idle);
+                }
+            })
+            .map(|_| ())
     }
 
     fn run(self) {
@@ -71,6 +97,7 @@ impl Job {
                     escape(&self.request.to_version),
                     started.elapsed()
                 );
+                report::end(&self.cfg);
                 self.shared.restart_now();
             }
             Err((outcome, detail)) => {

@@ -30,7 +30,7 @@ pub use crate::net::http_get;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::config::Config;
 use crate::jobs::{Context, Decision, Handler};
@@ -153,9 +153,14 @@ impl Shared {
         let _ = self.shutdown.set(s);
     }
 
+    /// Stops the agent for `main` to start it again, unless it is already stopping (a
+    /// SIGTERM during the switch): then it just stops, and the next start runs the switched
+    /// build.
     pub(crate) fn restart_now(&self) {
-        self.restart.store(true, Ordering::SeqCst);
-        if let Some(s) = self.shutdown.get() {
+        if let Some(s) = self.shutdown.get()
+            && !s.is_requested()
+        {
+            self.restart.store(true, Ordering::SeqCst);
             s.stop();
         }
     }
@@ -258,8 +263,6 @@ impl Handler for Updates {
             to_version: offer.version.clone(),
         };
         self.shared.set_phase(Phase::Downloading);
-        let data: Value = json!({"update_id": request.update_id, "from_version": request.from_version,
-            "to_version": request.to_version});
         let job = install::Job {
             cfg: Arc::clone(&self.cfg),
             offer,
@@ -268,18 +271,73 @@ impl Handler for Updates {
             spool: Arc::clone(&self.spool),
             shared: Arc::clone(&self.shared),
         };
-        if let Err(e) = job.spawn() {
-            self.shared.set_phase(Phase::Idle);
-            let r =
-                Refusal { code: protocol::code::PROBE_FAILED, description: format!("cannot start the update: {e}") };
-            return Decision::Answer(cx.answer(&query.echo, Err(r)));
+        match job.spawn(cx.reply(), query.echo.clone()) {
+            Ok(()) => Decision::Started,
+            Err(e) => {
+                self.shared.set_phase(Phase::Idle);
+                let r = Refusal {
+                    code: protocol::code::PROBE_FAILED,
+                    description: format!("cannot start the update: {e}"),
+                };
+                Decision::Answer(cx.answer(&query.echo, Err(r)))
+            }
         }
-        Decision::Answer(cx.answer(&query.echo, Ok(data)))
     }
 
     fn reconfigure(&mut self, cfg: &Config) {
         self.cfg = Arc::new(cfg.clone());
         self.shared.enabled.store(cfg.update.enabled, Ordering::SeqCst);
         self.shared.publish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::QueryEcho;
+
+    fn updates(dir: &std::path::Path) -> Updates {
+        let mut cfg = crate::config::tests::minimal_config(dir);
+        cfg.update.enabled = true;
+        cfg.paths.update_dir = dir.join("update");
+        let status = Arc::new(AgentStatus::new("/x.toml".into()));
+        let (spool, _) = Spool::open(&dir.join("state")).unwrap();
+        let id = protocol::Identity::from(&cfg.device);
+        Updates::new(Arc::new(cfg), &id, status, Arc::new(spool), Arc::new(ActIds::new()))
+    }
+
+    fn offer() -> Query {
+        let body = json!({"act":"update_agent","reqtype":"write","version":"99.0.0","target":crate::TARGET,
+            "url":"https://mirror.example/x","size":10,"sha256":"00".repeat(32),"signature":"s"});
+        Query {
+            echo: QueryEcho { act: ACT.into(), reqtype: "write".into(), act_code: "a".into(), client_id: "c".into() },
+            bad_request: None,
+            body: body.as_object().unwrap().clone(),
+        }
+    }
+
+    #[test]
+    fn an_offer_in_maintenance_or_while_an_action_runs_is_not_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut u = updates(dir.path());
+        assert!(u.decide(&offer()).is_ok());
+        let status = Arc::clone(&u.shared.status);
+        u.add_not_now(Arc::new(move || status.in_maintenance().then(|| "the rig is in maintenance".into())));
+        assert!(u.decide(&offer()).is_ok());
+        u.shared.status.set_maintenance(true);
+        let r = u.decide(&offer()).unwrap_err();
+        assert_eq!((r.code, r.description.as_str()), (protocol::code::NOT_NOW, "the rig is in maintenance"));
+        u.shared.status.set_maintenance(false);
+        u.shared.set_phase(Phase::Switching);
+        assert_eq!(u.decide(&offer()).unwrap_err().code, protocol::code::NOT_NOW);
+    }
+
+    #[test]
+    fn get_agent_info_shows_whether_updates_are_on_where_one_stands_and_no_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let u = updates(dir.path());
+        u.shared.set_phase(Phase::Downloading);
+        let info = u.shared.status.agent_info();
+        assert_eq!(info["update"], json!({"enabled": true, "state": "downloading", "last": null}));
     }
 }

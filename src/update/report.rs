@@ -14,8 +14,49 @@ use crate::os::durable::write_durably;
 use crate::outbox::spool::Spool;
 use crate::protocol::Identity;
 use crate::update::install::staging_dir;
-use crate::update::state::Last;
+use crate::update::state::{Last, Outcome, Request, UpdateState, request_from, request_json};
 use crate::update::{RESULT_ACT, Shared};
+
+/// The update under way, kept in the state directory from its start until its outcome is
+/// spooled or it is switched to (then the trial carries it): after a crash or a stop, an
+/// update that never got an outcome is reported `failed`, once.
+const UNDER_WAY: &str = "under-way.json";
+
+/// Records `request` as under way. An error means no outcome could be promised: the caller
+/// refuses to start.
+pub fn begin(cfg: &Config, request: &Request) -> std::io::Result<()> {
+    let dir = staging_dir(cfg);
+    fs::create_dir_all(&dir)?;
+    write_durably(&dir, UNDER_WAY, request_json(request).to_string().as_bytes())
+}
+
+/// The update is no longer under way (its outcome is spooled, or the trial carries it).
+pub fn end(cfg: &Config) {
+    let _ = fs::remove_file(staging_dir(cfg).join(UNDER_WAY));
+}
+
+/// An update a previous run left without an outcome (it stopped or crashed while
+/// downloading, verifying or installing), unless the update state knows it.
+pub fn interrupted(cfg: &Config, st: &UpdateState) -> Option<Last> {
+    let c = read(&staging_dir(cfg).join(UNDER_WAY), 4096, Links::Refuse).ok()?;
+    let request = serde_json::from_slice(&c.bytes).ok().as_ref().and_then(request_from);
+    let known = |id: &str| {
+        st.trial.as_ref().is_some_and(|t| t.request.update_id == id)
+            || st.last.as_ref().is_some_and(|l| l.request.update_id == id)
+    };
+    match request {
+        Some(r) if !known(&r.update_id) => Some(Last {
+            request: r,
+            outcome: Outcome::Failed,
+            detail: "the agent stopped before the update was done (restart, crash or power cut); nothing was switched"
+                .into(),
+        }),
+        _ => {
+            end(cfg);
+            None
+        }
+    }
+}
 
 /// Update ids remembered as reported.
 const KEEP: usize = 32;
@@ -63,6 +104,7 @@ pub fn report(spool: &Spool, id: &Identity, cfg: &Config, shared: &Shared, last:
         // restarts before the disk takes it.
         return;
     }
+    end(cfg);
     done.push(update_id.clone());
     let over = done.len().saturating_sub(KEEP);
     done.drain(..over);

@@ -129,12 +129,12 @@ fn installed_from(v: &Value) -> Option<Option<Installed>> {
     Some(Some(Installed { version: s(v, "version")?, sha256: s(v, "sha256")?, file, signature: s(v, "signature")? }))
 }
 
-fn request_json(r: &Request) -> Value {
+pub(crate) fn request_json(r: &Request) -> Value {
     json!({"update_id": r.update_id, "act_code": r.act_code, "client_id": r.client_id,
         "from_version": r.from_version, "to_version": r.to_version})
 }
 
-fn request_from(v: &Value) -> Option<Request> {
+pub(crate) fn request_from(v: &Value) -> Option<Request> {
     Some(Request {
         update_id: s(v, "update_id")?,
         act_code: s(v, "act_code")?,
