@@ -294,6 +294,7 @@ fn a_new_version_that_keeps_exiting_is_rolled_back_reported_by_the_old_one_and_n
     let st = rig.state();
     assert_eq!(st["bad"], json!(["0.2.0"]));
     assert!(st["current"].is_null());
+    assert!(!rig.update_dir.join("rig-agent-0.2.0").exists(), "the rolled-back build is not kept");
     // Offered again: not retried.
     let again = rig.ask(rig.offer(&server.url, |_| {}));
     assert_eq!(again["code"], 6, "{again}");

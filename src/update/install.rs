@@ -215,20 +215,13 @@ impl Job {
             ));
         }
         // What runs now is what comes back: an installed build, or the package's (None).
-        let running_installed = st.current.take().filter(|c| c.version == crate::version());
-        let old_previous = std::mem::replace(&mut st.previous, running_installed);
+        st.previous = st.current.take().filter(|c| c.version == crate::version());
         st.current = Some(installed);
         st.trial = Some(Trial { request: self.request.clone(), started_at: crate::status::unix_now(), starts: 0 });
         if let Err(e) = state::save(dir, &st) {
             return Err(failed("cannot write the update state (nothing was switched)", e));
         }
-        // A build no state names any more is not kept.
-        if let Some(p) = old_previous
-            && Some(&p.file) != st.current.as_ref().map(|c| &c.file)
-            && Some(&p.file) != st.previous.as_ref().map(|c| &c.file)
-        {
-            let _ = fs::remove_file(dir.join(&p.file));
-        }
+        state::prune(dir, &st);
         self.shared.set_known(&st);
         Ok(())
     }

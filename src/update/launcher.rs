@@ -94,6 +94,7 @@ pub fn decide(cfg: &Config) -> Launch {
             if let Some(why) = why {
                 roll_back(&mut st, why);
                 state::save(dir, &st)?;
+                state::prune(dir, &st);
                 continue;
             }
             st.trial.as_mut().expect("checked above").starts += 1;

@@ -246,6 +246,19 @@ pub fn save(dir: &Path, state: &UpdateState) -> io::Result<()> {
     write_durably(dir, FILE, state.to_json().to_string().as_bytes())
 }
 
+/// Removes the builds in `dir` that `st` no longer names (a build rolled back, one
+/// replaced twice): the directory holds at most the current and the previous one.
+pub fn prune(dir: &Path, st: &UpdateState) {
+    let named: Vec<&str> = [&st.current, &st.previous].into_iter().flatten().map(|i| i.file.as_str()).collect();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("rig-agent-") && !named.contains(&name.as_ref()) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Holds the update directory's lock while alive.
 pub struct Locked(#[allow(dead_code)] File);
 
