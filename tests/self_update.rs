@@ -470,3 +470,26 @@ fn a_full_update_disk_fails_the_update_and_changes_nothing() {
     // The agent goes on, on its version.
     assert!(!rig.gw.seen.iter().any(|e| e.act() == Some("start") && e.conn() != rig.conn));
 }
+
+#[test]
+fn an_offer_on_a_read_only_state_directory_is_answered_3_and_nothing_is_downloaded() {
+    if !common::root() {
+        panic!("needs root for a loop filesystem (CI runs as root)");
+    }
+    let _g = Guard::new(60 * SEC);
+    let mut rig = Rig::start("1s", "30s", "");
+    // The state directory turns read-only under the running agent.
+    let ro = common::storage::LoopFs::new(rig.dir.path(), "ro-state", 8 << 20, &[]);
+    ro.remount("ro");
+    let state = rig.dir.path().join("state");
+    common::storage::mount(&["--bind", &ro.mnt.display().to_string(), &state.display().to_string()]);
+    let _unmount = common::storage::Unmount(state);
+    let server = rig.serve(Serve::Whole);
+    let answer = rig.ask(rig.offer(&server.url, |_| {}));
+    assert_eq!(answer["code"], 3, "{answer}");
+    assert!(answer["description"].as_str().unwrap().contains("cannot record the update"), "{answer}");
+    std::thread::sleep(SEC);
+    assert!(server.requests().is_empty(), "nothing downloaded");
+    // Not left "under way": the next offer is judged afresh (and refused the same way).
+    assert_eq!(rig.ask(rig.offer(&server.url, |_| {}))["code"], 3);
+}

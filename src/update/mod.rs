@@ -333,6 +333,23 @@ mod tests {
     }
 
     #[test]
+    fn a_switch_that_lands_while_the_agent_is_being_stopped_does_not_restart_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let u = updates(dir.path());
+        let (waker, _rx) = crate::os::wake::pair().unwrap();
+        let shutdown = Shutdown::new(waker);
+        u.shared.set_shutdown(shutdown.clone());
+        shutdown.stop();
+        u.shared.restart_now();
+        assert!(!u.shared.restart_requested(), "a stop asked for is a stop");
+        let (waker, _rx) = crate::os::wake::pair().unwrap();
+        let u = updates(dir.path());
+        u.shared.set_shutdown(Shutdown::new(waker));
+        u.shared.restart_now();
+        assert!(u.shared.restart_requested());
+    }
+
+    #[test]
     fn get_agent_info_shows_whether_updates_are_on_where_one_stands_and_no_key() {
         let dir = tempfile::tempdir().unwrap();
         let u = updates(dir.path());
