@@ -19,15 +19,17 @@ const LOOK_EVERY: Duration = Duration::from_millis(200);
 /// confirmation if this version is on trial. Disk IO: before the socket loop.
 pub fn start(cfg: &Arc<Config>, shared: &Arc<Shared>, spool: &Arc<Spool>, id: &Identity) {
     let dir = &cfg.paths.update_dir;
-    if !dir.is_dir() {
-        return;
-    }
-    let st = match state::load_or_reset(dir) {
-        Ok(st) => st,
-        Err(e) => {
-            log::warn!("cannot read the update state in {} ({e})", dir.display());
-            return;
+    // No update directory: no state, but maybe an update a previous run left under way.
+    let st = if dir.is_dir() {
+        match state::load_or_reset(dir) {
+            Ok(st) => st,
+            Err(e) => {
+                log::warn!("cannot read the update state in {} ({e})", dir.display());
+                return;
+            }
         }
+    } else {
+        state::UpdateState::default()
     };
     shared.set_known(&st);
     let interrupted = report::interrupted(cfg, &st);
