@@ -97,7 +97,7 @@ for t in "${targets[@]}"; do
   # The documents the README sends an operator to (the same list as the .deb's assets in
   # Cargo.toml), so that its links work in the unpacked tarball.
   mkdir "$stage/$name/docs"
-  cp docs/operations.md docs/configuration.md docs/behaviour.md docs/security.md docs/PROTOCOL.md "$stage/$name/docs/"
+  cp docs/operations.md docs/configuration.md docs/behaviour.md docs/security.md docs/PROTOCOL.md docs/updates.md "$stage/$name/docs/"
   tar -C "$stage" -czf "$dist/$name.tar.gz" "$name"
   rm -rf "$stage"
   bytes=$(stat -c %s "$target_dir/$t/release/rig-agent")

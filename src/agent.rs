@@ -19,7 +19,7 @@ use crate::os::{signals, wake};
 use crate::outbox::spool;
 use crate::queries::answers::Probes;
 use crate::runner::Runner;
-use crate::{actions, maintenance, protocol, queries, recovery, status};
+use crate::{actions, maintenance, protocol, queries, recovery, status, update};
 
 /// The whole agent as the binary runs it: the runner (which owns the socket), the probe
 /// workers behind the standard query catalogue, the warning spool and the disk monitor.
@@ -27,6 +27,7 @@ pub struct Agent {
     runner: Runner,
     /// Failure episodes opening and ending, for whoever acts on them.
     episodes: Arc<Feed>,
+    update: Arc<update::Shared>,
     // Dropped before the monitor: the sources hold senders into its channel.
     _events: Sources,
     _monitor: monitor::MonitorHandle,
@@ -102,7 +103,7 @@ impl Agent {
         let catalogue = Arc::new(catalogue);
         jobs.add(catalogue.acts(), queries::workers::Workers::start(Arc::clone(&catalogue))?);
         status.set_actions(cfg.actions.allowed());
-        let actions = actions::Actions::new(
+        let mut actions = actions::Actions::new(
             Arc::new(cfg.actions.clone()),
             &id,
             &cfg.paths.state_dir,
@@ -111,7 +112,22 @@ impl Agent {
             Arc::clone(status.clock()),
         );
         let steps = actions.steps();
+        let mut updates =
+            update::Updates::new(Arc::clone(&cfg), &id, Arc::clone(&status), Arc::clone(&spool), Arc::clone(&ids));
+        let update = updates.shared();
+        // Not both at once: no update starts while an action runs or in maintenance, and
+        // no action (nor recovery step) starts while an update is under way (or a new
+        // version is on trial).
+        updates.add_not_now(actions.running_check());
+        let in_maintenance = Arc::clone(&status);
+        updates
+            .add_not_now(Arc::new(move || in_maintenance.in_maintenance().then(|| "the rig is in maintenance".into())));
+        let busy = Arc::clone(&update);
+        actions.add_not_now(Arc::new(move || {
+            busy.busy().then(|| format!("an agent update is under way ({})", busy.phase().as_str()))
+        }));
         jobs.add([actions::ACT], actions);
+        jobs.add([update::ACT], updates);
         // Before the monitor: a window kept across a restart marks its first warnings.
         let maintenance = maintenance::control::Control::start(&cfg.paths.state_dir, Arc::clone(&status))?;
         jobs.add([maintenance::console::ACT], maintenance::console::SetMaintenance::new(&cfg, maintenance.console()));
@@ -135,6 +151,7 @@ impl Agent {
             Arc::clone(&ids),
         )?;
         runner.set_address_book(Arc::new(book));
+        update.set_shutdown(runner.shutdown());
         let shared = monitor::Shared {
             ids,
             spool,
@@ -165,7 +182,7 @@ impl Agent {
                 let _ = c.send(monitor::Input::Reload(Box::new(cfg.clone())));
             }
         });
-        Ok(Agent { runner, episodes, _events: sources, _monitor: monitor, _maintenance: maintenance })
+        Ok(Agent { runner, episodes, update, _events: sources, _monitor: monitor, _maintenance: maintenance })
     }
 
     /// The handle that stops the agent (signals, tests, the demo).
@@ -183,6 +200,12 @@ impl Agent {
     /// at 1970, an NTP jump) before and while it runs.
     pub fn clock(&self) -> Arc<Clock> {
         Arc::clone(self.runner.status().clock())
+    }
+
+    /// Whether the agent stopped because an update was switched to: `main` then starts
+    /// the binary again in place (after dropping the agent, which flushes the outbox).
+    pub fn restart_for_update(&self) -> bool {
+        self.update.restart_requested()
     }
 
     /// Runs until stopped; the disk monitor stops when the agent is dropped.

@@ -17,7 +17,7 @@ use rig_agent::protocol::{Inbound, decode};
 use rig_agent::queries::answers::Probes;
 use rig_agent::queries::{Catalogue, STANDARD_ACTS};
 use rig_agent::status::AgentStatus;
-use rig_agent::{VERSION, exit as code, logging};
+use rig_agent::{exit as code, logging, version};
 
 /// The usage text; `acts` are the queries `probe` answers.
 fn usage() -> String {
@@ -114,7 +114,7 @@ fn main() {
             exit(code::OK)
         }
         Cli::Version => {
-            println!("rig-agent {VERSION}");
+            println!("rig-agent {}", version());
             exit(code::OK)
         }
         Cli::Do(path, command) => (path, command),
@@ -143,7 +143,7 @@ fn main() {
                     log::error!("{}", rig_agent::protocol::escape::escape(&e.to_string()));
                     exit(code::FAILURE)
                 });
-            log::info!("rig-agent {VERSION} privileged half listening on {}", socket.display());
+            log::info!("rig-agent {} privileged half listening on {}", version(), socket.display());
             rig_agent::privileged::server::serve(listener, path, cfg, &shutdown, &wake);
         }
         Command::Check => {
@@ -179,11 +179,16 @@ fn main() {
             logging::init();
             let cfg = load(&path, Config::load);
             log::info!(
-                "rig-agent {VERSION} starting as {} with {} (gateways: {})",
+                "rig-agent {} starting as {} with {} (gateways: {})",
+                version(),
                 cfg.device.hardware_id,
                 path.display(),
                 cfg.gateway.urls.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", ")
             );
+            // An installed update runs in place of this binary, or on trial under it
+            // (update/launcher.rs); this returns when this binary is the one to run.
+            let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+            rig_agent::update::launcher::launch(&cfg, &args);
             // Under the packaged units the privileged half streams the kernel log (this
             // unit has no CAP_SYSLOG and ProtectKernelLogs=). Without one, it is opened
             // while the process may still read it (the check is at open): run by hand as
@@ -208,6 +213,12 @@ fn main() {
                 exit(code::FAILURE);
             }
             agent.run();
+            if agent.restart_for_update() {
+                // The switch is done: the outbox is flushed as the agent drops, then this
+                // process starts again in place, and its launcher starts the new build.
+                drop(agent);
+                restart_in_place(&args);
+            }
         }
     }
 }
@@ -232,6 +243,17 @@ fn drop_privileges() {
     if !extra.is_empty() {
         log::warn!("supplementary groups {extra:?} kept (no CAP_SETGID to clear them); the unit should grant none");
     }
+}
+
+/// Executes this binary again with the same arguments (same PID, as `Type=notify` wants);
+/// exits with a failure, for the unit to restart it, if that cannot be done.
+fn restart_in_place(args: &[std::ffi::OsString]) -> ! {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
+    log::info!("restarting into the update");
+    let e = std::process::Command::new(&exe).args(args).exec();
+    log::error!("cannot restart {} ({e}); exiting for the unit to restart it", exe.display());
+    exit(code::FAILURE)
 }
 
 /// Answers one query locally, as `telegraf --test` or `zabbix_agent2 -t` do.

@@ -229,9 +229,10 @@ impl Session {
                 }
                 Vec::new()
             }
-            // Action results (PROTOCOL.md §8), the ends of episodes and recovery reports (§9)
-            // go through the same outbox as warnings and are acknowledged the same way.
-            (Phase::Up { .. }, "warning" | "action_result" | "warning_cleared" | "recovery") => {
+            // Action and update results (PROTOCOL.md §8, §9), the ends of episodes and
+            // recovery reports (§9) go through the same outbox as warnings and are
+            // acknowledged the same way.
+            (Phase::Up { .. }, "warning" | "action_result" | "update_result" | "warning_cleared" | "recovery") => {
                 if r.is_ok() {
                     vec![Action::WarningAcked(r.act_id)]
                 } else {

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::clock::Clock;
 
@@ -21,6 +21,8 @@ pub struct AgentStatus {
     /// Whether the rig is in maintenance: warnings then carry `"maintenance": true`, no
     /// recovery step and no update starts.
     pub maintenance: Maintenance,
+    /// `get_agent_info`'s `update`, as the update part last published it.
+    update: Mutex<Value>,
 }
 
 /// Who turned maintenance on.
@@ -91,6 +93,8 @@ impl Maintenance {
 #[derive(Debug, Default, Clone)]
 struct Link {
     connected_at: Option<u64>,
+    /// The same moment on the monotonic clock, for how long the link has held.
+    connected_since: Option<Instant>,
     gateway_url: Option<String>,
     logins: u64,
     warnings_pending: u64,
@@ -116,6 +120,7 @@ impl AgentStatus {
             link: Mutex::new(Link::default()),
             event_sources: Mutex::new(None),
             maintenance: Maintenance::default(),
+            update: Mutex::new(json!({"enabled": false, "state": "idle", "last": null})),
         }
     }
 
@@ -146,12 +151,26 @@ impl AgentStatus {
         let at = self.clock.unix_secs();
         let mut l = self.link();
         l.connected_at = Some(at);
+        l.connected_since = Some(Instant::now());
         l.gateway_url = Some(url.to_string());
         l.logins += 1;
     }
 
     pub(crate) fn disconnected(&self) {
-        self.link().connected_at = None;
+        let mut l = self.link();
+        l.connected_at = None;
+        l.connected_since = None;
+    }
+
+    /// How long the agent has been logged in on its current connection; `None` when it is
+    /// not connected.
+    pub fn connected_for(&self) -> Option<Duration> {
+        self.link().connected_since.map(|at| at.elapsed())
+    }
+
+    /// What `get_agent_info` shows as `update`.
+    pub(crate) fn set_update(&self, v: Value) {
+        *self.update.lock().unwrap_or_else(|p| p.into_inner()) = v;
     }
 
     pub(crate) fn set_warnings_pending(&self, n: u64) {
@@ -184,7 +203,8 @@ impl AgentStatus {
         let sources = self.event_sources.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|s| s.to_json());
         json!({
             "event_sources": sources.unwrap_or_else(|| json!({"scan": "live"})),
-            "version": crate::VERSION,
+            "version": crate::version(),
+            "update": self.update.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             "started_at": self.started_at,
             "connected_at": l.connected_at,
             "reconnects": l.logins.saturating_sub(1),

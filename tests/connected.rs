@@ -305,6 +305,8 @@ fn every_query_of_the_catalogue_is_answered_over_wss_with_the_protocol_fields() 
                 "event_sources",
                 "actions",
                 "maintenance",
+                "clock",
+                "update",
             ],
         ),
     ];

@@ -319,6 +319,43 @@ struct AgentInfo {
     config_file: String,
     event_sources: EventSources,
     actions: Vec<String>,
+    maintenance: Maintenance,
+    clock: Clock,
+    update: UpdateInfo,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Maintenance {
+    on: bool,
+    until: Option<u64>,
+    by: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Clock {
+    system_time: u64,
+    floor: u64,
+    suspect: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateInfo {
+    enabled: bool,
+    state: String,
+    last: Option<UpdateLast>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateLast {
+    update_id: String,
+    outcome: String,
+    from_version: String,
+    to_version: String,
+    detail: String,
 }
 
 #[derive(Debug, Deserialize)]

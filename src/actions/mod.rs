@@ -161,6 +161,9 @@ pub struct Actions {
     groups: crate::os::child::Groups,
     /// Start times for the journal (corrected, marked when the clock is wrong).
     clock: Arc<Clock>,
+    /// Other reasons no action may start now (an agent update under way), shared with the
+    /// recovery steps' runner.
+    not_now: NotNowChecks,
 }
 
 impl Actions {
@@ -200,7 +203,27 @@ impl Actions {
             in_flight: Arc::default(),
             refusal_log: RefusalLog::new(),
             groups: Default::default(),
+            not_now: NotNowChecks::default(),
         }
+    }
+
+    /// Adds a reason no action may start now: while it says one, requests are answered
+    /// code 5 with its text.
+    pub fn add_not_now(&mut self, check: crate::update::NotNow) {
+        self.not_now.0.lock().unwrap_or_else(|p| p.into_inner()).push(check);
+    }
+
+    /// Says whether an action is running (for what must not start meanwhile).
+    pub fn running_check(&self) -> crate::update::NotNow {
+        let running = self.running.clone();
+        Arc::new(move || {
+            let names = running.lock();
+            (!names.is_empty()).then(|| {
+                let mut names: Vec<&str> = names.iter().map(String::as_str).collect();
+                names.sort_unstable();
+                format!("an action is running ({})", names.join(", "))
+            })
+        })
     }
 
     /// Decides on a `run_action` query. A refusal is answered at once (the text returned);
@@ -244,6 +267,7 @@ impl Actions {
         let (mode, name) = decode_request(query)?;
         let cfg = self.cfg.get();
         let spec = allowed(&cfg, name)?;
+        self.not_now.check()?;
         let running = self.running.lock();
         not_running_nor_too_soon(&running, &self.last_start, name, &spec)?;
         if mode == Mode::Write {
@@ -263,6 +287,7 @@ impl Actions {
             last_start: self.last_start.clone(),
             groups: self.groups.clone(),
             clock: Arc::clone(&self.clock),
+            not_now: self.not_now.clone(),
         }
     }
 
@@ -341,6 +366,22 @@ impl Handler for Actions {
     }
 }
 
+/// The reasons besides the allow-list, the running set and `min_interval` that no action may
+/// start now (an agent update under way), shared with the recovery steps' runner.
+#[derive(Clone, Default)]
+struct NotNowChecks(Arc<Mutex<Vec<crate::update::NotNow>>>);
+
+impl NotNowChecks {
+    /// Code 5 with the first reason that holds now.
+    fn check(&self) -> Result<(), Refusal> {
+        let checks = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match checks.iter().find_map(|c| c()) {
+            Some(why) => Err(not_now(why)),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The allow-list in force, shared with the recovery steps' runner ([`Steps`]), which must
 /// see a reload as the console's runs do.
 #[derive(Debug, Clone)]
@@ -409,6 +450,7 @@ pub struct Steps {
     last_start: StartTimes,
     groups: crate::os::child::Groups,
     clock: Arc<Clock>,
+    not_now: NotNowChecks,
 }
 
 impl Steps {
@@ -419,6 +461,7 @@ impl Steps {
         let (now_ms, suspect) = self.clock.stamp_ms();
         let cfg = self.cfg.get();
         let spec = allowed(&cfg, name)?;
+        self.not_now.check()?;
         let started = Start::now();
         let previous = {
             let mut running = self.running.lock();

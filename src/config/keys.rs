@@ -14,6 +14,7 @@ pub(crate) const TOP: &[&str] = &[
     "actions",
     "maintenance",
     "recovery",
+    "update",
 ];
 pub(crate) const DEVICE: &[&str] = &["hardware_id", "name", "token", "token_file"];
 pub(crate) const GATEWAY: &[&str] = &[
@@ -46,13 +47,15 @@ pub(crate) const MAINTENANCE: &[&str] = &["remote"];
 pub(crate) const RECOVERY: &[&str] = &["enabled", "dry_run"];
 /// `[recovery.<reason>]`.
 pub(crate) const LADDER: &[&str] = &["steps", "wait_between", "budget"];
-pub(crate) const PATHS: &[&str] = &["state_dir", "sysfs", "procfs", "rootfs", "kmsg", "privileged_socket"];
+pub(crate) const PATHS: &[&str] =
+    &["state_dir", "sysfs", "procfs", "rootfs", "kmsg", "privileged_socket", "update_dir"];
 pub(crate) const PROBES: &[&str] = &["nvidia_smi", "nvidia_smi_timeout", "nvidia_smi_interval"];
 pub(crate) const GPUS: &[&str] = &["warn"];
 /// `[actions]` itself; its other keys are `[actions.<name>]` sections.
 pub(crate) const ACTIONS: &[&str] = &["enabled", "max_concurrent"];
 /// `[actions.<name>]`.
 pub(crate) const ACTION: &[&str] = &["command", "timeout", "min_interval"];
+pub(crate) const UPDATE: &[&str] = &["enabled", "keys", "confirm_after", "confirm_within", "max_bytes"];
 
 /// Each section, as an operator writes its header, with its keys.
 const SECTIONS: &[(&str, &[&str])] = &[
@@ -70,6 +73,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("recovery", RECOVERY),
     ("recovery.<reason>", LADDER),
     ("actions.<name>", ACTION),
+    ("update", UPDATE),
 ];
 
 /// The sections other than `here` (`""` for the top level, `actions.reboot` for an action)

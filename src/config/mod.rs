@@ -68,6 +68,22 @@ pub const DEFAULT_PATH: &str = "/etc/rig-agent/rig-agent.toml";
 /// unit's `RuntimeDirectory=` creates the folder.
 pub(crate) const DEFAULT_PRIVILEGED_SOCKET: &str = "/run/rig-agent-privileged/sock";
 
+/// Where installed updates live unless `paths.update_dir` says otherwise; the package's
+/// postinst creates it, root-owned.
+pub const DEFAULT_UPDATE_DIR: &str = "/var/lib/rig-agent-update";
+
+/// The default of `update.max_bytes`.
+pub(crate) const DEFAULT_UPDATE_MAX_BYTES: u64 = 64 << 20;
+
+/// A minisign public key from `update.keys` (the base64 line of its `.pub` file), or why it
+/// is not one. The config refuses a key this refuses, so later users may rely on it.
+pub fn update_key(b64: &str) -> Result<minisign_verify::PublicKey, String> {
+    minisign_verify::PublicKey::from_base64(b64.trim()).map_err(|e| match e {
+        minisign_verify::Error::UnsupportedAlgorithm => "not an Ed25519 minisign key".to_string(),
+        _ => "not 42 bytes of base64".to_string(),
+    })
+}
+
 /// The shortest `disks.io_error_quiet`: at least four of the kernel log reader's rate-limit
 /// windows (`events::kmsg_job::PASS_EVERY`, checked there at compile time), or the first
 /// line of a new storm could be held back as part of the one that just ended.
@@ -89,13 +105,13 @@ impl Config {
         Config::parse(file, &src)?.resolve_as(StateDir::Inspect)
     }
 
-    /// What `rig-agent privileged` needs of the config: `[disks]` and `[paths]`, parsed and
+    /// What `rig-agent privileged` needs of the config: `[disks]`, `[paths]` and `[update]`, parsed and
     /// checked like the rest of the file but with nothing read on their behalf. That half
     /// never holds the token or the TLS keys, and never touches the state directory.
     pub fn load_for_privileged(file: &Path) -> Result<PrivilegedConfig, ConfigErrors> {
         let src = read_config(file)?;
         let parsed = Config::parse(file, &src)?;
-        Ok(PrivilegedConfig { disks: parsed.disks, paths: parsed.paths })
+        Ok(PrivilegedConfig { disks: parsed.disks, paths: parsed.paths, update: parsed.update })
     }
 
     /// The text `src` of the config file `file`, validated, with nothing read from the file
@@ -132,6 +148,7 @@ impl Config {
                 f.push(e);
             }
         }
+        let update = f.ok(top.table("update")).and_then(|s| read_update(&s, &mut f));
 
         let parsed = (|| {
             let (device_s, gateway_s, disks_s, paths_s, actions_s) =
@@ -156,6 +173,7 @@ impl Config {
                 actions,
                 maintenance: maintenance?,
                 recovery: recovery?.0,
+                update: update?,
                 spots: Spots {
                     token: device_s.spot("token"),
                     token_file: device_s.spot("token_file"),

@@ -296,6 +296,7 @@ pub(super) fn read_paths(s: &Section, f: &mut Found) -> Option<PathsConfig> {
     let procfs = f.ok(s.path("procfs"));
     let rootfs = f.ok(s.path("rootfs"));
     let kmsg = f.ok(s.path("kmsg"));
+    let update_dir = f.ok(s.path("update_dir"));
     let privileged_socket = match f.ok(s.str("privileged_socket"))?.as_deref() {
         Some("") => None,
         Some(_) => f.ok(s.path("privileged_socket"))?,
@@ -310,5 +311,52 @@ pub(super) fn read_paths(s: &Section, f: &mut Found) -> Option<PathsConfig> {
         rootfs: rootfs?.unwrap_or_else(|| "/".into()),
         kmsg: kmsg?.unwrap_or_else(|| "/dev/kmsg".into()),
         privileged_socket,
+        update_dir: update_dir?.unwrap_or_else(|| DEFAULT_UPDATE_DIR.into()),
     })
+}
+
+/// `[update]`: off by default; on, it needs at least one key, and every key must be a
+/// minisign public key.
+pub(super) fn read_update(s: &Section, f: &mut Found) -> Option<UpdateConfig> {
+    s.deny(keys::UPDATE, f);
+    let enabled = f.ok(s.bool_or("enabled", false));
+    let keys = f.ok(s.str_list("keys")).map(Option::unwrap_or_default).and_then(|keys| {
+        let mut good = true;
+        for k in &keys {
+            if let Err(why) = crate::config::update_key(k) {
+                f.push(s.err_at(
+                    "keys",
+                    &format!("\"{}\" is not a minisign public key ({why})", crate::protocol::escape::escape(k)),
+                    "give the base64 line of the key's .pub file (the second line, starting with RW)",
+                ));
+                good = false;
+            }
+        }
+        good.then_some(keys)
+    });
+    let confirm_after = f.ok(s.duration_or("confirm_after", Duration::from_secs(120), Duration::from_secs(1), DAY));
+    let confirm_within = f.ok(s.duration_or("confirm_within", Duration::from_secs(600), Duration::from_secs(10), DAY));
+    let max_bytes = f.ok(s.int_or("max_bytes", DEFAULT_UPDATE_MAX_BYTES as i64, 1 << 20, 1 << 30));
+    let (enabled, keys, confirm_after, confirm_within) = (enabled?, keys?, confirm_after?, confirm_within?);
+    if enabled && keys.is_empty() {
+        f.push(s.err_at(
+            "keys",
+            "is empty, but enabled = true: no build could ever be verified",
+            "add the operator's minisign public key, keys = [\"RW...\"], or set enabled = false",
+        ));
+        return None;
+    }
+    if confirm_within <= confirm_after {
+        f.push(s.err_at(
+            "confirm_within",
+            &format!(
+                "confirm_within ({}) must be longer than confirm_after ({}), or no new version could ever be confirmed",
+                format_duration(confirm_within),
+                format_duration(confirm_after)
+            ),
+            "make update.confirm_within a few times update.confirm_after (the defaults are 10m and 2m)",
+        ));
+        return None;
+    }
+    Some(UpdateConfig { enabled, keys, confirm_after, confirm_within, max_bytes: max_bytes? as u64 })
 }

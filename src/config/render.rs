@@ -5,7 +5,7 @@ use std::path::Path;
 use crate::config::duration::format_duration;
 use crate::config::{
     Config, DeviceConfig, DisksConfig, GatewayConfig, GpusConfig, HeartbeatConfig, MaintenanceConfig, PathsConfig,
-    ProbesConfig, ReconnectConfig, WarningConfig,
+    ProbesConfig, ReconnectConfig, UpdateConfig, WarningConfig,
 };
 
 impl Config {
@@ -29,6 +29,7 @@ impl Config {
             actions,
             maintenance,
             recovery,
+            update,
         } = self;
         let d = format_duration;
         let mut out = String::new();
@@ -76,6 +77,14 @@ impl Config {
         let MaintenanceConfig { remote } = maintenance;
         out += &format!("\n[maintenance]\nremote = {remote}\n");
         out += &recovery.render();
+        // Public keys: nothing secret, and what an operator checks first when a build is refused.
+        let UpdateConfig { enabled, keys, confirm_after, confirm_within, max_bytes } = update;
+        out += &format!(
+            "\n[update]\nenabled = {enabled}\nkeys = {}\nconfirm_after = \"{}\"\nconfirm_within = \"{}\"\nmax_bytes = {max_bytes}\n",
+            list(keys),
+            d(*confirm_after),
+            d(*confirm_within)
+        );
         out
     }
 }
@@ -140,17 +149,27 @@ fn render_gateway(g: &GatewayConfig) -> String {
 }
 
 fn render_paths(pa: &PathsConfig) -> String {
-    let PathsConfig { state_dir, state_dir_problem, state_dir_note, sysfs, procfs, rootfs, kmsg, privileged_socket } =
-        pa;
+    let PathsConfig {
+        state_dir,
+        state_dir_problem,
+        state_dir_note,
+        sysfs,
+        procfs,
+        rootfs,
+        kmsg,
+        privileged_socket,
+        update_dir,
+    } = pa;
     let mut out = String::new();
     out += &format!(
-        "\n[paths]\nstate_dir = {}\nsysfs = {}\nprocfs = {}\nrootfs = {}\nkmsg = {}\nprivileged_socket = {}\n",
+        "\n[paths]\nstate_dir = {}\nsysfs = {}\nprocfs = {}\nrootfs = {}\nkmsg = {}\nprivileged_socket = {}\nupdate_dir = {}\n",
         p(state_dir),
         p(sysfs),
         p(procfs),
         p(rootfs),
         p(kmsg),
-        privileged_socket.as_deref().map_or_else(|| "\"\"".to_string(), p)
+        privileged_socket.as_deref().map_or_else(|| "\"\"".to_string(), p),
+        p(update_dir)
     );
     if let Some(note) = state_dir_note {
         out += &format!("# state_dir {note}\n");

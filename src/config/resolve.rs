@@ -261,6 +261,7 @@ pub struct Parsed {
     pub(super) actions: ActionsConfig,
     pub(super) maintenance: MaintenanceConfig,
     pub(super) recovery: crate::config::recovery::RecoveryConfig,
+    pub(super) update: UpdateConfig,
     pub(super) spots: Spots,
 }
 
@@ -289,6 +290,7 @@ impl Parsed {
             actions,
             maintenance,
             recovery,
+            update,
             spots,
         } = self;
         let ParsedDevice { hardware_id, name, token, token_file } = device;
@@ -358,6 +360,7 @@ impl Parsed {
             actions,
             maintenance,
             recovery,
+            update,
         })
     }
 }

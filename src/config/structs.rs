@@ -43,6 +43,27 @@ pub struct Config {
     pub actions: ActionsConfig,
     pub maintenance: MaintenanceConfig,
     pub recovery: crate::config::recovery::RecoveryConfig,
+    /// `[update]`: whether and how the console may update the agent (PROTOCOL.md §9).
+    pub update: UpdateConfig,
+}
+
+/// `[update]` (PROTOCOL.md §9). The privileged half reads it from the root-owned config
+/// itself: the keys it verifies with are never the network half's to give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateConfig {
+    /// Whether `update_agent` is taken at all. Default false.
+    pub enabled: bool,
+    /// minisign public keys (the base64 line of a `.pub` file), each checked at load; more
+    /// than one for key rotation. Required when `enabled`.
+    pub keys: Vec<String>,
+    /// How long the new version must be logged in and connected before it is confirmed.
+    /// Default 2 min, at least 1 s.
+    pub confirm_after: Duration,
+    /// The new version is rolled back unless confirmed this long after the switch. Default
+    /// 10 min, at least 10 s and above `confirm_after`.
+    pub confirm_within: Duration,
+    /// The largest build taken. Default 64 MiB.
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -106,11 +127,12 @@ pub struct ReconnectConfig {
 pub struct PrivilegedConfig {
     pub disks: DisksConfig,
     pub paths: PathsConfig,
+    pub update: UpdateConfig,
 }
 
 impl From<Config> for PrivilegedConfig {
     fn from(c: Config) -> PrivilegedConfig {
-        PrivilegedConfig { disks: c.disks, paths: c.paths }
+        PrivilegedConfig { disks: c.disks, paths: c.paths, update: c.update }
     }
 }
 
@@ -189,6 +211,9 @@ pub struct PathsConfig {
     /// there, so the agent itself holds no capability. `None` (set to "") runs smartctl in
     /// the agent itself. Default /run/rig-agent-privileged/sock.
     pub privileged_socket: Option<PathBuf>,
+    /// The root-owned home of installed updates: the verified binaries, the one kept to go
+    /// back to, the newest version ever run. Default /var/lib/rig-agent-update.
+    pub update_dir: PathBuf,
 }
 
 impl Config {
@@ -215,6 +240,8 @@ impl Config {
             actions: _,
             maintenance: _,
             recovery: _,
+            // Read by the next offer and by the privileged half at each request.
+            update: _,
             // Only a restart applies them (`paths_differ`).
             paths: _,
         } = self;
@@ -269,10 +296,11 @@ impl Config {
             rootfs,
             kmsg,
             privileged_socket,
+            update_dir,
         } = &self.paths;
         let b = &other.paths;
-        (state_dir, sysfs, procfs, rootfs, kmsg, privileged_socket)
-            != (&b.state_dir, &b.sysfs, &b.procfs, &b.rootfs, &b.kmsg, &b.privileged_socket)
+        (state_dir, sysfs, procfs, rootfs, kmsg, privileged_socket, update_dir)
+            != (&b.state_dir, &b.sysfs, &b.procfs, &b.rootfs, &b.kmsg, &b.privileged_socket, &b.update_dir)
     }
 }
 

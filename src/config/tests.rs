@@ -473,3 +473,34 @@ fn a_malformed_proxy_in_the_environment_is_refused_naming_the_variable() {
     let off = resolve::proxy_policy(&spot, &ProxySetting::Off, &env).unwrap();
     assert_eq!(off, ProxyPolicy::Off);
 }
+
+/// A public key minisign made (`minisign -G`), the second line of its `.pub` file.
+const UPDATE_KEY: &str = "RWQluyckVB15nlYpgNXxtNaUp7e8ukzyGuj0kMFbgn+a2arrcb4/oJ71";
+
+#[test]
+fn updates_are_off_by_default_and_on_need_a_key() {
+    let f = Fixture::new();
+    let c = f.parse(MINIMAL).unwrap();
+    assert!(!c.update.enabled);
+    assert_eq!((c.update.confirm_after, c.update.confirm_within), (Duration::from_secs(120), Duration::from_secs(600)));
+    assert_eq!(c.update.max_bytes, 64 << 20);
+    assert_eq!(c.paths.update_dir, Path::new("/var/lib/rig-agent-update"));
+    let e = f.parse(&format!("{MINIMAL}[update]\nenabled = true\n")).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("update.keys"));
+    let c = f.parse(&format!("{MINIMAL}[update]\nenabled = true\nkeys = [\"{UPDATE_KEY}\"]\n")).unwrap();
+    assert_eq!(c.update.keys, vec![UPDATE_KEY.to_string()]);
+}
+
+#[test]
+fn a_malformed_update_key_or_confirm_times_that_cannot_work_are_named_with_their_line_and_fix() {
+    let f = Fixture::new();
+    let e = f.parse(&format!("{MINIMAL}[update]\nenabled = true\nkeys = [\"RWQnotakey\"]\n")).unwrap_err();
+    assert_eq!((e.key.as_deref(), e.line), (Some("update.keys"), Some(10)));
+    assert!(e.fix.contains(".pub"), "{e}");
+    let e = f.parse(&format!("{MINIMAL}[update]\nconfirm_after = \"5m\"\nconfirm_within = \"2m\"\n")).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("update.confirm_within"));
+    let e = f.parse(&format!("{MINIMAL}[update]\nconfirm_within = \"5s\"\n")).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("update.confirm_within"));
+    let e = f.parse(&format!("{MINIMAL}[update]\nconfirm_after = \"500ms\"\n")).unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("update.confirm_after"));
+}

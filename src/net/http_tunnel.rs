@@ -20,7 +20,7 @@ pub(crate) const MAX_REPLY: usize = 8 << 10;
 pub(crate) fn open(sock: &mut Sock, proxy: &ProxyUrl, host: &str, port: u16) -> Result<(), ProxyFailure> {
     let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
     let mut request =
-        format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: rig-agent/{}\r\n", crate::VERSION);
+        format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: rig-agent/{}\r\n", crate::version());
     if let Some(c) = &proxy.credentials {
         let basic = BASE64.encode(format!("{}:{}", c.user, c.password).as_bytes());
         request += &format!("Proxy-Authorization: Basic {basic}\r\n");

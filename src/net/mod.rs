@@ -2,13 +2,15 @@
 //! HTTP CONNECT or SOCKS5 proxy, DNS bounded and backed by the address book); the
 //! DNS/TCP/TLS/upgrade under one deadline (transport), the RFC 6455
 //! upgrade (upgrade), the byte stream under the WebSocket (stream) and the WebSocket frame
-//! helpers. The gateway URL and the rustls client config it connects with are the config's
+//! helpers; and for an update's download, a small HTTP GET (http_get) over that same
+//! [`dial`]. The gateway URL and the rustls client config it connects with are the config's
 //! (`config::url`, `config::tls`): they are refused or built at load.
 
 pub mod abort;
 pub mod address_book;
 pub mod connection;
 pub mod frames;
+pub mod http_get;
 pub(crate) mod http_tunnel;
 pub mod resolve;
 pub(crate) mod route;

@@ -51,7 +51,9 @@ pub(crate) fn upgrade(url: &GatewayUrl, cfg: &GatewayConfig, stream: Stream) -> 
     let mut request =
         url.as_str().into_client_request().map_err(|e| UpgradeError::Refused(format!("bad request for {url}: {e}")))?;
     let headers = request.headers_mut();
-    headers.insert("User-Agent", HeaderValue::from_static(concat!("rig-agent/", env!("CARGO_PKG_VERSION"))));
+    let agent = HeaderValue::from_str(&format!("rig-agent/{}", crate::version()))
+        .map_err(|_| UpgradeError::Refused("the version is not a header value".into()))?;
+    headers.insert("User-Agent", agent);
     if let Some(p) = &cfg.subprotocol {
         let v = HeaderValue::from_str(p).map_err(|_| UpgradeError::Refused(format!("bad subprotocol {p:?}")))?;
         headers.insert("Sec-WebSocket-Protocol", v);

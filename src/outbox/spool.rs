@@ -58,6 +58,8 @@ pub enum Kind {
     WarningCleared,
     /// An automatic recovery step or the end of a ladder (PROTOCOL.md §9).
     Recovery,
+    /// The outcome of an agent update (PROTOCOL.md §9).
+    UpdateResult,
 }
 
 impl Kind {
@@ -68,6 +70,7 @@ impl Kind {
             Kind::ActionResult => "action_result",
             Kind::WarningCleared => "warning_cleared",
             Kind::Recovery => "recovery",
+            Kind::UpdateResult => "update_result",
         }
     }
 
@@ -83,6 +86,7 @@ impl Kind {
             "action_result" => Some(Kind::ActionResult),
             "warning_cleared" => Some(Kind::WarningCleared),
             "recovery" => Some(Kind::Recovery),
+            "update_result" => Some(Kind::UpdateResult),
             _ => None,
         }
     }

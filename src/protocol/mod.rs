@@ -19,6 +19,8 @@ pub mod code {
     pub(crate) const NOT_ALLOWED: i64 = 4;
     /// §8: the action is running, or its `min_interval` has not passed.
     pub(crate) const NOT_NOW: i64 = 5;
+    /// §9: the offer's own fields are refused before any download.
+    pub(crate) const REFUSED: i64 = 6;
 }
 
 /// Generates `act_id`s: `<8 hex chars chosen at start-up>-<counter>`, unique for the life of
@@ -79,7 +81,7 @@ pub(crate) fn encode_login(id: &Identity, act_id: &str, token: &str) -> String {
         "hardware_id": id.hardware_id,
         "name": id.name,
         "token": token,
-        "version": format!("rig-agent {}", crate::VERSION),
+        "version": format!("rig-agent {}", crate::version()),
     })
     .to_string()
 }

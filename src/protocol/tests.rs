@@ -18,7 +18,7 @@ fn login_has_the_fields_of_the_protocol() {
     assert_eq!(v["hardware_id"], "billtest000000004");
     assert_eq!(v["name"], "rig four");
     assert_eq!(v["token"], "tok");
-    assert_eq!(v["version"], format!("rig-agent {}", crate::VERSION));
+    assert_eq!(v["version"], format!("rig-agent {}", crate::version()));
 }
 
 #[test]

@@ -130,7 +130,7 @@ impl Probes {
             },
             "boot_time": system::boot_time(),
             "uptime_secs": system::uptime_secs(),
-            "agent": {"version": crate::VERSION},
+            "agent": {"version": crate::version()},
             "hardware_id": self.reloadable().hardware_id,
         })
     }

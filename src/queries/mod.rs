@@ -149,7 +149,7 @@ mod tests {
         let cfg = crate::config::tests::minimal_config(dir.path());
         let c = Catalogue::standard(Arc::new(Probes::from_config(&cfg)), Arc::new(AgentStatus::new("/x.toml".into())));
         let v = c.run(&query("get_agent_info")).unwrap();
-        assert_eq!(v["version"], crate::VERSION);
+        assert_eq!(v["version"], crate::version());
         assert_eq!(c.acts(), STANDARD_ACTS);
         assert_eq!(c.lane("get_disk_info"), Some(Lane::Slow));
         assert_eq!(c.lane("get_gpu_info"), Some(Lane::Slow));

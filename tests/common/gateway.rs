@@ -665,9 +665,9 @@ fn converse(
                     {
                         return Outcome::Over;
                     }
-                    // Action results, the ends of episodes and recovery reports travel the
-                    // same outbox and are acknowledged alike.
-                    "warning" | "action_result" | "warning_cleared" | "recovery" => {
+                    // Action and update results, the ends of episodes and recovery reports
+                    // travel the same outbox and are acknowledged alike.
+                    "warning" | "action_result" | "update_result" | "warning_cleared" | "recovery" => {
                         if let Some(code) = s.warning_ack
                             && !send(ws, Message::text(ret(act, code, "ok").to_string()))
                         {
