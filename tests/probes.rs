@@ -694,7 +694,7 @@ fn get_gpu_info_of_the_real_binary_gives_null_for_values_that_overflow_or_no_gpu
     // 2^44 MiB used (2^64 bytes: 0 in a release build that multiplies blindly), 2^64-1 MiB
     // total, a fan at -5 %, 101 % busy: none of it a reading a GPU gives.
     let line = "0, NVIDIA GeForce RTX 3080, 00000000:0A:00.0, 64, -5, 219.53, 320.00, 101, 18446744073709551615, \
-                17592186044416, 1710, 9501";
+                17592186044416, 1710, 9501, GPU-0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9";
     let bin = fake_nvidia_smi(dir.path(), &format!("echo '{line}'"));
     let config = write_config(
         dir.path(),
