@@ -595,7 +595,7 @@ fn converse(
                 login_due = Some((due, answer, s));
             } else {
                 let _ = events.send(Event::Sent { conn, msg: answer.clone(), at: Instant::now() });
-                if !send(ws, Message::text(answer.to_string())) {
+                if !send(conn, ws, Message::text(answer.to_string())) {
                     return Outcome::Over;
                 }
                 if s.blackhole_after_login {
@@ -614,18 +614,18 @@ fn converse(
             // not keep this loop from reading its close frame: unsent data waits in the buffer.
             match ws.write(msg) {
                 Ok(()) => {}
-                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(_) => return Outcome::Over,
+                Err(tungstenite::Error::Io(e)) if retry(&e) => {}
+                Err(e) => return gone(conn, "writing a queued frame", &e),
             }
         }
         let write_blocked = match ws.flush() {
             Ok(()) => false,
-            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => true,
-            Err(_) => return Outcome::Over,
+            Err(tungstenite::Error::Io(e)) if retry(&e) => true,
+            Err(e) => return gone(conn, "flushing", &e),
         };
         let msg = match ws.read() {
             Ok(m) => m,
-            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
+            Err(tungstenite::Error::Io(e)) if retry(&e) => {
                 let timeout = match &login_due {
                     Some((due, _, _)) => due.saturating_duration_since(Instant::now()),
                     None => Duration::from_millis(50), // to notice `stop`
@@ -634,7 +634,7 @@ fn converse(
                 wake.wait(Some((ws.get_ref().sock.as_fd(), interest)), Some(timeout));
                 continue;
             }
-            Err(_) => return Outcome::Over,
+            Err(e) => return gone(conn, "reading", &e),
         };
         let at = Instant::now();
         match msg {
@@ -661,7 +661,7 @@ fn converse(
                     }
                     "heartbeat"
                         if s.answer_heartbeats
-                            && !send(ws, Message::text(ret("heartbeat", 0, "操作成功").to_string())) =>
+                            && !send(conn, ws, Message::text(ret("heartbeat", 0, "操作成功").to_string())) =>
                     {
                         return Outcome::Over;
                     }
@@ -669,7 +669,7 @@ fn converse(
                     // travel the same outbox and are acknowledged alike.
                     "warning" | "action_result" | "update_result" | "warning_cleared" | "recovery" => {
                         if let Some(code) = s.warning_ack
-                            && !send(ws, Message::text(ret(act, code, "ok").to_string()))
+                            && !send(conn, ws, Message::text(ret(act, code, "ok").to_string()))
                         {
                             return Outcome::Over;
                         }
@@ -693,12 +693,28 @@ fn converse(
 
 /// Queues a frame and pushes out what the socket takes; `false` when the connection is
 /// unusable. A full socket (WouldBlock) is not a failure: the frame waits in the buffer.
-fn send(ws: &mut Ws, msg: Message) -> bool {
+fn send(conn: usize, ws: &mut Ws, msg: Message) -> bool {
     match ws.send(msg) {
         Ok(()) => true,
-        Err(tungstenite::Error::Io(e)) => e.kind() == ErrorKind::WouldBlock,
-        Err(_) => false,
+        Err(tungstenite::Error::Io(e)) if retry(&e) => true,
+        Err(e) => {
+            gone(conn, "sending a return", &e);
+            false
+        }
     }
+}
+
+/// A socket error that means "not now", not "gone": a full or empty non-blocking socket,
+/// or a call interrupted by a signal (which qemu-user, running the ARM tests, lets through).
+fn retry(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted)
+}
+
+/// Says on the test's stderr why the test gateway ended a connection on an error of its
+/// own: when a test sees the agent reconnect, this tells a gateway fault from the agent's.
+fn gone(conn: usize, doing: &str, e: &tungstenite::Error) -> Outcome {
+    eprintln!("[test gateway] connection {conn} ended {doing}: {e}");
+    Outcome::Over
 }
 
 /// A bound on lateness, scaled by `RIG_AGENT_TEST_SLOWDOWN` (default 1): under qemu-user
