@@ -470,6 +470,11 @@ fn serve(
         Ok(c) => c,
         Err(_) => return,
     };
+    // rustls holds at most 64 KiB of records to send by default, and a write into a full
+    // buffer returns 0, which tungstenite takes for a reset connection: a test flooding a
+    // slow agent (qemu-user) would see the gateway drop it. The test's own queue is the
+    // bound here.
+    tls.set_buffer_limit(None);
     let mut tcp = tcp;
     while tls.is_handshaking() {
         if let Err(e) = tls.complete_io(&mut tcp) {
