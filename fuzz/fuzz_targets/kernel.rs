@@ -1,11 +1,13 @@
 //! Kernel input: any bytes as a `/dev/kmsg` stream, one kernel record, or a
 //! uevent datagram must parse to something or nothing, never panic; what is recognised
-//! names a device that cannot leave /sys/block, and quoted text stays capped and escaped.
+//! names a device that cannot leave /sys/block (a GPU by a PCI address that cannot leave
+//! /sys/bus/pci), and quoted text stays capped and escaped.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use rig_agent::events::attribution::disk_of_partition_name;
 use rig_agent::kernel_log::disk_error::{self, Subject};
+use rig_agent::kernel_log::gpu_error::{self, GpuRef};
 use rig_agent::kernel_log::record::{self, MAX_MESSAGE, Splitter};
 use rig_agent::events::{QUOTE_CHARS, uevent};
 use rig_agent::protocol::escape::escape_to;
@@ -27,6 +29,10 @@ fuzz_target!(|data: &[u8]| {
             };
             assert!(!n.is_empty() && !n.contains('/') && !n.contains(".."));
             assert!(!disk_of_partition_name(&n).is_empty());
+        }
+        if let Some(GpuRef::Pci(bus)) = gpu_error::recognise(&r).map(|g| g.gpu) {
+            assert!(bus.len() == 12 && !bus.contains('/') && !bus.contains(".."), "{bus:?}");
+            assert!(bus.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.'), "{bus:?}");
         }
     }
     if let Some(ev) = uevent::parse(data)
