@@ -11,6 +11,7 @@
 mod common;
 
 use std::fs;
+use std::io::Write;
 use std::time::Instant;
 
 use common::*;
@@ -832,4 +833,269 @@ fn a_gateway_that_pings_but_never_answers_heartbeats_is_left_after_heartbeat_tim
         said.iter().any(|l| l.contains("no heartbeat answered for") && l.contains("the gateway's application is gone")),
         "{said:?}"
     );
+}
+
+// ---- v1.2 (§9): the messages a rig sends once its config turns them on. ----
+
+/// A warning as §7 and §9 shape it: a disk's (`type` 2) or a GPU's (`type` 3), with
+/// `maintenance` and `time_suspect` present only when true.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WarningV12 {
+    from: String,
+    act: String,
+    reqtype: String,
+    act_id: String,
+    act_code: String,
+    client_id: String,
+    hardware_id: String,
+    name: String,
+    #[serde(rename = "type")]
+    kind: i64,
+    message: String,
+    disk: Option<String>,
+    serial: Option<String>,
+    gpu: Option<String>,
+    index: Option<u32>,
+    model: Option<String>,
+    uuid: Option<String>,
+    reason: String,
+    detail: String,
+    time: u64,
+    maintenance: Option<bool>,
+    time_suspect: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WarningCleared {
+    from: String,
+    act: String,
+    reqtype: String,
+    act_id: String,
+    ref_act_id: String,
+    act_code: String,
+    client_id: String,
+    hardware_id: String,
+    #[serde(rename = "type")]
+    kind: i64,
+    disk: Option<String>,
+    gpu: Option<String>,
+    reason: String,
+    detail: String,
+    time: u64,
+    maintenance: Option<bool>,
+    time_suspect: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Recovery {
+    from: String,
+    act: String,
+    reqtype: String,
+    act_id: String,
+    ref_act_id: String,
+    act_code: String,
+    client_id: String,
+    hardware_id: String,
+    data: RecoveryData,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecoveryData {
+    step: String,
+    dry_run: Option<bool>,
+    /// An action's result as `action_result` carries it, a refusal, or null in a dry run;
+    /// absent when the ladder gives up.
+    result: Option<Value>,
+    why: Option<String>,
+    budget_left: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateResult {
+    from: String,
+    act: String,
+    reqtype: String,
+    act_id: String,
+    act_code: String,
+    client_id: String,
+    hardware_id: String,
+    update_id: String,
+    data: UpdateOutcome,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateOutcome {
+    outcome: String,
+    from_version: String,
+    to_version: String,
+    detail: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateAccepted {
+    update_id: String,
+    from_version: String,
+    to_version: String,
+}
+
+/// What the v1.2 acts and messages decode into, beside [`decode`]'s.
+enum FromAgentV12 {
+    Warning(WarningV12),
+    Cleared(WarningCleared),
+    Recovery(Recovery),
+    UpdateResult(UpdateResult),
+    Other(FromAgent),
+}
+
+fn decode_v12(v: &Value) -> Result<FromAgentV12, String> {
+    let env: Envelope = serde_json::from_value(v.clone()).map_err(|e| format!("no envelope ({e}): {v}"))?;
+    Ok(match env.act.as_str() {
+        "warning" => FromAgentV12::Warning(strict(v)?),
+        "warning_cleared" => FromAgentV12::Cleared(strict(v)?),
+        "recovery" => FromAgentV12::Recovery(strict(v)?),
+        "update_result" => FromAgentV12::UpdateResult(strict(v)?),
+        "set_maintenance" if v["code"] == 0 => {
+            FromAgentV12::Other(answer_as::<Maintenance>(v).map(|(a, s)| FromAgent::Answer(a, s))?)
+        }
+        "update_agent" if v["code"] == 0 => {
+            FromAgentV12::Other(answer_as::<UpdateAccepted>(v).map(|(a, s)| FromAgent::Answer(a, s))?)
+        }
+        _ => FromAgentV12::Other(decode(v)?),
+    })
+}
+
+/// A minisign public key (the base64 line of a `.pub` file); nothing is signed with it here.
+const UPDATE_KEY: &str = "RWQluyckVB15nlYpgNXxtNaUp7e8ukzyGuj0kMFbgn+a2arrcb4/oJ71";
+const GPU: &str = "0000:01:00.0";
+
+/// Every v1.2 message once, decoded by the same strict gateway: a GPU warning made in
+/// maintenance, `set_maintenance` answered, the dry-run `recovery` step taken once
+/// maintenance ends, a disk episode's `warning_cleared`, and an update offer answered and
+/// its `update_result` (the mirror is down: `refused`).
+#[test]
+fn a_strictly_typed_gateway_decodes_every_v1_2_message() {
+    let _g = Guard::new(90 * SEC);
+    let mut s = setup(Script::default());
+    let pci = s.rig.join("sys/bus/pci/devices").join(GPU);
+    fs::create_dir_all(&pci).unwrap();
+    fs::write(pci.join("class"), "0x030000\n").unwrap();
+    fs::write(pci.join("vendor"), "0x10de\n").unwrap();
+    let kmsg = s.dir.path().join("kmsg.log");
+    fs::write(&kmsg, "").unwrap();
+    let update_dir = s.dir.path().join("update");
+    fs::create_dir(&update_dir).unwrap();
+    let mut c = agent_config(&s, None);
+    c.paths_extra = format!(
+        "{}kmsg = {:?}\nupdate_dir = {:?}\n",
+        rig_paths(&s.rig),
+        kmsg.display().to_string(),
+        update_dir.display().to_string()
+    );
+    c.warning = "send_cleared = true\n".into();
+    c.sections += &format!(
+        "[probes]\nnvidia_smi = \"\"\n[maintenance]\nremote = true\n\
+         [recovery]\nenabled = true\ndry_run = true\n\
+         [recovery.gpu_lost]\nsteps = [\"hello\"]\nbudget = \"3 per 1h\"\n\
+         [update]\nenabled = true\nkeys = [{UPDATE_KEY:?}]\n"
+    );
+    let _agent = Agent::start(&c.write(s.dir.path()));
+    let (conn, _) = s.gw.wait_login(10 * SEC);
+    s.gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
+
+    s.gw.send_json(
+        conn,
+        json!({"from":"html","act":"set_maintenance","reqtype":"post","act_code":"m-on",
+        "client_id":"c-42","on":true,"minutes":60}),
+    );
+    s.gw.wait_act(10 * SEC, "set_maintenance");
+    let record = "4,1,1000,c;NVRM: Xid (PCI:0000:01:00): 79, pid=1712, name=t-rex, GPU has fallen off the bus.\n";
+    fs::OpenOptions::new().append(true).open(&kmsg).unwrap().write_all(record.as_bytes()).unwrap();
+    let w = s.gw.wait_gpu(10 * SEC, "warning", GPU, "gpu_lost");
+    assert_eq!(w["maintenance"], true, "{w}");
+    s.gw.send_json(
+        conn,
+        json!({"from":"html","act":"set_maintenance","reqtype":"post","act_code":"m-off",
+        "client_id":"c-42","on":false}),
+    );
+    s.gw.wait_act(10 * SEC, "recovery");
+
+    let sda = s.rig.join("sys/block/sda");
+    let away = s.rig.join("sda.away");
+    fs::rename(&sda, &away).unwrap();
+    s.gw.wait_warning(10 * SEC, "/dev/sda", "missing");
+    fs::rename(&away, &sda).unwrap();
+    s.gw.wait_act(10 * SEC, "warning_cleared");
+
+    // A mirror nobody listens on: the offer is taken, the download fails, the outcome says so.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    s.gw.send_json(
+        conn,
+        json!({"from":"html","act":"update_agent","reqtype":"write","act_code":"u1",
+        "client_id":"c-7","version":"9.0.0","target":rig_agent::TARGET,
+        "url":format!("http://127.0.0.1:{port}/rig-agent"),"size":1000,"sha256":"ab".repeat(32),
+        "signature":"untrusted comment: x\nRW...\ntrusted comment: y\nzz\n"}),
+    );
+    s.gw.wait_act(30 * SEC, "update_result");
+    s.gw.wait_act(5 * SEC, "heartbeat");
+
+    let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+    for e in &s.gw.seen {
+        let Event::Received { msg, .. } = e else { continue };
+        let m = decode_v12(msg).unwrap_or_else(|why| panic!("a typed gateway cannot decode: {why}"));
+        let kind = match m {
+            FromAgentV12::Warning(w) => {
+                check_envelope(&w.from, &w.hardware_id, &w.reqtype, "warning");
+                assert_eq!((w.act_code.as_str(), w.client_id.as_str()), ("", ""));
+                assert!(w.maintenance != Some(false) && w.time_suspect.is_none(), "present only when true");
+                match (w.kind, &w.disk, &w.gpu) {
+                    (2, Some(d), None) => assert_eq!(w.message, format!("Disk[{d}]硬盘损坏")),
+                    (3, None, Some(g)) => {
+                        assert_eq!(w.message, format!("GPU[{g}]显卡故障"));
+                        assert_eq!((w.maintenance, w.index, w.uuid.as_deref()), (Some(true), None, None));
+                    }
+                    _ => panic!("a warning names one disk (type 2) or one GPU (type 3): {msg}"),
+                }
+                if w.kind == 3 { "gpu warning" } else { "disk warning" }
+            }
+            FromAgentV12::Cleared(c) => {
+                check_envelope(&c.from, &c.hardware_id, &c.reqtype, "warning_cleared");
+                assert_eq!((c.kind, c.disk.as_deref(), c.gpu.as_deref()), (2, Some("/dev/sda"), None));
+                assert!(!c.ref_act_id.is_empty() && c.ref_act_id != c.act_id && c.reason == "missing");
+                "warning_cleared"
+            }
+            FromAgentV12::Recovery(r) => {
+                check_envelope(&r.from, &r.hardware_id, &r.reqtype, "recovery");
+                assert_eq!((r.act_code.as_str(), r.client_id.as_str()), ("", ""));
+                assert_eq!((r.data.step.as_str(), r.data.dry_run, r.data.budget_left), ("hello", Some(true), 2));
+                assert_eq!(msg["data"].get("result"), Some(&Value::Null), "a dry run's result is null: {msg}");
+                "recovery"
+            }
+            FromAgentV12::UpdateResult(u) => {
+                check_envelope(&u.from, &u.hardware_id, &u.reqtype, "update_result");
+                assert_eq!(
+                    (u.act_code.as_str(), u.client_id.as_str(), u.act_id.as_str()),
+                    ("u1", "c-7", u.update_id.as_str())
+                );
+                assert_eq!((u.data.outcome.as_str(), u.data.to_version.as_str()), ("refused", "9.0.0"), "{msg}");
+                "update_result"
+            }
+            FromAgentV12::Other(FromAgent::Answer(a, _)) if a.act == "set_maintenance" || a.act == "update_agent" => {
+                assert_eq!(a.code, 0, "{msg}");
+                "answer"
+            }
+            FromAgentV12::Other(_) => "v1",
+        };
+        *kinds.entry(kind).or_default() += 1;
+    }
+    for kind in ["gpu warning", "disk warning", "warning_cleared", "recovery", "update_result"] {
+        assert!(kinds.get(kind).is_some_and(|n| *n >= 1), "no {kind} decoded: {kinds:?}");
+    }
+    assert_eq!(kinds.get("answer"), Some(&3), "set_maintenance twice, update_agent once: {kinds:?}");
 }

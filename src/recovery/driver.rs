@@ -226,6 +226,9 @@ impl Worker {
             "reqtype": "post",
             "act_id": self.parts.ids.next(),
             "ref_act_id": ref_act_id,
+            // As every agent message (PROTOCOL.md §2): one typed envelope decodes them all.
+            "act_code": "",
+            "client_id": "",
             "hardware_id": self.parts.id.hardware_id,
             "data": data,
         });
