@@ -38,6 +38,11 @@ const FROM: &str = env!("CARGO_PKG_VERSION");
 
 impl Rig {
     fn start(confirm_after: &str, confirm_within: &str, extra: &str) -> Rig {
+        Rig::start_with_env(confirm_after, confirm_within, extra, &[])
+    }
+
+    /// As [`Rig::start`], the agent started with `envs` added to its environment.
+    fn start_with_env(confirm_after: &str, confirm_within: &str, extra: &str, envs: &[(&str, &str)]) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new(&["localhost"]);
         let mut gw = Gateway::start(&pki, Script::default());
@@ -56,7 +61,7 @@ impl Rig {
         let build =
             release::patched(Path::new(env!("CARGO_BIN_EXE_rig-agent")), &dir.path().join("rig-agent-0.2.0"), "0.2.0");
         let signature = key.sign(&build, &release::comment("0.2.0"));
-        let child = spawn_agent(&config, &[]);
+        let child = spawn_agent(&config, envs);
         let (conn, login) = gw.wait_login(10 * SEC);
         assert_eq!(login["version"], format!("rig-agent {FROM}"));
         Rig { gw, child, conn, config, update_dir, key, build, signature, pki, dir }
@@ -317,6 +322,44 @@ fn a_new_version_that_never_logs_in_is_rolled_back_within_confirm_within() {
     let result = rig.result(30 * SEC);
     assert_eq!(result["data"]["outcome"], "rolled_back", "{result}");
     assert!(result["data"]["detail"].as_str().unwrap().contains("confirm_within"), "{result}");
+}
+
+/// `libfaketime`'s preload library, as the `faketime` command finds it.
+fn libfaketime() -> String {
+    let out =
+        std::process::Command::new("faketime").args(["-f", "+0", "sh", "-c", "printf %s \"$LD_PRELOAD\""]).output();
+    let path = String::from_utf8(out.expect("faketime (Debian's faketime package)").stdout).unwrap();
+    assert!(path.contains("libfaketime"), "{path:?}");
+    path
+}
+
+#[test]
+fn a_wall_clock_set_forward_during_the_trial_does_not_roll_back_a_build_that_confirms() {
+    let _g = Guard::new(120 * SEC);
+    // The rig's wall clock reads a day behind (a board that booted without a battery-backed
+    // clock, NTP not yet through); its monotonic clock is left alone. The file is read again
+    // at every clock call, so the test sets the clock as NTP would, mid-run.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = dir.path().join("faketime");
+    fs::write(&clock, "-1d\n").unwrap();
+    let preload = libfaketime();
+    let clock_file = clock.display().to_string();
+    let envs = [
+        ("LD_PRELOAD", preload.as_str()),
+        ("FAKETIME_TIMESTAMP_FILE", clock_file.as_str()),
+        ("FAKETIME_NO_CACHE", "1"),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ];
+    let mut rig = Rig::start_with_env("3s", "60s", "", &envs);
+    let server = rig.serve(Serve::Whole);
+    assert_eq!(rig.ask(rig.offer(&server.url, |_| {}))["code"], 0);
+    let login = rig.relogin(60 * SEC);
+    assert_eq!(login["version"], "rig-agent 0.2.0");
+    // NTP sets the clock: a day forward, well past the trial's end by the old reading.
+    fs::write(&clock, "+0\n").unwrap();
+    let result = rig.result(30 * SEC);
+    assert_eq!(result["data"]["outcome"], "installed", "{result}");
+    assert_eq!(rig.state()["current"]["version"], "0.2.0");
 }
 
 #[test]

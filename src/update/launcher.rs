@@ -42,8 +42,12 @@ pub enum Launch {
     Here,
     /// A confirmed update, in place.
     Exec(PathBuf),
-    /// An update on trial, as a child watched until `deadline` (Unix seconds).
-    Watch { path: PathBuf, update_id: String, deadline: u64 },
+    /// An update on trial, as a child watched for `left` more at most: what the trial's
+    /// wall-clock end leaves, never more than `update.confirm_within`. The watcher counts it
+    /// down on the monotonic clock, so a wall clock set while it watches (NTP's first sync
+    /// on a board that booted without a battery-backed clock, a day or decades forward)
+    /// neither ends a trial early nor stretches it.
+    Watch { path: PathBuf, update_id: String, left: Duration },
 }
 
 /// Decides what runs, updating the state as it goes (a start counted, a rollback).
@@ -99,7 +103,8 @@ pub fn decide(cfg: &Config) -> Launch {
             }
             st.trial.as_mut().expect("checked above").starts += 1;
             state::save(dir, &st)?;
-            return Ok(Launch::Watch { path, update_id: trial.request.update_id, deadline });
+            let left = Duration::from_secs(deadline.saturating_sub(unix_now())).min(cfg.update.confirm_within);
+            return Ok(Launch::Watch { path, update_id: trial.request.update_id, left });
         }
     })();
     decided.unwrap_or_else(|e| {
@@ -148,8 +153,8 @@ pub fn launch(cfg: &Config, args: &[std::ffi::OsString]) {
                 log::error!("cannot start {} ({e}); this binary runs", path.display());
                 return;
             }
-            Launch::Watch { path, update_id, deadline } => {
-                if let Some(code) = watch(cfg, &path, args, &update_id, deadline) {
+            Launch::Watch { path, update_id, left } => {
+                if let Some(code) = watch(cfg, &path, args, &update_id, Instant::now() + left) {
                     std::process::exit(code);
                 }
             }
@@ -160,7 +165,7 @@ pub fn launch(cfg: &Config, args: &[std::ffi::OsString]) {
 /// Runs the build on trial as a child. `Some(exit code)` when this process should end with
 /// it (stopped, or confirmed and then exited); `None` to decide again (it died on trial,
 /// or was rolled back).
-fn watch(cfg: &Config, path: &PathBuf, args: &[std::ffi::OsString], update_id: &str, deadline: u64) -> Option<i32> {
+fn watch(cfg: &Config, path: &PathBuf, args: &[std::ffi::OsString], update_id: &str, ends: Instant) -> Option<i32> {
     let stop = Arc::new(AtomicBool::new(false));
     let hup = Arc::new(AtomicBool::new(false));
     for (sig, flag) in [
@@ -205,7 +210,7 @@ fn watch(cfg: &Config, path: &PathBuf, args: &[std::ffi::OsString], update_id: &
             if !still_on_trial(cfg, update_id) {
                 log::info!("update {update_id}: the trial is over");
                 confirmed = true;
-            } else if unix_now() >= deadline {
+            } else if Instant::now() >= ends {
                 end(&mut child, pid);
                 return None;
             }
