@@ -405,6 +405,22 @@ fn a_kill_during_the_trial_then_a_restart_still_ends_installed_and_reported_once
 }
 
 #[test]
+fn a_fifo_in_place_of_the_update_lock_is_refused_at_once_and_the_agent_still_starts() {
+    let _g = Guard::new(60 * SEC);
+    let mut rig = Rig::start("1s", "60s", "");
+    signal(&rig.child, Signal::TERM);
+    common::wait_exit(&mut rig.child, 10 * SEC);
+    rig_agent::update::state::save(&rig.update_dir, &Default::default()).unwrap();
+    common::mkfifo(&rig.update_dir.join("lock"));
+    rig.child = spawn_agent(&rig.config, &[]);
+    let login = rig.relogin(10 * SEC);
+    assert_eq!(login["version"], format!("rig-agent {FROM}"));
+    signal(&rig.child, Signal::TERM);
+    let log = common::wait_exit(&mut rig.child, 10 * SEC).2;
+    assert!(log.contains("lock") && log.contains("FIFO"), "the log says what is wrong: {log}");
+}
+
+#[test]
 fn a_torn_or_replaced_installed_build_is_never_run() {
     let _g = Guard::new(120 * SEC);
     let mut rig = Rig::start("1s", "60s", "");
