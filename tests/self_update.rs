@@ -420,9 +420,9 @@ fn a_fifo_in_place_of_the_update_lock_is_refused_at_once_and_the_agent_still_sta
     assert!(log.contains("lock") && log.contains("FIFO"), "the log says what is wrong: {log}");
 }
 
-#[test]
-fn a_torn_or_replaced_installed_build_is_never_run() {
-    let _g = Guard::new(120 * SEC);
+/// Installs 0.2.0, cuts the power, lets `damage` change the installed build, starts the
+/// agent again and returns its log: the package's binary must be what runs.
+fn installed_build_damaged(damage: impl FnOnce(&Path)) -> String {
     let mut rig = Rig::start("1s", "60s", "");
     let server = rig.serve(Serve::Whole);
     assert_eq!(rig.ask(rig.offer(&server.url, |_| {}))["code"], 0);
@@ -430,20 +430,38 @@ fn a_torn_or_replaced_installed_build_is_never_run() {
     assert_eq!(rig.result(30 * SEC)["data"]["outcome"], "installed");
     kill_tree(rig.child.id());
     let _ = rig.child.wait();
-    // A power cut left the file half-written (or someone replaced it).
     let file = rig.update_dir.join("rig-agent-0.2.0");
-    let len = fs::metadata(&file).unwrap().len();
     // (Once the killed build on trial, reparented, is gone: until then the file is busy.)
     common::wait_until(10 * SEC, "the killed build to be gone", || {
         fs::OpenOptions::new().write(true).open(&file).is_ok()
     });
-    fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(len / 2).unwrap();
+    damage(&file);
     rig.child = spawn_agent(&rig.config, &[]);
     let login = rig.relogin(30 * SEC);
     assert_eq!(login["version"], format!("rig-agent {FROM}"), "the package's binary runs");
     signal(&rig.child, Signal::TERM);
-    let log = common::wait_exit(&mut rig.child, 10 * SEC).2;
+    common::wait_exit(&mut rig.child, 10 * SEC).2
+}
+
+#[test]
+fn a_torn_or_replaced_installed_build_is_never_run() {
+    let _g = Guard::new(120 * SEC);
+    // A power cut left the file half-written (or someone replaced it).
+    let log = installed_build_damaged(|file| {
+        let len = fs::metadata(file).unwrap().len();
+        fs::OpenOptions::new().write(true).open(file).unwrap().set_len(len / 2).unwrap();
+    });
     assert!(log.contains("is not run"), "{log}");
+}
+
+#[test]
+fn a_fifo_in_place_of_the_installed_build_is_refused_at_once_and_the_packages_binary_runs() {
+    let _g = Guard::new(120 * SEC);
+    let log = installed_build_damaged(|file| {
+        fs::remove_file(file).unwrap();
+        common::mkfifo(file);
+    });
+    assert!(log.contains("is not run") && log.contains("not a regular file"), "{log}");
 }
 
 #[test]
