@@ -81,7 +81,7 @@ pub fn decide(cfg: &Config) -> Launch {
                     }
                 });
             };
-            let deadline = trial.started_at + cfg.update.confirm_within.as_secs();
+            let deadline = trial_end(trial.started_at, cfg.update.confirm_within);
             let why = if unix_now() >= deadline {
                 Some(format!(
                     "{} did not confirm within update.confirm_within ({:?}) after {} start(s)",
@@ -111,6 +111,13 @@ pub fn decide(cfg: &Config) -> Launch {
         log::error!("cannot read or write the update state in {} ({e}); this binary runs", dir.display());
         Launch::Here
     })
+}
+
+/// When a trial started at `started_at` (Unix seconds, read back from the state file, so
+/// any number) ends. Saturating: a time near the top of the range overflowed, a panic at
+/// every start in a debug build.
+fn trial_end(started_at: u64, confirm_within: Duration) -> u64 {
+    started_at.saturating_add(confirm_within.as_secs())
 }
 
 /// The trial is over: the old build comes back, the new version is remembered as bad.
@@ -242,4 +249,15 @@ fn end(child: &mut Child, pid: Pid) {
 
 fn code_of(status: ExitStatus) -> i32 {
     status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trial_start_read_back_as_any_number_gives_an_end_without_overflowing() {
+        assert_eq!(trial_end(1_000, Duration::from_secs(600)), 1_600);
+        assert_eq!(trial_end(u64::MAX - 5, Duration::from_secs(600)), u64::MAX);
+    }
 }
