@@ -351,6 +351,10 @@ fn a_wall_clock_set_forward_during_the_trial_does_not_roll_back_a_build_that_con
         ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
     ];
     let mut rig = Rig::start_with_env("3s", "60s", "", &envs);
+    let conn = rig.conn;
+    let system = rig.gw.agent_info(conn)["clock"]["system_time"].as_u64().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(system + 12 * 3600 < now, "the agent's clock is a day behind: {system} at {now}");
     let server = rig.serve(Serve::Whole);
     assert_eq!(rig.ask(rig.offer(&server.url, |_| {}))["code"], 0);
     let login = rig.relogin(60 * SEC);
