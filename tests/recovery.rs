@@ -9,6 +9,7 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -68,6 +69,24 @@ impl Rig {
         let (code, _) = stop_agent(&mut self.child.take().unwrap().0);
         assert_eq!(code, Some(0));
         self.spawn();
+    }
+
+    /// Restarted as a board without a battery-backed clock comes back: its wall clock at
+    /// 1970 and running (`faketime`, the glibc build of the tests), its monotonic clock
+    /// left alone.
+    fn restart_at_1970(&mut self) {
+        let (code, _) = stop_agent(&mut self.child.take().unwrap().0);
+        assert_eq!(code, Some(0));
+        let mut cmd = Command::new("faketime");
+        cmd.args(["-m", "--exclude-monotonic", "1970-01-02 00:00:00", env!("CARGO_BIN_EXE_rig-agent"), "--config"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .env_remove("JOURNAL_STREAM");
+        for var in PROXY_VARS {
+            cmd.env_remove(var);
+        }
+        self.child = Some(spawn_logged(&mut cmd));
+        self.fixture.gw.wait_login(10 * SEC);
     }
 
     fn runs(&self) -> Vec<String> {
@@ -154,6 +173,29 @@ fn the_budget_and_the_ladders_place_survive_restarts_and_a_reboot_into_the_same_
     assert_eq!(rig.runs(), ["restart_miner", "reboot"]);
     rig.restart();
     rig.no_report_for(4 * SEC);
+    assert_eq!(rig.runs(), ["restart_miner", "reboot"]);
+}
+
+#[test]
+fn a_board_that_comes_back_at_1970_goes_on_with_its_ladder_at_the_agents_corrected_time() {
+    let _g = Guard::new(60 * SEC);
+    let ladder = "steps = [\"restart_miner\", \"reboot\"]\nwait_between = \"2s\"\nbudget = \"3 per 6h\"";
+    let mut rig = Rig::start(ladder, "", "");
+    let w = rig.lose_sda();
+    let (first, _) = rig.report(10 * SEC);
+    assert_eq!(first["data"]["step"], "restart_miner");
+    // The step's record and the next one's due time are wall times from before the
+    // reboot; the system clock now reads 1970, the agent's corrected clock its floor. The
+    // ladder goes on from there, and the budget taken before is not counted as spent
+    // forever.
+    rig.restart_at_1970();
+    let (second, _) = rig.report(15 * SEC);
+    assert_eq!(
+        (second["data"]["step"].as_str(), second["ref_act_id"].as_str()),
+        (Some("reboot"), w["act_id"].as_str()),
+        "{second}"
+    );
+    assert_eq!(second["data"]["budget_left"], 1, "{second}");
     assert_eq!(rig.runs(), ["restart_miner", "reboot"]);
 }
 

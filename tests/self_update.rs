@@ -38,6 +38,11 @@ const FROM: &str = env!("CARGO_PKG_VERSION");
 
 impl Rig {
     fn start(confirm_after: &str, confirm_within: &str, extra: &str) -> Rig {
+        Rig::start_with_env(confirm_after, confirm_within, extra, &[])
+    }
+
+    /// As [`Rig::start`], the agent started with `envs` added to its environment.
+    fn start_with_env(confirm_after: &str, confirm_within: &str, extra: &str, envs: &[(&str, &str)]) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new(&["localhost"]);
         let mut gw = Gateway::start(&pki, Script::default());
@@ -56,7 +61,7 @@ impl Rig {
         let build =
             release::patched(Path::new(env!("CARGO_BIN_EXE_rig-agent")), &dir.path().join("rig-agent-0.2.0"), "0.2.0");
         let signature = key.sign(&build, &release::comment("0.2.0"));
-        let child = spawn_agent(&config, &[]);
+        let child = spawn_agent(&config, envs);
         let (conn, login) = gw.wait_login(10 * SEC);
         assert_eq!(login["version"], format!("rig-agent {FROM}"));
         Rig { gw, child, conn, config, update_dir, key, build, signature, pki, dir }
@@ -319,6 +324,48 @@ fn a_new_version_that_never_logs_in_is_rolled_back_within_confirm_within() {
     assert!(result["data"]["detail"].as_str().unwrap().contains("confirm_within"), "{result}");
 }
 
+/// `libfaketime`'s preload library, as the `faketime` command finds it.
+fn libfaketime() -> String {
+    let out =
+        std::process::Command::new("faketime").args(["-f", "+0", "sh", "-c", "printf %s \"$LD_PRELOAD\""]).output();
+    let path = String::from_utf8(out.expect("faketime (Debian's faketime package)").stdout).unwrap();
+    assert!(path.contains("libfaketime"), "{path:?}");
+    path
+}
+
+#[test]
+fn a_wall_clock_set_forward_during_the_trial_does_not_roll_back_a_build_that_confirms() {
+    let _g = Guard::new(120 * SEC);
+    // The rig's wall clock reads a day behind (a board that booted without a battery-backed
+    // clock, NTP not yet through); its monotonic clock is left alone. The file is read again
+    // at every clock call, so the test sets the clock as NTP would, mid-run.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = dir.path().join("faketime");
+    fs::write(&clock, "-1d\n").unwrap();
+    let preload = libfaketime();
+    let clock_file = clock.display().to_string();
+    let envs = [
+        ("LD_PRELOAD", preload.as_str()),
+        ("FAKETIME_TIMESTAMP_FILE", clock_file.as_str()),
+        ("FAKETIME_NO_CACHE", "1"),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ];
+    let mut rig = Rig::start_with_env("3s", "60s", "", &envs);
+    let conn = rig.conn;
+    let system = rig.gw.agent_info(conn)["clock"]["system_time"].as_u64().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(system + 12 * 3600 < now, "the agent's clock is a day behind: {system} at {now}");
+    let server = rig.serve(Serve::Whole);
+    assert_eq!(rig.ask(rig.offer(&server.url, |_| {}))["code"], 0);
+    let login = rig.relogin(60 * SEC);
+    assert_eq!(login["version"], "rig-agent 0.2.0");
+    // NTP sets the clock: a day forward, well past the trial's end by the old reading.
+    fs::write(&clock, "+0\n").unwrap();
+    let result = rig.result(30 * SEC);
+    assert_eq!(result["data"]["outcome"], "installed", "{result}");
+    assert_eq!(rig.state()["current"]["version"], "0.2.0");
+}
+
 #[test]
 fn a_kill_during_the_trial_then_a_restart_still_ends_installed_and_reported_once() {
     let _g = Guard::new(120 * SEC);
@@ -362,8 +409,24 @@ fn a_kill_during_the_trial_then_a_restart_still_ends_installed_and_reported_once
 }
 
 #[test]
-fn a_torn_or_replaced_installed_build_is_never_run() {
-    let _g = Guard::new(120 * SEC);
+fn a_fifo_in_place_of_the_update_lock_is_refused_at_once_and_the_agent_still_starts() {
+    let _g = Guard::new(60 * SEC);
+    let mut rig = Rig::start("1s", "60s", "");
+    signal(&rig.child, Signal::TERM);
+    common::wait_exit(&mut rig.child, 10 * SEC);
+    rig_agent::update::state::save(&rig.update_dir, &Default::default()).unwrap();
+    common::mkfifo(&rig.update_dir.join("lock"));
+    rig.child = spawn_agent(&rig.config, &[]);
+    let login = rig.relogin(10 * SEC);
+    assert_eq!(login["version"], format!("rig-agent {FROM}"));
+    signal(&rig.child, Signal::TERM);
+    let log = common::wait_exit(&mut rig.child, 10 * SEC).2;
+    assert!(log.contains("lock") && log.contains("FIFO"), "the log says what is wrong: {log}");
+}
+
+/// Installs 0.2.0, cuts the power, lets `damage` change the installed build, starts the
+/// agent again and returns its log: the package's binary must be what runs.
+fn installed_build_damaged(damage: impl FnOnce(&Path)) -> String {
     let mut rig = Rig::start("1s", "60s", "");
     let server = rig.serve(Serve::Whole);
     assert_eq!(rig.ask(rig.offer(&server.url, |_| {}))["code"], 0);
@@ -371,20 +434,38 @@ fn a_torn_or_replaced_installed_build_is_never_run() {
     assert_eq!(rig.result(30 * SEC)["data"]["outcome"], "installed");
     kill_tree(rig.child.id());
     let _ = rig.child.wait();
-    // A power cut left the file half-written (or someone replaced it).
     let file = rig.update_dir.join("rig-agent-0.2.0");
-    let len = fs::metadata(&file).unwrap().len();
     // (Once the killed build on trial, reparented, is gone: until then the file is busy.)
     common::wait_until(10 * SEC, "the killed build to be gone", || {
         fs::OpenOptions::new().write(true).open(&file).is_ok()
     });
-    fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(len / 2).unwrap();
+    damage(&file);
     rig.child = spawn_agent(&rig.config, &[]);
     let login = rig.relogin(30 * SEC);
     assert_eq!(login["version"], format!("rig-agent {FROM}"), "the package's binary runs");
     signal(&rig.child, Signal::TERM);
-    let log = common::wait_exit(&mut rig.child, 10 * SEC).2;
+    common::wait_exit(&mut rig.child, 10 * SEC).2
+}
+
+#[test]
+fn a_torn_or_replaced_installed_build_is_never_run() {
+    let _g = Guard::new(120 * SEC);
+    // A power cut left the file half-written (or someone replaced it).
+    let log = installed_build_damaged(|file| {
+        let len = fs::metadata(file).unwrap().len();
+        fs::OpenOptions::new().write(true).open(file).unwrap().set_len(len / 2).unwrap();
+    });
     assert!(log.contains("is not run"), "{log}");
+}
+
+#[test]
+fn a_fifo_in_place_of_the_installed_build_is_refused_at_once_and_the_packages_binary_runs() {
+    let _g = Guard::new(120 * SEC);
+    let log = installed_build_damaged(|file| {
+        fs::remove_file(file).unwrap();
+        common::mkfifo(file);
+    });
+    assert!(log.contains("is not run") && log.contains("not a regular file"), "{log}");
 }
 
 #[test]

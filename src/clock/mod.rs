@@ -36,6 +36,12 @@ pub const RECORD: &str = "clock";
 /// as a fresh one, and an SD card is not written at every reconnect.
 const RECORD_EVERY: Duration = Duration::from_secs(3600);
 
+/// How far past this binary's build time a record may be: further is no clock's reading
+/// (a flipped bit, a stray write) and is moved aside like any corrupt record. Believed, it
+/// overflowed the time types at the first reading (a crash at every start), or verified
+/// certificates in a distant future for good.
+const LATEST_RECORD: Duration = Duration::from_secs(100 * 366 * 86_400);
+
 /// This binary's build time (`build.rs`: `SOURCE_DATE_EPOCH`, else the last commit's time,
 /// else the time of the build), in Unix seconds.
 pub fn build_time() -> Duration {
@@ -75,7 +81,8 @@ impl Clock {
     /// moved aside and the message for an error line returned), written by `writer`.
     pub fn load(state_dir: &Path, writer: DeferredWriter) -> (Clock, Option<String>) {
         let (recorded, problem) = state_file::load_bytes(state_dir, RECORD, 64, "the clock record", |b| {
-            std::str::from_utf8(b).ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
+            let secs = std::str::from_utf8(b).ok()?.trim().parse::<u64>().ok()?;
+            (secs <= build_time().as_secs() + LATEST_RECORD.as_secs()).then(|| Duration::from_secs(secs))
         });
         (Clock::with(recorded, Some((state_dir.join(RECORD), writer))), problem)
     }
@@ -304,6 +311,22 @@ mod tests {
         };
         let secs: u64 = written.trim().parse().unwrap();
         assert!(secs.abs_diff(since_1970().as_secs()) < 60, "the corrected time now: {written}");
+    }
+
+    #[test]
+    fn a_record_no_clock_can_have_written_is_moved_aside_not_believed() {
+        // A number, but past any date a clock can be at: a flipped bit, a stray write.
+        for junk in [u64::MAX.to_string(), (i64::MAX as u64).to_string(), "99999999999999".to_string()] {
+            let d = tempfile::tempdir().unwrap();
+            std::fs::write(d.path().join(RECORD), format!("{junk}\n")).unwrap();
+            let (c, problem) = Clock::load(d.path(), DeferredWriter::default());
+            assert!(problem.is_some_and(|p| p.contains("is corrupt; moved aside")), "{junk}");
+            let r = c.read();
+            assert_eq!(r.source, FloorSource::Build, "{junk}");
+            // Every reading of it works: shown to people, to rustls, in get_agent_info.
+            let _ = (c.wall(), c.stamp(), c.stamp_ms(), c.to_json(), c.news());
+            assert!(Arc::new(c).time_provider().current_time().is_some());
+        }
     }
 
     #[test]

@@ -98,12 +98,6 @@ fn load(dir: &std::path::Path) -> State {
     state.unwrap_or_default()
 }
 
-/// The wall clock in Unix milliseconds: what the state file keeps, so that it means the
-/// same after a reboot.
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 struct Worker {
     state: State,
     parts: Parts,
@@ -113,12 +107,21 @@ struct Worker {
 }
 
 impl Worker {
+    /// The agent's corrected wall clock in Unix milliseconds: what the state file keeps, so
+    /// that it means the same after a reboot. Not the system clock: a board without a
+    /// battery-backed clock comes back at 1970, where every step taken before reads as in
+    /// the future (the budget spent for decades, the next step due then); the corrected
+    /// clock reads at least the last time the gateway was seen verified.
+    fn unix_ms(&self) -> u64 {
+        self.parts.status.clock().stamp_ms().0
+    }
+
     fn run(&mut self, stop: &AtomicBool, events: &Receiver<EpisodeEvent>) {
         let mut save_failures = Throttle::new(Duration::from_secs(600), 3);
         loop {
             let cfg = self.cfg.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let sleep = match self.state.next_due() {
-                Some(due) if cfg.enabled => Duration::from_millis(due.saturating_sub(unix_ms())).min(TICK),
+                Some(due) if cfg.enabled => Duration::from_millis(due.saturating_sub(self.unix_ms())).min(TICK),
                 _ => IDLE,
             };
             match events.recv_timeout(sleep) {
@@ -139,7 +142,7 @@ impl Worker {
 
     fn take_in(&mut self, e: &EpisodeEvent, cfg: &RecoveryConfig, failures: &mut Throttle) {
         let mut next = self.state.clone();
-        if next.on_event(e, cfg, unix_ms()) {
+        if next.on_event(e, cfg, self.unix_ms()) {
             // Not durable yet is no danger here: a step is recorded before it runs.
             let _ = self.save(&next, failures);
             self.state = next;
@@ -160,7 +163,7 @@ impl Worker {
     /// Takes what is due, one at a time.
     fn act(&mut self, cfg: &RecoveryConfig, failures: &mut Throttle) {
         loop {
-            let now = unix_ms();
+            let now = self.unix_ms();
             if now < self.retry_at {
                 return;
             }

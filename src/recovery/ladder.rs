@@ -80,7 +80,8 @@ impl State {
 
     /// Steps counted against a window of `per_ms` ending at `now`.
     fn used(&self, per_ms: u64, now: u64) -> u32 {
-        self.taken.iter().filter(|t| **t + per_ms > now).count() as u32
+        // Saturating: a time read back from a damaged file may be any number.
+        self.taken.iter().filter(|t| t.saturating_add(per_ms) > now).count() as u32
     }
 
     /// The first thing due at `now`, if any. Nothing is due in maintenance.
@@ -105,7 +106,7 @@ impl State {
     /// after `wait_between`. Steps older than the longest window are dropped.
     pub fn took(&mut self, cfg: &RecoveryConfig, act_id: &str, now: u64) {
         let longest = cfg.ladders.values().map(|l| ms(l.budget.per)).max().unwrap_or(0);
-        self.taken.retain(|t| *t + longest > now);
+        self.taken.retain(|t| t.saturating_add(longest) > now);
         self.taken.push(now);
         if let Some(t) = self.episodes.get_mut(act_id) {
             let wait = cfg.ladders.get(&t.reason).map_or(0, |l| ms(l.wait_between).max(1));
@@ -240,6 +241,20 @@ mod tests {
         assert_eq!(fresh.due(&c, 3600, false), step("b", 1, "reboot", 0));
         // A clock set back: steps in the "future" still count.
         assert_eq!(fresh.used(3600, 0), 2);
+    }
+
+    #[test]
+    fn a_step_time_read_back_as_any_number_counts_against_the_budget_without_overflowing() {
+        let c = cfg(&["restart_miner", "reboot"], 60, 2, 3600);
+        let mut s = State::from_json(&json!({"taken": [u64::MAX], "episodes": {}})).unwrap();
+        s.on_event(&event(Change::Opened, "w"), &c, 1000);
+        assert_eq!(s.due(&c, 1000, false), step("w", 0, "restart_miner", 0));
+        s.took(&c, "w", 1000);
+        assert_eq!(s.taken, [u64::MAX, 1000]);
+        assert_eq!(
+            s.due(&c, 1060, false),
+            Some(Due::GiveUp { act_id: "w".into(), why: "budget spent", budget_left: 0 })
+        );
     }
 
     #[test]

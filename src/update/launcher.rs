@@ -42,8 +42,12 @@ pub enum Launch {
     Here,
     /// A confirmed update, in place.
     Exec(PathBuf),
-    /// An update on trial, as a child watched until `deadline` (Unix seconds).
-    Watch { path: PathBuf, update_id: String, deadline: u64 },
+    /// An update on trial, as a child watched for `left` more at most: what the trial's
+    /// wall-clock end leaves, never more than `update.confirm_within`. The watcher counts it
+    /// down on the monotonic clock, so a wall clock set while it watches (NTP's first sync
+    /// on a board that booted without a battery-backed clock, a day or decades forward)
+    /// neither ends a trial early nor stretches it.
+    Watch { path: PathBuf, update_id: String, left: Duration },
 }
 
 /// Decides what runs, updating the state as it goes (a start counted, a rollback).
@@ -77,7 +81,7 @@ pub fn decide(cfg: &Config) -> Launch {
                     }
                 });
             };
-            let deadline = trial.started_at + cfg.update.confirm_within.as_secs();
+            let deadline = trial_end(trial.started_at, cfg.update.confirm_within);
             let why = if unix_now() >= deadline {
                 Some(format!(
                     "{} did not confirm within update.confirm_within ({:?}) after {} start(s)",
@@ -99,13 +103,21 @@ pub fn decide(cfg: &Config) -> Launch {
             }
             st.trial.as_mut().expect("checked above").starts += 1;
             state::save(dir, &st)?;
-            return Ok(Launch::Watch { path, update_id: trial.request.update_id, deadline });
+            let left = Duration::from_secs(deadline.saturating_sub(unix_now())).min(cfg.update.confirm_within);
+            return Ok(Launch::Watch { path, update_id: trial.request.update_id, left });
         }
     })();
     decided.unwrap_or_else(|e| {
         log::error!("cannot read or write the update state in {} ({e}); this binary runs", dir.display());
         Launch::Here
     })
+}
+
+/// When a trial started at `started_at` (Unix seconds, read back from the state file, so
+/// any number) ends. Saturating: a time near the top of the range overflowed, a panic at
+/// every start in a debug build.
+fn trial_end(started_at: u64, confirm_within: Duration) -> u64 {
+    started_at.saturating_add(confirm_within.as_secs())
 }
 
 /// The trial is over: the old build comes back, the new version is remembered as bad.
@@ -148,8 +160,8 @@ pub fn launch(cfg: &Config, args: &[std::ffi::OsString]) {
                 log::error!("cannot start {} ({e}); this binary runs", path.display());
                 return;
             }
-            Launch::Watch { path, update_id, deadline } => {
-                if let Some(code) = watch(cfg, &path, args, &update_id, deadline) {
+            Launch::Watch { path, update_id, left } => {
+                if let Some(code) = watch(cfg, &path, args, &update_id, Instant::now() + left) {
                     std::process::exit(code);
                 }
             }
@@ -160,7 +172,7 @@ pub fn launch(cfg: &Config, args: &[std::ffi::OsString]) {
 /// Runs the build on trial as a child. `Some(exit code)` when this process should end with
 /// it (stopped, or confirmed and then exited); `None` to decide again (it died on trial,
 /// or was rolled back).
-fn watch(cfg: &Config, path: &PathBuf, args: &[std::ffi::OsString], update_id: &str, deadline: u64) -> Option<i32> {
+fn watch(cfg: &Config, path: &PathBuf, args: &[std::ffi::OsString], update_id: &str, ends: Instant) -> Option<i32> {
     let stop = Arc::new(AtomicBool::new(false));
     let hup = Arc::new(AtomicBool::new(false));
     for (sig, flag) in [
@@ -205,7 +217,7 @@ fn watch(cfg: &Config, path: &PathBuf, args: &[std::ffi::OsString], update_id: &
             if !still_on_trial(cfg, update_id) {
                 log::info!("update {update_id}: the trial is over");
                 confirmed = true;
-            } else if unix_now() >= deadline {
+            } else if Instant::now() >= ends {
                 end(&mut child, pid);
                 return None;
             }
@@ -237,4 +249,15 @@ fn end(child: &mut Child, pid: Pid) {
 
 fn code_of(status: ExitStatus) -> i32 {
     status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trial_start_read_back_as_any_number_gives_an_end_without_overflowing() {
+        assert_eq!(trial_end(1_000, Duration::from_secs(600)), 1_600);
+        assert_eq!(trial_end(u64::MAX - 5, Duration::from_secs(600)), u64::MAX);
+    }
 }

@@ -7,6 +7,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
 use serde_json::{Value, json};
@@ -262,11 +263,34 @@ pub fn prune(dir: &Path, st: &UpdateState) {
 /// Holds the update directory's lock while alive.
 pub struct Locked(#[allow(dead_code)] File);
 
-/// Takes the update directory's lock, waiting for whoever holds it.
+/// Takes the update directory's lock, waiting for whoever holds it. The lock file must be a
+/// regular file: opened without following a link and without waiting (a FIFO there, opened
+/// for writing, waited for a reader forever, and every start of the agent with it), and
+/// anything else is refused naming the path and the fix.
 pub fn lock(dir: &Path) -> io::Result<Locked> {
-    let f = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("lock"))?;
+    let path = dir.join("lock");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(&path)
+        .map_err(|e| match e.raw_os_error().map(rustix::io::Errno::from_raw_os_error) {
+            // A FIFO without a reader (with one, fstat below says it), or a link.
+            Some(rustix::io::Errno::NXIO) => not_a_lock(&path, "a FIFO"),
+            Some(rustix::io::Errno::LOOP) => not_a_lock(&path, "a symbolic link"),
+            _ => e,
+        })?;
+    let kind = f.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(not_a_lock(&path, if kind.is_fifo() { "a FIFO" } else { "not a regular file" }));
+    }
     rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)?;
     Ok(Locked(f))
+}
+
+fn not_a_lock(path: &Path, what: &str) -> io::Error {
+    io::Error::other(format!("{} is {what}, not the update lock file; remove it (it is made again)", path.display()))
 }
 
 #[cfg(test)]
@@ -306,6 +330,23 @@ mod tests {
         assert!(matches!(load(dir.path()), Err(StateError::Corrupt(..))));
         assert_eq!(load_or_reset(dir.path()).unwrap(), UpdateState::default());
         assert!(dir.path().join("state.json.corrupt").exists());
+    }
+
+    #[test]
+    fn the_lock_is_taken_on_a_regular_file_and_refused_at_once_on_a_fifo_or_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(lock(dir.path()).unwrap());
+        drop(lock(dir.path()).unwrap());
+        let path = dir.path().join("lock");
+        fs::remove_file(&path).unwrap();
+        rustix::fs::mknodat(rustix::fs::CWD, &path, rustix::fs::FileType::Fifo, 0o600.into(), 0).unwrap();
+        let e = lock(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("is a FIFO") && e.contains("remove it"), "{e}");
+        fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), &path).unwrap();
+        let e = lock(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("is a symbolic link"), "{e}");
+        assert!(!dir.path().join("elsewhere").exists(), "nothing made through the link");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! hashes. Only prehashed signatures (`ED`, what minisign makes by default): a legacy one
 //! (`Ed`, `minisign -l`) hashes nothing itself and would need the whole file in memory.
 
-use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use minisign_verify::{Error as SigError, PublicKey, Signature};
@@ -102,9 +102,22 @@ pub fn sha256_of(path: &Path, max: u64) -> io::Result<String> {
     Ok(crate::update::offer::hex(sha.finish().as_ref()))
 }
 
-/// Feeds the file at `path` to `each` in chunks; `InvalidData` once it passes `max` bytes.
+/// Feeds the file at `path` to `each` in chunks; `InvalidData` once it passes `max` bytes,
+/// or when it is not a regular file. A build is a file the update wrote itself: a link there
+/// is not followed, and a FIFO is opened without waiting (a blocking open waited for a
+/// writer forever, and the launcher checks the installed build at every start).
 fn read_through(path: &Path, max: u64, mut each: impl FnMut(&[u8])) -> io::Result<()> {
-    let mut f = File::open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path)
+        .map_err(|e| match e.raw_os_error().map(rustix::io::Errno::from_raw_os_error) {
+            Some(rustix::io::Errno::LOOP) => io::Error::new(io::ErrorKind::InvalidData, "a symbolic link"),
+            _ => e,
+        })?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
+    }
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0u64;
     loop {
