@@ -152,6 +152,20 @@ fn a_server_that_trickles_is_given_up_at_the_time_limit() {
 }
 
 #[test]
+fn a_tls_server_that_trickles_its_records_a_byte_at_a_time_is_given_up_at_the_time_limit() {
+    let _g = Guard::new(60 * SEC);
+    let pki = Pki::new(&["localhost"]);
+    // Never silent for the idle limit, but a TLS record of 16 KiB takes over 16 s: only the
+    // overall limit ends it, and it must, inside rustls' loop over the socket's reads too.
+    let s = https(&pki, Serve::WireTrickle(Duration::from_millis(1)));
+    let started = Instant::now();
+    let (r, got) = get(&s, &pki, Limits { size: body().len() as u64, total: 4 * SEC });
+    assert!(matches!(r, Err(GetError::TimedOut(_))), "{r:?}");
+    assert!(started.elapsed() < 7 * SEC, "took {:?}", started.elapsed());
+    assert!(got.len() < 100_000);
+}
+
+#[test]
 fn the_download_goes_through_the_rigs_proxy_with_tls_end_to_end() {
     let _g = Guard::new(30 * SEC);
     let pki = Pki::new(&["localhost"]);

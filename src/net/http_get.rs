@@ -11,7 +11,6 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +19,7 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use crate::config::proxy::ProxyPolicy;
 use crate::net::abort::Abort;
+use crate::net::stream::Sock;
 use crate::protocol::escape::escape;
 
 /// A connection silent this long is cut short.
@@ -145,16 +145,19 @@ impl Limits {
     }
 }
 
+/// The connection, over a socket bounded by the download's deadline and [`IDLE`] at every
+/// read and write: rustls loops over many socket reads for one record or the handshake, and
+/// a server trickling a byte at a time would otherwise hold one `read` for hours.
 enum Conn {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Plain(Sock),
+    Tls(Box<StreamOwned<ClientConnection, Sock>>),
 }
 
 impl Conn {
-    fn tcp(&self) -> &TcpStream {
+    fn sock(&mut self) -> &mut Sock {
         match self {
             Conn::Plain(s) => s,
-            Conn::Tls(s) => &s.sock,
+            Conn::Tls(s) => &mut s.sock,
         }
     }
 }
@@ -254,8 +257,7 @@ fn get_once(
     let route = proxy.choose(&url.host, url.port, url.tls);
     let tcp = crate::net::dial(&url.host, url.port, &route, Instant::now() + timeout, &Abort::default())
         .map_err(|e| cut(format!("cannot connect to {url}: {e}"), have, ranges))?;
-    let _ = tcp.set_read_timeout(Some(timeout));
-    let _ = tcp.set_write_timeout(Some(timeout));
+    let tcp = Sock::with_idle(tcp, deadline, IDLE);
     let mut conn = if url.tls {
         let name = ServerName::try_from(url.host.clone())
             .map_err(|e| (GetError::Refused(format!("bad server name: {e}")), have, ranges))?;
@@ -330,7 +332,7 @@ fn get_once(
         }
         if got == size {
             // Anything more, right now, is a server sending past what it announced.
-            let _ = conn.tcp().set_read_timeout(Some(Duration::from_millis(50)));
+            conn.sock().shorten(Instant::now() + Duration::from_millis(50));
             return match conn.read(&mut buf[..1]) {
                 Ok(n) if n > 0 => {
                     Err((GetError::Refused(format!("{url} sent more than the {size} bytes offered")), got, false))
@@ -338,11 +340,9 @@ fn get_once(
                 _ => Ok(Step::Done),
             };
         }
-        let t = left().min(IDLE);
-        if t.is_zero() {
+        if left().is_zero() {
             return Err((GetError::TimedOut(Duration::ZERO), got, takes_ranges));
         }
-        let _ = conn.tcp().set_read_timeout(Some(t));
         match conn.read(&mut buf) {
             Ok(0) => {
                 return Err(cut(format!("{url} closed the connection at {got} of {size} bytes"), got, takes_ranges));
@@ -372,11 +372,9 @@ fn read_head(conn: &mut Conn, deadline: Instant) -> io::Result<(Vec<u8>, Vec<u8>
         if buf.len() > MAX_HEAD {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("headers longer than {MAX_HEAD} bytes")));
         }
-        let t = deadline.saturating_duration_since(Instant::now()).min(IDLE);
-        if t.is_zero() {
+        if deadline <= Instant::now() {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time"));
         }
-        let _ = conn.tcp().set_read_timeout(Some(t));
         match conn.read(&mut chunk)? {
             0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before the headers ended")),
             n => buf.extend_from_slice(&chunk[..n]),
