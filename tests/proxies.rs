@@ -210,6 +210,21 @@ fn an_endless_header_is_cut_at_8_kib_and_bytes_after_the_answer_belong_to_the_tu
 }
 
 #[test]
+fn interim_1xx_answers_before_the_200_still_open_the_tunnel_and_no_byte_of_it_is_eaten() {
+    let _g = Guard::new(30 * SEC);
+    let port = echo_server();
+    let answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\nX-A: b\r\n\r\nHTTP/1.1 200 OK\r\n\r\nEXTRA";
+    let p = with(Kind::Http, |b| b.answer = Answer::Garbage(answer.to_vec()));
+    let mut s = dial(&p.url(), port, 5 * SEC).unwrap();
+    assert_eq!(read_n(&mut s, 5), b"EXTRA");
+    // Interim answers without end are bounded as one endless answer is.
+    let endless = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(1000);
+    p.set(|b| b.answer = Answer::Garbage(endless));
+    let e = dial(&p.url(), port, 5 * SEC).unwrap_err().to_string();
+    assert!(e.contains("more than 8192 bytes of headers"), "{e}");
+}
+
+#[test]
 fn a_proxy_that_echoes_the_credentials_back_does_not_get_them_into_the_error() {
     let _g = Guard::new(30 * SEC);
     let port = echo_server();
