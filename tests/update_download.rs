@@ -115,6 +115,15 @@ fn a_length_other_than_the_offered_size_even_a_huge_one_is_refused_before_the_bo
 }
 
 #[test]
+fn interim_1xx_answers_before_the_200_are_skipped() {
+    let _g = Guard::new(30 * SEC);
+    let pki = Pki::new(&["localhost"]);
+    let (r, got) = get(&https(&pki, Serve::Interim), &pki, Limits::for_size(body().len() as u64));
+    assert_eq!(r.unwrap(), body().len() as u64);
+    assert_eq!(got, body());
+}
+
+#[test]
 fn an_error_status_is_final() {
     let _g = Guard::new(30 * SEC);
     let pki = Pki::new(&["localhost"]);

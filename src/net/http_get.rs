@@ -285,8 +285,19 @@ fn get_once(
         cut(format!("{url}: {e}"), got, ranges)
     };
     conn.write_all(request.as_bytes()).and_then(|_| conn.flush()).map_err(|e| io_err(e, have))?;
-    let (head, mut body_start) = read_head(&mut conn, deadline).map_err(|e| io_err(e, have))?;
-    let head = parse_head(&head).map_err(|why| (GetError::Refused(format!("{url}: {why}")), have, ranges))?;
+    // Interim (1xx) answers come before the final one (RFC 9110 §15.2: a client must take
+    // them even unasked); all of them together are bounded as one head is.
+    let (mut pending, mut spent) = (Vec::new(), 0);
+    let (head, mut body_start) = loop {
+        let (raw, rest) =
+            read_head(&mut conn, deadline, pending, MAX_HEAD.saturating_sub(spent)).map_err(|e| io_err(e, have))?;
+        let head = parse_head(&raw).map_err(|why| (GetError::Refused(format!("{url}: {why}")), have, ranges))?;
+        if !matches!(head.status, 100 | 102..=199) {
+            break (head, rest);
+        }
+        spent += raw.len();
+        pending = rest;
+    };
     let takes_ranges = head.accept_ranges || head.status == 206;
     let start = match head.status {
         200 => 0,
@@ -360,16 +371,19 @@ fn get_once(
     }
 }
 
-/// The status line and headers, and what of the body came with them.
-fn read_head(conn: &mut Conn, deadline: Instant) -> io::Result<(Vec<u8>, Vec<u8>)> {
-    let mut buf = Vec::new();
+/// The status line and headers (at most `max` bytes), and what came after them; `buf` is
+/// what was read already.
+fn read_head(conn: &mut Conn, deadline: Instant, mut buf: Vec<u8>, max: usize) -> io::Result<(Vec<u8>, Vec<u8>)> {
     let mut chunk = [0u8; 4096];
     loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let body = buf.split_off(end + 4);
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|e| e + 4);
+        if let Some(end) = end
+            && end <= max
+        {
+            let body = buf.split_off(end);
             return Ok((buf, body));
         }
-        if buf.len() > MAX_HEAD {
+        if end.is_some() || buf.len() > max {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("headers longer than {MAX_HEAD} bytes")));
         }
         if deadline <= Instant::now() {

@@ -39,6 +39,8 @@ pub enum Serve {
     /// The whole file, every byte on the wire (TLS records included) one per interval: a
     /// slowloris that is never silent for long, but never finishes a TLS record either.
     WireTrickle(Duration),
+    /// `100 Continue` and `102 Processing` (interim answers), then the whole file.
+    Interim,
 }
 
 /// The socket, writing a byte at a time with `every` between them when set.
@@ -171,6 +173,11 @@ fn answer<S: Read + Write>(
     };
     match how {
         Serve::Whole | Serve::WireTrickle(_) => whole(true, None, &mut send),
+        Serve::Interim => {
+            if send(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\nX-A: b\r\n\r\n") {
+                whole(true, None, &mut send)
+            }
+        }
         Serve::CutOnce { at, ranges } => whole(ranges, (n == 0).then_some(at), &mut send),
         Serve::CutAlways(at) => whole(false, Some(at), &mut send),
         Serve::Trickle(every) => {
