@@ -225,6 +225,19 @@ fn interim_1xx_answers_before_the_200_still_open_the_tunnel_and_no_byte_of_it_is
 }
 
 #[test]
+fn a_proxy_url_whose_password_has_a_slash_a_question_mark_or_a_hash_is_refused_without_showing_it() {
+    for text in ["http://rig:pa/ss-w0rd@proxy:3128", "socks5h://rig:pa#ss-w0rd@proxy:1080", "rig:pa?ss-w0rd@proxy:3128"]
+    {
+        let env = |k: &str| (k == "https_proxy").then(|| text.to_string());
+        let e = rig_agent::config::proxy::EnvProxies::read(&env).unwrap_err();
+        assert!(!e.contains("ss-w0rd") && !e.contains("rig:pa"), "{e}");
+        assert!(e.contains("percent-encode"), "{e}");
+        let e = ProxyUrl::parse_env(text).unwrap_err().to_string();
+        assert!(!e.contains("ss-w0rd") && !e.contains("rig:pa"), "{e}");
+    }
+}
+
+#[test]
 fn a_proxy_that_echoes_the_credentials_back_does_not_get_them_into_the_error() {
     let _g = Guard::new(30 * SEC);
     let port = echo_server();
