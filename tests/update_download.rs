@@ -124,6 +124,17 @@ fn interim_1xx_answers_before_the_200_are_skipped() {
 }
 
 #[test]
+fn a_huge_length_for_the_rest_of_a_resumed_transfer_is_refused_too() {
+    let _g = Guard::new(30 * SEC);
+    let pki = Pki::new(&["localhost"]);
+    let s = https(&pki, Serve::CutThenHugeRange(100_000));
+    let (r, got) = get(&s, &pki, Limits::for_size(body().len() as u64));
+    assert!(matches!(r, Err(GetError::Refused(ref w)) if w.contains("announces")), "{r:?}");
+    assert!(s.requests()[1].contains("Range: bytes=100000-"), "{:?}", s.requests());
+    assert_eq!(got.len(), 100_000);
+}
+
+#[test]
 fn an_error_status_is_final() {
     let _g = Guard::new(30 * SEC);
     let pki = Pki::new(&["localhost"]);

@@ -314,14 +314,12 @@ fn get_once(
         }
         s => return Err((GetError::Refused(format!("{url} answered HTTP {s}")), have, ranges)),
     };
+    // Checked: after a resume, a length near u64::MAX plus the bytes already here overflows.
     if let Some(len) = head.content_length
-        && start + len != size
+        && start.checked_add(len) != Some(size)
     {
-        return Err((
-            GetError::Refused(format!("{url} announces {} bytes, the offer says {size}", start + len)),
-            have,
-            ranges,
-        ));
+        let total = start.checked_add(len).map_or_else(|| format!("{start} + {len}"), |t| t.to_string());
+        return Err((GetError::Refused(format!("{url} announces {total} bytes, the offer says {size}")), have, ranges));
     }
     if head.chunked {
         return Err((GetError::Refused(format!("{url}: chunked transfer coding is not taken")), have, ranges));

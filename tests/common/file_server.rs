@@ -41,6 +41,9 @@ pub enum Serve {
     WireTrickle(Duration),
     /// `100 Continue` and `102 Processing` (interim answers), then the whole file.
     Interim,
+    /// The first request is cut after this many body bytes (ranges taken); a range asked
+    /// after it is answered 206 with a `Content-Length` of `u64::MAX`.
+    CutThenHugeRange(usize),
 }
 
 /// The socket, writing a byte at a time with `every` between them when set.
@@ -173,6 +176,17 @@ fn answer<S: Read + Write>(
     };
     match how {
         Serve::Whole | Serve::WireTrickle(_) => whole(true, None, &mut send),
+        Serve::CutThenHugeRange(at) if n == 0 => whole(true, Some(at), &mut send),
+        Serve::CutThenHugeRange(_) => {
+            let from = range.unwrap_or(0);
+            let h = format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\n\r\n",
+                u64::MAX,
+                body.len() - 1,
+                body.len()
+            );
+            let _ = send(h.as_bytes()) && send(&body[from..]);
+        }
         Serve::Interim => {
             if send(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\nX-A: b\r\n\r\n") {
                 whole(true, None, &mut send)
