@@ -238,6 +238,23 @@ fn a_proxy_url_whose_password_has_a_slash_a_question_mark_or_a_hash_is_refused_w
 }
 
 #[test]
+fn a_no_proxy_entry_with_a_trailing_dot_still_bypasses_its_host_as_curl_reads_it() {
+    use rig_agent::config::proxy::{EnvProxies, ProxyPolicy};
+    let env = |k: &str| match k {
+        "https_proxy" => Some("http://p:3128".to_string()),
+        "no_proxy" => Some("gateway.farm.,.mirror.farm.".to_string()),
+        _ => None,
+    };
+    let policy = ProxyPolicy::Environment(EnvProxies::read(&env).unwrap());
+    for host in ["gateway.farm", "gateway.farm.", "GATEWAY.farm", "a.mirror.farm"] {
+        assert!(matches!(policy.choose(host, 443, true), ProxyChoice::Direct), "{host}");
+    }
+    for host in ["other.farm", "xgateway.farm"] {
+        assert!(matches!(policy.choose(host, 443, true), ProxyChoice::Via { .. }), "{host}");
+    }
+}
+
+#[test]
 fn a_proxy_that_echoes_the_credentials_back_does_not_get_them_into_the_error() {
     let _g = Guard::new(30 * SEC);
     let port = echo_server();

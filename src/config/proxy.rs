@@ -268,7 +268,9 @@ impl Bypass {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(Bypass::Net(ip, if ip.is_ipv4() { 32 } else { 128 }, port));
         }
-        let domain = host.trim_start_matches('*').trim_start_matches('.');
+        // A trailing dot (the fully qualified spelling) is dropped, as curl drops it, and as
+        // `choose` drops the host's.
+        let domain = host.trim_start_matches('*').trim_start_matches('.').trim_end_matches('.');
         if domain.is_empty() {
             return Err(bad("names no host"));
         }
