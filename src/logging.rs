@@ -163,11 +163,20 @@ impl Throttle {
     /// Logs `line` at warn level when this event is let through, with the count of the
     /// lines held back before it.
     pub(crate) fn warn(&mut self, line: &str) {
+        self.log(log::Level::Warn, line);
+    }
+
+    /// [`Throttle::warn`] at info level.
+    pub(crate) fn info(&mut self, line: &str) {
+        self.log(log::Level::Info, line);
+    }
+
+    fn log(&mut self, level: log::Level, line: &str) {
         if let Some(suppressed) = self.admit(Instant::now()) {
             if suppressed > 0 {
-                log::warn!("{line} ({suppressed} similar lines suppressed)");
+                log::log!(level, "{line} ({suppressed} similar lines suppressed)");
             } else {
-                log::warn!("{line}");
+                log::log!(level, "{line}");
             }
         }
     }

@@ -210,6 +210,51 @@ fn an_endless_header_is_cut_at_8_kib_and_bytes_after_the_answer_belong_to_the_tu
 }
 
 #[test]
+fn interim_1xx_answers_before_the_200_still_open_the_tunnel_and_no_byte_of_it_is_eaten() {
+    let _g = Guard::new(30 * SEC);
+    let port = echo_server();
+    let answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\nX-A: b\r\n\r\nHTTP/1.1 200 OK\r\n\r\nEXTRA";
+    let p = with(Kind::Http, |b| b.answer = Answer::Garbage(answer.to_vec()));
+    let mut s = dial(&p.url(), port, 5 * SEC).unwrap();
+    assert_eq!(read_n(&mut s, 5), b"EXTRA");
+    // Interim answers without end are bounded as one endless answer is.
+    let endless = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(1000);
+    p.set(|b| b.answer = Answer::Garbage(endless));
+    let e = dial(&p.url(), port, 5 * SEC).unwrap_err().to_string();
+    assert!(e.contains("more than 8192 bytes of headers"), "{e}");
+}
+
+#[test]
+fn a_proxy_url_whose_password_has_a_slash_a_question_mark_or_a_hash_is_refused_without_showing_it() {
+    for text in ["http://rig:pa/ss-w0rd@proxy:3128", "socks5h://rig:pa#ss-w0rd@proxy:1080", "rig:pa?ss-w0rd@proxy:3128"]
+    {
+        let env = |k: &str| (k == "https_proxy").then(|| text.to_string());
+        let e = rig_agent::config::proxy::EnvProxies::read(&env).unwrap_err();
+        assert!(!e.contains("ss-w0rd") && !e.contains("rig:pa"), "{e}");
+        assert!(e.contains("percent-encode"), "{e}");
+        let e = ProxyUrl::parse_env(text).unwrap_err().to_string();
+        assert!(!e.contains("ss-w0rd") && !e.contains("rig:pa"), "{e}");
+    }
+}
+
+#[test]
+fn a_no_proxy_entry_with_a_trailing_dot_still_bypasses_its_host_as_curl_reads_it() {
+    use rig_agent::config::proxy::{EnvProxies, ProxyPolicy};
+    let env = |k: &str| match k {
+        "https_proxy" => Some("http://p:3128".to_string()),
+        "no_proxy" => Some("gateway.farm.,.mirror.farm.".to_string()),
+        _ => None,
+    };
+    let policy = ProxyPolicy::Environment(EnvProxies::read(&env).unwrap());
+    for host in ["gateway.farm", "gateway.farm.", "GATEWAY.farm", "a.mirror.farm"] {
+        assert!(matches!(policy.choose(host, 443, true), ProxyChoice::Direct), "{host}");
+    }
+    for host in ["other.farm", "xgateway.farm"] {
+        assert!(matches!(policy.choose(host, 443, true), ProxyChoice::Via { .. }), "{host}");
+    }
+}
+
+#[test]
 fn a_proxy_that_echoes_the_credentials_back_does_not_get_them_into_the_error() {
     let _g = Guard::new(30 * SEC);
     let port = echo_server();

@@ -203,6 +203,21 @@ fn offers_are_answered_at_once_with_codes_2_4_5_and_6_and_no_download() {
 }
 
 #[test]
+fn a_flood_of_refused_offers_is_answered_every_time_and_logged_only_a_few_times() {
+    let _g = Guard::new(60 * SEC);
+    let mut rig = Rig::start("1s", "30s", "");
+    let offer = rig.offer("https://localhost:1/x", |_| {});
+    for n in 0..100 {
+        let mut offer = offer.clone();
+        offer["target"] = json!(format!("flood-{n}"));
+        assert_eq!(rig.ask(offer)["code"], 6);
+    }
+    let log = take_log(&mut rig.child);
+    let lines = log.lines().filter(|l| l.contains("update offer refused")).count();
+    assert!((1..=20).contains(&lines), "{lines} lines for 100 refused offers");
+}
+
+#[test]
 fn updates_off_is_code_4() {
     let _g = Guard::new(60 * SEC);
     let dir = tempfile::tempdir().unwrap();

@@ -115,6 +115,26 @@ fn a_length_other_than_the_offered_size_even_a_huge_one_is_refused_before_the_bo
 }
 
 #[test]
+fn interim_1xx_answers_before_the_200_are_skipped() {
+    let _g = Guard::new(30 * SEC);
+    let pki = Pki::new(&["localhost"]);
+    let (r, got) = get(&https(&pki, Serve::Interim), &pki, Limits::for_size(body().len() as u64));
+    assert_eq!(r.unwrap(), body().len() as u64);
+    assert_eq!(got, body());
+}
+
+#[test]
+fn a_huge_length_for_the_rest_of_a_resumed_transfer_is_refused_too() {
+    let _g = Guard::new(30 * SEC);
+    let pki = Pki::new(&["localhost"]);
+    let s = https(&pki, Serve::CutThenHugeRange(100_000));
+    let (r, got) = get(&s, &pki, Limits::for_size(body().len() as u64));
+    assert!(matches!(r, Err(GetError::Refused(ref w)) if w.contains("announces")), "{r:?}");
+    assert!(s.requests()[1].contains("Range: bytes=100000-"), "{:?}", s.requests());
+    assert_eq!(got.len(), 100_000);
+}
+
+#[test]
 fn an_error_status_is_final() {
     let _g = Guard::new(30 * SEC);
     let pki = Pki::new(&["localhost"]);
@@ -149,6 +169,20 @@ fn a_server_that_trickles_is_given_up_at_the_time_limit() {
     assert!(matches!(r, Err(GetError::TimedOut(_))), "{r:?}");
     assert!(started.elapsed() < 5 * SEC, "took {:?}", started.elapsed());
     assert!(got.len() < 100);
+}
+
+#[test]
+fn a_tls_server_that_trickles_its_records_a_byte_at_a_time_is_given_up_at_the_time_limit() {
+    let _g = Guard::new(60 * SEC);
+    let pki = Pki::new(&["localhost"]);
+    // Never silent for the idle limit, but a TLS record of 16 KiB takes over 16 s: only the
+    // overall limit ends it, and it must, inside rustls' loop over the socket's reads too.
+    let s = https(&pki, Serve::WireTrickle(Duration::from_millis(1)));
+    let started = Instant::now();
+    let (r, got) = get(&s, &pki, Limits { size: body().len() as u64, total: 4 * SEC });
+    assert!(matches!(r, Err(GetError::TimedOut(_))), "{r:?}");
+    assert!(started.elapsed() < 7 * SEC, "took {:?}", started.elapsed());
+    assert!(got.len() < 100_000);
 }
 
 #[test]

@@ -80,17 +80,20 @@ pub enum ProxyUrlError {
     Path(String),
     #[error("the user or password is not valid percent-encoding, or longer than 255 bytes")]
     Credentials,
+    /// Shown without the text: the `@` after a `/`, `?` or `#` says a password holds one.
+    #[error("the user or password has a '/', '?' or '#': percent-encode it (%2F, %3F, %23)")]
+    UnencodedCredentials,
 }
 
 /// Where the words `user:pass@` were: the text with them replaced by `***`, for messages
-/// about a proxy URL that could not even be parsed.
+/// about a proxy URL that could not even be parsed. Everything up to the last `@` goes,
+/// even past a `/`, `?` or `#`: a password with one of them unencoded is still a password.
 pub fn mask(text: &str) -> String {
     let (scheme, rest) = match text.split_once("://") {
         Some((s, r)) => (Some(s), r),
         None => (None, text),
     };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let masked = match rest[..end].rfind('@') {
+    let masked = match rest.rfind('@') {
         Some(at) => format!("***{}", &rest[at..]),
         None => rest.to_string(),
     };
@@ -115,6 +118,9 @@ impl ProxyUrl {
         };
         let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(end);
+        if tail.contains('@') {
+            return Err(ProxyUrlError::UnencodedCredentials);
+        }
         if !tail.is_empty() && tail != "/" {
             return Err(ProxyUrlError::Path(tail.to_string()));
         }
@@ -262,7 +268,9 @@ impl Bypass {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(Bypass::Net(ip, if ip.is_ipv4() { 32 } else { 128 }, port));
         }
-        let domain = host.trim_start_matches('*').trim_start_matches('.');
+        // A trailing dot (the fully qualified spelling) is dropped, as curl drops it, and as
+        // `choose` drops the host's.
+        let domain = host.trim_start_matches('*').trim_start_matches('.').trim_end_matches('.');
         if domain.is_empty() {
             return Err(bad("names no host"));
         }

@@ -11,7 +11,6 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +19,7 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use crate::config::proxy::ProxyPolicy;
 use crate::net::abort::Abort;
+use crate::net::stream::Sock;
 use crate::protocol::escape::escape;
 
 /// A connection silent this long is cut short.
@@ -145,16 +145,19 @@ impl Limits {
     }
 }
 
+/// The connection, over a socket bounded by the download's deadline and [`IDLE`] at every
+/// read and write: rustls loops over many socket reads for one record or the handshake, and
+/// a server trickling a byte at a time would otherwise hold one `read` for hours.
 enum Conn {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Plain(Sock),
+    Tls(Box<StreamOwned<ClientConnection, Sock>>),
 }
 
 impl Conn {
-    fn tcp(&self) -> &TcpStream {
+    fn sock(&mut self) -> &mut Sock {
         match self {
             Conn::Plain(s) => s,
-            Conn::Tls(s) => &s.sock,
+            Conn::Tls(s) => &mut s.sock,
         }
     }
 }
@@ -254,8 +257,7 @@ fn get_once(
     let route = proxy.choose(&url.host, url.port, url.tls);
     let tcp = crate::net::dial(&url.host, url.port, &route, Instant::now() + timeout, &Abort::default())
         .map_err(|e| cut(format!("cannot connect to {url}: {e}"), have, ranges))?;
-    let _ = tcp.set_read_timeout(Some(timeout));
-    let _ = tcp.set_write_timeout(Some(timeout));
+    let tcp = Sock::with_idle(tcp, deadline, IDLE);
     let mut conn = if url.tls {
         let name = ServerName::try_from(url.host.clone())
             .map_err(|e| (GetError::Refused(format!("bad server name: {e}")), have, ranges))?;
@@ -283,8 +285,19 @@ fn get_once(
         cut(format!("{url}: {e}"), got, ranges)
     };
     conn.write_all(request.as_bytes()).and_then(|_| conn.flush()).map_err(|e| io_err(e, have))?;
-    let (head, mut body_start) = read_head(&mut conn, deadline).map_err(|e| io_err(e, have))?;
-    let head = parse_head(&head).map_err(|why| (GetError::Refused(format!("{url}: {why}")), have, ranges))?;
+    // Interim (1xx) answers come before the final one (RFC 9110 §15.2: a client must take
+    // them even unasked); all of them together are bounded as one head is.
+    let (mut pending, mut spent) = (Vec::new(), 0);
+    let (head, mut body_start) = loop {
+        let (raw, rest) =
+            read_head(&mut conn, deadline, pending, MAX_HEAD.saturating_sub(spent)).map_err(|e| io_err(e, have))?;
+        let head = parse_head(&raw).map_err(|why| (GetError::Refused(format!("{url}: {why}")), have, ranges))?;
+        if !matches!(head.status, 100 | 102..=199) {
+            break (head, rest);
+        }
+        spent += raw.len();
+        pending = rest;
+    };
     let takes_ranges = head.accept_ranges || head.status == 206;
     let start = match head.status {
         200 => 0,
@@ -301,14 +314,12 @@ fn get_once(
         }
         s => return Err((GetError::Refused(format!("{url} answered HTTP {s}")), have, ranges)),
     };
+    // Checked: after a resume, a length near u64::MAX plus the bytes already here overflows.
     if let Some(len) = head.content_length
-        && start + len != size
+        && start.checked_add(len) != Some(size)
     {
-        return Err((
-            GetError::Refused(format!("{url} announces {} bytes, the offer says {size}", start + len)),
-            have,
-            ranges,
-        ));
+        let total = start.checked_add(len).map_or_else(|| format!("{start} + {len}"), |t| t.to_string());
+        return Err((GetError::Refused(format!("{url} announces {total} bytes, the offer says {size}")), have, ranges));
     }
     if head.chunked {
         return Err((GetError::Refused(format!("{url}: chunked transfer coding is not taken")), have, ranges));
@@ -330,7 +341,7 @@ fn get_once(
         }
         if got == size {
             // Anything more, right now, is a server sending past what it announced.
-            let _ = conn.tcp().set_read_timeout(Some(Duration::from_millis(50)));
+            conn.sock().shorten(Instant::now() + Duration::from_millis(50));
             return match conn.read(&mut buf[..1]) {
                 Ok(n) if n > 0 => {
                     Err((GetError::Refused(format!("{url} sent more than the {size} bytes offered")), got, false))
@@ -338,11 +349,9 @@ fn get_once(
                 _ => Ok(Step::Done),
             };
         }
-        let t = left().min(IDLE);
-        if t.is_zero() {
+        if left().is_zero() {
             return Err((GetError::TimedOut(Duration::ZERO), got, takes_ranges));
         }
-        let _ = conn.tcp().set_read_timeout(Some(t));
         match conn.read(&mut buf) {
             Ok(0) => {
                 return Err(cut(format!("{url} closed the connection at {got} of {size} bytes"), got, takes_ranges));
@@ -360,23 +369,24 @@ fn get_once(
     }
 }
 
-/// The status line and headers, and what of the body came with them.
-fn read_head(conn: &mut Conn, deadline: Instant) -> io::Result<(Vec<u8>, Vec<u8>)> {
-    let mut buf = Vec::new();
+/// The status line and headers (at most `max` bytes), and what came after them; `buf` is
+/// what was read already.
+fn read_head(conn: &mut Conn, deadline: Instant, mut buf: Vec<u8>, max: usize) -> io::Result<(Vec<u8>, Vec<u8>)> {
     let mut chunk = [0u8; 4096];
     loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let body = buf.split_off(end + 4);
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|e| e + 4);
+        if let Some(end) = end
+            && end <= max
+        {
+            let body = buf.split_off(end);
             return Ok((buf, body));
         }
-        if buf.len() > MAX_HEAD {
+        if end.is_some() || buf.len() > max {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("headers longer than {MAX_HEAD} bytes")));
         }
-        let t = deadline.saturating_duration_since(Instant::now()).min(IDLE);
-        if t.is_zero() {
+        if deadline <= Instant::now() {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time"));
         }
-        let _ = conn.tcp().set_read_timeout(Some(t));
         match conn.read(&mut chunk)? {
             0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before the headers ended")),
             n => buf.extend_from_slice(&chunk[..n]),

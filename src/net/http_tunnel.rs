@@ -31,8 +31,23 @@ pub(crate) fn open(sock: &mut Sock, proxy: &ProxyUrl, host: &str, port: u16) -> 
         Some(c) => vec![BASE64.encode(format!("{}:{}", c.user, c.password).as_bytes()), c.password.clone()],
         None => Vec::new(),
     };
-    let head = read_head(sock, &secrets)?;
-    judge(&redact(head, &secrets), proxy.credentials.is_some())
+    // Interim (1xx) answers come before the final one (RFC 9110 §15.2: a client must take
+    // them even unasked); all of them together are bounded as one answer is.
+    let mut left = MAX_REPLY;
+    loop {
+        let head = read_head(sock, &secrets, left)?;
+        left -= head.len();
+        if judge(&redact(head, &secrets), proxy.credentials.is_some())? == Answer::Final {
+            return Ok(());
+        }
+    }
+}
+
+/// Whether the proxy's answer was the final one (the tunnel is open) or an interim 1xx.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    Interim,
+    Final,
 }
 
 /// `head` with every secret in it replaced by `***`: a proxy that echoes the request back
@@ -56,8 +71,8 @@ fn redact(mut head: Vec<u8>, secrets: &[String]) -> Vec<u8> {
     head
 }
 
-/// The proxy's answer up to the blank line that ends its headers.
-fn read_head(sock: &mut Sock, secrets: &[String]) -> Result<Vec<u8>, ProxyFailure> {
+/// The proxy's answer up to the blank line that ends its headers, at most `max` bytes.
+fn read_head(sock: &mut Sock, secrets: &[String], max: usize) -> Result<Vec<u8>, ProxyFailure> {
     let mut head = Vec::with_capacity(256);
     let mut byte = [0u8; 1];
     loop {
@@ -89,15 +104,16 @@ fn read_head(sock: &mut Sock, secrets: &[String]) -> Result<Vec<u8>, ProxyFailur
         if head.ends_with(b"\r\n\r\n") || head.ends_with(b"\n\n") {
             return Ok(head);
         }
-        if head.len() >= MAX_REPLY {
+        if head.len() >= max {
             return Err(ProxyFailure::Protocol(format!("its answer has more than {MAX_REPLY} bytes of headers")));
         }
     }
 }
 
-/// What the proxy's status means: a 2xx opens the tunnel, 407 is about credentials, 502,
-/// 503 and 504 mean it could not reach the gateway, and anything else is a refusal.
-fn judge(head: &[u8], had_credentials: bool) -> Result<(), ProxyFailure> {
+/// What the proxy's status means: a 2xx opens the tunnel, a 1xx other than 101 is interim
+/// (the final answer follows), 407 is about credentials, 502, 503 and 504 mean it could not
+/// reach the gateway, and anything else is a refusal.
+fn judge(head: &[u8], had_credentials: bool) -> Result<Answer, ProxyFailure> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut response = httparse::Response::new(&mut headers);
     match response.parse(head) {
@@ -112,7 +128,8 @@ fn judge(head: &[u8], had_credentials: bool) -> Result<(), ProxyFailure> {
     let code = response.code.unwrap_or(0);
     let status = format!("{code} {}", escape_to(response.reason.unwrap_or(""), 80));
     match code {
-        200..=299 => Ok(()),
+        200..=299 => Ok(Answer::Final),
+        100 | 102..=199 => Ok(Answer::Interim),
         407 if had_credentials => Err(ProxyFailure::Auth(format!("it refused the user and password given ({status})"))),
         407 => Err(ProxyFailure::Auth(format!("it wants a user and password and none is given ({status})"))),
         502..=504 => Err(ProxyFailure::CannotReach(status)),
@@ -128,6 +145,8 @@ mod tests {
     fn the_proxys_status_decides_the_outcome() {
         assert!(judge(b"HTTP/1.0 200 Connection established\r\n\r\n", false).is_ok());
         assert!(judge(b"HTTP/1.1 200 OK\r\nProxy-Agent: x\r\n\r\n", false).is_ok());
+        assert_eq!(judge(b"HTTP/1.1 100 Continue\r\n\r\n", false), Ok(Answer::Interim));
+        assert!(matches!(judge(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", false), Err(ProxyFailure::Refused(_))));
         let auth = judge(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n", true).unwrap_err();
         assert_eq!(
             auth,

@@ -4,7 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustls::{ClientConnection, StreamOwned};
 
@@ -35,12 +35,24 @@ pub(crate) enum Inner {
 pub(crate) struct Sock {
     tcp: TcpStream,
     deadline: Option<Instant>,
+    /// A single read or write waits at most this long (a peer silent this long is cut).
+    idle: Option<Duration>,
 }
 
 impl Sock {
     /// `tcp`, every read and write of which fails once `deadline` has passed.
     pub(crate) fn with_deadline(tcp: TcpStream, deadline: Instant) -> Sock {
-        Sock { tcp, deadline: Some(deadline) }
+        Sock { tcp, deadline: Some(deadline), idle: None }
+    }
+
+    /// [`Sock::with_deadline`], each single read or write also waiting at most `idle`.
+    pub(crate) fn with_idle(tcp: TcpStream, deadline: Instant, idle: Duration) -> Sock {
+        Sock { tcp, deadline: Some(deadline), idle: Some(idle) }
+    }
+
+    /// Moves the deadline (never later than it was).
+    pub(crate) fn shorten(&mut self, deadline: Instant) {
+        self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
     }
 
     /// The socket, its timeouts cleared: the caller's, blocking and without a deadline.
@@ -56,6 +68,7 @@ impl Sock {
         if left.is_zero() {
             return Err(io::ErrorKind::TimedOut.into());
         }
+        let left = self.idle.map_or(left, |idle| left.min(idle));
         self.tcp.set_read_timeout(Some(left))?;
         self.tcp.set_write_timeout(Some(left))
     }

@@ -30,6 +30,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::jobs::{Context, Decision, Handler};
+use crate::logging::Throttle;
 use crate::os::signals::Shutdown;
 use crate::outbox::spool::Spool;
 use crate::protocol::{self, ActIds, Query, Refusal};
@@ -174,6 +175,9 @@ pub struct Updates {
     ids: Arc<ActIds>,
     shared: Arc<Shared>,
     not_now: Vec<NotNow>,
+    /// Refusals are logged at most 20 a minute (as `run_action`'s are): a gateway sending
+    /// offers without end gets every answer, not a journal line for each.
+    refusal_log: Throttle,
 }
 
 impl Updates {
@@ -188,7 +192,14 @@ impl Updates {
     ) -> Updates {
         let shared = Shared::new(status, cfg.update.enabled);
         confirm::start(&cfg, &shared, &spool, id);
-        Updates { cfg, spool, ids, shared, not_now: Vec::new() }
+        Updates {
+            cfg,
+            spool,
+            ids,
+            shared,
+            not_now: Vec::new(),
+            refusal_log: Throttle::new(std::time::Duration::from_secs(60), 20),
+        }
     }
 
     /// What the agent wiring shares with actions and `main`.
@@ -243,11 +254,11 @@ impl Handler for Updates {
         let offer = match self.decide(&query) {
             Ok(o) => o,
             Err(r) => {
-                log::info!(
+                self.refusal_log.info(&format!(
                     "update offer refused (code {}: {})",
                     r.code,
                     crate::protocol::escape::escape(&r.description)
-                );
+                ));
                 return Decision::Answer(cx.answer(&query.echo, Err(r)));
             }
         };

@@ -36,6 +36,40 @@ pub enum Serve {
     Status(u16),
     /// A redirect to this location (relative or absolute).
     Redirect(String),
+    /// The whole file, every byte on the wire (TLS records included) one per interval: a
+    /// slowloris that is never silent for long, but never finishes a TLS record either.
+    WireTrickle(Duration),
+    /// `100 Continue` and `102 Processing` (interim answers), then the whole file.
+    Interim,
+    /// The first request is cut after this many body bytes (ranges taken); a range asked
+    /// after it is answered 206 with a `Content-Length` of `u64::MAX`.
+    CutThenHugeRange(usize),
+}
+
+/// The socket, writing a byte at a time with `every` between them when set.
+struct Wire {
+    tcp: std::net::TcpStream,
+    every: Option<Duration>,
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let Some(every) = self.every else { return self.tcp.write(buf) };
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        thread::sleep(every);
+        self.tcp.write(&buf[..1])
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tcp.flush()
+    }
 }
 
 pub struct FileServer {
@@ -71,8 +105,14 @@ impl FileServer {
                     (serve.clone(), requests.clone(), sent.clone(), body.clone(), tls.clone());
                 thread::spawn(move || {
                     let _ = tcp.set_read_timeout(Some(Duration::from_secs(30)));
+                    let _ = tcp.set_nodelay(true);
                     let how = serve.lock().unwrap().clone();
                     let body = body.lock().unwrap().clone();
+                    let every = match how {
+                        Serve::WireTrickle(every) => Some(every),
+                        _ => None,
+                    };
+                    let tcp = Wire { tcp, every };
                     match tls {
                         Some(cfg) => {
                             let Ok(c) = ServerConnection::new(cfg) else { return };
@@ -135,7 +175,23 @@ fn answer<S: Read + Write>(
         let _ = send(h.as_bytes()) && send(&body[from..cut.map_or(body.len(), |c| (from + c).min(body.len()))]);
     };
     match how {
-        Serve::Whole => whole(true, None, &mut send),
+        Serve::Whole | Serve::WireTrickle(_) => whole(true, None, &mut send),
+        Serve::CutThenHugeRange(at) if n == 0 => whole(true, Some(at), &mut send),
+        Serve::CutThenHugeRange(_) => {
+            let from = range.unwrap_or(0);
+            let h = format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\n\r\n",
+                u64::MAX,
+                body.len() - 1,
+                body.len()
+            );
+            let _ = send(h.as_bytes()) && send(&body[from..]);
+        }
+        Serve::Interim => {
+            if send(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\nX-A: b\r\n\r\n") {
+                whole(true, None, &mut send)
+            }
+        }
         Serve::CutOnce { at, ranges } => whole(ranges, (n == 0).then_some(at), &mut send),
         Serve::CutAlways(at) => whole(false, Some(at), &mut send),
         Serve::Trickle(every) => {
