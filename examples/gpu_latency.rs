@@ -2,7 +2,8 @@
 //!
 //! GPU failures at kernel speed, measured on the real binary with `scan_interval = "60s"`:
 //! detection latency from an NVIDIA Xid record (48, a double-bit ECC error: `gpu_xid`)
-//! appended to the kernel log file `paths.kmsg` names to the `type` 3 warning received by
+//! written to the FIFO `paths.kmsg` names (held open, so the agent's reader sleeps in
+//! poll(2) and wakes on the record, as on `/dev/kmsg`) to the `type` 3 warning received by
 //! the test gateway over loopback wss, p50 and p99 over TRIALS (default 50) trials, each a
 //! new episode (`io_error_quiet = "1s"`); the agent's CPU while the kernel log carries
 //! 10 000 GPU records a second for 10 s (a crashing miner's Xid 13 storm on two GPUs);
@@ -43,8 +44,12 @@ fn main() {
         fs::write(d.join("class"), "0x030000\n").unwrap();
         fs::write(d.join("vendor"), "0x10de\n").unwrap();
     }
-    let kmsg = dir.path().join("kmsg.log");
-    fs::write(&kmsg, "").unwrap();
+    // A FIFO, not a regular file: the agent re-reads a regular file only every 100 ms once
+    // at its end (poll(2) calls one always readable), which would be most of the figure.
+    // Opened for reading and writing before the agent starts, so it never sees an end.
+    let kmsg = dir.path().join("kmsg.fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&kmsg).status().unwrap().success());
+    let mut f = OpenOptions::new().read(true).write(true).open(&kmsg).unwrap();
     let pki = Pki::new(&["localhost"]);
     let mut gw = Gateway::start(&pki, Script::default());
     let mut c = AgentConfig::new(gw.url(), &pki.ca_file);
@@ -61,7 +66,6 @@ fn main() {
         assert!(Instant::now() < until, "the first scan never saved the GPUs");
         thread::sleep(Duration::from_millis(20));
     }
-    let mut f = OpenOptions::new().append(true).open(&kmsg).unwrap();
     let mut seq = 10u64;
 
     // 1. Xid 48 -> gpu_xid received; the episode ends after 1 s of quiet.
