@@ -32,6 +32,7 @@ const WAIT: Duration = Duration::from_secs(10);
 struct Mapping {
     start: u64,
     end: u64,
+    perms: String,
     name: String,
     rss_kib: u64,
 }
@@ -45,8 +46,9 @@ fn mappings(pid: u32) -> Vec<Mapping> {
         if let Some((a, b)) = first.split_once('-')
             && let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16))
         {
-            let name = words.skip(4).collect::<Vec<_>>().join(" ");
-            out.push(Mapping { start, end, name, rss_kib: 0 });
+            let perms = words.next().unwrap_or("").to_string();
+            let name = words.skip(3).collect::<Vec<_>>().join(" ");
+            out.push(Mapping { start, end, perms, name, rss_kib: 0 });
         } else if first == "Rss:"
             && let Some(m) = out.last_mut()
         {
@@ -95,6 +97,7 @@ fn split(pid: u32, binary: &Path) {
     }
     let (mut file, mut heap, mut stack, mut anon, mut other) = (0, 0, 0, 0, 0);
     let mut libs: Vec<(String, u64)> = Vec::new();
+    let mut segments: Vec<String> = Vec::new();
     for (i, m) in maps.iter().enumerate() {
         if stacks[i] || m.name == "[stack]" {
             stack += m.rss_kib;
@@ -104,6 +107,10 @@ fn split(pid: u32, binary: &Path) {
             file += m.rss_kib;
             if Path::new(&m.name) != binary {
                 libs.push((m.name.clone(), m.rss_kib));
+            } else {
+                // Code (r-xp), read-only data and unwind tables (r--p), relocated data (rw-p):
+                // what is resident of each shows what the binary's size costs in memory.
+                segments.push(format!("{} {} of {} KiB", m.perms, m.rss_kib, (m.end - m.start) / 1024));
             }
         } else if m.name.is_empty() {
             anon += m.rss_kib;
@@ -112,6 +119,7 @@ fn split(pid: u32, binary: &Path) {
         }
     }
     println!("  file-backed (the binary, and any shared libraries): {file} KiB");
+    println!("    the binary's mappings, resident: {}", segments.join(", "));
     for (name, kib) in libs.iter().filter(|(_, k)| *k > 0) {
         println!("    of which {name}: {kib} KiB");
     }
