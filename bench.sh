@@ -10,6 +10,7 @@ if ! command -v prometheus-node-exporter >/dev/null || ! command -v zabbix_agent
 fi
 cargo build --release --examples
 echo "== queries, RSS, heartbeats (examples/bench.rs)"; target/release/examples/bench
+echo; echo "== footprint: binary, RSS after 2 000 get_system_baseinfo and where it sits (examples/footprint.rs)"; target/release/examples/footprint
 echo; echo "== draining 20 000 spooled warnings (examples/drain.rs)"; target/release/examples/drain
 echo; echo "== remote actions (examples/actions_bench.rs)"; target/release/examples/actions_bench
 echo; echo "== disk monitor scans (examples/scan_bench.rs)"; target/release/examples/scan_bench

@@ -59,7 +59,12 @@ pub fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration
 
 /// The agent binary with `config`, logging warnings and worse to this process's stderr.
 pub fn start_agent(config: &std::path::Path) -> std::process::Child {
-    std::process::Command::new(agent_binary())
+    start_agent_at(&agent_binary(), config)
+}
+
+/// `start_agent` with the binary at `bin`.
+pub fn start_agent_at(bin: &std::path::Path, config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(bin)
         .arg("--config")
         .arg(config)
         .env("RUST_LOG", "warn")

@@ -59,6 +59,10 @@ pub(crate) fn upgrade(url: &GatewayUrl, cfg: &GatewayConfig, stream: Stream) -> 
         headers.insert("Sec-WebSocket-Protocol", v);
     }
     let ws_config = WebSocketConfig::default()
+        // tungstenite zero-fills the whole read buffer before every read, so all of its
+        // default 128 KiB stays resident; a gateway's queries are small, and one TLS record
+        // holds at most 16 KiB. Larger messages still fit: the buffer grows to the frame.
+        .read_buffer_size(16 * 1024)
         .max_message_size(Some(cfg.max_message_bytes))
         .max_frame_size(Some(cfg.max_message_bytes))
         // Bounded output: a gateway that stops reading fills this and the connection is
