@@ -56,6 +56,8 @@ struct Heartbeat {
     hardware_id: String,
 }
 
+/// A warning as §7 and §9 shape it: a disk's (`type` 2) or a GPU's (`type` 3), with
+/// `maintenance` and `time_suspect` present only when true.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Warning {
@@ -70,12 +72,18 @@ struct Warning {
     #[serde(rename = "type")]
     kind: i64,
     message: String,
-    disk: String,
+    disk: Option<String>,
     /// §7: `null` when the disk reports no serial, never "".
     serial: Option<String>,
+    gpu: Option<String>,
+    index: Option<u32>,
+    model: Option<String>,
+    uuid: Option<String>,
     reason: String,
     detail: String,
     time: u64,
+    maintenance: Option<bool>,
+    time_suspect: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -704,10 +712,13 @@ fn every_message_decodes(subprotocol: Option<&str>) {
             FromAgent::Warning(w) => {
                 check_envelope(&w.from, &w.hardware_id, &w.reqtype, "warning");
                 assert_eq!((w.act.as_str(), w.act_code.as_str(), w.client_id.as_str()), ("warning", "", ""));
-                assert_eq!((w.kind, w.message.as_str()), (2, format!("Disk[{}]硬盘损坏", w.disk).as_str()));
+                let disk = w.disk.as_deref().unwrap_or_else(|| panic!("a v1 warning names a disk: {w:?}"));
+                assert_eq!((w.kind, w.message.as_str()), (2, format!("Disk[{disk}]硬盘损坏").as_str()));
+                assert!(w.gpu.is_none() && w.index.is_none() && w.model.is_none() && w.uuid.is_none(), "{w:?}");
+                assert!(w.maintenance.is_none() && w.time_suspect.is_none(), "v1 keys only: {w:?}");
                 assert!(!w.act_id.is_empty() && !w.name.is_empty() && !w.reason.is_empty() && !w.detail.is_empty());
                 assert!(w.time > 1_700_000_000);
-                no_serial |= w.disk == "/dev/sdb" && w.serial.is_none();
+                no_serial |= disk == "/dev/sdb" && w.serial.is_none();
             }
             FromAgent::ActionResult(r) => {
                 check_envelope(&r.from, &r.hardware_id, &r.reqtype, "action_result");
@@ -837,35 +848,6 @@ fn a_gateway_that_pings_but_never_answers_heartbeats_is_left_after_heartbeat_tim
 
 // ---- v1.2 (§9): the messages a rig sends once its config turns them on. ----
 
-/// A warning as §7 and §9 shape it: a disk's (`type` 2) or a GPU's (`type` 3), with
-/// `maintenance` and `time_suspect` present only when true.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WarningV12 {
-    from: String,
-    act: String,
-    reqtype: String,
-    act_id: String,
-    act_code: String,
-    client_id: String,
-    hardware_id: String,
-    name: String,
-    #[serde(rename = "type")]
-    kind: i64,
-    message: String,
-    disk: Option<String>,
-    serial: Option<String>,
-    gpu: Option<String>,
-    index: Option<u32>,
-    model: Option<String>,
-    uuid: Option<String>,
-    reason: String,
-    detail: String,
-    time: u64,
-    maintenance: Option<bool>,
-    time_suspect: Option<bool>,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WarningCleared {
@@ -947,7 +929,6 @@ struct UpdateAccepted {
 
 /// What the v1.2 acts and messages decode into, beside [`decode`]'s.
 enum FromAgentV12 {
-    Warning(WarningV12),
     Cleared(WarningCleared),
     Recovery(Recovery),
     UpdateResult(UpdateResult),
@@ -957,7 +938,6 @@ enum FromAgentV12 {
 fn decode_v12(v: &Value) -> Result<FromAgentV12, String> {
     let env: Envelope = serde_json::from_value(v.clone()).map_err(|e| format!("no envelope ({e}): {v}"))?;
     Ok(match env.act.as_str() {
-        "warning" => FromAgentV12::Warning(strict(v)?),
         "warning_cleared" => FromAgentV12::Cleared(strict(v)?),
         "recovery" => FromAgentV12::Recovery(strict(v)?),
         "update_result" => FromAgentV12::UpdateResult(strict(v)?),
@@ -1050,7 +1030,7 @@ fn a_strictly_typed_gateway_decodes_every_v1_2_message() {
         let Event::Received { msg, .. } = e else { continue };
         let m = decode_v12(msg).unwrap_or_else(|why| panic!("a typed gateway cannot decode: {why}"));
         let kind = match m {
-            FromAgentV12::Warning(w) => {
+            FromAgentV12::Other(FromAgent::Warning(w)) => {
                 check_envelope(&w.from, &w.hardware_id, &w.reqtype, "warning");
                 assert_eq!((w.act_code.as_str(), w.client_id.as_str()), ("", ""));
                 assert!(w.maintenance != Some(false) && w.time_suspect.is_none(), "present only when true");
