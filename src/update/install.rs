@@ -78,6 +78,14 @@ impl Job {
     }
 
     fn run(self) {
+        self.run_with(|job, staged| job.attempt(staged));
+    }
+
+    /// [`Job::run`] with the attempt given, so that a test can make it panic. A panic in
+    /// the attempt (a bug, not an input: every input is checked) still gets the update its
+    /// one outcome and sets the phase back to idle; otherwise the update would stay "under
+    /// way" and refuse every later offer and action until a restart.
+    fn run_with(self, attempt: impl FnOnce(&Job, &Path) -> Result<u64, Failure>) {
         let started = Instant::now();
         log::info!(
             "update {}: {} -> {} from {}",
@@ -87,7 +95,8 @@ impl Job {
             self.offer.url
         );
         let staged = staging_dir(&self.cfg).join("download");
-        let result = self.attempt(&staged);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| attempt(&self, &staged)))
+            .unwrap_or_else(|panic| self.after_panic(panic.as_ref()));
         let _ = fs::remove_file(&staged);
         match result {
             Ok(bytes) => {
@@ -116,6 +125,31 @@ impl Job {
                 self.shared.set_phase(Phase::Idle);
             }
         }
+    }
+
+    /// What a panicked attempt comes to: switched, when the update state already names this
+    /// update's trial (the one rename was done; the next start runs the new build and
+    /// reports for it), failed otherwise.
+    fn after_panic(&self, panic: &(dyn std::any::Any + Send)) -> Result<u64, Failure> {
+        let dir = &self.cfg.paths.update_dir;
+        let switched = state::lock(dir).ok().and_then(|_lock| state::load_or_reset(dir).ok()).is_some_and(|st| {
+            st.trial.is_some_and(|t| t.request.update_id == self.request.update_id)
+        });
+        if switched {
+            return Ok(0);
+        }
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err((
+            Outcome::Failed,
+            format!(
+                "the update stopped on an internal error ({}); nothing was switched",
+                escape(&what.chars().take(200).collect::<String>())
+            ),
+        ))
     }
 
     /// Download, verify, install, switch. Returns the bytes downloaded.
@@ -264,4 +298,71 @@ fn smoke_test(binary: &Path, version: &str, config: &Path) -> Result<(), String>
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ActIds;
+    use crate::status::AgentStatus;
+
+    fn job(dir: &Path) -> Job {
+        let mut cfg = crate::config::tests::minimal_config(dir);
+        cfg.update.enabled = true;
+        cfg.paths.update_dir = dir.join("update-dir");
+        fs::create_dir_all(&cfg.paths.update_dir).unwrap();
+        let body = json!({"act":"update_agent","reqtype":"write","version":"99.0.0","target":crate::TARGET,
+            "url":"https://mirror.example/x","size":10,"sha256":"00".repeat(32),"signature":"s"});
+        let rig =
+            crate::update::offer::Rig { target: crate::TARGET, newest: crate::version(), bad: &[], max_bytes: 1 << 20 };
+        let offer = crate::update::offer::judge("write", body.as_object().unwrap(), rig).unwrap();
+        let (spool, _) = Spool::open(&dir.join("state")).unwrap();
+        let status = Arc::new(AgentStatus::new("/x.toml".into()));
+        let id = Identity::from(&cfg.device);
+        let request = Request {
+            update_id: format!("update-{}", ActIds::new().next()),
+            act_code: "a".into(),
+            client_id: "c".into(),
+            from_version: crate::version().into(),
+            to_version: "99.0.0".into(),
+        };
+        let shared = Shared::new(status, true);
+        shared.set_phase(Phase::Downloading);
+        Job { cfg: Arc::new(cfg), offer, request, id, spool: Arc::new(spool), shared }
+    }
+
+    #[test]
+    fn a_panic_in_the_update_reports_failed_once_and_frees_the_rig_for_offers_and_actions() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = job(dir.path());
+        let (spool, shared, update_id) = (Arc::clone(&job.spool), Arc::clone(&job.shared), job.request.update_id.clone());
+        job.run_with(|_, _| panic!("index out of bounds"));
+        assert_eq!(shared.phase(), Phase::Idle, "a panicked update left the rig busy");
+        assert!(spool.contains(&update_id), "no update_result for the panicked update");
+        let (seq, _) = spool.find(&update_id).unwrap();
+        let text = spool.texts(&[seq])[0].1.clone().unwrap();
+        let sent: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(sent["data"]["outcome"], "failed", "{sent}");
+        let detail = sent["data"]["detail"].as_str().unwrap();
+        assert!(detail.contains("internal error (index out of bounds)") && detail.contains("nothing was switched"), "{detail}");
+        assert!(!shared.restart_requested());
+    }
+
+    #[test]
+    fn a_panic_after_the_switch_restarts_into_the_new_build_and_reports_nothing_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = job(dir.path());
+        let (spool, shared, update_id) = (Arc::clone(&job.spool), Arc::clone(&job.shared), job.request.update_id.clone());
+        let (waker, _rx) = crate::os::wake::pair().unwrap();
+        shared.set_shutdown(crate::os::signals::Shutdown::new(waker));
+        job.run_with(|job, _| {
+            let dir = &job.cfg.paths.update_dir;
+            let mut st = state::load_or_reset(dir).unwrap();
+            st.trial = Some(Trial { request: job.request.clone(), started_at: 1, starts: 0 });
+            state::save(dir, &st).unwrap();
+            panic!("after the rename")
+        });
+        assert!(shared.restart_requested(), "the switched build must run");
+        assert!(!spool.contains(&update_id), "the new build reports this update, not the old one");
+    }
 }
