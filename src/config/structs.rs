@@ -47,8 +47,8 @@ pub struct Config {
     pub update: UpdateConfig,
 }
 
-/// `[update]` (PROTOCOL.md §9). The privileged half reads it from the root-owned config
-/// itself: the keys it verifies with are never the network half's to give.
+/// `[update]` (PROTOCOL.md §9), read from the root-owned config: the keys a build is
+/// verified with are never the gateway's to give.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpdateConfig {
     /// Whether `update_agent` is taken at all. Default false.

@@ -31,8 +31,9 @@ pub fn start(cfg: &Arc<Config>, shared: &Arc<Shared>, spool: &Arc<Spool>, id: &I
     } else {
         state::UpdateState::default()
     };
+    let st = if !cfg.update.enabled && st.trial.is_some() { end_trial_updates_off(cfg).unwrap_or(st) } else { st };
     shared.set_known(&st);
-    let interrupted = report::interrupted(cfg, &st);
+    let interrupted = report::interrupted(cfg, &st, spool);
     let on_trial = st.trial.as_ref().filter(|t| t.request.to_version == crate::version()).cloned();
     let (cfg, shared, spool, id) = (Arc::clone(cfg), Arc::clone(shared), Arc::clone(spool), id.clone());
     if on_trial.is_some() {
@@ -53,6 +54,32 @@ pub fn start(cfg: &Arc<Config>, shared: &Arc<Shared>, spool: &Arc<Spool>, id: &I
     if let Err(e) = spawned {
         log::error!("cannot start the update confirmation thread: {e}");
     }
+}
+
+/// Updates were turned off while a build was on trial: the launcher ran this binary (the
+/// package's), so nothing would ever end that trial. It ends here, `rolled_back`, with the
+/// build that ran before it put back as current; the version is not remembered as bad (it
+/// did not fail, the operator chose). `None` when the state could not be written (said).
+fn end_trial_updates_off(cfg: &Config) -> Option<state::UpdateState> {
+    let dir = &cfg.paths.update_dir;
+    let ended = (|| -> std::io::Result<state::UpdateState> {
+        let _lock = state::lock(dir)?;
+        let mut st = state::load_or_reset(dir)?;
+        if let Some(trial) = st.trial.take() {
+            let detail = format!(
+                "updates were turned off ([update] enabled = false) while {} was on trial; {} runs",
+                trial.request.to_version,
+                crate::version()
+            );
+            log::warn!("update {}: {detail}", trial.request.update_id);
+            st.current = st.previous.take();
+            st.last = Some(Last { request: trial.request, outcome: Outcome::RolledBack, detail });
+            state::save(dir, &st)?;
+            state::prune(dir, &st);
+        }
+        Ok(st)
+    })();
+    ended.map_err(|e| log::warn!("cannot end the trial in {} ({e})", dir.display())).ok()
 }
 
 /// Waits for `confirm_after` of connection, then confirms. Ends when the trial is over.

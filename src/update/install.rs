@@ -109,6 +109,16 @@ impl Job {
                 report::end(&self.cfg);
                 self.shared.restart_now();
             }
+            Err((_, detail)) if self.shared.stopping() => {
+                // A stop cut it short (its smoke test killed, say): what failed says nothing
+                // of the build. The record of the update under way stays, and the next start
+                // reports it `failed`, once.
+                log::info!(
+                    "update {}: stopped with the agent ({detail}); reported at the next start",
+                    self.request.update_id
+                );
+                self.shared.set_phase(Phase::Idle);
+            }
             Err((outcome, detail)) => {
                 log::warn!("update {}: {}: {detail}", self.request.update_id, outcome.as_str());
                 let last = Last { request: self.request.clone(), outcome, detail };
@@ -132,9 +142,10 @@ impl Job {
     /// reports for it), failed otherwise.
     fn after_panic(&self, panic: &(dyn std::any::Any + Send)) -> Result<u64, Failure> {
         let dir = &self.cfg.paths.update_dir;
-        let switched = state::lock(dir).ok().and_then(|_lock| state::load_or_reset(dir).ok()).is_some_and(|st| {
-            st.trial.is_some_and(|t| t.request.update_id == self.request.update_id)
-        });
+        let switched = state::lock(dir)
+            .ok()
+            .and_then(|_lock| state::load_or_reset(dir).ok())
+            .is_some_and(|st| st.trial.is_some_and(|t| t.request.update_id == self.request.update_id));
         if switched {
             return Ok(0);
         }
@@ -227,7 +238,8 @@ impl Job {
             f
         };
         check(&target, expect).map_err(cleanup)?;
-        smoke_test(&target, &self.offer.version, &self.cfg.file).map_err(|d| cleanup((Outcome::Refused, d)))?;
+        smoke_test(&target, &self.offer.version, &self.cfg.file, &self.shared.smoke_runs)
+            .map_err(|d| cleanup((Outcome::Refused, d)))?;
         Ok(Installed {
             version: self.offer.version.clone(),
             sha256: hex(&self.offer.sha256),
@@ -242,6 +254,17 @@ impl Job {
         let dir = &self.cfg.paths.update_dir;
         let _lock = state::lock(dir).map_err(|e| failed("cannot lock the update state", e))?;
         let mut st = state::load_or_reset(dir).map_err(|e| failed("cannot read the update state", e))?;
+        // A reload while it ran: the next start would judge the switch by other settings
+        // (updates off: the package's build runs and nothing ends the trial; other keys: the
+        // build is not run; another directory: the state is not found).
+        if self.shared.settings() != super::Settings::of(&self.cfg) {
+            return Err((
+                Outcome::Failed,
+                "the config's [update] or paths.update_dir changed while the update ran (a reload); \
+                 nothing was switched; offer it again"
+                    .into(),
+            ));
+        }
         // Judged again with the state as it is now, not as it was at the offer.
         let newest = st.newest.clone().unwrap_or_default();
         if !version::newer(&installed.version, crate::version())
@@ -274,11 +297,12 @@ fn check(path: &Path, expect: Expect<'_>) -> Result<(), Failure> {
 }
 
 /// The new build must say the signed version and accept this rig's config.
-fn smoke_test(binary: &Path, version: &str, config: &Path) -> Result<(), String> {
+fn smoke_test(binary: &Path, version: &str, config: &Path, groups: &crate::os::child::Groups) -> Result<(), String> {
     let run = |args: &[&std::ffi::OsStr]| {
         let mut cmd = Command::new(binary);
         cmd.args(args);
-        crate::os::child::run(cmd, SMOKE_TIMEOUT, 4096).map_err(|e| format!("smoke test: cannot run the build: {e}"))
+        crate::os::child::run_with(cmd, SMOKE_TIMEOUT, 4096, Default::default(), groups)
+            .map_err(|e| format!("smoke test: cannot run the build: {e}"))
     };
     let out = run(&["--version".as_ref()])?;
     let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -326,7 +350,7 @@ mod tests {
             from_version: crate::version().into(),
             to_version: "99.0.0".into(),
         };
-        let shared = Shared::new(status, true);
+        let shared = Shared::new(status, &cfg);
         shared.set_phase(Phase::Downloading);
         Job { cfg: Arc::new(cfg), offer, request, id, spool: Arc::new(spool), shared }
     }
@@ -335,7 +359,8 @@ mod tests {
     fn a_panic_in_the_update_reports_failed_once_and_frees_the_rig_for_offers_and_actions() {
         let dir = tempfile::tempdir().unwrap();
         let job = job(dir.path());
-        let (spool, shared, update_id) = (Arc::clone(&job.spool), Arc::clone(&job.shared), job.request.update_id.clone());
+        let (spool, shared, update_id) =
+            (Arc::clone(&job.spool), Arc::clone(&job.shared), job.request.update_id.clone());
         job.run_with(|_, _| panic!("index out of bounds"));
         assert_eq!(shared.phase(), Phase::Idle, "a panicked update left the rig busy");
         assert!(spool.contains(&update_id), "no update_result for the panicked update");
@@ -344,7 +369,10 @@ mod tests {
         let sent: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(sent["data"]["outcome"], "failed", "{sent}");
         let detail = sent["data"]["detail"].as_str().unwrap();
-        assert!(detail.contains("internal error (index out of bounds)") && detail.contains("nothing was switched"), "{detail}");
+        assert!(
+            detail.contains("internal error (index out of bounds)") && detail.contains("nothing was switched"),
+            "{detail}"
+        );
         assert!(!shared.restart_requested());
     }
 
@@ -352,7 +380,8 @@ mod tests {
     fn a_panic_after_the_switch_restarts_into_the_new_build_and_reports_nothing_yet() {
         let dir = tempfile::tempdir().unwrap();
         let job = job(dir.path());
-        let (spool, shared, update_id) = (Arc::clone(&job.spool), Arc::clone(&job.shared), job.request.update_id.clone());
+        let (spool, shared, update_id) =
+            (Arc::clone(&job.spool), Arc::clone(&job.shared), job.request.update_id.clone());
         let (waker, _rx) = crate::os::wake::pair().unwrap();
         shared.set_shutdown(crate::os::signals::Shutdown::new(waker));
         job.run_with(|job, _| {

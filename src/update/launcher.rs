@@ -196,16 +196,25 @@ fn watch(cfg: &Config, path: &PathBuf, args: &[std::ffi::OsString], update_id: &
     let mut stopping: Option<Instant> = None;
     let mut confirmed = false;
     loop {
+        // The stop first: systemd's stop signals the whole cgroup, so the child may have
+        // exited from its own SIGTERM before this process looked at its flag.
+        if stop.swap(false, Ordering::SeqCst) && stopping.is_none() {
+            let _ = kill_process(pid, Signal::TERM);
+            stopping = Some(Instant::now());
+        }
         if let Ok(Some(status)) = child.try_wait() {
-            if stopping.is_some() || confirmed {
+            if confirmed {
+                return Some(code_of(status));
+            }
+            // Stopped: a restart or a reboot during the trial, which is not the new version
+            // dying, so its start is given back. (An exit 0 of its own is not taken for a
+            // stop: a broken build that returns at once must still come to a rollback.)
+            if stopping.is_some() {
+                give_back_start(cfg, update_id);
                 return Some(code_of(status));
             }
             log::warn!("update {update_id}: the build on trial exited ({status}) before it confirmed");
             return if still_on_trial(cfg, update_id) { None } else { Some(code_of(status)) };
-        }
-        if stop.swap(false, Ordering::SeqCst) && stopping.is_none() {
-            let _ = kill_process(pid, Signal::TERM);
-            stopping = Some(Instant::now());
         }
         if hup.swap(false, Ordering::SeqCst) {
             let _ = kill_process(pid, Signal::HUP);
@@ -223,6 +232,23 @@ fn watch(cfg: &Config, path: &PathBuf, args: &[std::ffi::OsString], update_id: &
             }
         }
         std::thread::sleep(LOOK_EVERY);
+    }
+}
+
+/// A start of the build on trial that ended in a stop does not count against it.
+fn give_back_start(cfg: &Config, update_id: &str) {
+    let dir = &cfg.paths.update_dir;
+    let given = (|| -> std::io::Result<()> {
+        let _lock = state::lock(dir)?;
+        let mut st = state::load(dir).map_err(std::io::Error::other)?;
+        if let Some(t) = st.trial.as_mut().filter(|t| t.request.update_id == update_id && t.starts > 0) {
+            t.starts -= 1;
+            state::save(dir, &st)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = given {
+        log::warn!("update {update_id}: cannot record that the trial's last start ended in a stop ({e})");
     }
 }
 

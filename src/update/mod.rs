@@ -80,6 +80,25 @@ pub struct Shared {
     /// The newest version this rig ever ran and the ones rolled back, as the update state
     /// last said: the socket thread judges offers with them without reading the disk.
     known: Mutex<Known>,
+    /// `[update]` and `paths.update_dir` as the config says now (a reload changes them): an
+    /// update that started under other settings is not switched to.
+    settings: Mutex<Settings>,
+    /// The smoke tests running (the new build's `--version` and `check`), killed when the
+    /// agent stops: each has its own process group, which the agent's exit does not reach.
+    pub(crate) smoke_runs: crate::os::child::Groups,
+}
+
+/// What an update depends on in the config; see [`Shared::settings`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Settings {
+    pub update: crate::config::UpdateConfig,
+    pub update_dir: std::path::PathBuf,
+}
+
+impl Settings {
+    pub(crate) fn of(cfg: &Config) -> Settings {
+        Settings { update: cfg.update.clone(), update_dir: cfg.paths.update_dir.clone() }
+    }
 }
 
 /// See [`Shared::known`].
@@ -90,15 +109,17 @@ pub struct Known {
 }
 
 impl Shared {
-    pub fn new(status: Arc<AgentStatus>, enabled: bool) -> Arc<Shared> {
+    pub fn new(status: Arc<AgentStatus>, cfg: &Config) -> Arc<Shared> {
         let s = Arc::new(Shared {
             phase: Mutex::new(Phase::Idle),
             last: Mutex::new(None),
-            enabled: AtomicBool::new(enabled),
+            enabled: AtomicBool::new(cfg.update.enabled),
             status,
             restart: AtomicBool::new(false),
             shutdown: OnceLock::new(),
             known: Mutex::new(Known { newest: crate::version().to_string(), bad: Vec::new() }),
+            settings: Mutex::new(Settings::of(cfg)),
+            smoke_runs: crate::os::child::Groups::default(),
         });
         s.publish();
         s
@@ -127,6 +148,16 @@ impl Shared {
             newest = n.clone();
         }
         *self.known.lock().unwrap_or_else(|p| p.into_inner()) = Known { newest, bad: st.bad.clone() };
+    }
+
+    /// What the config says now of updates (see [`Shared::settings`]).
+    pub(crate) fn settings(&self) -> Settings {
+        self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether the agent was asked to stop (for the switch's restart or for good).
+    pub(crate) fn stopping(&self) -> bool {
+        self.shutdown.get().is_some_and(Shutdown::is_requested)
     }
 
     pub(crate) fn set_last(&self, last: state::Last) {
@@ -190,7 +221,7 @@ impl Updates {
         spool: Arc<Spool>,
         ids: Arc<ActIds>,
     ) -> Updates {
-        let shared = Shared::new(status, cfg.update.enabled);
+        let shared = Shared::new(status, &cfg);
         confirm::start(&cfg, &shared, &spool, id);
         Updates {
             cfg,
@@ -294,7 +325,15 @@ impl Handler for Updates {
     fn reconfigure(&mut self, cfg: &Config) {
         self.cfg = Arc::new(cfg.clone());
         self.shared.enabled.store(cfg.update.enabled, Ordering::SeqCst);
+        *self.shared.settings.lock().unwrap_or_else(|p| p.into_inner()) = Settings::of(cfg);
         self.shared.publish();
+    }
+
+    fn stop(&mut self) {
+        let n = self.shared.smoke_runs.kill_all();
+        if n > 0 {
+            log::info!("stopping: killed the update's smoke test of the new build");
+        }
     }
 }
 

@@ -36,13 +36,19 @@ pub fn end(cfg: &Config) {
 }
 
 /// An update a previous run left without an outcome (it stopped or crashed while
-/// downloading, verifying or installing), unless the update state knows it.
-pub fn interrupted(cfg: &Config, st: &UpdateState) -> Option<Last> {
+/// downloading, verifying or installing), unless its outcome is known already: in the
+/// update state, among the updates reported, or spooled and waiting to be sent (the
+/// previous run spooled it and stopped before it could say so; a packaged rig's update
+/// state is not the agent's to write, so the spool and the reported list are what know).
+pub fn interrupted(cfg: &Config, st: &UpdateState, spool: &Spool) -> Option<Last> {
     let c = read(&staging_dir(cfg).join(UNDER_WAY), 4096, Links::Refuse).ok()?;
     let request = serde_json::from_slice(&c.bytes).ok().as_ref().and_then(request_from);
+    let done = reported(cfg);
     let known = |id: &str| {
         st.trial.as_ref().is_some_and(|t| t.request.update_id == id)
             || st.last.as_ref().is_some_and(|l| l.request.update_id == id)
+            || done.iter().any(|d| d == id)
+            || spool.contains(id)
     };
     match request {
         Some(r) if !known(&r.update_id) => Some(Last {
@@ -57,6 +63,9 @@ pub fn interrupted(cfg: &Config, st: &UpdateState) -> Option<Last> {
         }
     }
 }
+
+/// How long a result waits for the disk before the update is let go of unrecorded.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Update ids remembered as reported.
 const KEEP: usize = 32;
@@ -99,10 +108,24 @@ pub fn report(spool: &Spool, id: &Identity, cfg: &Config, shared: &Shared, last:
         spool.push(&encode(id, last));
         log::info!("update {update_id}: {} reported", last.outcome.as_str());
     }
-    if !spool.wait_durable(update_id, std::time::Duration::from_secs(10)) {
-        // Held in memory and still sent; reported again (same act_id) if the agent
-        // restarts before the disk takes it.
-        return;
+    // Held in memory and sent meanwhile. Until it is on disk or acknowledged the update
+    // stays recorded as under way, so this waits for a stalled disk (a worn card) rather
+    // than leave that record behind at once: the next start would report the update again,
+    // `failed`, after the gateway had its real outcome. The wait is bounded (the update
+    // keeps the rig busy meanwhile) and a stop ends it; the next start then finds the
+    // result in the spool (same act_id) or, if the disk never took it, reports it failed.
+    let until = std::time::Instant::now() + PATIENCE;
+    let mut said = false;
+    while !spool.wait_durable(update_id, std::time::Duration::from_secs(10)) {
+        if shared.stopping() || std::time::Instant::now() >= until {
+            return;
+        }
+        if !std::mem::replace(&mut said, true) {
+            log::warn!(
+                "update {update_id}: its result is not on disk yet (the state disk is slow or read-only); waiting"
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
     }
     end(cfg);
     done.push(update_id.clone());
