@@ -131,7 +131,12 @@ fn a_newline_in_a_mount_point_does_not_start_a_new_log_line() {
         let v: serde_json::Value = saved.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
         v["disks"]["nvme0n1"]["rw_mounts"].as_array().is_some_and(|m| !m.is_empty())
     });
-    fs::write(&mountinfo, line("ro")).unwrap();
+    // Renamed into place, as the kernel's file changes all at once: a scan every 100 ms
+    // reading a half-written file (under qemu-user on a busy machine, it did) sees the
+    // mount gone, forgets it was read-write, and rightly never warns.
+    let next = rig.join("proc/self/mountinfo.next");
+    fs::write(&next, line("ro")).unwrap();
+    fs::rename(&next, &mountinfo).unwrap();
     let w = gw.wait_warning(10 * SEC, "/dev/nvme0n1", "readonly");
     gw.soak(ms(300));
     let (_, log) = stop_agent(&mut child);
