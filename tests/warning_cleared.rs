@@ -133,3 +133,49 @@ fn a_kernel_io_error_episode_quiet_for_io_error_quiet_is_cleared_and_none_withou
     assert_eq!(r.ends(), 0);
     assert_eq!(stop_agent(&mut child).0, Some(0));
 }
+
+/// The same window the outbox guards for warnings
+/// (outbox_crash_safety.rs: an ack faster than the fsync of disks.json), for the end of an
+/// episode. sdb's episode ends; its `warning_cleared` is written, sent and acknowledged
+/// (the ack's rename leaves its tombstone) while the scan's save of disks.json, which would
+/// record the episode as closed, is still in its fsync; kill -9. After the restart the
+/// gateway must not get a second `warning_cleared` (under a new act_id) for the same
+/// warning: PROTOCOL.md §9 "One per episode".
+#[test]
+fn a_cleared_acknowledged_before_the_inventory_save_is_not_sent_again_after_kill_9() {
+    let _g = Guard::new(60 * SEC);
+    let mut r = Rig::new();
+    let mut child = r.start("send_cleared = true\n");
+    let w = r.gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
+    let warning = w["act_id"].as_str().unwrap().to_string();
+    let state = r.dir.path().join("state");
+    wait_until(10 * SEC, "the episode saved as reported", || {
+        fs::read_to_string(state.join("disks.json")).is_ok_and(|t| {
+            t.contains(&format!("\"act_id\":{w_id:?},", w_id = warning)) && !t.contains("\"reported\":false")
+        })
+    });
+    assert_eq!(stop_agent(&mut child).0, Some(0));
+
+    // What the kill -9 left: sdb is back, its end was acknowledged (the tombstone, exactly
+    // as the agent encodes it), and disks.json still holds the episode open and reported.
+    fs::write(r.rig.join("sys/block/sdb/device/state"), "running\n").unwrap();
+    let cleared = serde_json::json!({"from":"device","act":"warning_cleared","reqtype":"post",
+        "act_id":"5eedf00d-9","ref_act_id":warning,"act_code":"","client_id":"","hardware_id":HARDWARE_ID,
+        "type":2,"disk":"/dev/sdb","reason":"offline","detail":"disk /dev/sdb: offline no longer holds",
+        "time":w["time"].as_u64().unwrap() + 1});
+    fs::write(state.join("spool/a-000000000999.json"), cleared.to_string()).unwrap();
+
+    r.gw.seen.clear();
+    let mut child = r.start("send_cleared = true\n");
+    r.gw.soak(ms(2000));
+    let again: Vec<Value> =
+        r.gw.seen
+            .iter()
+            .filter_map(|e| match e {
+                Event::Received { msg, .. } if msg["act"] == "warning_cleared" => Some(msg.clone()),
+                _ => None,
+            })
+            .collect();
+    let (_, log) = stop_agent(&mut child);
+    assert!(again.is_empty(), "the end of {warning}, acknowledged as 5eedf00d-9, was sent again: {again:#?}\n{log}");
+}

@@ -66,6 +66,9 @@ pub struct Monitor {
     /// The inventory differs from what is saved in a way a scan cannot see (episodes found
     /// acknowledged through the spool's tombstones at start): the next scan saves.
     unsaved: bool,
+    /// Episodes saved as open that ended before this start (their end is in the spool),
+    /// published as closed when the thread starts.
+    ended_before: Vec<EpisodeEvent>,
     /// Kernel I/O-error storms by disk: each is one `io_errors` episode.
     storms: Storms,
     /// The kernel log position handed over by the sources and not saved yet; saved only
@@ -170,8 +173,10 @@ impl Monitor {
         }
         let id = Identity::from(&cfg.device);
         let maintenance = shared.status.maintenance.is_on();
-        let unsaved =
+        let taken =
             restart::take_over(&mut inv, &mut gpus, &shared.spool, &id, maintenance, shared.status.clock().stamp());
+        let ended_before =
+            taken.ended.iter().map(|c| EpisodeEvent::of(Change::Closed, &c.episode, &c.detail, c.time.secs)).collect();
         let mut storms = Storms::new(cfg.disks.io_error_quiet);
         let now = Instant::now();
         // An io_errors episode open before a restart stays open a quiet period more: the
@@ -197,7 +202,8 @@ impl Monitor {
             status: shared.status,
             refresher: None,
             save_failing: false,
-            unsaved,
+            unsaved: taken.unsaved,
+            ended_before,
             storms,
             kmsg_read: None,
             kmsg_errors: false,
@@ -214,8 +220,12 @@ impl Monitor {
         }
     }
 
-    /// Every open episode, as [`Change::Resumed`]: they were open before this start.
-    fn publish_resumed(&self) {
+    /// Every open episode, as [`Change::Resumed`]: they were open before this start; and
+    /// every one saved as open whose end the spool holds, as [`Change::Closed`].
+    fn publish_resumed(&mut self) {
+        for e in std::mem::take(&mut self.ended_before) {
+            self.feed.publish(&e);
+        }
         for l in [&self.inv.episodes, &self.gpus.inv.episodes] {
             for e in &l.open {
                 self.feed.publish(&EpisodeEvent::of(Change::Resumed, e, &e.detail, e.since.secs));

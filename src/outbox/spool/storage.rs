@@ -200,12 +200,14 @@ impl Storage {
     }
 }
 
-/// The act_id of `text` when it is a warning whose episode the monitor has not saved as
-/// reported: its ack must leave a tombstone.
+/// The act_id of `text` when it is a message of the monitor (a warning or a
+/// `warning_cleared`) that it has not saved as reported: its ack must leave a tombstone,
+/// as [`Spool::ack`] leaves one.
 fn tombstone_for(text: &str, view: &View) -> Option<String> {
     let v: Value = serde_json::from_str(text).ok()?;
     let act_id = v["act_id"].as_str()?;
-    (v["act"] == "warning" && view.unreported.contains(act_id)).then(|| act_id.to_string())
+    let monitor = v["act"].as_str().and_then(Kind::from_act).is_some_and(Kind::from_monitor);
+    (monitor && view.unreported.contains(act_id)).then(|| act_id.to_string())
 }
 
 /// The tombstone of message `seq`: acknowledged, kept until the monitor recorded it.

@@ -295,15 +295,29 @@ fn a_warning_acknowledged_before_the_monitor_saved_at_all_leaves_a_tombstone() {
 /// kill -9 before the monitor's next save raises it again.
 #[test]
 fn a_warning_acknowledged_during_its_catch_up_write_leaves_a_tombstone() {
+    acknowledged_during_catch_up(&warning("c-1"));
+}
+
+/// The same for the end of an episode: without its tombstone, a kill -9 before the
+/// monitor's next save would end the episode again and send a second `warning_cleared`.
+#[test]
+fn a_warning_cleared_acknowledged_during_its_catch_up_write_leaves_a_tombstone() {
+    acknowledged_during_catch_up(&json!({"from":"device","act":"warning_cleared","act_id":"c-1",
+        "ref_act_id":"w-1","disk":"/dev/sdl","reason":"missing"}));
+}
+
+/// `message` (act_id `c-1`), held in memory, is acknowledged during its catch-up write:
+/// a tombstone of it is left for the restart.
+fn acknowledged_during_catch_up(message: &Value) {
     let d = tempfile::tempdir().unwrap();
     let slow = Options { fsync_delay: Duration::from_millis(500), ..Options::default() };
     let (s, _) = Spool::open_with(d.path(), slow).unwrap();
     let spool = d.path().join("spool");
-    // A file in the spool directory's place: the first write fails, the warning is kept
+    // A file in the spool directory's place: the first write fails, the message is kept
     // in memory and still sent.
     fs::remove_dir(&spool).unwrap();
     fs::write(&spool, "in the way").unwrap();
-    assert_eq!(pushed(&s, &warning("c-1")), Durability::MemoryOnly);
+    assert_eq!(pushed(&s, message), Durability::MemoryOnly);
     fs::remove_file(&spool).unwrap();
     s.catch_up();
     let until = std::time::Instant::now() + SETTLE;
@@ -317,5 +331,5 @@ fn a_warning_acknowledged_during_its_catch_up_write_leaves_a_tombstone() {
     drop(s);
     let (s, _) = Spool::open(d.path()).unwrap();
     assert!(s.unacked().is_empty());
-    assert!(s.acked_before("c-1"), "a kill -9 now would raise c-1 again");
+    assert!(s.acked_before("c-1"), "a kill -9 now would send c-1's message again");
 }
