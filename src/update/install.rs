@@ -132,9 +132,10 @@ impl Job {
     /// reports for it), failed otherwise.
     fn after_panic(&self, panic: &(dyn std::any::Any + Send)) -> Result<u64, Failure> {
         let dir = &self.cfg.paths.update_dir;
-        let switched = state::lock(dir).ok().and_then(|_lock| state::load_or_reset(dir).ok()).is_some_and(|st| {
-            st.trial.is_some_and(|t| t.request.update_id == self.request.update_id)
-        });
+        let switched = state::lock(dir)
+            .ok()
+            .and_then(|_lock| state::load_or_reset(dir).ok())
+            .is_some_and(|st| st.trial.is_some_and(|t| t.request.update_id == self.request.update_id));
         if switched {
             return Ok(0);
         }
@@ -335,7 +336,8 @@ mod tests {
     fn a_panic_in_the_update_reports_failed_once_and_frees_the_rig_for_offers_and_actions() {
         let dir = tempfile::tempdir().unwrap();
         let job = job(dir.path());
-        let (spool, shared, update_id) = (Arc::clone(&job.spool), Arc::clone(&job.shared), job.request.update_id.clone());
+        let (spool, shared, update_id) =
+            (Arc::clone(&job.spool), Arc::clone(&job.shared), job.request.update_id.clone());
         job.run_with(|_, _| panic!("index out of bounds"));
         assert_eq!(shared.phase(), Phase::Idle, "a panicked update left the rig busy");
         assert!(spool.contains(&update_id), "no update_result for the panicked update");
@@ -344,7 +346,10 @@ mod tests {
         let sent: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(sent["data"]["outcome"], "failed", "{sent}");
         let detail = sent["data"]["detail"].as_str().unwrap();
-        assert!(detail.contains("internal error (index out of bounds)") && detail.contains("nothing was switched"), "{detail}");
+        assert!(
+            detail.contains("internal error (index out of bounds)") && detail.contains("nothing was switched"),
+            "{detail}"
+        );
         assert!(!shared.restart_requested());
     }
 
@@ -352,7 +357,8 @@ mod tests {
     fn a_panic_after_the_switch_restarts_into_the_new_build_and_reports_nothing_yet() {
         let dir = tempfile::tempdir().unwrap();
         let job = job(dir.path());
-        let (spool, shared, update_id) = (Arc::clone(&job.spool), Arc::clone(&job.shared), job.request.update_id.clone());
+        let (spool, shared, update_id) =
+            (Arc::clone(&job.spool), Arc::clone(&job.shared), job.request.update_id.clone());
         let (waker, _rx) = crate::os::wake::pair().unwrap();
         shared.set_shutdown(crate::os::signals::Shutdown::new(waker));
         job.run_with(|job, _| {
