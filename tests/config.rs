@@ -235,3 +235,39 @@ fn a_config_of_twenty_thousand_actions_under_the_size_cap_is_checked_without_han
     let (code, _, log) = exit_within(&mut child, 30 * SEC).expect("`check` still running after 30 s");
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// A value the config refuses is quoted in the error escaped and cut: an ESC sequence in it
+/// reaches neither the terminal of `check` nor the journal as is (it shows as `\x1b`), and
+/// a value of 200 000 characters gives an error line of a few hundred bytes, not 200 KB.
+/// The gateway URL, and every other refused value quoted back (hardware_id, the proxy, a
+/// duration).
+#[test]
+fn a_refused_value_such_as_a_bad_gateway_url_is_quoted_escaped_and_capped_in_the_config_error() {
+    let long = "a".repeat(200_000);
+    let (url, interval) = ("wss://localhost:1/ws", "[heartbeat]\ninterval = \"");
+    // (the key named, the text of the good config replaced, by this)
+    let cases = [
+        ("gateway.urls", url, "wss://localhost:1/ws\\u001b[2J".to_string()),
+        ("gateway.urls", url, format!("wss://{long} x/ws")),
+        ("gateway.urls", url, format!("ws://{long}/ws")),
+        ("device.hardware_id", HARDWARE_ID, "rig\\u001b[2J".to_string()),
+        ("device.hardware_id", HARDWARE_ID, format!("rig {long}")),
+        ("gateway.proxy", "[gateway]\n", format!("[gateway]\nproxy = \"http://{long}\"\n")),
+        ("heartbeat.interval", interval, format!("{interval}\\u001b[2J{long}")),
+    ];
+    for (key, from, to) in cases {
+        let b = Broken::new();
+        b.edit(|s| s.replace(from, &to));
+        let (code, err) = b.check();
+        let head: String = err.chars().take(500).collect();
+        assert_eq!(code, Some(78), "{key}: {head}");
+        assert!(err.contains(&format!("`{key}`")), "{key}: {head}");
+        assert!(!err.contains('\u{1b}'), "{key}: a raw ESC in the error: {head:?}");
+        assert!(err.len() < 4096, "{key}: the error quotes the whole value: {} bytes", err.len());
+        assert_eq!(err.trim().lines().count(), 1, "{key}: {err}");
+    }
+    let b = Broken::new();
+    b.edit(|s| s.replace(url, "wss://localhost:1/ws\\u001b[2J"));
+    let err = b.check().1;
+    assert!(err.contains("\"wss://localhost:1/ws\\x1b[2J\""), "the value is shown escaped: {err}");
+}

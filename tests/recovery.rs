@@ -3,9 +3,14 @@
 //! TLS gateway: steps taken in order with their wait, reported through the outbox; the
 //! budget and the ladder's place kept across restarts (a reboot into the same failure);
 //! maintenance honoured; a dry run runs nothing; `gave_up` once; a step whose command hangs
-//! is cut at its timeout. And `check` refusing each bad ladder, naming file, line, key, fix.
+//! is cut at its timeout; an agent update under way is waited out as maintenance is. And
+//! `check` refusing each bad ladder, naming file, line, key, fix.
 
 mod common;
+#[path = "common/file_server.rs"]
+mod file_server;
+#[path = "common/release.rs"]
+mod release;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,7 +18,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
+use file_server::{FileServer, Serve};
+use serde_json::{Value, json};
 
 /// A fixture rig with `restart_miner` and `reboot` stand-ins that append their name to
 /// `runs`, and a ladder for `missing` disks.
@@ -22,6 +28,8 @@ struct Rig {
     config: PathBuf,
     runs: PathBuf,
     child: Option<Reaped>,
+    /// The gateway's connection to the agent now.
+    conn: usize,
     /// The reports seen: one resent after a restart (its acknowledgement not taken in
     /// before the stop) is the same report.
     seen: std::collections::HashSet<String>,
@@ -55,14 +63,14 @@ impl Rig {
              [recovery]\nenabled = true\n{recovery_extra}\n[recovery.{reason}]\n{ladder}\n\n{more}"
         );
         let config = cfg.write(dir);
-        let mut rig = Rig { fixture, config, runs, child: None, seen: Default::default() };
+        let mut rig = Rig { fixture, config, runs, child: None, conn: 0, seen: Default::default() };
         rig.spawn();
         rig
     }
 
     fn spawn(&mut self) {
         self.child = Some(spawn_agent(&self.config, &[]));
-        self.fixture.gw.wait_login(10 * SEC);
+        self.conn = self.fixture.gw.wait_login(10 * SEC).0;
     }
 
     fn restart(&mut self) {
@@ -86,7 +94,7 @@ impl Rig {
             cmd.env_remove(var);
         }
         self.child = Some(spawn_logged(&mut cmd));
-        self.fixture.gw.wait_login(10 * SEC);
+        self.conn = self.fixture.gw.wait_login(10 * SEC).0;
     }
 
     fn runs(&self) -> Vec<String> {
@@ -220,6 +228,69 @@ fn no_step_runs_in_maintenance_and_the_ladder_stops_at_once_when_it_goes_on() {
     cli(&rig, &["on", "1h"]);
     rig.no_report_for(4 * SEC);
     assert_eq!(rig.runs(), ["restart_miner"]);
+}
+
+/// An agent update under way is a pause, as maintenance is: a step due meanwhile is not
+/// taken, counted, refused nor reported, and runs once the update is over (here refused
+/// after its download, the offer's sha256 not the build's), the next one `wait_between`
+/// after it.
+#[test]
+fn a_ladder_due_while_an_update_downloads_waits_and_runs_after_it() {
+    let _g = Guard::new(90 * SEC);
+    let mut key = None;
+    let mut rig = Rig::start_for("missing", LADDER, "", "", |cfg, f| {
+        let update_dir = f.dir.path().join("update");
+        fs::create_dir(&update_dir).unwrap();
+        cfg.paths_extra += &format!("update_dir = {:?}\n", update_dir.display().to_string());
+        let k = release::Key::new(f.dir.path(), "op");
+        let section = format!("[update]\nenabled = true\nkeys = [{:?}]\n", k.public);
+        key = Some(k);
+        section
+    });
+    let key = key.unwrap();
+    let dir = rig.fixture.dir.path().to_path_buf();
+    // A signed build of 200 bytes, served one byte every 30 ms: the download takes 6 s.
+    let build = release::script_build(&dir.join("build-0.2.0"), &format!("exec sleep 1000\n#{}", "x".repeat(172)));
+    assert_eq!(fs::metadata(&build).unwrap().len(), 200);
+    let signature = key.sign(&build, &release::comment("0.2.0"));
+    let server = FileServer::start(
+        Some(rig.fixture.pki.server_config()),
+        fs::read(&build).unwrap(),
+        Serve::Trickle(Duration::from_millis(30)),
+    );
+    let offer = json!({"from":"html","act":"update_agent","reqtype":"write","act_code":"u1","client_id":"c-42",
+        "version":"0.2.0","target":rig_agent::TARGET,"url":server.url,"size":200,"sha256":"00".repeat(32),
+        "signature":signature});
+    rig.fixture.gw.send_json(rig.conn, offer);
+    let answer = rig.fixture.gw.wait_act(10 * SEC, "update_agent").1;
+    assert_eq!(answer["code"], 0, "{answer}");
+    wait_until(10 * SEC, "the download to start", || !server.requests().is_empty());
+
+    let w = rig.lose_sda();
+    let mut update_over = None;
+    let seen = &mut rig.seen;
+    let first = rig.fixture.gw.wait_for(30 * SEC, "the first recovery report", |e| match e {
+        Event::Received { msg, at, .. } if msg["act"] == "update_result" => {
+            update_over.get_or_insert((msg.clone(), *at));
+            false
+        }
+        Event::Received { msg, .. } => {
+            msg["act"] == "recovery" && seen.insert(msg["act_id"].as_str().unwrap_or_default().to_string())
+        }
+        _ => false,
+    });
+    let Event::Received { msg: first, at: at1, .. } = first else { unreachable!() };
+    let (result, over) = update_over.unwrap_or_else(|| panic!("a step reported during the update: {first}"));
+    assert_ne!(result["data"]["outcome"], "installed", "{result}");
+    assert!(at1 >= over, "the step came before the update was over");
+    assert_eq!(first["ref_act_id"], w["act_id"]);
+    assert_eq!(first["data"]["step"], "restart_miner", "{first}");
+    assert_eq!(first["data"]["result"]["exit_code"], 0, "{first}");
+    assert_eq!(first["data"]["budget_left"], 2, "the wait counted as a step: {first}");
+    let (second, at2) = rig.report(10 * SEC);
+    assert_eq!((second["data"]["step"].as_str(), second["data"]["budget_left"].as_u64()), (Some("reboot"), Some(1)));
+    assert!(at2.duration_since(at1) >= 2 * SEC - Duration::from_millis(50), "waited {:?}", at2.duration_since(at1));
+    assert_eq!(rig.runs(), ["restart_miner", "reboot"]);
 }
 
 #[test]

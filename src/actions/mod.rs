@@ -372,10 +372,15 @@ impl Handler for Actions {
 struct NotNowChecks(Arc<Mutex<Vec<crate::update::NotNow>>>);
 
 impl NotNowChecks {
+    /// The first reason that holds now, if any.
+    fn holds(&self) -> Option<String> {
+        let checks = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        checks.iter().find_map(|c| c())
+    }
+
     /// Code 5 with the first reason that holds now.
     fn check(&self) -> Result<(), Refusal> {
-        let checks = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match checks.iter().find_map(|c| c()) {
+        match self.holds() {
             Some(why) => Err(not_now(why)),
             None => Ok(()),
         }
@@ -440,6 +445,18 @@ fn under_the_cap(running: &HashSet<String>, cfg: &ActionsConfig) -> Result<(), R
     Ok(())
 }
 
+/// Why a recovery step did not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepRefusal {
+    /// Not now, for a while that ends by itself (an agent update under way, or a new
+    /// version on trial; the text says which): nothing was started or recorded, and the
+    /// step is to be taken once it is over, not counted as taken.
+    Wait(String),
+    /// Refused as a console `post` run would be (code 4 or 5: not allowed, already running,
+    /// too soon, the cap, the start not recordable).
+    Refused(Refusal),
+}
+
 /// Runs automatic recovery steps (see [`Actions::steps`]) on the caller's thread, which
 /// must not be the socket thread: it writes the journal and waits for the command.
 #[derive(Clone)]
@@ -454,28 +471,42 @@ pub struct Steps {
 }
 
 impl Steps {
+    /// Why no step may start now, for a while that ends by itself (an agent update under
+    /// way or on trial): the ladder waits while this says one.
+    pub fn wait_reason(&self) -> Option<String> {
+        self.not_now.holds()
+    }
+
     /// Runs `name` as a console `post` run would, to its end: refused as such a run would be
-    /// (code 4 or 5, the start not recordable while it has a `min_interval`), else the
-    /// `data` of its result (as `action_result` carries it).
-    pub fn run(&self, name: &str) -> Result<Value, Refusal> {
+    /// (code 4 or 5, the start not recordable while it has a `min_interval`), or told to
+    /// wait (an update under way), else the `data` of its result (as `action_result`
+    /// carries it).
+    ///
+    /// The step is in the running set before the update checks are asked, and leaves it
+    /// when they refuse: an update's offer, judged on the socket thread, claims its phase
+    /// and then looks at the running set, so of a step and an update starting at the same
+    /// moment at least one sees the other, and never both run.
+    pub fn run(&self, name: &str) -> Result<Value, StepRefusal> {
         let (now_ms, suspect) = self.clock.stamp_ms();
         let cfg = self.cfg.get();
-        let spec = allowed(&cfg, name)?;
-        self.not_now.check()?;
-        let started = Start::now();
-        let previous = {
+        let spec = allowed(&cfg, name).map_err(StepRefusal::Refused)?;
+        {
             let mut running = self.running.lock();
-            not_running_nor_too_soon(&running, &self.last_start, name, &spec)?;
-            under_the_cap(&running, &cfg)?;
+            not_running_nor_too_soon(&running, &self.last_start, name, &spec).map_err(StepRefusal::Refused)?;
+            under_the_cap(&running, &cfg).map_err(StepRefusal::Refused)?;
             running.insert(name.to_string());
-            self.last_start.lock().insert(name.to_string(), started)
-        };
+        }
         let finished = FinishGuard { name, running: &self.running };
+        if let Some(why) = self.not_now.holds() {
+            return Err(StepRefusal::Wait(why));
+        }
+        let started = Start::now();
+        let previous = self.last_start.lock().insert(name.to_string(), started);
         if let Err(e) = self.journal.record_start(name, now_ms, suspect)
             && !spec.min_interval.is_zero()
         {
             self.last_start.put_back(name, started, previous);
-            return Err(unrecorded(name, spec.min_interval, &e));
+            return Err(StepRefusal::Refused(unrecorded(name, spec.min_interval, &e)));
         }
         let limits = child::Limits { timeout: spec.timeout, max_output: MAX_OUTPUT };
         let data = match child::run_in(&spec.command, &limits, &self.groups) {

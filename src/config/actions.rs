@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::config::ConfigError;
 use crate::config::duration::format_duration;
-use crate::config::error::Found;
+use crate::config::error::{Found, quoted};
 use crate::config::keys;
 use crate::config::section::{Section, Spot};
 
@@ -140,7 +140,7 @@ fn read_action(s: &Section, f: &mut Found) -> Option<ActionSpec> {
         if !Path::new(program).is_absolute() {
             f.push(s.err_at(
                 "command",
-                &format!("\"{program}\" is not an absolute path (no PATH lookup, no shell)"),
+                &format!("{} is not an absolute path (no PATH lookup, no shell)", quoted(program)),
                 &format!("write the full path, e.g. {example}"),
             ));
             return None;
@@ -193,10 +193,10 @@ fn at_most(
 /// exist and be executable, or the first run would fail where only the log shows it.
 pub(crate) fn check_command(program: &str, at: &Spot) -> Result<(), ConfigError> {
     match fs::metadata(program) {
-        Err(e) => Err(at.err(&format!("{program} cannot be used ({e})"), "install it or correct the path")),
+        Err(e) => Err(at.err(&format!("{} cannot be used ({e})", quoted(program)), "install it or correct the path")),
         Ok(m) if !m.is_file() || m.permissions().mode() & 0o111 == 0 => Err(at.err(
-            &format!("{program} is not an executable file"),
-            &format!("chmod +x {program}, or point at the program itself"),
+            &format!("{} is not an executable file", quoted(program)),
+            &format!("chmod +x {}, or point at the program itself", crate::protocol::escape::escape(program)),
         )),
         Ok(_) => Ok(()),
     }

@@ -9,6 +9,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::config::error::quoted;
+
 /// Why a duration string was refused; the text is shown to the operator after the key name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DurationError(pub String);
@@ -33,9 +35,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
-            return Err(DurationError(format!("\"{text}\" is not a duration")));
+            return Err(DurationError(format!("{} is not a duration", quoted(text))));
         }
-        let value: u64 = rest[..digits].parse().map_err(|_| DurationError(format!("\"{text}\" is too large")))?;
+        let value: u64 = rest[..digits].parse().map_err(|_| DurationError(format!("{} is too large", quoted(text))))?;
         // "5 s" is what people type; accept it like "5s".
         rest = rest[digits..].trim_start();
         let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
@@ -48,10 +50,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
             "h" => Duration::from_secs(value.saturating_mul(3600)),
             "d" => Duration::from_secs(value.saturating_mul(86_400)),
             "" => {
-                return Err(DurationError(format!("\"{text}\" has no unit (write \"{value}s\" or \"{value}ms\")")));
+                return Err(DurationError(format!(
+                    "{} has no unit (write \"{value}s\" or \"{value}ms\")",
+                    quoted(text)
+                )));
             }
             other => {
-                return Err(DurationError(format!("\"{text}\" has unknown unit \"{other}\" (use ms, s, m, h or d)")));
+                return Err(DurationError(format!(
+                    "{} has unknown unit {} (use ms, s, m, h or d)",
+                    quoted(text),
+                    quoted(other)
+                )));
             }
         };
         total = total.saturating_add(piece);
@@ -74,10 +83,11 @@ fn decimal_point(text: &str, s: &str) -> String {
     let ms = s[..number_len].parse::<f64>().ok().zip(unit_ms).map(|(n, u)| n * u);
     match ms {
         Some(ms) if ms >= 1.0 && ms.fract() == 0.0 && ms < 1e15 => format!(
-            "\"{text}\" has a decimal point; durations are whole numbers of a unit (write \"{}\")",
+            "{} has a decimal point; durations are whole numbers of a unit (write \"{}\")",
+            quoted(text),
             format_duration(Duration::from_millis(ms as u64))
         ),
-        _ => format!("\"{text}\" has a decimal point; durations are whole numbers of a unit (such as \"500ms\")"),
+        _ => format!("{} has a decimal point; durations are whole numbers of a unit (such as \"500ms\")", quoted(text)),
     }
 }
 

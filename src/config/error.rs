@@ -30,6 +30,14 @@ impl ConfigError {
     }
 }
 
+/// A value from the config file or the environment as a refusal quotes it: in double
+/// quotes, its control characters escaped (`\x1b`, `\n`) and cut at 200 characters with
+/// `…`, so that neither `check`'s terminal nor the journal gets an escape sequence, and a
+/// value of a megabyte does not make a line of a megabyte.
+pub(crate) fn quoted(value: &str) -> String {
+    format!("\"{}\"", crate::protocol::escape::escape(value))
+}
+
 /// Every refusal found in one reading of the config (at least one), in the order the file
 /// is read: an operator fixing a fleet's config sees all its mistakes in one `check`, each
 /// on its own line naming the file, line, key and fix. The caller should print them and

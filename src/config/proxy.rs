@@ -15,6 +15,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use crate::config::error::quoted;
+
 /// The proxy protocols the agent speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyScheme {
@@ -333,7 +335,7 @@ impl EnvProxies {
                 None => Ok(None),
                 Some((text, var)) => ProxyUrl::parse_env(text.trim())
                     .map(|u| Some((u, var)))
-                    .map_err(|why| format!("{var}=\"{}\" is not a usable proxy: {why}", mask(&text))),
+                    .map_err(|why| format!("{var}={} is not a usable proxy: {why}", quoted(&mask(&text)))),
             }
         };
         let all = url(&["all_proxy", "ALL_PROXY"])?;

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::error::Found;
+use crate::config::error::{Found, quoted};
 use crate::config::keys;
 use crate::config::proxy::{self, ProxySetting, ProxyUrl};
 use crate::config::section::Section;
@@ -33,7 +33,7 @@ pub(super) fn read_device(s: &Section, f: &mut Found) -> Option<ParsedDevice> {
         if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
             f.push(s.err_at(
                 "hardware_id",
-                &format!("{id:?} contains white space or control characters"),
+                &format!("{} contains white space or control characters", quoted(&id)),
                 "write the rig's id exactly as the gateway knows it, without spaces",
             ));
             return None;
@@ -136,7 +136,7 @@ fn read_proxy(s: &Section) -> Result<ProxySetting, ConfigError> {
     ProxyUrl::parse(&text).map(ProxySetting::Url).map_err(|why| {
         s.err_at(
             "proxy",
-            &format!("\"{}\" is not a usable proxy: {why}", proxy::mask(&text)),
+            &format!("{} is not a usable proxy: {why}", quoted(&proxy::mask(&text))),
             "write it as http://[user:password@]host:port (HTTP CONNECT) or socks5h://[user:password@]host:port, \
              or \"none\" to ignore the proxy environment",
         )
@@ -159,21 +159,25 @@ fn read_urls(s: &Section, allow_plaintext: bool) -> Result<Vec<GatewayUrl>, Conf
     let mut urls = Vec::new();
     for raw in &raw_urls {
         let url = GatewayUrl::parse(raw).map_err(|why| {
-            s.err_at("urls", &format!("\"{raw}\" is not a usable URL: {why}"), "write it as wss://host[:port]/path")
+            s.err_at(
+                "urls",
+                &format!("{} is not a usable URL: {why}", quoted(raw)),
+                "write it as wss://host[:port]/path",
+            )
         })?;
         // The example config's placeholder: left in place, the agent would retry a host that
         // does not exist for ever, and `check` would have said the config is fine.
         if url.host() == EXAMPLE_HOST {
             return Err(s.err_at(
                 "urls",
-                &format!("\"{raw}\" is still the example's placeholder"),
+                &format!("{} is still the example's placeholder", quoted(raw)),
                 "set the URL of your farm's gateway",
             ));
         }
         if !url.is_tls() && !allow_plaintext {
             return Err(s.err_at(
                 "urls",
-                &format!("\"{raw}\" is plain-text ws:// and allow_plaintext is not set"),
+                &format!("{} is plain-text ws:// and allow_plaintext is not set", quoted(raw)),
                 "use wss://, or set gateway.allow_plaintext = true (labs only: the token travels in clear)",
             ));
         }
@@ -326,7 +330,7 @@ pub(super) fn read_update(s: &Section, f: &mut Found) -> Option<UpdateConfig> {
             if let Err(why) = crate::config::update_key(k) {
                 f.push(s.err_at(
                     "keys",
-                    &format!("\"{}\" is not a minisign public key ({why})", crate::protocol::escape::escape(k)),
+                    &format!("{} is not a minisign public key ({why})", quoted(k)),
                     "give the base64 line of the key's .pub file (the second line, starting with RW)",
                 ));
                 good = false;

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::config::error::Found;
+use crate::config::error::{Found, quoted};
 use crate::config::keys;
 use crate::config::section::{Section, Spot};
 use crate::config::{ConfigError, actions::ActionsConfig};
@@ -75,8 +75,8 @@ impl RecoveryConfig {
 /// Parses `"3 per 6h"`.
 pub fn parse_budget(text: &str) -> Result<Budget, String> {
     let fix = "write it as \"N per DURATION\", e.g. \"3 per 6h\"";
-    let (n, per) = text.split_once(" per ").ok_or_else(|| format!("\"{text}\" is not a budget; {fix}"))?;
-    let steps: u32 = n.trim().parse().map_err(|_| format!("\"{n}\" is not a whole number of steps; {fix}"))?;
+    let (n, per) = text.split_once(" per ").ok_or_else(|| format!("{} is not a budget; {fix}", quoted(text)))?;
+    let steps: u32 = n.trim().parse().map_err(|_| format!("{} is not a whole number of steps; {fix}", quoted(n)))?;
     if steps == 0 || steps > MAX_BUDGET {
         return Err(format!("{steps} steps: a budget allows 1 to {MAX_BUDGET} steps"));
     }

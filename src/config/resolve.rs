@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::ConfigErrors;
 use crate::config::actions::{ActionsConfig, check_command};
-use crate::config::error::Found;
+use crate::config::error::{Found, quoted};
 use crate::config::proxy::{EnvProxies, ProxyPolicy, ProxySetting};
 use crate::config::section::Spot;
 use crate::config::tls;
@@ -310,7 +310,7 @@ impl Parsed {
                 .is_ok_and(|m| m.is_file() && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0);
             if !executable {
                 f.push(spots.smartctl.err(
-                    &format!("{} is not an executable file", disks.smartctl),
+                    &format!("{} is not an executable file", quoted(&disks.smartctl)),
                     "install smartmontools, correct the path, or set smartctl = \"\" to turn SMART off",
                 ));
             }

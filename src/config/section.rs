@@ -10,7 +10,7 @@ use toml::de::{DeTable, DeValue};
 
 use crate::config::ConfigError;
 use crate::config::duration::{format_duration, parse_duration};
-use crate::config::error::Found;
+use crate::config::error::{Found, quoted};
 use crate::config::keys;
 
 pub(crate) struct Doc<'a> {
@@ -311,7 +311,7 @@ impl<'a, 'd> Section<'a, 'd> {
             return Err(self.err_value(
                 key,
                 v,
-                &format!("\"{s}\" is too short"),
+                &format!("{} is too short", quoted(s)),
                 &format!("use at least \"{}\"", format_duration(min)),
             ));
         }
@@ -319,7 +319,7 @@ impl<'a, 'd> Section<'a, 'd> {
             return Err(self.err_value(
                 key,
                 v,
-                &format!("\"{s}\" is too long (the maximum is \"{}\")", format_duration(max)),
+                &format!("{} is too long (the maximum is \"{}\")", quoted(s), format_duration(max)),
                 &format!("use at most \"{}\"", format_duration(max)),
             ));
         }

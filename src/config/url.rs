@@ -21,7 +21,7 @@ pub enum UrlError {
     Scheme,
     #[error("user:password@ is not supported; the token authenticates the rig")]
     UserInfo,
-    #[error("bad port \"{0}\"")]
+    #[error("bad port {}", crate::config::error::quoted(.0))]
     BadPort(String),
 }
 

@@ -105,9 +105,11 @@ impl HttpUrl {
     }
 }
 
+/// For logs and `update_result.detail` (the URL is the console's): escaped and cut at
+/// 200 characters with `…`, host and path alike (a host may be 2 KB of printable ASCII).
 impl fmt::Display for HttpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}{}", self.scheme(), self.authority(), escape(&self.path))
+        f.write_str(&escape(&format!("{}://{}{}", self.scheme(), self.authority(), self.path)))
     }
 }
 
@@ -277,7 +279,7 @@ fn get_once(
     let io_err = |e: io::Error, got: u64| -> (GetError, u64, bool) {
         if let Some(tls_err) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
             return (
-                GetError::Refused(format!("TLS with {}: {}", url.host, escape(&tls_err.to_string()))),
+                GetError::Refused(format!("TLS with {}: {}", escape(&url.host), escape(&tls_err.to_string()))),
                 got,
                 ranges,
             );
@@ -457,6 +459,21 @@ mod tests {
         let base = HttpUrl::parse("https://h:1/a").unwrap();
         assert_eq!(base.join("/b").unwrap().to_string(), "https://h:1/b");
         assert_eq!(base.join("http://o/c").unwrap().to_string(), "http://o:80/c");
+    }
+
+    #[test]
+    fn a_url_is_shown_cut_at_200_characters_with_an_ellipsis_host_and_path_alike() {
+        let short = HttpUrl::parse("https://mirror.example/a/b?c=d").unwrap();
+        assert_eq!(short.to_string(), "https://mirror.example:443/a/b?c=d");
+        let host = "h".repeat(2000);
+        let long_host = HttpUrl::parse(&format!("https://{host}/x")).unwrap();
+        assert_eq!(long_host.host.len(), 2000, "parsed whole: only its display is cut");
+        let shown = long_host.to_string();
+        assert_eq!(shown, format!("https://{}…", &host[..192]));
+        assert_eq!(shown.chars().count(), 201);
+        let long_path = HttpUrl::parse(&format!("http://h/{}", "p".repeat(2000))).unwrap();
+        assert_eq!(long_path.to_string().chars().count(), 201);
+        assert!(long_path.to_string().starts_with("http://h:80/ppp"));
     }
 
     #[test]

@@ -6,6 +6,12 @@
 //! runs: a step whose record cannot be written is not taken, and is tried again later
 //! (fail closed, as for `min_interval`). A rig that reboots in the middle of a step finds it
 //! counted, and goes on to the next one.
+//!
+//! The ladders are paused, as in maintenance, while an agent update is under way or a new
+//! version is on trial: that is a "not now" that ends by itself, not a refusal, so no step
+//! is taken, counted or reported meanwhile. An update that starts between the check and
+//! the step's start makes the runner answer [`StepRefusal::Wait`]: the step's record is
+//! undone and the step is taken when the update is over.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +23,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::ladder::{Due, State};
-use crate::actions::Steps;
+use crate::actions::{StepRefusal, Steps};
 use crate::config::Config;
 use crate::config::recovery::RecoveryConfig;
 use crate::episodes::event::EpisodeEvent;
@@ -36,7 +42,8 @@ pub const FILE: &str = "recovery.json";
 const MAX_FILE: u64 = 256 * 1024;
 /// How soon (ms) a step not taken for want of a durable record is tried again.
 const RETRY: u64 = 30_000;
-/// The longest sleep while something is pending: maintenance ending is noticed this soon.
+/// The longest sleep while something is pending: the end of a pause (maintenance, an
+/// update) is noticed this soon.
 const TICK: Duration = Duration::from_secs(1);
 /// The sleep while nothing is pending.
 const IDLE: Duration = Duration::from_secs(60);
@@ -64,7 +71,8 @@ impl Recovery {
     pub fn start(cfg: &RecoveryConfig, parts: Parts, events: Receiver<EpisodeEvent>) -> std::io::Result<Recovery> {
         let shared = Arc::new(Mutex::new(cfg.clone()));
         let stop = Arc::new(AtomicBool::new(false));
-        let mut worker = Worker { state: load(&parts.state_dir), parts, cfg: Arc::clone(&shared), retry_at: 0 };
+        let mut worker =
+            Worker { state: load(&parts.state_dir), parts, cfg: Arc::clone(&shared), retry_at: 0, waiting: None };
         let flag = Arc::clone(&stop);
         thread::Builder::new().name("recovery".into()).spawn(move || {
             crate::os::child::drop_thread_capabilities();
@@ -104,6 +112,8 @@ struct Worker {
     cfg: Arc<Mutex<RecoveryConfig>>,
     /// Unix ms before which nothing is tried again after a failed record.
     retry_at: u64,
+    /// Why the ladders wait now besides maintenance (an update), as last logged.
+    waiting: Option<String>,
 }
 
 impl Worker {
@@ -121,7 +131,11 @@ impl Worker {
         loop {
             let cfg = self.cfg.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let sleep = match self.state.next_due() {
-                Some(due) if cfg.enabled => Duration::from_millis(due.saturating_sub(self.unix_ms())).min(TICK),
+                // Still due after `act`: paused, or a record to retry; looked at again in a tick.
+                Some(due) if cfg.enabled => match due.saturating_sub(self.unix_ms()) {
+                    0 => TICK,
+                    ms => Duration::from_millis(ms).min(TICK),
+                },
                 _ => IDLE,
             };
             match events.recv_timeout(sleep) {
@@ -168,6 +182,11 @@ impl Worker {
                 return;
             }
             let Some(due) = self.state.due(cfg, now, self.parts.status.in_maintenance()) else { return };
+            // Asked only when something is due: an update with no ladder waiting is not logged.
+            if self.update_under_way() {
+                return;
+            }
+            let before = self.state.clone();
             let mut next = self.state.clone();
             match &due {
                 Due::Step { act_id, .. } => next.took(cfg, act_id, now),
@@ -180,8 +199,17 @@ impl Worker {
             self.state = next;
             let (act_id, data) = match due {
                 Due::Step { act_id, index, name, budget_left } => {
-                    let data = self.step(&act_id, index, &name, budget_left, cfg.dry_run);
-                    (act_id, data)
+                    match self.step(&act_id, index, &name, budget_left, cfg.dry_run) {
+                        Some(data) => (act_id, data),
+                        None => {
+                            // An update started since the check: the step did not start,
+                            // and is not counted.
+                            if self.save(&before, failures).is_ok() {
+                                self.state = before;
+                            }
+                            return;
+                        }
+                    }
                 }
                 Due::GiveUp { act_id, why, budget_left } => {
                     log::error!(
@@ -196,21 +224,44 @@ impl Worker {
         }
     }
 
+    /// Whether an agent update is under way or on trial (the ladders wait); a change is
+    /// logged once.
+    fn update_under_way(&mut self) -> bool {
+        let why = self.parts.steps.wait_reason();
+        if why != self.waiting {
+            match &why {
+                Some(w) if self.waiting.is_none() => {
+                    log::info!("recovery: the ladders wait while {}", escape(w));
+                }
+                Some(_) => {}
+                None => log::info!("recovery: the ladders go on (the agent update is over)"),
+            }
+            self.waiting = why.clone();
+        }
+        why.is_some()
+    }
+
     fn describe(&self, act_id: &str) -> String {
         self.state.episodes.get(act_id).map_or_else(String::new, |t| format!("{} {}", t.reason, escape(&t.subject)))
     }
 
-    /// Runs (or, dry, only names) step `index`; the `data` of its report.
-    fn step(&self, act_id: &str, index: usize, name: &str, budget_left: u32, dry_run: bool) -> Value {
+    /// Runs (or, dry, only names) step `index`; the `data` of its report, or `None` when the
+    /// runner says to wait (an update started since the ladder looked).
+    fn step(&mut self, act_id: &str, index: usize, name: &str, budget_left: u32, dry_run: bool) -> Option<Value> {
         let about = format!("{} ({})", escape(act_id), self.describe(act_id));
         if dry_run {
             log::warn!("recovery (dry run): would take step {} \"{name}\" for {about}", index + 1);
-            return json!({"step": name, "dry_run": true, "result": null, "budget_left": budget_left});
+            return Some(json!({"step": name, "dry_run": true, "result": null, "budget_left": budget_left}));
         }
         log::warn!("recovery: step {} \"{name}\" for {about}", index + 1);
         let result = match self.parts.steps.run(name) {
             Ok(data) => data,
-            Err(r) => {
+            Err(StepRefusal::Wait(why)) => {
+                log::info!("recovery: step \"{name}\" for {about} waits: {}", escape(&why));
+                self.waiting = Some(why);
+                return None;
+            }
+            Err(StepRefusal::Refused(r)) => {
                 log::warn!(
                     "recovery: step \"{name}\" for {about} was refused (code {}): {}",
                     r.code,
@@ -219,7 +270,7 @@ impl Worker {
                 json!({"action": name, "refused": true, "code": r.code, "description": r.description})
             }
         };
-        json!({"step": name, "result": result, "budget_left": budget_left})
+        Some(json!({"step": name, "result": result, "budget_left": budget_left}))
     }
 
     fn report(&self, ref_act_id: &str, data: Value) {

@@ -9,8 +9,10 @@
 //!   time reads as in the future, after the clock was set back, still counts).
 //! - When a step is due and the steps are used up, or the budget is spent, the episode is
 //!   given up: reported once, never acted on again.
-//! - While the rig is in maintenance nothing is due: the ladder waits, and resumes when
-//!   maintenance ends if the episode is still open.
+//! - While the ladders are paused nothing is due: the ladder waits, takes no step and
+//!   counts none, and resumes when the pause ends if the episode is still open. The driver
+//!   pauses them in maintenance, and while an agent update is under way or a new version
+//!   is on trial.
 
 use std::collections::BTreeMap;
 
@@ -84,9 +86,10 @@ impl State {
         self.taken.iter().filter(|t| t.saturating_add(per_ms) > now).count() as u32
     }
 
-    /// The first thing due at `now`, if any. Nothing is due in maintenance.
-    pub fn due(&self, cfg: &RecoveryConfig, now: u64, in_maintenance: bool) -> Option<Due> {
-        if !cfg.enabled || in_maintenance {
+    /// The first thing due at `now`, if any. Nothing is due while `paused` (maintenance,
+    /// an agent update under way or on trial).
+    pub fn due(&self, cfg: &RecoveryConfig, now: u64, paused: bool) -> Option<Due> {
+        if !cfg.enabled || paused {
             return None;
         }
         self.episodes.iter().filter(|(_, t)| !t.gave_up && t.due <= now).find_map(|(act_id, t)| {

@@ -278,11 +278,26 @@ impl Updates {
             offer::OfferError::Refused(w) => refuse(protocol::code::REFUSED, w),
         })
     }
+
+    /// Takes the phase (downloading) for an offer judged good, then asks the other reasons
+    /// again, and gives the phase back if one holds now. A recovery step, on its own
+    /// thread, enters the actions' running set and then looks at this phase: of the two
+    /// starting at the same moment, at least one sees the other, and never both run.
+    fn claim(&self) -> Result<(), Refusal> {
+        self.shared.set_phase(Phase::Downloading);
+        match self.not_now.iter().find_map(|c| c()) {
+            Some(why) => {
+                self.shared.set_phase(Phase::Idle);
+                Err(Refusal { code: protocol::code::NOT_NOW, description: why })
+            }
+            None => Ok(()),
+        }
+    }
 }
 
 impl Handler for Updates {
     fn handle(&mut self, query: Query, cx: &Context<'_>) -> Decision {
-        let offer = match self.decide(&query) {
+        let offer = match self.decide(&query).and_then(|o| self.claim().map(|()| o)) {
             Ok(o) => o,
             Err(r) => {
                 self.refusal_log.info(&format!(
@@ -300,7 +315,6 @@ impl Handler for Updates {
             from_version: crate::version().to_string(),
             to_version: offer.version.clone(),
         };
-        self.shared.set_phase(Phase::Downloading);
         let job = install::Job {
             cfg: Arc::clone(&self.cfg),
             offer,
@@ -381,6 +395,29 @@ mod tests {
         u.shared.status.maintenance.set(None);
         u.shared.set_phase(Phase::Switching);
         assert_eq!(u.decide(&offer()).unwrap_err().code, protocol::code::NOT_NOW);
+    }
+
+    /// The phase is taken before the running actions are looked at, and given back when
+    /// one runs: a recovery step entering the running set at that moment sees the update,
+    /// or the update sees it.
+    #[test]
+    fn an_offer_claims_its_phase_before_looking_for_a_running_action_and_gives_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut u = updates(dir.path());
+        let step_running = Arc::new(AtomicBool::new(true));
+        let phase_seen = Arc::new(Mutex::new(Vec::new()));
+        let (running, seen, shared) = (Arc::clone(&step_running), Arc::clone(&phase_seen), u.shared());
+        u.add_not_now(Arc::new(move || {
+            seen.lock().unwrap().push(shared.phase());
+            running.load(Ordering::SeqCst).then(|| "an action is running (restart_miner)".into())
+        }));
+        let r = u.claim().unwrap_err();
+        assert_eq!((r.code, r.description.as_str()), (protocol::code::NOT_NOW, "an action is running (restart_miner)"));
+        assert_eq!(*phase_seen.lock().unwrap(), [Phase::Downloading]);
+        assert_eq!(u.shared.phase(), Phase::Idle, "given back");
+        step_running.store(false, Ordering::SeqCst);
+        assert!(u.claim().is_ok());
+        assert_eq!(u.shared.phase(), Phase::Downloading);
     }
 
     #[test]
