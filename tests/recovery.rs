@@ -85,8 +85,9 @@ impl Rig {
     fn restart_at_1970(&mut self) {
         let (code, _) = stop_agent(&mut self.child.take().unwrap().0);
         assert_eq!(code, Some(0));
-        let mut cmd = Command::new("faketime");
-        cmd.args(["-m", "--exclude-monotonic", "1970-01-02 00:00:00", env!("CARGO_BIN_EXE_rig-agent"), "--config"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rig-agent"));
+        cmd.envs(wall_clock_at("1970-01-02 00:00:00"))
+            .arg("--config")
             .arg(&self.config)
             .stdout(Stdio::null())
             .env_remove("JOURNAL_STREAM");

@@ -612,3 +612,19 @@ pub fn spool_files(state: &Path) -> Vec<std::path::PathBuf> {
     v.sort();
     v
 }
+
+/// The environment that starts the agent (the glibc build of the tests: `LD_PRELOAD` does
+/// not reach a static musl binary) with its wall clock at `at` ("1970-01-02 00:00:00") and
+/// running, its monotonic clock left alone. libfaketime is preloaded directly rather than
+/// through the `faketime` command, which forks the program and, when it is stopped, leaves
+/// it running: each such test left an agent behind.
+pub fn wall_clock_at(at: &str) -> Vec<(String, String)> {
+    let out = Command::new("faketime").args(["-m", "-f", "+0", "sh", "-c", "printf %s \"$LD_PRELOAD\""]).output();
+    let preload = String::from_utf8(out.expect("faketime (Debian's faketime package)").stdout).unwrap();
+    assert!(preload.contains("libfaketime"), "{preload:?}");
+    vec![
+        ("LD_PRELOAD".into(), preload),
+        ("FAKETIME".into(), format!("@{at}")),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ]
+}
