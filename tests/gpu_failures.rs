@@ -175,10 +175,16 @@ fn an_xid_79_is_one_gpu_lost_warning_naming_the_gpu_and_application_xids_are_onl
     r.nvrm("NVRM: Xid (PCI:0000:01:00): 31, pid=1712, name=t-rex, Ch 00000010, intr 00000000. MMU Fault: ENGINE GRAPHICS GPCCLIENT_T1_0 faulted @ 0x7f1c_3e000000. Fault is of type FAULT_PDE ACCESS_TYPE_READ");
     // The same process imitating the driver (facility user): never the kernel's.
     r.log(&[(12, "-", "NVRM: Xid (PCI:0000:02:00): 79, GPU has fallen off the bus.", &[])]);
+    // As with a real driver, nvidia-smi no longer lists the lost GPU as working: it fails
+    // (it often hangs), then says the GPU is lost. A working answer from a run started
+    // after the Xid would rightly end the episode (on a loaded machine the checks below
+    // came after such a run).
+    fs::remove_file(&r.smi_answer).unwrap();
     for _ in 0..50 {
         r.nvrm("NVRM: Xid (PCI:0000:01:00): 79, pid=1712, name=t-rex, GPU has fallen off the bus.");
     }
     let w = r.gw.wait_gpu(10 * SEC, "warning", A, "gpu_lost");
+    r.answer(&(smi_lost(A) + &smi_line(1, B, "GPU-bbbbbbbb-0002")));
     assert_eq!(w["type"], 3);
     assert_eq!(w["message"], "GPU[0000:01:00.0]显卡故障");
     assert_eq!(
