@@ -169,3 +169,52 @@ fn a_tombstone_that_cannot_be_removed_from_a_read_only_state_filesystem_is_warne
     let said = warnings_with("a-000000000004.json");
     assert!(said.len() <= 1, "said {} times: {said:?}", said.len());
 }
+
+/// A kill -9 after a new failure's warning was durably spooled and before the scan's save
+/// of disks.json leaves the warning waiting in the spool and no episode on disk. The
+/// restart sends it (same act_id) and the gateway acknowledges it. The episode the
+/// take-over rebuilt from the spool must then be saved before that ack erases the only
+/// record of it; otherwise a later restart, even a clean one, takes sdb offline for a new
+/// failure and warns again under a new act_id (PROTOCOL.md §7: one warning per episode).
+#[test]
+fn a_warning_resent_from_the_spool_after_kill_9_is_not_raised_again_under_a_new_act_id_after_a_clean_restart() {
+    let _g = Guard::new(60 * SEC);
+    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
+    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).watch(&rig, "100ms").write(dir.path());
+    let state = dir.path().join("state");
+
+    // A first run with sdb healthy: disks.json is saved, with no episode.
+    fs::write(rig.join("sys/block/sdb/device/state"), "running\n").unwrap();
+    let agent = Agent::start(&cfg);
+    gw.wait_login(10 * SEC);
+    wait_until(10 * SEC, "the first inventory", || state.join("disks.json").exists());
+    agent.stop();
+
+    // What the kill -9 left: sdb failed, its warning durably spooled (waiting, not yet
+    // acknowledged), and the save that would have recorded the episode never finished.
+    fs::write(rig.join("sys/block/sdb/device/state"), "offline\n").unwrap();
+    let act_id = "5eedf00d-4";
+    fs::write(state.join("spool/w-000000000001.json"), sdb_offline_warning(act_id).to_string()).unwrap();
+
+    gw.seen.clear();
+    let agent = Agent::start(&cfg);
+    gw.wait_login(10 * SEC);
+    let w = gw.wait_warning(10 * SEC, "/dev/sdb", "offline");
+    assert_eq!(w["act_id"], act_id, "resent with its act_id");
+    wait_until(10 * SEC, "the acknowledged warning deleted", || spool_files(&state).is_empty());
+    gw.soak(2 * SEC); // twenty scans
+    agent.stop();
+    let saved = fs::read_to_string(state.join("disks.json")).unwrap();
+
+    gw.seen.clear();
+    let agent = Agent::start(&cfg);
+    gw.wait_login(10 * SEC);
+    gw.soak(2 * SEC);
+    agent.stop();
+    let again = gw.warnings_seen("/dev/sdb");
+    assert!(
+        again.is_empty(),
+        "sdb's failure, warned and acknowledged as {act_id}, was warned again: {again:?}\n\
+         disks.json after the first restart: {saved}"
+    );
+}

@@ -286,6 +286,25 @@ mod tests {
         assert_eq!(spool.unacked().len(), 2, "the spooled ones only");
     }
 
+    /// The take-over's episode rebuilt from a waiting warning is not in disks.json: once the
+    /// gateway acknowledges that warning (no tombstone: the episode counts as reported), only
+    /// a save records the episode. Unless the first scan saves, a later start warns again.
+    #[test]
+    fn a_warning_found_only_in_the_spool_makes_the_first_scan_save_its_episode() {
+        let d = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(d.path()).unwrap();
+        let disk = Named::Disk { device: "/dev/sdc", serial: None };
+        let stamp = Stamp { time: Timestamp::exact(1_700_000_001), maintenance: false };
+        spool.push(&protocol::encode_warning(&id(), "a-9", &disk, "offline", "state offline", &stamp));
+        assert!(spool.settle(Duration::from_secs(10)));
+        drop(spool);
+        let (spool, _) = Spool::open(d.path()).unwrap();
+        let mut inv = Inventory::default();
+        let unsaved = take(&mut inv, &mut GpuInventory::default(), &spool);
+        assert_eq!(inv.episodes.open.len(), 1);
+        assert!(unsaved, "the inventory now holds an episode disks.json does not, and nothing will save it");
+    }
+
     #[test]
     fn an_end_never_spooled_is_sent_again_after_its_warning_and_a_spooled_end_closes_its_episode() {
         let d = tempfile::tempdir().unwrap();
