@@ -804,3 +804,46 @@ fn updates_turned_off_during_a_trial_end_it_rolled_back_once_and_the_package_bui
     let results = rig.gw.seen.iter().filter(|e| e.act() == Some("update_result")).count();
     assert_eq!(results, 1);
 }
+
+/// The watcher read the config when the unit started (updates on); the build on trial reads
+/// it again at each start. Updates turned off in the file (not yet restarted: the operator
+/// plans a restart) and a crash of the build on trial: the watcher starts it again, and it
+/// must not end its own trial `rolled_back` and run on as if it were the build put back.
+/// A `rolled_back` outcome means the build that ran before is what runs.
+#[test]
+fn a_build_on_trial_restarted_after_updates_were_turned_off_does_not_report_rolled_back_and_run_on() {
+    let _g = Guard::new(150 * SEC);
+    let mut rig = Rig::start("60s", "150s", "");
+    let server = rig.serve(Serve::Whole);
+    let answer = rig.ask(rig.offer(&server.url, |_| {}));
+    assert_eq!(answer["code"], 0, "{answer}");
+    assert_eq!(rig.relogin(60 * SEC)["version"], "rig-agent 0.2.0");
+    let text = fs::read_to_string(&rig.config).unwrap();
+    fs::write(&rig.config, text.replace("[update]\nenabled = true", "[update]\nenabled = false")).unwrap();
+    // The build on trial crashes once (SIGKILL stands for it); the watcher starts it again.
+    let watcher = rig.child.id();
+    let children = fs::read_to_string(format!("/proc/{watcher}/task/{watcher}/children")).unwrap();
+    let new: i32 =
+        children.split_whitespace().next().expect("the build on trial is the watcher's child").parse().unwrap();
+    let _ = rustix::process::kill_process(rustix::process::Pid::from_raw(new).unwrap(), Signal::KILL);
+    let running = rig.relogin(30 * SEC)["version"].as_str().unwrap().to_string();
+    rig.gw.soak(5 * SEC);
+    let rolled_back: Vec<Value> = rig
+        .gw
+        .seen
+        .iter()
+        .filter_map(|e| match e {
+            common::Event::Received { msg, .. }
+                if msg["act"] == "update_result" && msg["data"]["outcome"] == "rolled_back" =>
+            {
+                Some(msg["data"].clone())
+            }
+            _ => None,
+        })
+        .collect();
+    let st = rig.state();
+    assert!(
+        rolled_back.is_empty() || running != "rig-agent 0.2.0",
+        "the gateway was told {rolled_back:?} while {running} runs on, unwatched; state: {st}"
+    );
+}
