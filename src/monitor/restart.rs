@@ -58,6 +58,8 @@ pub(crate) fn take_over(
         .collect();
     warned.extend(ends.iter().map(|c| c.episode.act_id.clone()));
     let mut unsaved = false;
+    // The act_ids whose acks must leave a tombstone until the next save (see below).
+    let mut keep: HashSet<String> = HashSet::new();
     for entry in unacked.iter().filter(|e| e.kind == Kind::Warning) {
         let Some(w) = protocol::decode_warning(&entry.text) else { continue };
         // Only this agent writes the spool: a reason it does not know is not its warning.
@@ -76,13 +78,18 @@ pub(crate) fn take_over(
                 reported: true,
             };
             ledger(disks, gpus, reason.kind()).open.push(e);
+            // Only in memory: the first scan must save it, and until then the ack of its
+            // warning (sent again now) leaves a tombstone. Otherwise an ack followed by
+            // any restart, a clean one included, forgot the episode, and the next start
+            // warned again under a new act_id.
+            keep.insert(entry.act_id.clone());
+            unsaved = true;
         }
     }
     // Acknowledged before any save recorded its episode at all: the warning is written,
     // sent and acknowledged while the scan's save of the inventory is still in its fsync,
     // and a kill -9 then leaves only the tombstone. Without this episode the next scan
     // would take the failure for a new one and warn again under a new act_id.
-    let mut keep: HashSet<String> = HashSet::new();
     for (act_id, text) in acked {
         if protocol::decode_cleared(&text).is_some() || warned.contains(&act_id) {
             continue;

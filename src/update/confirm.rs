@@ -31,7 +31,11 @@ pub fn start(cfg: &Arc<Config>, shared: &Arc<Shared>, spool: &Arc<Spool>, id: &I
     } else {
         state::UpdateState::default()
     };
-    let st = if !cfg.update.enabled && st.trial.is_some() { end_trial_updates_off(cfg).unwrap_or(st) } else { st };
+    // Only a binary that is not the build on trial ends it: that build, started again by
+    // its watcher (which read the config before updates were turned off), goes on with its
+    // trial, and `rolled_back` always means the build before it is what runs.
+    let orphaned = st.trial.as_ref().is_some_and(|t| t.request.to_version != crate::version());
+    let st = if !cfg.update.enabled && orphaned { end_trial_updates_off(cfg).unwrap_or(st) } else { st };
     shared.set_known(&st);
     let interrupted = report::interrupted(cfg, &st, spool);
     let on_trial = st.trial.as_ref().filter(|t| t.request.to_version == crate::version()).cloned();
@@ -65,10 +69,10 @@ fn end_trial_updates_off(cfg: &Config) -> Option<state::UpdateState> {
     let ended = (|| -> std::io::Result<state::UpdateState> {
         let _lock = state::lock(dir)?;
         let mut st = state::load_or_reset(dir)?;
-        if let Some(trial) = st.trial.take() {
+        if let Some(trial) = st.trial.take_if(|t| t.request.to_version != crate::version()) {
             let detail = format!(
                 "updates were turned off ([update] enabled = false) while {} was on trial; {} runs",
-                trial.request.to_version,
+                crate::protocol::escape::escape(&trial.request.to_version),
                 crate::version()
             );
             log::warn!("update {}: {detail}", trial.request.update_id);
