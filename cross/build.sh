@@ -69,6 +69,8 @@ fi
 # The toolchain's own lld, through the C compiler driver that links for the target.
 gcc_ld=$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/gcc-ld
 
+# Every target's flags first: natively, one cargo run then builds them all, which keeps both
+# cores busy through each target's single-threaded LTO (three runs in a row left one idle).
 for t in "${targets[@]}"; do
   if [ ${#small_std[@]} -gt 0 ]; then
     # Added to the target's rustflags from .cargo/config.toml (cargo joins the two lists).
@@ -88,8 +90,15 @@ for t in "${targets[@]}"; do
       armv7-*) need arm-linux-gnueabihf-gcc gcc-arm-linux-gnueabihf ;;
       x86_64-unknown-linux-musl) need musl-gcc musl-tools ;;
     esac
-    cargo build --release --target "$t" "${small_std[@]}"
   fi
+done
+if [ "$use_cross" = no ]; then
+  target_args=()
+  for t in "${targets[@]}"; do target_args+=(--target "$t"); done
+  cargo build --release "${target_args[@]}" "${small_std[@]}"
+fi
+
+for t in "${targets[@]}"; do
   name="rig-agent-$version-$t"
   stage=$(mktemp -d)
   mkdir "$stage/$name"
