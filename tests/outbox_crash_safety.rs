@@ -74,16 +74,8 @@ fn a_warning_acknowledged_after_a_stall_at_detection_is_not_sent_again_after_kil
 #[test]
 fn a_warning_acknowledged_before_its_first_inventory_save_is_not_raised_again_under_a_new_act_id_after_kill_9() {
     let _g = Guard::new(60 * SEC);
-    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
-    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).watch(&rig, "100ms").write(dir.path());
-    let state = dir.path().join("state");
-
-    // A first run with sdb healthy: disks.json is saved, with no episode.
-    fs::write(rig.join("sys/block/sdb/device/state"), "running\n").unwrap();
-    let agent = Agent::start(&cfg);
-    gw.wait_login(10 * SEC);
-    wait_until(10 * SEC, "the first inventory", || state.join("disks.json").exists());
-    agent.stop();
+    let (fixture, cfg, state) = saved_healthy();
+    let FixtureRig { rig, mut gw, .. } = fixture;
     let inventory = fs::read_to_string(state.join("disks.json")).unwrap();
     assert!(inventory.contains("\"episodes\":[]"), "{inventory}");
 
@@ -179,16 +171,8 @@ fn a_tombstone_that_cannot_be_removed_from_a_read_only_state_filesystem_is_warne
 #[test]
 fn a_warning_resent_from_the_spool_after_kill_9_is_not_raised_again_under_a_new_act_id_after_a_clean_restart() {
     let _g = Guard::new(60 * SEC);
-    let FixtureRig { dir, rig, pki, mut gw } = FixtureRig::new(Script::default());
-    let cfg = AgentConfig::new(gw.url(), &pki.ca_file).watch(&rig, "100ms").write(dir.path());
-    let state = dir.path().join("state");
-
-    // A first run with sdb healthy: disks.json is saved, with no episode.
-    fs::write(rig.join("sys/block/sdb/device/state"), "running\n").unwrap();
-    let agent = Agent::start(&cfg);
-    gw.wait_login(10 * SEC);
-    wait_until(10 * SEC, "the first inventory", || state.join("disks.json").exists());
-    agent.stop();
+    let (fixture, cfg, state) = saved_healthy();
+    let FixtureRig { rig, mut gw, .. } = fixture;
 
     // What the kill -9 left: sdb failed, its warning durably spooled (waiting, not yet
     // acknowledged), and the save that would have recorded the episode never finished.
@@ -217,4 +201,19 @@ fn a_warning_resent_from_the_spool_after_kill_9_is_not_raised_again_under_a_new_
         "sdb's failure, warned and acknowledged as {act_id}, was warned again: {again:?}\n\
          disks.json after the first restart: {saved}"
     );
+}
+
+/// A rig whose first run, with sdb healthy, saved disks.json with no episode: its config and
+/// state directory, the agent stopped.
+fn saved_healthy() -> (FixtureRig, std::path::PathBuf, std::path::PathBuf) {
+    let mut fixture = FixtureRig::new(Script::default());
+    let (dir, rig) = (fixture.dir.path().to_path_buf(), fixture.rig.clone());
+    let cfg = AgentConfig::new(fixture.gw.url(), &fixture.pki.ca_file).watch(&rig, "100ms").write(&dir);
+    let state = dir.join("state");
+    fs::write(rig.join("sys/block/sdb/device/state"), "running\n").unwrap();
+    let agent = Agent::start(&cfg);
+    fixture.gw.wait_login(10 * SEC);
+    wait_until(10 * SEC, "the first inventory", || state.join("disks.json").exists());
+    agent.stop();
+    (fixture, cfg, state)
 }
