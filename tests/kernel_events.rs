@@ -251,6 +251,40 @@ fn a_kernel_error_read_just_before_a_stop_is_warned_after_the_restart() {
     );
 }
 
+/// A scan blocked in a read under sysfs (a dying disk's attribute can hang in the kernel for
+/// minutes; a FIFO stands for it) does not hold a stop: the agent ends within seconds, says
+/// why, and the error it had queued is warned after the restart.
+#[test]
+fn a_stop_while_a_scan_hangs_on_a_disk_read_ends_within_seconds_and_loses_no_error() {
+    let _g = Guard::new(90 * SEC);
+    let mut r = Rig::new();
+    let mut child = r.start("");
+    let slow = SlowScan::arm(&r.rig);
+    r.log("3,2,200,-;I/O error, dev nvme0n1, sector 0 op 0x0:(READ)\n");
+    let pid = child.id();
+    wait_until(slack(10 * SEC), "a scan blocked opening the FIFO", || blocked_on_fifo(pid));
+    r.log("3,3,300,-;I/O error, dev sda, sector 8 op 0x0:(READ)\n");
+    std::thread::sleep(ms(500));
+    signal(&child, Signal::TERM);
+    // A guard, not a timing: the stop waits 5 s for the monitor, then goes without it.
+    let (code, _, log1) = wait_exit(&mut child, slack(15 * SEC));
+    slow.end();
+    assert_eq!(code, Some(0), "{log1}");
+    assert!(log1.contains("stopping without the disk monitor"), "{log1}");
+    let log2 = r.restart();
+    assert!(
+        r.gw.warnings_seen("/dev/sda").iter().any(|w| w["reason"] == "io_errors"),
+        "sda's I/O error was lost with the hung scan\nfirst run:\n{log1}\nsecond run:\n{log2}"
+    );
+}
+
+/// Whether a thread of `pid` waits in the kernel for a FIFO's other end.
+fn blocked_on_fifo(pid: u32) -> bool {
+    fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten().any(|t| {
+        fs::read_to_string(t.path().join("wchan")).is_ok_and(|w| w.contains("wait_for_partner") || w.contains("fifo"))
+    })
+}
+
 #[test]
 fn a_kernel_error_read_again_after_a_crash_is_not_warned_twice() {
     let _g = Guard::new(90 * SEC);

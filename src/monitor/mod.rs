@@ -124,13 +124,31 @@ impl MonitorHandle {
     }
 }
 
+/// How long a stop waits for the monitor to end its scan and save.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
 impl Drop for MonitorHandle {
+    /// Stops the monitor and waits for it, but not for ever: a scan blocked in a read under
+    /// sysfs (a dying disk's attribute can hang for minutes in the kernel) would hold the
+    /// stop until systemd's SIGKILL. After [`STOP_WAIT`] the agent stops without it; what
+    /// the monitor had not saved is taken over at the next start, as after a kill -9.
     fn drop(&mut self) {
         if let Some(c) = self.control.take() {
             let _ = c.send(Input::Stop);
         }
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            let until = Instant::now() + STOP_WAIT;
+            while !t.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                log::warn!(
+                    "stopping without the disk monitor: its scan has not returned in {STOP_WAIT:?} (a read under \
+                     sysfs hangs?); the next start takes over from what it saved"
+                );
+            }
         }
     }
 }

@@ -492,15 +492,20 @@ impl SlowScan {
         SlowScan(size)
     }
 
-    /// Ends a read still blocked on the FIFO (opened for writing and closed: the read sees
-    /// EOF; with no reader left, a killed agent, there is nothing to end) and puts the real
-    /// file back.
+    /// Ends a read blocked on the FIFO and puts the real file back. The FIFO is held open
+    /// for reading and writing (which never blocks) while the real file is renamed over its
+    /// name: a scan blocked in its open, or arriving in it meanwhile, gets in; closing then
+    /// gives its read EOF, and every later scan finds the real file. (Opening for writing
+    /// only when a reader is already there, then unlinking, raced a scan that looked the
+    /// name up just then: it blocked for good on a FIFO no one would open again, and the
+    /// agent never finished its stop.)
     pub fn end(self) {
-        use std::os::unix::fs::OpenOptionsExt;
-        let nonblock = rustix::fs::OFlags::NONBLOCK.bits() as i32;
-        let _ = std::fs::OpenOptions::new().write(true).custom_flags(nonblock).open(&self.0);
-        std::fs::remove_file(&self.0).unwrap();
-        std::fs::write(&self.0, "7814037168\n").unwrap();
+        let fifo = std::fs::OpenOptions::new().read(true).write(true).open(&self.0).unwrap();
+        let real = self.0.with_extension("real");
+        std::fs::write(&real, "7814037168\n").unwrap();
+        std::fs::rename(&real, &self.0).unwrap();
+        thread::sleep(ms(200));
+        drop(fifo);
     }
 }
 
