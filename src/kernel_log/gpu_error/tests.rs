@@ -30,8 +30,9 @@ fn pci(address: &str, kind: Kind) -> Option<GpuError> {
 fn every_real_gpu_failure_format_is_recognised() {
     #[rustfmt::skip]
     let nvidia: [(&str, &str, Option<GpuError>); 9] = [
-        // src/nvidia/src/kernel/gpu/rc/kernel_rc.c, XID_PRINT_WITH_ATTR without a process
-        // (NVIDIA/open-gpu-kernel-modules issue 1151, a 6.19 kernel and an RTX 5080).
+        // src/nvidia/src/kernel/gpu/rc/kernel_rc.c, XID_PRINT_WITH_ATTR without a process:
+        // the driver prints no pid or name when no process owned the channel (a line as
+        // reported from a 6.19 kernel with an RTX 5080).
         ("kernel_rc.c", "NVRM: Xid (PCI:0000:2b:00): 79, GPU has fallen off the bus.", pci("0000:2b:00.0", Kind::Xid(79))),
         // With the process that owned the channel (the layout NVIDIA's Xid catalogue shows).
         ("kernel_rc.c", "NVRM: Xid (PCI:0000:01:00): 79, pid=1712, name=t-rex, GPU has fallen off the bus.", pci("0000:01:00.0", Kind::Xid(79))),
