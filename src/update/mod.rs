@@ -72,7 +72,6 @@ pub type NotNow = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 pub struct Shared {
     phase: Mutex<Phase>,
     last: Mutex<Option<state::Last>>,
-    enabled: AtomicBool,
     status: Arc<AgentStatus>,
     /// Set when a switch is done and the agent must re-execute itself.
     restart: AtomicBool,
@@ -113,7 +112,6 @@ impl Shared {
         let s = Arc::new(Shared {
             phase: Mutex::new(Phase::Idle),
             last: Mutex::new(None),
-            enabled: AtomicBool::new(cfg.update.enabled),
             status,
             restart: AtomicBool::new(false),
             shutdown: OnceLock::new(),
@@ -169,7 +167,7 @@ impl Shared {
     fn publish(&self) {
         let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
         self.status.set_update(json!({
-            "enabled": self.enabled.load(Ordering::SeqCst),
+            "enabled": self.settings().update.enabled,
             "state": self.phase().as_str(),
             "last": last.map(|l| json!({"update_id": l.request.update_id, "outcome": l.outcome.as_str(),
                 "from_version": l.request.from_version, "to_version": l.request.to_version, "detail": l.detail})),
@@ -243,6 +241,8 @@ impl Updates {
         self.not_now.push(check);
     }
 
+    /// The offer judged on its own and against this rig's versions and settings; what else
+    /// runs now is [`Updates::claim`]'s to ask.
     fn decide(&self, query: &Query) -> Result<offer::Offer, Refusal> {
         let refuse = |code, description: String| Refusal { code, description };
         if query.echo.reqtype != "write" {
@@ -263,9 +263,6 @@ impl Updates {
                 format!("an update is already under way ({})", self.shared.phase().as_str()),
             ));
         }
-        if let Some(why) = self.not_now.iter().find_map(|c| c()) {
-            return Err(refuse(protocol::code::NOT_NOW, why));
-        }
         let known = self.shared.known.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let rig = offer::Rig {
             target: crate::TARGET,
@@ -279,8 +276,9 @@ impl Updates {
         })
     }
 
-    /// Takes the phase (downloading) for an offer judged good, then asks the other reasons
-    /// again, and gives the phase back if one holds now. A recovery step, on its own
+    /// Takes the phase (downloading) for an offer judged good, then asks whether something
+    /// else keeps an update from starting (an action running, maintenance), and gives the
+    /// phase back if one does. A recovery step, on its own
     /// thread, enters the actions' running set and then looks at this phase: of the two
     /// starting at the same moment, at least one sees the other, and never both run.
     fn claim(&self) -> Result<(), Refusal> {
@@ -338,7 +336,6 @@ impl Handler for Updates {
 
     fn reconfigure(&mut self, cfg: &Config) {
         self.cfg = Arc::new(cfg.clone());
-        self.shared.enabled.store(cfg.update.enabled, Ordering::SeqCst);
         *self.shared.settings.lock().unwrap_or_else(|p| p.into_inner()) = Settings::of(cfg);
         self.shared.publish();
     }
@@ -380,17 +377,22 @@ mod tests {
     fn an_offer_in_maintenance_or_while_an_action_runs_is_not_now() {
         let dir = tempfile::tempdir().unwrap();
         let mut u = updates(dir.path());
-        assert!(u.decide(&offer()).is_ok());
+        let take = |u: &Updates| {
+            let taken = u.decide(&offer()).and_then(|_| u.claim());
+            u.shared.set_phase(Phase::Idle);
+            taken
+        };
+        assert!(take(&u).is_ok());
         let status = Arc::clone(&u.shared.status);
         u.add_not_now(Arc::new(move || status.in_maintenance().then(|| "the rig is in maintenance".into())));
-        assert!(u.decide(&offer()).is_ok());
+        assert!(take(&u).is_ok());
         let window = crate::status::Window {
             until: 1_800_000_000,
             by: crate::status::By::Local,
             ends: std::time::Instant::now() + std::time::Duration::from_secs(60),
         };
         u.shared.status.maintenance.set(Some(window));
-        let r = u.decide(&offer()).unwrap_err();
+        let r = take(&u).unwrap_err();
         assert_eq!((r.code, r.description.as_str()), (protocol::code::NOT_NOW, "the rig is in maintenance"));
         u.shared.status.maintenance.set(None);
         u.shared.set_phase(Phase::Switching);
