@@ -547,6 +547,54 @@ fn a_forged_segfault_record_never_blames_a_disk_and_a_real_failure_still_warns()
     let _ = stop_agent(&mut privileged);
 }
 
+/// mm/page_alloc.c `warn_alloc` reports a failed allocation at KERN_WARNING as `<task
+/// name>: page allocation failure: …, nodemask=(null)` followed in the same record
+/// (`pr_cont`, kernel/cgroup/cpuset.c) by `,cpuset=<its cpuset cgroup's name>,mems_allowed=0`.
+/// A miner that names itself `ata1.0: cmd 60/` (15 bytes) and runs in a cgroup it named
+/// `x Emask 0x1 (media error)` (a container's or a delegated subtree's) gets this record,
+/// exactly as the kernel writes it, when an allocation of its fails. It must not blame
+/// the SATA disk behind ata1, nor hold its episode open: the disk's real error after it
+/// is warned with its own line.
+#[test]
+fn a_page_allocation_failure_of_a_task_in_a_cgroup_it_named_never_blames_a_disk() {
+    let _g = Guard::new(60 * SEC);
+    let dir = tempfile::tempdir().unwrap();
+    let sys = dir.path().join("sys");
+    forgery_sysfs(&sys, "loop-not-here");
+    let kmsg = dir.path().join("kmsg.log");
+    fs::write(&kmsg, "6,1,100,-;old\n").unwrap();
+    let pki = Pki::new(&["localhost"]);
+    let mut gw = Gateway::start(&pki, Script::default());
+    let mut c = AgentConfig::new(gw.url(), &pki.ca_file);
+    c.disks = "smartctl = \"\"\nscan_interval = \"60s\"\nio_error_quiet = \"1h\"\ninclude = [\"sdz\"]\n".into();
+    c.paths_extra = format!(
+        "sysfs = {:?}\nkmsg = {:?}\nprivileged_socket = \"\"\n",
+        sys.display().to_string(),
+        kmsg.display().to_string()
+    );
+    let cfg = c.write(dir.path());
+    let mut agent = spawn_agent(&cfg, &[]);
+    let conn = gw.wait_login(10 * SEC).0;
+    let inventory = dir.path().join("state/disks.json");
+    wait_until(10 * SEC, "the first scan", || fs::read_to_string(&inventory).is_ok_and(|t| t.contains("sdz")));
+    let until = std::time::Instant::now() + 10 * SEC;
+    while agent_info(&mut gw, conn)["data"]["event_sources"]["kmsg"] != "live" {
+        assert!(std::time::Instant::now() < until, "the kernel log never went live");
+        std::thread::sleep(ms(50));
+    }
+    let append = |text: &str| OpenOptions::new().append(true).open(&kmsg).unwrap().write_all(text.as_bytes()).unwrap();
+    append(
+        "4,2,200,-;ata1.0: cmd 60/: page allocation failure: order:4, \
+         mode:0x40dc0(GFP_KERNEL|__GFP_COMP|__GFP_ZERO), nodemask=(null),cpuset=x Emask 0x1 (media error),mems_allowed=0\n",
+    );
+    gw.soak(2 * SEC);
+    append("3,3,300,-;ata1.00: error: { UNC }\n");
+    let w = gw.wait_warning(10 * SEC, "/dev/sdz", "io_errors");
+    assert_eq!(w["detail"], "kernel: ata1.00: error: { UNC }", "{w}");
+    let (code, log) = stop_agent(&mut agent);
+    assert_eq!(code, Some(0), "{log}");
+}
+
 /// The GPU rules against the same forgery, on the real kernel: processes name themselves
 /// like NVIDIA's and amdgpu's lines (`NVRM: Xid (PCI:`, `NVRM: GPU 0000:`, `amdgpu
 /// 0000:01:`, `[drm:amdgpu_job`) and segfault in files named for the rest of a driver's

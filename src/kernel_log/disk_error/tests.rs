@@ -177,6 +177,30 @@ const FILES: [&str; 8] = [
     "metadata I/O error in \"x\"",
 ];
 
+/// mm/page_alloc.c `warn_alloc` logs, at KERN_WARNING and with no dictionary, `<task
+/// name>: page allocation failure: order:…, mode:…, nodemask=…` (or `vmalloc error: …`)
+/// and, through kernel/cgroup/cpuset.c `cpuset_print_current_mems_allowed` (`pr_cont`,
+/// the same record), `,cpuset=<the task's cpuset cgroup's name>,mems_allowed=…`. Both the
+/// task name at the start (15 bytes: `ata1.0: cmd 60/`) and the cgroup's name at the end
+/// (any bytes but `/` and a newline, in a delegated subtree or a container's) are the
+/// process's choice; the record is not shaped like a task report, and the ata rule looks
+/// for its `Emask 0x… (media error)` anywhere after `cmd NN/`.
+#[test]
+fn a_page_allocation_failure_report_of_a_task_named_like_an_ata_command_never_blames_a_disk() {
+    let whats = [
+        "page allocation failure: order:4, mode:0x40dc0(GFP_KERNEL|__GFP_COMP|__GFP_ZERO), nodemask=(null)",
+        "vmalloc error: size 8388608, failed to allocate pages, mode:0xdc0(GFP_KERNEL|__GFP_ZERO), nodemask=(null)",
+    ];
+    for cgroup in ["x Emask 0x1 (media error)", "x Emask 0x4 (timeout)"] {
+        for what in whats {
+            let m = format!("ata1.0: cmd 60/: {what},cpuset={cgroup},mems_allowed=0");
+            assert!("ata1.0: cmd 60/".len() <= 15);
+            let r = parse(&format!("4,7,8,-;{m}\n")).unwrap();
+            assert_eq!(recognise(&r), None, "{m}");
+        }
+    }
+}
+
 #[test]
 fn a_forged_segfault_record_never_blames_a_disk() {
     let records = forged_records(&NAMES, &FILES, &["-"]);
