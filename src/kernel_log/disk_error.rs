@@ -360,7 +360,8 @@ fn ata(m: &str) -> Option<(Kind, Subject)> {
     s.lit("ata")?;
     let port = s.number()?;
     s.lit(".")?;
-    let device = s.number()?;
+    // `ata%u.%02u`: always two digits (`ata1.0: cmd 60/` is a task name's 15 bytes).
+    let device = s.digits(2)?;
     s.lit(": ")?;
     let subject = Subject::AtaDevice { port: format!("ata{port}"), device: u32::try_from(device).ok()? };
     if s.opt("error: { ") {
@@ -368,14 +369,19 @@ fn ata(m: &str) -> Option<(Kind, Subject)> {
         s.lit("}")?;
         return flags.split(' ').any(|f| matches!(f, "UNC" | "AMNF")).then_some((Kind::Ata, subject));
     }
+    // libata-eh.c `ata_eh_link_report`: the command's taskfile and tag, then on the same
+    // record's second line (a newline, which /dev/kmsg shows as `\x0a` and which no
+    // process-chosen text in a record can hold: kmsg escapes a backslash too) the result
+    // taskfile and the error mask with its description. Each part in its place: the
+    // description is never looked for anywhere in the record.
     s.lit("cmd ")?;
-    let command = s.until(&['/']);
-    if command.len() != 2 || !command.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let (_, why) = s.rest().rsplit_once(" Emask 0x")?;
-    let mut s = Scan(why);
-    let _ = s.until(&[' ']);
+    s.taskfile()?;
+    s.lit(" tag ")?;
+    let (_, result) = s.rest().split_once("\\x0a         res ")?;
+    let mut s = Scan(result);
+    s.taskfile()?;
+    s.lit(" Emask ")?;
+    s.hex()?;
     (s.opt(" (media error)") || s.opt(" (timeout)")).then_some((Kind::Ata, subject))
 }
 

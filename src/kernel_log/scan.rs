@@ -32,6 +32,29 @@ impl<'a> Scan<'a> {
         Some(n)
     }
 
+    /// Exactly `n` decimal digits, not followed by another.
+    pub(super) fn digits(&mut self, n: usize) -> Option<u64> {
+        let head = self.0.get(..n).filter(|h| h.bytes().all(|b| b.is_ascii_digit()))?;
+        if self.0[n..].starts_with(|c: char| c.is_ascii_digit()) {
+            return None;
+        }
+        self.0 = &self.0[n..];
+        head.parse().ok()
+    }
+
+    /// An ATA taskfile as libata prints it, `%02x/%02x:%02x:%02x:%02x:%02x/%02x:%02x:%02x:%02x:%02x/%02x`:
+    /// twelve bytes in two hexadecimal digits each, with their separators.
+    pub(super) fn taskfile(&mut self) -> Option<()> {
+        for (i, sep) in ["", "/", ":", ":", ":", ":", "/", ":", ":", ":", ":", "/"].into_iter().enumerate() {
+            if i > 0 {
+                self.lit(sep)?;
+            }
+            let byte = self.0.get(..2).filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))?;
+            self.0 = &self.0[byte.len()..];
+        }
+        Some(())
+    }
+
     /// `0x` and one or more hexadecimal digits.
     pub(super) fn hex(&mut self) -> Option<u64> {
         self.lit("0x")?;

@@ -26,6 +26,12 @@ pub(super) fn names_a_task(m: &str) -> bool {
     if m.contains(" invoked oom-killer:") {
         return true;
     }
+    // mm/page_alloc.c `warn_alloc`: `<name>: page allocation failure: …` or `<name>:
+    // vmalloc error: …`, to which kernel/cgroup/cpuset.c appends the task's cpuset
+    // cgroup's name, which the process chooses as well.
+    if [": page allocation failure: ", ": vmalloc error: "].iter().any(|w| m.find(w).is_some_and(|i| i <= TASK_NAME)) {
+        return true;
+    }
     // Every opening bracket a task name's bytes (and a space) can reach: the name itself
     // may hold brackets too.
     m.bytes().take(TASK_NAME + 2).enumerate().any(|(i, b)| {
@@ -46,7 +52,7 @@ pub(super) fn names_a_task(m: &str) -> bool {
 /// (`{file}`): arch/x86/mm/fault.c `show_signal_msg`, arch/x86/kernel/traps.c (with and
 /// without the `traps: ` prefix of newer kernels), arch/arm64/kernel/traps.c,
 /// arch/arm/mm/fault.c, mm/oom_kill.c `dump_header`, fs/drop_caches.c.
-pub(super) const AFTER_A_TASK_NAME: [&str; 8] = [
+pub(super) const AFTER_A_TASK_NAME: [&str; 10] = [
     "[28266]: segfault at 0 ip 000055bc57f79180 sp 00007ffe74b3c5e0 error 6 in {file}[1180,55bc57f79000+1000] likely on CPU 0 (core 0, socket 0)",
     "[28266] trap invalid opcode ip:55f0a7c3e139 sp:7ffd44c0b6c0 error:0 in {file}[55f0a7c3e000+1000]",
     "[28266] general protection fault ip:7f3e2b1c0f6a sp:7ffc9a1e8c30 error:0 in {file}[7f3e2b0a3000+16d000]",
@@ -55,6 +61,9 @@ pub(super) const AFTER_A_TASK_NAME: [&str; 8] = [
     " invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0",
     " (28266): drop_caches: 3",
     "[28266] bad frame in rt_sigreturn frame:00007ffd ip:55f0 sp:7ffd orax:ffffffffffffffff in {file}[55f0+1000]",
+    // mm/page_alloc.c `warn_alloc`, with kernel/cgroup/cpuset.c's cgroup name (`{file}`).
+    ": page allocation failure: order:4, mode:0x40dc0(GFP_KERNEL|__GFP_COMP|__GFP_ZERO), nodemask=(null),cpuset={file},mems_allowed=0",
+    ": vmalloc error: size 8388608, failed to allocate pages, mode:0xdc0(GFP_KERNEL|__GFP_ZERO), nodemask=(null),cpuset={file},mems_allowed=0",
 ];
 
 /// Every record a process can have the kernel write with a name from `names` (each at most

@@ -144,7 +144,7 @@ fn lines_that_are_not_a_failing_disk_are_ignored() {
 }
 
 /// Task names that begin like a driver's line for a disk the agent monitors.
-const NAMES: [&str; 18] = [
+const NAMES: [&str; 19] = [
     "XFS (sda): ",
     "XFS (nvme0n1): ",
     "XFS (mmcblk0): ",
@@ -156,6 +156,7 @@ const NAMES: [&str; 18] = [
     "ata1: error: {",
     "ata1.00: error:",
     "ata1.00: cmd 60",
+    "ata1.0: cmd 60/",
     "sd 0:0:0:0: x",
     "sd 0:0:0:0: [s",
     "I/O error, dev ",
