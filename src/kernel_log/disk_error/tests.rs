@@ -184,8 +184,8 @@ const FILES: [&str; 8] = [
 /// the same record), `,cpuset=<the task's cpuset cgroup's name>,mems_allowed=…`. Both the
 /// task name at the start (15 bytes: `ata1.0: cmd 60/`) and the cgroup's name at the end
 /// (any bytes but `/` and a newline, in a delegated subtree or a container's) are the
-/// process's choice; the record is not shaped like a task report, and the ata rule looks
-/// for its `Emask 0x… (media error)` anywhere after `cmd NN/`.
+/// process's choice. Such a record is a report about a task, never a disk's, whatever the
+/// two say (and the ata rule reads libata's error mask only in its place).
 #[test]
 fn a_page_allocation_failure_report_of_a_task_named_like_an_ata_command_never_blames_a_disk() {
     let whats = [
